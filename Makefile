@@ -1,0 +1,36 @@
+# Every target creates .venv first when it is missing.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+
+.PHONY: venv test test-all demo bench-perf lint validation clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
+	$(PIP) install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q -x --durations=15
+
+test-all: $(VENV)/.installed
+	$(PY) -m pytest -q -m "" --durations=25
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/invbench demo
+
+bench-perf: $(VENV)/.installed
+	$(PY) -m pytest tests/perf -m "" --benchmark-enable --benchmark-autosave
+
+validation: $(VENV)/.installed
+	$(PY) scripts/validation_table.py
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check operators priors solvers bench tests
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

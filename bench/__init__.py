@@ -1,0 +1,1 @@
+"""Benchmark harness: experiment files, datasets, metrics, cost meters, store, runner, CLI."""

@@ -1,0 +1,14 @@
+"""Forward models ``y = A(x) + noise`` in model space (DESIGN §3).
+
+Public surface: :func:`build`, :data:`PRESETS`, :class:`Operator`, :class:`LinearOperator`,
+:class:`SVD`, :mod:`operators.conventions`.
+"""
+
+from . import conventions
+from .base import SVD, LinearOperator, Operator, OperatorError
+from .registry import build, names, register
+from . import presets as _presets  # noqa: F401  (registers the presets)
+
+PRESETS: tuple[str, ...] = names()
+
+__all__ = ["build", "PRESETS", "Operator", "LinearOperator", "SVD", "OperatorError", "conventions", "register"]

@@ -1,0 +1,165 @@
+"""Operator contract (DESIGN §3): forward models ``y = A(x) + sigma_y n`` in model space.
+
+Images are NCHW tensors in model space [-1, 1] with shape ``(B, *in_shape)``; measurements have
+shape ``(B, *out_shape)``. Capabilities are declared in ``capabilities`` (``"linear"``,
+``"svd"``, ``"grad"``) and never probed with ``hasattr``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+
+class OperatorError(ValueError):
+    """Bad operator name, parameter or input shape (one readable line)."""
+
+
+class Operator(ABC):
+    """A forward model ``A``: ``forward(x)`` maps ``(B, *in_shape)`` -> ``(B, *out_shape)``.
+
+    Attributes
+    ----------
+    name: preset name that built it (``""`` for ad-hoc operators).
+    in_shape: image shape ``(C, H, W)``.
+    out_shape: measurement shape (without batch).
+    is_linear: whether ``A`` is linear.
+    capabilities: declared capabilities, a subset of ``{"linear", "svd", "grad"}``;
+        every operator here is differentiable (``"grad"``).
+    params: the operator's parameters (kernel, mask, ...) for records and re-derivation.
+    """
+
+    is_linear: ClassVar[bool] = False
+
+    def __init__(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...], name: str = ""):
+        self.in_shape = tuple(int(s) for s in in_shape)
+        self.out_shape = tuple(int(s) for s in out_shape)
+        self.name = name
+        self.params: dict = {}
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        return frozenset({"grad"})
+
+    @abstractmethod
+    def forward(self, x: Tensor) -> Tensor:
+        """Apply ``A`` to a batch ``x`` of shape ``(B, *in_shape)``."""
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return self.forward(x)
+
+    def check_input(self, x: Tensor) -> None:
+        if tuple(x.shape[1:]) != self.in_shape:
+            raise OperatorError(
+                f"operator {self.name or type(self).__name__}: input shape {tuple(x.shape[1:])} "
+                f"does not match in_shape {self.in_shape}"
+            )
+
+    def measure(self, x: Tensor, sigma_y: float, generator: torch.Generator | None = None) -> Tensor:
+        """Noisy measurement ``y = A(x) + sigma_y * n`` with ``n ~ N(0, I)`` drawn from ``generator``.
+
+        ``sigma_y`` is in model units (``operators.conventions.noise_sigma_to_model`` converts
+        a pixel-unit ``noise_sigma``). The noise is drawn on the generator's device (CPU for a
+        CPU generator) and moved to ``x.device``, so results do not depend on the device.
+        """
+        y = self.forward(x)
+        if sigma_y < 0:
+            raise OperatorError(f"sigma_y must be >= 0, got {sigma_y}")
+        if sigma_y == 0:
+            return y
+        gen_device = generator.device if generator is not None else torch.device("cpu")
+        n = torch.randn(y.shape, generator=generator, device=gen_device, dtype=y.dtype)
+        return y + sigma_y * n.to(y.device)
+
+    def to(self, device=None, dtype=None) -> "Operator":
+        """Move tensor parameters to ``device``/``dtype`` in place; returns ``self``."""
+        for k, v in list(vars(self).items()):
+            if isinstance(v, Tensor):
+                kw = {}
+                if device is not None:
+                    kw["device"] = device
+                if dtype is not None and v.is_floating_point():
+                    kw["dtype"] = dtype
+                setattr(self, k, v.to(**kw))
+            elif isinstance(v, SVD):
+                v.to(device=device, dtype=dtype)
+        return self
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, in={self.in_shape}, out={self.out_shape})"
+
+
+class SVD(ABC):
+    """Exact singular value decomposition ``A = U diag(s) Vᵀ`` in flattened coordinates.
+
+    Shapes (DESIGN §9): ``Vt(x)`` maps ``(B, *in_shape)`` -> ``(B, n)`` spectral coefficients and
+    ``V`` inverts it; ``Ut(y)`` maps ``(B, *out_shape)`` -> ``(B, m)`` and ``U`` inverts it;
+    ``singular_values`` has shape ``(m,)``, ``m <= n``, and
+    ``A.forward(x) == U(s * Vt(x)[:, :m])``. Singular values are non-negative; they are sorted
+    so that the first ``m`` spectral coordinates correspond to them (zeros allowed where a
+    reference implementation thresholds them).
+    """
+
+    singular_values: Tensor
+
+    @abstractmethod
+    def V(self, z: Tensor) -> Tensor: ...
+
+    @abstractmethod
+    def Vt(self, x: Tensor) -> Tensor: ...
+
+    @abstractmethod
+    def U(self, z: Tensor) -> Tensor: ...
+
+    @abstractmethod
+    def Ut(self, y: Tensor) -> Tensor: ...
+
+    def to(self, device=None, dtype=None) -> "SVD":
+        for k, v in list(vars(self).items()):
+            if isinstance(v, Tensor):
+                kw = {}
+                if device is not None:
+                    kw["device"] = device
+                if dtype is not None and v.is_floating_point():
+                    kw["dtype"] = dtype
+                setattr(self, k, v.to(**kw))
+        return self
+
+
+class LinearOperator(Operator):
+    """A linear forward model with ``adjoint`` and ``pinv``; ``svd`` is an :class:`SVD` or None."""
+
+    is_linear: ClassVar[bool] = True
+    svd: SVD | None = None
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        caps = {"grad", "linear"}
+        if self.svd is not None:
+            caps.add("svd")
+        return frozenset(caps)
+
+    @abstractmethod
+    def adjoint(self, y: Tensor) -> Tensor:
+        """``Aᵀ y``: ``(B, *out_shape)`` -> ``(B, *in_shape)``."""
+
+    def pinv(self, y: Tensor) -> Tensor:
+        """Moore–Penrose pseudo-inverse ``A⁺ y`` (through the SVD; zero singular values dropped)."""
+        if self.svd is None:
+            raise NotImplementedError(f"{type(self).__name__} has no SVD; override pinv")
+        s = self.svd.singular_values
+        z = self.svd.Ut(y)
+        inv = torch.where(s > 0, 1.0 / torch.where(s > 0, s, torch.ones_like(s)), torch.zeros_like(s))
+        coeff = torch.zeros(y.shape[0], _numel(self.in_shape), dtype=z.dtype, device=z.device)
+        coeff[:, : s.numel()] = z * inv
+        return self.svd.V(coeff)
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return n

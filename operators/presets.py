@@ -1,0 +1,1 @@
+"""Task presets (DESIGN §3). Each preset module registers itself on import."""

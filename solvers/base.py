@@ -1,0 +1,126 @@
+"""Solver contract (DESIGN §5).
+
+A solver maps a measurement ``y`` (model space, shape ``(B, *A.out_shape)``) to a
+reconstruction ``x_hat`` (model space [-1, 1], shape ``(B, *A.in_shape)``). Hyperparameters
+are a frozen dataclass; named presets carry their provenance. ``requires`` lists the
+capabilities needed from the operator and prior together (``operator.capabilities |
+prior.capabilities``); an unsupported pairing raises :class:`SolverSkip` with the reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable, ClassVar, Sequence
+
+import torch
+from torch import Tensor
+
+Callback = Callable[[int, float, Tensor, Tensor], None]
+"""``callback(step, sigma, x, x0_hat)`` called once per solver step (sigma in model units)."""
+
+Generators = torch.Generator | Sequence[torch.Generator]
+
+
+class SolverSkip(Exception):
+    """This solver cannot run on this operator/prior pairing; ``str(e)`` is the reason."""
+
+
+class SolverDiverged(Exception):
+    """NaN/Inf appeared in the solver state; ``str(e)`` says where."""
+
+
+class SolverError(ValueError):
+    """Bad solver name, preset or hyperparameter (one readable line)."""
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named hyperparameter set and where its values come from."""
+
+    params: dict
+    provenance: str
+
+
+class Solver:
+    """Base class. Subclasses set ``name``, ``requires``, ``Params`` and ``PRESETS``."""
+
+    name: ClassVar[str]
+    requires: ClassVar[frozenset[str]] = frozenset()
+    Params: ClassVar[type]
+    PRESETS: ClassVar[dict[str, Preset]] = {}
+
+    def __init__(self, params=None, preset: str = "default"):
+        self.params = params if params is not None else self.Params()
+        self.preset = preset
+
+    @classmethod
+    def from_preset(cls, preset: str = "default", **overrides) -> "Solver":
+        if preset not in cls.PRESETS:
+            raise SolverError(
+                f"unknown preset {preset!r} for solver {cls.name!r}; valid: {', '.join(sorted(cls.PRESETS))}"
+            )
+        fields = {f.name for f in dataclasses.fields(cls.Params)}
+        bad = sorted(set(overrides) - fields)
+        if bad:
+            raise SolverError(
+                f"unknown hyperparameter(s) {', '.join(bad)} for solver {cls.name!r}; valid: {', '.join(sorted(fields))}"
+            )
+        values = {**cls.PRESETS[preset].params, **overrides}
+        return cls(cls.Params(**values), preset=preset)
+
+    def check(self, operator, prior) -> None:
+        """Raise :class:`SolverSkip` if ``requires`` is not met by the operator and prior."""
+        have = set(operator.capabilities) | set(prior.capabilities)
+        missing = sorted(self.requires - have)
+        if missing:
+            raise SolverSkip(
+                f"{self.name} requires {', '.join(missing)}; operator {operator.name or type(operator).__name__} "
+                f"and prior {getattr(prior, 'name', '') or type(prior).__name__} do not provide it"
+            )
+
+    def solve(
+        self,
+        y: Tensor,
+        operator,
+        prior,
+        *,
+        sigma_y: float,
+        generator: Generators | None = None,
+        callback: Callback | None = None,
+    ) -> Tensor:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(preset={self.preset!r}, {self.params})"
+
+
+def generators_for(generator: Generators | None, batch: int) -> list[torch.Generator]:
+    """Normalise ``generator`` to one generator per batch item.
+
+    A single generator is only accepted for batch 1 or used for all items in sequence (then
+    results depend on the batch composition); pass one generator per image for batch-invariant
+    results (DESIGN §2).
+    """
+    if generator is None:
+        generator = torch.Generator().manual_seed(0)
+    if isinstance(generator, torch.Generator):
+        return [generator] * batch
+    gens = list(generator)
+    if len(gens) != batch:
+        raise SolverError(f"got {len(gens)} generators for a batch of {batch}")
+    return gens
+
+
+def randn(shape_per_item: Sequence[int], gens: list[torch.Generator], like: Tensor) -> Tensor:
+    """Standard normal noise of shape ``(B, *shape_per_item)``, item ``i`` drawn from ``gens[i]``
+    on the generator's device, then moved to ``like``'s device and dtype (device-independent)."""
+    out = [torch.randn(tuple(shape_per_item), generator=g, device=g.device, dtype=like.dtype) for g in gens]
+    return torch.stack(out).to(like.device)
+
+
+def check_finite(x: Tensor, where: str) -> Tensor:
+    """Raise :class:`SolverDiverged` if ``x`` holds NaN/Inf."""
+    if not torch.isfinite(x).all():
+        raise SolverDiverged(f"non-finite values in {where}")
+    return x
