@@ -105,6 +105,17 @@ class SVD(ABC):
 
     singular_values: Tensor
 
+    def thresholded(self, threshold: float) -> "SVD":
+        """A shallow copy whose singular values ``< threshold`` are set to 0 (DDRM-style
+        truncation; e.g. ``A.svd.thresholded(A.params.get("svd_threshold", 0.0))``). The copy
+        shares U and V; it no longer reproduces ``forward`` when anything was zeroed."""
+        import copy
+
+        new = copy.copy(self)
+        s = self.singular_values
+        new.singular_values = torch.where(s < threshold, torch.zeros_like(s), s)
+        return new
+
     @abstractmethod
     def V(self, z: Tensor) -> Tensor: ...
 
