@@ -1,0 +1,78 @@
+"""Shared plumbing for the DDPM-family baselines (DPS, DDRM, ΠGDM): timestep selection and
+VP/VE bookkeeping (DESIGN §2).
+
+Conventions. Every prior is a VE denoiser ``D(x, sigma)`` with ``x = x0 + sigma n`` (model units).
+The baselines were written for VP ε-networks; the one-to-one map used throughout is
+
+* ``abar(sigma) = 1 / (1 + sigma²)``, ``x_vp = sqrt(abar) · x_ve``,
+* ``eps = (x_ve − D(x_ve, sigma)) / sigma``, ``x0_hat = D``,
+* a VP timestep ``t`` of a discrete prior has ``sigma_t = prior.sigmas[t]`` (ascending grid), and
+  the final "timestep −1" of the DDPM/DDIM/DDRM loops has ``abar = 1``, i.e. ``sigma = 0``.
+
+A sampler runs on a *descending* list ``sigma_0 > sigma_1 > … > sigma_{N−1} > 0`` of network
+evaluation levels followed by the terminal level 0.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from .base import SolverError
+from .schedules import ddpm_sigmas
+
+__all__ = ["abar", "sampling_sigmas", "sigma_batch", "skip_timesteps", "thresholded_singular_values"]
+
+
+def skip_timesteps(T: int, steps: int) -> list[int]:
+    """Uniform skip schedule of the DDRM/DDIM code: ``skip = T // steps``,
+    ``range(0, T, skip)`` (ascending). ``steps = T`` gives every timestep; for ``T = 1000``,
+    ``steps = 20`` gives ``{0, 50, …, 950}`` and ``steps = 100`` gives ``{0, 10, …, 990}``."""
+    if int(steps) != steps or steps < 1 or steps > T:
+        raise SolverError(f"steps must be an integer in [1, {T}], got {steps}")
+    skip = T // int(steps)
+    return list(range(0, T, skip))
+
+
+def sampling_sigmas(prior, steps: int, explicit: Sequence[float] | None = None) -> list[float]:
+    """Descending noise levels (model units) at which the sampler evaluates the network.
+
+    ``explicit`` (descending, positive) overrides everything — used to run on another code's
+    schedule (e.g. deepinv's sigma list). Otherwise the prior's own discrete grid
+    (``schedules.ddpm_sigmas``: ``prior.sigmas`` for discrete priors, else the DDPM linear-beta
+    grid) restricted to :func:`skip_timesteps`, in reverse order (``t = τ_N … τ_1``).
+    """
+    if explicit is not None:
+        s = [float(v) for v in explicit]
+        if not s or any(v <= 0 for v in s) or any(a <= b for a, b in itertools.pairwise(s)):
+            raise SolverError("explicit sigmas must be a non-empty, strictly descending list of positive levels")
+        return s
+    grid = ddpm_sigmas(prior)
+    ts = skip_timesteps(int(grid.numel()), steps)
+    return [float(grid[t]) for t in reversed(ts)]
+
+
+def abar(sigma: float) -> float:
+    """``ᾱ = 1 / (1 + σ²)`` (σ = 0 gives 1)."""
+    return 1.0 / (1.0 + sigma * sigma)
+
+
+def sigma_batch(sigma: float, like: Tensor) -> Tensor:
+    """A ``(B,)`` tensor filled with ``sigma`` on ``like``'s device/dtype."""
+    return torch.full((like.shape[0],), float(sigma), dtype=like.dtype, device=like.device)
+
+
+def thresholded_singular_values(op, threshold: float | None, like: Tensor) -> Tensor:
+    """The operator's ``(m,)`` singular values with DDRM's rule applied: ``s < thr → 0``.
+
+    ``threshold`` None reads ``op.params.get("svd_threshold")`` (the operators record DDRM's
+    3e-2 for deblurring / bicubic SR); absent or 0 means no thresholding. Cast to ``like``.
+    """
+    s = op.svd.singular_values.to(device=like.device, dtype=like.dtype)
+    thr = threshold if threshold is not None else (getattr(op, "params", None) or {}).get("svd_threshold")
+    if thr is not None and float(thr) > 0:
+        s = torch.where(s < float(thr), torch.zeros_like(s), s)
+    return s

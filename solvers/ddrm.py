@@ -1,0 +1,189 @@
+"""DDRM — Denoising Diffusion Restoration Models (Kawar, Elad, Ermon, Song; NeurIPS 2022).
+
+Re-implemented from the released code's ``efficient_generalized_steps``
+(``bahjat-kawar/ddrm``, ``functions/denoising.py``) in VE terms (DESIGN §2).
+
+Notation: ``A = U diag(s) Vᵀ`` (``s`` zero-padded to all ``n`` spectral coordinates), ``σ_y`` the
+measurement noise (model units, the code's ``sigma_0``), ``ȳ_i = (Uᵀy)_i / s_i``, bars denote
+``Vᵀ(·)``. Levels ``σ_{τ_N} > … > σ_{τ_1}`` are the prior's DDPM grid on the skip schedule
+``{0, 50, …, 950}`` (20 steps) or an explicit list; the terminal level is ``σ' = 0``.
+
+Initialisation (the code's ``p(x_T | x_0, y)``), ``σ_T = σ_{τ_N}``::
+
+    x̄_i = ȳ_i + sqrt(σ_T² − σ_y²/s_i²) z_i      if s_i σ_T > σ_y
+    x̄_i = σ_T z_i                               otherwise
+    x_T = V x̄ · c,   c = sqrt(1 + σ_T²)/σ_T ("ddrm_code": the code sets x_vp = V x̄ / σ_T)
+                      c = 1                   ("exact": x_ve = V x̄)
+
+Step ``σ → σ'`` (one network evaluation)::
+
+    x̂₀ = D(x, σ),  ε̂ = (x − x̂₀)/σ,  z ~ N(0, I)
+    s_i σ' > σ_y  (noisier than y):  x̄'_i = η_b ȳ_i + (1−η_b) x̂̄₀,i + sqrt(σ'² − η_b² σ_y²/s_i²) z_i
+    s_i σ' < σ_y  (less noisy):      x̄'_i = x̂̄₀,i + sqrt(1−η²) σ' ((Uᵀy)_i − s_i x̂̄₀,i)/σ_y + η σ' z_i
+    otherwise (null space, i ≥ m,
+               and ties):            x̄'_i = x̂̄₀,i + sqrt(1−η²) σ' ε̄_i + η σ' z_i
+    x' = V x̄'
+
+The branch tests use the singular values exactly as the code does: a singular value that the
+operator (or ``op.params["svd_threshold"]``, the code's 3e-2 for deblurring / bicubic SR) set
+to 0 *inside* the first ``m`` coordinates goes to the "less noisy" branch whenever ``σ_y > 0``
+(``0 · σ' < σ_y``); truly missing coordinates (``i ≥ m``) always take the null-space branch.
+For ``σ_y = 0`` a zero singular value takes the null-space branch. The output is the state at
+``σ' = 0``, i.e. the last ``x̂₀`` (the code returns ``xs[-1]``).
+
+Cost: NFE = ``steps`` (one ``D`` per level), VJP = 0 (runs under ``torch.no_grad``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from ._ddpm_common import sampling_sigmas, sigma_batch, thresholded_singular_values
+from .base import (
+    Callback,
+    Generators,
+    Preset,
+    Solver,
+    SolverError,
+    check_finite,
+    generators_for,
+    randn,
+)
+from .registry import register
+
+__all__ = ["DDRM", "DDRMParams", "ddrm_singular_values"]
+
+
+@dataclass(frozen=True)
+class DDRMParams:
+    """DDRM hyperparameters.
+
+    eta: η (the code's ``etaA`` = ``etaC``), in [0, 1].
+    eta_b: η_b (the code's ``etaB``), in [0, 1].
+    steps: number of network evaluations on the uniform skip schedule of the prior's grid.
+    sigmas: explicit descending levels (model units) overriding ``steps`` (e.g. to run on
+        deepinv's schedule); None uses the prior's grid.
+    init: ``"ddrm_code"`` (x_vp = V x̄ / σ_T as released) or ``"exact"`` (x_ve = V x̄).
+    svd_threshold: singular values below it are zeroed (DDRM's rule); None reads
+        ``op.params.get("svd_threshold")`` (absent: no thresholding).
+    """
+
+    eta: float = 0.85
+    eta_b: float = 1.0
+    steps: int = 20
+    sigmas: tuple[float, ...] | None = None
+    init: str = "ddrm_code"
+    svd_threshold: float | None = None
+
+    def __post_init__(self):
+        if not (0.0 <= self.eta <= 1.0 and 0.0 <= self.eta_b <= 1.0):
+            raise SolverError(f"ddrm: eta and eta_b must be in [0, 1], got {self.eta}, {self.eta_b}")
+        if self.init not in ("ddrm_code", "exact"):
+            raise SolverError(f"ddrm: init must be 'ddrm_code' or 'exact', got {self.init!r}")
+
+
+def ddrm_singular_values(op, threshold: float | None, like: Tensor) -> Tensor:
+    """The operator's ``(m,)`` singular values with DDRM's thresholding applied (``s < thr → 0``)."""
+    return thresholded_singular_values(op, threshold, like)
+
+
+@register
+class DDRM(Solver):
+    """DDRM (Kawar et al. 2022); see the module docstring for the update rule.
+
+    NFE = ``steps`` (or ``len(sigmas)``), VJP = 0. Requires an operator SVD.
+    """
+
+    name: ClassVar[str] = "ddrm"
+    requires: ClassVar[frozenset[str]] = frozenset({"svd"})
+    Params: ClassVar[type] = DDRMParams
+    PRESETS: ClassVar[dict[str, Preset]] = {
+        "default": Preset(
+            {"eta": 0.85, "eta_b": 1.0, "steps": 20},
+            "bahjat-kawar/ddrm README / main.py defaults (--eta 0.85 --etaB 1 --timesteps 20; "
+            "skip schedule range(0, 1000, 50))",
+        ),
+    }
+
+    def solve(
+        self,
+        y: Tensor,
+        operator,
+        prior,
+        *,
+        sigma_y: float,
+        generator: Generators | None = None,
+        callback: Callback | None = None,
+    ) -> Tensor:
+        self.check(operator, prior)
+        p: DDRMParams = self.params
+        if sigma_y < 0:
+            raise SolverError(f"sigma_y must be >= 0, got {sigma_y}")
+        with torch.no_grad():
+            return self._run(y, operator, prior, float(sigma_y), generator, callback, p)
+
+    def _run(self, y, op, prior, sigma_y, generator, callback, p: DDRMParams) -> Tensor:
+        B = y.shape[0]
+        gens = generators_for(generator, B)
+        svd = op.svd
+        n = math.prod(op.in_shape)
+        s_m = ddrm_singular_values(op, p.svd_threshold, y)
+        m = s_m.numel()
+        s = torch.zeros(n, dtype=y.dtype, device=y.device)
+        s[:m] = s_m
+        in_range = torch.zeros(n, dtype=torch.bool, device=y.device)
+        in_range[:m] = True
+        pos = s > 0
+        safe_s = torch.where(pos, s, torch.ones_like(s))
+
+        Uty = torch.zeros(B, n, dtype=y.dtype, device=y.device)
+        Uty[:, :m] = svd.Ut(y)
+        ybar = torch.where(pos, Uty / safe_s, torch.zeros_like(Uty))  # Σ⁺Uᵀy
+        nsr = torch.where(pos, sigma_y / safe_s, torch.zeros_like(s))  # σ_y / s_i
+
+        levels = sampling_sigmas(prior, p.steps, p.sigmas)
+        sT = levels[0]
+
+        # --- initialisation: p(x_T | y) of the code ---
+        z = randn((n,), gens, y)
+        large = in_range & (s * sT > sigma_y)
+        rem = torch.where(large, (sT**2 - nsr**2).clamp_min(0.0).sqrt(), torch.full_like(s, sT))
+        xbar = torch.where(large, ybar, torch.zeros_like(ybar)) + rem * z
+        scale = math.sqrt(1.0 + sT**2) / sT if p.init == "ddrm_code" else 1.0
+        x = svd.V(xbar * scale).reshape(B, *op.in_shape)
+
+        c = math.sqrt(1.0 - p.eta**2)
+        for i, sig in enumerate(levels):
+            sig_next = levels[i + 1] if i + 1 < len(levels) else 0.0
+            x0 = prior.denoise(x, sigma_batch(sig, x))
+            check_finite(x0, f"ddrm step {i}: denoiser output")
+            if callback is not None:
+                callback(i, sig, x, x0)
+            x0bar = svd.Vt(x0)
+            epsbar = svd.Vt((x - x0) / sig)
+            z = randn((n,), gens, y)
+
+            noisier = in_range & (s * sig_next > sigma_y)
+            less_noisy = in_range & (s * sig_next < sigma_y)
+
+            # null-space branch (default)
+            new = x0bar + c * sig_next * epsbar + p.eta * sig_next * z
+            # less noisy than y (σ_y > 0 here, since s σ' < σ_y)
+            if bool(less_noisy.any()):
+                resid = (Uty - s * x0bar) / (sigma_y if sigma_y > 0 else 1.0)
+                ln = x0bar + c * sig_next * resid + p.eta * sig_next * z
+                new = torch.where(less_noisy, ln, new)
+            # noisier than y
+            if bool(noisier.any()):
+                std_b = (sig_next**2 - (p.eta_b * nsr) ** 2).clamp_min(0.0).sqrt()
+                nz = p.eta_b * ybar + (1.0 - p.eta_b) * x0bar + std_b * z
+                new = torch.where(noisier, nz, new)
+
+            x = svd.V(new).reshape(B, *op.in_shape)
+            check_finite(x, f"ddrm step {i}: state")
+        return x

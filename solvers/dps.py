@@ -1,0 +1,201 @@
+"""DPS — Diffusion Posterior Sampling (Chung, Kim, Mccann, Klasky, Ye; ICLR 2023).
+
+Re-implemented from the released code (``DPS2022/diffusion-posterior-sampling``:
+``guided_diffusion/gaussian_diffusion.py`` ``p_sample_loop`` / ``DDPM.p_sample`` and
+``guided_diffusion/condition_methods.py`` ``PosteriorSampling``), in VE terms (DESIGN §2).
+
+Ancestral DDPM on descending levels ``σ_0 > … > σ_{N−1}`` (the prior's 1000 training timesteps
+``t = 999 … 0``, or an explicit list) with terminal level 0. The state is kept in VP form
+``x_t = sqrt(ᾱ_t) x_ve`` exactly as in the code. With ``ᾱ = 1/(1+σ_i²)``, ``ᾱ' = 1/(1+σ_{i+1}²)``,
+``β = 1 − ᾱ/ᾱ'`` (the spaced β of guided-diffusion), one step is::
+
+    x̂₀        = clip(D(x_t / sqrt(ᾱ), σ_i), −1, 1)                   (clip_denoised: True)
+    μ          = β sqrt(ᾱ')/(1−ᾱ) · x̂₀ + (1−ᾱ') sqrt(1−β)/(1−ᾱ) · x_t   (q-posterior mean)
+    x'_{t−1}   = μ + exp(½ log v) z     (no noise on the last step)
+    x_{t−1}    = x'_{t−1} − ζ_i ∇_{x_t} ‖y − A(x̂₀)‖₂                 (per image)
+
+``log v`` is the learned-range variance of guided-diffusion,
+``frac·log β + (1−frac)·log β̃`` with ``frac = (v+1)/2`` and ``v`` from
+``prior.denoise_with_variance`` (``variance="learned"``), or ``log β̃`` with
+``β̃ = β(1−ᾱ')/(1−ᾱ)`` (``variance="fixed"``); ``"auto"`` picks learned when the prior has the
+``learned_variance`` capability. (guided-diffusion's clipping of ``log β̃`` at ``t = 0`` is moot:
+no noise is added on the last step.)
+
+Guidance form. The code differentiates the *unsquared* residual norm and multiplies by
+``scale``: ``x_{t−1} −= scale · ∇_{x_t}‖y − A x̂₀‖``. We implement exactly that with
+``ζ_i = zeta`` (``zeta_schedule="constant"``). In the paper's notation
+``ζ_t ∇‖y − A x̂₀‖²`` this is ``ζ_t = zeta / (2‖y − A x̂₀‖)``. ``zeta_schedule="deepinv"`` uses
+``ζ_i = zeta · β/sqrt(1−β)`` instead — the step that ``deepinv.sampling.DPS`` takes with
+``weight = 2·zeta`` (its weight multiplies a score that the ancestral solver scales by
+``sqrt(ᾱ_t ᾱ_{t−1})(σ_t² − σ_{t−1}²) = β/sqrt(1−β)``; its residual is in pixel units, half ours);
+it exists for the agreement test against deepinv (docs/solvers-baselines.md).
+The norm is taken per image (the code takes it over the whole batch; it ran with batch 1).
+
+Returns the final ``x_{−1}`` (level 0; the code returns the last ``img``, not clipped).
+Cost: NFE = N (= ``steps``), VJP = N (one backward through ``D`` per step).
+Works on any differentiable operator (``requires = {"grad"}``), e.g. phase retrieval.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from ._ddpm_common import abar, sampling_sigmas, sigma_batch
+from .base import (
+    Callback,
+    Generators,
+    Preset,
+    Solver,
+    SolverError,
+    check_finite,
+    generators_for,
+    randn,
+)
+from .registry import register
+
+__all__ = ["DPS", "TASK_PRESETS", "DPSParams"]
+
+
+@dataclass(frozen=True)
+class DPSParams:
+    """DPS hyperparameters.
+
+    zeta: the code's ``scale`` (step on the gradient of the unsquared residual norm, model units).
+    steps: number of ancestral steps on the prior's grid (1000 = every training timestep).
+    sigmas: explicit descending levels (model units) overriding ``steps``.
+    variance: ``"auto"`` | ``"learned"`` | ``"fixed"`` (see module docstring).
+    clip_x0: clip x̂₀ to [−1, 1] before the posterior mean and the residual (code: True).
+    zeta_schedule: ``"constant"`` (the DPS code) or ``"deepinv"`` (ζ_i = zeta β/sqrt(1−β)).
+    """
+
+    zeta: float = 1.0
+    steps: int = 1000
+    sigmas: tuple[float, ...] | None = None
+    variance: str = "auto"
+    clip_x0: bool = True
+    zeta_schedule: str = "constant"
+
+    def __post_init__(self):
+        if self.zeta < 0:
+            raise SolverError(f"dps: zeta must be >= 0, got {self.zeta}")
+        if self.variance not in ("auto", "learned", "fixed"):
+            raise SolverError(f"dps: variance must be auto|learned|fixed, got {self.variance!r}")
+        if self.zeta_schedule not in ("constant", "deepinv"):
+            raise SolverError(f"dps: zeta_schedule must be constant|deepinv, got {self.zeta_schedule!r}")
+
+
+_CODE = "DPS2022/diffusion-posterior-sampling configs/{}_config.yaml, conditioning.params.scale"
+_VAR = (
+    "; variance='auto': learned range (the released ADM checkpoints' learned sigma) where the prior "
+    "exposes it, else the fixed posterior variance β̃_t"
+)
+
+#: operator-preset name prefix -> DPS preset (the harness calls ``DPS.preset_for_task``).
+TASK_PRESETS: dict[str, str] = {
+    "inpaint": "paper-inpaint",
+    "sr": "paper-sr",
+    "deblur": "paper-deblur",
+    "phase_retrieval": "paper-phase",
+}
+
+
+@register
+class DPS(Solver):
+    """DPS (Chung et al. 2023); see the module docstring for the update rule.
+
+    NFE = N, VJP = N, N = ``steps`` (or ``len(sigmas)``).
+    """
+
+    name: ClassVar[str] = "dps"
+    requires: ClassVar[frozenset[str]] = frozenset({"grad"})
+    Params: ClassVar[type] = DPSParams
+    PRESETS: ClassVar[dict[str, Preset]] = {
+        "default": Preset(
+            {"zeta": 1.0},
+            "condition_methods.py PosteriorSampling default scale=1.0 (no task config)" + _VAR,
+        ),
+        "paper-sr": Preset({"zeta": 0.3}, _CODE.format("super_resolution") + " = 0.3" + _VAR),
+        "paper-deblur": Preset(
+            {"zeta": 0.3}, _CODE.format("gaussian_deblur / motion_deblur") + " = 0.3" + _VAR
+        ),
+        "paper-inpaint": Preset({"zeta": 0.5}, _CODE.format("inpainting") + " = 0.5" + _VAR),
+        "paper-phase": Preset({"zeta": 1.0}, _CODE.format("phase_retrieval") + " = 1.0" + _VAR),
+    }
+
+    @classmethod
+    def preset_for_task(cls, task: str) -> str:
+        """The released per-task preset for an operator preset name (``"default"`` if none):
+        ``inpaint_*`` → paper-inpaint, ``sr*`` → paper-sr, ``deblur_*`` → paper-deblur,
+        ``phase_retrieval`` → paper-phase; colorize / denoise have no DPS config → default."""
+        for prefix, preset in TASK_PRESETS.items():
+            if task.startswith(prefix):
+                return preset
+        return "default"
+
+    def solve(
+        self,
+        y: Tensor,
+        operator,
+        prior,
+        *,
+        sigma_y: float,
+        generator: Generators | None = None,
+        callback: Callback | None = None,
+    ) -> Tensor:
+        self.check(operator, prior)
+        p: DPSParams = self.params
+        B = y.shape[0]
+        gens = generators_for(generator, B)
+        learned = p.variance == "learned" or (
+            p.variance == "auto" and "learned_variance" in prior.capabilities
+        )
+        if learned and "learned_variance" not in prior.capabilities:
+            raise SolverError("dps: variance='learned' but the prior has no learned_variance capability")
+        levels = sampling_sigmas(prior, p.steps, p.sigmas)
+        N = len(levels)
+        shape = tuple(prior.image_shape)
+
+        x = randn(shape, gens, y)  # x_T ~ N(0, I) (VP)
+        for i, sig in enumerate(levels):
+            sig_next = levels[i + 1] if i + 1 < N else 0.0
+            a, a_next = abar(sig), abar(sig_next)
+            beta = 1.0 - a / a_next
+            last = i == N - 1
+            x = x.detach().requires_grad_(True)
+            with torch.enable_grad():
+                x_ve = x * math.sqrt(1.0 + sig * sig)
+                sb = sigma_batch(sig, x)
+                if learned:
+                    d, v = prior.denoise_with_variance(x_ve, sb)
+                else:
+                    d, v = prior.denoise(x_ve, sb), None
+                x0 = d.clamp(-1.0, 1.0) if p.clip_x0 else d
+                resid = (y - operator.forward(x0)).reshape(B, -1)
+                norms = torch.linalg.vector_norm(resid, dim=1)
+                (grad,) = torch.autograd.grad(norms.sum(), x)
+            x0 = x0.detach()
+            check_finite(x0, f"dps step {i}: denoiser output")
+            if callback is not None:
+                callback(i, sig, x_ve.detach(), x0)
+
+            c1 = beta * math.sqrt(a_next) / (1.0 - a)
+            c2 = (1.0 - a_next) * math.sqrt(1.0 - beta) / (1.0 - a)
+            mean = c1 * x0 + c2 * x.detach()
+            if not last:
+                beta_tilde = beta * (1.0 - a_next) / (1.0 - a)
+                if learned:
+                    frac = (v.detach() + 1.0) / 2.0
+                    logvar = frac * math.log(beta) + (1.0 - frac) * math.log(beta_tilde)
+                    std = torch.exp(0.5 * logvar)
+                else:
+                    std = math.sqrt(beta_tilde)
+                mean = mean + std * randn(shape, gens, y)
+            zeta_i = p.zeta if p.zeta_schedule == "constant" else p.zeta * beta / math.sqrt(1.0 - beta)
+            x = mean - zeta_i * grad
+            check_finite(x, f"dps step {i}: state")
+        return x.detach()
