@@ -15,8 +15,8 @@ order, with string ids (used in file names: no ``/``). ``build(spec, base_dir)``
 * ``{"type": "bundled", "n", "size", "seed"}``: held-out crops of images bundled in installed
   packages (``bench.bundled.heldout_crops``).
 * ``{"type": "digits", "split"}``: scikit-learn's 8x8 digits scaled to [0, 1] (``/ 16``);
-  ``split`` by index ``i``: ``test`` = ``i % 5 == 0``, ``validation`` = ``i % 5 == 1``,
-  ``train`` = the rest (see :func:`digits_split_indices`).
+  ``split`` by index ``i``: ``train`` = 0..1499, ``validation`` = 1500..1599, ``test`` =
+  1600..1796 (see :func:`digits_split_indices`).
 * ``{"type": "gmm_samples", "prior", "n", "seed"}``: exact samples of a Gaussian-mixture prior
   mapped to pixel space, *unclipped* (declared synthetic: no range check).
 
@@ -417,13 +417,16 @@ class TensorDataset(Dataset):
 def digits_split_indices(split: str) -> list[int]:
     """Indices into ``sklearn.datasets.load_digits()`` of a split (1797 images).
 
-    ``test``: ``i % 5 == 0`` (360 images); ``validation``: ``i % 5 == 1`` (360);
-    ``train``: ``i % 5 in {2, 3, 4}`` (1077). Priors fitted on digits use ``train`` only.
+    ``train``: images 0..1499 (the ``gmm-digits`` prior is fitted on these, see
+    ``scripts/fit_gmm.py``); ``validation``: 1500..1599 (solver tuning); ``test``: 1600..1796
+    (197 images). The GMM's K and ``reg_covar`` were chosen by log-likelihood on 1500..1796, so
+    prior selection (not solver tuning) saw the test images' likelihood; solver hyperparameters
+    are tuned on ``validation`` only.
     """
     from sklearn.datasets import load_digits
 
     n = load_digits().images.shape[0]
-    rule = {"test": lambda i: i % 5 == 0, "validation": lambda i: i % 5 == 1, "train": lambda i: i % 5 >= 2}
+    rule = {"train": lambda i: i < 1500, "validation": lambda i: 1500 <= i < 1600, "test": lambda i: i >= 1600}
     if split not in rule:
         raise DatasetError(f"digits split must be one of {sorted(rule)}, got {split!r}")
     return [i for i in range(n) if rule[split](i)]
@@ -438,7 +441,7 @@ def _digits(spec: dict, base: Path) -> Dataset:
     idx = idx[: _limit(spec, len(idx))]
     imgs = torch.from_numpy(load_digits().images[idx] / 16.0).unsqueeze(1)
     name = spec.get("name", "digits")
-    src = {"type": "digits", "name": name, "split": split, "split_rule": "test i%5==0, validation i%5==1, train i%5>=2",
+    src = {"type": "digits", "name": name, "split": split, "split_rule": "train 0..1499, validation 1500..1599, test 1600..1796",
            "scale": "pixel = value / 16", "source": "sklearn.datasets.load_digits", "limit": spec.get("limit")}
     return TensorDataset(name, imgs, [f"digits{i:04d}" for i in idx], src)
 

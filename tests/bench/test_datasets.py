@@ -180,11 +180,13 @@ def test_digits_split_and_values(tmp_path):
     val = D.digits_split_indices("validation")
     train = D.digits_split_indices("train")
     assert set(test).isdisjoint(val) and set(train).isdisjoint(set(test) | set(val))
-    assert len(test) + len(val) + len(train) == 1797 and test[:3] == [0, 5, 10]
+    assert len(test) + len(val) + len(train) == 1797 and test[:3] == [1600, 1601, 1602]
+    # the gmm-digits prior is fitted on the train split only (scripts/fit_gmm.py: images 0..1499)
+    assert train == list(range(1500))
     ds = D.build({"type": "digits", "split": "test", "limit": 4}, tmp_path)
     ref = load_digits().images
-    assert ds.image_shape == (1, 8, 8) and ds.ids == ["digits0000", "digits0005", "digits0010", "digits0015"]
-    assert torch.equal(ds.get(1)[0], torch.from_numpy(ref[5] / 16.0))
+    assert ds.image_shape == (1, 8, 8) and ds.ids == ["digits1600", "digits1601", "digits1602", "digits1603"]
+    assert torch.equal(ds.get(1)[0], torch.from_numpy(ref[1601] / 16.0))
     assert ds.source()["split"] == "test"
 
 

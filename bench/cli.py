@@ -1,0 +1,319 @@
+"""The ``invbench`` command line (DESIGN §9).
+
+Subcommands: ``list [--json]``, ``run CONFIG [--out DIR] [--resume] [--executor local|slurm|submitit-local]
+[--shards N] [--set KEY=VALUE]...``, ``check [--config CONFIG] [--json]``, ``demo [--out DIR]``,
+``report RUN_DIR [--out DIR]``, ``compare BASE_RUN NEW_RUN [...]``.
+
+Errors go to stderr as one line ``invbench: error: ...``; bad input (config, names, files, data)
+exits 2, a run failure 1; ``--debug`` (before or after the subcommand) shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAIL, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors as one line and exit code 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        sys.stderr.write(f"invbench: error: {message}\n")
+        raise SystemExit(EXIT_BAD_INPUT)
+
+
+def _repo_root() -> Path:
+    return Path(__file__).resolve().parents[1]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- list
+
+
+def cmd_list(args) -> int:
+    import operators
+    import priors
+    import solvers
+
+    info: dict = {"solvers": {}, "operators": list(operators.PRESETS), "priors": list(priors.names())}
+    for n in solvers.names():
+        cls = solvers.get(n)
+        info["solvers"][n] = {
+            "requires": sorted(cls.requires),
+            "presets": {k: v.provenance for k, v in sorted(cls.PRESETS.items())},
+        }
+    try:
+        from . import datasets
+
+        info["dataset_types"] = list(getattr(datasets, "TYPES", ()))
+    except ImportError:
+        info["dataset_types"] = []
+    try:
+        from . import metrics
+
+        info["metrics"] = list(metrics.names())
+        info["set_metrics"] = list(metrics.set_names())
+    except ImportError:
+        pass
+    if args.json:
+        print(json.dumps(info, indent=2, sort_keys=True))
+        return EXIT_OK
+    print("solvers:")
+    for n, d in info["solvers"].items():
+        req = f" (requires {', '.join(d['requires'])})" if d["requires"] else ""
+        print(f"  {n}{req}")
+        for pn, prov in d["presets"].items():
+            print(f"    preset {pn}: {prov}")
+    print("operators: " + ", ".join(info["operators"]))
+    print("priors: " + ", ".join(info["priors"]))
+    if info.get("dataset_types"):
+        print("dataset types: " + ", ".join(info["dataset_types"]))
+    if "metrics" in info:
+        print("metrics: " + ", ".join(info["metrics"]) + "; set metrics: " + ", ".join(info["set_metrics"]))
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- run
+
+
+def _execute(exp, out: Path, resume: bool, executor: str, shards: int | None, progress: bool) -> int:
+    from . import executors, runner
+
+    p = runner.prepare(exp, out, resume)   # everything validated before RUN_DIR exists
+    if executor == "local":
+        s = executors.run_local(exp, out, resume=resume, progress=progress, prepared=p)
+    else:
+        cluster = {"slurm": None, "submitit-local": "local", "submitit-debug": "debug"}[executor]
+        s = executors.run_submitit(exp, out, resume=resume, shards=shards, cluster=cluster, prepared=p)
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(s.counts.items())) or "nothing to do"
+    print(f"invbench: {out}: {s.rows} rows ({counts}; {s.skipped_done} already done)")
+    return EXIT_OK
+
+
+def cmd_run(args) -> int:
+    from . import config
+
+    exp = config.load(args.config, args.set)
+    out = Path(args.out) if args.out else Path("runs") / exp.name
+    return _execute(exp, out, args.resume, args.executor, args.shards, not args.no_progress)
+
+
+def cmd_demo(args) -> int:
+    import shutil
+
+    from . import config, store
+
+    cfg = _repo_root() / "configs" / "demo.toml"
+    if not cfg.exists():
+        raise FileNotFoundError(f"{cfg}: demo config not found (is the source tree installed?)")
+    exp = config.load(cfg, args.set)
+    out = Path(args.out)
+    resume = False
+    if (out / store.STORE_NAME).exists():
+        meta = store.load_meta(out)
+        if meta.get("config_hash") == exp.config_hash:
+            resume = True            # same demo: finish/keep what is there
+        elif meta.get("experiment") == exp.name:
+            shutil.rmtree(out)       # an older demo run: generated output, replaced
+        else:
+            raise ValueError(f"--out {out}: holds another experiment ({meta.get('experiment')}); choose another --out")
+    rc = _execute(exp, out, resume, "local", None, not args.no_progress)
+    if rc != EXIT_OK:
+        return rc
+    from .report import write_report
+
+    where = write_report(out, Path(args.out) / "report")
+    print(f"invbench: demo results in {out}; report at {where}")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- check
+
+
+def _candidate_files(cfg_path: str | None) -> list[tuple[str, Path]]:
+    """(what, path) pairs to check: checkpoints and metric weights named by a config, the
+    committed small-prior weights, and files in the torch hub checkpoint cache."""
+    out: list[tuple[str, Path]] = []
+    if cfg_path:
+        from . import config
+
+        exp = config.load(cfg_path)
+        for i, p in enumerate(exp.priors):
+            if p.checkpoint:
+                out.append((f"priors[{i}] {p.name} checkpoint", Path(p.checkpoint)))
+        for m, opts in exp.metrics.options.items():
+            for k, v in opts.items():
+                if isinstance(v, str) and ("/" in v or v.endswith((".pt", ".pth", ".pkl"))):
+                    out.append((f"metrics.{m}.{k}", Path(v)))
+        for i, d in enumerate(exp.datasets):
+            for k in ("root", "manifest"):
+                if isinstance(d.fields.get(k), str):
+                    out.append((f"datasets[{i}] {d.name} {k}", Path(d.fields[k])))
+    pdata = _repo_root() / "priors" / "data"
+    if pdata.is_dir():
+        for f in sorted(pdata.iterdir()):
+            if f.is_file():
+                out.append(("small prior weights", f))
+    try:
+        import torch.hub
+
+        hub = Path(torch.hub.get_dir()) / "checkpoints"
+        if hub.is_dir():
+            for f in sorted(hub.iterdir()):
+                if f.is_file():
+                    out.append(("torch hub cache (metric weights)", f))
+    except Exception:  # noqa: BLE001
+        pass
+    return out
+
+
+def cmd_check(args) -> int:
+    rows = []
+    for what, path in _candidate_files(args.config):
+        if path.is_file():
+            rows.append({"what": what, "path": str(path), "present": True, "bytes": path.stat().st_size, "sha256": _sha256(path)})
+        elif path.is_dir():
+            rows.append({"what": what, "path": str(path), "present": True, "bytes": None, "sha256": "(directory)"})
+        else:
+            rows.append({"what": what, "path": str(path), "present": False, "bytes": None, "sha256": None})
+    metric_rows = []
+    try:
+        from . import metrics
+
+        for m in metrics.build(list(metrics.names()), {}) + metrics.build_set(list(metrics.set_names()), {}):
+            st = m.status()
+            metric_rows.append({"metric": m.name, "available": bool(st["available"]), "note": st["note"], "backbone": st["backbone"]})
+    except Exception as e:  # noqa: BLE001 - check reports, never fails on a metric
+        metric_rows.append({"metric": "*", "available": False, "note": f"cannot build metrics: {e}", "backbone": ""})
+    if args.json:
+        print(json.dumps({"files": rows, "metrics": metric_rows}, indent=2))
+    else:
+        for r in rows:
+            state = f"present  sha256 {r['sha256']}" if r["present"] else "MISSING"
+            print(f"{r['what']}: {r['path']}: {state}")
+        for r in metric_rows:
+            state = "available" if r["available"] else r["note"]
+            print(f"metric {r['metric']}: {state}" + (f" [{r['backbone']}]" if r["backbone"] else ""))
+    missing = [r for r in rows if not r["present"]]
+    return EXIT_FAIL if (args.config and missing) else EXIT_OK
+
+
+# --------------------------------------------------------------------------- report / compare
+
+
+def cmd_report(args) -> int:
+    from .report import write_report
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "results.sqlite").exists():
+        raise FileNotFoundError(f"{run_dir}: no results.sqlite (not a run directory)")
+    where = write_report(run_dir, Path(args.out) if args.out else run_dir / "report")
+    print(f"invbench: report written to {where}")
+    return EXIT_OK
+
+
+def cmd_compare(args) -> int:
+    from . import compare
+
+    return int(compare.main(list(args.rest)))
+
+
+# --------------------------------------------------------------------------- main
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    ap = _Parser(prog="invbench", description="Benchmark of diffusion-prior inverse-problem solvers.", parents=[common])
+    sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("list", help="solvers (with presets), operators, priors, metrics", parents=[common])
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_list)
+
+    p = sub.add_parser("run", help="run an experiment file", parents=[common])
+    p.add_argument("config")
+    p.add_argument("--out", help="run directory (default runs/<name>)")
+    p.add_argument("--resume", action="store_true", help="continue a run: skip rows already ok/skipped")
+    p.add_argument("--executor", choices=("local", "slurm", "submitit-local", "submitit-debug"), default="local")
+    p.add_argument("--shards", type=int, default=None, help="grid shards for submitit (default execution.shards)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("check", help="which checkpoints and metric weights are present (sha256)", parents=[common])
+    p.add_argument("--config", help="also check the files an experiment file names")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_check)
+
+    p = sub.add_parser("demo", help="run configs/demo.toml into runs/demo and write its report", parents=[common])
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(fn=cmd_demo)
+
+    p = sub.add_parser("report", help="write leaderboards, figures and index.html for a run", parents=[common])
+    p.add_argument("run_dir")
+    p.add_argument("--out")
+    p.set_defaults(fn=cmd_report)
+
+    p = sub.add_parser("compare", help="regression gate between two runs (exit 0 pass, 1 regression)",
+                       parents=[common], add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(fn=cmd_compare)
+    return ap
+
+
+def _is_bad_input(e: BaseException) -> bool:
+    from .config import ConfigError
+
+    try:
+        from .store import StoreError
+    except ImportError:  # pragma: no cover
+        StoreError = ()  # type: ignore[assignment]
+    from .runner import RunError
+
+    return isinstance(e, (ConfigError, RunError, StoreError, FileNotFoundError, PermissionError, ValueError))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv and (argv.index("--debug") < argv.index("compare") if "compare" in argv else True)
+    if debug:
+        argv.remove("--debug")
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+    try:
+        return int(args.fn(args))
+    except KeyboardInterrupt:
+        sys.stderr.write("invbench: interrupted (finished rows are kept; rerun with --resume)\n")
+        return 130
+    except Exception as e:
+        if debug:
+            raise
+        line = " ".join(str(e).split()) or type(e).__name__
+        if _is_bad_input(e):
+            sys.stderr.write(f"invbench: error: {line}\n")
+            return EXIT_BAD_INPUT
+        sys.stderr.write(f"invbench: error: {type(e).__name__}: {line} (rerun with --debug for the traceback)\n")
+        return EXIT_FAIL
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""Cost meters: wall-clock in a timed region (CUDA synchronised), peak GPU memory (reset per cell),
+peak RSS, NFE/VJP (from :class:`priors.CountingPrior`), device name and torch version.
+
+Units: seconds, bytes. Peak RSS is the process's resident-set high-water mark ``VmHWM`` from
+``/proc/self/status``; at the start of each cell the runner resets it by writing ``5`` to
+``/proc/self/clear_refs`` (Linux >= 4.0). Where that reset is not permitted the value is the
+process peak since start (``reset_rss_peak`` returns False and the run's meta says so).
+"""
+
+from __future__ import annotations
+
+import platform
+import resource
+import time
+from pathlib import Path
+
+import torch
+
+__all__ = [
+    "Timer",
+    "device_name",
+    "gpu_peak_bytes",
+    "peak_rss_bytes",
+    "reset_gpu_peak",
+    "reset_rss_peak",
+    "synchronize",
+    "torch_version",
+]
+
+
+def synchronize(device: torch.device | str) -> None:
+    """Wait for queued CUDA work on ``device`` (no-op on CPU)."""
+    d = torch.device(device)
+    if d.type == "cuda" and torch.cuda.is_available():
+        torch.cuda.synchronize(d)
+
+
+class Timer:
+    """Context manager measuring wall-clock seconds of its body, synchronising CUDA before the
+    start and before the stop so queued kernels are counted where they ran."""
+
+    def __init__(self, device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
+        self.seconds = float("nan")
+
+    def __enter__(self) -> Timer:
+        synchronize(self.device)
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        synchronize(self.device)
+        self.seconds = time.perf_counter() - self._t0
+
+
+def device_name(device: torch.device | str) -> str:
+    """Human-readable device: the GPU model for CUDA, else the CPU model (``/proc/cpuinfo``)."""
+    d = torch.device(device)
+    if d.type == "cuda" and torch.cuda.is_available():
+        return torch.cuda.get_device_name(d)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return "cpu: " + line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "cpu: " + (platform.processor() or platform.machine())
+
+
+def torch_version() -> str:
+    return torch.__version__
+
+
+def peak_rss_bytes() -> int:
+    """Resident-set high-water mark of this process in bytes (``VmHWM``; falls back to
+    ``getrusage`` maxrss, which is in KiB on Linux)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def reset_rss_peak() -> bool:
+    """Reset ``VmHWM`` to the current RSS (``echo 5 > /proc/self/clear_refs``); True on success."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def reset_gpu_peak(device: torch.device | str) -> None:
+    d = torch.device(device)
+    if d.type == "cuda" and torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats(d)
+
+
+def gpu_peak_bytes(device: torch.device | str) -> int | None:
+    """Peak allocated CUDA memory since the last reset (bytes); None on CPU."""
+    d = torch.device(device)
+    if d.type == "cuda" and torch.cuda.is_available():
+        return int(torch.cuda.max_memory_allocated(d))
+    return None

@@ -1,0 +1,779 @@
+"""Runner: validate an experiment, expand its grid, run every cell, store rows and files.
+
+Order of work
+1. :func:`prepare` validates *everything* before anything is written: registry names, solver
+   presets and hyperparameters, operator parameters for each dataset shape, priors (checkpoints
+   loaded), datasets (every image read and checked for shape, NaN/Inf and range), prior/dataset
+   shapes, metric names/options, the device and the output folder. Any bad input raises
+   :class:`bench.config.ConfigError` (one line naming the key path or file) and no RUN_DIR is
+   created.
+2. :func:`run` creates RUN_DIR, takes an exclusive lock (a second run on the same RUN_DIR is
+   refused), writes ``meta``/``metric_status``/ground-truth PNGs, then runs the cells cheapest
+   first. For each (cell, image, seed) row:
+
+   * ``operator_seed = derive_seed(seed, "operator", task, dataset, image_id)`` builds the
+     operator (masks, box positions, kernels differ per image and are re-derivable);
+   * ``noise_seed = derive_seed(seed, "noise", task, dataset, image_id)`` draws the measurement
+     noise ``y = A(x) + sigma_y n``; the same measurement is shared by every solver and prior;
+   * ``solver_seed = derive_seed(seed, "solver", task, dataset, image_id)`` seeds the generator
+     handed to the solver (one generator per image, so results do not depend on batching).
+
+   Images are batched (up to ``batch_size``) only while consecutive images have an *identical*
+   operator (all tensors and parameters equal): deterministic tasks (SR, deblur with a fixed
+   kernel, colorization) batch fully, per-image random masks/kernels run one image per call.
+3. Failure isolation: ``SolverSkip`` -> ``skipped`` (the rest of the cell is skipped with the
+   same reason), ``SolverDiverged`` or a non-finite reconstruction -> ``diverged``,
+   ``torch.OutOfMemoryError`` -> ``oom``, any other exception -> ``error`` with a one-line
+   message; the grid goes on.
+4. A row is committed after its files (recon PNG, optional .npy, measurement PNG) exist.
+   ``--resume`` skips rows whose ``row_id`` is already ``ok``/``skipped`` and redoes the rest.
+5. After the grid, set metrics (FID, sliced Wasserstein) are computed per cell from the stored
+   reconstructions.
+
+Timing: the timed region is the ``solver.solve`` call only (CUDA synchronised); ``seconds`` per
+image = batch time / batch size. ``nfe``/``vjp`` are the network evaluations / VJPs each image of
+the batch received (a batched network call counts once). ``warmup = k`` runs each cell's first
+image k times before timing (results discarded, counters reset).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import math
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import cost
+from .config import ConfigError, Experiment
+from .grid import Cell, expand, resolve_preset, steps_hint
+from .store import STORE_NAME, Store, read_png, row_id, write_npy, write_png
+
+__all__ = [
+    "UNITS",
+    "Prepared",
+    "RunError",
+    "check_out_dir",
+    "code_version",
+    "compute_set_metrics",
+    "derive_seed",
+    "prepare",
+    "run",
+]
+
+UNITS = "pixel [0,1]; noise_sigma pixel units; sigma_y = 2 noise_sigma (model units, [-1,1] images)"
+
+
+class RunError(RuntimeError):
+    """The run cannot proceed (RUN_DIR locked, config changed under --resume, ...); one line."""
+
+
+def derive_seed(*parts: Any) -> int:
+    """A 63-bit seed from the sha256 of ``parts`` joined by an ASCII unit separator
+    (deterministic across processes and platforms, unlike ``hash``)."""
+    h = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator(device="cpu").manual_seed(seed)
+
+
+def _safe(s: str) -> str:
+    """A file-name-safe version of an id (no separators, no leading dot)."""
+    out = re.sub(r"[^A-Za-z0-9_.+\-]", "_", str(s))
+    return ("_" + out) if out.startswith(".") or not out else out
+
+
+def code_version() -> str:
+    """``git describe --always --dirty`` of the source tree, or ``'unknown'``."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        out = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty"],
+                             capture_output=True, text=True, timeout=10, check=False)
+        v = out.stdout.strip()
+        return v if out.returncode == 0 and v else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+# --------------------------------------------------------------------------- prepare
+
+
+@dataclass
+class Prepared:
+    """Everything built and validated from an :class:`Experiment`."""
+
+    exp: Experiment
+    datasets: dict[str, Any]              # name -> bench.datasets.Dataset
+    images: dict[str, list]               # name -> list of (C,H,W) pixel tensors (None: read lazily)
+    priors: dict[str, Any]                # label -> priors.CountingPrior
+    solvers: dict[tuple[str, str], Any]   # (label, preset) -> Solver
+    cells: list[Cell]
+    metrics: list                         # per-image metrics
+    set_metrics: list
+    device: torch.device
+    dtype: torch.dtype
+    warnings: list[str] = field(default_factory=list)
+
+    def image(self, dataset: str, i: int) -> torch.Tensor:
+        cached = self.images[dataset][i]
+        return cached if cached is not None else torch.as_tensor(self.datasets[dataset].get(i))
+
+
+def _one_line(e: BaseException) -> str:
+    s = str(e).strip().splitlines()
+    return s[0] if s else type(e).__name__
+
+
+_INPUT_ERRORS = (ValueError, OSError, KeyError, TypeError, RuntimeError, ImportError)
+
+
+def check_out_dir(run_dir: Path, resume: bool) -> None:
+    """Raise ConfigError unless ``run_dir`` can be created/written (creates nothing that stays)."""
+    run_dir = Path(run_dir)
+    if run_dir.exists():
+        if not run_dir.is_dir():
+            raise ConfigError(f"--out {run_dir}: exists and is not a directory")
+        if (run_dir / STORE_NAME).exists() and not resume:
+            raise ConfigError(f"--out {run_dir}: already holds a run; pass --resume to continue it or choose another --out")
+        probe_dir = run_dir
+    else:
+        probe_dir = run_dir.parent
+        while not probe_dir.exists():
+            probe_dir = probe_dir.parent
+        if not probe_dir.is_dir():
+            raise ConfigError(f"--out {run_dir}: {probe_dir} is not a directory")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".invbench-probe-", dir=probe_dir)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise ConfigError(f"--out {run_dir}: output folder is not writable ({e.strerror or e})") from None
+
+
+def prepare(exp: Experiment, run_dir: str | Path | None = None, resume: bool = False) -> Prepared:
+    """Build and validate every part of ``exp`` (see module docstring); writes nothing."""
+    import operators
+    import priors
+    import solvers
+
+    try:
+        from . import datasets as bdatasets
+    except ImportError as e:  # pragma: no cover - part not installed
+        raise ConfigError(f"bench.datasets is not available ({e})") from None
+    from . import metrics as bmetrics
+
+    if run_dir is not None:
+        check_out_dir(Path(run_dir), resume)
+
+    # device / dtype
+    device = torch.device(exp.device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device: {exp.device!r} requested but CUDA is not available")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"device: {exp.device!r} does not exist ({torch.cuda.device_count()} GPU(s))")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device: 'mps' requested but not available")
+    dtype = torch.float64 if exp.dtype == "float64" else torch.float32
+
+    # metrics
+    mopts = dict(exp.metrics.options)
+    known = set(bmetrics.names()) | set(bmetrics.set_names())
+    for k in mopts:
+        if k not in known:
+            raise ConfigError(f"metrics.{k}: unknown key (not a metric name; metrics: {', '.join(sorted(known))})")
+    try:
+        metrics = bmetrics.build(list(exp.metrics.image), mopts)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"metrics.image: {_one_line(e)}") from None
+    try:
+        set_metrics = bmetrics.build_set(list(exp.metrics.set), mopts)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"metrics.set: {_one_line(e)}") from None
+
+    # solvers (names, presets, overrides) — before the expensive parts
+    for i, s in enumerate(exp.solvers):
+        try:
+            solvers.get(s.name)
+        except solvers.SolverError as e:
+            raise ConfigError(f"solvers[{i}].name: {e}") from None
+    built_solvers: dict[tuple[str, str], Any] = {}
+    for i, s in enumerate(exp.solvers):
+        for t in exp.tasks:
+            if s.tasks is not None and t.name not in s.tasks:
+                continue
+            preset = resolve_preset(s, t, i)
+            if (s.label, preset) in built_solvers:
+                continue
+            try:
+                built_solvers[(s.label, preset)] = solvers.build(s.name, preset=preset, **s.overrides)
+            except solvers.SolverError as e:
+                raise ConfigError(f"solvers[{i}]: {e}") from None
+            except (TypeError, ValueError) as e:
+                raise ConfigError(f"solvers[{i}].overrides: {_one_line(e)}") from None
+
+    # operators: names first (cheap), parameters per dataset shape below
+    for i, t in enumerate(exp.tasks):
+        if t.operator not in operators.PRESETS:
+            raise ConfigError(f"tasks[{i}].operator: unknown operator preset {t.operator!r}; valid: {', '.join(operators.PRESETS)}")
+
+    # priors (checkpoints are loaded here)
+    built_priors: dict[str, Any] = {}
+    for i, p in enumerate(exp.priors):
+        if p.checkpoint is not None and not Path(p.checkpoint).exists():
+            raise ConfigError(f"priors[{i}].checkpoint: file not found: {p.checkpoint}")
+        try:
+            prior = priors.build(p.name, **p.build_kwargs())
+        except _INPUT_ERRORS as e:
+            raise ConfigError(f"priors[{i}] ({p.name}): {_one_line(e)}") from None
+        built_priors[p.label] = priors.CountingPrior(prior)
+
+    # datasets (every image read and checked)
+    built_ds: dict[str, Any] = {}
+    images: dict[str, list] = {}
+    for i, d in enumerate(exp.datasets):
+        try:
+            ds = bdatasets.build(d.build_spec(), Path(exp.base_dir))
+        except _INPUT_ERRORS as e:
+            raise ConfigError(f"datasets[{i}] ({d.name}): {_one_line(e)}") from None
+        n = len(ds)
+        if n == 0:
+            raise ConfigError(f"datasets[{i}] ({d.name}): no images")
+        if d.limit is not None and n > d.limit:
+            n = d.limit
+        ids = [str(x) for x in list(ds.ids)[:n]]
+        if len(set(ids)) != len(ids):
+            raise ConfigError(f"datasets[{i}] ({d.name}): duplicate image ids")
+        shape = tuple(int(s) for s in ds.image_shape)
+        synthetic = bool(getattr(ds, "synthetic", False))
+        keep = n * math.prod(shape) <= 50_000_000
+        imgs = []
+        for j in range(n):
+            try:
+                x = torch.as_tensor(ds.get(j))
+            except _INPUT_ERRORS as e:
+                raise ConfigError(f"datasets[{i}] ({d.name}) image {ids[j]!r}: {_one_line(e)}") from None
+            if tuple(x.shape) != shape:
+                raise ConfigError(f"datasets[{i}] ({d.name}) image {ids[j]!r}: shape {tuple(x.shape)} != dataset image shape {shape} (channels/size)")
+            if not torch.isfinite(x).all():
+                raise ConfigError(f"datasets[{i}] ({d.name}) image {ids[j]!r}: contains NaN/Inf")
+            if not synthetic and (x.min() < 0 or x.max() > 1):
+                raise ConfigError(f"datasets[{i}] ({d.name}) image {ids[j]!r}: values outside [0, 1]")
+            imgs.append(x if keep else None)
+        ds_ids = ids
+        built_ds[d.name] = (ds, ds_ids, shape)
+        images[d.name] = imgs
+
+    # prior/dataset pairing and shapes
+    for i, p in enumerate(exp.priors):
+        pshape = tuple(int(s) for s in built_priors[p.label].image_shape)
+        for j, dn in enumerate(p.datasets or ()):
+            dshape = built_ds[dn][2]
+            if dshape != pshape:
+                raise ConfigError(f"priors[{i}].datasets[{j}]: prior {p.name} expects images {pshape} but dataset {dn!r} has {dshape} (channels/size mismatch)")
+
+    # operator parameters for each dataset shape
+    shapes = sorted({v[2] for v in built_ds.values()})
+    for i, t in enumerate(exp.tasks):
+        for shp in shapes:
+            try:
+                operators.build(t.operator, image_shape=shp, generator=_gen(0), **t.params)
+            except _INPUT_ERRORS as e:
+                raise ConfigError(f"tasks[{i}] ({t.name}): {_one_line(e)} (image shape {shp})") from None
+
+    cells = expand(
+        exp,
+        dataset_shapes={k: v[2] for k, v in built_ds.items()},
+        dataset_sizes={k: len(v[1]) for k, v in built_ds.items()},
+        prior_shapes={k: tuple(v.image_shape) for k, v in built_priors.items()},
+        prior_analytic={k: "analytic" in v.capabilities for k, v in built_priors.items()},
+        solver_cost={k: steps_hint(v) for k, v in built_solvers.items()},
+    )
+    for pr in built_priors.values():
+        pr.to(device=device, dtype=dtype)
+    datasets_ = {k: _DatasetView(v[0], v[1], v[2]) for k, v in built_ds.items()}
+    return Prepared(exp, datasets_, images, built_priors, built_solvers, cells, metrics, set_metrics, device, dtype)
+
+
+@dataclass
+class _DatasetView:
+    """A dataset limited to its first ``len(ids)`` images."""
+
+    ds: Any
+    ids: list[str]
+    image_shape: tuple[int, ...]
+
+    def get(self, i: int):
+        return self.ds.get(i)
+
+    def source(self) -> dict:
+        try:
+            return dict(self.ds.source())
+        except Exception:  # noqa: BLE001 - a record, never fatal
+            return {}
+
+
+# --------------------------------------------------------------------------- run helpers
+
+
+@contextlib.contextmanager
+def _lock(run_dir: Path) -> Iterator[None]:
+    f = open(run_dir / ".lock", "a+")
+    try:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise RunError(f"{run_dir}: another invbench run is writing this run directory (lock held)") from None
+        yield
+    finally:
+        f.close()
+
+
+def _clean_temp_files(run_dir: Path) -> None:
+    """Remove temp files left by an interrupted atomic write (``.NAME.XXXX.tmp``)."""
+    for p in run_dir.rglob(".*.tmp"):
+        with contextlib.suppress(OSError):
+            p.unlink()
+
+
+def _eq(a: Any, b: Any, depth: int = 0) -> bool:
+    """Structural equality of operator state (tensors compared exactly)."""
+    if depth > 6:
+        return False
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape
+                and a.dtype == b.dtype and a.device == b.device and torch.equal(a, b))
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and np.array_equal(a, b)
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_eq(a[k], b[k], depth + 1) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_eq(x, y, depth + 1) for x, y in zip(a, b))
+    if isinstance(a, (str, int, float, bool, type(None), complex, torch.dtype, torch.device)):
+        return a == b
+    if hasattr(a, "__dict__"):
+        return _eq(vars(a), vars(b), depth + 1)
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def same_operator(a, b) -> bool:
+    """True when operators ``a`` and ``b`` have identical type and state (safe to batch)."""
+    return a is b or (type(a) is type(b) and _eq(vars(a), vars(b)))
+
+
+def _meas_vis(op, y: torch.Tensor) -> torch.Tensor | None:
+    """Model-space image visualising ``y``: ``y`` itself when image-shaped, else ``A⁺ y`` (SVD
+    operators) or ``Aᵀ y`` (other linear operators); None for non-image nonlinear measurements."""
+    if tuple(y.shape[1:]) == tuple(op.in_shape) or (len(y.shape) == 4 and y.shape[1] in (1, 3)):
+        return y
+    if op.is_linear:
+        with contextlib.suppress(Exception):
+            return op.pinv(y) if op.svd is not None else op.adjoint(y)
+    return None
+
+
+@dataclass
+class _Item:
+    idx: int
+    image_id: str
+    seed: int
+    rid: str
+    op: Any
+    x: torch.Tensor      # (1,C,H,W) pixel, float64 on CPU
+    y: torch.Tensor      # (1,*out) model space on device
+    gen: torch.Generator
+    seeds: tuple[int, int, int]
+
+
+def _recon_rel(cell: Cell, image_id: str, seed: int, ext: str) -> str:
+    return f"recon/{_safe(cell.solver)}__{_safe(cell.preset)}/{_safe(cell.task.name)}/{_safe(cell.dataset)}/{_safe(cell.prior)}/{_safe(image_id)}_s{seed}.{ext}"
+
+
+def _base_row(p: Prepared, cell: Cell, it: _Item, env: dict) -> dict:
+    return {
+        "row_id": it.rid, "experiment": p.exp.name, "solver": cell.solver, "preset": cell.preset,
+        "task": cell.task.name, "operator": cell.task.operator, "noise_sigma": cell.task.noise_sigma,
+        "sigma_y": cell.task.sigma_y, "dataset": cell.dataset, "prior": cell.prior, "image_id": it.image_id,
+        "seed": it.seed, "device": env["device"], "torch_version": env["torch_version"],
+        "config_hash": p.exp.config_hash, "code_version": env["code_version"],
+        "operator_seed": it.seeds[0], "noise_seed": it.seeds[1], "solver_seed": it.seeds[2],
+    }
+
+
+def _items_for(p: Prepared, cell: Cell, todo: list[tuple[int, int]]) -> Iterator[_Item]:
+    import operators
+    from operators.conventions import pixel_to_model
+
+    ds = p.datasets[cell.dataset]
+    t = cell.task
+    for idx, seed in todo:
+        iid = ds.ids[idx]
+        dseed = seed if p.exp.data_seed is None else f"data{p.exp.data_seed}"
+        s_op = derive_seed(dseed, "operator", t.name, cell.dataset, iid)
+        s_noise = derive_seed(dseed, "noise", t.name, cell.dataset, iid)
+        s_sol = derive_seed(seed, "solver", t.name, cell.dataset, iid)
+        op = operators.build(t.operator, image_shape=ds.image_shape, generator=_gen(s_op), **t.params)
+        op.to(device=p.device, dtype=p.dtype)
+        x = p.image(cell.dataset, idx).to(torch.float64).unsqueeze(0)
+        x_model = pixel_to_model(x).to(device=p.device, dtype=p.dtype)
+        y = op.measure(x_model, t.sigma_y, generator=_gen(s_noise))
+        rid = row_id(p.exp.config_hash, cell.solver, cell.preset, t.name, cell.dataset, cell.prior, iid, seed)
+        yield _Item(idx, iid, seed, rid, op, x, y, _gen(s_sol), (s_op, s_noise, s_sol))
+
+
+def _batches(items: Iterator[_Item], batch_size: int) -> Iterator[list[_Item]]:
+    batch: list[_Item] = []
+    for it in items:
+        if batch and (len(batch) >= batch_size or not same_operator(batch[0].op, it.op)):
+            yield batch
+            batch = []
+        batch.append(it)
+    if batch:
+        yield batch
+
+
+def _compute_metrics(p: Prepared, cell: Cell, batch: list[_Item], x_hat_pix: torch.Tensor, y: torch.Tensor) -> dict[str, list]:
+    from .metrics import MetricContext
+
+    prior = p.priors[cell.prior]
+    op = batch[0].op
+    x_true = torch.cat([it.x for it in batch]).to(device=x_hat_pix.device, dtype=x_hat_pix.dtype)
+    posterior = None
+    if any(m.name == "posterior" and m.unavailable is None for m in p.metrics) and "analytic" in prior.capabilities and op.is_linear:
+        posterior = prior.inner.posterior(op, y, cell.task.sigma_y)
+    ctx = MetricContext(x_hat=x_hat_pix, x_true=x_true, y=y, operator=op, sigma_y=cell.task.sigma_y, posterior=posterior)
+    out: dict[str, list] = {}
+    for m in p.metrics:
+        if m.unavailable is not None:
+            continue
+        if m.name == "posterior" and posterior is None:
+            continue
+        vals = m.compute(ctx)
+        for col, v in vals.items():
+            v = torch.as_tensor(v).detach().reshape(-1).cpu().double().tolist()
+            out[col] = [None if not math.isfinite(x) else float(x) for x in v]
+    return out
+
+
+def _run_batch(p: Prepared, cell: Cell, solver, batch: list[_Item], run_dir: Path, env: dict) -> tuple[list[dict], str | None]:
+    """Solve one batch; return its rows and, for a skip, the reason (the cell's remaining rows are
+    then skipped without running)."""
+    from operators.conventions import model_to_pixel
+    from solvers import SolverDiverged, SolverSkip
+
+    prior = p.priors[cell.prior]
+    op = batch[0].op
+    y = torch.cat([it.y for it in batch])
+    gens = [it.gen for it in batch]
+    prior.reset()
+    status, message, x_hat, skip = "ok", "", None, None
+    timer = cost.Timer(p.device)
+    try:
+        with timer:
+            x_hat = solver.solve(y, op, prior, sigma_y=cell.task.sigma_y, generator=gens)
+        if not isinstance(x_hat, torch.Tensor) or tuple(x_hat.shape) != (len(batch), *op.in_shape):
+            raise RuntimeError(f"solver returned shape {tuple(getattr(x_hat, 'shape', ()))}, expected {(len(batch), *op.in_shape)}")
+        if not torch.isfinite(x_hat).all():
+            raise SolverDiverged("non-finite values in the reconstruction")
+    except SolverSkip as e:
+        status, message, skip = "skipped", _one_line(e), _one_line(e)
+    except SolverDiverged as e:
+        status, message = "diverged", _one_line(e)
+    except torch.OutOfMemoryError as e:
+        status, message = "oom", _one_line(e)
+        if p.device.type == "cuda":
+            torch.cuda.empty_cache()
+    except Exception as e:  # noqa: BLE001 - isolate any failure to this cell
+        status, message = "error", f"{type(e).__name__}: {_one_line(e)}"
+    rows = []
+    n = len(batch)
+    if status != "ok":
+        for it in batch:
+            r = _base_row(p, cell, it, env)
+            r.update(status=status, message=message, batch_size=n, created=time.time())
+            rows.append(r)
+        return rows, skip
+
+    seconds = timer.seconds / n
+    nfe, vjp = int(prior.nfe), int(prior.vjp)
+    peak_gpu = cost.gpu_peak_bytes(p.device)
+    peak_rss = cost.peak_rss_bytes()
+    x_hat = x_hat.detach()
+    x_pix = model_to_pixel(x_hat.to(torch.float64))
+    try:
+        metric_vals = _compute_metrics(p, cell, batch, x_pix, y.detach())
+        metric_err = ""
+    except Exception as e:  # noqa: BLE001 - a failing metric marks the rows, the grid goes on
+        metric_vals, metric_err = {}, f"metric failed: {type(e).__name__}: {_one_line(e)}"
+    save_npy = p.exp.save_npy or bool(p.set_metrics)
+    for k, it in enumerate(batch):
+        rel = _recon_rel(cell, it.image_id, it.seed, "png")
+        write_png(run_dir / rel, x_pix[k].cpu())
+        if save_npy:
+            write_npy(run_dir / (rel[:-4] + ".npy"), x_pix[k].cpu())
+        meas = run_dir / f"meas/{_safe(cell.task.name)}/{_safe(cell.dataset)}/{_safe(it.image_id)}_s{it.seed}.png"
+        if not meas.exists():
+            vis = _meas_vis(it.op, it.y)
+            if vis is not None and vis.ndim == 4:
+                write_png(meas, model_to_pixel(vis[0].detach().to(torch.float64)).cpu())
+        r = _base_row(p, cell, it, env)
+        r.update(status="error" if metric_err else "ok", message=metric_err, seconds=seconds,
+                 peak_mem_bytes=peak_gpu, peak_rss_bytes=peak_rss, nfe=nfe, vjp=vjp, batch_size=n,
+                 recon_path=rel, created=time.time())
+        for col, vals in metric_vals.items():
+            r[col] = vals[k]
+        rows.append(r)
+    return rows, None
+
+
+def _warmup(p: Prepared, cell: Cell, solver, item: _Item) -> None:
+    prior = p.priors[cell.prior]
+    for _ in range(p.exp.warmup):
+        with contextlib.suppress(Exception):
+            solver.solve(item.y, item.op, prior, sigma_y=cell.task.sigma_y, generator=[_gen(item.seeds[2])])
+    prior.reset()
+
+
+def env_info(device: torch.device) -> dict:
+    return {"device": cost.device_name(device), "torch_version": cost.torch_version(), "code_version": code_version()}
+
+
+def _write_start(p: Prepared, store: Store, run_dir: Path, env: dict, rss_reset: bool) -> None:
+    exp = p.exp
+    store.set_meta({
+        "experiment": exp.name, "config": exp.toml_text(), "config_hash": exp.config_hash,
+        "code_version": env["code_version"], "torch_version": env["torch_version"], "device": env["device"],
+        "python_version": platform.python_version(), "platform": platform.platform(), "units": UNITS,
+        "protocol": exp.protocol, "description": exp.description, "schema_version": "1",
+        "numpy_version": np.__version__, "batch_size": str(exp.batch_size), "warmup": str(exp.warmup),
+        "rss_peak_reset_per_cell": str(bool(rss_reset)),
+        "seeding": "operator/noise/solver generators seeded by sha256(seed, kind, task, dataset, image_id)",
+        "batching": "images batched only while their operators are identical",
+        "datasets": repr({k: v.source() for k, v in p.datasets.items()}),
+        "created": str(time.time()),
+    })
+    rows = []
+    for m in [*p.metrics, *p.set_metrics]:
+        st = m.status()
+        cols = getattr(m, "columns", ()) or (m.name,)
+        for c in cols:
+            rows.append((c, st["available"], st["note"], st["backbone"]))
+    store.set_metric_status(rows)
+    for name, ds in p.datasets.items():
+        for i, iid in enumerate(ds.ids):
+            f = run_dir / f"truth/{_safe(name)}/{_safe(iid)}.png"
+            if not f.exists():
+                write_png(f, p.image(name, i).to(torch.float64))
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="img", desc="invbench", disable=not enabled,
+                dynamic_ncols=True, file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- run
+
+
+@dataclass
+class RunSummary:
+    run_dir: Path
+    rows: int
+    counts: dict[str, int]
+    skipped_done: int
+    seconds: float
+
+
+def run(
+    p: Prepared,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = False,
+    shard: tuple[int, int] | None = None,
+    cell_indices: list[int] | None = None,
+    set_metrics: bool = True,
+) -> RunSummary:
+    """Run the grid of a prepared experiment into ``run_dir`` (see module docstring).
+
+    ``shard=(k, n)`` runs only cells ``k, k+n, k+2n, ...`` (cheapest-first order), writing rows to
+    ``RUN_DIR/shards/<k>/results.sqlite`` (files go to RUN_DIR as usual) and skipping rows that
+    the run store already holds as finished. ``cell_indices`` (indices into ``p.cells``) replaces
+    the round-robin split of a shard.
+    """
+    t0 = time.time()
+    run_dir = Path(run_dir)
+    exp = p.exp
+    main_store = run_dir / STORE_NAME
+    if main_store.exists() and shard is None:
+        meta = Store(main_store).meta()
+        if meta.get("config_hash") not in (None, exp.config_hash):
+            raise RunError(f"{run_dir}: holds a run of a different config (hash {meta.get('config_hash')} vs "
+                           f"{exp.config_hash}); --resume needs the same config — use another --out")
+        if not resume:
+            raise RunError(f"{run_dir}: already holds a run; pass --resume to continue it")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    store_dir = run_dir if shard is None else run_dir / "shards" / str(shard[0])
+    store_dir.mkdir(parents=True, exist_ok=True)
+    env = env_info(p.device)
+    with _lock(store_dir):
+        _clean_temp_files(store_dir if shard is not None else run_dir)
+        store = Store(store_dir / STORE_NAME)
+        try:
+            done = store.done_ids()
+            if shard is not None and main_store.exists():
+                with Store(main_store) as ms:
+                    done |= ms.done_ids()
+            rss_reset = cost.reset_rss_peak()
+            _write_start(p, store, run_dir, env, rss_reset)
+            if cell_indices is not None:
+                cells = [p.cells[i] for i in cell_indices]
+            else:
+                cells = p.cells if shard is None else p.cells[shard[0]::shard[1]]
+            todo_by_cell = []
+            total = already = 0
+            for cell in cells:
+                ds = p.datasets[cell.dataset]
+                todo = []
+                for idx, iid in enumerate(ds.ids):
+                    for seed in exp.seeds:
+                        total += 1
+                        rid = row_id(exp.config_hash, cell.solver, cell.preset, cell.task.name, cell.dataset, cell.prior, iid, seed)
+                        if rid in done:
+                            already += 1
+                        else:
+                            todo.append((idx, seed))
+                todo_by_cell.append((cell, todo))
+            counts: dict[str, int] = {}
+            bar = _progress(total, already, progress)
+            try:
+                for k, (cell, todo) in enumerate(todo_by_cell):
+                    if not todo:
+                        continue
+                    bar.set_postfix_str(f"cell {k + 1}/{len(todo_by_cell)} {cell.label()}", refresh=False)
+                    solver = p.solvers[(cell.solver, cell.preset)]
+                    cost.reset_gpu_peak(p.device)
+                    cost.reset_rss_peak()
+                    items = _items_for(p, cell, todo)
+                    skip_reason = None
+                    warmed = False
+                    for batch in _batches(items, exp.batch_size):
+                        if skip_reason is not None:
+                            rows = []
+                            for it in batch:
+                                r = _base_row(p, cell, it, env)
+                                r.update(status="skipped", message=skip_reason, batch_size=len(batch), created=time.time())
+                                rows.append(r)
+                        else:
+                            if exp.warmup and not warmed:
+                                _warmup(p, cell, solver, batch[0])
+                                warmed = True
+                            rows, skip_reason = _run_batch(p, cell, solver, batch, run_dir, env)
+                        store.write_rows(rows)
+                        for r in rows:
+                            counts[r["status"]] = counts.get(r["status"], 0) + 1
+                        bar.update(len(rows))
+            finally:
+                bar.close()
+            if set_metrics and shard is None:
+                compute_set_metrics(p, store, run_dir)
+        finally:
+            store.close()
+    return RunSummary(run_dir, total, counts, already, time.time() - t0)
+
+
+def compute_set_metrics(p: Prepared, store: Store, run_dir: Path) -> None:
+    """Per cell, compute each available set metric from the cell's ``ok`` rows (float .npy when
+    present, else the PNG).
+
+    * ``fid`` (and any other set metric): all reconstructions of the cell vs the ground truth of
+      the same images.
+    * ``sliced_wasserstein``: analytic priors only, and only when ``data_seed`` is set (then all
+      seeds of an image share one measurement): per image, the samples over seeds vs exact
+      posterior samples for that measurement; the stored value is the mean over images.
+    """
+    if not p.set_metrics:
+        return
+    for cell in p.cells:
+        key = {"experiment": p.exp.name, "solver": cell.solver, "preset": cell.preset, "task": cell.task.name,
+               "dataset": cell.dataset, "prior": cell.prior}
+        rows = store.rows("WHERE solver=? AND preset=? AND task=? AND dataset=? AND prior=? AND config_hash=? AND status='ok' ORDER BY image_id, seed",
+                          (cell.solver, cell.preset, cell.task.name, cell.dataset, cell.prior, p.exp.config_hash))
+        ds = p.datasets[cell.dataset]
+        index = {iid: i for i, iid in enumerate(ds.ids)}
+        recon = []
+        for r in rows:
+            rel = r["recon_path"]
+            npy = run_dir / (rel[:-4] + ".npy")
+            arr = np.load(npy) if npy.exists() else read_png(run_dir / rel)
+            recon.append(torch.as_tensor(np.asarray(arr, dtype=np.float64)))
+        for m in p.set_metrics:
+            if m.unavailable is not None:
+                store.write_set_metric(key, m.name, None, len(recon), m.unavailable)
+                continue
+            if not recon:
+                store.write_set_metric(key, m.name, None, 0, "unavailable: no ok reconstructions in this cell")
+                continue
+            try:
+                if m.name == "sliced_wasserstein":
+                    value, n, note = _sliced_wasserstein(p, cell, m, rows, recon)
+                else:
+                    truth = [p.image(cell.dataset, index[r["image_id"]]).to(torch.float64) for r in rows]
+                    value, note = m.compute(torch.stack(recon), torch.stack(truth))
+                    n = len(recon)
+            except Exception as e:  # noqa: BLE001 - recorded, never fatal
+                value, n, note = None, len(recon), f"unavailable: {type(e).__name__}: {_one_line(e)}"
+            ok = value is not None and math.isfinite(value)
+            store.write_set_metric(key, m.name, float(value) if ok else None, n, note)
+
+
+def _sliced_wasserstein(p: Prepared, cell: Cell, m, rows: list[dict], recon: list) -> tuple[float | None, int, str]:
+    import operators
+    from operators.conventions import pixel_to_model
+
+    prior = p.priors[cell.prior]
+    if "analytic" not in prior.capabilities:
+        return None, len(recon), "unavailable: needs an analytic prior (exact posterior)"
+    if p.exp.data_seed is None or len(p.exp.seeds) < 2:
+        return None, len(recon), "unavailable: needs data_seed and >= 2 seeds (samples for one measurement)"
+    ds = p.datasets[cell.dataset]
+    index = {iid: i for i, iid in enumerate(ds.ids)}
+    groups: dict[str, list[int]] = {}
+    for k, r in enumerate(rows):
+        groups.setdefault(r["image_id"], []).append(k)
+    vals, notes = [], ""
+    for iid, ks in groups.items():
+        r = rows[ks[0]]
+        op = operators.build(cell.task.operator, image_shape=ds.image_shape, generator=_gen(int(r["operator_seed"])), **cell.task.params)
+        op.to(device=p.device, dtype=p.dtype)
+        if not op.is_linear:
+            return None, len(recon), "unavailable: exact posterior needs a linear operator"
+        x = pixel_to_model(p.image(cell.dataset, index[iid]).to(torch.float64).unsqueeze(0)).to(device=p.device, dtype=p.dtype)
+        y = op.measure(x, cell.task.sigma_y, generator=_gen(int(r["noise_seed"])))
+        post = prior.inner.posterior(op, y, cell.task.sigma_y)
+        v, notes = m.compute(torch.stack([recon[k] for k in ks]), None, posterior=post)
+        if v is None:
+            return None, len(recon), notes
+        vals.append(float(v))
+    return float(np.mean(vals)), len(recon), f"mean over {len(vals)} images; " + notes

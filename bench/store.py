@@ -1,0 +1,328 @@
+"""Results store: ``RUN_DIR/results.sqlite`` (SQLite, WAL) and atomic image files.
+
+Schema (docs/_harness_contract.md, docs/harness.md): table ``results`` (one row per cell × image
+× seed, primary key ``row_id``), ``set_metrics``, ``metric_status``, ``meta``. A row is
+committed only after its files (PNG, optional .npy) are on disk under their final names; each
+file is written to a temporary name in the same folder and moved with ``os.replace``, so an
+interrupted run leaves no half-written file under a final name and no row pointing at a missing
+file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import sqlite3
+import tempfile
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "METRIC_COLUMNS",
+    "RESULT_COLUMNS",
+    "STORE_NAME",
+    "Store",
+    "StoreError",
+    "atomic_write_bytes",
+    "load_meta",
+    "load_metric_status",
+    "load_results",
+    "load_set_metrics",
+    "row_id",
+    "write_npy",
+    "write_png",
+]
+
+STORE_NAME = "results.sqlite"
+SCHEMA_VERSION = "1"
+
+METRIC_COLUMNS: tuple[str, ...] = (
+    "psnr", "ssim", "lpips", "mse", "consistency",
+    "dist_to_map", "rel_dist_to_map", "logpost_gap", "err_post_mean",
+)
+
+RESULT_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("row_id", "TEXT PRIMARY KEY"),
+    ("experiment", "TEXT"), ("solver", "TEXT"), ("preset", "TEXT"), ("task", "TEXT"),
+    ("operator", "TEXT"), ("noise_sigma", "REAL"), ("sigma_y", "REAL"), ("dataset", "TEXT"),
+    ("prior", "TEXT"), ("image_id", "TEXT"), ("seed", "INTEGER"), ("status", "TEXT"),
+    ("message", "TEXT"), ("seconds", "REAL"), ("peak_mem_bytes", "INTEGER"),
+    ("peak_rss_bytes", "INTEGER"), ("nfe", "INTEGER"), ("vjp", "INTEGER"), ("device", "TEXT"),
+    ("torch_version", "TEXT"), ("batch_size", "INTEGER"), ("config_hash", "TEXT"),
+    ("code_version", "TEXT"), ("recon_path", "TEXT"), ("created", "REAL"),
+    ("operator_seed", "INTEGER"), ("noise_seed", "INTEGER"), ("solver_seed", "INTEGER"),
+) + tuple((m, "REAL") for m in METRIC_COLUMNS)
+"""Columns of ``results``: the contract's columns, the three derived generator seeds (operator,
+measurement noise, solver; see :func:`bench.runner.derive_seed`), and one REAL per metric."""
+
+STATUSES = ("ok", "skipped", "diverged", "oom", "error")
+
+
+class StoreError(RuntimeError):
+    """The store cannot be opened/written (corrupt, locked, read-only); one readable line."""
+
+
+def row_id(config_hash: str, solver: str, preset: str, task: str, dataset: str, prior: str,
+           image_id: str, seed: int) -> str:
+    """sha256 (hex) of the row's identity (contract: config_hash, solver, preset, task, dataset,
+    prior, image_id, seed), joined with an ASCII unit separator."""
+    key = "\x1f".join([config_hash, solver, preset, task, dataset, prior, str(image_id), str(int(seed))])
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _connect(path: Path, timeout: float = 60.0) -> sqlite3.Connection:
+    try:
+        con = sqlite3.connect(str(path), timeout=timeout, isolation_level=None)
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=NORMAL")
+        con.execute("PRAGMA busy_timeout=60000")
+    except sqlite3.DatabaseError as e:
+        raise StoreError(f"{path}: cannot open results store ({e})") from None
+    return con
+
+
+class Store:
+    """Read/write access to one ``results.sqlite`` (run store or shard store)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.con = _connect(self.path)
+        self._create()
+
+    def _create(self) -> None:
+        cols = ", ".join(f"{n} {t}" for n, t in RESULT_COLUMNS)
+        try:
+            with self.con:
+                self.con.execute("BEGIN")
+                self.con.execute(f"CREATE TABLE IF NOT EXISTS results ({cols})")
+                self.con.execute(
+                    "CREATE TABLE IF NOT EXISTS set_metrics (experiment TEXT, solver TEXT, preset TEXT, task TEXT,"
+                    " dataset TEXT, prior TEXT, metric TEXT, value REAL, n INTEGER, note TEXT,"
+                    " PRIMARY KEY (experiment, solver, preset, task, dataset, prior, metric))"
+                )
+                self.con.execute(
+                    "CREATE TABLE IF NOT EXISTS metric_status (metric TEXT PRIMARY KEY, available INTEGER,"
+                    " note TEXT, backbone TEXT)"
+                )
+                self.con.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{self.path}: not a usable results store ({e})") from None
+        have = {r[1] for r in self.con.execute("PRAGMA table_info(results)")}
+        missing = [n for n, _ in RESULT_COLUMNS if n not in have]
+        if missing:
+            raise StoreError(f"{self.path}: results table lacks columns {', '.join(missing)} (older schema?)")
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ meta
+    def set_meta(self, items: dict[str, Any]) -> None:
+        with self.con:
+            self.con.execute("BEGIN")
+            for k, v in items.items():
+                self.con.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (k, str(v)))
+
+    def meta(self) -> dict[str, str]:
+        return dict(self.con.execute("SELECT key, value FROM meta"))
+
+    def set_metric_status(self, rows: Iterable[tuple[str, bool, str, str]]) -> None:
+        with self.con:
+            self.con.execute("BEGIN")
+            for metric, available, note, backbone in rows:
+                self.con.execute(
+                    "INSERT OR REPLACE INTO metric_status(metric, available, note, backbone) VALUES (?, ?, ?, ?)",
+                    (metric, int(bool(available)), note, backbone),
+                )
+
+    # ------------------------------------------------------------------ results
+    def write_rows(self, rows: list[dict]) -> None:
+        """Insert (or replace, for redone rows) ``rows`` in one transaction."""
+        if not rows:
+            return
+        names = [n for n, _ in RESULT_COLUMNS]
+        for r in rows:
+            unknown = set(r) - set(names)
+            if unknown:
+                raise StoreError(f"unknown result column(s) {', '.join(sorted(unknown))}")
+            if r.get("status") not in STATUSES:
+                raise StoreError(f"bad status {r.get('status')!r}")
+        sql = f"INSERT OR REPLACE INTO results ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+        with self.con:
+            self.con.execute("BEGIN IMMEDIATE")
+            self.con.executemany(sql, [tuple(r.get(n) for n in names) for r in rows])
+
+    def status_by_id(self) -> dict[str, str]:
+        return dict(self.con.execute("SELECT row_id, status FROM results"))
+
+    def done_ids(self, statuses: tuple[str, ...] = ("ok", "skipped")) -> set[str]:
+        q = f"SELECT row_id FROM results WHERE status IN ({', '.join('?' * len(statuses))})"
+        return {r[0] for r in self.con.execute(q, statuses)}
+
+    def rows(self, where: str = "", params: tuple = ()) -> list[dict]:
+        cur = self.con.execute(f"SELECT * FROM results {where}", params)
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+    def write_set_metric(self, key: dict, metric: str, value: float | None, n: int, note: str) -> None:
+        with self.con:
+            self.con.execute("BEGIN IMMEDIATE")
+            self.con.execute(
+                "INSERT OR REPLACE INTO set_metrics(experiment, solver, preset, task, dataset, prior, metric, value, n, note)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (key["experiment"], key["solver"], key["preset"], key["task"], key["dataset"], key["prior"],
+                 metric, value, int(n), note),
+            )
+
+    def merge_from(self, other: str | Path) -> int:
+        """Copy every ``results`` row of store ``other`` into this one (replacing rows with the
+        same ``row_id``, except that a finished ``ok``/``skipped`` row here is never replaced by an
+        unfinished one); returns the number of rows copied."""
+        other = Path(other)
+        names = [n for n, _ in RESULT_COLUMNS]
+        src = _connect(other)
+        try:
+            cur = src.execute(f"SELECT {', '.join(names)} FROM results")
+            rows = [dict(zip(names, r)) for r in cur.fetchall()]
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{other}: cannot read shard store ({e})") from None
+        finally:
+            src.close()
+        have = self.status_by_id()
+        keep = [r for r in rows if not (have.get(r["row_id"]) in ("ok", "skipped") and r["status"] not in ("ok", "skipped"))]
+        self.write_rows(keep)
+        return len(keep)
+
+
+# ------------------------------------------------------------------ readers (public API)
+
+
+def _store_path(run_dir: str | Path) -> Path:
+    p = Path(run_dir)
+    if p.is_file():
+        return p
+    sp = p / STORE_NAME
+    if not sp.exists():
+        raise FileNotFoundError(f"{sp}: no results store (not a run directory?)")
+    return sp
+
+
+def _read_sql(run_dir, sql: str):
+    import pandas as pd
+
+    con = _connect(_store_path(run_dir))
+    try:
+        return pd.read_sql_query(sql, con)
+    finally:
+        con.close()
+
+
+def _as_float(df, cols):
+    import pandas as pd
+
+    for c in cols:
+        if c in df.columns:
+            df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
+    return df
+
+
+def load_results(run_dir: str | Path):
+    """Table ``results`` of ``RUN_DIR/results.sqlite`` as a pandas DataFrame (one row per cell ×
+    image × seed; REAL columns are float64, NULL -> NaN when not computed/unavailable)."""
+    df = _read_sql(run_dir, "SELECT * FROM results ORDER BY solver, preset, task, dataset, prior, image_id, seed")
+    return _as_float(df, [n for n, t in RESULT_COLUMNS if t == "REAL"])
+
+
+def load_set_metrics(run_dir: str | Path):
+    """Table ``set_metrics`` (FID, sliced Wasserstein, ...; value NaN + note when unavailable)."""
+    df = _read_sql(run_dir, "SELECT * FROM set_metrics ORDER BY solver, preset, task, dataset, prior, metric")
+    return _as_float(df, ["value"])
+
+
+def load_metric_status(run_dir: str | Path):
+    """Table ``metric_status``: which metrics were available, why not, and their backbone."""
+    return _read_sql(run_dir, "SELECT * FROM metric_status ORDER BY metric")
+
+
+def load_meta(run_dir: str | Path) -> dict[str, str]:
+    """Table ``meta`` as a dict (experiment, resolved config TOML, config_hash, code version, ...)."""
+    con = _connect(_store_path(run_dir))
+    try:
+        return dict(con.execute("SELECT key, value FROM meta"))
+    finally:
+        con.close()
+
+
+# ------------------------------------------------------------------ atomic files
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file in the same folder, fsync, ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def to_uint8(x_pixel) -> np.ndarray:
+    """(C,H,W) pixel-space tensor/array -> (H,W) or (H,W,C) uint8, clipped to [0,1], rounded."""
+    a = x_pixel.detach().cpu().double().numpy() if hasattr(x_pixel, "detach") else np.asarray(x_pixel, dtype=np.float64)
+    a = np.clip(a, 0.0, 1.0)
+    a = np.rint(a * 255.0).astype(np.uint8)
+    if a.ndim == 3:
+        a = a[0] if a.shape[0] == 1 else np.transpose(a, (1, 2, 0))
+    return a
+
+
+def png_bytes(x_pixel) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(to_uint8(x_pixel)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def write_png(path: str | Path, x_pixel) -> None:
+    """Atomically save a (C,H,W) pixel-space image (clipped to [0,1], 8-bit) as PNG."""
+    atomic_write_bytes(path, png_bytes(x_pixel))
+
+
+def write_npy(path: str | Path, x_pixel) -> None:
+    """Atomically save a (C,H,W) pixel-space image as float32 .npy (unclipped)."""
+    a = x_pixel.detach().cpu().float().numpy() if hasattr(x_pixel, "detach") else np.asarray(x_pixel, np.float32)
+    buf = io.BytesIO()
+    np.save(buf, a)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def read_png(path: str | Path) -> np.ndarray:
+    """PNG -> (C,H,W) float64 pixel-space array in [0,1]."""
+    from PIL import Image
+
+    a = np.asarray(Image.open(path), dtype=np.float64) / 255.0
+    return a[None] if a.ndim == 2 else np.transpose(a, (2, 0, 1))
+
+
+def now() -> float:
+    return time.time()

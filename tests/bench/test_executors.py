@@ -1,0 +1,54 @@
+"""Execution backends: submitit (local executor, two shards) merges to the same rows as a local run."""
+
+from __future__ import annotations
+
+import _parts
+import pytest
+
+from bench import config, executors, runner, store
+
+_parts.register()
+
+SOLVERS = '[[solvers]]\nname = "_test_noisy"\n[[solvers]]\nname = "_test_oom"\ntasks = ["sr"]\n'
+
+
+def _compare(a_dir, b_dir):
+    a = store.load_results(a_dir).sort_values("row_id").reset_index(drop=True)
+    b = store.load_results(b_dir).sort_values("row_id").reset_index(drop=True)
+    cols = ["row_id", "solver", "preset", "task", "dataset", "prior", "image_id", "seed", "status", "message",
+            "psnr", "mse", "consistency", "nfe", "vjp", "recon_path"]
+    assert a[cols].equals(b[cols])
+    for rel in a.recon_path.dropna():
+        assert (a_dir / rel).read_bytes() == (b_dir / rel).read_bytes()
+    return a
+
+
+@pytest.mark.parametrize("cluster", ["debug", pytest.param("local", marks=pytest.mark.slow)])
+def test_submitit_two_shards_merge_to_local_rows(tmp_path, monkeypatch, cluster):
+    monkeypatch.setenv("PYTHONPATH", str(_parts.HERE))   # the local executor's workers import _parts
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    exp = config.loads(_parts.toml_config(solvers_=SOLVERS, limit=3), base_dir=tmp_path)
+    local = tmp_path / "local"
+    executors.run_local(exp, local, progress=False)
+    sub = tmp_path / "sub"
+    s = executors.run_submitit(exp, sub, shards=2, cluster=cluster, setup=_parts.register)
+    df = _compare(local, sub)
+    assert set(df.status) == {"ok", "oom"} and len(df) == 9
+    shard_dbs = sorted((sub / "shards").glob("*/results.sqlite"))
+    assert len(shard_dbs) == 2
+    per_shard = [len(store.load_results(p)) for p in shard_dbs]
+    assert sum(per_shard) == len(df) and all(n > 0 for n in per_shard)
+    assert store.load_meta(sub)["config_hash"] == exp.config_hash
+    assert s.counts == {"ok": 6, "oom": 3}
+
+
+def test_submitit_resume_skips_finished(tmp_path):
+    exp = config.loads(_parts.toml_config(limit=2), base_dir=tmp_path)
+    sub = tmp_path / "sub"
+    executors.run_submitit(exp, sub, shards=2, cluster="debug", setup=_parts.register)
+    created = dict(zip(*store.load_results(sub)[["row_id", "created"]].values.T))
+    with pytest.raises((runner.RunError, config.ConfigError), match="--resume"):
+        executors.run_submitit(exp, sub, shards=2, cluster="debug", setup=_parts.register)
+    executors.run_submitit(exp, sub, shards=2, cluster="debug", resume=True, setup=_parts.register)
+    df = store.load_results(sub)
+    assert dict(zip(df.row_id, df.created)) == created

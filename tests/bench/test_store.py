@@ -1,0 +1,112 @@
+"""Results store: schema, row ids, atomic files, readers, shard merge."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from bench import store
+from bench.store import Store, StoreError
+
+
+def _row(rid: str, status: str = "ok", **kw) -> dict:
+    r = {"row_id": rid, "experiment": "e", "solver": "s", "preset": "default", "task": "t", "dataset": "d",
+         "prior": "p", "image_id": rid, "seed": 0, "status": status, "message": "" if status == "ok" else "why",
+         "psnr": 20.0 if status == "ok" else None}
+    r.update(kw)
+    return r
+
+
+def test_schema_has_contract_columns_and_wal(tmp_path):
+    with Store(tmp_path / "results.sqlite") as st:
+        cols = {r[1] for r in st.con.execute("PRAGMA table_info(results)")}
+        mode = st.con.execute("PRAGMA journal_mode").fetchone()[0]
+    contract = {"row_id", "experiment", "solver", "preset", "task", "operator", "noise_sigma", "sigma_y", "dataset",
+                "prior", "image_id", "seed", "status", "message", "seconds", "peak_mem_bytes", "peak_rss_bytes", "nfe",
+                "vjp", "device", "torch_version", "batch_size", "config_hash", "code_version", "recon_path", "created",
+                "psnr", "ssim", "lpips", "mse", "consistency", "dist_to_map", "rel_dist_to_map", "logpost_gap",
+                "err_post_mean"}
+    assert contract <= cols
+    assert mode == "wal"
+
+
+def test_row_id_is_sha256_of_identity():
+    a = store.row_id("h", "s", "p", "t", "d", "pr", "img1", 0)
+    assert len(a) == 64 and int(a, 16) >= 0
+    assert a == store.row_id("h", "s", "p", "t", "d", "pr", "img1", 0)
+    others = {store.row_id("h2", "s", "p", "t", "d", "pr", "img1", 0), store.row_id("h", "s", "p", "t", "d", "pr", "img1", 1),
+              store.row_id("h", "s", "p", "t", "d", "pr", "img2", 0), store.row_id("h", "s", "p2", "t", "d", "pr", "img1", 0)}
+    assert a not in others and len(others) == 4
+    # fields cannot run into each other
+    assert store.row_id("h", "ab", "c", "t", "d", "pr", "i", 0) != store.row_id("h", "a", "bc", "t", "d", "pr", "i", 0)
+
+
+def test_write_replace_and_readers(tmp_path):
+    with Store(tmp_path / "results.sqlite") as st:
+        st.write_rows([_row("a", "error"), _row("b")])
+        st.write_rows([_row("a")])  # redone row replaces, no duplicate
+        st.set_meta({"experiment": "e", "config_hash": "x"})
+        st.set_metric_status([("lpips", False, "unavailable: no weights", "alex")])
+        st.write_set_metric({"experiment": "e", "solver": "s", "preset": "default", "task": "t", "dataset": "d", "prior": "p"},
+                            "fid", None, 2, "unavailable: no inception")
+        assert st.done_ids() == {"a", "b"}
+        with pytest.raises(StoreError):
+            st.write_rows([_row("c", "weird")])
+        with pytest.raises(StoreError):
+            st.write_rows([{**_row("c"), "nonsense": 1}])
+    df = store.load_results(tmp_path)
+    assert sorted(df.row_id) == ["a", "b"] and set(df.status) == {"ok"}
+    assert store.load_meta(tmp_path) == {"experiment": "e", "config_hash": "x"}
+    ms = store.load_metric_status(tmp_path)
+    assert ms.iloc[0].to_dict() == {"metric": "lpips", "available": 0, "note": "unavailable: no weights", "backbone": "alex"}
+    sm = store.load_set_metrics(tmp_path)
+    assert len(sm) == 1 and np.isnan(sm.value[0]) and sm.note[0].startswith("unavailable")
+    with pytest.raises(FileNotFoundError):
+        store.load_results(tmp_path / "nope")
+
+
+def test_merge_keeps_finished_rows(tmp_path):
+    with Store(tmp_path / "main.sqlite") as main, Store(tmp_path / "shard.sqlite") as shard:
+        main.write_rows([_row("a"), _row("b", "error")])
+        shard.write_rows([_row("a", "oom"), _row("b"), _row("c")])
+        main.merge_from(tmp_path / "shard.sqlite")
+        st = main.status_by_id()
+    assert st == {"a": "ok", "b": "ok", "c": "ok"}
+
+
+def test_corrupt_store_is_a_store_error(tmp_path):
+    p = tmp_path / "results.sqlite"
+    p.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError):
+        Store(p)
+
+
+def test_atomic_png_npy_roundtrip_and_no_temp_left(tmp_path):
+    x = torch.rand(3, 5, 7, dtype=torch.float64)
+    x[0, 0, 0] = 1.7   # clipped in the PNG, kept in the npy
+    store.write_png(tmp_path / "a/b/img.png", x)
+    store.write_npy(tmp_path / "a/b/img.npy", x)
+    back = store.read_png(tmp_path / "a/b/img.png")
+    expect = np.rint(np.clip(x.numpy(), 0, 1) * 255) / 255
+    assert back.shape == (3, 5, 7) and np.array_equal(back, expect)
+    arr = np.load(tmp_path / "a/b/img.npy")
+    assert arr.dtype == np.float32 and np.allclose(arr, x.numpy(), atol=1e-7) and arr[0, 0, 0] == np.float32(1.7)
+    g = torch.rand(1, 4, 4)
+    store.write_png(tmp_path / "g.png", g)
+    assert store.read_png(tmp_path / "g.png").shape == (1, 4, 4)
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_atomic_write_failure_leaves_old_file(tmp_path, monkeypatch):
+    f = tmp_path / "x.bin"
+    store.atomic_write_bytes(f, b"old")
+
+    def boom(*a, **k):
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(store.os, "replace", boom)
+    with pytest.raises(OSError):
+        store.atomic_write_bytes(f, b"new")
+    assert f.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["x.bin"]
