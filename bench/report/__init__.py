@@ -1,0 +1,41 @@
+"""Reports of a run: leaderboards (Markdown/LaTeX/CSV), paper figures and one HTML page.
+
+``write_report(run_dir, out_dir=None)`` writes into ``out_dir`` (default ``reports/<experiment>/``):
+``leaderboard.md``, ``leaderboard.tex``, ``leaderboard.csv``, ``figures/*.png|pdf`` and
+``index.html``. See docs/reports.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .data import RunData, RunDirError, load_run
+from .summary import build_leaderboards
+
+__all__ = ["RunData", "RunDirError", "build_leaderboards", "load_run", "write_report"]
+
+
+def write_report(run_dir: Path, out_dir: Path | None = None, *, primary: dict[str, str] | None = None,
+                 image_ids: list[str] | None = None) -> Path:
+    """Write the report of ``run_dir`` and return the output directory.
+
+    ``out_dir`` defaults to ``reports/<experiment>/`` (relative to the working directory).
+    ``primary`` maps task -> ranking metric (default ``psnr``); ``image_ids`` selects the images of
+    the sample grids (default: the first three ids of each dataset). Raises :class:`RunDirError`
+    when the run directory or its store is missing.
+    """
+    from . import escape
+    from .figures import make_figures
+    from .html import write_html
+    from .tables import write_tables
+
+    run = load_run(Path(run_dir))
+    if out_dir is None:
+        out_dir = Path("reports") / escape.slug(run.experiment)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    boards = build_leaderboards(run, primary)
+    write_tables(boards, run.experiment, out_dir)
+    figs, notes = make_figures(run, boards, out_dir / "figures", image_ids)
+    write_html(run, boards, figs, notes, out_dir / "index.html")
+    return out_dir

@@ -1,0 +1,319 @@
+"""Paper figures of a run (matplotlib/seaborn, Agg backend), each written as PDF and PNG.
+
+Per leaderboard (dataset × task):
+
+* ``pareto``   quality (primary metric, mean ± 95% CI) versus s/image on a log axis, with the
+  Pareto front (no other cell is both faster and better);
+* ``bars``     every metric with values, one bar per cell with its 95% CI;
+* ``grid``     sample grid: truth | measurement | each cell, for selected image ids;
+* ``nfe``      primary metric versus NFE when one solver appears with several NFE values
+  (presets/overrides that change the step count);
+* ``memory``   peak GPU memory per cell (skipped with a note when every value is NULL, e.g. CPU);
+* ``dist_to_map`` distribution of the distance to the exact MAP (analytic priors only).
+
+Colours: one per solver across all figures (:mod:`bench.report.style`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from . import escape
+from .data import RunData
+from .stats import direction
+from .style import RC, Palette
+from .summary import CellSummary, Leaderboard
+from .tables import DISPLAY
+
+
+@dataclass
+class FigureRecord:
+    kind: str
+    title: str
+    caption: str
+    png: Path
+    pdf: Path
+
+
+def _metric_label(m: str) -> str:
+    d = direction(m)
+    return DISPLAY.get(m, m) + {1: " ↑", -1: " ↓"}.get(d, "")
+
+
+def _save(fig, out_dir: Path, kind: str, b: Leaderboard | None, title: str, caption: str) -> FigureRecord:
+    stem = kind if b is None else f"{kind}__{escape.slug(b.dataset)}__{escape.slug(b.task)}"
+    png, pdf = out_dir / f"{stem}.png", out_dir / f"{stem}.pdf"
+    fig.savefig(png, format="png")
+    fig.savefig(pdf, format="pdf")
+    plt.close(fig)
+    return FigureRecord(kind, title, caption, png, pdf)
+
+
+def _title(b: Leaderboard) -> str:
+    return escape.mpl(f"{b.dataset} · {b.task}")
+
+
+def _legend(ax, handles_by_label: dict) -> None:
+    if handles_by_label:
+        ax.legend(handles_by_label.values(), handles_by_label.keys(), frameon=False,
+                  loc="center left", bbox_to_anchor=(1.0, 0.5))
+
+
+def _plain_log_ticks(axis) -> None:
+    """Log axis with plain-number labels (``0.2``, ``1``, ``20``) and unlabelled minor ticks."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def pareto(b: Leaderboard, pal: Palette, out_dir: Path) -> FigureRecord | None:
+    pts = [c for c in b.cells if b.primary in c.metrics and c.seconds.n and c.seconds.mean > 0]
+    if not pts:
+        return None
+    d = direction(b.primary) or 1
+    fig, ax = plt.subplots(figsize=(4.6, 3.0))
+    handles = {}
+    for c in pts:
+        ci = c.metrics[b.primary]
+        yerr = 0 if not math.isfinite(ci.half_width) else ci.half_width
+        h = ax.errorbar(c.seconds.mean, ci.mean, yerr=yerr, fmt=pal.marker(c.solver, c.preset),
+                        color=pal.color(c.solver), capsize=2, linestyle="none")
+        handles[escape.mpl(c.label)] = h
+    # Pareto front: sorted by time, keep points better than every faster point
+    front, best = [], -math.inf
+    for c in sorted(pts, key=lambda c: (c.seconds.mean, -d * c.metrics[b.primary].mean)):
+        v = d * c.metrics[b.primary].mean
+        if v > best:
+            front.append(c)
+            best = v
+    if len(front) > 1:
+        ax.step([c.seconds.mean for c in front], [c.metrics[b.primary].mean for c in front], where="post",
+                color="0.5", linestyle="--", linewidth=0.8, zorder=0, label="Pareto front")
+    ax.set_xscale("log")
+    _plain_log_ticks(ax.xaxis)
+    ax.set_xlabel("seconds per image (log scale)")
+    ax.set_ylabel(_metric_label(b.primary) + " (mean ± 95% CI)")
+    ax.set_title(_title(b))
+    _legend(ax, handles)
+    return _save(fig, out_dir, "pareto", b, f"Quality vs time: {b.dataset} / {b.task}",
+                 f"{b.primary} (mean ± 95% CI) against seconds per image (log axis); the dashed line "
+                 "is the Pareto front.")
+
+
+def bars(b: Leaderboard, pal: Palette, out_dir: Path) -> FigureRecord | None:
+    ms = [m for m in b.metrics if m not in b.unavailable and any(m in c.metrics for c in b.cells)]
+    cells = [c for c in b.cells if c.n_ok]
+    if not ms or not cells:
+        return None
+    fig, axes = plt.subplots(1, len(ms), figsize=(max(2.4 * len(ms), 3.5), 2.8), squeeze=False)
+    x = np.arange(len(cells))
+    for ax, m in zip(axes[0], ms):
+        means = [c.metrics[m].mean if m in c.metrics else np.nan for c in cells]
+        errs = [c.metrics[m].half_width if m in c.metrics and math.isfinite(c.metrics[m].half_width) else 0
+                for c in cells]
+        ax.bar(x, means, yerr=errs, color=[pal.color(c.solver) for c in cells], capsize=2,
+               error_kw={"linewidth": 0.8})
+        ax.set_xticks(x, [escape.mpl(c.label) for c in cells], rotation=45, ha="right")
+        ax.set_title(_metric_label(m))
+        ax.grid(axis="x", visible=False)
+        lo = np.nanmin(np.asarray(means, float) - np.asarray(errs, float))
+        hi = np.nanmax(np.asarray(means, float) + np.asarray(errs, float))
+        if m == "psnr" and np.isfinite(lo):  # dB bars from zero hide differences; start near the data
+            ax.set_ylim(max(0.0, lo - 0.1 * (hi - lo + 1)), hi + 0.05 * (hi - lo + 1))
+    fig.suptitle(_title(b), fontsize=9)
+    fig.tight_layout()
+    return _save(fig, out_dir, "bars", b, f"Metrics: {b.dataset} / {b.task}",
+                 "Mean per cell with 95% Student-t CI over images × seeds (ok rows).")
+
+
+def _inside(run_dir: Path, rel: str | Path) -> Path | None:
+    """``run_dir / rel`` if it stays inside ``run_dir`` and exists, else None."""
+    try:
+        root = run_dir.resolve()
+        p = (run_dir / rel).resolve()
+        p.relative_to(root)
+    except (ValueError, OSError):
+        return None
+    return p if p.is_file() else None
+
+
+def _read_png(p: Path | None) -> np.ndarray | None:
+    if p is None:
+        return None
+    try:
+        with Image.open(p) as im:
+            a = np.asarray(im.convert("L" if im.mode in ("L", "I", "I;16", "1") else "RGB"), dtype=np.float64)
+    except OSError:
+        return None
+    return a / 255.0
+
+
+def grid(b: Leaderboard, run: RunData, out_dir: Path, image_ids: list[str] | None,
+         max_images: int = 3) -> FigureRecord | None:
+    df = run.results
+    rows = df[(df["dataset"].astype(str) == b.dataset) & (df["task"].astype(str) == b.task)]
+    if not len(rows):
+        return None
+    available = sorted(rows["image_id"].astype(str).unique())
+    ids = [i for i in (image_ids or []) if i in available] if image_ids else available[:max_images]
+    if not ids:
+        return None
+    cells = b.cells
+    ncol = 2 + len(cells)
+    fig, axes = plt.subplots(len(ids), ncol, figsize=(1.25 * ncol, 1.35 * len(ids)), squeeze=False)
+    for i, iid in enumerate(ids):
+        r_img = rows[rows["image_id"].astype(str) == iid]
+        seed = int(pd.to_numeric(r_img["seed"]).min())
+        panels = [("truth", _read_png(_inside(run.run_dir, Path("truth") / b.dataset / f"{iid}.png")), ""),
+                  ("measurement", _read_png(_inside(run.run_dir, Path("meas") / b.task / b.dataset
+                                                    / f"{iid}_s{seed}.png")), "")]
+        for c in cells:
+            sel = r_img[(r_img["solver"].astype(str) == c.solver) & (r_img["preset"].astype(str) == c.preset)
+                        & (r_img["prior"].astype(str) == c.prior) & (pd.to_numeric(r_img["seed"]) == seed)]
+            img, why = None, "missing"
+            if len(sel):
+                r = sel.iloc[0]
+                if str(r["status"]) != "ok":
+                    why = str(r["status"])
+                elif r.get("recon_path") and not pd.isna(r.get("recon_path")):
+                    img = _read_png(_inside(run.run_dir, str(r["recon_path"])))
+            panels.append((c.label, img, why))
+        for j, (name, img, why) in enumerate(panels):
+            ax = axes[i][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.grid(False)
+            for s in ax.spines.values():
+                s.set_visible(False)
+            if img is not None:
+                ax.imshow(np.clip(img, 0, 1), cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1,
+                          interpolation="nearest")
+            else:
+                ax.text(0.5, 0.5, escape.mpl(why or "missing"), ha="center", va="center", fontsize=6,
+                        transform=ax.transAxes, color="0.4")
+            if i == 0:
+                ax.set_title(escape.mpl(name), fontsize=6)
+            if j == 0:
+                ax.set_ylabel(escape.mpl(f"{iid} (seed {seed})"), fontsize=6)
+    fig.suptitle(_title(b), fontsize=8)
+    fig.tight_layout()
+    return _save(fig, out_dir, "grid", b, f"Samples: {b.dataset} / {b.task}",
+                 "Truth | measurement (pixel-space visualisation of y) | each cell's reconstruction "
+                 "(clipped to [0,1]).")
+
+
+def nfe_curves(b: Leaderboard, pal: Palette, out_dir: Path) -> FigureRecord | None:
+    by: dict[tuple[str, str], list[CellSummary]] = {}
+    for c in b.cells:
+        if b.primary in c.metrics and math.isfinite(c.nfe):
+            by.setdefault((c.solver, c.prior), []).append(c)
+    curves = {k: sorted(v, key=lambda c: c.nfe) for k, v in by.items() if len({c.nfe for c in v}) > 1}
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(4.4, 3.0))
+    allx = []
+    for (solver, prior), cs in sorted(curves.items()):
+        xs = [c.nfe for c in cs]
+        allx += xs
+        ys = [c.metrics[b.primary].mean for c in cs]
+        es = [c.metrics[b.primary].half_width if math.isfinite(c.metrics[b.primary].half_width) else 0 for c in cs]
+        lab = solver if len({p for (_, p) in curves}) == 1 else f"{solver} / {prior}"
+        ax.errorbar(xs, ys, yerr=es, color=pal.color(solver), marker="o", capsize=2, label=escape.mpl(lab))
+    if min(allx) > 0 and max(allx) / min(allx) > 10:
+        ax.set_xscale("log")
+        _plain_log_ticks(ax.xaxis)
+    ax.set_xlabel("NFE per image")
+    ax.set_ylabel(_metric_label(b.primary) + " (mean ± 95% CI)")
+    ax.set_title(_title(b))
+    ax.legend(frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    return _save(fig, out_dir, "nfe", b, f"{b.primary} vs NFE: {b.dataset} / {b.task}",
+                 "Each line is one solver run with several step counts (presets or overrides).")
+
+
+def memory(b: Leaderboard, pal: Palette, out_dir: Path) -> FigureRecord | None:
+    cells = [c for c in b.cells if math.isfinite(c.peak_mem_mib)]
+    if not cells:
+        return None
+    fig, ax = plt.subplots(figsize=(max(3.0, 0.5 * len(cells) + 1.5), 2.6))
+    x = np.arange(len(cells))
+    ax.bar(x, [c.peak_mem_mib for c in cells], color=[pal.color(c.solver) for c in cells])
+    ax.set_xticks(x, [escape.mpl(c.label) for c in cells], rotation=45, ha="right")
+    ax.set_ylabel("peak GPU memory [MiB]")
+    ax.grid(axis="x", visible=False)
+    ax.set_title(_title(b))
+    return _save(fig, out_dir, "memory", b, f"Peak GPU memory: {b.dataset} / {b.task}",
+                 "Maximum over images of the per-cell peak GPU memory (reset per cell).")
+
+
+def dist_to_map(b: Leaderboard, run: RunData, pal: Palette, out_dir: Path) -> FigureRecord | None:
+    import seaborn as sns
+
+    df = run.results
+    if "dist_to_map" not in df:
+        return None
+    rows = df[(df["dataset"].astype(str) == b.dataset) & (df["task"].astype(str) == b.task)
+              & (df["status"].astype(str) == "ok")].copy()
+    rows["dist_to_map"] = pd.to_numeric(rows["dist_to_map"], errors="coerce")
+    rows = rows[np.isfinite(rows["dist_to_map"])]
+    if not len(rows):
+        return None
+    from .summary import cell_label
+
+    rows["label"] = [escape.mpl(cell_label(s, p)) for s, p in zip(rows["solver"].astype(str), rows["preset"].astype(str))]
+    order = [escape.mpl(c.label) for c in b.cells if escape.mpl(c.label) in set(rows["label"])]
+    colors = {escape.mpl(c.label): pal.color(c.solver) for c in b.cells}
+    fig, ax = plt.subplots(figsize=(max(3.0, 0.6 * len(order) + 1.5), 2.8))
+    sns.boxplot(data=rows, x="label", y="dist_to_map", hue="label", order=order, palette=colors, ax=ax,
+                fliersize=0, linewidth=0.8, legend=False)
+    sns.stripplot(data=rows, x="label", y="dist_to_map", order=order, color="0.2", size=2.5, ax=ax, jitter=0.2)
+    v = rows["dist_to_map"].to_numpy()
+    if (v > 0).all() and v.max() / v.min() > 100:
+        ax.set_yscale("log")
+    ax.set_xlabel("")
+    ax.set_ylabel("distance to exact MAP ↓")
+    ax.tick_params(axis="x", rotation=45)
+    for t in ax.get_xticklabels():
+        t.set_ha("right")
+    ax.set_title(_title(b))
+    return _save(fig, out_dir, "dist_to_map", b, f"Distance to the exact MAP: {b.dataset} / {b.task}",
+                 "Per image × seed distance of the reconstruction to the exact MAP of the analytic prior's "
+                 "posterior (box: quartiles; points: rows).")
+
+
+def make_figures(run: RunData, boards: list[Leaderboard], out_dir: Path,
+                 image_ids: list[str] | None = None) -> tuple[list[FigureRecord], list[str]]:
+    """Write all figures into ``out_dir``; returns the records and notes on skipped figures."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    solvers = {c.solver for b in boards for c in b.cells}
+    presets: dict[str, list[str]] = {}
+    for b in boards:
+        for c in b.cells:
+            presets.setdefault(c.solver, [])
+            if c.preset not in presets[c.solver]:
+                presets[c.solver].append(c.preset)
+    pal = Palette(solvers, presets)
+    recs: list[FigureRecord] = []
+    notes: list[str] = []
+    with plt.rc_context(RC):
+        for b in boards:
+            made = (pareto(b, pal, out_dir), bars(b, pal, out_dir), grid(b, run, out_dir, image_ids),
+                    nfe_curves(b, pal, out_dir), memory(b, pal, out_dir), dist_to_map(b, run, pal, out_dir))
+            recs += [r for r in made if r is not None]
+    if boards and not any(math.isfinite(c.peak_mem_mib) for b in boards for c in b.cells):
+        notes.append("Peak-memory bars skipped: peak GPU memory is NULL for every cell (CPU run); "
+                     "peak RSS is in the tables.")
+    if not any(r.kind == "nfe" for r in recs):
+        notes.append("No metric-vs-NFE curves: no solver was run with more than one NFE value.")
+    return recs, notes

@@ -1,0 +1,133 @@
+"""One self-contained ``index.html`` per run: run metadata, metric status, leaderboards and
+figures (PNG embedded as base64 data URIs; no external files, scripts or fonts).
+
+Every piece of text goes through ``html.escape`` (:func:`bench.report.escape.html_text`), and
+the page declares a Content-Security-Policy that forbids scripts altogether.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pandas as pd
+from PIL import Image
+
+from .data import RunData
+from .escape import html_text as E
+from .figures import FigureRecord
+from .summary import Leaderboard
+from .tables import CI_NOTE, board_caption, board_rows, board_title, render_cell, render_header
+
+CSS = """
+body{font-family:system-ui,-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;margin:2em auto;
+max-width:1400px;padding:0 1em;color:#222;background:#fff}
+h1{font-size:1.6em}h2{font-size:1.3em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
+h3{font-size:1.05em}
+table{border-collapse:collapse;font-size:13px;margin:.6em 0}
+th,td{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top}
+th{background:#f3f3f3}
+tr.notok td{color:#8a1f11}
+pre{background:#f7f7f7;border:1px solid #ddd;padding:.6em;overflow:auto;font-size:12px;max-height:30em}
+figure{margin:1em 0;display:inline-block;vertical-align:top;max-width:100%}
+figure img{max-width:100%;height:auto;border:1px solid #eee}
+figcaption{font-size:12px;color:#555;max-width:700px}
+.note{font-size:13px;color:#555}
+"""
+
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+
+META_ORDER = ("experiment", "code_version", "config_hash", "device", "torch_version", "python_version",
+              "units", "protocol")
+
+
+def _img(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _board_html(b: Leaderboard, idx: int) -> str:
+    heads, rows = board_rows(b)
+    out = [f'<h3 id="board-{idx}">{E(board_title(b))}</h3>', f'<p class="note">{E(board_caption(b))}</p>',
+           '<table class="leaderboard"><thead><tr>']
+    out += [f"<th>{render_header(h, 'html')}</th>" for h in heads]
+    out.append("</tr></thead><tbody>")
+    for c, r in zip(b.cells, rows):
+        cls = ' class="notok"' if c.status != "ok" else ""
+        out.append(f"<tr{cls}>" + "".join(f"<td>{render_cell(x, 'html')}</td>" for x in r) + "</tr>")
+    out.append("</tbody></table>")
+    out += [f'<p class="note">{E(n)}</p>' for n in b.notes]
+    return "\n".join(out)
+
+
+def _meta_html(run: RunData) -> str:
+    meta = dict(run.meta)
+    config = meta.pop("config", None)
+    keys = [k for k in META_ORDER if k in meta] + sorted(k for k in meta if k not in META_ORDER)
+    out = ['<table class="meta"><tbody>']
+    out += [f"<tr><th>{E(k)}</th><td>{E(meta[k])}</td></tr>" for k in keys]
+    df = run.results
+    if len(df):
+        for col, name in (("device", "devices in rows"), ("torch_version", "torch in rows"),
+                          ("code_version", "code versions in rows"), ("batch_size", "batch sizes")):
+            if col in df:
+                vals = sorted({str(v) for v in df[col].dropna()})
+                out.append(f"<tr><th>{E(name)}</th><td>{E(', '.join(vals))}</td></tr>")
+        if "noise_sigma" in df:
+            pairs = sorted({(str(t), float(s)) for t, s in zip(df["task"], pd.to_numeric(df["noise_sigma"]))
+                            if not pd.isna(s)})
+            txt = "; ".join(f"{t}: {s:g} (pixel units), sigma_y = {2 * s:g} (model units)" for t, s in pairs)
+            out.append(f"<tr><th>noise per task</th><td>{E(txt)}</td></tr>")
+    out.append("</tbody></table>")
+    if config:
+        out += ["<h3>Resolved configuration</h3>", f"<pre>{E(config)}</pre>"]
+    return "\n".join(out)
+
+
+def _status_html(run: RunData) -> str:
+    ms = run.metric_status
+    if ms is None or not len(ms):
+        return '<p class="note">No metric status recorded.</p>'
+    out = ['<table class="metric-status"><thead><tr><th>metric</th><th>available</th><th>backbone</th>'
+           + "<th>note</th></tr></thead><tbody>"]
+    for _, r in ms.iterrows():
+        avail = r.get("available")
+        a = "yes" if avail is not None and not pd.isna(avail) and int(avail) else "no"
+        bb = "" if r.get("backbone") is None or pd.isna(r.get("backbone")) else r.get("backbone")
+        note = "" if r.get("note") is None or pd.isna(r.get("note")) else r.get("note")
+        out.append(f"<tr><td>{E(r['metric'])}</td><td>{a}</td><td>{E(bb)}</td><td>{E(note)}</td></tr>")
+    out.append("</tbody></table>")
+    return "\n".join(out)
+
+
+def render_html(run: RunData, boards: list[Leaderboard], figs: list[FigureRecord], notes: list[str]) -> str:
+    title = f"invbench report: {run.experiment}"
+    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+             f'<meta http-equiv="Content-Security-Policy" content="{E(CSP)}">',
+             '<meta name="viewport" content="width=device-width, initial-scale=1">',
+             f"<title>{E(title)}</title><style>{CSS}</style></head><body>",
+             f"<h1>{E(title)}</h1>",
+             ('<p class="note">Generated by <code>invbench report</code>; tables are also in '
+              '<a href="leaderboard.md">leaderboard.md</a>, <a href="leaderboard.tex">leaderboard.tex</a> and '
+              '<a href="leaderboard.csv">leaderboard.csv</a>, figures as PDF in <code>figures/</code>.</p>'),
+             "<h2>Leaderboards</h2>", f'<p class="note">{E(CI_NOTE)}</p>']
+    parts += [_board_html(b, i) for i, b in enumerate(boards)]
+    if not boards:
+        parts.append('<p class="note">The run has no results.</p>')
+    parts.append("<h2>Figures</h2>")
+    for f in figs:
+        with Image.open(f.png) as im:  # figures are saved at 200 dpi: show at half size (sharp on HiDPI)
+            w, h = (max(1, v // 2) for v in im.size)
+        parts.append(f'<figure class="fig-{E(f.kind)}"><img src="{_img(f.png)}" width="{w}" height="{h}" '
+                     f'alt="{E(f.title)}">'
+                     f"<figcaption><b>{E(f.title)}.</b> {E(f.caption)} "
+                     f"(PDF: figures/{E(f.pdf.name)})</figcaption></figure>")
+    parts += [f'<p class="note">{E(n)}</p>' for n in notes]
+    parts += ["<h2>Run metadata</h2>", _meta_html(run), "<h2>Metric availability</h2>", _status_html(run),
+              "</body></html>"]
+    return "\n".join(parts)
+
+
+def write_html(run: RunData, boards: list[Leaderboard], figs: list[FigureRecord], notes: list[str],
+               path: Path) -> Path:
+    path.write_text(render_html(run, boards, figs, notes), encoding="utf-8")
+    return path

@@ -1,0 +1,230 @@
+"""Leaderboard tables: Markdown (tabulate, GitHub format), LaTeX (booktabs) and CSV.
+
+One table per dataset × task. Every metric is shown as mean ± 95% CI, a two-sided Student-t
+interval over the ok rows of the cell (images × seeds); the CSV carries full precision (mean,
+CI bounds, half-width, n). Cells are ranked by the task's primary metric (direction declared in
+:data:`bench.report.stats.DIRECTIONS`); skipped/failed cells keep their row with the reason.
+Metrics marked unavailable in ``metric_status`` show ``unavailable: <why>``, never a number.
+User strings are escaped for each format (:mod:`bench.report.escape`).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from tabulate import tabulate
+
+from . import escape
+from .stats import DECIMALS, UNITS, MeanCI, arrow, fmt_mean_ci, fmt_number
+from .summary import Leaderboard
+
+CI_NOTE = ("Values are mean ± 95% CI (two-sided Student-t interval over images × seeds, ok rows "
+           "only); s/image is wall-clock inside the timed region; NFE/VJP are means per image; "
+           "peak memory is the maximum over images (GPU memory is not recorded on CPU).")
+
+DISPLAY = {
+    "psnr": "PSNR", "ssim": "SSIM", "lpips": "LPIPS", "mse": "MSE", "consistency": "consistency",
+    "dist_to_map": "dist. to MAP", "rel_dist_to_map": "rel. dist. to MAP",
+    "logpost_gap": "log-post. gap", "err_post_mean": "err. post. mean", "fid": "FID",
+    "sliced_wasserstein": "sliced W2", "seconds": "s/image",
+}
+
+
+@dataclass(frozen=True)
+class Header:
+    name: str
+    unit: str = ""
+    arrow: str = ""
+
+
+# cell kinds: ("text", str) user/plain text; ("ci", MeanCI, metric); ("num", value, decimals);
+# ("unavail", metric, "unavailable: <why>") a metric unavailable for the whole run
+Cell = tuple
+
+
+def _ci_cell(ci: MeanCI | None, metric: str) -> Cell:
+    return ("ci", ci, metric) if ci is not None else ("text", "—")
+
+
+def _int_or(x: float) -> Cell:
+    if not math.isfinite(x):
+        return ("text", "—")
+    return ("num", x, 0 if float(x).is_integer() else 1)
+
+
+def board_rows(b: Leaderboard) -> tuple[list[Header], list[list[Cell]]]:
+    """Column headers and typed cells of one leaderboard (format-independent)."""
+    heads = [Header("rank"), Header("solver"), Header("preset"), Header("prior"), Header("n ok")]
+    for m in b.metrics:
+        heads.append(Header(DISPLAY.get(m, m), UNITS.get(m, ""), arrow(m)))
+    for m in b.set_metrics:
+        heads.append(Header(DISPLAY.get(m, m), UNITS.get(m, ""), arrow(m)))
+    heads += [Header("s/image", "", "↓"), Header("NFE"), Header("VJP"),
+              Header("peak GPU mem", "MiB"), Header("peak RSS", "MiB"), Header("status")]
+    rows = []
+    for c in b.cells:
+        r: list[Cell] = [("text", str(c.rank) if c.rank is not None else "—"), ("text", c.solver),
+                         ("text", c.preset), ("text", c.prior), ("text", f"{c.n_ok}/{c.n_rows}")]
+        for m in b.metrics:
+            r.append(("unavail", m, b.unavailable[m]) if m in b.unavailable else _ci_cell(c.metrics.get(m), m))
+        for m in b.set_metrics:
+            if m in b.unavailable:
+                r.append(("unavail", m, b.unavailable[m]))
+                continue
+            v, _n, note = c.set_metrics.get(m, (None, None, ""))
+            r.append(("num", v, DECIMALS.get(m, 4)) if v is not None else ("text", note or "—"))
+        r.append(_ci_cell(c.seconds if c.seconds.n else None, "seconds"))
+        r += [_int_or(c.nfe), _int_or(c.vjp)]
+        r.append(("num", c.peak_mem_mib, 1) if math.isfinite(c.peak_mem_mib) else ("text", "n/a"))
+        r.append(("num", c.peak_rss_mib, 1) if math.isfinite(c.peak_rss_mib) else ("text", "n/a"))
+        r.append(("text", c.status))
+        rows.append(r)
+    return heads, rows
+
+
+def render_cell(cell: Cell, fmt: str) -> str:
+    """Render a typed cell for ``fmt`` in {"md", "tex", "html", "plain"} (escaping user text)."""
+    esc = {"md": escape.markdown, "tex": escape.latex, "html": escape.html_text, "plain": str}[fmt]
+    kind = cell[0]
+    if kind == "text":
+        return esc(cell[1])
+    if kind == "unavail":  # LaTeX tables carry the reason once, as a note under the table
+        return r"unavailable$^{\dagger}$" if fmt == "tex" else esc(cell[2])
+    if kind == "ci":
+        pm = r"$\pm$" if fmt == "tex" else "±"
+        s = fmt_mean_ci(cell[1], cell[2], pm=pm)
+    elif kind == "num":
+        s = "—" if cell[1] is None else fmt_number(cell[1], cell[2])
+    else:
+        raise ValueError(kind)
+    return s.replace("—", "---") if fmt == "tex" else s
+
+
+def render_header(h: Header, fmt: str) -> str:
+    esc = {"md": escape.markdown, "tex": escape.latex, "html": escape.html_text, "plain": str}[fmt]
+    s = esc(h.name)
+    if h.arrow:
+        s += " " + ({"↑": r"$\uparrow$", "↓": r"$\downarrow$"}[h.arrow] if fmt == "tex" else h.arrow)
+    if h.unit:
+        s += f" [{esc(h.unit)}]"
+    return s
+
+
+def board_title(b: Leaderboard) -> str:
+    return f"dataset {b.dataset} · task {b.task}"
+
+
+def board_caption(b: Leaderboard) -> str:
+    from .stats import direction
+
+    d = {1: "higher is better", -1: "lower is better"}.get(direction(b.primary), "no direction")
+    return f"Ranked by {b.primary} ({d})."
+
+
+def to_markdown(boards: list[Leaderboard], experiment: str) -> str:
+    out = [f"# Leaderboard: {escape.markdown(experiment)}", "", escape.markdown(CI_NOTE), ""]
+    if not boards:
+        out += ["The run has no results.", ""]
+    for b in boards:
+        heads, rows = board_rows(b)
+        out.append(f"## {escape.markdown(board_title(b))}")
+        out.append("")
+        out.append(escape.markdown(board_caption(b)))
+        out.append("")
+        out.append(tabulate([[render_cell(c, "md") for c in r] for r in rows],
+                            headers=[render_header(h, "md") for h in heads], tablefmt="github",
+                            disable_numparse=True))
+        for n in b.notes:
+            out += ["", escape.markdown(n)]
+        out.append("")
+    return "\n".join(out)
+
+
+def to_latex(boards: list[Leaderboard], experiment: str) -> str:
+    """Tables for ``\\input``; the including document needs ``\\usepackage{booktabs,graphicx}``."""
+    out = [f"% invbench leaderboard for experiment {escape.latex(experiment)} (generated; do not edit).",
+           "% Requires \\usepackage{booktabs} and \\usepackage{graphicx}."]
+    for i, b in enumerate(boards):
+        heads, rows = board_rows(b)
+        out += [r"\begin{table}[htbp]", r"\centering", r"\small",
+                r"\caption{" + escape.latex(f"{experiment}: {board_title(b)}. {board_caption(b)} ")
+                + escape.latex(CI_NOTE) + "}",
+                r"\label{tab:invbench-" + escape.slug(experiment) + f"-{i}" + "}",
+                r"\resizebox{\linewidth}{!}{%",
+                r"\begin{tabular}{" + "l" * len(heads) + "}", r"\toprule",
+                " & ".join(render_header(h, "tex") for h in heads) + r" \\", r"\midrule"]
+        for r in rows:
+            out.append(" & ".join(render_cell(c, "tex") for c in r) + r" \\")
+        out += [r"\bottomrule", r"\end{tabular}}"]
+        for m, why in b.unavailable.items():
+            out.append(r"\par\footnotesize $^{\dagger}$" + escape.latex(f"{DISPLAY.get(m, m)}: {why}"))
+        for n in b.notes:
+            out.append(r"\par\footnotesize " + escape.latex(n))
+        out += [r"\end{table}", ""]
+    return "\n".join(out)
+
+
+def csv_records(boards: list[Leaderboard]) -> list[dict]:
+    """One dict per cell with full-precision numbers (CSV rows)."""
+    recs = []
+    for b in boards:
+        for c in b.cells:
+            r: dict = {"dataset": c.dataset, "task": c.task, "solver": c.solver, "preset": c.preset,
+                       "prior": c.prior, "rank": c.rank if c.rank is not None else "",
+                       "primary_metric": b.primary, "n_rows": c.n_rows, "n_ok": c.n_ok, "status": c.status}
+            for m in b.metrics:
+                _ci_fields(r, m, None if m in b.unavailable else c.metrics.get(m))
+                r[f"{m}_note"] = b.unavailable.get(m, "")
+            for m in b.set_metrics:
+                v, n, note = c.set_metrics.get(m, (None, None, ""))
+                if m in b.unavailable:
+                    v, note = None, b.unavailable[m]
+                r[f"{m}_value"] = "" if v is None else v
+                r[f"{m}_n"] = "" if n is None else n
+                r[f"{m}_note"] = note
+            _ci_fields(r, "seconds", c.seconds if c.seconds.n else None)
+            r["seconds_median"] = _blank(c.seconds_median)
+            r["nfe_mean"] = _blank(c.nfe)
+            r["vjp_mean"] = _blank(c.vjp)
+            r["peak_mem_mib"] = _blank(c.peak_mem_mib)
+            r["peak_rss_mib"] = _blank(c.peak_rss_mib)
+            recs.append(r)
+    return recs
+
+
+def _blank(x: float):
+    return "" if x is None or not math.isfinite(x) else x
+
+
+def _ci_fields(r: dict, m: str, ci: MeanCI | None) -> None:
+    if ci is None:
+        r.update({f"{m}_mean": "", f"{m}_ci_low": "", f"{m}_ci_high": "", f"{m}_ci_halfwidth": "", f"{m}_n": 0})
+    else:
+        r.update({f"{m}_mean": _blank(ci.mean), f"{m}_ci_low": _blank(ci.low), f"{m}_ci_high": _blank(ci.high),
+                  f"{m}_ci_halfwidth": _blank(ci.half_width), f"{m}_n": ci.n})
+
+
+def write_csv(boards: list[Leaderboard], path: Path) -> None:
+    recs = csv_records(boards)
+    fields: list[str] = []
+    for r in recs:
+        fields += [k for k in r if k not in fields]
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=fields, restval="")
+        w.writeheader()
+        for r in recs:
+            w.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()})
+
+
+def write_tables(boards: list[Leaderboard], experiment: str, out_dir: Path) -> dict[str, Path]:
+    """Write leaderboard.md, leaderboard.tex and leaderboard.csv into ``out_dir``."""
+    paths = {"md": out_dir / "leaderboard.md", "tex": out_dir / "leaderboard.tex", "csv": out_dir / "leaderboard.csv"}
+    paths["md"].write_text(to_markdown(boards, experiment), encoding="utf-8")
+    paths["tex"].write_text(to_latex(boards, experiment), encoding="utf-8")
+    write_csv(boards, paths["csv"])
+    return paths
+
+

@@ -1,0 +1,387 @@
+"""Reports: the numbers in leaderboard.md/.tex/.csv agree with an independent recomputation from
+``bench.load_results``; unavailable metrics never show numbers; failed cells keep their reason;
+user strings are escaped in every format; figures and index.html are written."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import math
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from _report_fixture import HOSTILE
+from PIL import Image
+from scipy import stats
+
+import bench
+
+KEYS = ["solver", "preset", "task", "dataset", "prior"]
+CHECKED = {"psnr": "PSNR", "ssim": "SSIM", "mse": "MSE", "consistency": "consistency",
+           "dist_to_map": "dist. to MAP", "seconds": "s/image"}
+
+
+# ---------------------------------------------------------------- independent recomputation
+def expected(run_dir: Path) -> dict[tuple, dict]:
+    """Per cell: {metric: (mean, lo, hi, n)} from ok rows, t-interval via scipy; plus nfe, rank."""
+    df = bench.load_results(run_dir)
+    out = {}
+    for key, g in df.groupby(KEYS):
+        ok = g[g["status"] == "ok"]
+        e = {"n_ok": len(ok), "n_rows": len(g)}
+        for m in CHECKED:
+            v = pd.to_numeric(ok[m], errors="coerce").dropna().to_numpy(float)
+            if len(v) >= 2:  # scipy returns NaN for a zero-width interval (equal values)
+                sem = stats.sem(v)
+                lo, hi = stats.t.interval(0.95, len(v) - 1, loc=v.mean(), scale=sem) if sem > 0 else (v.mean(),) * 2
+                e[m] = (v.mean(), lo, hi, len(v))
+        e["nfe"] = float(ok["nfe"].mean()) if len(ok) else math.nan
+        out[tuple(map(str, key))] = e
+    # ranks by psnr (higher better) within (dataset, task)
+    for (ds, task) in {(k[3], k[2]) for k in out}:
+        ks = [k for k in out if k[3] == ds and k[2] == task and "psnr" in out[k]]
+        for i, k in enumerate(sorted(ks, key=lambda k: -out[k]["psnr"][0]), 1):
+            out[k]["rank"] = i
+    return out
+
+
+def close_to_printed(printed: str, value: float) -> bool:
+    """``printed`` (fixed decimals) is ``value`` rounded to its number of decimals."""
+    dec = len(printed.split(".")[1]) if "." in printed else 0
+    return abs(float(printed) - value) <= 0.5 * 10 ** -dec + 1e-12
+
+
+# ---------------------------------------------------------------- Markdown / LaTeX parsing
+MD_UNESC = re.compile(r"\\([!-/:-@\[-`{-~])")
+
+
+def md_tables(text: str) -> dict[tuple[str, str], tuple[list[str], list[list[str]]]]:
+    out, key, rows = {}, None, []
+    for line in text.splitlines():
+        h = re.match(r"## dataset (\S+) · task (\S+)$", MD_UNESC.sub(r"\1", line))
+        if h:
+            key, rows = (h.group(1), h.group(2)), []
+            out[key] = rows
+        elif line.startswith("|") and key:
+            rows.append([MD_UNESC.sub(r"\1", c.strip()) for c in re.split(r"(?<!\\)\|", line)[1:-1]])
+    return {k: (v[0], [r for r in v[2:]]) for k, v in out.items()}
+
+
+TEX_TOKENS = {"backslash": "\\", "less": "<", "greater": ">", "bar": "|", "asciitilde": "~",
+              "asciicircum": "^", "quotedbl": '"'}
+
+
+def tex_unescape(s: str) -> str:
+    s = s.replace(r"$\pm$", "±").replace(r"$\cdot$", "·").replace("---", "—")
+    s = re.sub(r"\$\\(uparrow|downarrow)\$", lambda m: {"uparrow": "↑", "downarrow": "↓"}[m.group(1)], s)
+    return re.sub(r"\\text(backslash|less|greater|bar|asciitilde|asciicircum|quotedbl)\{\}|\\([&%$#_{}])",
+                  lambda m: TEX_TOKENS[m.group(1)] if m.group(1) else m.group(2), s)
+
+
+def tex_tables(text: str) -> dict[tuple[str, str], tuple[list[str], list[list[str]]]]:
+    out = {}
+    for block in text.split(r"\begin{table}")[1:]:
+        cap = tex_unescape(re.search(r"\\caption\{(.*)\}\n", block).group(1))
+        ds, task = re.search(r"dataset (\S+) · task (\S+)\.", cap).groups()
+        lines = block.split("\n")
+        i0 = lines.index(r"\toprule")
+        head = [tex_unescape(c.strip()) for c in re.split(r"(?<!\\)&", lines[i0 + 1].removesuffix(r" \\"))]
+        i1, i2 = lines.index(r"\midrule"), lines.index(r"\bottomrule")
+        rows = [[tex_unescape(c.strip()) for c in re.split(r"(?<!\\)&", ln.removesuffix(r" \\"))]
+                for ln in lines[i1 + 1:i2]]
+        out[(ds, task)] = (head, rows)
+    return out
+
+
+def col(head: list[str], name: str) -> int:
+    clean = [re.sub(r"\s*[↑↓]|\s*\[.*\]", "", h).strip() for h in head]
+    return clean.index(name)
+
+
+def check_table(head, rows, exp, ds, task):
+    ci = {k: col(head, k) for k in ("solver", "preset", "prior", "rank", "NFE", "status")}
+    seen = set()
+    for r in rows:
+        assert len(r) == len(head), r
+        key = (r[ci["solver"]], r[ci["preset"]], task, ds, r[ci["prior"]])
+        assert key in exp, f"row {key} is not a cell of the run (escaping lost or mangled a name)"
+        seen.add(key)
+        e = exp[key]
+        for m, name in CHECKED.items():
+            j = col(head, name) if name in [re.sub(r"\s*[↑↓]|\s*\[.*\]", "", h).strip() for h in head] else None
+            if m not in e:
+                assert j is None or r[j] in ("—", ""), (m, r[j])
+                continue
+            mean, lo, hi, _ = e[m]
+            pm, hw = r[j].split(" ± ")
+            assert close_to_printed(pm, mean), (key, m, r[j], mean)
+            assert close_to_printed(hw, (hi - lo) / 2), (key, m, r[j], (hi - lo) / 2)
+        assert r[ci["rank"]] == str(e.get("rank", "—"))
+        if e["n_ok"]:
+            assert close_to_printed(r[ci["NFE"]], e["nfe"])
+        else:
+            assert r[ci["status"]].startswith("skipped: ddrm requires svd")
+    assert seen == {k for k in exp if k[2] == task and k[3] == ds}
+
+
+# ---------------------------------------------------------------- tests
+def test_report_files(fixture_report):
+    _, out = fixture_report
+    for name in ("leaderboard.md", "leaderboard.tex", "leaderboard.csv", "index.html"):
+        assert (out / name).stat().st_size > 0
+    figs = out / "figures"
+    kinds = {p.stem.split("__")[0] for p in figs.glob("*.png")}
+    assert kinds == {"pareto", "bars", "grid", "nfe", "memory", "dist_to_map"}
+    for png in figs.glob("*.png"):
+        assert png.with_suffix(".pdf").read_bytes()[:5] == b"%PDF-"
+        a = np.asarray(Image.open(png).convert("L"), float)
+        assert a.std() > 5, f"{png.name} looks blank"
+    # one sample grid and one Pareto plot per dataset x task
+    assert len(list(figs.glob("grid__*.png"))) == 3 and len(list(figs.glob("pareto__*.png"))) == 3
+
+
+def test_markdown_numbers_match_recomputation(fixture_report):
+    run_dir, out = fixture_report
+    exp = expected(run_dir)
+    tables = md_tables((out / "leaderboard.md").read_text())
+    assert set(tables) == {(k[3], k[2]) for k in exp}
+    for (ds, task), (head, rows) in tables.items():
+        check_table(head, rows, exp, ds, task)
+
+
+def test_latex_numbers_match_recomputation(fixture_report):
+    run_dir, out = fixture_report
+    exp = expected(run_dir)
+    text = (out / "leaderboard.tex").read_text()
+    assert text.count(r"\toprule") == text.count(r"\bottomrule") == 3
+    tables = tex_tables(text)
+    assert set(tables) == {(k[3], k[2]) for k in exp}
+    for (ds, task), (head, rows) in tables.items():
+        check_table(head, rows, exp, ds, task)
+
+
+def test_csv_full_precision_matches_recomputation(fixture_report):
+    run_dir, out = fixture_report
+    exp = expected(run_dir)
+    recs = list(csv.DictReader(io.StringIO((out / "leaderboard.csv").read_text())))
+    assert {tuple(r[k] for k in KEYS) for r in recs} == set(exp)
+    for r in recs:
+        e = exp[tuple(r[k] for k in KEYS)]
+        for m in CHECKED:
+            if m in e:
+                mean, lo, hi, n = e[m]
+                assert np.isclose(float(r[f"{m}_mean"]), mean, rtol=1e-12, atol=0)
+                assert np.isclose(float(r[f"{m}_ci_low"]), lo, rtol=1e-9, atol=1e-15)
+                assert np.isclose(float(r[f"{m}_ci_high"]), hi, rtol=1e-9, atol=1e-15)
+                assert int(r[f"{m}_n"]) == n
+            elif f"{m}_mean" in r:
+                assert r[f"{m}_mean"] == ""
+
+
+def test_unavailable_metric_is_never_a_number(fixture_report):
+    """LPIPS has numbers in the rows but metric_status says unavailable: only the note shows."""
+    run_dir, out = fixture_report
+    assert pd.to_numeric(bench.load_results(run_dir)["lpips"]).notna().any()  # the trap is set
+    note = "unavailable: alexnet weights not found at /nonexistent/alex.pth"
+    for (head, rows) in md_tables((out / "leaderboard.md").read_text()).values():
+        j = col(head, "LPIPS")
+        assert all(r[j] == note for r in rows)
+    tex = (out / "leaderboard.tex").read_text()
+    for (head, rows) in tex_tables(tex).values():  # LaTeX: a marker per cell, the reason once per table
+        j = col(head, "LPIPS")
+        assert all(r[j] == r"unavailable$^{\dagger}$" for r in rows)
+    assert tex.count(r"$^{\dagger}$LPIPS: " + note.replace("_", r"\_")) == 3
+    for r in csv.DictReader(io.StringIO((out / "leaderboard.csv").read_text())):
+        assert r["lpips_mean"] == "" and r["lpips_ci_low"] == "" and r["lpips_note"] == note
+        assert r["fid_value"] == "" and r["fid_note"].startswith("unavailable: inception weights")
+
+
+def test_failed_cells_keep_reason(fixture_report):
+    _, out = fixture_report
+    md = md_tables((out / "leaderboard.md").read_text())
+    head, rows = md[("tiny", "inpaint_box")]
+    st = {r[col(head, "solver")]: r[col(head, "status")] for r in rows}
+    assert st[HOSTILE["pigdm"]] == "diverged 2/6: non-finite values in x at step 3; ok 4/6"
+    assert st["vml_map"] == "ok"
+
+
+def test_escaping_markdown(fixture_report):
+    _, out = fixture_report
+    text = (out / "leaderboard.md").read_text()
+    assert "<script>" not in text and r"\<script\>alert(1)\</script\>" in text
+    assert r"a\|b" in text and " a|b " not in text
+    for head, rows in md_tables(text).values():
+        assert all(len(r) == len(head) for r in rows)
+        assert {HOSTILE["dps"]} <= {r[col(head, "solver")] for r in rows}
+
+
+def test_escaping_latex(fixture_report):
+    _, out = fixture_report
+    text = (out / "leaderboard.tex").read_text()
+    assert r"\input" not in text and "<script" not in text
+    assert r"\textbackslash{}input\{/etc/passwd\}" in text
+    assert r"\textless{}script\textgreater{}" in text
+    body = re.sub(r"\\[{}]", "", text)  # escaped braces are text
+    assert body.count("{") == body.count("}")
+    for block in text.split(r"\toprule")[1:]:  # every row has as many column separators as the header
+        rows = block.split(r"\bottomrule")[0].replace(r"\midrule", "").strip().splitlines()
+        counts = {len(re.findall(r"(?<!\\)&", ln)) for ln in rows if ln.strip()}
+        assert len(counts) == 1 and counts.pop() > 10
+
+
+def test_escaping_html(fixture_report):
+    _, out = fixture_report
+    text = (out / "index.html").read_text()
+    assert "<script" not in text.lower()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    assert "&lt;b&gt;not bold&lt;/b&gt;" in text  # meta (protocol) escaped too
+    assert r"\input{/etc/passwd}" in text  # shown verbatim as text in HTML
+
+
+class _Collect(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.imgs, self.tables, self.cells, self.links, self._td, self.meta = [], 0, [], [], False, []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "img":
+            self.imgs.append(a.get("src", ""))
+        elif tag == "table" and "leaderboard" in (a.get("class") or ""):
+            self.tables += 1
+        elif tag in ("td", "th"):
+            self._td = True
+            self.cells.append("")
+        elif tag == "a":
+            self.links.append(a.get("href", ""))
+        elif tag == "meta":
+            self.meta.append(a)
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th"):
+            self._td = False
+
+    def handle_data(self, data):
+        if self._td:
+            self.cells[-1] += data
+
+
+def test_html_self_contained_with_tables_and_figures(fixture_report):
+    _, out = fixture_report
+    p = _Collect()
+    p.feed((out / "index.html").read_text())
+    assert p.tables == 3
+    pngs = sorted((out / "figures").glob("*.png"))
+    assert len(p.imgs) == len(pngs)
+    for src in p.imgs:
+        assert src.startswith("data:image/png;base64,")
+        im = np.asarray(Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).convert("L"), float)
+        assert im.std() > 5
+    assert all(not re.match(r"(https?:)?//", h) for h in p.links)
+    for label in HOSTILE.values():
+        assert label in p.cells  # rendered as cell text, not markup
+    assert any(m.get("http-equiv") == "Content-Security-Policy" for m in p.meta)
+    for key in ("code_version", "device", "units", "config_hash"):
+        assert key in p.cells
+    assert 'name = "fixture"' in (out / "index.html").read_text().replace("&quot;", '"')
+
+
+def test_default_out_dir_memory_note_and_image_selection(tmp_path, monkeypatch):
+    from _report_fixture import CellSpec, make_run
+
+    from bench.report import write_report
+
+    cells = [CellSpec("dps", "default", "inpaint_box", "tiny", "small-cpu", 24.0, 2.0, 100, 100),
+             CellSpec("ddrm", "default", "inpaint_box", "tiny", "small-cpu", 22.0, 0.2, 20, 0)]
+    run = make_run(tmp_path / "run", cells, experiment="exp/../x y")
+    monkeypatch.chdir(tmp_path)
+    out = write_report(run, None, image_ids=["nope"])
+    assert out.resolve().parent == (tmp_path / "reports").resolve()  # slugged name stays inside reports/
+    figs = {p.stem.split("__")[0] for p in (out / "figures").glob("*.png")}
+    assert "memory" not in figs and "grid" not in figs  # no GPU memory; unknown image id selects nothing
+    assert "Peak-memory bars skipped" in (out / "index.html").read_text()
+    out2 = write_report(run, tmp_path / "o2", image_ids=["img1"])
+    g = Image.open(next((out2 / "figures").glob("grid__*.png")))
+    assert g.size[1] < g.size[0]  # one image row (3 rows would be taller than wide for 4 columns)
+
+
+def test_primary_metric_direction():
+    """Ranking by a lower-is-better primary metric (mse) orders by increasing mean."""
+    import tempfile
+
+    from _report_fixture import make_run
+
+    from bench.report.data import load_run
+    from bench.report.summary import build_leaderboards
+
+    with tempfile.TemporaryDirectory() as d:
+        run = load_run(make_run(Path(d) / "r", write_images=False))
+        boards = build_leaderboards(run, {"inpaint_box": "mse"})
+    b = next(b for b in boards if b.task == "inpaint_box")
+    ranked = [c for c in b.cells if c.rank is not None]
+    means = [c.metrics["mse"].mean for c in ranked]
+    assert means == sorted(means) and [c.rank for c in ranked] == list(range(1, len(ranked) + 1))
+    other = next(b for b in boards if b.task == "sr4_avgpool")
+    assert other.primary == "psnr"
+
+
+def test_paths_cannot_leave_run_dir(tmp_path):
+    from bench.report.figures import _inside
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "secret.png").write_bytes(b"x")
+    (tmp_path / "run" / "ok.png").write_bytes(b"x")
+    assert _inside(tmp_path / "run", "../secret.png") is None
+    assert _inside(tmp_path / "run", str(tmp_path / "secret.png")) is None
+    assert _inside(tmp_path / "run", "ok.png") is not None
+
+
+def test_missing_run_dir(tmp_path):
+    from bench.report import RunDirError, write_report
+
+    with pytest.raises(RunDirError, match="not found"):
+        write_report(tmp_path / "nope", tmp_path / "out")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RunDirError, match="results.sqlite"):
+        write_report(tmp_path / "empty", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_smoke_run_report_numbers(tmp_path):
+    """Acceptance: `invbench run configs/smoke.toml` then `invbench report`; md/tex/csv agree with
+    bench.load_results recomputed here."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    exe = [sys.executable, "-c", "import sys; from bench.cli import main; sys.exit(main())"]
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([*exe, "run", str(repo / "configs" / "smoke.toml"), "--out", str(tmp_path / "run"),
+                        "--no-progress"], capture_output=True, text=True, env=env, timeout=900, check=False)
+    if r.returncode != 0 and "weights not found" in r.stderr:
+        pytest.skip(f"smoke config needs a prior that is not on disk: {r.stderr.strip()}")
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([*exe, "report", str(tmp_path / "run"), "--out", str(tmp_path / "rep")],
+                       capture_output=True, text=True, env=env, timeout=900, check=False)
+    assert r.returncode == 0, r.stderr
+    check_report_against_store(tmp_path / "run", tmp_path / "rep")
+
+
+def check_report_against_store(run_dir: Path, out: Path) -> None:
+    exp = expected(run_dir)
+    for name in ("leaderboard.md", "leaderboard.tex", "leaderboard.csv", "index.html"):
+        assert (out / name).is_file()
+    assert list((out / "figures").glob("pareto__*.pdf")) and list((out / "figures").glob("grid__*.png"))
+    for tables in (md_tables((out / "leaderboard.md").read_text()),
+                   tex_tables((out / "leaderboard.tex").read_text())):
+        assert set(tables) == {(k[3], k[2]) for k in exp}
+        for (ds, task), (head, rows) in tables.items():
+            check_table(head, rows, exp, ds, task)
+    recs = list(csv.DictReader(io.StringIO((out / "leaderboard.csv").read_text())))
+    assert {tuple(r[k] for k in KEYS) for r in recs} == set(exp)
