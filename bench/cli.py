@@ -136,7 +136,7 @@ def cmd_demo(args) -> int:
         return rc
     from .report import write_report
 
-    where = write_report(out, Path(args.out) / "report")
+    where = write_report(out, None)  # reports/<experiment>/
     print(f"invbench: demo results in {out}; report at {where}")
     return EXIT_OK
 
@@ -221,7 +221,7 @@ def cmd_report(args) -> int:
     run_dir = Path(args.run_dir)
     if not (run_dir / "results.sqlite").exists():
         raise FileNotFoundError(f"{run_dir}: no results.sqlite (not a run directory)")
-    where = write_report(run_dir, Path(args.out) if args.out else run_dir / "report")
+    where = write_report(run_dir, Path(args.out) if args.out else None)  # default reports/<experiment>/
     print(f"invbench: report written to {where}")
     return EXIT_OK
 

@@ -217,10 +217,29 @@ def _store_path(run_dir: str | Path) -> Path:
     return sp
 
 
+def _connect_readonly(path: Path) -> sqlite3.Connection:
+    """Open a store for reading without writing anything into the run directory.
+
+    ``mode=ro`` first; where SQLite cannot open a WAL database read-only (no ``-shm`` file and a
+    read-only directory) fall back to ``immutable=1`` (a snapshot; no writer may be active).
+    """
+    uri = path.resolve().as_uri()
+    for flags in ("mode=ro", "immutable=1"):
+        try:
+            con = sqlite3.connect(f"{uri}?{flags}", uri=True, timeout=60.0)
+            con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return con
+        except sqlite3.OperationalError:
+            continue
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{path}: cannot open results store ({e})") from None
+    raise StoreError(f"{path}: cannot open results store read-only")
+
+
 def _read_sql(run_dir, sql: str):
     import pandas as pd
 
-    con = _connect(_store_path(run_dir))
+    con = _connect_readonly(_store_path(run_dir))
     try:
         return pd.read_sql_query(sql, con)
     finally:
@@ -256,7 +275,7 @@ def load_metric_status(run_dir: str | Path):
 
 def load_meta(run_dir: str | Path) -> dict[str, str]:
     """Table ``meta`` as a dict (experiment, resolved config TOML, config_hash, code version, ...)."""
-    con = _connect(_store_path(run_dir))
+    con = _connect_readonly(_store_path(run_dir))
     try:
         return dict(con.execute("SELECT key, value FROM meta"))
     finally:
