@@ -180,8 +180,10 @@ class GaussianMixturePrior(Prior):
         for k in range(self.K):
             Uk = self.eigvecs[k]
             cov = cov + (Uk * a[:, k, None, :]) @ Uk.T
-        dm = torch.sqrt(gamma).unsqueeze(-1) * (mu - D.unsqueeze(1))  # (B,K,d)
-        cov = cov + dm.transpose(1, 2) @ dm
+        # between-component spread Σ_k γ_k (μ_k − D)(μ_k − D)ᵀ; written without sqrt(γ_k) so its
+        # gradient stays finite when a responsibility underflows to 0
+        dm = mu - D.unsqueeze(1)  # (B,K,d)
+        cov = cov + torch.einsum("bk,bki,bkj->bij", gamma, dm, dm)
         return cov.to(x.dtype)
 
     def score(self, x: Tensor, sigma) -> Tensor:

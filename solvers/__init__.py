@@ -2,6 +2,11 @@
 
 from .base import Preset, Solver, SolverDiverged, SolverError, SolverSkip
 from .registry import build, get, names, register
+from . import vml_map as _vml_map  # noqa: F401  (registers "vml_map")
+from . import oracles as _oracles  # noqa: F401  (registers "oracle_map", "oracle_mean", "oracle_sample")
+from . import dps as _dps  # noqa: F401  (registers "dps")
+from . import ddrm as _ddrm  # noqa: F401  (registers "ddrm")
+from . import pigdm as _pigdm  # noqa: F401  (registers "pigdm")
 
 NAMES: tuple[str, ...] = names()
 
