@@ -66,13 +66,13 @@ def sigma_batch(sigma: float, like: Tensor) -> Tensor:
 
 
 def thresholded_singular_values(op, threshold: float | None, like: Tensor) -> Tensor:
-    """The operator's ``(m,)`` singular values with DDRM's rule applied: ``s < thr → 0``.
+    """The operator's ``(m,)`` singular values with DDRM's thresholding rule applied.
 
     ``threshold`` None reads ``op.params.get("svd_threshold")`` (the operators record DDRM's
     3e-2 for deblurring / bicubic SR); absent or 0 means no thresholding. Cast to ``like``.
     """
-    s = op.svd.singular_values.to(device=like.device, dtype=like.dtype)
     thr = threshold if threshold is not None else (getattr(op, "params", None) or {}).get("svd_threshold")
-    if thr is not None and float(thr) > 0:
-        s = torch.where(s < float(thr), torch.zeros_like(s), s)
-    return s
+    svd = op.svd.thresholded(float(thr)) if thr is not None and float(thr) > 0 else op.svd
+    # ``SVD.thresholded`` carries each operator's rule: separable (Kronecker) SVDs zero a 2-D value
+    # when either 1-D factor is below the threshold, as DDRM's ``Deblurring``/``SRConv`` do.
+    return svd.singular_values.to(device=like.device, dtype=like.dtype)
