@@ -8,6 +8,9 @@ Split (declared by image name; a held-out image never contributes a training cro
 
 * ``HELDOUT = ("chelsea", "coffee", "grace_hopper")``
 * ``TRAIN`` = every other name in ``NAMES``.
+* Solver benchmarking splits the held-out images once more (``HELDOUT_SPLITS``):
+  ``test`` = chelsea, coffee; ``validation`` = grace_hopper (solver hyperparameters are tuned on
+  ``validation`` crops only, so tuning never sees a test image).
 
 ``MANIFEST`` pins each decoded ``uint8`` array (``name -> (shape, sha256 of the C-contiguous
 bytes)``) so a change of package data (a new scikit-image release, a different JPEG decoder) is
@@ -47,6 +50,11 @@ NAMES: tuple[str, ...] = (
 )
 HELDOUT: tuple[str, ...] = ("chelsea", "coffee", "grace_hopper")
 TRAIN: tuple[str, ...] = tuple(n for n in NAMES if n not in HELDOUT)
+HELDOUT_SPLITS: dict[str, tuple[str, ...]] = {
+    "all": HELDOUT,
+    "test": ("chelsea", "coffee"),
+    "validation": ("grace_hopper",),
+}
 SCALES: tuple[int, ...] = (1, 2)
 
 # name -> (shape of the decoded uint8 array, sha256 of its bytes); regenerate with
@@ -138,9 +146,11 @@ def train_images() -> list[np.ndarray]:
     return [load_image(n, s) for n in TRAIN for s in SCALES]
 
 
-def heldout_images() -> list[np.ndarray]:
-    """All HELDOUT images at every scale in ``SCALES``."""
-    return [load_image(n, s) for n in HELDOUT for s in SCALES]
+def heldout_images(split: str = "all") -> list[np.ndarray]:
+    """HELDOUT images of ``split`` (``HELDOUT_SPLITS``: all | test | validation) at every scale."""
+    if split not in HELDOUT_SPLITS:
+        raise BundledDataError(f"held-out split must be one of {', '.join(HELDOUT_SPLITS)}, got {split!r}")
+    return [load_image(n, s) for n in HELDOUT_SPLITS[split] for s in SCALES]
 
 
 def random_crops(images: list[np.ndarray], n: int, size: int, rng: np.random.Generator) -> Tensor:
@@ -158,13 +168,15 @@ def random_crops(images: list[np.ndarray], n: int, size: int, rng: np.random.Gen
     return torch.from_numpy(out)
 
 
-def heldout_crops(n: int, size: int = 32, seed: int = 0) -> Tensor:
-    """Deterministic held-out test crops: (n, 3, size, size) float32 pixel space [0, 1].
+def heldout_crops(n: int, size: int = 32, seed: int = 0, split: str = "all") -> Tensor:
+    """Deterministic held-out crops: (n, 3, size, size) float32 pixel space [0, 1].
 
-    Drawn only from HELDOUT images (both scales), with ``numpy.random.default_rng(seed)``; the
-    first k crops of a call with n > k equal a call with n = k.
+    Drawn only from the HELDOUT images of ``split`` (both scales; ``"all"`` for evaluating the
+    prior, ``"test"`` / ``"validation"`` for solver benchmarks / tuning), with
+    ``numpy.random.default_rng(seed)``; the first k crops of a call with n > k equal a call with
+    n = k.
     """
-    return random_crops(heldout_images(), n, size, np.random.default_rng(seed))
+    return random_crops(heldout_images(split), n, size, np.random.default_rng(seed))
 
 
 def train_crops(n: int, size: int = 32, seed: int = 0) -> Tensor:

@@ -12,8 +12,9 @@ order, with string ids (used in file names: no ``/``). ``build(spec, base_dir)``
 * ``{"type": "list", "list": "ffhq1k" | "imagenet1k" | <path>, "root", ...}``: a published
   list of image names (``bench/data/*.txt``) resolved under a user ``root``; optional
   ``manifest`` (from :func:`make_manifest`) to pin the files' sha256.
-* ``{"type": "bundled", "n", "size", "seed"}``: held-out crops of images bundled in installed
-  packages (``bench.bundled.heldout_crops``).
+* ``{"type": "bundled", "n", "size", "seed", "split"}``: held-out crops of images bundled in
+  installed packages (``bench.bundled.heldout_crops``); ``split`` = ``test`` (default; chelsea,
+  coffee) or ``validation`` (grace_hopper, for tuning) or ``all``.
 * ``{"type": "digits", "split"}``: scikit-learn's 8x8 digits scaled to [0, 1] (``/ 16``);
   ``split`` by index ``i``: ``train`` = 0..1499, ``validation`` = 1500..1599, ``test`` =
   1600..1796 (see :func:`digits_split_indices`).
@@ -447,7 +448,7 @@ def _digits(spec: dict, base: Path) -> Dataset:
 
 
 def _bundled(spec: dict, base: Path) -> Dataset:
-    _check_keys(spec, {"n", "size", "seed"})
+    _check_keys(spec, {"n", "size", "seed", "split"})
     try:
         from bench import bundled
     except ImportError as e:  # pragma: no cover
@@ -460,10 +461,13 @@ def _bundled(spec: dict, base: Path) -> Dataset:
         bundled.verify_manifest()
     except bundled.BundledDataError as e:
         raise DatasetError(f"bundled dataset: {e}") from None
-    x = torch.as_tensor(bundled.heldout_crops(n, size=size, seed=seed))
+    split = spec.get("split", "test")
+    if split not in bundled.HELDOUT_SPLITS:
+        raise DatasetError(f"bundled dataset: split must be one of {', '.join(bundled.HELDOUT_SPLITS)}, got {split!r}")
+    x = torch.as_tensor(bundled.heldout_crops(n, size=size, seed=seed, split=split))
     name = spec.get("name", "bundled")
-    src = {"type": "bundled", "name": name, "n": n, "size": size, "seed": seed, "split": "heldout",
-           "heldout_images": list(bundled.HELDOUT), "source": "bench.bundled.heldout_crops", "limit": spec.get("limit")}
+    src = {"type": "bundled", "name": name, "n": n, "size": size, "seed": seed, "split": split,
+           "heldout_images": list(bundled.HELDOUT_SPLITS[split]), "source": "bench.bundled.heldout_crops", "limit": spec.get("limit")}
     return TensorDataset(name, x, [f"crop{i:04d}" for i in range(n)], src)
 
 

@@ -54,3 +54,17 @@ def test_half_scale_is_block_mean():
     full, half = bundled.load_image("coins", 1), bundled.load_image("coins", 2)
     assert half.shape == (3, full.shape[1] // 2, full.shape[2] // 2)
     np.testing.assert_allclose(half[:, 3, 5], full[:, 6:8, 10:12].mean(axis=(1, 2)), rtol=1e-6)
+
+
+def test_solver_splits_partition_the_heldout_images():
+    from bench import bundled as b
+
+    test, val = set(b.HELDOUT_SPLITS["test"]), set(b.HELDOUT_SPLITS["validation"])
+    assert test.isdisjoint(val) and test | val == set(b.HELDOUT) == set(b.HELDOUT_SPLITS["all"])
+    assert test.isdisjoint(b.TRAIN) and val.isdisjoint(b.TRAIN)
+    # crops of one split are never crops of an image of the other split
+    vimgs = b.heldout_images("validation")
+    for crop in b.heldout_crops(4, 32, seed=3, split="test").numpy():
+        for img in vimgs:
+            win = np.lib.stride_tricks.sliding_window_view(img, crop.shape)
+            assert not np.any(np.all(win == crop, axis=(-3, -2, -1)))

@@ -194,8 +194,8 @@ def test_bundled_dataset(tmp_path):
     bundled = pytest.importorskip("bench.bundled")
     ds = D.build({"type": "bundled", "n": 3, "size": 16, "seed": 1}, tmp_path)
     assert ds.image_shape == (3, 16, 16) and len(ds) == 3
-    assert torch.allclose(ds.get(2), bundled.heldout_crops(3, size=16, seed=1)[2].double())
-    assert ds.source()["split"] == "heldout"
+    assert torch.allclose(ds.get(2), bundled.heldout_crops(3, size=16, seed=1, split="test")[2].double())
+    assert ds.source()["split"] == "test"
 
 
 def test_gmm_samples_dataset(tmp_path, monkeypatch):
