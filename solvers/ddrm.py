@@ -158,8 +158,18 @@ class DDRM(Solver):
         x = svd.V(xbar * scale).reshape(B, *op.in_shape)
 
         c = math.sqrt(1.0 - p.eta**2)
+        # Which branches occur at each step, read to the host once before the loop (no sync per
+        # step). Scaling by a level σ' >= 0 is monotone under rounding, so "some in-range
+        # s_i σ' > σ_y" equals "max_i s_i · σ' > σ_y" (and min for "<").
+        next_levels = [*levels[1:], 0.0]
+        if m > 0:
+            s_hi, s_lo = s_m.max(), s_m.min()
+            occurs = torch.stack([torch.stack([s_hi * sn > sigma_y, s_lo * sn < sigma_y]) for sn in next_levels]).tolist()
+        else:
+            occurs = [[False, False]] * len(levels)
         for i, sig in enumerate(levels):
-            sig_next = levels[i + 1] if i + 1 < len(levels) else 0.0
+            sig_next = next_levels[i]
+            any_noisier, any_less_noisy = occurs[i]
             x0 = prior.denoise(x, sigma_batch(sig, x))
             check_finite(x0, f"ddrm step {i}: denoiser output")
             if callback is not None:
@@ -168,18 +178,17 @@ class DDRM(Solver):
             epsbar = svd.Vt((x - x0) / sig)
             z = randn((n,), gens, y)
 
-            noisier = in_range & (s * sig_next > sigma_y)
-            less_noisy = in_range & (s * sig_next < sigma_y)
-
             # null-space branch (default)
             new = x0bar + c * sig_next * epsbar + p.eta * sig_next * z
             # less noisy than y (σ_y > 0 here, since s σ' < σ_y)
-            if bool(less_noisy.any()):
+            if any_less_noisy:
+                less_noisy = in_range & (s * sig_next < sigma_y)
                 resid = (Uty - s * x0bar) / (sigma_y if sigma_y > 0 else 1.0)
                 ln = x0bar + c * sig_next * resid + p.eta * sig_next * z
                 new = torch.where(less_noisy, ln, new)
             # noisier than y
-            if bool(noisier.any()):
+            if any_noisier:
+                noisier = in_range & (s * sig_next > sigma_y)
                 std_b = (sig_next**2 - (p.eta_b * nsr) ** 2).clamp_min(0.0).sqrt()
                 nz = p.eta_b * ybar + (1.0 - p.eta_b) * x0bar + std_b * z
                 new = torch.where(noisier, nz, new)

@@ -1,0 +1,364 @@
+"""Building blocks of ``invbench perf`` (:mod:`bench.perf`): the timing prior, problems,
+interleaved timing, statistics and the deepinv wrappers.
+
+Units: seconds; images in model space [-1, 1] for solvers, pixel space [0, 1] for PSNR;
+``noise_sigma`` in pixel units (``sigma_y = 2 * noise_sigma`` in model units).
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import math
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+import operators
+import solvers
+from bench import cost
+from operators.conventions import model_to_pixel, noise_sigma_to_model, pixel_to_model
+from priors import CountingPrior
+from priors.small_cpu import DEFAULT_WEIGHTS, load_small_cpu
+from priors.small_unet import build_small_unet
+from priors.vp import VPPrior
+
+__all__ = [
+    "PriorInfo",
+    "Problem",
+    "count_costs",
+    "denoiser_costs",
+    "dinv_denoiser",
+    "interleave",
+    "make_problem",
+    "pair_ratios",
+    "psnr_pixel",
+    "run_solver",
+    "stats",
+    "timing_prior",
+]
+
+WEIGHTS_NOT_TRAINED = "weights not trained yet"
+
+
+# ----------------------------------------------------------------------------- priors
+
+
+@dataclass
+class PriorInfo:
+    """Which network the timings ran on: ``trained`` False means random weights (timing only)."""
+
+    name: str
+    trained: bool
+    weights: str  # path + sha256, or why random
+    params: int
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def timing_prior(device: str = "cpu", weights: str | Path | None = None, seed: int = 0) -> tuple[VPPrior, PriorInfo]:
+    """The small CPU prior (``priors/data/small_cpu.pt`` or ``weights``) when its weights exist,
+    else the same architecture with seeded random weights (timing only: the cost of a network
+    call does not depend on its weight values). The output convolution is re-initialised
+    randomly too (it is zero at construction), so ε is not identically 0."""
+    path = Path(weights) if weights is not None else DEFAULT_WEIGHTS
+    if path.is_file():
+        prior = load_small_cpu(path).to(device=device)
+        info = PriorInfo("small-cpu", True, f"{path} sha256 {_sha256(path)[:16]}…", _n_params(prior.net))
+        return prior, info
+    if weights is not None:
+        raise FileNotFoundError(f"{path}: small-cpu weights not found")
+    g = torch.Generator().manual_seed(seed)
+    net = build_small_unet()
+    with torch.no_grad():
+        for p in net.parameters():
+            if p.ndim > 1 and not p.abs().sum():
+                p.copy_(0.02 * torch.randn(p.shape, generator=g))
+    net.eval().requires_grad_(False)
+    prior = VPPrior(net.to(device), image_shape=(3, 32, 32))
+    info = PriorInfo("small-cpu architecture, random weights", False,
+                     f"{WEIGHTS_NOT_TRAINED} ({path} missing): random weights, timing only", _n_params(net))
+    return prior, info
+
+
+def _n_params(net) -> int:
+    return int(sum(p.numel() for p in net.parameters()))
+
+
+# ----------------------------------------------------------------------------- problems
+
+
+@dataclass
+class Problem:
+    """A measured batch: ``x`` ground truth (model space), operator ``A``, ``y``, ``sigma_y``."""
+
+    x: Tensor
+    A: object
+    y: Tensor
+    sigma_y: float
+    noise_sigma: float
+    task: str
+
+
+def make_problem(task: str, n: int, *, device: str = "cpu", noise_sigma: float = 0.05, seed: int = 0,
+                 params: dict | None = None, images: Tensor | None = None) -> Problem:
+    """``n`` held-out 32×32 test crops (``bench.bundled``, split "test") measured through preset
+    ``task`` (one operator for the batch, seeded), noise drawn per image from seeded generators."""
+    from bench import bundled
+
+    if images is None:
+        images = bundled.heldout_crops(n, size=32, seed=seed, split="test")
+    x = pixel_to_model(images[:n].to(torch.float32)).to(device)
+    A = operators.build(task, image_shape=(3, 32, 32), generator=torch.Generator().manual_seed(seed), **(params or {}))
+    A.to(device=device)
+    sigma_y = noise_sigma_to_model(noise_sigma)
+    ys = [A.measure(x[i : i + 1], sigma_y, generator=torch.Generator().manual_seed(1000 + seed + i)) for i in range(n)]
+    return Problem(x, A, torch.cat(ys), sigma_y, noise_sigma, task)
+
+
+def generators(n: int, device: str, offset: int = 0) -> list[torch.Generator]:
+    """One generator per image on ``device`` (noise drawn where it is used: no host copies)."""
+    return [torch.Generator(device=device).manual_seed(offset + i) for i in range(n)]
+
+
+def run_solver(name: str, prob: Problem, prior, *, preset: str = "default", overrides: dict | None = None,
+               seed: int = 0, batch: int | None = None) -> Tensor:
+    """Solve ``prob`` with solver ``name`` (first ``batch`` images) and return model-space x̂."""
+    s = solvers.build(name, preset=preset, **(overrides or {}))
+    b = prob.y.shape[0] if batch is None else batch
+    y = prob.y[:b]
+    return s.solve(y, prob.A, prior, sigma_y=prob.sigma_y, generator=generators(b, str(y.device), 10 * seed))
+
+
+def count_costs(name: str, prob: Problem, prior, *, preset: str = "default", overrides: dict | None = None,
+                batch: int = 1) -> tuple[int, int]:
+    """(NFE, VJP) of one solve, counted by :class:`priors.CountingPrior`."""
+    cp = CountingPrior(prior)
+    run_solver(name, prob, cp, preset=preset, overrides=overrides, batch=batch)
+    return cp.nfe, cp.vjp
+
+
+def psnr_pixel(x_hat_model: Tensor, x_model: Tensor) -> Tensor:
+    """Per-image PSNR (dB, data range 1, images clipped to [0, 1]) of model-space batches."""
+    from bench.metrics.image import psnr
+
+    return psnr(model_to_pixel(x_hat_model), model_to_pixel(x_model))
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+def timed(fn: Callable[[], object], device: str) -> float:
+    """Wall-clock seconds of ``fn()`` (CUDA synchronised before and after). As ``timeit``, the
+    garbage collector is run before and disabled during the call, so one contender's garbage is
+    not collected on the other's clock."""
+    gc.collect()
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        with cost.Timer(device) as t:
+            fn()
+    finally:
+        if was:
+            gc.enable()
+    return t.seconds
+
+
+def interleave(contenders: Sequence[tuple[str, Callable[[], object]]], reps: int, device: str,
+               warmup: int = 1) -> dict[str, list[float]]:
+    """Run the contenders A B C A B C … ``reps`` times after ``warmup`` untimed rounds; returns
+    name -> list of seconds (index i = round i, so ratios pair round by round)."""
+    for _ in range(warmup):
+        for _, fn in contenders:
+            fn()
+    out: dict[str, list[float]] = {name: [] for name, _ in contenders}
+    for _ in range(reps):
+        for name, fn in contenders:
+            out[name].append(timed(fn, device))
+    return out
+
+
+def stats(values: Sequence[float]) -> dict:
+    """median, min, max, n and the values (rounded to 6 significant digits)."""
+    v = [float(x) for x in values]
+    return {"median": statistics.median(v), "min": min(v), "max": max(v), "n": len(v),
+            "values": [float(f"{x:.6g}") for x in v]}
+
+
+def pair_ratios(a: Sequence[float], b: Sequence[float]) -> dict:
+    """Stats of ``a[i] / b[i]`` (pair by pair)."""
+    if len(a) != len(b):
+        raise ValueError(f"pairwise ratio needs equal lengths, got {len(a)} and {len(b)}")
+    return stats([x / y for x, y in zip(a, b, strict=True)])
+
+
+def denoiser_calls(prior, batch: int, device: str, calls: int = 3, sigma: float = 1.0):
+    """Two closures timing ``calls`` network calls on a ``(batch, *image_shape)`` input:
+    forward only (``torch.no_grad``) and forward + backward (one VJP with a random cotangent).
+    Each closure returns nothing; divide its time by ``calls``."""
+    g = torch.Generator().manual_seed(123)
+    x = torch.randn((batch, *prior.image_shape), generator=g).to(device)
+    v = torch.randn((batch, *prior.image_shape), generator=g).to(device)
+    s = torch.full((batch,), float(sigma), device=device)
+
+    def fwd():
+        with torch.no_grad():
+            for _ in range(calls):
+                prior.denoise(x, s)
+
+    def fwd_bwd():
+        for _ in range(calls):
+            xr = x.detach().requires_grad_(True)
+            with torch.enable_grad():
+                d = prior.denoise(xr, s)
+                torch.autograd.grad(d, xr, grad_outputs=v)
+
+    return fwd, fwd_bwd
+
+
+def denoiser_costs(prior, batch: int, device: str, calls: int = 5, reps: int = 3) -> tuple[float, float]:
+    """Median seconds per call (forward, forward+backward), interleaved, after one warm-up."""
+    f, fb = denoiser_calls(prior, batch, device, calls)
+    t = interleave([("f", f), ("fb", fb)], reps, device)
+    return statistics.median(t["f"]) / calls, statistics.median(t["fb"]) / calls
+
+
+def floor_seconds(nfe: int, vjp: int, t_forward: float, t_fwd_bwd: float) -> float:
+    """The network-evaluation floor: ``(NFE − VJP)·t_forward + VJP·t_forward+backward`` — every
+    evaluation costs a forward, and those that are differentiated a backward too (the VJP's
+    forward is the evaluation itself, so it is not counted twice)."""
+    return (nfe - vjp) * t_forward + vjp * t_fwd_bwd
+
+
+class _Mark(torch.autograd.Function):
+    """Identity whose backward reports to its owner (start / end of a network backward)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, owner: TimingPrior, which: str) -> Tensor:
+        ctx.owner, ctx.which = owner, which
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        ctx.owner._mark(ctx.which)
+        return g, None, None
+
+
+class TimingPrior(CountingPrior):
+    """A :class:`priors.CountingPrior` that also clocks the time spent inside the network during a
+    solve: ``fwd`` (seconds in ``denoise``) and ``bwd`` (seconds between the gradient reaching the
+    denoiser output and leaving its input). ``solver time ÷ (fwd + bwd)`` of the same run is the
+    in-run floor ratio — insensitive to machine-load drift between separate measurements."""
+
+    def __init__(self, prior, device: str = "cpu"):
+        super().__init__(prior)
+        self.device = device
+        self.fwd = self.bwd = 0.0
+        self._b0 = 0.0
+
+    def _now(self) -> float:
+        cost.synchronize(self.device)
+        return time.perf_counter()
+
+    def _mark(self, which: str) -> None:
+        if which == "out":
+            self.vjp += 1
+            self._b0 = self._now()
+        else:
+            self.bwd += self._now() - self._b0
+
+    def denoise(self, x: Tensor, sigma) -> Tensor:
+        self.nfe += 1
+        if torch.is_grad_enabled() and x.requires_grad:
+            x = _Mark.apply(x, self, "in")
+        t0 = self._now()
+        out = self.inner.denoise(x, sigma)
+        self.fwd += self._now() - t0
+        return _Mark.apply(out, self, "out") if out.requires_grad else out
+
+    def denoise_with_variance(self, x: Tensor, sigma):
+        raise NotImplementedError("TimingPrior times denoise only (the small prior has no learned variance)")
+
+
+# ----------------------------------------------------------------------------- memory
+
+
+def current_rss_bytes() -> int:
+    """Current resident set (``VmRSS``) in bytes, 0 if unknown."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def measure_peak(fn: Callable[[], object], device: str) -> dict:
+    """Run ``fn`` once and report its peak memory: CUDA ``max_memory_allocated`` (reset before)
+    on GPU; on CPU peak RSS (``VmHWM``, reset before where Linux permits) and its increase over
+    the RSS before the run."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        cost.reset_gpu_peak(device)
+        fn()
+        peak = cost.gpu_peak_bytes(device)
+        return {"kind": "cuda max_memory_allocated", "peak_bytes": peak, "increase_bytes": peak - base}
+    base = current_rss_bytes()
+    reset_ok = cost.reset_rss_peak()
+    fn()
+    peak = cost.peak_rss_bytes()
+    return {"kind": "peak RSS (VmHWM)" + ("" if reset_ok else ", not resettable: process peak"),
+            "peak_bytes": peak, "increase_bytes": max(0, peak - base)}
+
+
+# ----------------------------------------------------------------------------- deepinv
+
+
+def dinv_denoiser(prior, noise_factor: float = 1.0):
+    """Our model-space prior as a ``deepinv.models.Denoiser`` (pixel units in and out), in the
+    caller's dtype: ``forward(x_pix, s) = (D(2 x_pix − 1, noise_factor · 2 s) + 1) / 2``.
+    ``noise_factor = 1/sqrt(2)`` compensates deepinv DDRM's ``randn / sqrt(2)``
+    (docs/solvers-baselines.md). ``.calls`` counts network evaluations."""
+    import deepinv
+
+    class _Wrapped(deepinv.models.Denoiser):
+        calls = 0
+
+        def forward(self, x, sigma, *args, **kwargs):
+            type(self).calls += 1
+            s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1)
+            if s.numel() == 1:
+                s = s.expand(x.shape[0])
+            d = prior.denoise(2.0 * x - 1.0, (2.0 * noise_factor) * s)
+            return (d + 1.0) / 2.0
+
+    return _Wrapped()
+
+
+def dinv_inpainting(prob: Problem, noise_sigma: float | None = None):
+    """deepinv ``Inpainting`` physics with our problem's mask (all channels) and a pixel-unit
+    noise model ``noise_sigma`` (default the problem's), plus the measurement as deepinv's
+    ``mask ⊙ x`` pixel image built from our ``y`` (same noise values on observed pixels)."""
+    import deepinv
+
+    A = prob.A
+    C, H, W = A.in_shape
+    mask = A.mask.to(device=prob.y.device, dtype=prob.y.dtype).reshape(1, H, W).expand(C, H, W).clone()
+    ns = prob.noise_sigma if noise_sigma is None else noise_sigma
+    phys = deepinv.physics.Inpainting(img_size=(C, H, W), mask=mask, noise_model=deepinv.physics.GaussianNoise(ns),
+                                      device=prob.y.device)
+    y_pix = model_to_pixel(A.adjoint(prob.y)) * mask  # observed pixels: (y + 1)/2, hole: 0
+    return phys, y_pix
+
+
+def sqrt2() -> float:
+    return math.sqrt(2.0)

@@ -1,0 +1,158 @@
+"""The perf machinery (bench/perf.py, bench/perf_cases.py): the JSON has the right fields, ratios
+are computed pair by pair from the measured parts, NFE/VJP are the solvers' formulas, contenders
+are interleaved with the warm-up excluded. No timing assertions."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from bench import cli, perf
+from bench import perf_cases as pc
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    out = tmp_path_factory.mktemp("perf") / "perf.json"
+    md = out.with_suffix(".md")
+    rc = perf.main(["--quick", "--reps", "2", "--cases", "floor,throughput,fast_paths", "--json", str(out),
+                    "--markdown", str(md), "-q"])
+    assert rc == 0
+    md2 = out.with_suffix(".again.md")  # re-rendering the saved JSON reproduces the report
+    assert perf.main(["--from-json", str(out), "--markdown", str(md2), "-q"]) == 0
+    assert md2.read_text() == md.read_text()
+    return json.loads(out.read_text()), md.read_text()
+
+
+def _close(a, b, rel=1e-4):
+    return math.isclose(a, b, rel_tol=rel, abs_tol=1e-12)
+
+
+def test_meta_fields(quick):
+    res, _ = quick
+    m = res["meta"]
+    for k in ("device", "device_name", "torch", "threads", "reps", "warmup_rounds", "prior", "load_avg_before",
+              "load_avg_after", "settings", "floor_definition", "command", "wall_seconds"):
+        assert k in m, k
+    assert m["reps"] == 2 and m["quick"] is True and m["device"] == "cpu"
+    assert set(m["prior"]) == {"name", "trained", "weights", "params"}
+    if not m["prior"]["trained"]:
+        assert pc.WEIGHTS_NOT_TRAINED in m["prior"]["weights"]
+
+
+def test_floor_ratio_is_pairwise_from_measured_parts(quick):
+    res, _ = quick
+    rows = {r["solver"]: r for r in res["floor"]}
+    assert set(rows) == {"dps", "ddrm", "pigdm", "vml_map"}
+    for r in rows.values():
+        tf, tfb, ts = r["t_forward"]["values"], r["t_forward_backward"]["values"], r["t_solver"]["values"]
+        assert len(tf) == len(tfb) == len(ts) == 2
+        floors = [(r["nfe"] - r["vjp"]) * a + r["vjp"] * b for a, b in zip(tf, tfb, strict=True)]
+        assert all(_close(x, y) for x, y in zip(floors, r["floor_s"]["values"], strict=True))
+        ratios = sorted(t / f for t, f in zip(ts, floors, strict=True))
+        assert _close(r["ratio"]["min"], ratios[0]) and _close(r["ratio"]["max"], ratios[-1])
+        assert _close(r["ratio"]["median"], sum(ratios) / 2)  # median of two = their mean
+        net = r["network_seconds_in_run"]["values"]
+        assert all(0 < x < t for x, t in zip(net, ts, strict=True))  # the network runs inside the solve
+        assert _close(r["ratio_in_run"]["min"], min(t / x for t, x in zip(ts, net, strict=True)), rel=1e-3)
+        lit = [r["nfe"] * a + r["vjp"] * b for a, b in zip(tf, tfb, strict=True)]
+        assert _close(r["ratio_literal_formula"]["min"], min(t / f for t, f in zip(ts, lit, strict=True)))
+
+
+def test_floor_counts_match_solver_formulas(quick):
+    res, _ = quick
+    cfg = perf.SETTINGS["quick"]["floor"]
+    rows = {r["solver"]: r for r in res["floor"]}
+    for name in ("dps", "pigdm"):
+        n = cfg[name]["overrides"]["steps"]
+        assert (rows[name]["nfe"], rows[name]["vjp"]) == (n, n)
+    n = cfg["ddrm"]["overrides"]["steps"]
+    assert (rows["ddrm"]["nfe"], rows["ddrm"]["vjp"]) == (n, 0)
+    N, K = cfg["vml_map"]["overrides"]["n_levels"], cfg["vml_map"]["overrides"]["inner_steps"]
+    assert (rows["vml_map"]["nfe"], rows["vml_map"]["vjp"]) == (N * (K + 1), N * K)
+
+
+def test_throughput_images_per_second_and_memory(quick):
+    res, _ = quick
+    batches = [str(b) for b in perf.SETTINGS["quick"]["throughput_batches"]]
+    for r in res["throughput"]:
+        assert list(r["batches"]) == batches
+        for b in batches:
+            cell = r["batches"][b]
+            ips = sorted(int(b) / s for s in cell["seconds"]["values"])
+            assert _close(cell["images_per_s"]["min"], ips[0]) and _close(cell["images_per_s"]["max"], ips[-1])
+            assert cell["memory"]["peak_bytes"] > 0 and cell["memory"]["increase_bytes"] >= 0
+            assert "RSS" in cell["memory"]["kind"]
+
+
+def test_fast_paths_case_default_row_is_exact(quick):
+    res, _ = quick
+    rows = {r["fast_paths"]: r for r in res["fast_paths"]}
+    assert {"default", "bf16", "channels_last"} <= set(rows)
+    assert rows["default"]["max_abs_diff_D"] == 0.0
+    assert rows["default"]["ratio_to_default"]["values"] == [1.0, 1.0]
+
+
+def test_markdown_report(quick):
+    res, md = quick
+    assert res["meta"]["device_name"] in md
+    assert "invbench perf --quick" in md  # the regeneration command
+    for head in ("Floor ratio", "Throughput", "Fast paths"):
+        assert head in md
+
+
+def test_interleave_order_and_warmup_excluded():
+    calls = []
+    t = pc.interleave([("a", lambda: calls.append("a")), ("b", lambda: calls.append("b"))], reps=3, device="cpu", warmup=1)
+    assert calls == ["a", "b"] * 4  # 1 warm-up round + 3 timed rounds, alternating
+    assert [len(v) for v in t.values()] == [3, 3]
+
+
+def test_pair_ratios_and_stats():
+    st = pc.pair_ratios([2.0, 9.0, 4.0], [1.0, 3.0, 4.0])  # 2, 3, 1
+    assert (st["median"], st["min"], st["max"], st["n"]) == (2.0, 1.0, 3.0, 3)
+    with pytest.raises(ValueError):
+        pc.pair_ratios([1.0], [1.0, 2.0])
+    assert pc.floor_seconds(10, 4, 1.0, 3.0) == 6 * 1.0 + 4 * 3.0
+
+
+def test_timing_prior_counts_like_counting_prior_and_clocks_backward():
+    from priors import CountingPrior
+
+    prior, _ = pc.timing_prior("cpu")
+    prob = pc.make_problem("inpaint_random", 1, params={"ratio": 0.5})
+    for name, ov in (("dps", {"steps": 2}), ("ddrm", {"steps": 2})):
+        tp, cp = pc.TimingPrior(prior), CountingPrior(prior)
+        a = pc.run_solver(name, prob, tp, overrides=ov)
+        b = pc.run_solver(name, prob, cp, overrides=ov)
+        assert torch.equal(a, b)  # clocking does not change the computation
+        assert (tp.nfe, tp.vjp) == (cp.nfe, cp.vjp)
+        assert tp.fwd > 0 and (tp.bwd > 0) == (cp.vjp > 0)
+
+
+def test_vml_vs_dps_without_trained_weights_says_so():
+    info = pc.PriorInfo("x", False, "random", 1)
+    assert perf.case_vml_vs_dps({"prior_info": info, "prior": None, "device": "cpu", "cfg": perf.SETTINGS["quick"]}) == {
+        "status": pc.WEIGHTS_NOT_TRAINED}
+
+
+def test_dinv_denoiser_unit_conversion():
+    pytest.importorskip("deepinv")
+    prior, _ = pc.timing_prior("cpu")
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    s = torch.tensor([0.1, 0.3])
+    den = pc.dinv_denoiser(prior, noise_factor=0.5)
+    with torch.no_grad():
+        got = den(x, s)
+        want = (prior.denoise(2 * x - 1, 2 * 0.5 * s) + 1) / 2
+    assert torch.equal(got, want) and got.dtype == torch.float32
+
+
+def test_cli_perf_bad_input(capsys):
+    assert cli.main(["perf", "--reps", "2"]) == 2  # < 5 repetitions without --quick
+    assert "reps" in capsys.readouterr().err
+    assert cli.main(["perf", "--quick", "--cases", "nope"]) == 2
+    assert "unknown case" in capsys.readouterr().err
