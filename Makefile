@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: venv test test-all demo bench-perf lint validation clean
+.PHONY: venv test test-all demo bench-perf lint validation reliability clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -28,6 +28,9 @@ bench-perf: $(VENV)/.installed
 
 validation: $(VENV)/.installed
 	$(PY) scripts/validation_table.py
+
+reliability: $(VENV)/.installed
+	OMP_NUM_THREADS=1 $(PY) scripts/reliability_report.py
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check operators priors solvers bench tests

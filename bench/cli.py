@@ -2,7 +2,7 @@
 
 Subcommands: ``list [--json]``, ``run CONFIG [--out DIR] [--resume] [--executor local|slurm|submitit-local]
 [--shards N] [--set KEY=VALUE]...``, ``check [--config CONFIG] [--json]``, ``demo [--out DIR]``,
-``report RUN_DIR [--out DIR]``, ``compare BASE_RUN NEW_RUN [...]``.
+``report RUN_DIR [--out DIR]``, ``compare BASE_RUN NEW_RUN [...]``, ``perf [...]`` (bench/perf.py).
 
 Errors go to stderr as one line ``invbench: error: ...``; bad input (config, names, files, data)
 exits 2, a run failure 1; ``--debug`` (before or after the subcommand) shows the traceback.
@@ -21,11 +21,18 @@ __all__ = ["main"]
 EXIT_OK, EXIT_FAIL, EXIT_BAD_INPUT = 0, 1, 2
 
 
+def _one_printable_line(text: str) -> str:
+    """``text`` on one line (whitespace runs -> one space) with any other non-printable character
+    escaped (``\\x1b``), so hostile names/keys/file names cannot inject terminal control codes."""
+    line = " ".join(str(text).split())
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in line)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with usage errors as one line and exit code 2."""
 
     def error(self, message: str):  # type: ignore[override]
-        sys.stderr.write(f"invbench: error: {message}\n")
+        sys.stderr.write(f"invbench: error: {_one_printable_line(message)}\n")
         raise SystemExit(EXIT_BAD_INPUT)
 
 
@@ -232,7 +239,24 @@ def cmd_compare(args) -> int:
     return int(compare.main(list(args.rest)))
 
 
+def cmd_perf(args) -> int:
+    from . import perf  # lazy: heavy imports (deepinv) only for this subcommand
+
+    return int(perf.main(list(args.rest)))
+
+
 # --------------------------------------------------------------------------- main
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (``--shards 0`` would otherwise submit no job at all)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -250,7 +274,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run directory (default runs/<name>)")
     p.add_argument("--resume", action="store_true", help="continue a run: skip rows already ok/skipped")
     p.add_argument("--executor", choices=("local", "slurm", "submitit-local", "submitit-debug"), default="local")
-    p.add_argument("--shards", type=int, default=None, help="grid shards for submitit (default execution.shards)")
+    p.add_argument("--shards", type=_positive_int, default=None, help="grid shards for submitit (default execution.shards)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(fn=cmd_run)
@@ -275,6 +299,11 @@ def _parser() -> argparse.ArgumentParser:
                        parents=[common], add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(fn=cmd_compare)
+
+    p = sub.add_parser("perf", help="solver cost: floor ratio, ours vs deepinv, throughput, VML-MAP vs DPS, fast paths",
+                       parents=[common], add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(fn=cmd_perf)
     return ap
 
 
@@ -295,10 +324,14 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv and (argv.index("--debug") < argv.index("compare") if "compare" in argv else True)
     if debug:
         argv.remove("--debug")
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as e:
-        return int(e.code or 0)
+    first = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
+    if first is not None and argv[first] == "perf":  # perf parses its own options (bench/perf.py)
+        args = argparse.Namespace(fn=cmd_perf, rest=argv[first + 1 :])
+    else:
+        try:
+            args = _parser().parse_args(argv)
+        except SystemExit as e:
+            return int(e.code or 0)
     try:
         return int(args.fn(args))
     except KeyboardInterrupt:
@@ -307,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         if debug:
             raise
-        line = " ".join(str(e).split()) or type(e).__name__
+        line = _one_printable_line(str(e)) or type(e).__name__
         if _is_bad_input(e):
             sys.stderr.write(f"invbench: error: {line}\n")
             return EXIT_BAD_INPUT

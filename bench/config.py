@@ -177,6 +177,16 @@ def _type_name(v: Any) -> str:
     )
 
 
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_\-]+$")
+
+
+def _k(key: Any) -> str:
+    """A key as it appears in a key path: bare when plain, else JSON-quoted (so control
+    characters and newlines in a hostile key never reach a terminal unescaped)."""
+    key = str(key)
+    return key if _PLAIN_KEY.match(key) else json.dumps(key)
+
+
 class _Reader:
     """Reads one TOML table, checking types and tracking used keys for unknown-key errors."""
 
@@ -188,7 +198,7 @@ class _Reader:
         self.used: set[str] = set()
 
     def p(self, key: str) -> str:
-        return f"{self.path}.{key}" if self.path else key
+        return f"{self.path}.{_k(key)}" if self.path else _k(key)
 
     def get(self, key: str, kind, default=..., check=None):
         self.used.add(key)
@@ -258,7 +268,7 @@ def _name_check(v: str) -> str | None:
 def _plain_values(d: dict, path: str) -> dict:
     """Check a free-form table holds only TOML scalars/arrays/tables (no datetimes)."""
     for k, v in d.items():
-        p = f"{path}.{k}"
+        p = f"{path}.{_k(k)}"
         if isinstance(v, dict):
             _plain_values(v, p)
         elif isinstance(v, list):
@@ -370,9 +380,9 @@ def parse(raw: dict, base_dir: Path | str = ".") -> Experiment:
         tp = sr.get("task_presets", "table", {})
         for k, v in tp.items():
             if k not in tnames:
-                raise ConfigError(f"solvers[{i}].task_presets.{k}: unknown task {k!r}; declared: {', '.join(sorted(tnames))}")
+                raise ConfigError(f"solvers[{i}].task_presets.{_k(k)}: unknown task {k!r}; declared: {', '.join(sorted(tnames))}")
             if not isinstance(v, str):
-                raise ConfigError(f"solvers[{i}].task_presets.{k}: expected a preset name (string)")
+                raise ConfigError(f"solvers[{i}].task_presets.{_k(k)}: expected a preset name (string)")
         st = sr.get("tasks", "list_str", None)
         for j, tn in enumerate(st or ()):
             if tn not in tnames:
@@ -397,7 +407,7 @@ def parse(raw: dict, base_dir: Path | str = ".") -> Experiment:
     # metric names and option names are checked by bench.metrics.build in runner.prepare
     for k, v in mopts.items():
         if not isinstance(v, dict):
-            raise ConfigError(f"metrics.{k}: unknown key (metric options go in a table [metrics.<metric>])")
+            raise ConfigError(f"metrics.{_k(k)}: unknown key (metric options go in a table [metrics.<metric>])")
         for kk, vv in v.items():
             if isinstance(vv, str) and _PATHLIKE.search(kk) and not Path(vv).expanduser().is_absolute():
                 v[kk] = str((base / vv).resolve())
@@ -452,7 +462,7 @@ def parse(raw: dict, base_dir: Path | str = ".") -> Experiment:
 def _resources(d: dict, path: str) -> dict:
     for k, v in d.items():
         if k not in RESOURCE_KEYS:
-            raise ConfigError(f"{path}.{k}: unknown key; valid: {', '.join(RESOURCE_KEYS)}")
+            raise ConfigError(f"{path}.{_k(k)}: unknown key; valid: {', '.join(RESOURCE_KEYS)}")
         if k == "partition":
             if not isinstance(v, str):
                 raise ConfigError(f"{path}.{k}: expected a string")
@@ -539,7 +549,12 @@ def loads(text: str, sets: list[str] | None = None, base_dir: Path | str = ".", 
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{source}: malformed TOML: {e}") from None
-    return parse(apply_sets(raw, list(sets or [])), base_dir)
+    except RecursionError:
+        raise ConfigError(f"{source}: malformed TOML: arrays/tables nested too deeply") from None
+    try:
+        return parse(apply_sets(raw, list(sets or [])), base_dir)
+    except RecursionError:
+        raise ConfigError(f"{source}: values nested too deeply") from None
 
 
 def load(path: str | Path, sets: list[str] | None = None) -> Experiment:

@@ -41,10 +41,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import inspect
 import math
 import os
 import platform
 import re
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -205,6 +207,10 @@ def prepare(exp: Experiment, run_dir: str | Path | None = None, resume: bool = F
         set_metrics = bmetrics.build_set(list(exp.metrics.set), mopts)
     except (ValueError, TypeError) as e:
         raise ConfigError(f"metrics.set: {_one_line(e)}") from None
+    for m in [*metrics, *set_metrics]:   # an option table for a metric that takes no options
+        opts = mopts.get(m.name)
+        if opts and not inspect.signature(type(m)).parameters:
+            raise ConfigError(f"metrics.{m.name}: metric {m.name!r} takes no options (got {', '.join(sorted(map(str, opts)))})")
 
     # solvers (names, presets, overrides) — before the expensive parts
     for i, s in enumerate(exp.solvers):
@@ -596,6 +602,31 @@ def _progress(total: int, initial: int, enabled: bool):
 # --------------------------------------------------------------------------- run
 
 
+def _refuse_existing(run_dir: Path, exp: Experiment, resume: bool) -> None:
+    """RunError if ``run_dir`` holds a store of another config, or any store without ``resume``;
+    reads the store read-only (a refused run writes nothing)."""
+    from .store import StoreError, _check_existing, _connect_readonly
+
+    path = run_dir / STORE_NAME
+    if not path.exists():
+        return
+    try:
+        _check_existing(path)   # corrupt / older schema: refused before the lock file is created
+        con = _connect_readonly(path)
+        try:   # a store killed before its tables existed has no meta yet: nothing to compare
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            meta = dict(con.execute("SELECT key, value FROM meta")) if "meta" in tables else {}
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as e:
+        raise StoreError(f"{run_dir / STORE_NAME}: not a usable results store ({e})") from None
+    if meta.get("config_hash") not in (None, exp.config_hash):
+        raise RunError(f"{run_dir}: holds a run of a different config (hash {meta.get('config_hash')} vs "
+                       f"{exp.config_hash}); --resume needs the same config — use another --out")
+    if not resume:
+        raise RunError(f"{run_dir}: already holds a run; pass --resume to continue it")
+
+
 @dataclass
 class RunSummary:
     run_dir: Path
@@ -626,18 +657,15 @@ def run(
     run_dir = Path(run_dir)
     exp = p.exp
     main_store = run_dir / STORE_NAME
-    if main_store.exists() and shard is None:
-        meta = Store(main_store).meta()
-        if meta.get("config_hash") not in (None, exp.config_hash):
-            raise RunError(f"{run_dir}: holds a run of a different config (hash {meta.get('config_hash')} vs "
-                           f"{exp.config_hash}); --resume needs the same config — use another --out")
-        if not resume:
-            raise RunError(f"{run_dir}: already holds a run; pass --resume to continue it")
+    if shard is None:
+        _refuse_existing(run_dir, exp, resume)
     run_dir.mkdir(parents=True, exist_ok=True)
     store_dir = run_dir if shard is None else run_dir / "shards" / str(shard[0])
     store_dir.mkdir(parents=True, exist_ok=True)
     env = env_info(p.device)
     with _lock(store_dir):
+        if shard is None:   # again under the lock: another run may have created the store meanwhile
+            _refuse_existing(run_dir, exp, resume)
         _clean_temp_files(store_dir if shard is not None else run_dir)
         store = Store(store_dir / STORE_NAME)
         try:

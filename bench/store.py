@@ -86,11 +86,29 @@ def _connect(path: Path, timeout: float = 60.0) -> sqlite3.Connection:
     return con
 
 
+def _check_existing(path: Path) -> None:
+    """StoreError unless the existing file at ``path`` is an SQLite database whose ``results``
+    table (if any) has every column of :data:`RESULT_COLUMNS`; opened read-only, so a refused
+    file is left byte-for-byte unchanged."""
+    con = _connect_readonly(path)
+    try:
+        have = {r[1] for r in con.execute("PRAGMA table_info(results)")}
+    except sqlite3.DatabaseError as e:
+        raise StoreError(f"{path}: not a usable results store ({e})") from None
+    finally:
+        con.close()
+    missing = [n for n, _ in RESULT_COLUMNS if n not in have]
+    if have and missing:
+        raise StoreError(f"{path}: results table lacks columns {', '.join(missing)} (older schema?)")
+
+
 class Store:
     """Read/write access to one ``results.sqlite`` (run store or shard store)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        if self.path.is_file() and self.path.stat().st_size > 0:
+            _check_existing(self.path)   # refuse a corrupt/foreign file before writing anything to it
         self.con = _connect(self.path)
         self._create()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import warnings
 from pathlib import Path
 
 import torch
@@ -23,6 +24,18 @@ def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
         while b := f.read(chunk):
             h.update(b)
     return h.hexdigest()
+
+
+def _load_failure_reason(e: BaseException) -> str:
+    """One line saying why ``torch.load(weights_only=True)`` refused a file. For a refused pickle
+    torch's first line is generic advice (to disable ``weights_only``, which we never do); the
+    specific line (``unsupported GLOBAL posix.system``, ``Unsupported operand``) is used instead."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    if isinstance(e, pickle.UnpicklingError) and len(lines) > 1:
+        specific = [ln for ln in lines[1:] if not ln.startswith(("Check the documentation", "Please file an issue"))]
+        if specific:
+            return f"{specific[0]} (refused; nothing in the file was executed)"
+    return lines[0] if lines else ""
 
 
 def load_state_dict_file(path: str | Path, expected: str, sha256: str | None = None) -> dict[str, Tensor]:
@@ -42,10 +55,12 @@ def load_state_dict_file(path: str | Path, expected: str, sha256: str | None = N
             raise PriorError(f"checkpoint {p}: sha256 {got} does not match pinned {sha256} "
                              f"(expected {expected})")
     try:
-        sd = torch.load(p, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():   # e.g. "Detected pickle protocol 4": not our user's concern
+            warnings.simplefilter("ignore", UserWarning)
+            sd = torch.load(p, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, AttributeError,
             TypeError, KeyError, ImportError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        msg = _load_failure_reason(e)
         raise PriorError(f"checkpoint {p} cannot be loaded as a plain state dict with "
                          f"weights_only=True (expected {expected}): {type(e).__name__}: {msg[:200]}") from None
     if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, Tensor)

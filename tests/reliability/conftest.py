@@ -1,0 +1,36 @@
+"""Fixtures of the reliability campaign (issue 8; docs/reliability.md). Helpers live in _rel.py.
+
+``figures`` records campaign figures (kill points, corpus size, ...) into the JSON file named by
+``$INVBENCH_RELIABILITY_FIGURES`` (set by scripts/reliability_report.py); a no-op otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+for _p in (HERE.parents[1] / "tests" / "bench", HERE):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
+
+
+class _Figures:
+    def __init__(self, path: str | None):
+        self.path = Path(path) if path else None
+
+    def record(self, key: str, value) -> None:
+        if self.path is None:
+            return
+        data = json.loads(self.path.read_text()) if self.path.exists() else {}
+        data[key] = value
+        self.path.write_text(json.dumps(data, indent=2, sort_keys=True))
+
+
+@pytest.fixture(scope="session")
+def figures() -> _Figures:
+    return _Figures(os.environ.get("INVBENCH_RELIABILITY_FIGURES"))
