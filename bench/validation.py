@@ -1,0 +1,520 @@
+"""Exact-posterior validation suite (issue 4): every solver against the closed-form posterior of
+an analytic Gaussian-mixture prior.
+
+A *problem set* is (prior, operator preset, sigma_y); a *problem* in it is a ground truth ``x0``
+(model space [-1, 1]), an operator draw and a noise draw, ``y = A x0 + sigma_y n``. The exact
+posterior ``p(x0 | y)`` (``prior.posterior``) gives the MAP (global, multi-start), its other local
+modes, the posterior mean and exact posterior samples. Every solver runs through the public
+interface ``solvers.build(name, preset, **overrides).solve(y, A, prior, sigma_y=, generator=)``
+with one ``torch.Generator`` per problem (or per sample), in float64 on the CPU.
+
+Seeds (all < 700 000, disjoint from the VML-MAP validation range 900 000+):
+
+* problem id ``s = 1000 * PRIOR_INDEX[prior] + 100 * PRESET_INDEX[preset] + j`` (``j`` < 100,
+  the problem's index in its set), so ``0 <= s < 10 000``; the same ``s`` (same truth, same
+  operator, same noise direction ``n``) is used at every ``sigma_y``;
+* truth: synthetic priors ``prior.sample(1, Generator(s))``; ``gmm-digits`` the test image
+  ``digits_split_indices("test")[(32 * PRESET_INDEX + j) % 197]``; ``gmm-patches`` an 8x8
+  grayscale crop of a held-out image (``prior.meta["heldout_images"]``) at a position drawn by
+  ``numpy.random.default_rng(s)``;
+* noise ``Generator(NOISE_SEED + s)``; point run ``Generator(SOLVER_SEED + s)``; sample ``k`` of
+  a sample set ``Generator(SAMPLE_SEED + 100 * s + k)``; reference exact posterior samples
+  ``Generator(REFERENCE_SEED + s)``; operator draw ``g`` of a set
+  ``Generator(OPERATOR_SEED + 1000 * PRIOR_INDEX + 100 * PRESET_INDEX + g)``.
+
+Metrics (model units unless stated; ``d`` = pixels, RMS = ``||.|| / sqrt(d)``): see
+:func:`point_metrics`, :func:`sample_metrics` and :func:`summarise`; the exact-posterior ones are
+:func:`bench.metrics.posterior.posterior_metrics` and
+:func:`bench.metrics.sliced_wasserstein.sliced_wasserstein`.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cache, lru_cache
+
+import numpy as np
+import torch
+from torch import Tensor
+
+import operators
+import priors
+import solvers
+from bench.metrics.posterior import posterior_metrics
+from bench.metrics.sliced_wasserstein import sliced_wasserstein
+from operators.conventions import model_to_pixel, pixel_to_model
+from priors import CountingPrior
+
+PRIOR_INDEX = {"gmm-synthetic-64": 0, "gmm-synthetic-256": 1, "gmm-digits": 2, "gmm-patches": 3}
+PRESET_INDEX = {"inpaint_random": 0, "inpaint_box": 1, "sr4_avgpool": 2, "deblur_uniform": 3,
+                "inpaint_half": 4, "sr4_bicubic": 5, "deblur_gauss": 6, "denoise": 7}
+#: presets whose operator depends on the generator (mask / box position)
+RANDOM_PRESETS = frozenset({"inpaint_random", "inpaint_box"})
+
+NOISE_SEED = 10_000
+SOLVER_SEED = 20_000
+SAMPLE_SEED = 100_000
+REFERENCE_SEED = 500_000
+OPERATOR_SEED = 600_000
+SW_SEED = 0  # projection directions of the sliced Wasserstein distance
+
+DT = torch.float64
+
+
+@dataclass(frozen=True)
+class SolverSpec:
+    """One row family of the table: ``solvers.build(name, preset, **overrides)``.
+
+    ``preset="task"`` picks the solver's per-task preset (DPS: ``DPS.preset_for_task``).
+    ``sampler``: the solver draws posterior samples (sample-set metrics are computed).
+    ``priors``: restrict to these priors (None: all).
+    """
+
+    label: str
+    name: str
+    preset: str = "default"
+    overrides: tuple[tuple[str, object], ...] = ()
+    sampler: bool = False
+    priors: tuple[str, ...] | None = None
+
+    def preset_for(self, task: str) -> str:
+        if self.preset == "task":
+            return solvers.get(self.name).preset_for_task(task)
+        return self.preset
+
+    def build(self, task: str) -> solvers.Solver:
+        return solvers.build(self.name, self.preset_for(task), **dict(self.overrides))
+
+
+SOLVERS: tuple[SolverSpec, ...] = (
+    SolverSpec("vml_map/default", "vml_map", "default"),
+    SolverSpec("vml_map/plain", "vml_map", "plain"),
+    SolverSpec("vml_map/full", "vml_map", "full", priors=("gmm-synthetic-64", "gmm-digits")),
+    SolverSpec("dps", "dps", "task", sampler=True),
+    SolverSpec("ddrm", "ddrm", "default", sampler=True),
+    SolverSpec("pigdm", "pigdm", "default", sampler=True),
+    SolverSpec("oracle_map", "oracle_map"),
+    SolverSpec("oracle_mean", "oracle_mean"),
+    SolverSpec("oracle_sample", "oracle_sample", sampler=True),
+)
+
+
+@dataclass(frozen=True)
+class Level:
+    """A noise level and the part of the grid evaluated at it."""
+
+    sigma_y: float
+    priors: tuple[str, ...]
+    presets: tuple[str, ...]
+    solvers: tuple[str, ...]  # labels of SOLVERS
+    sample_sets: bool = True  # run the sample-set metrics for samplers
+
+
+@dataclass(frozen=True)
+class SuiteConfig:
+    levels: tuple[Level, ...]
+    n_problems: int = 32
+    problems_per_operator: int = 16  # for RANDOM_PRESETS; other presets: one operator per set
+    n_sample_problems: int = 4  # problems per set that get sample sets (evenly spaced)
+    #: per-prior override of n_sample_problems (time budget: DPS sample sets dominate at d = 256)
+    sample_problems_by_prior: tuple[tuple[str, int], ...] = (("gmm-synthetic-256", 2),)
+    n_samples: int = 64  # solver samples per sample-set problem
+    n_reference: int = 1024  # exact posterior samples for the sliced Wasserstein reference
+    sw_projections: int = 256
+    mode_tol: float = 0.01  # RMS distance (model units) to count as "at" a mode
+    solver_specs: tuple[SolverSpec, ...] = SOLVERS
+
+
+ALL_PRIORS = tuple(PRIOR_INDEX)
+MAIN_PRESETS = ("inpaint_random", "inpaint_box", "sr4_avgpool", "deblur_uniform")
+
+
+def default_config() -> SuiteConfig:
+    """The committed table: sigma_y = 0.05 on the full grid; sigma_y = 1e-3 on the 64-d priors
+    for the point estimators (no sample sets)."""
+    labels = tuple(s.label for s in SOLVERS)
+    return SuiteConfig(levels=(
+        Level(0.05, ALL_PRIORS, MAIN_PRESETS, labels, sample_sets=True),
+        Level(1e-3, ("gmm-synthetic-64", "gmm-digits"), MAIN_PRESETS,
+              ("vml_map/default", "vml_map/plain", "dps", "ddrm", "pigdm", "oracle_map", "oracle_mean"),
+              sample_sets=False),
+    ))
+
+
+# ----------------------------------------------------------------------------- problems
+
+
+def problem_seed(prior_name: str, preset: str, j: int) -> int:
+    if not 0 <= j < 100:
+        raise ValueError(f"problem index must be in 0..99, got {j}")
+    return 1000 * PRIOR_INDEX[prior_name] + 100 * PRESET_INDEX[preset] + j
+
+
+@cache
+def _gray_image(spec: str) -> np.ndarray:
+    """A bundled image ``"source:name"`` as grayscale float64 (H, W) in pixel units."""
+    from skimage.color import rgb2gray
+
+    src, name = spec.split(":")
+    if src == "sklearn":
+        from sklearn.datasets import load_sample_image
+
+        img = load_sample_image(name)
+    elif src == "matplotlib":
+        from matplotlib import cbook
+        from PIL import Image
+
+        with cbook.get_sample_data(name) as f:
+            img = np.asarray(Image.open(f).convert("RGB"))
+    elif src == "skimage":
+        import skimage.data
+
+        img = getattr(skimage.data, name)()
+    else:
+        raise ValueError(f"unknown image source {spec!r}")
+    return rgb2gray(np.asarray(img, dtype=np.float64) / 255.0)
+
+
+def heldout_patch(prior, s: int) -> Tensor:
+    """Grayscale p x p crop (model space, (1, p, p)) of one of ``prior.meta["heldout_images"]``,
+    image and position drawn by ``numpy.random.default_rng(s)``."""
+    names = prior.meta["heldout_images"]
+    _, p, _ = prior.image_shape
+    rng = np.random.default_rng(s)
+    img = _gray_image(names[int(rng.integers(len(names)))])
+    i = int(rng.integers(0, img.shape[0] - p + 1))
+    k = int(rng.integers(0, img.shape[1] - p + 1))
+    return pixel_to_model(torch.from_numpy(img[i : i + p, k : k + p].copy())).reshape(1, p, p).to(DT)
+
+
+@lru_cache(maxsize=1)
+def _digits_test() -> tuple[list[int], np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    from bench.datasets import digits_split_indices
+
+    return digits_split_indices("test"), load_digits().images
+
+
+def truth(prior_name: str, prior, preset: str, j: int) -> tuple[Tensor, str]:
+    """Ground truth ``(C, H, W)`` (model space, float64) of problem ``j`` and its id."""
+    s = problem_seed(prior_name, preset, j)
+    if prior_name.startswith("gmm-synthetic"):
+        return prior.sample(1, generator=torch.Generator().manual_seed(s))[0].to(DT), f"prior-sample-{s}"
+    if prior_name == "gmm-digits":
+        idx, images = _digits_test()
+        i = idx[(32 * PRESET_INDEX[preset] + j) % len(idx)]
+        return pixel_to_model(torch.from_numpy(images[i] / 16.0)).reshape(1, 8, 8).to(DT), f"digits{i:04d}"
+    if prior_name == "gmm-patches":
+        return heldout_patch(prior, s), f"heldout-crop-{s}"
+    raise ValueError(f"no test images declared for prior {prior_name!r}")
+
+
+@dataclass
+class Group:
+    """Problems that share one operator draw (one batched solver call)."""
+
+    op: object
+    op_seed: int
+    js: list[int]
+    seeds: list[int]
+    ids: list[str]
+    x0: Tensor  # (B, C, H, W) model space
+    y: Tensor
+    post: object
+    modes: list = field(default_factory=list)
+
+
+@dataclass
+class ProblemSet:
+    prior_name: str
+    prior: object
+    preset: str
+    sigma_y: float
+    groups: list[Group]
+
+
+def build_problem_set(cfg: SuiteConfig, prior_name: str, prior, preset: str, sigma_y: float) -> ProblemSet:
+    shape = tuple(prior.image_shape)
+    per_op = cfg.problems_per_operator if preset in RANDOM_PRESETS else cfg.n_problems
+    groups = []
+    for g, start in enumerate(range(0, cfg.n_problems, per_op)):
+        js = list(range(start, min(start + per_op, cfg.n_problems)))
+        op_seed = OPERATOR_SEED + 1000 * PRIOR_INDEX[prior_name] + 100 * PRESET_INDEX[preset] + g
+        op = operators.build(preset, image_shape=shape, generator=torch.Generator().manual_seed(op_seed)).to(dtype=DT)
+        seeds = [problem_seed(prior_name, preset, j) for j in js]
+        tr = [truth(prior_name, prior, preset, j) for j in js]
+        x0 = torch.stack([t for t, _ in tr])
+        y = torch.cat([op.measure(x0[i : i + 1], sigma_y, torch.Generator().manual_seed(NOISE_SEED + s))
+                       for i, s in enumerate(seeds)])
+        post = prior.posterior(op, y, sigma_y)
+        grp = Group(op, op_seed, js, seeds, [i for _, i in tr], x0, y, post)
+        grp.modes = post.modes()
+        groups.append(grp)
+    return ProblemSet(prior_name, prior, preset, sigma_y, groups)
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def classify_modes(x: Tensor, modes, tol: float) -> tuple[str, float, int, int]:
+    """``("global" | "local" | "elsewhere", RMS distance to the nearest mode, index of the nearest
+    mode (0 = global MAP), number of modes)``.
+
+    ``modes`` is one :class:`priors.gmm_posterior.Modes` (best first). "global": the nearest
+    found mode is the global MAP and the RMS distance to it is <= ``tol``; "local": the nearest
+    is another local maximum within ``tol``; otherwise "elsewhere".
+    """
+    pts = modes.points.reshape(modes.points.shape[0], -1).to(DT)
+    dist = (pts - x.reshape(1, -1).to(DT)).norm(dim=1) / math.sqrt(pts.shape[1])
+    k = int(dist.argmin())
+    dmin = float(dist[k])
+    if dmin > tol:
+        return "elsewhere", dmin, k, pts.shape[0]
+    return ("global" if k == 0 else "local"), dmin, k, pts.shape[0]
+
+
+def point_metrics(x: Tensor, grp: Group, tol: float) -> list[dict]:
+    """Per-problem metrics of point estimates ``x`` (B, C, H, W) model space:
+
+    ``mse_px`` = mean((x_px - x0_px)^2) in pixel units [0, 1]^2; ``dist_to_map``,
+    ``rel_dist_to_map``, ``logpost_gap``, ``err_post_mean`` from ``posterior_metrics``;
+    ``mode`` / ``dist_to_nearest_mode`` / ``nearest_mode`` / ``n_modes`` from :func:`classify_modes`.
+    """
+    pm = posterior_metrics(model_to_pixel(x), grp.post)
+    mse = ((model_to_pixel(x) - model_to_pixel(grp.x0)) ** 2).flatten(1).mean(1)
+    rows = []
+    for b in range(x.shape[0]):
+        mode, dm, k, nm = classify_modes(x[b], grp.modes[b], tol)
+        rows.append({"mse_px": float(mse[b]), **{c: float(v[b]) for c, v in pm.items()},
+                     "mode": mode, "dist_to_nearest_mode": dm, "nearest_mode": k, "n_modes": nm})
+    return rows
+
+
+def sample_metrics(xs: Tensor, mu: Tensor, reference: Tensor, n_projections: int) -> dict:
+    """For one problem: ``xs`` (n, C, H, W) solver samples, ``mu`` the exact posterior mean,
+    ``reference`` (m, C, H, W) exact posterior samples. ``err_avg_post_mean`` = RMS distance of
+    the n-sample average to ``mu``; ``sw`` = sliced W2 (model units) of ``xs`` vs ``reference``."""
+    d = xs[0].numel()
+    avg = xs.to(DT).mean(0)
+    return {"err_avg_post_mean": float((avg - mu.to(DT)).norm() / math.sqrt(d)),
+            "sw": sliced_wasserstein(xs, reference, n_projections, SW_SEED)}
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def _nan_point() -> dict:
+    nan = float("nan")
+    return {"mse_px": nan, "dist_to_map": nan, "rel_dist_to_map": nan, "logpost_gap": nan,
+            "err_post_mean": nan, "mode": "failed", "dist_to_nearest_mode": nan, "nearest_mode": -1, "n_modes": 0}
+
+
+def run_point(spec: SolverSpec, ps: ProblemSet, cfg: SuiteConfig) -> tuple[list[dict], dict]:
+    """One solver run per problem (generator ``SOLVER_SEED + s``); per-problem rows and cost."""
+    rows, nfe, vjp, secs = [], None, None, 0.0
+    for grp in ps.groups:
+        cp = CountingPrior(ps.prior)
+        solver = spec.build(ps.preset)
+        gens = [torch.Generator().manual_seed(SOLVER_SEED + s) for s in grp.seeds]
+        t0 = time.perf_counter()
+        status = "ok"
+        try:
+            x = solver.solve(grp.y, grp.op, cp, sigma_y=ps.sigma_y, generator=gens).to(DT)
+            secs += time.perf_counter() - t0
+            mets = point_metrics(x, grp, cfg.mode_tol)
+        except (solvers.SolverDiverged, solvers.SolverSkip) as e:
+            secs += time.perf_counter() - t0
+            status = f"{type(e).__name__}: {e}"
+            mets = [_nan_point() for _ in grp.seeds]
+        nfe, vjp = cp.nfe, cp.vjp
+        for j, s, pid, m in zip(grp.js, grp.seeds, grp.ids, mets):
+            rows.append({"j": j, "seed": s, "truth_id": pid, "op_seed": grp.op_seed, "status": status, **m})
+    return rows, {"nfe": nfe, "vjp": vjp, "seconds": secs}
+
+
+def sample_problem_indices(cfg: SuiteConfig, prior_name: str) -> list[int]:
+    """Evenly spaced problem indices that get sample sets."""
+    k = min(dict(cfg.sample_problems_by_prior).get(prior_name, cfg.n_sample_problems), cfg.n_problems)
+    return [int(i * cfg.n_problems / k) for i in range(k)] if k else []
+
+
+def run_samples(spec: SolverSpec, ps: ProblemSet, cfg: SuiteConfig) -> tuple[dict[int, dict], float]:
+    """Sample sets for the problems of :func:`sample_problem_indices`: ``n_samples`` solver
+    samples each (generator ``SAMPLE_SEED + 100 s + k``), one batched call per operator group."""
+    wanted = set(sample_problem_indices(cfg, ps.prior_name))
+    out, secs = {}, 0.0
+    n = cfg.n_samples
+    for grp in ps.groups:
+        loc = [i for i, j in enumerate(grp.js) if j in wanted]
+        if not loc:
+            continue
+        yy = grp.y[loc].repeat_interleave(n, dim=0)
+        gens = [torch.Generator().manual_seed(SAMPLE_SEED + 100 * grp.seeds[i] + k) for i in loc for k in range(n)]
+        solver = spec.build(ps.preset)
+        t0 = time.perf_counter()
+        try:
+            xs = solver.solve(yy, grp.op, ps.prior, sigma_y=ps.sigma_y, generator=gens).to(DT)
+        except (solvers.SolverDiverged, solvers.SolverSkip):
+            xs = None
+        secs += time.perf_counter() - t0
+        mu = grp.post.mean()
+        for a, i in enumerate(loc):
+            if xs is None:
+                out[grp.js[i]] = {"err_avg_post_mean": float("nan"), "sw": float("nan")}
+                continue
+            post_i = ps.prior.posterior(grp.op, grp.y[i : i + 1], ps.sigma_y)
+            ref = post_i.sample(cfg.n_reference, generator=torch.Generator().manual_seed(REFERENCE_SEED + grp.seeds[i]))[0]
+            out[grp.js[i]] = sample_metrics(xs[a * n : (a + 1) * n], mu[i], ref, cfg.sw_projections)
+    return out, secs
+
+
+def _median(v: list[float]) -> float:
+    a = np.asarray([x for x in v if not math.isnan(x)], dtype=np.float64)
+    return float(np.median(a)) if a.size else float("nan")
+
+
+def _mean(v: list[float]) -> float:
+    a = np.asarray([x for x in v if not math.isnan(x)], dtype=np.float64)
+    return float(a.mean()) if a.size else float("nan")
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Aggregate one (prior, preset, sigma_y, solver) cell over its problems.
+
+    Means over problems of ``mse_px``, ``dist_to_map``, ``err_post_mean``; medians of
+    ``dist_to_map``, ``rel_dist_to_map`` and ``logpost_gap``; mean ``logpost_gap``; fractions of
+    problems classified global / local / elsewhere and of problems whose nearest found mode is the
+    global MAP (any distance); the mean number of modes found; over the sample-set problems, the means of
+    ``err_avg_post_mean`` and ``sw``.
+    """
+    def col(k):
+        return [r[k] for r in rows]
+
+    n = len(rows)
+    sam = [r for r in rows if "sw" in r]
+    out = {
+        "n_problems": n,
+        "n_failed": sum(r["status"] != "ok" for r in rows),
+        "mse_px_mean": _mean(col("mse_px")),
+        "dist_to_map_mean": _mean(col("dist_to_map")),
+        "dist_to_map_median": _median(col("dist_to_map")),
+        "rel_dist_to_map_median": _median(col("rel_dist_to_map")),
+        "logpost_gap_median": _median(col("logpost_gap")),
+        "logpost_gap_mean": _mean(col("logpost_gap")),
+        "err_post_mean_mean": _mean(col("err_post_mean")),
+        "frac_global": sum(r["mode"] == "global" for r in rows) / n,
+        "frac_local": sum(r["mode"] == "local" for r in rows) / n,
+        "frac_elsewhere": sum(r["mode"] == "elsewhere" for r in rows) / n,
+        "frac_nearest_global": sum(r["nearest_mode"] == 0 for r in rows) / n,
+        "n_modes_mean": _mean([float(r["n_modes"]) for r in rows]),
+        "n_sample_problems": len(sam),
+        "err_avg_post_mean_mean": _mean([r["err_avg_post_mean"] for r in sam]) if sam else float("nan"),
+        "sw_mean": _mean([r["sw"] for r in sam]) if sam else float("nan"),
+    }
+    return out
+
+
+def run_cell(spec: SolverSpec, ps: ProblemSet, cfg: SuiteConfig, level: Level) -> tuple[list[dict], dict]:
+    """Point run (+ sample sets for samplers); returns per-problem rows and the summary row."""
+    rows, cost = run_point(spec, ps, cfg)
+    n_samples = 0
+    if spec.sampler and level.sample_sets and cfg.n_sample_problems > 0:
+        sm, secs = run_samples(spec, ps, cfg)
+        for r in rows:
+            if r["j"] in sm:
+                r.update(sm[r["j"]])
+        cost["seconds_samples"] = secs
+        n_samples = cfg.n_samples
+    key = {"prior": ps.prior_name, "d": int(math.prod(ps.prior.image_shape)), "preset": ps.preset,
+           "sigma_y": ps.sigma_y, "solver": spec.label, "solver_name": spec.name,
+           "solver_preset": spec.preset_for(ps.preset)}
+    for r in rows:
+        r.update(key)
+    summary = {**key, **summarise(rows), "n_samples": n_samples, "nfe": cost["nfe"], "vjp": cost["vjp"],
+               "seconds_point": cost["seconds"], "seconds_samples": cost.get("seconds_samples", 0.0)}
+    return rows, summary
+
+
+def run_suite(cfg: SuiteConfig, progress: Callable[[str], None] = print,
+              only: Callable[[str, str, float, str], bool] | None = None) -> tuple[list[dict], list[dict]]:
+    """Run every (level, prior, preset, solver) cell; ``only(prior, preset, sigma_y, label)``
+    filters cells. Returns (per-problem rows, summary rows)."""
+    specs = {s.label: s for s in cfg.solver_specs}
+    problem_rows, table = [], []
+    t_start = time.perf_counter()
+    cache: dict[str, object] = {}
+    for level in cfg.levels:
+        for prior_name in level.priors:
+            if prior_name not in cache:
+                cache[prior_name] = priors.build(prior_name)
+            prior = cache[prior_name]
+            for preset in level.presets:
+                labels = [lab for lab in level.solvers
+                          if (specs[lab].priors is None or prior_name in specs[lab].priors)
+                          and (only is None or only(prior_name, preset, level.sigma_y, lab))]
+                if not labels:
+                    continue
+                t0 = time.perf_counter()
+                ps = build_problem_set(cfg, prior_name, prior, preset, level.sigma_y)
+                progress(f"[{time.perf_counter() - t_start:7.1f}s] {prior_name} {preset} sigma_y={level.sigma_y:g}: "
+                         f"posterior+modes {time.perf_counter() - t0:.1f}s")
+                for lab in labels:
+                    t1 = time.perf_counter()
+                    rows, summ = run_cell(specs[lab], ps, cfg, level)
+                    problem_rows += rows
+                    table.append(summ)
+                    progress(f"[{time.perf_counter() - t_start:7.1f}s]   {lab:16s} {time.perf_counter() - t1:6.1f}s  "
+                             f"dist_to_map(med)={summ['dist_to_map_median']:.2e} global={summ['frac_global']:.2f} "
+                             f"sw={summ['sw_mean']:.3g}")
+    return problem_rows, table
+
+
+# ----------------------------------------------------------------------------- outputs
+
+TABLE_KEYS = ("prior", "d", "preset", "sigma_y", "solver", "solver_name", "solver_preset")
+#: columns that depend on the machine's speed (not reproduced bit for bit)
+TIMING_COLUMNS = ("seconds_point", "seconds_samples")
+PROBLEM_COLUMNS = ("prior", "d", "preset", "sigma_y", "solver", "solver_name", "solver_preset", "j", "seed",
+                   "truth_id", "op_seed", "status", "mse_px", "dist_to_map", "rel_dist_to_map", "logpost_gap",
+                   "err_post_mean", "mode", "dist_to_nearest_mode", "nearest_mode", "n_modes", "err_avg_post_mean", "sw")
+
+
+def write_csv(path, rows: list[dict], columns: tuple[str, ...] | None = None) -> None:
+    """CSV with full float precision (``repr``: float64 values round-trip exactly)."""
+    cols = list(columns or rows[0].keys())
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({c: r.get(c, "") for c in cols})
+    data = buf.getvalue().encode()
+    if str(path).endswith(".gz"):
+        with gzip.GzipFile(path, "wb", mtime=0) as f:  # mtime=0: byte-identical reruns
+            f.write(data)
+    else:
+        with open(path, "wb") as f:
+            f.write(data)
+
+
+def read_csv(path) -> list[dict]:
+    """Read a CSV written by :func:`write_csv` (values as strings)."""
+    if str(path).endswith(".gz"):
+        with gzip.open(path, "rt", newline="") as f:
+            return list(csv.DictReader(f))
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def pooled(problem_rows: list[dict], by: tuple[str, ...]) -> list[dict]:
+    """Summaries (:func:`summarise`) over problem rows grouped by the ``by`` columns."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in problem_rows:
+        groups.setdefault(tuple(r[k] for k in by), []).append(r)
+    return [{**dict(zip(by, k)), **summarise(v)} for k, v in groups.items()]
