@@ -1,6 +1,6 @@
 """Results store: ``RUN_DIR/results.sqlite`` (SQLite, WAL) and atomic image files.
 
-Schema (docs/_harness_contract.md, docs/harness.md): table ``results`` (one row per cell × image
+Schema (docs/harness.md): table ``results`` (one row per cell × image
 × seed, primary key ``row_id``), ``set_metrics``, ``metric_status``, ``meta``. A row is
 committed only after its files (PNG, optional .npy) are on disk under their final names; each
 file is written to a temporary name in the same folder and moved with ``os.replace``, so an

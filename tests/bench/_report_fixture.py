@@ -1,5 +1,5 @@
 """A fake run directory in the harness-contract layout (results.sqlite + PNGs), for report and
-compare tests. The store schema is written here from docs/_harness_contract.md, independently of
+compare tests. The store schema is written here from docs/harness.md, independently of
 bench/store.py, so the tests also check that the report reads the contract's schema."""
 
 from __future__ import annotations
