@@ -91,8 +91,8 @@ def render_cell(cell: Cell, fmt: str) -> str:
     kind = cell[0]
     if kind == "text":
         return esc(cell[1])
-    if kind == "unavail":  # LaTeX tables carry the reason once, as a note under the table
-        return r"unavailable$^{\dagger}$" if fmt == "tex" else esc(cell[2])
+    if kind == "unavail":  # LaTeX and Markdown tables carry the reason once, under the table
+        return {"tex": r"unavailable$^{\dagger}$", "md": "unavailable†"}.get(fmt) or esc(cell[2])
     if kind == "ci":
         pm = r"$\pm$" if fmt == "tex" else "±"
         s = fmt_mean_ci(cell[1], cell[2], pm=pm)
@@ -137,6 +137,8 @@ def to_markdown(boards: list[Leaderboard], experiment: str) -> str:
         out.append(tabulate([[render_cell(c, "md") for c in r] for r in rows],
                             headers=[render_header(h, "md") for h in heads], tablefmt="github",
                             disable_numparse=True))
+        for m, why in b.unavailable.items():
+            out += ["", "† " + escape.markdown(f"{DISPLAY.get(m, m)}: {why}")]
         for n in b.notes:
             out += ["", escape.markdown(n)]
         out.append("")

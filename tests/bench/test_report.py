@@ -188,9 +188,12 @@ def test_unavailable_metric_is_never_a_number(fixture_report):
     run_dir, out = fixture_report
     assert pd.to_numeric(bench.load_results(run_dir)["lpips"]).notna().any()  # the trap is set
     note = "unavailable: alexnet weights not found at /nonexistent/alex.pth"
-    for (head, rows) in md_tables((out / "leaderboard.md").read_text()).values():
+    md = (out / "leaderboard.md").read_text()
+    tables = md_tables(md)
+    for (head, rows) in tables.values():  # Markdown: a marker per cell, the reason once per table
         j = col(head, "LPIPS")
-        assert all(r[j] == note for r in rows)
+        assert all(r[j] == "unavailable†" for r in rows)
+    assert md.count("† LPIPS: " + note.replace("_", r"\_")) == len(tables)
     tex = (out / "leaderboard.tex").read_text()
     for (head, rows) in tex_tables(tex).values():  # LaTeX: a marker per cell, the reason once per table
         j = col(head, "LPIPS")
