@@ -8,6 +8,7 @@ used by shipped configs). Subprocess tests import this module by path and call `
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -151,3 +152,18 @@ def cli_run(args: list[str], cwd: Path | None = None, timeout: float = 300) -> s
     p = cli_subprocess(args, cwd=cwd)
     out, err = p.communicate(timeout=timeout)
     return subprocess.CompletedProcess(p.args, p.returncode, out, err)
+
+
+def count_rows(db: Path) -> int:
+    """Committed rows of a results store, or -1 while it does not exist / cannot be read yet
+    (read-only connection, so polling never writes into the run directory)."""
+    if not Path(db).exists():
+        return -1
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+        try:
+            return con.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return -1

@@ -20,18 +20,6 @@ def _text(steps: int = 300):
     return _parts.toml_config(solvers_=SOLVERS.replace("300", str(steps)), limit=10, extra="save_npy = true")
 
 
-def _count(db) -> int:
-    if not db.exists():
-        return -1
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
-        try:
-            return con.execute("SELECT COUNT(*) FROM results").fetchone()[0]
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return -1
-
 
 def _run_and_kill(cfg, out, k: int, resume: bool, deadline: float = 120) -> dict[str, float]:
     """Start a run, SIGKILL it once >= k rows are committed; return the committed rows' created times."""
@@ -42,7 +30,7 @@ def _run_and_kill(cfg, out, k: int, resume: bool, deadline: float = 120) -> dict
     while time.time() - t0 < deadline:
         if p.poll() is not None:
             break
-        if _count(db) >= k:
+        if _parts.count_rows(db) >= k:
             p.send_signal(signal.SIGKILL)
             break
         time.sleep(0.01)

@@ -27,18 +27,6 @@ from bench import store
 TASKS, SOLVERS = 2, 4
 
 
-def _count(db: Path) -> int:
-    if not db.exists():
-        return -1
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
-        try:
-            return con.execute("SELECT COUNT(*) FROM results").fetchone()[0]
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return -1
-
 
 def _intact(out: Path, n_expected: int) -> None:
     con = sqlite3.connect(f"file:{out / 'results.sqlite'}?mode=ro", uri=True)
@@ -61,20 +49,20 @@ def test_second_writer_refused_and_no_stale_lock_after_sigkill(tmp_path, capsys,
     a = _parts.cli_subprocess(["run", str(cfg), "--out", str(out), "--no-progress"])
     try:
         t0 = time.time()
-        while _count(db) < 2 and a.poll() is None and time.time() - t0 < 300:
+        while _parts.count_rows(db) < 2 and a.poll() is None and time.time() - t0 < 300:
             time.sleep(0.02)
         assert a.poll() is None, "the first run ended before the test could race it"
         # a reader (report, load_results) works while the run writes, and sees only whole rows
         df = store.load_results(out)
         assert len(df) >= 2 and all((out / rel).is_file() for rel in df.recon_path)
-        before = _count(db)
+        before = _parts.count_rows(db)
         # a second writer (a different process: this one) is refused, with or without --resume
         rc, _, err = cli(capsys, ["run", cfg, "--out", out, "--resume", "--no-progress"])
         assert rc == 2 and err.count("\n") == 1 and "another invbench run is writing this run directory (lock held)" in err, err
         rc, _, err = cli(capsys, ["run", cfg, "--out", out, "--no-progress"])
         assert rc == 2 and "--resume" in err, err
         assert a.poll() is None, "the first run ended during the race; the refusal was not tested against a live lock"
-        assert _count(db) >= before
+        assert _parts.count_rows(db) >= before
         a.send_signal(signal.SIGKILL)
         a.wait(timeout=60)
         assert a.returncode == -signal.SIGKILL
@@ -84,7 +72,7 @@ def test_second_writer_refused_and_no_stale_lock_after_sigkill(tmp_path, capsys,
             a.wait()
         a.stdout.close()
         a.stderr.close()
-    killed_at = _count(db)
+    killed_at = _parts.count_rows(db)
     assert 0 < killed_at < n
     # the lock file is still there, but the kernel released the flock with the process: no stale lock
     assert (out / ".lock").exists()

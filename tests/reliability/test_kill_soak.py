@@ -43,19 +43,6 @@ COMPARE = ["row_id", "experiment", "solver", "preset", "task", "operator", "nois
            "operator_seed", "noise_seed", "solver_seed", *store.METRIC_COLUMNS]
 
 
-def _count(db: Path) -> int:
-    """Committed rows, or -1 while the store does not exist / cannot be read yet."""
-    if not db.exists():
-        return -1
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
-        try:
-            return con.execute("SELECT COUNT(*) FROM results").fetchone()[0]
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return -1
-
 
 def _finished(db: Path) -> dict[str, tuple[float, str]]:
     """row_id -> (created, recon_path) of the ok/skipped rows."""
@@ -115,7 +102,7 @@ def soak(cfg: Path, work: Path, n_kills: int, seed: int) -> SoakResult:
     finished: dict[str, tuple[float, str]] = {}
     stats: dict[str, object] = {}
     for i in range(n_kills):
-        base = max(_count(db), 0)
+        base = max(_parts.count_rows(db), 0)
         left = n_kills - i
         startup = rng.random() < 0.15
         k = min(rng.choice([0, 1, 1, 2, 3]), max(0, (n - base - 2) // left))
@@ -129,7 +116,7 @@ def soak(cfg: Path, work: Path, n_kills: int, seed: int) -> SoakResult:
             if startup and time.time() - t0 >= t_kill:
                 what = f"startup +{t_kill:.2f}s"
                 break
-            if not startup and _count(db) >= base + k:
+            if not startup and _parts.count_rows(db) >= base + k:
                 time.sleep(delay)
                 what = f"after {k} new row(s) +{delay:.2f}s"
                 break
