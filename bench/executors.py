@@ -88,18 +88,14 @@ def run_submitit(
     run_dir = Path(run_dir)
     p = prepared if prepared is not None else runner.prepare(exp, run_dir, resume)
     n = int(shards or exp.execution.shards)
+    # refused read-only before anything is created, and checked again under the lock (another
+    # run may have created the store between the two checks), as in runner.run
+    runner._refuse_existing(run_dir, exp, resume)
     run_dir.mkdir(parents=True, exist_ok=True)
-    # the run store (meta, metric status, truth images) and the lock are created up front
     store_path = run_dir / STORE_NAME
-    if store_path.exists():
-        with Store(store_path) as st:
-            h = st.meta().get("config_hash")
-        if h not in (None, exp.config_hash):
-            raise runner.RunError(f"{run_dir}: holds a run of a different config (hash {h} vs {exp.config_hash})")
-        if not resume:
-            raise runner.RunError(f"{run_dir}: already holds a run; pass --resume to continue it")
     env = runner.env_info(p.device)
     with runner._lock(run_dir):
+        runner._refuse_existing(run_dir, exp, resume)
         with Store(store_path) as st:
             runner._write_start(p, st, run_dir, env, False)
         # group cells by solver resources, split each group round-robin into n shards

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import _parts
 import pytest
 
@@ -52,3 +54,38 @@ def test_submitit_resume_skips_finished(tmp_path):
     executors.run_submitit(exp, sub, shards=2, cluster="debug", resume=True, setup=_parts.register)
     df = store.load_results(sub)
     assert dict(zip(df.row_id, df.created)) == created
+
+
+
+def test_submitit_rechecks_under_the_lock(tmp_path, monkeypatch):
+    """A run that creates the store between run_submitit's first check and its lock (the race a
+    check-before-lock leaves open) makes run_submitit refuse, leaving that run's store as it was."""
+    exp = config.loads(_parts.toml_config(limit=2), base_dir=tmp_path)
+    sub = tmp_path / "sub"
+    real_lock = runner._lock
+    before = {}
+
+    @contextlib.contextmanager
+    def other_run_wins(run_dir):
+        monkeypatch.setattr(runner, "_lock", real_lock)
+        executors.run_local(exp, sub, progress=False)   # the other process takes the lock first
+        before["rows"] = store.load_results(sub).sort_values("row_id").reset_index(drop=True)
+        with real_lock(run_dir):
+            yield
+
+    monkeypatch.setattr(runner, "_lock", other_run_wins)
+    with pytest.raises(runner.RunError, match="already holds a run"):
+        executors.run_submitit(exp, sub, shards=2, cluster="debug", setup=_parts.register)
+    after = store.load_results(sub).sort_values("row_id").reset_index(drop=True)
+    assert len(before["rows"]) > 0 and after.equals(before["rows"])
+    assert not (sub / "shards").exists()
+
+
+def test_submitit_refuses_while_another_run_holds_the_lock(tmp_path):
+    exp = config.loads(_parts.toml_config(limit=2), base_dir=tmp_path)
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    with runner._lock(sub):
+        with pytest.raises(runner.RunError, match="lock held"):
+            executors.run_submitit(exp, sub, shards=2, cluster="debug", setup=_parts.register)
+    assert not (sub / "results.sqlite").exists()
