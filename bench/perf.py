@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -51,14 +52,14 @@ SETTINGS = {
                   "pigdm": {"overrides": {"steps": 20}},
                   "vml_map": {"overrides": {"n_levels": 4, "inner_steps": 4}}},
         "dps_steps": 20, "dps_quality_steps": 50, "dps_weight": 20.0, "ddrm_steps": 20,
-        "quality_images": {"dps": 8, "ddrm": 16},
+        "quality_images": {"dps": 16, "ddrm": 32},
         "throughput_batches": (1, 4, 8, 16),
         "throughput": {"dps": {"preset": "paper-inpaint", "overrides": {"steps": 3}},
                        "ddrm": {"overrides": {"steps": 3}},
                        "pigdm": {"overrides": {"steps": 3}},
                        "vml_map": {"overrides": {"n_levels": 1, "inner_steps": 2}}},
-        "vml_images": 4, "vml_dps_steps": 100,
-        "vml_budgets": ((10, 2),),
+        "vml_images": 4, "vml_dps_steps": (1000, 100),
+        "vml_presets": ("fast", "learned"),
         "vml_sweep": ((5, 1), (5, 4), (10, 2), (20, 2), (20, 4)),
         "fast_batch": 8,
     },
@@ -74,8 +75,8 @@ SETTINGS = {
                        "ddrm": {"overrides": {"steps": 1}},
                        "pigdm": {"overrides": {"steps": 1}},
                        "vml_map": {"overrides": {"n_levels": 1, "inner_steps": 1}}},
-        "vml_images": 1, "vml_dps_steps": 2,
-        "vml_budgets": ((1, 1),),
+        "vml_images": 1, "vml_dps_steps": (4, 2),
+        "vml_presets": ("fast",), "vml_quick_overrides": {"n_levels": 1, "inner_steps": 1},
         "vml_sweep": ((1, 1),),
         "fast_batch": 2,
     },
@@ -137,10 +138,11 @@ def _dps_pair(ctx: dict, prob, steps: int, weight: float, seed: int = 3):
     rng = torch.Generator(device=dev).manual_seed(seed)
     dps = deepinv.sampling.DPS(den, num_steps=steps + 1, weight=weight, dtype=torch.float32, device=dev, rng=rng)
     sig = [float(dps.sde.sigma_t(t)) for t in dps.solver.timesteps]
-    ov = {"sigmas": tuple(sig[:-1]), "zeta": weight / 2, "zeta_schedule": "deepinv", "clip_x0": False, "variance": "fixed"}
+    ov = {"sigmas": tuple(sig[:-1]), "zeta": weight / 2, "zeta_schedule": "deepinv", "clip_x0": True,
+          "clip_range": (-3.0, 1.0), "variance": "fixed"}
 
-    def ours():
-        return pc.run_solver("dps", prob, prior, overrides=ov, seed=seed)
+    def ours():  # the same noise as deepinv's (common random numbers; seed must be non-zero for deepinv)
+        return pc.run_solver("dps", prob, prior, overrides=ov, seed=seed, shared_generator=True)
 
     def theirs():
         return pc.pixel_to_model(dps(y_pix, phys, seed=seed))
@@ -191,31 +193,39 @@ def case_vs_deepinv(ctx: dict) -> list[dict]:
         theirs()
         nfe_d = type(den).calls
         nfe_o, vjp_o = pc.count_costs(name, prob1, ctx["prior"], overrides=ov)
-        t = pc.interleave([("ours", ours), ("deepinv", theirs)], max(reps, ctx["pair_reps"]), dev)
+        nreps = max(reps, ctx["pair_reps"])
+        t = pc.interleave([("ours", ours), ("deepinv", theirs)], nreps, dev)
+        with pc.null_network(ctx["prior"]):  # the same two solves around a network that costs ~nothing
+            t0 = pc.interleave([("ours", ours), ("deepinv", theirs)], nreps, dev)
         row = {"solver": name, "task": f"{FLOOR_TASK[0]} {FLOOR_TASK[1]}, noise_sigma {prob1.noise_sigma}",
                "steps": steps, "batch": 1, "dtype": "float32", "ours_overrides": _jsonable(ov),
                "nfe_ours": nfe_o, "vjp_ours": vjp_o, "nfe_deepinv": nfe_d,
                "t_ours": pc.stats(t["ours"]), "t_deepinv": pc.stats(t["deepinv"]),
-               "ratio_ours_over_deepinv": pc.pair_ratios(t["ours"], t["deepinv"])}
+               "ratio_ours_over_deepinv": pc.pair_ratios(t["ours"], t["deepinv"]),
+               "loop_ours": pc.stats(t0["ours"]), "loop_deepinv": pc.stats(t0["deepinv"])}
         if name == "dps":
             row["deepinv_weight"] = cfg["dps_weight"]
-        # quality: same images, same seeds (different RNG streams), same steps
+        # quality: same images and seeds, same steps
         qsteps = cfg["dps_quality_steps"] if name == "dps" else steps
         if not info.trained:
             row["quality"] = {"status": pc.WEIGHTS_NOT_TRAINED}
         else:
             probq = pc.make_problem(FLOOR_TASK[0], cfg["quality_images"][name], device=dev, params=FLOOR_TASK[1])
             oq, tq, _, _ = pair(probq, qsteps)
-            po, pd = pc.psnr_pixel(oq(), probq.x), pc.psnr_pixel(tq(), probq.x)
+            xo, xd = oq(), tq()
+            po, pd = pc.psnr_pixel(xo, probq.x), pc.psnr_pixel(xd, probq.x)
             d = po - pd
             n = d.numel()
             se = float(d.std() / n**0.5) if n > 1 else float("nan")
             row["quality"] = {"steps": qsteps, "n_images": n, "psnr_ours": float(po.mean()), "psnr_deepinv": float(pd.mean()),
                               "psnr_diff": float(d.mean()), "psnr_diff_se": se,
+                              "common_random_numbers": name == "dps",
+                              "max_abs_diff_per_image": [float(f"{v:.3g}") for v in (xo - xd).abs().flatten(1).amax(1)],
                               "psnr_ours_per_image": [round(float(v), 3) for v in po],
                               "psnr_deepinv_per_image": [round(float(v), 3) for v in pd]}
         out.append(row)
-        _log(ctx, f"vs deepinv {name}: ours/deepinv {row['ratio_ours_over_deepinv']['median']:.3f}")
+        _log(ctx, f"vs deepinv {name}: ours/deepinv {row['ratio_ours_over_deepinv']['median']:.3f}; loop only "
+                  f"{1e3 * row['loop_ours']['median']:.1f} vs {1e3 * row['loop_deepinv']['median']:.1f} ms")
     return out
 
 
@@ -245,12 +255,16 @@ def case_throughput(ctx: dict) -> list[dict]:
 
 
 def case_vml_vs_dps(ctx: dict) -> dict:
+    """VML-MAP (presets tuned on the validation split) against DPS at the paper's 1000 steps and
+    the demo's 100, on every demo task; then VML-MAP's budget sweep (N × K) on the first task."""
     info, prior, dev, cfg = ctx["prior_info"], ctx["prior"], ctx["device"], ctx["cfg"]
     if not info.trained:
         return {"status": pc.WEIGHTS_NOT_TRAINED}
     from solvers.dps import DPS
+    from solvers.vml_map import VMLMAP
 
     n = cfg["vml_images"]
+    vml_ov = cfg.get("vml_quick_overrides", {})
     rows = []
 
     def timed_psnr(fn, prob):
@@ -265,29 +279,35 @@ def case_vml_vs_dps(ctx: dict) -> dict:
     for tname, preset_name, params, ns in DEMO_TASKS:
         prob = pc.make_problem(preset_name, n, device=dev, params=params, noise_sigma=ns)
         dps_preset = DPS.preset_for_task(preset_name)
-        contenders = [("dps", dps_preset, {"steps": cfg["vml_dps_steps"]})]
-        contenders += [("vml_map", "default", {"n_levels": N, "inner_steps": K}) for N, K in cfg["vml_budgets"]]
+        contenders = [("dps", dps_preset, {"steps": k}) for k in cfg["vml_dps_steps"]]
+        contenders += [("vml_map", pr, dict(vml_ov)) for pr in cfg["vml_presets"]]
         for sname, preset, ov in contenders:  # one batched timed run each, in this order per task
             cp = CountingPrior(prior)  # counts per solve (a batched call counts once)
             s_img, ps = timed_psnr(lambda sn=sname, c=cp, pr=preset, o=ov, pb=prob: pc.run_solver(sn, pb, c, preset=pr, overrides=o), prob)
-            nfe, vjp = cp.nfe, cp.vjp
-            rows.append({"task": tname, "solver": sname, "preset": preset, "overrides": ov, "nfe": nfe, "vjp": vjp,
+            eff = {**(VMLMAP.PRESETS[preset].params if sname == "vml_map" else {}), **ov}
+            rows.append({"task": tname, "solver": sname, "preset": preset, "overrides": ov, "nfe": cp.nfe, "vjp": cp.vjp,
+                         "budget": ({"n_levels": eff["n_levels"], "inner_steps": eff["inner_steps"]} if sname == "vml_map"
+                                    else {"steps": ov["steps"]}),
                          "seconds_per_image": s_img, "psnr": float(ps.mean()),
+                         "psnr_per_image": [round(float(v), 3) for v in ps],
                          "psnr_se": float(ps.std() / n**0.5) if n > 1 else float("nan")})
-        _log(ctx, f"vml vs dps {tname}: " + ", ".join(f"{r['solver']}{r['overrides']} {r['psnr']:.2f} dB "
+        _log(ctx, f"vml vs dps {tname}: " + ", ".join(f"{r['solver']}[{r['preset']}{r['overrides'] or ''}] {r['psnr']:.2f} dB "
                                                       f"{r['seconds_per_image']:.2f} s" for r in rows[-len(contenders):]))
     sweep = []
     tname, preset_name, params, ns = DEMO_TASKS[0]
     prob = pc.make_problem(preset_name, n, device=dev, params=params, noise_sigma=ns)
     for N, K in cfg["vml_sweep"]:
         ov = {"n_levels": N, "inner_steps": K}
-        s_img, ps = timed_psnr(lambda o=ov: pc.run_solver("vml_map", prob, prior, overrides=o), prob)
+        s_img, ps = timed_psnr(lambda o=ov: pc.run_solver("vml_map", prob, prior, preset="learned", overrides=o), prob)
         sweep.append({"task": tname, "n_levels": N, "inner_steps": K, "nfe": N * (K + 1), "vjp": N * K,
                       "seconds_per_image": s_img, "psnr": float(ps.mean()),
                       "psnr_se": float(ps.std() / n**0.5) if n > 1 else float("nan")})
-    return {"n_images": n, "batch": n, "rows": rows, "sweep": sweep,
-            "note": "one batched timed run per cell (not interleaved repetitions); DPS at "
-                    f"{cfg['vml_dps_steps']} steps (paper: 1000); VML-MAP preset 'default' with the stated budget"}
+    ref = cfg["vml_dps_steps"][0]
+    return {"n_images": n, "batch": n, "rows": rows, "sweep": sweep, "reference_dps_steps": ref,
+            "note": "one batched timed run per cell (not interleaved repetitions); DPS with its per-task paper preset at "
+                    + " and ".join(str(k) for k in cfg["vml_dps_steps"]) + " steps (the paper's is 1000); VML-MAP presets "
+                    + ", ".join(f"'{p}'" for p in cfg["vml_presets"]) + " (tuned on the validation split, "
+                    "docs/solvers-vml-map.md); the sweep varies N × K of preset 'learned'"}
 
 
 def case_fast_paths(ctx: dict) -> list[dict]:
@@ -424,21 +444,28 @@ def render_tables(res: dict) -> str:
               "what the solver adds around its network calls, insensitive to load drift between measurements."), ""]
     if "vs_deepinv" in res:
         L += ["### Ours vs deepinv (same denoiser, operator, steps, dtype float32; batch 1)", "",
-              "| solver | steps | NFE ours / deepinv | ours ms | deepinv ms | **ours / deepinv** | PSNR ours | PSNR deepinv | Δ PSNR (± SE) |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              ("| solver | steps | NFE ours / deepinv | ours ms | deepinv ms | **ours / deepinv** | loop only: ours ms | "
+               "loop only: deepinv ms | PSNR ours | PSNR deepinv | Δ PSNR (± SE) | max abs Δx̂ (median over images) |"),
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in res["vs_deepinv"]:
             if "status" in r:
-                L.append(f"| — | {r['status']} |||||||")
+                L.append(f"| — | {r['status']} ||||||||||")
                 continue
             q = r["quality"]
             if "status" in q:
-                qs = f"{q['status']} | {q['status']} | —"
+                qs = f"{q['status']} | {q['status']} | — | —"
             else:
+                crn = "same noise" if q.get("common_random_numbers") else "different noise"
+                md = statistics.median(q["max_abs_diff_per_image"]) if q.get("max_abs_diff_per_image") else float("nan")
                 qs = (f"{q['psnr_ours']:.2f} | {q['psnr_deepinv']:.2f} | {q['psnr_diff']:+.2f} ± {q['psnr_diff_se']:.2f} "
-                      f"({q['n_images']} images, {q['steps']} steps)")
+                      f"({q['n_images']} images, {q['steps']} steps, {crn}) | {md:.2g} |")
+            loop = (f"{_ms(r['loop_ours'])} | {_ms(r['loop_deepinv'])}" if "loop_ours" in r else "— | —")
             L.append(f"| {r['solver']} | {r['steps']} | {r['nfe_ours']} / {r['nfe_deepinv']} | {_ms(r['t_ours'])} | "
-                     f"{_ms(r['t_deepinv'])} | **{_r(r['ratio_ours_over_deepinv'])}** | {qs} |")
-        L += [""]
+                     f"{_ms(r['t_deepinv'])} | **{_r(r['ratio_ours_over_deepinv'])}** | {loop} | {qs}")
+        L += ["", ("Loop only: the same two solves timed with the network replaced by ε = 0.1·x "
+                   "(`bench.perf_cases.null_network`): what each implementation costs around its network calls. "
+                   "Max abs Δx̂: model units, per image, ours − deepinv; with the same noise (DPS: both draw from one "
+                   "generator seeded alike) it measures float32 divergence of the two trajectories, not sampling noise."), ""]
     if "throughput" in res:
         rows = res["throughput"]
         bs = list(rows[0]["batches"]) if rows else []
@@ -459,24 +486,22 @@ def render_tables(res: dict) -> str:
         if "status" in v:
             L += [f"Not measured: {v['status']} (rerun the command once `priors/data/small_cpu.pt` exists).", ""]
         else:
+            ref = v.get("reference_dps_steps", 1000)
             L += [f"{v['n_images']} images per task, batch {v['batch']}; {v['note']}.", "",
-                  ("| task | solver | budget | NFE | VJP | s/image | PSNR dB (± SE) | time ÷ DPS | ΔPSNR vs DPS | ≤0.1× time at ≥ PSNR "
-                  "| time ÷ DPS-1000 (extrapolated) |"),
+                  (f"| task | solver | preset | budget | NFE | VJP | s/image | PSNR dB (± SE) | time ÷ DPS-{ref} | "
+                   f"ΔPSNR vs DPS-{ref} | ≤ 0.1× time at ≥ PSNR |"),
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
-            dps_rows = {r["task"]: r for r in v["rows"] if r["solver"] == "dps"}
             for r in v["rows"]:
-                d = dps_rows[r["task"]]
-                tr = r["seconds_per_image"] / d["seconds_per_image"]
-                dp = r["psnr"] - d["psnr"]
+                d = _vml_reference(v, r["task"])
+                tr, dp = r["seconds_per_image"] / d["seconds_per_image"], r["psnr"] - d["psnr"]
                 ok = "—" if r["solver"] == "dps" else ("yes" if tr <= 0.1 and dp >= 0 else "no")
-                t1000 = r["seconds_per_image"] / (d["seconds_per_image"] * 1000 / d["nfe"])
-                L.append(f"| {r['task']} | {r['solver']} | {_budget(r)} | {r['nfe']} | {r['vjp']} | {r['seconds_per_image']:.2f} | "
-                         f"{r['psnr']:.2f} ± {r['psnr_se']:.2f} | {tr:.2f} | {dp:+.2f} | {ok} | {t1000:.3f} |")
-            L += ["", f"VML-MAP budget sweep on {v['sweep'][0]['task'] if v['sweep'] else '—'}:", "",
+                L.append(f"| {r['task']} | {r['solver']} | {r['preset']} | {_budget(r)} | {r['nfe']} | {r['vjp']} | "
+                         f"{r['seconds_per_image']:.2f} | {r['psnr']:.2f} ± {r['psnr_se']:.2f} | {tr:.3f} | {dp:+.2f} | {ok} |")
+            L += ["", f"VML-MAP budget sweep on {v['sweep'][0]['task'] if v['sweep'] else '—'} (preset 'learned', N × K varied):", "",
                   "| levels N | inner K | NFE | VJP | s/image | PSNR dB (± SE) |", "|---|---|---|---|---|---|"]
-            for s in v["sweep"]:
-                L.append(f"| {s['n_levels']} | {s['inner_steps']} | {s['nfe']} | {s['vjp']} | {s['seconds_per_image']:.2f} | "
-                         f"{s['psnr']:.2f} ± {s['psnr_se']:.2f} |")
+            for s_ in v["sweep"]:
+                L.append(f"| {s_['n_levels']} | {s_['inner_steps']} | {s_['nfe']} | {s_['vjp']} | {s_['seconds_per_image']:.2f} | "
+                         f"{s_['psnr']:.2f} ± {s_['psnr_se']:.2f} |")
             L += [""]
     if "fast_paths" in res:
         L += ["### Fast paths on this device (one denoiser forward)", "",
@@ -513,14 +538,14 @@ def render_acceptance(res: dict) -> str:
         if "status" in v:
             L.append(f"- VML-MAP ≤ 0.1× DPS time at ≥ DPS PSNR: not measured ({v['status']})")
         else:
-            dps = {r["task"]: r for r in v["rows"] if r["solver"] == "dps"}
             for r in v["rows"]:
                 if r["solver"] == "dps":
                     continue
-                d = dps[r["task"]]
+                d = _vml_reference(v, r["task"])
                 tr, dp = r["seconds_per_image"] / d["seconds_per_image"], r["psnr"] - d["psnr"]
                 held = "holds" if tr <= 0.1 and dp >= 0 else "does not hold"
-                L.append(f"- VML-MAP {_budget(r)} on {r['task']}: {tr:.2f}× DPS time, Δ PSNR {dp:+.2f} dB — target {held}")
+                L.append(f"- VML-MAP '{r['preset']}' ({_budget(r)}) on {r['task']}: {tr:.3f}× the time of DPS at {_budget(d)}, "
+                         f"Δ PSNR {dp:+.2f} dB — target {held}")
     return "\n".join(L + [""])
 
 
@@ -531,8 +556,18 @@ def _steps(ov: dict) -> str:
 
 
 def _budget(r: dict) -> str:
-    ov = r["overrides"]
-    return f"N={ov['n_levels']}×K={ov['inner_steps']}" if "n_levels" in ov else f"{ov.get('steps')} steps"
+    b = r.get("budget", r["overrides"])
+    return f"N={b['n_levels']}×K={b['inner_steps']}" if "n_levels" in b else f"{b.get('steps')} steps"
+
+
+def _vml_reference(v: dict, task: str) -> dict:
+    """The DPS row that VML-MAP is judged against on ``task``: the paper's step count (the first)."""
+    ref = v.get("reference_dps_steps")
+    rows = [r for r in v["rows"] if r["task"] == task and r["solver"] == "dps"]
+    for r in rows:
+        if ref is None or r.get("budget", r["overrides"]).get("steps") == ref:
+            return r
+    return rows[0]
 
 
 def render_markdown(res: dict, command: str) -> str:

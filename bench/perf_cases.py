@@ -7,6 +7,8 @@ Units: seconds; images in model space [-1, 1] for solvers, pixel space [0, 1] fo
 
 from __future__ import annotations
 
+import contextlib
+
 import gc
 import hashlib
 import math
@@ -129,12 +131,18 @@ def generators(n: int, device: str, offset: int = 0) -> list[torch.Generator]:
 
 
 def run_solver(name: str, prob: Problem, prior, *, preset: str = "default", overrides: dict | None = None,
-               seed: int = 0, batch: int | None = None) -> Tensor:
-    """Solve ``prob`` with solver ``name`` (first ``batch`` images) and return model-space x̂."""
+               seed: int = 0, batch: int | None = None, shared_generator: bool = False) -> Tensor:
+    """Solve ``prob`` with solver ``name`` (first ``batch`` images) and return model-space x̂.
+
+    Noise: one generator per image (seeds ``10·seed + i``), or with ``shared_generator`` one
+    generator seeded ``seed`` drawing for the images in turn — the stream deepinv's samplers draw
+    from ``rng.manual_seed(seed)``, so the two see the same noise (common random numbers)."""
     s = solvers.build(name, preset=preset, **(overrides or {}))
     b = prob.y.shape[0] if batch is None else batch
     y = prob.y[:b]
-    return s.solve(y, prob.A, prior, sigma_y=prob.sigma_y, generator=generators(b, str(y.device), 10 * seed))
+    dev = str(y.device)
+    gen = torch.Generator(device=dev).manual_seed(seed) if shared_generator else generators(b, dev, 10 * seed)
+    return s.solve(y, prob.A, prior, sigma_y=prob.sigma_y, generator=gen)
 
 
 def count_costs(name: str, prob: Problem, prior, *, preset: str = "default", overrides: dict | None = None,
@@ -173,14 +181,15 @@ def timed(fn: Callable[[], object], device: str) -> float:
 
 def interleave(contenders: Sequence[tuple[str, Callable[[], object]]], reps: int, device: str,
                warmup: int = 1) -> dict[str, list[float]]:
-    """Run the contenders A B C A B C … ``reps`` times after ``warmup`` untimed rounds; returns
-    name -> list of seconds (index i = round i, so ratios pair round by round)."""
+    """Run the contenders ``reps`` rounds after ``warmup`` untimed rounds, the order reversed every
+    other round (A B C, C B A, A B C, …) so no contender always runs first or right after the same
+    one; returns name -> list of seconds (index i = round i, so ratios pair round by round)."""
     for _ in range(warmup):
         for _, fn in contenders:
             fn()
     out: dict[str, list[float]] = {name: [] for name, _ in contenders}
-    for _ in range(reps):
-        for name, fn in contenders:
+    for r in range(reps):
+        for name, fn in (contenders if r % 2 == 0 else contenders[::-1]):
             out[name].append(timed(fn, device))
     return out
 
@@ -321,6 +330,26 @@ def measure_peak(fn: Callable[[], object], device: str) -> dict:
 
 
 # ----------------------------------------------------------------------------- deepinv
+
+
+class _NullNet(torch.nn.Module):
+    """ε(x, t) = 0.1·x: a network that costs almost nothing (one multiply), differentiable."""
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        return 0.1 * x
+
+
+@contextlib.contextmanager
+def null_network(prior):
+    """Temporarily replace ``prior.net`` (a :class:`priors.vp.VPPrior`) by :class:`_NullNet`, so a
+    timed solve measures what the solver loop (and the adapter) cost around the network."""
+    net = prior.net
+    prior.net = _NullNet()
+    try:
+        yield prior
+    finally:
+        prior.net = net
+
 
 
 def dinv_denoiser(prior, noise_factor: float = 1.0):

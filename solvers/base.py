@@ -116,7 +116,8 @@ def randn(shape_per_item: Sequence[int], gens: list[torch.Generator], like: Tens
     """Standard normal noise of shape ``(B, *shape_per_item)``, item ``i`` drawn from ``gens[i]``
     on the generator's device, then moved to ``like``'s device and dtype (device-independent)."""
     out = [torch.randn(tuple(shape_per_item), generator=g, device=g.device, dtype=like.dtype) for g in gens]
-    return torch.stack(out).to(like.device)
+    z = out[0].unsqueeze(0) if len(out) == 1 else torch.stack(out)  # batch 1: no copy
+    return z.to(like.device)
 
 
 def check_finite(x: Tensor, where: str) -> Tensor:

@@ -69,7 +69,10 @@ class DPSParams:
     steps: number of ancestral steps on the prior's grid (1000 = every training timestep).
     sigmas: explicit descending levels (model units) overriding ``steps``.
     variance: ``"auto"`` | ``"learned"`` | ``"fixed"`` (see module docstring).
-    clip_x0: clip x̂₀ to [−1, 1] before the posterior mean and the residual (code: True).
+    clip_x0: clip x̂₀ to ``clip_range`` before the posterior mean and the residual (code: True).
+    clip_range: the clipping interval in model units (code: [−1, 1]). ``deepinv.sampling.DPS``
+        clips its pixel-unit x̂₀ to [−1, 1], i.e. model [−3, 1], in both places; ``(-3.0, 1.0)``
+        reproduces it (docs/solvers-baselines.md).
     zeta_schedule: ``"constant"`` (the DPS code) or ``"deepinv"`` (ζ_i = zeta β/sqrt(1−β)).
     """
 
@@ -78,6 +81,7 @@ class DPSParams:
     sigmas: tuple[float, ...] | None = None
     variance: str = "auto"
     clip_x0: bool = True
+    clip_range: tuple[float, float] = (-1.0, 1.0)
     zeta_schedule: str = "constant"
 
     def __post_init__(self):
@@ -85,6 +89,10 @@ class DPSParams:
             raise SolverError(f"dps: zeta must be >= 0, got {self.zeta}")
         if self.variance not in ("auto", "learned", "fixed"):
             raise SolverError(f"dps: variance must be auto|learned|fixed, got {self.variance!r}")
+        cr = tuple(self.clip_range) if isinstance(self.clip_range, (list, tuple)) else ()
+        if len(cr) != 2 or not all(isinstance(v, (int, float)) for v in cr) or not cr[0] < cr[1]:
+            raise SolverError(f"dps: clip_range must be [low, high] with low < high, got {self.clip_range!r}")
+        object.__setattr__(self, "clip_range", (float(cr[0]), float(cr[1])))
         if self.zeta_schedule not in ("constant", "deepinv"):
             raise SolverError(f"dps: zeta_schedule must be constant|deepinv, got {self.zeta_schedule!r}")
 
@@ -174,7 +182,7 @@ class DPS(Solver):
                     d, v = prior.denoise_with_variance(x_ve, sb)
                 else:
                     d, v = prior.denoise(x_ve, sb), None
-                x0 = d.clamp(-1.0, 1.0) if p.clip_x0 else d
+                x0 = d.clamp(*p.clip_range) if p.clip_x0 else d
                 resid = (y - operator.forward(x0)).reshape(B, -1)
                 norms = torch.linalg.vector_norm(resid, dim=1)
                 (grad,) = torch.autograd.grad(norms.sum(), x)

@@ -107,7 +107,8 @@ def test_markdown_report(quick):
 def test_interleave_order_and_warmup_excluded():
     calls = []
     t = pc.interleave([("a", lambda: calls.append("a")), ("b", lambda: calls.append("b"))], reps=3, device="cpu", warmup=1)
-    assert calls == ["a", "b"] * 4  # 1 warm-up round + 3 timed rounds, alternating
+    # 1 warm-up round, then 3 timed rounds with the order reversed every other round
+    assert calls == ["a", "b"] + ["a", "b"] + ["b", "a"] + ["a", "b"]
     assert [len(v) for v in t.values()] == [3, 3]
 
 
@@ -156,3 +157,53 @@ def test_cli_perf_bad_input(capsys):
     assert "reps" in capsys.readouterr().err
     assert cli.main(["perf", "--quick", "--cases", "nope"]) == 2
     assert "unknown case" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def quick_quality():
+    pytest.importorskip("deepinv")
+    res = perf.run(quick=True, reps=2, cases=("vs_deepinv", "vml_vs_dps"), verbose=False)
+    if res["vml_vs_dps"].get("status"):
+        pytest.skip(f"small-cpu weights: {res['vml_vs_dps']['status']}")
+    return res
+
+
+def test_vs_deepinv_dps_same_noise_gives_the_same_images(quick_quality):
+    """Ours configured as deepinv's DPS (clip to model [-3, 1], deepinv's step schedule), drawing
+    from a generator seeded like deepinv's: per image the same PSNR up to float32 rounding (with
+    independent noise the two differ by dB at these step counts)."""
+    dps = next(r for r in quick_quality["vs_deepinv"] if r["solver"] == "dps")
+    q = dps["quality"]
+    assert q["common_random_numbers"] and q["n_images"] == perf.SETTINGS["quick"]["quality_images"]["dps"]
+    d = [a - b for a, b in zip(q["psnr_ours_per_image"], q["psnr_deepinv_per_image"], strict=True)]
+    assert max(abs(v) for v in d) < 0.05, d
+    assert dps["nfe_ours"] == dps["nfe_deepinv"] == dps["vjp_ours"] == perf.SETTINGS["quick"]["dps_steps"]
+    for r in quick_quality["vs_deepinv"]:  # the loop-only (null network) timings are there for both
+        assert r["loop_ours"]["n"] == r["loop_deepinv"]["n"] == r["t_ours"]["n"]
+
+
+def test_vml_vs_dps_rows_and_reference(quick_quality):
+    v = quick_quality["vml_vs_dps"]
+    cfg = perf.SETTINGS["quick"]
+    assert len(v["rows"]) == len(perf.DEMO_TASKS) * (len(cfg["vml_dps_steps"]) + len(cfg["vml_presets"]))
+    for task, *_ in perf.DEMO_TASKS:
+        ref = perf._vml_reference(v, task)
+        assert ref["solver"] == "dps" and ref["budget"]["steps"] == cfg["vml_dps_steps"][0] == v["reference_dps_steps"]
+        for r in (r for r in v["rows"] if r["task"] == task and r["solver"] == "vml_map"):
+            N, K = r["budget"]["n_levels"], r["budget"]["inner_steps"]
+            assert (r["nfe"], r["vjp"]) == (N * (K + 1), N * K)   # counted == the solver's formula
+        for r in (r for r in v["rows"] if r["task"] == task and r["solver"] == "dps"):
+            assert r["nfe"] == r["vjp"] == r["budget"]["steps"]
+    md = perf.render_tables({**quick_quality, "meta": {**quick_quality["meta"], "wall_seconds": 0.0}})
+    assert f"time ÷ DPS-{cfg['vml_dps_steps'][0]}" in md and "loop only" in md
+
+
+def test_null_network_is_restored():
+    prior, _ = pc.timing_prior("cpu")
+    net = prior.net
+    x = torch.randn(1, 3, 32, 32)
+    with pc.null_network(prior):
+        assert prior.net is not net
+        d = prior.denoise(x, torch.tensor([0.5]))
+        assert torch.allclose(d, x - 0.5 * 0.1 * x / (1 + 0.25) ** 0.5)
+    assert prior.net is net

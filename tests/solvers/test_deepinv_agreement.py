@@ -12,6 +12,9 @@ Known, documented differences (docs/solvers-baselines.md) and how the tests hand
   the noise variance; we compare the interior columns and check the factor 2 on the others.
 * deepinv's DPS takes ζ_i = (weight/2)·β_i/sqrt(1−β_i) (its weight multiplies a score that the
   ancestral solver scales); ours reproduces it with ``zeta_schedule="deepinv"``, ``zeta = weight/2``.
+* deepinv's DPS clips its pixel-unit x̂₀ to [−1, 1] (model [−3, 1]) in the data term *and* the
+  prior step; ours reproduces it with ``clip_x0=True, clip_range=(-3, 1)`` (tested below with
+  constant denoisers, where both are deterministic).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ deepinv = pytest.importorskip("deepinv")
 
 import operators
 import solvers
+from priors.base import Prior
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _baseline_helpers import (
@@ -159,7 +163,8 @@ def _dps(R: int, N: int, weight: float):
     assert sig[-1] == 0.0
     out_d = (2 * dps(y_pix.expand(R, *y_pix.shape[1:]).clone(), phys) - 1).reshape(R, -1)
     ours = solvers.build(
-        "dps", sigmas=tuple(sig[:-1]), zeta=weight / 2, zeta_schedule="deepinv", clip_x0=False, variance="fixed"
+        "dps", sigmas=tuple(sig[:-1]), zeta=weight / 2, zeta_schedule="deepinv", clip_x0=True,
+        clip_range=DINV_CLIP, variance="fixed",
     )
     out_o = ours.solve(y_model.expand(R, -1).clone(), A, P, sigma_y=0.1, generator=gens(R)).reshape(R, -1)
 
@@ -167,6 +172,47 @@ def _dps(R: int, N: int, weight: float):
         return -10 * torch.log10(((o - x.reshape(1, -1)) ** 2).mean(1) / 4)
 
     return psnr(out_o), psnr(out_d)
+
+
+DINV_CLIP = (-3.0, 1.0)  # deepinv clips pixel x̂₀ to [-1, 1]
+
+
+class _ConstPrior(Prior):
+    """D(x, σ) = c (model units) for every x, σ; differentiable in x (zero Jacobian)."""
+
+    def __init__(self, c: float, shape):
+        self.c, self.image_shape = c, tuple(shape)
+
+    def denoise(self, x, sigma):
+        return torch.full_like(x, self.c) + 0.0 * x
+
+
+@pytest.mark.parametrize("c_pix", [2.0, 1.5, 0.3, -0.5, -1.5])
+def test_dps_clip_matches_deepinv_clip(c_pix):
+    """With a constant denoiser DPS returns the (clipped) constant: deepinv's output equals ours
+    with clip_range=(-3, 1) exactly, and differs from clip_x0=False wherever it clips."""
+    shape = (1, 4, 4)
+    A = operators.build("inpaint_random", shape, torch.Generator().manual_seed(0))
+    phys = deepinv.physics.Inpainting(img_size=shape, mask=A.params["mask"].reshape(1, *shape).float(),
+                                      noise_model=deepinv.physics.GaussianNoise(0.05))
+
+    class Const(deepinv.models.Denoiser):
+        def forward(self, x, sigma, *a, **k):
+            return torch.full_like(x, c_pix) + 0.0 * x
+
+    y_pix = phys(torch.full((1, *shape), 0.5))
+    dps = deepinv.sampling.DPS(Const(), num_steps=6, weight=2.0, dtype=torch.float32, rng=torch.Generator().manual_seed(0))
+    sig = [float(dps.sde.sigma_t(t)) for t in dps.solver.timesteps]
+    out_d = 2 * dps(y_pix, phys, seed=0) - 1
+    y_model = A.measure(torch.zeros(1, *shape), 0.0)
+    kw = dict(sigmas=tuple(sig[:-1]), zeta=1.0, zeta_schedule="deepinv", variance="fixed")
+    P = _ConstPrior(2 * c_pix - 1, shape)
+    out_clip = solvers.build("dps", clip_x0=True, clip_range=DINV_CLIP, **kw).solve(y_model, A, P, sigma_y=0.1, generator=gens(1))
+    out_none = solvers.build("dps", clip_x0=False, **kw).solve(y_model, A, P, sigma_y=0.1, generator=gens(1))
+    want = min(max(2 * c_pix - 1, -3.0), 1.0)
+    assert torch.allclose(out_d.double().reshape(-1), torch.full((16,), want, dtype=torch.float64), atol=1e-6)
+    assert torch.allclose(out_clip.reshape(-1).double(), out_d.double().reshape(-1), atol=1e-6)
+    assert torch.allclose(out_none.reshape(-1).double(), torch.full((16,), 2 * c_pix - 1, dtype=torch.float64), atol=1e-6)
 
 
 def _assert_same_psnr(po, pd):
