@@ -52,13 +52,13 @@ SETTINGS = {
                   "pigdm": {"overrides": {"steps": 20}},
                   "vml_map": {"overrides": {"n_levels": 4, "inner_steps": 4}}},
         "dps_steps": 20, "dps_quality_steps": 50, "dps_weight": 20.0, "ddrm_steps": 20,
-        "quality_images": {"dps": 16, "ddrm": 32},
+        "quality_images": {"dps": 16, "ddrm": 128},
         "throughput_batches": (1, 4, 8, 16),
         "throughput": {"dps": {"preset": "paper-inpaint", "overrides": {"steps": 3}},
                        "ddrm": {"overrides": {"steps": 3}},
                        "pigdm": {"overrides": {"steps": 3}},
                        "vml_map": {"overrides": {"n_levels": 1, "inner_steps": 2}}},
-        "vml_images": 4, "vml_dps_steps": (1000, 100),
+        "vml_images": 8, "vml_dps_steps": (1000, 100),
         "vml_presets": ("fast", "learned"),
         "vml_sweep": ((5, 1), (5, 4), (10, 2), (20, 2), (20, 4)),
         "fast_batch": 8,
@@ -456,9 +456,10 @@ def render_tables(res: dict) -> str:
                 qs = f"{q['status']} | {q['status']} | — | —"
             else:
                 crn = "same noise" if q.get("common_random_numbers") else "different noise"
-                md = statistics.median(q["max_abs_diff_per_image"]) if q.get("max_abs_diff_per_image") else float("nan")
+                md = (f"{statistics.median(q['max_abs_diff_per_image']):.2g}"
+                      if q.get("common_random_numbers") and q.get("max_abs_diff_per_image") else "— (different noise)")
                 qs = (f"{q['psnr_ours']:.2f} | {q['psnr_deepinv']:.2f} | {q['psnr_diff']:+.2f} ± {q['psnr_diff_se']:.2f} "
-                      f"({q['n_images']} images, {q['steps']} steps, {crn}) | {md:.2g} |")
+                      f"({q['n_images']} images, {q['steps']} steps, {crn}) | {md} |")
             loop = (f"{_ms(r['loop_ours'])} | {_ms(r['loop_deepinv'])}" if "loop_ours" in r else "— | —")
             L.append(f"| {r['solver']} | {r['steps']} | {r['nfe_ours']} / {r['nfe_deepinv']} | {_ms(r['t_ours'])} | "
                      f"{_ms(r['t_deepinv'])} | **{_r(r['ratio_ours_over_deepinv'])}** | {loop} | {qs}")
@@ -489,14 +490,15 @@ def render_tables(res: dict) -> str:
             ref = v.get("reference_dps_steps", 1000)
             L += [f"{v['n_images']} images per task, batch {v['batch']}; {v['note']}.", "",
                   (f"| task | solver | preset | budget | NFE | VJP | s/image | PSNR dB (± SE) | time ÷ DPS-{ref} | "
-                   f"ΔPSNR vs DPS-{ref} | ≤ 0.1× time at ≥ PSNR |"),
+                   f"ΔPSNR vs DPS-{ref} (± paired SE) | ≤ 0.1× time at ≥ PSNR |"),
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
             for r in v["rows"]:
                 d = _vml_reference(v, r["task"])
                 tr, dp = r["seconds_per_image"] / d["seconds_per_image"], r["psnr"] - d["psnr"]
                 ok = "—" if r["solver"] == "dps" else ("yes" if tr <= 0.1 and dp >= 0 else "no")
                 L.append(f"| {r['task']} | {r['solver']} | {r['preset']} | {_budget(r)} | {r['nfe']} | {r['vjp']} | "
-                         f"{r['seconds_per_image']:.2f} | {r['psnr']:.2f} ± {r['psnr_se']:.2f} | {tr:.3f} | {dp:+.2f} | {ok} |")
+                         f"{r['seconds_per_image']:.2f} | {r['psnr']:.2f} ± {r['psnr_se']:.2f} | {tr:.3f} | "
+                         f"{'—' if r is d else f'{dp:+.2f}' + _paired_se(r, d)} | {ok} |")
             L += ["", f"VML-MAP budget sweep on {v['sweep'][0]['task'] if v['sweep'] else '—'} (preset 'learned', N × K varied):", "",
                   "| levels N | inner K | NFE | VJP | s/image | PSNR dB (± SE) |", "|---|---|---|---|---|---|"]
             for s_ in v["sweep"]:
@@ -558,6 +560,15 @@ def _steps(ov: dict) -> str:
 def _budget(r: dict) -> str:
     b = r.get("budget", r["overrides"])
     return f"N={b['n_levels']}×K={b['inner_steps']}" if "n_levels" in b else f"{b.get('steps')} steps"
+
+
+def _paired_se(r: dict, d: dict) -> str:
+    """' ± SE' of the per-image PSNR differences r − d (same images), or '' if not recorded."""
+    a, b = r.get("psnr_per_image"), d.get("psnr_per_image")
+    if not a or not b or len(a) != len(b) or len(a) < 2:
+        return ""
+    diff = [x - y for x, y in zip(a, b, strict=True)]
+    return f" ± {statistics.stdev(diff) / len(diff) ** 0.5:.2f}"
 
 
 def _vml_reference(v: dict, task: str) -> dict:

@@ -8,7 +8,6 @@ Units: seconds; images in model space [-1, 1] for solvers, pixel space [0, 1] fo
 from __future__ import annotations
 
 import contextlib
-
 import gc
 import hashlib
 import math

@@ -12,7 +12,8 @@ OMP_NUM_THREADS=1 .venv/bin/invbench perf --threads 1 --json reports/perf/cpu.js
 (≈ 5 min on one core of a quiet machine; check `uptime` first — the CPU numbers below are only as good as the
 machine was quiet: the load average is recorded with them). `--quick` checks the machinery in seconds (tests use it).
 
-**How it is measured.** One process; contenders run interleaved (A B A B …) after one untimed warm-up round;
+**How it is measured.** One process; contenders run interleaved after one untimed warm-up round, the order reversed
+every other round (A B, B A, A B, …, so neither always runs first);
 median and [min–max] over the repetitions; every ratio is taken pair by pair (repetition i of A with repetition
 i of B). Step counts are reduced from the papers' (stated per table): the floor ratio and the throughput are
 per-step properties. Network-evaluation **floor** = (NFE − VJP)·t_forward + VJP·t_forward+backward, with
@@ -26,26 +27,31 @@ device in the same repetition as the solver run; NFE and VJP are counted by `pri
 * *Ours vs deepinv.* Denoiser: our prior wrapped as a `deepinv.models.Denoiser` (`bench.perf_cases.dinv_denoiser`,
   pixel units in/out, float32, no extra casts). DPS: `deepinv.sampling.DPS(num_steps=steps + 1, weight=w,
   dtype=float32)` against our `dps` with `sigmas=` deepinv's levels, `zeta=w/2`, `zeta_schedule="deepinv"`,
-  `clip_x0=False`, `variance="fixed"` (docs/solvers-baselines.md): both make `steps` network calls with one VJP
-  each. `w = 20` was the best of {{2, 20, 100}} for both on 4 test crops with an intermediate checkpoint of the
-  small prior. **Known quality gap (open):** with the final weights, at `w = 20` and 50 steps our DPS diverged on
-  one of the 8 crops (7.1 dB vs deepinv's 23.6 dB; see `psnr_*_per_image` in `cpu.json`); on the other 7 the mean
-  difference is +0.02 dB (per image −1.0 … +2.3 dB). A separate check at `w = 10` (no divergence) gave 21.13 vs 21.49 dB. The likely cause is that
-  deepinv clips x̂₀ to pixel [−1, 1] (model [−3, 1]) inside its data term only, which stops the guidance on
-  run-away pixels, while ours runs with `clip_x0=False` (the closest of our options; `True` clips to model
-  [−1, 1] in the prior step too). Not traced further here.
+  `clip_x0=True, clip_range=(-3, 1)` (deepinv clips its pixel-unit x̂₀ to [−1, 1] in the data term and the prior
+  step), `variance="fixed"` (docs/solvers-baselines.md): both make `steps` network calls with one VJP each.
+  `w = 20` was the best of {{2, 20, 100}} for both on 4 test crops with an intermediate checkpoint of the small
+  prior. DPS quality is compared with **the same noise**: ours draws from one generator seeded like deepinv's
+  `rng` (common random numbers), so a PSNR difference is the two implementations' float32 rounding (amplified on
+  trajectories near divergence), not Monte-Carlo noise; per image the PSNRs are in `cpu.json`.
   DDRM: deepinv told
   σ_k = level/√2 and noise √2·σ_n with a wrapper that calls our denoiser at √2·σ_k (its noise is drawn as
   randn/√2), ours at the same levels with `init="exact"` and the true σ_y — both then run DDRM(η = 0.85,
-  η_b = 1) at the true noise level. PSNR: same test crops and seeds, different random streams, so the Δ PSNR
-  carries Monte-Carlo noise (its standard error is given).
+  η_b = 1) at the true noise level. DDRM's PSNR: same test crops and seeds, different random streams (deepinv
+  draws its noise in another order), so its Δ PSNR carries Monte-Carlo noise (its standard error is given).
+  *Loop only*: the two solves timed again with the network replaced by ε = 0.1·x — what each implementation adds
+  around the shared network calls; the whole-solve ratio is that difference diluted by the network time.
 * *Floor ratio vs in-run ratio.* A floor ratio below 1 means the separately timed network calls (back to back,
   one σ) ran slower than the same calls inside the solve; the in-run ratio (network time clocked inside the same
   solve) is the direct measure of what a solver adds around its network calls. Together they bracket the
   solvers' overhead; on this shared CPU the timing resolution is a few per cent.
-* *VML-MAP vs DPS.* DPS runs at 100 steps (the demo's setting; the paper's is 1000): the last column divides by
-  DPS's per-step time × 1000 (extrapolated; DPS-1000's PSNR is not measured). VML-MAP uses preset `default`
-  (step size, schedule, preconditioner tuned on the GMM validation split) at the stated budget N × K.
+* *VML-MAP vs DPS.* DPS with its paper preset per task (`DPS.preset_for_task`) at the paper's 1000 steps — the
+  reference of the target — and at the demo's 100 steps; VML-MAP with presets `fast` (N = 20, K = 2) and `learned`
+  (N = 20, K = 5), both tuned on the validation split (grace_hopper crops; docs/solvers-vml-map.md), measured here
+  on the test crops. One batched timed run per cell; PSNR ± its standard error over the images; Δ PSNR ± the
+  standard error of the per-image differences (same images: paired). The target (≤ 0.1× DPS-1000's time at ≥ its
+  PSNR) is judged on the mean Δ PSNR; where |Δ| is within about two paired SE the sign is not settled by these
+  images. DPS on `denoise` has no task config in its code and runs its default ζ = 1; at 1000 steps that
+  over-applies the guidance (its 100-step run scores higher) — reported as measured.
 * *Throughput.* One solve per batch size with per-image generators; memory is measured in the untimed warm-up
   round. On a CPU the batch gain comes from better utilisation of the convolutions; on GPU it is larger.
 

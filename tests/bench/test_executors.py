@@ -85,7 +85,6 @@ def test_submitit_refuses_while_another_run_holds_the_lock(tmp_path):
     exp = config.loads(_parts.toml_config(limit=2), base_dir=tmp_path)
     sub = tmp_path / "sub"
     sub.mkdir()
-    with runner._lock(sub):
-        with pytest.raises(runner.RunError, match="lock held"):
-            executors.run_submitit(exp, sub, shards=2, cluster="debug", setup=_parts.register)
+    with runner._lock(sub), pytest.raises(runner.RunError, match="lock held"):
+        executors.run_submitit(exp, sub, shards=2, cluster="debug", setup=_parts.register)
     assert not (sub / "results.sqlite").exists()

@@ -205,7 +205,7 @@ def test_dps_clip_matches_deepinv_clip(c_pix):
     sig = [float(dps.sde.sigma_t(t)) for t in dps.solver.timesteps]
     out_d = 2 * dps(y_pix, phys, seed=0) - 1
     y_model = A.measure(torch.zeros(1, *shape), 0.0)
-    kw = dict(sigmas=tuple(sig[:-1]), zeta=1.0, zeta_schedule="deepinv", variance="fixed")
+    kw = {"sigmas": tuple(sig[:-1]), "zeta": 1.0, "zeta_schedule": "deepinv", "variance": "fixed"}
     P = _ConstPrior(2 * c_pix - 1, shape)
     out_clip = solvers.build("dps", clip_x0=True, clip_range=DINV_CLIP, **kw).solve(y_model, A, P, sigma_y=0.1, generator=gens(1))
     out_none = solvers.build("dps", clip_x0=False, **kw).solve(y_model, A, P, sigma_y=0.1, generator=gens(1))
