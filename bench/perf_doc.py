@@ -76,7 +76,10 @@ No GPU was available in the session that wrote this file, so no GPU numbers are 
 `invbench perf --device cuda` and one timed pass of each solver at batch 1 and 8 with and without each fast path
 (reduced step counts, per-step cost extrapolated to the papers' step counts, stated in its output), and writes
 `reports/perf/gpu-<device>.json` and `.md` with the device name; it keeps to a time budget (default 7.5 min on
-one H100) and records what it skipped.
+one H100) and records what it skipped. `invbench perf --device cuda` runs in two calls (the VML-MAP vs DPS-1000
+case separately, `gpu-<device>-invbench-vml.*`), so a cap on one does not lose the other. The script itself is
+exercised end to end on CPU by its `--smoke` mode (FFHQ-size architecture at 32×32, every solver, default and
+bf16) in `make test` (tests/bench/test_perf.py::test_gpu_script_smoke_runs_on_cpu); the CUDA path has not run yet.
 
 ## Solver changes made for the floor
 

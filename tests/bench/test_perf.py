@@ -207,3 +207,25 @@ def test_null_network_is_restored():
         d = prior.denoise(x, torch.tensor([0.5]))
         assert torch.allclose(d, x - 0.5 * 0.1 * x / (1 + 0.25) ** 0.5)
     assert prior.net is net
+
+
+def test_gpu_script_smoke_runs_on_cpu(tmp_path):
+    """scripts/gpu_perf.py (the prepared GPU pass) end to end in its --smoke mode on CPU: the real
+    ADM (FFHQ-size) architecture at 32×32, every solver, default and bf16: JSON and table written."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    r = subprocess.run([sys.executable, str(root / "scripts" / "gpu_perf.py"), "--smoke", "--out", str(tmp_path)],
+                       cwd=root, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    js = list(tmp_path.glob("gpu-*-smoke.json"))
+    assert len(js) == 1 and js[0].with_suffix(".md").exists()
+    res = json.loads(js[0].read_text())
+    cells = res["models"][0]["cells"]
+    assert {c["fast_paths"] for c in cells} == {"default", "bf16"}
+    for c in cells:
+        assert set(c["solvers"]) == {"dps", "ddrm", "pigdm", "vml_map"}
+        for sv in c["solvers"].values():
+            assert sv["seconds_per_image"] > 0 and sv["nfe"] > 0
