@@ -218,7 +218,7 @@ def test_gpu_script_smoke_runs_on_cpu(tmp_path):
 
     root = Path(__file__).resolve().parents[2]
     r = subprocess.run([sys.executable, str(root / "scripts" / "gpu_perf.py"), "--smoke", "--out", str(tmp_path)],
-                       cwd=root, capture_output=True, text=True, timeout=600)
+                       cwd=root, capture_output=True, text=True, timeout=600, check=False)
     assert r.returncode == 0, r.stderr[-2000:]
     js = list(tmp_path.glob("gpu-*-smoke.json"))
     assert len(js) == 1 and js[0].with_suffix(".md").exists()
