@@ -87,7 +87,14 @@ bf16) in `make test` (tests/bench/test_perf.py::test_gpu_script_smoke_runs_on_cp
   propagates NaN — one reduction instead of two passes; measured ≈ 20× cheaper per call on this CPU).
 * `solvers/ddrm.py`: which of DDRM's branches occur at each step is read to the host once before the loop
   (two host syncs per step removed); outputs bitwise unchanged (checked on all SVD presets, σ_y ∈ {{0, 0.05, 0.3}}).
-* Remaining host syncs inside solver loops (cheap on CPU; on GPU one sync per check): `check_finite` (1–2 per
-  step, the `SolverDiverged` contract) and the VP adapter's timestep lookup (`VPPrior.timestep_of` runs the
-  σ → t interpolation on the CPU grid).
+* No host–device sync per step on GPU: every solver's `solve` runs inside `solvers.base.deferred_finite_checks`,
+  where `check_finite` on an accelerator tensor keeps its verdict on the device and the verdicts are read together
+  every 64 checks and at the end — a diverged solve still raises `SolverDiverged` with the label of the first
+  failing check, at most 64 checks later (tests/solvers/test_finite_checks.py: same outputs and same labels as
+  immediate checks, forced on CPU; a CUDA test counts the syncs of a whole solve, not yet run: no GPU). On CPU the
+  checks stay immediate. The VP adapter computes σ → t on σ's device (grid cached per device) instead of on a CPU
+  grid, and a float σ becomes a device fill instead of a host-to-device copy. Outputs on CPU are bitwise unchanged
+  (checked for all four solvers on two operators against the previous commit). One copy per noise draw remains
+  when the generators live on the CPU — the harness's choice, so that the noise is the same on every device;
+  generators on the GPU (as `invbench perf` uses) avoid it.
 """

@@ -24,6 +24,8 @@ class PriorError(ValueError):
 
 def as_sigma(sigma, x: Tensor) -> Tensor:
     """Broadcast ``sigma`` (float, 0-d or (B,) tensor) to a ``(B,)`` tensor on x's device/dtype."""
+    if isinstance(sigma, (int, float)):  # a fill on x's device: no host-to-device copy (no sync on GPU)
+        return torch.full((x.shape[0],), float(sigma), dtype=x.dtype, device=x.device)
     s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
     if s.ndim == 0:
         s = s.expand(x.shape[0])

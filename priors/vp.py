@@ -75,14 +75,23 @@ class VPPrior(Prior):
         Linear interpolation of ``log sigma`` on the grid; exact integers at grid points;
         clamped to ``[0, T-1]``.
         """
-        s = torch.as_tensor(sigma, dtype=torch.float64).to(self._log_sigmas.device)
-        ls = s.clamp(min=self.sigma_min, max=self.sigma_max).log()
-        grid = self._log_sigmas
+        s = torch.tensor(float(sigma), dtype=torch.float64) if isinstance(sigma, (int, float)) else torch.as_tensor(sigma)
+        grid = self._log_sigma_grid(s.device)  # computed where sigma lives: no host-device sync
+        ls = s.to(grid.dtype).clamp(min=self.sigma_min, max=self.sigma_max).log()
         i = torch.searchsorted(grid, ls, right=True).clamp(1, self.T - 1)
         lo, hi = grid[i - 1], grid[i]
-        t = (i - 1).double() + (ls - lo) / (hi - lo)
+        t = (i - 1).to(grid.dtype) + (ls - lo) / (hi - lo)
         # exact grid hits (within float64 rounding of log) map to the integer timestep
         return t.clamp(0, self.T - 1)
+
+    def _log_sigma_grid(self, device: torch.device) -> Tensor:
+        """``log sigmas`` on ``device`` (float64; float32 on MPS, which has no float64), cached."""
+        cache = self.__dict__.setdefault("_grid_cache", {})
+        g = cache.get(device)
+        if g is None:
+            g = self._log_sigmas.to(device=device, dtype=torch.float32 if device.type == "mps" else torch.float64)
+            cache[device] = g
+        return g
 
     def _param_dtype(self, x: Tensor) -> torch.dtype:
         if isinstance(self.net, nn.Module):

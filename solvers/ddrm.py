@@ -53,6 +53,7 @@ from .base import (
     check_finite,
     generators_for,
     randn,
+    with_deferred_finite_checks,
 )
 from .registry import register
 
@@ -110,6 +111,7 @@ class DDRM(Solver):
         ),
     }
 
+    @with_deferred_finite_checks
     def solve(
         self,
         y: Tensor,

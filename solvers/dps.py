@@ -55,6 +55,7 @@ from .base import (
     check_finite,
     generators_for,
     randn,
+    with_deferred_finite_checks,
 )
 from .registry import register
 
@@ -145,6 +146,7 @@ class DPS(Solver):
                 return preset
         return "default"
 
+    @with_deferred_finite_checks
     def solve(
         self,
         y: Tensor,

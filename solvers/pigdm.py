@@ -52,6 +52,7 @@ from .base import (
     check_finite,
     generators_for,
     randn,
+    with_deferred_finite_checks,
 )
 from .registry import register
 
@@ -134,6 +135,7 @@ class PiGDM(Solver):
         ),
     }
 
+    @with_deferred_finite_checks
     def solve(
         self,
         y: Tensor,

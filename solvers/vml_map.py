@@ -53,7 +53,18 @@ import torch
 from torch import Tensor
 
 from . import schedules, svd_tools
-from .base import Callback, Generators, Preset, Solver, SolverError, SolverSkip, check_finite, generators_for, randn
+from .base import (
+    Callback,
+    Generators,
+    Preset,
+    Solver,
+    SolverError,
+    SolverSkip,
+    check_finite,
+    generators_for,
+    randn,
+    with_deferred_finite_checks,
+)
 from .registry import register
 
 __all__ = ["VMLMAP", "VMLMAPParams"]
@@ -182,6 +193,7 @@ class VMLMAP(Solver):
         hi, lo = schedules.clip_to_prior(p.sigma_max, p.sigma_min, prior)
         return schedules.karras_sigmas(int(p.n_levels), hi, lo, p.rho)
 
+    @with_deferred_finite_checks
     def solve(
         self,
         y: Tensor,
