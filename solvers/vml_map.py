@@ -264,6 +264,7 @@ class _Preconditioner:
 
     def __init__(self, kind: str, op, y: Tensor, sigma_y: float, margin: float):
         self.kind, self.op, self.y, self.sy2 = kind, op, y, sigma_y**2
+        self._w: dict[float, tuple[Tensor, Tensor]] = {}
         if kind == "svd":
             self.s_full = svd_tools.padded_singular_values(op, like=y)  # (n,)
             self.m = op.svd.singular_values.numel()
@@ -277,11 +278,8 @@ class _Preconditioner:
         """M_σ [ (x − D)/σ² + Aᵀ(A D − y)/σ_y² ] (shape of x)."""
         s2, sy2 = sigma**2, self.sy2
         if self.kind == "svd":
-            op, sf, s = self.op, self.s_full, self.s
-            den_f = sy2 + s2 * sf**2
-            w_prior = torch.where(sf > 0, sy2 / torch.where(den_f > 0, den_f, torch.ones_like(den_f)), torch.ones_like(sf))
-            den = sy2 + s2 * s**2
-            w_data = torch.where(s > 0, s2 * s / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(s))
+            op, s = self.op, self.s
+            w_prior, w_data = self._weights(sigma)
             z = op.svd.Vt(x - D) * w_prior
             zD = op.svd.Vt(D)[:, : self.m]
             z[:, : self.m] = z[:, : self.m] + (s * zD - self.Uty) * w_data
@@ -290,6 +288,20 @@ class _Preconditioner:
         if den == 0:  # σ_y = 0 and A = 0: only the prior term is left
             return x - D
         return (sy2 / den) * (x - D) + (s2 / den) * self.op.adjoint(self.op.forward(D) - self.y)
+
+    def _weights(self, sigma: float) -> tuple[Tensor, Tensor]:
+        """Spectral weights of M_σ: σ_y²/(σ_y² + σ² s²) on all n coordinates (1 where s = 0) and
+        σ² s/(σ_y² + σ² s²) on the m measured ones; computed once per level (the K inner steps
+        of a level share them)."""
+        w = self._w.get(sigma)
+        if w is None:
+            s2, sy2, sf, s = sigma**2, self.sy2, self.s_full, self.s
+            den_f = sy2 + s2 * sf**2
+            w_prior = torch.where(sf > 0, sy2 / torch.where(den_f > 0, den_f, torch.ones_like(den_f)), torch.ones_like(sf))
+            den = sy2 + s2 * s**2
+            w_data = torch.where(s > 0, s2 * s / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(s))
+            w = self._w[sigma] = (w_prior, w_data)
+        return w
 
     def apply(self, v: Tensor, sigma: float) -> Tensor:
         """Scalar bound 1/(1/σ² + L/σ_y²) times an x-space vector (σ_y > 0), L = ‖A‖²: used for the
