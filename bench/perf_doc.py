@@ -87,6 +87,8 @@ bf16) in `make test` (tests/bench/test_perf.py::test_gpu_script_smoke_runs_on_cp
   propagates NaN — one reduction instead of two passes; measured ≈ 20× cheaper per call on this CPU).
 * `solvers/ddrm.py`: which of DDRM's branches occur at each step is read to the host once before the loop
   (two host syncs per step removed); outputs bitwise unchanged (checked on all SVD presets, σ_y ∈ {{0, 0.05, 0.3}}).
+* `solvers/vml_map.py`: the spectral preconditioner's weights are computed once per noise level and shared by
+  its K inner steps (they were recomputed every inner step); outputs bitwise unchanged.
 * No host–device sync per step on GPU: every solver's `solve` runs inside `solvers.base.deferred_finite_checks`,
   where `check_finite` on an accelerator tensor keeps its verdict on the device and the verdicts are read together
   every 64 checks and at the end — a diverged solve still raises `SolverDiverged` with the label of the first
