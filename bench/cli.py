@@ -183,7 +183,7 @@ def _candidate_files(cfg_path: str | None) -> list[tuple[str, Path]]:
             for f in sorted(hub.iterdir()):
                 if f.is_file():
                     out.append(("torch hub cache (metric weights)", f))
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001, S110 - a cache directory we cannot list is simply not reported
         pass
     return out
 

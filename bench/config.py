@@ -217,7 +217,7 @@ class _Reader:
     def finish(self, allow_extra: bool = False) -> dict:
         extra = {k: v for k, v in self.t.items() if k not in self.used}
         if extra and not allow_extra:
-            k = sorted(extra)[0]
+            k = min(extra)
             raise ConfigError(f"{self.p(k)}: unknown key")
         return extra
 

@@ -13,6 +13,7 @@ import platform
 import resource
 import time
 from pathlib import Path
+from typing import Self
 
 import torch
 
@@ -43,7 +44,7 @@ class Timer:
         self.device = torch.device(device)
         self.seconds = float("nan")
 
-    def __enter__(self) -> Timer:
+    def __enter__(self) -> Self:
         synchronize(self.device)
         self._t0 = time.perf_counter()
         return self

@@ -339,7 +339,7 @@ class _DatasetView:
 
 @contextlib.contextmanager
 def _lock(run_dir: Path) -> Iterator[None]:
-    f = open(run_dir / ".lock", "a+")
+    f = open(run_dir / ".lock", "a+")  # noqa: SIM115 - held open for the whole run (the flock lives on it)
     try:
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -573,6 +573,8 @@ def _write_start(p: Prepared, store: Store, run_dir: Path, env: dict, rss_reset:
         "protocol": exp.protocol, "description": exp.description, "schema_version": "1",
         "numpy_version": np.__version__, "batch_size": str(exp.batch_size), "warmup": str(exp.warmup),
         "rss_peak_reset_per_cell": str(bool(rss_reset)),
+        # CPU float rounding of convolutions depends on the thread count: bitwise reruns need the same
+        "torch_threads": str(torch.get_num_threads()),
         "seeding": "operator/noise/solver generators seeded by sha256(seed, kind, task, dataset, image_id)",
         "batching": "images batched only while their operators are identical",
         "datasets": repr({k: v.source() for k, v in p.datasets.items()}),

@@ -4,6 +4,8 @@ Public surface: :func:`build`, :data:`PRESETS`, :class:`Operator`, :class:`Linea
 :class:`SVD`, :mod:`operators.conventions`.
 """
 
+# ruff: noqa: I001, RUF022  (import order = registration order; __all__ grouped by kind)
+
 from . import conventions
 from .base import SVD, LinearOperator, Operator, OperatorError
 from .registry import build, names, register

@@ -74,7 +74,7 @@ class Operator(ABC):
         n = torch.randn(y.shape, generator=generator, device=gen_device, dtype=y.dtype)
         return y + sigma_y * n.to(y.device)
 
-    def to(self, device=None, dtype=None) -> "Operator":
+    def to(self, device=None, dtype=None) -> Operator:
         """Move tensor parameters to ``device``/``dtype`` in place; returns ``self``."""
         for k, v in list(vars(self).items()):
             if isinstance(v, Tensor):
@@ -105,7 +105,7 @@ class SVD(ABC):
 
     singular_values: Tensor
 
-    def thresholded(self, threshold: float) -> "SVD":
+    def thresholded(self, threshold: float) -> SVD:
         """A shallow copy whose singular values ``< threshold`` are set to 0 (DDRM-style
         truncation; e.g. ``A.svd.thresholded(A.params.get("svd_threshold", 0.0))``). The copy
         shares U and V; it no longer reproduces ``forward`` when anything was zeroed."""
@@ -128,7 +128,7 @@ class SVD(ABC):
     @abstractmethod
     def Ut(self, y: Tensor) -> Tensor: ...
 
-    def to(self, device=None, dtype=None) -> "SVD":
+    def to(self, device=None, dtype=None) -> SVD:
         for k, v in list(vars(self).items()):
             if isinstance(v, Tensor):
                 kw = {}

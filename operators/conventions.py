@@ -10,7 +10,6 @@ Nothing else in the code base rescales images or noise levels; every other modul
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 PIXEL_RANGE = (0.0, 1.0)

@@ -1,5 +1,7 @@
 """Denoising priors ``D(x, sigma)`` in model space (DESIGN §4)."""
 
+# ruff: noqa: I001, RUF022  (import order = registration order; __all__ grouped by kind)
+
 from .base import CountingPrior, Prior, PriorError, as_sigma
 from .registry import build, names, register
 from .gmm import GaussianMixturePrior

@@ -67,7 +67,7 @@ class Prior(ABC):
         ``model_var_values``); only for priors with the ``"learned_variance"`` capability."""
         raise NotImplementedError(f"{type(self).__name__} has no learned variance")
 
-    def to(self, device=None, dtype=None) -> "Prior":
+    def to(self, device=None, dtype=None) -> Prior:
         return self
 
 
@@ -130,7 +130,7 @@ class CountingPrior(Prior):
         d, v = self.inner.denoise_with_variance(x, sigma)
         return self._count_vjp(d), v
 
-    def to(self, device=None, dtype=None) -> "CountingPrior":
+    def to(self, device=None, dtype=None) -> CountingPrior:
         self.inner.to(device=device, dtype=dtype)
         return self
 

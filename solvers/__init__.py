@@ -1,5 +1,7 @@
 """Inverse-problem solvers behind one interface (DESIGN §5)."""
 
+# ruff: noqa: I001, RUF022  (import order = registration order; __all__ grouped by kind)
+
 from .base import Preset, Solver, SolverDiverged, SolverError, SolverSkip
 from .registry import build, get, names, register
 from . import vml_map as _vml_map  # noqa: F401  (registers "vml_map")

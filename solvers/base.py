@@ -59,7 +59,7 @@ class Solver:
         self.preset = preset
 
     @classmethod
-    def from_preset(cls, preset: str = "default", **overrides) -> "Solver":
+    def from_preset(cls, preset: str = "default", **overrides) -> Solver:
         if preset not in cls.PRESETS:
             raise SolverError(
                 f"unknown preset {preset!r} for solver {cls.name!r}; valid: {', '.join(sorted(cls.PRESETS))}"

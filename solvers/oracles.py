@@ -13,6 +13,7 @@ learned prior. Cost: NFE = 0, VJP = 0 (no network evaluation). Requires {"analyt
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -31,7 +32,7 @@ class OracleParams:
 class _Oracle(Solver):
     requires = frozenset({"analytic", "linear"})
     Params = OracleParams
-    PRESETS = {"default": Preset({}, "exact closed form (no hyper-parameters)")}
+    PRESETS: ClassVar[dict[str, Preset]] = {"default": Preset({}, "exact closed form (no hyper-parameters)")}
 
     def _one(self, post, generator: torch.Generator) -> Tensor:
         raise NotImplementedError

@@ -20,12 +20,12 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "karras_sigmas",
-    "geometric_sigmas",
+    "clip_to_prior",
     "ddpm_linear_betas",
     "ddpm_linear_sigmas",
     "ddpm_sigmas",
-    "clip_to_prior",
+    "geometric_sigmas",
+    "karras_sigmas",
 ]
 
 

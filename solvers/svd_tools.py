@@ -8,12 +8,12 @@ coordinate whose singular value is 0) span the null space of ``A``.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-__all__ = ["padded_singular_values", "apply_spectral", "apply_range_spectral", "spectral_norm_sq"]
+__all__ = ["apply_range_spectral", "apply_spectral", "padded_singular_values", "spectral_norm_sq"]
 
 
 def padded_singular_values(op, like: Tensor | None = None) -> Tensor:

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -119,42 +120,42 @@ class VMLMAP(Solver):
     name = "vml_map"
     requires = frozenset({"linear", "grad"})
     Params = VMLMAPParams
-    PRESETS = {
+    PRESETS: ClassVar[dict[str, Preset]] = {
         "default": Preset(
-            dict(n_levels=100, inner_steps=10, step_size=1.9, sigma_max=80.0, sigma_min=0.002, rho=7.0,
-                 init="noise", preconditioner="svd", loss="vml_s", transition="map_consistent"),
+            {"n_levels": 100, "inner_steps": 10, "step_size": 1.9, "sigma_max": 80.0, "sigma_min": 0.002, "rho": 7.0,
+             "init": "noise", "preconditioner": "svd", "loss": "vml_s", "transition": "map_consistent"},
             "ours: tuned here on the GMM validation split (seeds 900000+, scripts/tune_vml_map.py; "
             "docs/solvers-vml-map.md); not the paper's values (unknown)",
         ),
         "plain": Preset(
-            dict(n_levels=50, inner_steps=20, step_size=1.9, sigma_max=80.0, sigma_min=0.002, rho=7.0,
-                 init="noise", preconditioner="scalar", loss="vml_s", transition="ddim"),
+            {"n_levels": 50, "inner_steps": 20, "step_size": 1.9, "sigma_max": 80.0, "sigma_min": 0.002, "rho": 7.0,
+             "init": "noise", "preconditioner": "scalar", "loss": "vml_s", "transition": "ddim"},
             "ours: unpreconditioned variant (scalar step γ/(1/σ²+‖A‖²/σ_y²)), tuned here on the GMM validation "
             "split (seeds 900000+, scripts/tune_vml_map.py); not the paper's values (unknown)",
         ),
         "exact-gaussian": Preset(
-            dict(n_levels=50, inner_steps=10, step_size=1.0, sigma_max=80.0, sigma_min=0.002, rho=7.0,
-                 init="noise", preconditioner="svd", loss="vml_s", transition="ddim"),
+            {"n_levels": 50, "inner_steps": 10, "step_size": 1.0, "sigma_max": 80.0, "sigma_min": 0.002, "rho": 7.0,
+             "init": "noise", "preconditioner": "svd", "loss": "vml_s", "transition": "ddim"},
             "ours: DESIGN §5 reference setting (N=50, K=10, γ=1, SVD preconditioner) that reaches the exact "
             "MAP on Gaussian priors",
         ),
         "learned": Preset(
-            dict(n_levels=20, inner_steps=5, step_size=1.9, sigma_max=80.0, sigma_min=0.002, rho=7.0,
-                 init="noise", preconditioner="svd", loss="vml_s", transition="map_consistent"),
+            {"n_levels": 20, "inner_steps": 5, "step_size": 1.9, "sigma_max": 80.0, "sigma_min": 0.002, "rho": 7.0,
+             "init": "noise", "preconditioner": "svd", "loss": "vml_s", "transition": "map_consistent"},
             "ours: for learned (network) priors; tuned here on the small-cpu validation split (grace_hopper "
             "crops, scripts/tune_vml_map_small.py, best mean PSNR with NFE <= 300), see docs/solvers-vml-map.md; "
             "not the paper's values (unknown)",
         ),
         "fast": Preset(
-            dict(n_levels=20, inner_steps=2, step_size=1.9, sigma_max=80.0, sigma_min=0.002, rho=7.0,
-                 init="noise", preconditioner="svd", loss="vml_s", transition="map_consistent"),
+            {"n_levels": 20, "inner_steps": 2, "step_size": 1.9, "sigma_max": 80.0, "sigma_min": 0.002, "rho": 7.0,
+             "init": "noise", "preconditioner": "svd", "loss": "vml_s", "transition": "map_consistent"},
             "ours: cheapest measured setting (NFE 60) whose PSNR reached DPS-1000's on inpaint_random; tuned here "
             "on the small-cpu validation split (scripts/tune_vml_map_small.py), see docs/solvers-vml-map.md; "
             "not the paper's values (unknown)",
         ),
         "full": Preset(
-            dict(n_levels=100, inner_steps=10, step_size=1.9, sigma_max=80.0, sigma_min=0.002, rho=7.0,
-                 init="noise", preconditioner="svd", loss="vml_full", transition="map_consistent"),
+            {"n_levels": 100, "inner_steps": 10, "step_size": 1.9, "sigma_max": 80.0, "sigma_min": 0.002, "rho": 7.0,
+             "init": "noise", "preconditioner": "svd", "loss": "vml_full", "transition": "map_consistent"},
             "ours: 'default' with the exact trace terms (analytic priors only), to measure what VML_S drops",
         ),
     }

@@ -37,8 +37,8 @@ figcaption{font-size:12px;color:#555;max-width:700px}
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
-META_ORDER = ("experiment", "code_version", "config_hash", "device", "torch_version", "python_version",
-              "units", "protocol")
+META_ORDER = ("experiment", "code_version", "config_hash", "device", "torch_version", "torch_threads",
+              "python_version", "units", "protocol")
 
 
 def _img(path: Path) -> str:

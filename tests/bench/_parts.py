@@ -14,6 +14,7 @@ import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
@@ -60,7 +61,7 @@ def register() -> None:
         name = "_test_noisy"
         requires = frozenset({"linear"})
         Params = _P
-        PRESETS = {"default": Preset({}, "test"), "nan": Preset({"scale": float("nan")}, "test: diverges")}
+        PRESETS: ClassVar[dict] = {"default": Preset({}, "test"), "nan": Preset({"scale": float("nan")}, "test: diverges")}
 
         def solve(self, y, operator, prior, *, sigma_y, generator=None, callback=None):
             self.check(operator, prior)
@@ -80,7 +81,7 @@ def register() -> None:
     class _OOM(Solver):
         name = "_test_oom"
         Params = _P
-        PRESETS = {"default": Preset({}, "test")}
+        PRESETS: ClassVar[dict] = {"default": Preset({}, "test")}
 
         def solve(self, y, operator, prior, *, sigma_y, generator=None, callback=None):
             raise torch.OutOfMemoryError("CUDA out of memory (simulated by the test)")
@@ -88,7 +89,7 @@ def register() -> None:
     class _Err(Solver):
         name = "_test_error"
         Params = _P
-        PRESETS = {"default": Preset({}, "test")}
+        PRESETS: ClassVar[dict] = {"default": Preset({}, "test")}
 
         def solve(self, y, operator, prior, *, sigma_y, generator=None, callback=None):
             raise RuntimeError("boom\nsecond line")
@@ -140,8 +141,8 @@ def toml_config(name: str = "t", *, solvers_: str | None = None, tasks: str | No
 def cli_subprocess(args: list[str], cwd: Path | None = None, timeout: float = 300, **kw) -> subprocess.Popen:
     """Start ``invbench ARGS`` in a subprocess with the test parts registered (1 thread)."""
     code = (
-        "import sys; sys.path.insert(0, %r); import _parts; _parts.register(); "
-        "from bench.cli import main; sys.exit(main(%r))" % (str(HERE), list(args))
+        f"import sys; sys.path.insert(0, {str(HERE)!r}); import _parts; _parts.register(); "
+        f"from bench.cli import main; sys.exit(main({list(args)!r}))"
     )
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     return subprocess.Popen([PY, "-c", code], cwd=str(cwd or REPO), env=env, stdout=subprocess.PIPE,

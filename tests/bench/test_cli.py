@@ -206,7 +206,7 @@ def test_report_and_compare_are_wired(capsys, tmp_path, monkeypatch):
     assert rc == 2 and "results.sqlite" in err        # not a run dir
     with store.Store(tmp_path / "results.sqlite"):
         pass
-    rc, out, _ = _main(capsys, ["report", str(tmp_path), "--out", str(tmp_path / "rep")])
+    rc, _out, _ = _main(capsys, ["report", str(tmp_path), "--out", str(tmp_path / "rep")])
     assert rc == 0 and calls["report"] == (tmp_path, tmp_path / "rep")
     rc, _, _ = _main(capsys, ["compare", "a", "b", "--psnr-drop", "0.5"])
     assert rc == 1 and calls["compare"] == ["a", "b", "--psnr-drop", "0.5"]

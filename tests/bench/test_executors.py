@@ -88,3 +88,12 @@ def test_submitit_refuses_while_another_run_holds_the_lock(tmp_path):
     with runner._lock(sub), pytest.raises(runner.RunError, match="lock held"):
         executors.run_submitit(exp, sub, shards=2, cluster="debug", setup=_parts.register)
     assert not (sub / "results.sqlite").exists()
+
+
+def test_run_records_its_cpu_thread_count(tmp_path):
+    """CPU rounding depends on the thread count (docs/reliability.md): the run says which it used."""
+    import torch
+
+    exp = config.loads(_parts.toml_config(limit=1), base_dir=tmp_path)
+    executors.run_local(exp, tmp_path / "run", progress=False)
+    assert store.load_meta(tmp_path / "run")["torch_threads"] == str(torch.get_num_threads())

@@ -54,8 +54,8 @@ def test_solver_runs_on_small_cpu(prior, solver_name, task):
 
 def test_skips_are_exactly_the_capability_gaps(prior):
     skipped = set()
-    for name in FEW_STEPS:
-        s = solvers.build(name, **FEW_STEPS[name])
+    for name, steps in FEW_STEPS.items():
+        s = solvers.build(name, **steps)
         for task in operators.PRESETS:
             A = operators.build(task, image_shape=(3, 32, 32), generator=torch.Generator().manual_seed(1))
             try:

@@ -155,7 +155,7 @@ def test_preconditioned_reaches_exact_map(sigma_y):
 def test_full_vml_equals_vml_s_on_gaussian():
     op = MatOp(MATS["blur3"])
     p, y, _ = _problem(op, 0.01)
-    kw = dict(n_levels=10, inner_steps=5)
+    kw = {"n_levels": 10, "inner_steps": 5}
     xs = solvers.build("vml_map", preset="default", loss="vml_s", **kw).solve(
         y, op, p, sigma_y=0.01, generator=torch.Generator().manual_seed(4))
     xf = solvers.build("vml_map", preset="default", loss="vml_full", **kw).solve(
