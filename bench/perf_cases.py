@@ -72,7 +72,7 @@ def timing_prior(device: str = "cpu", weights: str | Path | None = None, seed: i
     path = Path(weights) if weights is not None else DEFAULT_WEIGHTS
     if path.is_file():
         prior = load_small_cpu(path).to(device=device)
-        info = PriorInfo("small-cpu", True, f"{path} sha256 {_sha256(path)[:16]}…", _n_params(prior.net))
+        info = PriorInfo("small-cpu", True, f"{_shown(path)} sha256 {_sha256(path)[:16]}…", _n_params(prior.net))
         return prior, info
     if weights is not None:
         raise FileNotFoundError(f"{path}: small-cpu weights not found")
@@ -87,6 +87,15 @@ def timing_prior(device: str = "cpu", weights: str | Path | None = None, seed: i
     info = PriorInfo("small-cpu architecture, random weights", False,
                      f"{WEIGHTS_NOT_TRAINED} ({path} missing): random weights, timing only", _n_params(net))
     return prior, info
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when it lies inside it (reports do not name the machine's folders)."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        return str(path.resolve().relative_to(root))
+    except ValueError:
+        return str(path)
 
 
 def _n_params(net) -> int:
