@@ -19,6 +19,7 @@ import torch
 
 __all__ = [
     "Timer",
+    "current_rss_bytes",
     "device_name",
     "gpu_peak_bytes",
     "peak_rss_bytes",
@@ -72,16 +73,27 @@ def torch_version() -> str:
     return torch.__version__
 
 
-def peak_rss_bytes() -> int:
-    """Resident-set high-water mark of this process in bytes (``VmHWM``; falls back to
-    ``getrusage`` maxrss, which is in KiB on Linux)."""
+def _proc_status_bytes(key: str) -> int | None:
+    """A ``kB`` field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``) in bytes; None if unreadable."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    return None
+
+
+def current_rss_bytes() -> int:
+    """Current resident set of this process in bytes (``VmRSS``), 0 if unknown."""
+    return _proc_status_bytes("VmRSS") or 0
+
+
+def peak_rss_bytes() -> int:
+    """Resident-set high-water mark of this process in bytes (``VmHWM``; falls back to
+    ``getrusage`` maxrss, which is in KiB on Linux)."""
+    hwm = _proc_status_bytes("VmHWM")
+    return hwm if hwm is not None else int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
 def reset_rss_peak() -> bool:

@@ -307,17 +307,6 @@ class TimingPrior(CountingPrior):
 # ----------------------------------------------------------------------------- memory
 
 
-def current_rss_bytes() -> int:
-    """Current resident set (``VmRSS``) in bytes, 0 if unknown."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
 def measure_peak(fn: Callable[[], object], device: str) -> dict:
     """Run ``fn`` once and report its peak memory: CUDA ``max_memory_allocated`` (reset before)
     on GPU; on CPU peak RSS (``VmHWM``, reset before where Linux permits) and its increase over
@@ -329,7 +318,7 @@ def measure_peak(fn: Callable[[], object], device: str) -> dict:
         fn()
         peak = cost.gpu_peak_bytes(device)
         return {"kind": "cuda max_memory_allocated", "peak_bytes": peak, "increase_bytes": peak - base}
-    base = current_rss_bytes()
+    base = cost.current_rss_bytes()
     reset_ok = cost.reset_rss_peak()
     fn()
     peak = cost.peak_rss_bytes()

@@ -54,6 +54,7 @@ class VPPrior(Prior):
         self.alpha_bars = torch.cumprod(1.0 - self.betas, 0)
         self.sigmas = ((1.0 - self.alpha_bars) / self.alpha_bars).sqrt()
         self._log_sigmas = self.sigmas.log()
+        self._grid_cache: dict[torch.device, Tensor] = {}  # _log_sigmas per device (timestep_of)
         self.sigma_min = float(self.sigmas[0])
         self.sigma_max = float(self.sigmas[-1])
         self.learned_variance = learned_variance
@@ -86,11 +87,10 @@ class VPPrior(Prior):
 
     def _log_sigma_grid(self, device: torch.device) -> Tensor:
         """``log sigmas`` on ``device`` (float64; float32 on MPS, which has no float64), cached."""
-        cache = self.__dict__.setdefault("_grid_cache", {})
-        g = cache.get(device)
+        g = self._grid_cache.get(device)
         if g is None:
             g = self._log_sigmas.to(device=device, dtype=torch.float32 if device.type == "mps" else torch.float64)
-            cache[device] = g
+            self._grid_cache[device] = g
         return g
 
     def _param_dtype(self, x: Tensor) -> torch.dtype:
