@@ -33,7 +33,7 @@ reliability: $(VENV)/.installed
 	OMP_NUM_THREADS=1 $(PY) scripts/reliability_report.py
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check operators priors solvers bench tests
+	$(VENV)/bin/ruff check invbench operators priors solvers bench tests
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

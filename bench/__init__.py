@@ -12,11 +12,11 @@ from typing import Any
 __all__ = ["load_config", "load_meta", "load_metric_status", "load_results", "load_set_metrics", "run_config"]
 
 _LAZY = {
-    "load_results": ("bench.store", "load_results"),
-    "load_set_metrics": ("bench.store", "load_set_metrics"),
-    "load_meta": ("bench.store", "load_meta"),
-    "load_metric_status": ("bench.store", "load_metric_status"),
-    "load_config": ("bench.config", "load"),
+    "load_results": ("invbench.bench.store", "load_results"),
+    "load_set_metrics": ("invbench.bench.store", "load_set_metrics"),
+    "load_meta": ("invbench.bench.store", "load_meta"),
+    "load_metric_status": ("invbench.bench.store", "load_metric_status"),
+    "load_config": ("invbench.bench.config", "load"),
 }
 
 

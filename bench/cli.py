@@ -52,9 +52,7 @@ def _sha256(path: Path) -> str:
 
 
 def cmd_list(args) -> int:
-    import operators
-    import priors
-    import solvers
+    from invbench import operators, priors, solvers
 
     info: dict = {"solvers": {}, "operators": list(operators.PRESETS), "priors": list(priors.names())}
     for n in solvers.names():

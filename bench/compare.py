@@ -30,10 +30,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from invbench.bench.report.data import CELL_KEYS, ROW_KEYS, RunData, RunDirError, load_run
+from invbench.bench.report.stats import DIRECTIONS, direction, mean_ci
 from tabulate import tabulate
-
-from bench.report.data import CELL_KEYS, ROW_KEYS, RunData, RunDirError, load_run
-from bench.report.stats import DIRECTIONS, direction, mean_ci
 
 
 class CompareError(ValueError):

@@ -33,9 +33,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from invbench.operators.conventions import model_to_pixel
 from torch import Tensor
-
-from operators.conventions import model_to_pixel
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".npy")
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -450,7 +449,7 @@ def _digits(spec: dict, base: Path) -> Dataset:
 def _bundled(spec: dict, base: Path) -> Dataset:
     _check_keys(spec, {"n", "size", "seed", "split"})
     try:
-        from bench import bundled
+        from invbench.bench import bundled
     except ImportError as e:  # pragma: no cover
         raise DatasetError(f"bundled images unavailable ({e})") from None
     n = int(spec.get("n", 16))
@@ -467,13 +466,13 @@ def _bundled(spec: dict, base: Path) -> Dataset:
     x = torch.as_tensor(bundled.heldout_crops(n, size=size, seed=seed, split=split))
     name = spec.get("name", "bundled")
     src = {"type": "bundled", "name": name, "n": n, "size": size, "seed": seed, "split": split,
-           "heldout_images": list(bundled.HELDOUT_SPLITS[split]), "source": "bench.bundled.heldout_crops", "limit": spec.get("limit")}
+           "heldout_images": list(bundled.HELDOUT_SPLITS[split]), "source": "invbench.bench.bundled.heldout_crops", "limit": spec.get("limit")}
     return TensorDataset(name, x, [f"crop{i:04d}" for i in range(n)], src)
 
 
 def _gmm_samples(spec: dict, base: Path) -> Dataset:
     _check_keys(spec, {"prior", "n", "seed"})
-    import priors
+    from invbench import priors
 
     pname = spec.get("prior")
     if not pname:

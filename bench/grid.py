@@ -47,7 +47,7 @@ class Cell:
 
 def resolve_preset(spec: SolverSpec, task: TaskSpec, index: int | None = None) -> str:
     """The preset of solver entry ``spec`` on ``task`` (see module docstring)."""
-    import solvers
+    from invbench import solvers
 
     where = f"solvers[{index}]" if index is not None else f"solver {spec.label!r}"
     try:

@@ -35,10 +35,9 @@ import time
 from pathlib import Path
 
 import torch
-
-from bench import cost
-from bench import perf_cases as pc
-from priors import CountingPrior
+from invbench.bench import cost
+from invbench.bench import perf_cases as pc
+from invbench.priors import CountingPrior
 
 __all__ = ["CASES", "SETTINGS", "main", "render_markdown", "run"]
 
@@ -155,8 +154,7 @@ def _ddrm_pair(ctx: dict, prob, steps: int, seed: int = 3):
     the prior's 20-step DDPM grid with ``init="exact"``; deepinv told σ_k = level/√2 and noise
     √2·noise_sigma with the 1/√2-compensating wrapper (its noise is drawn as randn/√2)."""
     import deepinv
-
-    from solvers._ddpm_common import sampling_sigmas
+    from invbench.solvers._ddpm_common import sampling_sigmas
 
     prior = ctx["prior"]
     levels = sampling_sigmas(prior, steps)
@@ -260,8 +258,8 @@ def case_vml_vs_dps(ctx: dict) -> dict:
     info, prior, dev, cfg = ctx["prior_info"], ctx["prior"], ctx["device"], ctx["cfg"]
     if not info.trained:
         return {"status": pc.WEIGHTS_NOT_TRAINED}
-    from solvers.dps import DPS
-    from solvers.vml_map import VMLMAP
+    from invbench.solvers.dps import DPS
+    from invbench.solvers.vml_map import VMLMAP
 
     n = cfg["vml_images"]
     vml_ov = cfg.get("vml_quick_overrides", {})
@@ -311,7 +309,7 @@ def case_vml_vs_dps(ctx: dict) -> dict:
 
 
 def case_fast_paths(ctx: dict) -> list[dict]:
-    from priors.fast_paths import FastPaths, with_fast_paths
+    from invbench.priors.fast_paths import FastPaths, with_fast_paths
 
     prior, dev, reps, cfg = ctx["prior"], ctx["device"], ctx["reps"], ctx["cfg"]
     B = cfg["fast_batch"]
@@ -583,7 +581,7 @@ def _vml_reference(v: dict, task: str) -> dict:
 
 def render_markdown(res: dict, command: str) -> str:
     """The complete reports/perf/README.md: how to regenerate, the tables, and the notes."""
-    from bench import perf_doc
+    from invbench.bench import perf_doc
 
     return perf_doc.README.format(command=command, tables=render_tables(res))
 

@@ -18,16 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from invbench.bench import cost
+from invbench.operators.conventions import model_to_pixel, noise_sigma_to_model, pixel_to_model
+from invbench.priors import CountingPrior
+from invbench.priors.small_cpu import DEFAULT_WEIGHTS, load_small_cpu
+from invbench.priors.small_unet import build_small_unet
+from invbench.priors.vp import VPPrior
 from torch import Tensor
 
-import operators
-import solvers
-from bench import cost
-from operators.conventions import model_to_pixel, noise_sigma_to_model, pixel_to_model
-from priors import CountingPrior
-from priors.small_cpu import DEFAULT_WEIGHTS, load_small_cpu
-from priors.small_unet import build_small_unet
-from priors.vp import VPPrior
+from invbench import operators, solvers
 
 __all__ = [
     "PriorInfo",
@@ -121,7 +120,7 @@ def make_problem(task: str, n: int, *, device: str = "cpu", noise_sigma: float =
                  params: dict | None = None, images: Tensor | None = None) -> Problem:
     """``n`` held-out 32×32 test crops (``bench.bundled``, split "test") measured through preset
     ``task`` (one operator for the batch, seeded), noise drawn per image from seeded generators."""
-    from bench import bundled
+    from invbench.bench import bundled
 
     if images is None:
         images = bundled.heldout_crops(n, size=32, seed=seed, split="test")
@@ -163,7 +162,7 @@ def count_costs(name: str, prob: Problem, prior, *, preset: str = "default", ove
 
 def psnr_pixel(x_hat_model: Tensor, x_model: Tensor) -> Tensor:
     """Per-image PSNR (dB, data range 1, images clipped to [0, 1]) of model-space batches."""
-    from bench.metrics.image import psnr
+    from invbench.bench.metrics.image import psnr
 
     return psnr(model_to_pixel(x_hat_model), model_to_pixel(x_model))
 

@@ -169,14 +169,12 @@ def check_out_dir(run_dir: Path, resume: bool) -> None:
 
 def prepare(exp: Experiment, run_dir: str | Path | None = None, resume: bool = False) -> Prepared:
     """Build and validate every part of ``exp`` (see module docstring); writes nothing."""
-    import operators
-    import priors
-    import solvers
+    from invbench import operators, priors, solvers
 
     try:
         from . import datasets as bdatasets
     except ImportError as e:  # pragma: no cover - part not installed
-        raise ConfigError(f"bench.datasets is not available ({e})") from None
+        raise ConfigError(f"invbench.bench.datasets is not available ({e})") from None
     from . import metrics as bmetrics
 
     if run_dir is not None:
@@ -427,8 +425,9 @@ def _base_row(p: Prepared, cell: Cell, it: _Item, env: dict) -> dict:
 
 
 def _items_for(p: Prepared, cell: Cell, todo: list[tuple[int, int]]) -> Iterator[_Item]:
-    import operators
-    from operators.conventions import pixel_to_model
+    from invbench.operators.conventions import pixel_to_model
+
+    from invbench import operators
 
     ds = p.datasets[cell.dataset]
     t = cell.task
@@ -484,8 +483,8 @@ def _compute_metrics(p: Prepared, cell: Cell, batch: list[_Item], x_hat_pix: tor
 def _run_batch(p: Prepared, cell: Cell, solver, batch: list[_Item], run_dir: Path, env: dict) -> tuple[list[dict], str | None]:
     """Solve one batch; return its rows and, for a skip, the reason (the cell's remaining rows are
     then skipped without running)."""
-    from operators.conventions import model_to_pixel
-    from solvers import SolverDiverged, SolverSkip
+    from invbench.operators.conventions import model_to_pixel
+    from invbench.solvers import SolverDiverged, SolverSkip
 
     prior = p.priors[cell.prior]
     op = batch[0].op
@@ -779,8 +778,9 @@ def compute_set_metrics(p: Prepared, store: Store, run_dir: Path) -> None:
 
 
 def _sliced_wasserstein(p: Prepared, cell: Cell, m, rows: list[dict], recon: list) -> tuple[float | None, int, str]:
-    import operators
-    from operators.conventions import pixel_to_model
+    from invbench.operators.conventions import pixel_to_model
+
+    from invbench import operators
 
     prior = p.priors[cell.prior]
     if "analytic" not in prior.capabilities:

@@ -41,15 +41,13 @@ from functools import cache, lru_cache
 
 import numpy as np
 import torch
+from invbench.bench.metrics.posterior import posterior_metrics
+from invbench.bench.metrics.sliced_wasserstein import sliced_wasserstein
+from invbench.operators.conventions import model_to_pixel, pixel_to_model
+from invbench.priors import CountingPrior
 from torch import Tensor
 
-import operators
-import priors
-import solvers
-from bench.metrics.posterior import posterior_metrics
-from bench.metrics.sliced_wasserstein import sliced_wasserstein
-from operators.conventions import model_to_pixel, pixel_to_model
-from priors import CountingPrior
+from invbench import operators, priors, solvers
 
 PRIOR_INDEX = {"gmm-synthetic-64": 0, "gmm-synthetic-256": 1, "gmm-digits": 2, "gmm-patches": 3}
 PRESET_INDEX = {"inpaint_random": 0, "inpaint_box": 1, "sr4_avgpool": 2, "deblur_uniform": 3,
@@ -195,9 +193,8 @@ def heldout_patch(prior, s: int) -> Tensor:
 
 @lru_cache(maxsize=1)
 def _digits_test() -> tuple[list[int], np.ndarray]:
+    from invbench.bench.datasets import digits_split_indices
     from sklearn.datasets import load_digits
-
-    from bench.datasets import digits_split_indices
 
     return digits_split_indices("test"), load_digits().images
 

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
 
-from bench import bundled
-from operators.conventions import model_to_pixel, pixel_to_model
+from invbench.bench import bundled
+from invbench.operators.conventions import model_to_pixel, pixel_to_model
 
 PIXEL_SIGMAS = (0.05, 0.1, 0.2)
 BLUR_GRID = tuple(round(0.1 * k, 1) for k in range(31))  # 0.0 .. 3.0 pixels
@@ -114,7 +114,7 @@ def markdown(res: dict) -> str:
 
 def training_record(log_path: Path, weights: Path) -> str:
     """Summary of a training log (steps reached, wall time, last loss) + sha256 of the weights."""
-    from priors.checkpoint import sha256_file
+    from invbench.priors.checkpoint import sha256_file
 
     lines = log_path.read_text().splitlines()
     start = next(ln for ln in lines if ln.startswith("# start"))
@@ -147,7 +147,7 @@ def main(argv=None) -> None:
                     help="also write the training record (from this log.txt) into the doc")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    import priors
+    from invbench import priors
 
     bundled.verify_manifest()
     prior = priors.build("small-cpu", checkpoint=args.weights)
@@ -160,7 +160,7 @@ def main(argv=None) -> None:
     if DOC.exists():
         doc = _replace_between(DOC.read_text(), BEGIN, END, md)
         if args.train_log is not None:
-            from priors.small_cpu import DEFAULT_WEIGHTS
+            from invbench.priors.small_cpu import DEFAULT_WEIGHTS
 
             rec = training_record(args.train_log, args.weights or DEFAULT_WEIGHTS)
             doc = _replace_between(doc, REC_BEGIN, REC_END, rec)

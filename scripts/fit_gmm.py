@@ -29,8 +29,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from operators.conventions import pixel_to_model
-from priors.gmm_library import save_npz
+from invbench.operators.conventions import pixel_to_model
+from invbench.priors.gmm_library import save_npz
 
 TRAIN_IMAGES = ["skimage:astronaut", "skimage:chelsea", "skimage:coffee", "skimage:rocket",
                 "sklearn:china.jpg"]

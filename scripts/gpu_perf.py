@@ -37,9 +37,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import cost
-from bench import perf_cases as pc
-from priors.fast_paths import FastPaths, with_fast_paths
+from invbench.bench import cost
+from invbench.bench import perf_cases as pc
+from invbench.priors.fast_paths import FastPaths, with_fast_paths
 
 REDUCED = {"dps": {"steps": 2}, "ddrm": {"steps": 2}, "pigdm": {"steps": 2}, "vml_map": {"n_levels": 1, "inner_steps": 1}}
 PAPER = {  # (NFE, VJP) of the papers' / our presets' step counts
@@ -61,8 +61,8 @@ class Budget:
 
 
 def build_adm(large: bool, device: str, seed: int = 0):
-    from priors.adm import DiffUNetEps, build_diffunet
-    from priors.vp import VPPrior
+    from invbench.priors.adm import DiffUNetEps, build_diffunet
+    from invbench.priors.vp import VPPrior
 
     torch.manual_seed(seed)
     unet = build_diffunet(large, device=device)

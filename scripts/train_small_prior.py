@@ -26,10 +26,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench import bundled
-from operators.conventions import pixel_to_model
-from priors.small_unet import build_small_unet
-from priors.vp import linear_betas
+from invbench.bench import bundled
+from invbench.operators.conventions import pixel_to_model
+from invbench.priors.small_unet import build_small_unet
+from invbench.priors.vp import linear_betas
 
 
 def _atomic_save(obj, path: Path) -> None:

@@ -24,9 +24,9 @@ import time
 
 import torch
 
-import operators
-import priors
-import solvers
+from invbench import operators
+from invbench import priors
+from invbench import solvers
 
 VALIDATION_SEED_BASE = 900_000
 PRIORS = ("gmm-synthetic-64", "gmm-digits")

@@ -50,14 +50,14 @@ from pathlib import Path
 
 import torch
 
-import operators
-import priors
-import solvers
-from bench.bundled import heldout_crops
-from bench.metrics.image import psnr
-from operators.conventions import model_to_pixel, noise_sigma_to_model, pixel_to_model
-from priors.small_cpu import DEFAULT_WEIGHTS, load_small_cpu
-from solvers.dps import DPS
+from invbench import operators
+from invbench import priors
+from invbench import solvers
+from invbench.bench.bundled import heldout_crops
+from invbench.bench.metrics.image import psnr
+from invbench.operators.conventions import model_to_pixel, noise_sigma_to_model, pixel_to_model
+from invbench.priors.small_cpu import DEFAULT_WEIGHTS, load_small_cpu
+from invbench.solvers.dps import DPS
 
 CROP_SEED = 0
 MEAS_SEED_BASE = 910_000

@@ -26,7 +26,7 @@ from tabulate import tabulate
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import validation as V
+from invbench.bench import validation as V
 
 
 def _f(x, digits: int = 3) -> str:

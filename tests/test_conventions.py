@@ -1,6 +1,5 @@
 import torch
-
-from operators import conventions as cv
+from invbench.operators import conventions as cv
 
 
 def test_pixel_model_roundtrip_and_range():

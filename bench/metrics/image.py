@@ -23,10 +23,9 @@ import math
 
 import numpy as np
 import torch
+from invbench.operators.conventions import pixel_to_model
 from skimage.metrics import structural_similarity
 from torch import Tensor
-
-from operators.conventions import pixel_to_model
 
 from . import Metric, MetricContext
 

@@ -19,9 +19,8 @@ from __future__ import annotations
 import math
 
 import torch
+from invbench.operators.conventions import pixel_to_model
 from torch import Tensor
-
-from operators.conventions import pixel_to_model
 
 from . import Metric, MetricContext
 

@@ -16,9 +16,8 @@ import math
 
 import numpy as np
 import torch
+from invbench.operators.conventions import pixel_to_model
 from torch import Tensor
-
-from operators.conventions import pixel_to_model
 
 from . import SetMetric
 

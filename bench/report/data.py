@@ -63,7 +63,7 @@ def load_run(run_dir: Path | str) -> RunData:
     db = run_dir / "results.sqlite"
     if not db.is_file():
         raise RunDirError(f"no results store in run directory: {db} is missing")
-    from bench import store
+    from invbench.bench import store
 
     try:
         results = store.load_results(run_dir)

@@ -25,10 +25,10 @@ PY = sys.executable
 
 
 def register() -> None:
-    import priors
-    import solvers
-    from priors.base import Prior
-    from solvers.base import Preset, Solver, SolverDiverged, generators_for, randn
+    from invbench.priors.base import Prior
+    from invbench.solvers.base import Preset, Solver, SolverDiverged, generators_for, randn
+
+    from invbench import priors, solvers
 
     if "_test-gauss" in priors.names():
         return
@@ -42,7 +42,7 @@ def register() -> None:
             self.s = s
 
         def denoise(self, x, sigma):
-            from priors.base import as_sigma
+            from invbench.priors.base import as_sigma
 
             sg = as_sigma(sigma, x).view(-1, 1, 1, 1)
             return self.s**2 / (self.s**2 + sg**2) * x

@@ -17,8 +17,7 @@ def fixture_report(tmp_path_factory):
 
     Returns ``(run_dir, out_dir)``."""
     from _report_fixture import HOSTILE, default_cells, make_run
-
-    from bench.report import write_report
+    from invbench.bench.report import write_report
 
     base = tmp_path_factory.mktemp("report")
     run_dir = make_run(base / "run", default_cells(HOSTILE))

@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 import torch
-
-from bench import bundled
+from invbench.bench import bundled
 
 
 def test_manifest_matches_installed_package_data():
@@ -57,7 +56,7 @@ def test_half_scale_is_block_mean():
 
 
 def test_solver_splits_partition_the_heldout_images():
-    from bench import bundled as b
+    from invbench.bench import bundled as b
 
     test, val = set(b.HELDOUT_SPLITS["test"]), set(b.HELDOUT_SPLITS["validation"])
     assert test.isdisjoint(val) and test | val == set(b.HELDOUT) == set(b.HELDOUT_SPLITS["all"])

@@ -7,10 +7,9 @@ import json
 import _parts
 import numpy as np
 import pytest
+from invbench.bench import cli, store
+from invbench.bench.datasets import make_manifest
 from PIL import Image
-
-from bench import cli, store
-from bench.datasets import make_manifest
 
 _parts.register()
 
@@ -138,7 +137,7 @@ def test_existing_run_needs_resume_and_same_config(capsys, tmp_path):
 def test_debug_shows_traceback(capsys, tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text(BASE + "\n[[[")
-    from bench.config import ConfigError
+    from invbench.bench.config import ConfigError
 
     with pytest.raises(ConfigError):
         cli.main(["--debug", "run", str(cfg), "--out", str(tmp_path / "o")])
@@ -155,9 +154,7 @@ def test_list_json(capsys):
     rc, out, _ = _main(capsys, ["list", "--json"])
     info = json.loads(out)
     assert rc == 0
-    import operators
-    import priors
-    import solvers
+    from invbench import operators, priors, solvers
 
     assert set(info["solvers"]) == set(solvers.names()) and info["operators"] == list(operators.PRESETS)
     assert set(info["priors"]) == set(priors.names())
@@ -192,13 +189,13 @@ def test_report_and_compare_are_wired(capsys, tmp_path, monkeypatch):
     import types
 
     calls = {}
-    fake_report = types.ModuleType("bench.report")
+    fake_report = types.ModuleType("invbench.bench.report")
     fake_report.write_report = lambda run_dir, out_dir: calls.setdefault("report", (run_dir, out_dir)) and out_dir
-    fake_compare = types.ModuleType("bench.compare")
+    fake_compare = types.ModuleType("invbench.bench.compare")
     fake_compare.main = lambda argv: calls.setdefault("compare", argv) and 1
-    monkeypatch.setitem(sys.modules, "bench.report", fake_report)
-    monkeypatch.setitem(sys.modules, "bench.compare", fake_compare)
-    import bench
+    monkeypatch.setitem(sys.modules, "invbench.bench.report", fake_report)
+    monkeypatch.setitem(sys.modules, "invbench.bench.compare", fake_compare)
+    from invbench import bench
 
     monkeypatch.setattr(bench, "report", fake_report, raising=False)
     monkeypatch.setattr(bench, "compare", fake_compare, raising=False)
@@ -221,9 +218,9 @@ def hook(event, args):
 sys.addaudithook(hook)
 sys.path.insert(0, %r)
 import _parts; _parts.register()
-from bench.cli import main
+from invbench.bench.cli import main
 rc = main(%r)
-import bench
+from invbench import bench
 df = bench.load_results(%r)
 ms = bench.load_metric_status(%r)
 print("ROWS", len(df), "STATUSES", sorted(set(df.status)))

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _report_fixture import alter, make_run
+from invbench.bench.compare import Thresholds, compare_runs, main
+from invbench.bench.report.data import load_run
 from scipy import stats
 
-import bench
-from bench.compare import Thresholds, compare_runs, main
-from bench.report.data import load_run
+from invbench import bench
 
 
 @pytest.fixture()
@@ -119,7 +119,7 @@ def test_bad_input_exits_2(runs, tmp_path, capsys):
 def test_module_entry_point_exit_code(runs):
     base, new = runs
     alter(new, "UPDATE results SET psnr = psnr - 2 WHERE solver='vml_map'")
-    r = subprocess.run([sys.executable, "-m", "bench.compare", str(base), str(new)], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "invbench.bench.compare", str(base), str(new)], capture_output=True, text=True,
                        check=False)
     assert r.returncode == 1, r.stderr
 

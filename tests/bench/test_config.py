@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 import tomllib
 from _parts import toml_config
-
-from bench import config
-from bench.config import ConfigError
+from invbench.bench import config
+from invbench.bench.config import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -8,10 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from invbench.bench import datasets as D
+from invbench.bench.datasets import DatasetError
 from PIL import Image
-
-from bench import datasets as D
-from bench.datasets import DatasetError
 
 
 def _png(path: Path, arr: np.ndarray) -> Path:
@@ -191,7 +190,7 @@ def test_digits_split_and_values(tmp_path):
 
 
 def test_bundled_dataset(tmp_path):
-    bundled = pytest.importorskip("bench.bundled")
+    bundled = pytest.importorskip("invbench.bench.bundled")
     ds = D.build({"type": "bundled", "n": 3, "size": 16, "seed": 1}, tmp_path)
     assert ds.image_shape == (3, 16, 16) and len(ds) == 3
     assert torch.allclose(ds.get(2), bundled.heldout_crops(3, size=16, seed=1, split="test")[2].double())
@@ -199,8 +198,8 @@ def test_bundled_dataset(tmp_path):
 
 
 def test_gmm_samples_dataset(tmp_path, monkeypatch):
-    gmm = pytest.importorskip("priors.gmm")
-    import priors
+    gmm = pytest.importorskip("invbench.priors.gmm")
+    from invbench import priors
 
     name = "_test-gmm-ds"
     if name not in priors.names():

@@ -6,8 +6,7 @@ import contextlib
 
 import _parts
 import pytest
-
-from bench import config, executors, runner, store
+from invbench.bench import config, executors, runner, store
 
 _parts.register()
 

@@ -8,15 +8,14 @@ import sys
 import warnings
 from pathlib import Path
 
+import invbench.bench.metrics as M
 import numpy as np
 import pytest
 import torch
-
-import bench.metrics as M
-from bench.metrics.image import consistency, mse, psnr, ssim
-from bench.metrics.posterior import posterior_metrics
-from bench.metrics.sliced_wasserstein import sliced_wasserstein, wasserstein_1d
-from operators.conventions import model_to_pixel, pixel_to_model
+from invbench.bench.metrics.image import consistency, mse, psnr, ssim
+from invbench.bench.metrics.posterior import posterior_metrics
+from invbench.bench.metrics.sliced_wasserstein import sliced_wasserstein, wasserstein_1d
+from invbench.operators.conventions import model_to_pixel, pixel_to_model
 
 
 # --------------------------------------------------------------------------- no network
@@ -91,7 +90,7 @@ def test_ssim_identity_and_matches_skimage():
 
 # --------------------------------------------------------------------------- consistency
 def test_consistency_against_direct_computation():
-    import operators
+    from invbench import operators
 
     g = torch.Generator().manual_seed(2)
     A = operators.build("inpaint_random", image_shape=(3, 16, 16), generator=g).to(dtype=torch.float64)
@@ -160,8 +159,8 @@ def test_posterior_metrics_zero_at_exact_map_and_mean_and_direct_values():
 
 
 def test_posterior_metrics_with_gmm_posterior():
-    gmm = pytest.importorskip("priors.gmm")
-    import operators
+    gmm = pytest.importorskip("invbench.priors.gmm")
+    from invbench import operators
 
     g = torch.Generator().manual_seed(4)
     d = 16

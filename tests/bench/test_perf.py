@@ -9,9 +9,8 @@ import math
 
 import pytest
 import torch
-
-from bench import cli, perf
-from bench import perf_cases as pc
+from invbench.bench import cli, perf
+from invbench.bench import perf_cases as pc
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +120,7 @@ def test_pair_ratios_and_stats():
 
 
 def test_timing_prior_counts_like_counting_prior_and_clocks_backward():
-    from priors import CountingPrior
+    from invbench.priors import CountingPrior
 
     prior, _ = pc.timing_prior("cpu")
     prob = pc.make_problem("inpaint_random", 1, params={"ratio": 0.5})

@@ -19,7 +19,7 @@ from _report_fixture import HOSTILE
 from PIL import Image
 from scipy import stats
 
-import bench
+from invbench import bench
 
 KEYS = ["solver", "preset", "task", "dataset", "prior"]
 CHECKED = {"psnr": "PSNR", "ssim": "SSIM", "mse": "MSE", "consistency": "consistency",
@@ -296,8 +296,7 @@ def test_html_self_contained_with_tables_and_figures(fixture_report):
 
 def test_default_out_dir_memory_note_and_image_selection(tmp_path, monkeypatch):
     from _report_fixture import CellSpec, make_run
-
-    from bench.report import write_report
+    from invbench.bench.report import write_report
 
     cells = [CellSpec("dps", "default", "inpaint_box", "tiny", "small-cpu", 24.0, 2.0, 100, 100),
              CellSpec("ddrm", "default", "inpaint_box", "tiny", "small-cpu", 22.0, 0.2, 20, 0)]
@@ -318,9 +317,8 @@ def test_primary_metric_direction():
     import tempfile
 
     from _report_fixture import make_run
-
-    from bench.report.data import load_run
-    from bench.report.summary import build_leaderboards
+    from invbench.bench.report.data import load_run
+    from invbench.bench.report.summary import build_leaderboards
 
     with tempfile.TemporaryDirectory() as d:
         run = load_run(make_run(Path(d) / "r", write_images=False))
@@ -334,7 +332,7 @@ def test_primary_metric_direction():
 
 
 def test_paths_cannot_leave_run_dir(tmp_path):
-    from bench.report.figures import _inside
+    from invbench.bench.report.figures import _inside
 
     (tmp_path / "run").mkdir()
     (tmp_path / "secret.png").write_bytes(b"x")
@@ -345,7 +343,7 @@ def test_paths_cannot_leave_run_dir(tmp_path):
 
 
 def test_missing_run_dir(tmp_path):
-    from bench.report import RunDirError, write_report
+    from invbench.bench.report import RunDirError, write_report
 
     with pytest.raises(RunDirError, match="not found"):
         write_report(tmp_path / "nope", tmp_path / "out")

@@ -8,8 +8,7 @@ import time
 
 import _parts
 import pytest
-
-from bench import store
+from invbench.bench import store
 
 _parts.register()
 
@@ -60,7 +59,7 @@ def _snapshot(run_dir):
     pytest.param((0, 3, 9, 14), id="four-kills", marks=pytest.mark.slow),   # 0: as soon as the store exists
 ])
 def test_kill_then_resume(tmp_path, points):
-    from bench import config, runner
+    from invbench.bench import config, runner
 
     cfg = tmp_path / "c.toml"
     cfg.write_text(_text(300 if len(points) > 1 else 100))
@@ -96,7 +95,7 @@ def test_kill_then_resume(tmp_path, points):
 
 def test_resume_redoes_unfinished_rows_only(tmp_path):
     """Rows marked error/oom/diverged are redone on --resume; ok rows are kept as they are."""
-    from bench import config, runner
+    from invbench.bench import config, runner
 
     text = _parts.toml_config(solvers_=SOLVERS.replace("300", "2"), limit=3)
     exp = config.loads(text, base_dir=tmp_path)
@@ -116,7 +115,7 @@ def test_resume_redoes_unfinished_rows_only(tmp_path):
 
 
 def test_second_run_on_same_dir_is_refused(tmp_path):
-    from bench import config, runner
+    from invbench.bench import config, runner
 
     exp = config.loads(_parts.toml_config(limit=1), base_dir=tmp_path)
     out = tmp_path / "run"

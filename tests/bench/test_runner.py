@@ -8,8 +8,7 @@ import _parts
 import numpy as np
 import pytest
 import torch
-
-from bench import config, runner, store
+from invbench.bench import config, runner, store
 
 _parts.register()
 torch.set_num_threads(1)
@@ -67,8 +66,9 @@ def test_skip_reason_recorded(tmp_path):
 
 
 def test_rows_columns_and_rederivable_measurement(tmp_path):
-    import operators
-    from operators.conventions import model_to_pixel, pixel_to_model
+    from invbench.operators.conventions import model_to_pixel, pixel_to_model
+
+    from invbench import operators
 
     text = _parts.toml_config(extra="save_npy = true", seeds="[0, 3]")
     df, exp = _run(tmp_path, text)
@@ -79,7 +79,7 @@ def test_rows_columns_and_rederivable_measurement(tmp_path):
     assert (df.config_hash == exp.config_hash).all() and (df.seconds > 0).all()
     assert np.allclose(df.sigma_y, 2 * df.noise_sigma)
     # masks differ per image (inpaint_random draws per image), and are re-derivable from operator_seed
-    from bench.datasets import build
+    from invbench.bench.datasets import build
 
     ds = build({"type": "digits", "split": "test", "limit": 3}, tmp_path)
     r = df[(df.task == "inpaint")].iloc[0]
@@ -173,7 +173,7 @@ def test_derive_seed_is_stable():
 
 
 def test_same_operator():
-    import operators
+    from invbench import operators
 
     g = lambda s: torch.Generator().manual_seed(s)
     a = operators.build("inpaint_random", (1, 8, 8), g(1), ratio=0.5)

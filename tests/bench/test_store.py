@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from bench import store
-from bench.store import Store, StoreError
+from invbench.bench import store
+from invbench.bench.store import Store, StoreError
 
 
 def _row(rid: str, status: str = "ok", **kw) -> dict:

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from invbench.operators import LinearOperator, OperatorError
 
-import operators
-from operators import LinearOperator, OperatorError
+from invbench import operators
 
 LINEAR = [p for p in operators.PRESETS if p != "phase_retrieval"]
 SVD_PRESETS = [p for p in LINEAR if p != "deblur_motion"]

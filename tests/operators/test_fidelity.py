@@ -8,9 +8,9 @@ import pytest
 import scipy.ndimage
 import torch
 import torch.nn.functional as F
+from invbench.operators.kernels import gaussian_kernel_1d
 
-import operators
-from operators.kernels import gaussian_kernel_1d
+from invbench import operators
 
 
 def _op(name, shape, seed=1, **kw):

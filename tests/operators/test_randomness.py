@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from invbench.operators.kernels import motion_kernel
 
-import operators
-from operators.kernels import motion_kernel
+from invbench import operators
 
 
 def _op(name, shape=(3, 64, 64), seed=0, **kw):

@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from invbench.solvers.base import SolverSkip
 
-import operators
-import priors
-import solvers
-from solvers.base import SolverSkip
+from invbench import operators, priors, solvers
 
 pytestmark = pytest.mark.perf
 

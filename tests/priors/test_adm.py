@@ -5,11 +5,11 @@ import pickle
 
 import pytest
 import torch
+from invbench.priors import PriorError
+from invbench.priors.adm import SCHEDULE_BUFFERS
+from invbench.priors.checkpoint import sha256_file
 
-import priors
-from priors import PriorError
-from priors.adm import SCHEDULE_BUFFERS
-from priors.checkpoint import sha256_file
+from invbench import priors
 
 
 class NotATensor:  # a custom class: torch.load(weights_only=True) must refuse it
@@ -30,7 +30,7 @@ def _random_diffunet(large: bool, seed: int = 0):
 
 def _shape_only_state_dict(large: bool) -> dict:
     """The exact key/shape layout of a checkpoint with stride-0 tensors (a file of a few KB)."""
-    from priors.adm import build_diffunet
+    from invbench.priors.adm import build_diffunet
 
     meta = build_diffunet(large, device="meta")
     return {k: torch.zeros((), dtype=v.dtype).expand(v.shape) for k, v in _checkpoint_layout(meta).items()}
@@ -88,7 +88,7 @@ def test_ffhq_standin_agrees_with_deepinv_noise_level_denoiser(ffhq_file):
     """deepinv's own VP-to-denoiser conversion (``type_t="noise_level"``: pixel-space input,
     pixel-unit sigma, nearest training timestep, output clamped) is an independent reference
     for our adapter at a training sigma."""
-    from operators.conventions import model_to_pixel, pixel_to_model
+    from invbench.operators.conventions import model_to_pixel, pixel_to_model
 
     ref, path = ffhq_file
     p = priors.build("adm-ffhq", checkpoint=path)

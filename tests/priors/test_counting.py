@@ -1,6 +1,5 @@
 import torch
-
-from priors import CountingPrior, Prior
+from invbench.priors import CountingPrior, Prior
 
 
 class _Shrink(Prior):

@@ -1,4 +1,4 @@
-"""priors.fast_paths: every switch off reproduces the default outputs bitwise; bf16 autocast and
+"""invbench.priors.fast_paths: every switch off reproduces the default outputs bitwise; bf16 autocast and
 channels_last on CPU stay within the stated tolerances; no global state leaks."""
 
 from __future__ import annotations
@@ -7,13 +7,12 @@ import dataclasses
 
 import pytest
 import torch
+from invbench.priors import CountingPrior, PriorError, build
+from invbench.priors.fast_paths import FastNet, FastPaths, _tf32_enabled, with_fast_paths
+from invbench.priors.small_unet import SmallUNet
+from invbench.priors.vp import VPPrior
 
-import operators
-import solvers
-from priors import CountingPrior, PriorError, build
-from priors.fast_paths import FastNet, FastPaths, _tf32_enabled, with_fast_paths
-from priors.small_unet import SmallUNet
-from priors.vp import VPPrior
+from invbench import operators, solvers
 
 # Tolerances stated in the module docstring / reports/perf/README.md (CPU, float32, sigma 0.5)
 BF16_REL_L2 = 1e-2

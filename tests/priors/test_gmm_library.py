@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from invbench.priors import GaussianMixturePrior, PriorError
+from invbench.priors.gmm_library import DATA_DIR, FITTED, synthetic_image_shape
 
-import priors
-from priors import GaussianMixturePrior, PriorError
-from priors.gmm_library import DATA_DIR, FITTED, synthetic_image_shape
+from invbench import priors
 
 ROOT = Path(__file__).resolve().parents[2]
 

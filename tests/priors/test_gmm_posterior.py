@@ -5,6 +5,7 @@ noisy (σ_y = 0.1) and noiseless (σ_y = 1e-6 and 0) measurements. float64 throu
 import numpy as np
 import pytest
 import torch
+from invbench.priors import GaussianMixturePrior, PriorError
 from scipy.optimize import minimize
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
@@ -16,9 +17,7 @@ from test_gmm_reference import (
     small_gmm,
 )
 
-import operators
-import priors
-from priors import GaussianMixturePrior, PriorError
+from invbench import operators, priors
 
 D64 = torch.float64
 

@@ -4,11 +4,11 @@ posterior means, autograd Jacobians, closed forms for K = 1, sample moments."""
 import numpy as np
 import pytest
 import torch
+from invbench.priors import GaussianMixturePrior, PriorError
 from scipy.stats import multivariate_normal
 from test_gmm_reference import mixture_logpdf, mixture_samples, small_gmm
 
-import priors
-from priors import GaussianMixturePrior, PriorError
+from invbench import priors
 
 D64 = torch.float64
 

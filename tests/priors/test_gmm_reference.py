@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from scipy.special import logsumexp
 
-import operators
+from invbench import operators
 
 
 def small_gmm(d: int, K: int, seed: int, spread: float = 0.8, scale: float = 0.15):

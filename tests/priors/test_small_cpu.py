@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from invbench.priors import PriorError
+from invbench.priors.small_cpu import DEFAULT_WEIGHTS
+from invbench.priors.small_unet import build_small_unet
 
-import priors
-from priors import PriorError
-from priors.small_cpu import DEFAULT_WEIGHTS
-from priors.small_unet import build_small_unet
+from invbench import priors
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -88,7 +88,7 @@ def test_documented_denoising_table_is_reproduced():
     table = json.loads(ev.TABLE_JSON.read_text())
     # the Markdown table in the docs is the one generated from the JSON
     assert ev.markdown(table) in ev.DOC.read_text()
-    from bench import bundled
+    from invbench.bench import bundled
 
     k = 4
     x = bundled.heldout_crops(k, 32, seed=0)

@@ -3,10 +3,9 @@
 import numpy as np
 import pytest
 import torch
+from invbench.priors import CountingPrior
+from invbench.priors.vp import VPPrior
 from torch import nn
-
-from priors import CountingPrior
-from priors.vp import VPPrior
 
 
 class _ToyEps(nn.Module):

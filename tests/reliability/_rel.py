@@ -81,7 +81,7 @@ GMM_TEXT = gmm_text()
 
 def cli(capsys, argv: list[str]) -> tuple[int, str, str]:
     """Run ``invbench ARGV`` in process; ``(exit code, stdout, stderr)``."""
-    from bench.cli import main
+    from invbench.bench.cli import main
 
     capsys.readouterr()
     rc = main([str(a) for a in argv])

@@ -33,9 +33,8 @@ import numpy as np
 import pytest
 import torch
 from _rel import cli, tree_digest
+from invbench.bench.datasets import make_manifest
 from PIL import Image
-
-from bench.datasets import make_manifest
 
 BASE = _parts.toml_config()          # _test-gauss prior (1, 8, 8) on 3 digits, 2 tasks, 1 solver
 DIGITS = '[[datasets]]\nname = "digits"\ntype = "digits"\nsplit = "test"\nlimit = 3\n'
@@ -428,7 +427,7 @@ SMALL = (BASE.replace('name = "_test-gauss"', 'name = "small-cpu"\ncheckpoint = 
 
 
 def _small_cpu_state() -> dict:
-    from priors.small_unet import build_small_unet
+    from invbench.priors.small_unet import build_small_unet
 
     torch.manual_seed(0)
     return build_small_unet().state_dict()
@@ -704,7 +703,7 @@ def test_bad_input_real_process(name, tmp_path):
 
 
 def _snapshot(run_dir: Path):
-    from bench import store
+    from invbench.bench import store
 
     df = store.load_results(run_dir).sort_values("row_id").reset_index(drop=True)
     files = {rel: (run_dir / rel).read_bytes() for rel in df.recon_path.dropna()}
@@ -717,7 +716,7 @@ def test_disk_full_mid_run_exit_1_then_resume(tmp_path, capsys, monkeypatch, whe
     committing rows (SQLite 'database or disk is full'), simulated in process after some rows:
     exit 1 with one line naming the error; the store holds only complete rows (each with its
     files, no temp files left); --resume finishes the run identical to an uninterrupted one."""
-    from bench import store
+    from invbench.bench import store
 
     cfg = tmp_path / "c.toml"
     cfg.write_text(BASE.replace("limit = 3", "limit = 4"))
@@ -773,7 +772,7 @@ def test_missing_metric_weights_are_unavailable_not_an_error(tmp_path, capsys, m
     missing is recorded as 'unavailable: <why>' (exit 0, NULL column), because a run without
     LPIPS/FID is still useful. A config that *demands* the metric names its weights file;
     ``invbench check --config`` then exits 1 while that file is missing — the pre-flight gate."""
-    from bench import store
+    from invbench.bench import store
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
     text = BASE.replace('image = ["psnr", "mse", "consistency"]',

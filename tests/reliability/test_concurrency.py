@@ -21,8 +21,7 @@ from pathlib import Path
 import _parts
 import pytest
 from _rel import cli, gmm_text
-
-from bench import store
+from invbench.bench import store
 
 TASKS, SOLVERS = 2, 4
 

@@ -19,9 +19,8 @@ import pytest
 import tomllib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from bench import config
-from bench.config import ConfigError
+from invbench.bench import config
+from invbench.bench.config import ConfigError
 
 BASE_TEXT = _parts.toml_config(extra="warmup = 0\ndata_seed = 3") + """
 [solvers.resources]

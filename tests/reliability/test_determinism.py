@@ -18,8 +18,7 @@ from pathlib import Path
 
 import numpy as np
 from _rel import cli, gmm_text
-
-from bench import store
+from invbench.bench import store
 
 COLS = ["row_id", "status", "psnr", "mse", "consistency", "dist_to_map", "logpost_gap", "nfe", "vjp",
         "operator_seed", "noise_seed", "solver_seed", "recon_path"]

@@ -33,8 +33,7 @@ from pathlib import Path
 import _parts
 import pytest
 from _rel import REPO, gmm_text
-
-from bench import store
+from invbench.bench import store
 
 SMOKE = REPO / "configs" / "smoke.toml"
 SMALL_WEIGHTS = REPO / "priors" / "data" / "small_cpu.pt"
@@ -76,7 +75,7 @@ class SoakResult:
 
 
 def _reference(cfg: Path, out: Path) -> None:
-    from bench import config, runner
+    from invbench.bench import config, runner
 
     runner.run(runner.prepare(config.load(cfg), out), out)
 

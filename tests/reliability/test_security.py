@@ -134,8 +134,8 @@ def test_crafted_checkpoint_refused_and_its_code_never_runs(tmp_path):
     """Positive control first: plain ``pickle.loads`` of the payload *does* run the command.
     ``priors.checkpoint.load_state_dict_file`` refuses the same payload in a torch checkpoint,
     in a legacy torch file and as a raw pickle, naming the file, and the command never runs."""
-    from priors import PriorError
-    from priors.checkpoint import load_state_dict_file
+    from invbench.priors import PriorError
+    from invbench.priors.checkpoint import load_state_dict_file
 
     control = tmp_path / "control-ran"
     pickle.loads(pickle.dumps(_Payload(control)))
@@ -153,17 +153,16 @@ def test_crafted_checkpoint_refused_and_its_code_never_runs(tmp_path):
 
 
 @pytest.mark.parametrize("field, value", [
-    ("solvers[0].name", "os.system"), ("solvers[0].name", "solvers.dps.DPS"),
-    ("priors[0].name", "__import__"), ("priors[0].name", "priors.gmm:GMMPrior"),
-    ("datasets[0].type", "builtins.eval"), ("datasets[0].type", "bench.datasets._folder"),
-    ("tasks[0].operator", "subprocess.Popen"), ("tasks[0].operator", "operators.registry.build"),
+    ("solvers[0].name", "os.system"), ("solvers[0].name", "invbench.solvers.dps.DPS"),
+    ("priors[0].name", "__import__"), ("priors[0].name", "invbench.priors.gmm:GMMPrior"),
+    ("datasets[0].type", "builtins.eval"), ("datasets[0].type", "invbench.bench.datasets._folder"),
+    ("tasks[0].operator", "subprocess.Popen"), ("tasks[0].operator", "invbench.operators.registry.build"),
     ("metrics.image", ["psnr", "importlib.import_module"]),
 ])
 def test_configs_are_data_names_are_registry_keys(field, value, tmp_path):
     """Names that look like importable objects are rejected as unknown registry names (no import)."""
     import _parts
-
-    from bench import config, runner
+    from invbench.bench import config, runner
 
     sets = [f"{field}={value!r}".replace("'", '"')]
     exp_or_err = None
@@ -194,7 +193,7 @@ def hook(event, args):
     if event == "pickle.find_class":
         unpickled.append(f"{args[0]}.{args[1]}")
 sys.addaudithook(hook)
-from bench.cli import main
+from invbench.bench.cli import main
 rc = main(%(run)r)
 rc2 = main(%(report)r) if rc == 0 else None
 print("RESULT", rc, rc2, "NET", net, "SPAWNED", spawned, "UNPICKLED", sorted(set(unpickled)))
@@ -209,7 +208,7 @@ def test_offline_gmm_run_and_report_escape_hostile_strings(tmp_path, figures):
     ``invbench report``. No network event, no process spawned except ``git describe`` (the code
     version) and the system queries of ``platform``/``ctypes`` (uname, ldconfig), nothing
     unpickled; the hostile strings appear in md/tex/html only escaped."""
-    from bench.datasets import make_manifest
+    from invbench.bench.datasets import make_manifest
 
     root = tmp_path / "imgs"
     root.mkdir()
@@ -233,7 +232,7 @@ def test_offline_gmm_run_and_report_escape_hostile_strings(tmp_path, figures):
     spawned = line.split("SPAWNED ")[1].split(" UNPICKLED")[0]
     # git describe (code version); uname / ldconfig: platform.platform() and ctypes.util.find_library
     assert set(ast.literal_eval(spawned)) <= {"git", "uname", "ldconfig"}, spawned
-    from bench import store
+    from invbench.bench import store
 
     meta = store.load_meta(out)
     assert meta["description"] == HOSTILE_DESC and meta["protocol"] == HOSTILE_PROTO   # stored verbatim

@@ -6,11 +6,10 @@ from __future__ import annotations
 import math
 
 import torch
+from invbench.operators import SVD, LinearOperator
+from invbench.priors import Prior
+from invbench.priors.gmm import GaussianMixturePrior
 from torch import Tensor
-
-from operators import SVD, LinearOperator
-from priors import Prior
-from priors.gmm import GaussianMixturePrior
 
 
 def gaussian_prior(shape=(1, 4, 4), *, diagonal: bool = False, seed: int = 0, scale: float = 0.15) -> GaussianMixturePrior:

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from invbench.priors import CountingPrior
+from invbench.solvers import SolverDiverged, SolverSkip
+from invbench.solvers.schedules import geometric_sigmas
 
-import operators
-import solvers
-from priors import CountingPrior
-from solvers import SolverDiverged, SolverSkip
-from solvers.schedules import geometric_sigmas
+from invbench import operators, solvers
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _baseline_helpers import DenseSVDOperator, NaNPrior, gaussian_prior, gens

@@ -29,9 +29,9 @@ import torch
 
 deepinv = pytest.importorskip("deepinv")
 
-import operators
-import solvers
-from priors.base import Prior
+from invbench.priors.base import Prior
+
+from invbench import operators, solvers
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _baseline_helpers import (

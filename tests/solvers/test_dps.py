@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from invbench.priors import CountingPrior
+from invbench.solvers import SolverDiverged
+from invbench.solvers.dps import DPS
 
-import operators
-import solvers
-from priors import CountingPrior
-from solvers import SolverDiverged
-from solvers.dps import DPS
+from invbench import operators, solvers
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _baseline_helpers import NaNPrior, gaussian_prior, gens

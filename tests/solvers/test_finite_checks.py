@@ -14,12 +14,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from invbench.priors import Prior
+from invbench.solvers import SolverDiverged
+from invbench.solvers.base import check_finite, deferred_finite_checks
 
-import operators
-import solvers
-from priors import Prior
-from solvers import SolverDiverged
-from solvers.base import check_finite, deferred_finite_checks
+from invbench import operators, solvers
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _baseline_helpers import gaussian_prior, gens
@@ -117,7 +116,7 @@ def test_cpu_checks_stay_immediate_in_the_solvers():
 def test_cuda_solve_syncs_far_less_than_once_per_step(name, ov):
     """A whole solve on the small CPU prior (moved to the GPU) with generators on the GPU: the
     host waits for the device at most a few times (checks are read every 64), not every step."""
-    import priors
+    from invbench import priors
 
     try:
         P = priors.build("small-cpu")

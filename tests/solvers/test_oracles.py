@@ -6,13 +6,12 @@ import math
 
 import pytest
 import torch
+from invbench.operators import LinearOperator
+from invbench.priors import CountingPrior, Prior
+from invbench.priors.gmm import GaussianMixturePrior
+from invbench.solvers import SolverSkip
 
-import operators
-import solvers
-from operators import LinearOperator
-from priors import CountingPrior, Prior
-from priors.gmm import GaussianMixturePrior
-from solvers import SolverSkip
+from invbench import operators, solvers
 
 DT = torch.float64
 

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from invbench.priors import CountingPrior
+from invbench.solvers import SolverDiverged, SolverSkip
+from invbench.solvers.pigdm import pigdm_guidance_vector
 
-import operators
-import solvers
-from priors import CountingPrior
-from solvers import SolverDiverged, SolverSkip
-from solvers.pigdm import pigdm_guidance_vector
+from invbench import operators, solvers
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _baseline_helpers import DenseSVDOperator, NaNPrior, dense_matrix, gaussian_prior, gens

@@ -4,12 +4,10 @@ the minimum that exercises every code path (this checks plumbing and finiteness,
 
 import pytest
 import torch
+from invbench.bench import bundled
+from invbench.operators import conventions as cv
 
-import operators
-import priors
-import solvers
-from bench import bundled
-from operators import conventions as cv
+from invbench import operators, priors, solvers
 
 FEW_STEPS = {
     "vml_map": {"n_levels": 3, "inner_steps": 1},

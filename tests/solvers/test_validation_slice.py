@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from bench import validation as V
+from invbench.bench import validation as V
 
 REPORT = Path(__file__).resolve().parents[2] / "reports" / "validation"
 SLICE = {"prior": "gmm-digits", "preset": "inpaint_random", "sigma_y": 0.05,

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from invbench.operators import SVD, LinearOperator
+from invbench.priors import CountingPrior, Prior
+from invbench.priors.gmm import GaussianMixturePrior
+from invbench.solvers import SolverDiverged, SolverSkip
+from invbench.solvers.vml_map import VMLMAP, _TraceTerms
 
-import operators
-import solvers
-from operators import SVD, LinearOperator
-from priors import CountingPrior, Prior
-from priors.gmm import GaussianMixturePrior
-from solvers import SolverDiverged, SolverSkip
-from solvers.vml_map import VMLMAP, _TraceTerms
+from invbench import operators, solvers
 
 DT = torch.float64
 SHAPE = (1, 8, 8)
