@@ -2,7 +2,7 @@
 
 Subcommands: ``list [--json]``, ``run CONFIG [--out DIR] [--resume] [--executor local|slurm|submitit-local]
 [--shards N] [--set KEY=VALUE]...``, ``check [--config CONFIG] [--json]``, ``demo [--out DIR]``,
-``report RUN_DIR [--out DIR]``, ``compare BASE_RUN NEW_RUN [...]``, ``perf [...]`` (bench/perf.py).
+``report RUN_DIR [--out DIR]``, ``compare BASE_RUN NEW_RUN [...]``, ``perf [...]`` (bench/studies/perf.py).
 
 Errors go to stderr as one line ``invbench: error: ...``; bad input (config, names, files, data)
 exits 2, a run failure 1; ``--debug`` (before or after the subcommand) shows the traceback.
@@ -238,7 +238,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_perf(args) -> int:
-    from . import perf  # lazy: heavy imports (deepinv) only for this subcommand
+    from .studies import perf  # lazy: heavy imports (deepinv) only for this subcommand
 
     return int(perf.main(list(args.rest)))
 
@@ -323,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     if debug:
         argv.remove("--debug")
     first = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
-    if first is not None and argv[first] == "perf":  # perf parses its own options (bench/perf.py)
+    if first is not None and argv[first] == "perf":  # perf parses its own options (bench/studies/perf.py)
         args = argparse.Namespace(fn=cmd_perf, rest=argv[first + 1 :])
     else:
         try:

@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from invbench.bench import cost
-from invbench.bench import perf_cases as pc
+from invbench.bench.studies import perf_timing as pc
 from invbench.priors.fast_paths import FastPaths, with_fast_paths
 
 REDUCED = {"dps": {"steps": 2}, "ddrm": {"steps": 2}, "pigdm": {"steps": 2}, "vml_map": {"n_levels": 1, "inner_steps": 1}}

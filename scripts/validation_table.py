@@ -1,5 +1,5 @@
 """Exact-posterior validation table (issue 4): every solver on Gaussian-mixture priors, scored
-against the closed-form posterior. Protocol and metric definitions: bench/validation.py and
+against the closed-form posterior. Protocol and metric definitions: bench/studies/exact_posterior.py and
 reports/validation/README.md.
 
     OMP_NUM_THREADS=1 python scripts/validation_table.py [--out reports/validation]   # = make validation
@@ -26,7 +26,7 @@ from tabulate import tabulate
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from invbench.bench import validation as V
+from invbench.bench.studies import exact_posterior as V
 
 
 def _f(x, digits: int = 3) -> str:

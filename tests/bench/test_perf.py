@@ -1,4 +1,4 @@
-"""The perf machinery (bench/perf.py, bench/perf_cases.py): the JSON has the right fields, ratios
+"""The perf machinery (bench/studies/perf.py, bench/studies/perf_timing.py): the JSON has the right fields, ratios
 are computed pair by pair from the measured parts, NFE/VJP are the solvers' formulas, contenders
 are interleaved with the warm-up excluded. No timing assertions."""
 
@@ -9,8 +9,9 @@ import math
 
 import pytest
 import torch
-from invbench.bench import cli, perf
-from invbench.bench import perf_cases as pc
+from invbench.bench import cli
+from invbench.bench.studies import perf
+from invbench.bench.studies import perf_timing as pc
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from invbench.bench import validation as V
+from invbench.bench.studies import exact_posterior as V
 
 REPORT = Path(__file__).resolve().parents[2] / "reports" / "validation"
 SLICE = {"prior": "gmm-digits", "preset": "inpaint_random", "sigma_y": 0.05,

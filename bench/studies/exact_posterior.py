@@ -66,7 +66,7 @@ DT = torch.float64
 
 
 @dataclass(frozen=True)
-class SolverSpec:
+class TableEntry:
     """One row family of the table: ``solvers.build(name, preset, **overrides)``.
 
     ``preset="task"`` picks the solver's per-task preset (DPS: ``DPS.preset_for_task``).
@@ -90,16 +90,16 @@ class SolverSpec:
         return solvers.build(self.name, self.preset_for(task), **dict(self.overrides))
 
 
-SOLVERS: tuple[SolverSpec, ...] = (
-    SolverSpec("vml_map/default", "vml_map", "default"),
-    SolverSpec("vml_map/plain", "vml_map", "plain"),
-    SolverSpec("vml_map/full", "vml_map", "full", priors=("gmm-synthetic-64", "gmm-digits")),
-    SolverSpec("dps", "dps", "task", sampler=True),
-    SolverSpec("ddrm", "ddrm", "default", sampler=True),
-    SolverSpec("pigdm", "pigdm", "default", sampler=True),
-    SolverSpec("oracle_map", "oracle_map"),
-    SolverSpec("oracle_mean", "oracle_mean"),
-    SolverSpec("oracle_sample", "oracle_sample", sampler=True),
+SOLVERS: tuple[TableEntry, ...] = (
+    TableEntry("vml_map/default", "vml_map", "default"),
+    TableEntry("vml_map/plain", "vml_map", "plain"),
+    TableEntry("vml_map/full", "vml_map", "full", priors=("gmm-synthetic-64", "gmm-digits")),
+    TableEntry("dps", "dps", "task", sampler=True),
+    TableEntry("ddrm", "ddrm", "default", sampler=True),
+    TableEntry("pigdm", "pigdm", "default", sampler=True),
+    TableEntry("oracle_map", "oracle_map"),
+    TableEntry("oracle_mean", "oracle_mean"),
+    TableEntry("oracle_sample", "oracle_sample", sampler=True),
 )
 
 
@@ -126,7 +126,7 @@ class SuiteConfig:
     n_reference: int = 1024  # exact posterior samples for the sliced Wasserstein reference
     sw_projections: int = 256
     mode_tol: float = 0.01  # RMS distance (model units) to count as "at" a mode
-    solver_specs: tuple[SolverSpec, ...] = SOLVERS
+    solver_specs: tuple[TableEntry, ...] = SOLVERS
 
 
 ALL_PRIORS = tuple(PRIOR_INDEX)
@@ -313,7 +313,7 @@ def _nan_point() -> dict:
             "err_post_mean": nan, "mode": "failed", "dist_to_nearest_mode": nan, "nearest_mode": -1, "n_modes": 0}
 
 
-def run_point(spec: SolverSpec, ps: ProblemSet, cfg: SuiteConfig) -> tuple[list[dict], dict]:
+def run_point(spec: TableEntry, ps: ProblemSet, cfg: SuiteConfig) -> tuple[list[dict], dict]:
     """One solver run per problem (generator ``SOLVER_SEED + s``); per-problem rows and cost."""
     rows, nfe, vjp, secs = [], None, None, 0.0
     for grp in ps.groups:
@@ -342,7 +342,7 @@ def sample_problem_indices(cfg: SuiteConfig, prior_name: str) -> list[int]:
     return [int(i * cfg.n_problems / k) for i in range(k)] if k else []
 
 
-def run_samples(spec: SolverSpec, ps: ProblemSet, cfg: SuiteConfig) -> tuple[dict[int, dict], float]:
+def run_samples(spec: TableEntry, ps: ProblemSet, cfg: SuiteConfig) -> tuple[dict[int, dict], float]:
     """Sample sets for the problems of :func:`sample_problem_indices`: ``n_samples`` solver
     samples each (generator ``SAMPLE_SEED + 100 s + k``), one batched call per operator group."""
     wanted = set(sample_problem_indices(cfg, ps.prior_name))
@@ -418,7 +418,7 @@ def summarise(rows: list[dict]) -> dict:
     return out
 
 
-def run_cell(spec: SolverSpec, ps: ProblemSet, cfg: SuiteConfig, level: Level) -> tuple[list[dict], dict]:
+def run_cell(spec: TableEntry, ps: ProblemSet, cfg: SuiteConfig, level: Level) -> tuple[list[dict], dict]:
     """Point run (+ sample sets for samplers); returns per-problem rows and the summary row."""
     rows, cost = run_point(spec, ps, cfg)
     n_samples = 0

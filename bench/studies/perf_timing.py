@@ -1,4 +1,4 @@
-"""Building blocks of ``invbench perf`` (:mod:`bench.perf`): the timing prior, problems,
+"""Building blocks of ``invbench perf`` (:mod:`bench.studies.perf`): the timing prior, problems,
 interleaved timing, statistics and the deepinv wrappers.
 
 Units: seconds; images in model space [-1, 1] for solvers, pixel space [0, 1] for PSNR;

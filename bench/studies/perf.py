@@ -5,7 +5,7 @@ over ``--reps`` (≥ 5 unless ``--quick``) repetitions, ratios pair by pair (rou
 Cases (each a key of the JSON written by ``--json``):
 
 * ``floor`` — for every solver: seconds per image ÷ the network-evaluation floor
-  ``(NFE − VJP)·t_forward + VJP·t_forward+backward`` (:func:`bench.perf_cases.floor_seconds`),
+  ``(NFE − VJP)·t_forward + VJP·t_forward+backward`` (:func:`bench.studies.perf_timing.floor_seconds`),
   ``t_*`` measured on the same denoiser, batch and device in the same round as the solver run;
   NFE/VJP counted by :class:`priors.CountingPrior`. Reduced step counts (per-step cost is what is
   measured; stated in the output).
@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 from invbench.bench import cost
-from invbench.bench import perf_cases as pc
+from invbench.bench.studies import perf_timing as pc
 from invbench.priors import CountingPrior
 
 __all__ = ["CASES", "SETTINGS", "main", "render_markdown", "run"]
@@ -438,7 +438,7 @@ def render_tables(res: dict) -> str:
               "forward + one backward, not counted twice). The issue's literal formula NFE·t_forward + "
               "VJP·t_forward+backward counts the forward of every VJP twice; its ratio is shown for reference "
               "only (it flatters solvers with VJPs). In-run ratio = the solve's time ÷ the time spent inside the "
-              "network (forward and backward, clocked by `bench.perf_cases.TimingPrior`) during that same solve: "
+              "network (forward and backward, clocked by `bench.studies.perf_timing.TimingPrior`) during that same solve: "
               "what the solver adds around its network calls, insensitive to load drift between measurements."), ""]
     if "vs_deepinv" in res:
         L += ["### Ours vs deepinv (same denoiser, operator, steps, dtype float32; batch 1)", "",
@@ -462,7 +462,7 @@ def render_tables(res: dict) -> str:
             L.append(f"| {r['solver']} | {r['steps']} | {r['nfe_ours']} / {r['nfe_deepinv']} | {_ms(r['t_ours'])} | "
                      f"{_ms(r['t_deepinv'])} | **{_r(r['ratio_ours_over_deepinv'])}** | {loop} | {qs}")
         L += ["", ("Loop only: the same two solves timed with the network replaced by ε = 0.1·x "
-                   "(`bench.perf_cases.null_network`): what each implementation costs around its network calls. "
+                   "(`bench.studies.perf_timing.null_network`): what each implementation costs around its network calls. "
                    "Max abs Δx̂: model units, per image, ours − deepinv; with the same noise (DPS: both draw from one "
                    "generator seeded alike) it measures float32 divergence of the two trajectories, not sampling noise."), ""]
     if "throughput" in res:
@@ -581,9 +581,9 @@ def _vml_reference(v: dict, task: str) -> dict:
 
 def render_markdown(res: dict, command: str) -> str:
     """The complete reports/perf/README.md: how to regenerate, the tables, and the notes."""
-    from invbench.bench import perf_doc
+    from invbench.bench.studies import perf_readme
 
-    return perf_doc.README.format(command=command, tables=render_tables(res))
+    return perf_readme.README.format(command=command, tables=render_tables(res))
 
 
 # ----------------------------------------------------------------------------- CLI
