@@ -1,4 +1,4 @@
-"""The ``invbench`` command line (DESIGN §9).
+"""The ``invbench`` command line (docs/design.md §9).
 
 Subcommands: ``list [--json]``, ``run CONFIG [--out DIR] [--resume] [--executor local|slurm|submitit-local]
 [--shards N] [--set KEY=VALUE]...``, ``check [--config CONFIG] [--json]``, ``demo [--out DIR]``,

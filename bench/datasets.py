@@ -1,4 +1,4 @@
-"""Datasets of ground-truth images (DESIGN §6; spec fields in docs/metrics.md#datasets).
+"""Datasets of ground-truth images (docs/design.md §6; spec fields in docs/metrics.md#datasets).
 
 Every dataset yields pixel-space images in [0, 1] as ``(C, H, W)`` float64 tensors in a fixed
 order, with string ids (used in file names: no ``/``). ``build(spec, base_dir)`` accepts:

@@ -1,4 +1,4 @@
-"""Forward models ``y = A(x) + noise`` in model space (DESIGN §3).
+"""Forward models ``y = A(x) + noise`` in model space (docs/design.md §3).
 
 Public surface: :func:`build`, :data:`PRESETS`, :class:`Operator`, :class:`LinearOperator`,
 :class:`SVD`, :mod:`operators.conventions`.

@@ -1,4 +1,4 @@
-"""Operator contract (DESIGN §3): forward models ``y = A(x) + sigma_y n`` in model space.
+"""Operator contract (docs/design.md §3): forward models ``y = A(x) + sigma_y n`` in model space.
 
 Images are NCHW tensors in model space [-1, 1] with shape ``(B, *in_shape)``; measurements have
 shape ``(B, *out_shape)``. Capabilities are declared in ``capabilities`` (``"linear"``,
@@ -95,7 +95,7 @@ class Operator(ABC):
 class SVD(ABC):
     """Exact singular value decomposition ``A = U diag(s) Vᵀ`` in flattened coordinates.
 
-    Shapes (DESIGN §9): ``Vt(x)`` maps ``(B, *in_shape)`` -> ``(B, n)`` spectral coefficients and
+    Shapes (docs/design.md §9): ``Vt(x)`` maps ``(B, *in_shape)`` -> ``(B, n)`` spectral coefficients and
     ``V`` inverts it; ``Ut(y)`` maps ``(B, *out_shape)`` -> ``(B, m)`` and ``U`` inverts it;
     ``singular_values`` has shape ``(m,)``, ``m <= n``, and
     ``A.forward(x) == U(s * Vt(x)[:, :m])``. Singular values are non-negative; they are sorted

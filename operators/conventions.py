@@ -1,4 +1,4 @@
-"""The suite's unit conventions, declared once (DESIGN §2).
+"""The suite's unit conventions, declared once (docs/design.md §2).
 
 * Pixel space: images in [0, 1] (datasets, metrics, files).
 * Model space: images in [-1, 1] (priors, operators, solvers): ``x_model = 2 x_pixel - 1``.

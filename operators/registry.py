@@ -1,4 +1,4 @@
-"""Name -> builder registry for task presets (DESIGN §3)."""
+"""Name -> builder registry for task presets (docs/design.md §3)."""
 
 from __future__ import annotations
 

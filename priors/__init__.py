@@ -1,4 +1,4 @@
-"""Denoising priors ``D(x, sigma)`` in model space (DESIGN §4)."""
+"""Denoising priors ``D(x, sigma)`` in model space (docs/design.md §4)."""
 
 # ruff: noqa: I001, RUF022  (import order = registration order; __all__ grouped by kind)
 

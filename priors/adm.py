@@ -1,4 +1,4 @@
-"""ADM (guided-diffusion) UNet checkpoints under the VP adapter (DESIGN §4.2).
+"""ADM (guided-diffusion) UNet checkpoints under the VP adapter (docs/design.md §4.2).
 
 * ``priors.build("adm-ffhq", checkpoint=path)``: DPS's ``ffhq_10m.pt`` (FFHQ 256; 128 channels,
   1 res block, attention at 16; 93.6 M parameters).

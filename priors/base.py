@@ -1,4 +1,4 @@
-"""Prior contract (DESIGN §2, §4): a denoiser ``D(x, sigma) ≈ E[x0 | x_sigma = x]``.
+"""Prior contract (docs/design.md §2, §4): a denoiser ``D(x, sigma) ≈ E[x0 | x_sigma = x]``.
 
 All tensors are in model space [-1, 1], NCHW with shape ``(B, *image_shape)``. The
 parametrisation is variance-exploding: ``x_sigma = x0 + sigma * n``; ``sigma`` is a tensor of

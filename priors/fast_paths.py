@@ -1,4 +1,4 @@
-"""Opt-in fast paths for network priors under the VP adapter (issue 7; docs in reports/perf/README.md).
+"""Opt-in fast paths for network priors under the VP adapter (measured in reports/perf/README.md).
 
 Every switch is explicit and **off by default**; with every switch off, :func:`with_fast_paths`
 returns a prior whose outputs are bitwise those of the prior it wraps (tested in

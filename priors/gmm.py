@@ -1,4 +1,4 @@
-"""Analytic Gaussian-mixture prior (DESIGN §4.1): exact denoiser, Tweedie covariance, score,
+"""Analytic Gaussian-mixture prior (docs/design.md §4.1): exact denoiser, Tweedie covariance, score,
 noised log-density and sampling.
 
 Prior (model space, flattened ``d = prod(image_shape)``):

@@ -1,4 +1,4 @@
-"""Ready-made Gaussian-mixture priors, registered with :func:`priors.build` (DESIGN §4.1).
+"""Ready-made Gaussian-mixture priors, registered with :func:`priors.build` (docs/design.md §4.1).
 
 * ``gmm-synthetic-<d>``: seeded, well-separated synthetic mixture (K = 8), 2 <= d <= 1024.
 * ``gmm-digits``: fitted to scikit-learn's 8×8 digits (image_shape (1, 8, 8)).

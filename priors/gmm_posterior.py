@@ -1,5 +1,5 @@
 """Exact posterior of a Gaussian-mixture prior under a linear operator and Gaussian noise
-(DESIGN §4.1): ``y = A x0 + σ_y n``  =>  ``p(x0 | y) = Σ_k π_k(y) N(x0; μ_k(y), Σ_k)``.
+(docs/design.md §4.1): ``y = A x0 + σ_y n``  =>  ``p(x0 | y) = Σ_k π_k(y) N(x0; μ_k(y), Σ_k)``.
 
 Construction (all float64, see docs/priors-gmm.md):
 

@@ -1,4 +1,4 @@
-"""Name -> builder registry for priors (DESIGN §4, §9)."""
+"""Name -> builder registry for priors (docs/design.md §4, §9)."""
 
 from __future__ import annotations
 

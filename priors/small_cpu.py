@@ -1,4 +1,4 @@
-"""``priors.build("small-cpu")``: the committed small UNet (DESIGN §4.3) under the VP adapter.
+"""``priors.build("small-cpu")``: the committed small UNet (docs/design.md §4.3) under the VP adapter.
 
 Weights: ``priors/data/small_cpu.pt`` (EMA state dict, float32) produced by
 ``scripts/train_small_prior.py`` (command, seed, data manifest and the denoising table in

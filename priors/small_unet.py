@@ -1,4 +1,4 @@
-"""A compact ε-prediction UNet for 32x32 RGB (DESIGN §4.3), ~1.5 M parameters at ``base=32``.
+"""A compact ε-prediction UNet for 32x32 RGB (docs/design.md §4.3), ~1.5 M parameters at ``base=32``.
 
 Architecture (DDPM-style): channels ``(c, 2c, 2c)`` at resolutions 32, 16, 8; ``n_res`` residual
 blocks per level on the way down and ``n_res + 1`` on the way up (skip concatenation); GroupNorm +

@@ -1,4 +1,4 @@
-"""VP adapter (DESIGN §2): an ε-prediction network trained on a discrete beta schedule as a
+"""VP adapter (docs/design.md §2): an ε-prediction network trained on a discrete beta schedule as a
 variance-exploding denoiser ``D(x, sigma)``.
 
 For the DDPM linear schedule ``beta_t = linspace(1e-4, 0.02, T=1000)``, ``ᾱ_t = prod_{s<=t}(1-beta_s)``

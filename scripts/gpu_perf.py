@@ -1,4 +1,4 @@
-"""GPU performance pass on the real ADM architectures (issue 7). Run via ``scripts/gpu_perf.sh``.
+"""GPU performance pass on the real ADM architectures (reports/perf/README.md, "GPU"). Run via ``scripts/gpu_perf.sh``.
 
 Builds deepinv ``DiffUNet`` at the FFHQ size (``large_model=False``, 93.6 M parameters, DPS's
 ``ffhq_10m.pt`` architecture) and the ImageNet size (``large_model=True``, 552.8 M, guided-diffusion's

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Prepared GPU performance pass (issue 7; reports/perf/README.md "GPU"). Run from anywhere on a
+# Prepared GPU performance pass (reports/perf/README.md, "GPU"). Run from anywhere on a
 # machine with one CUDA GPU and the project venv; finishes in < 8 min on one H100:
 #   1. `invbench perf --device cuda` (small prior, 32x32): floor, vs_deepinv, throughput, fast_paths
 #      (capped at 150 s), then vml_vs_dps (DPS-1000 on the demo tasks; capped at 120 s)

@@ -1,4 +1,4 @@
-"""Exact-posterior validation table (issue 4): every solver on Gaussian-mixture priors, scored
+"""Exact-posterior validation table (reports/validation/README.md): every solver on Gaussian-mixture priors, scored
 against the closed-form posterior. Protocol and metric definitions: bench/studies/exact_posterior.py and
 reports/validation/README.md.
 

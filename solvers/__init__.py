@@ -1,4 +1,4 @@
-"""Inverse-problem solvers behind one interface (DESIGN §5)."""
+"""Inverse-problem solvers behind one interface (docs/design.md §5)."""
 
 # ruff: noqa: I001, RUF022  (import order = registration order; __all__ grouped by kind)
 

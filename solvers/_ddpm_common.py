@@ -1,5 +1,5 @@
 """Shared plumbing for the DDPM-family baselines (DPS, DDRM, ΠGDM): timestep selection and
-VP/VE bookkeeping (DESIGN §2).
+VP/VE bookkeeping (docs/design.md §2).
 
 Conventions. Every prior is a VE denoiser ``D(x, sigma)`` with ``x = x0 + sigma n`` (model units).
 The baselines were written for VP ε-networks; the one-to-one map used throughout is

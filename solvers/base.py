@@ -1,4 +1,4 @@
-"""Solver contract (DESIGN §5).
+"""Solver contract (docs/design.md §5).
 
 A solver maps a measurement ``y`` (model space, shape ``(B, *A.out_shape)``) to a
 reconstruction ``x_hat`` (model space [-1, 1], shape ``(B, *A.in_shape)``). Hyperparameters
@@ -104,7 +104,7 @@ def generators_for(generator: Generators | None, batch: int) -> list[torch.Gener
 
     A single generator is only accepted for batch 1 or used for all items in sequence (then
     results depend on the batch composition); pass one generator per image for batch-invariant
-    results (DESIGN §2).
+    results (docs/design.md §2).
     """
     if generator is None:
         generator = torch.Generator().manual_seed(0)

@@ -1,7 +1,7 @@
 """DDRM — Denoising Diffusion Restoration Models (Kawar, Elad, Ermon, Song; NeurIPS 2022).
 
 Re-implemented from the released code's ``efficient_generalized_steps``
-(``bahjat-kawar/ddrm``, ``functions/denoising.py``) in VE terms (DESIGN §2).
+(``bahjat-kawar/ddrm``, ``functions/denoising.py``) in VE terms (docs/design.md §2).
 
 Notation: ``A = U diag(s) Vᵀ`` (``s`` zero-padded to all ``n`` spectral coordinates), ``σ_y`` the
 measurement noise (model units, the code's ``sigma_0``), ``ȳ_i = (Uᵀy)_i / s_i``, bars denote

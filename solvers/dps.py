@@ -2,7 +2,7 @@
 
 Re-implemented from the released code (``DPS2022/diffusion-posterior-sampling``:
 ``guided_diffusion/gaussian_diffusion.py`` ``p_sample_loop`` / ``DDPM.p_sample`` and
-``guided_diffusion/condition_methods.py`` ``PosteriorSampling``), in VE terms (DESIGN §2).
+``guided_diffusion/condition_methods.py`` ``PosteriorSampling``), in VE terms (docs/design.md §2).
 
 Ancestral DDPM on descending levels ``σ_0 > … > σ_{N−1}`` (the prior's 1000 training timesteps
 ``t = 999 … 0``, or an explicit list) with terminal level 0. The state is kept in VP form

@@ -1,4 +1,4 @@
-"""Exact oracles for analytic priors (DESIGN §5): the closed-form posterior of a Gaussian-mixture
+"""Exact oracles for analytic priors (docs/design.md §5): the closed-form posterior of a Gaussian-mixture
 prior under a linear operator with Gaussian noise, ``p(x0 | y) ∝ p(x0) N(y; A x0, σ_y² I)``.
 
 * ``oracle_map``    — ``argmax p(x0 | y)`` (``prior.posterior(A, y, σ_y).map()``),

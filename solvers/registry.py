@@ -1,4 +1,4 @@
-"""Name -> solver class registry (DESIGN §5, §9)."""
+"""Name -> solver class registry (docs/design.md §5, §9)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Spectral helpers for linear operators with an exact SVD ``A = U diag(s) Vᵀ`` (DESIGN §3, §9).
+"""Spectral helpers for linear operators with an exact SVD ``A = U diag(s) Vᵀ`` (docs/design.md §3, §9).
 
 Coordinates: ``op.svd.Vt(x)`` maps an image batch ``(B, *in_shape)`` to ``(B, n)`` spectral
 coefficients, ``n = prod(in_shape)``; ``op.svd.singular_values`` has shape ``(m,)``, ``m <= n``,

@@ -90,7 +90,7 @@ class VMLMAPParams:
     preconditioner: "svd" (exact P_σ, requires the operator's SVD) or "scalar" (any linear A).
     loss: "vml_s" (paper's practical loss) or "vml_full" (exact trace terms; analytic priors).
     lipschitz_margin: factor on the power-iteration estimate of ‖A‖² ("scalar" without SVD).
-    transition: "ddim" (x ← D + (σ'/σ)(x − D), DESIGN §5) or "map_consistent"
+    transition: "ddim" (x ← D + (σ'/σ)(x − D), the deterministic DDIM step) or "map_consistent"
         (x ← D + (σ'/σ)²(x − D): for a Gaussian prior it maps the exact VML minimiser at σ to the
         exact minimiser at σ', since there x − D = σ² Σ⁻¹(D − μ); ours).
     """
@@ -136,7 +136,7 @@ class VMLMAP(Solver):
         "exact-gaussian": Preset(
             {"n_levels": 50, "inner_steps": 10, "step_size": 1.0, "sigma_max": 80.0, "sigma_min": 0.002, "rho": 7.0,
              "init": "noise", "preconditioner": "svd", "loss": "vml_s", "transition": "ddim"},
-            "ours: DESIGN §5 reference setting (N=50, K=10, γ=1, SVD preconditioner) that reaches the exact "
+            "ours: the reference setting (N=50, K=10, γ=1, SVD preconditioner) that reaches the exact "
             "MAP on Gaussian priors",
         ),
         "learned": Preset(

@@ -11,7 +11,7 @@ def test_pixel_model_roundtrip_and_range():
 
 
 def test_noise_units():
-    # DESIGN §2: 0.05 on the [-1,1] scale (DPS) is 0.025 pixel units, i.e. model sigma 0.05.
+    # docs/design.md §2: 0.05 on the [-1,1] scale (DPS) is 0.025 pixel units, i.e. model sigma 0.05.
     assert cv.minus_one_one_noise_to_pixel(0.05) == 0.025
     assert cv.noise_sigma_to_model(0.025) == 0.05
     assert cv.model_sigma_to_pixel(cv.noise_sigma_to_model(0.05)) == 0.05

@@ -1,4 +1,4 @@
-"""Quality metrics (DESIGN §6; contract in docs/metrics.md).
+"""Quality metrics (docs/design.md §6; contract in docs/metrics.md).
 
 Per-image metrics (:class:`Metric`) take a :class:`MetricContext` and return one ``(B,)``
 float64 tensor per column; set metrics (:class:`SetMetric`) reduce a whole cell to one number.

@@ -1,4 +1,4 @@
-"""Exact-posterior validation suite (issue 4): every solver against the closed-form posterior of
+"""Exact-posterior validation suite (docs/design.md §10, reports/validation/README.md): every solver against the closed-form posterior of
 an analytic Gaussian-mixture prior.
 
 A *problem set* is (prior, operator preset, sigma_y); a *problem* in it is a ground truth ``x0``

@@ -1,4 +1,4 @@
-"""``invbench perf``: what each solver really costs (issue 7; DESIGN §6 cost paragraph).
+"""``invbench perf``: what each solver really costs (docs/design.md §10; report in reports/perf/README.md).
 
 One process, contenders interleaved (A B A B …), one untimed warm-up round, median and min–max
 over ``--reps`` (≥ 5 unless ``--quick``) repetitions, ratios pair by pair (round i with round i).
@@ -515,8 +515,8 @@ def render_tables(res: dict) -> str:
 
 
 def render_acceptance(res: dict) -> str:
-    """The issue's acceptance items, judged from the measured numbers (medians)."""
-    L = ["### Acceptance (issue 7), judged from the medians above", ""]
+    """The performance targets, judged from the measured numbers (medians)."""
+    L = ["### Targets, judged from the medians above", ""]
     for r in res.get("floor", []):
         v = r["ratio"]["median"]
         L.append(f"- floor ratio ≤ 1.05, {r['solver']}: {v:.3f} — {'met' if v <= 1.05 else 'NOT met'} "

@@ -50,7 +50,7 @@ class CellSpec:
     gpu_mem: int | None = None
 
 
-# solver labels that must be escaped in every output (issue 8 item 5)
+# solver labels that must be escaped in every output (docs/reports.md, "Safety of user strings")
 HOSTILE = {"pigdm": "<script>alert(1)</script>", "ddrm": r"\input{/etc/passwd}", "dps": "a|b"}
 
 DATASETS = {"tiny": ((3, 16, 16), ["img0", "img1", "img2"]), "gmm8": ((1, 8, 8), ["g0", "g1", "g2", "g3"])}

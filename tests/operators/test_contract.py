@@ -1,4 +1,4 @@
-"""Linear-algebra contract of every preset (DESIGN §3, §9), float64, several image sizes."""
+"""Linear-algebra contract of every preset (docs/design.md §3, §9), float64, several image sizes."""
 
 import pytest
 import torch

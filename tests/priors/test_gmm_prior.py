@@ -73,7 +73,7 @@ def test_score_is_gradient_of_log_prob_and_log_prob_is_exact(sigma):
     assert torch.allclose(p.score(x, sigma), g, rtol=1e-10, atol=1e-10)
     ref = mixture_logpdf(x.reshape(6, 5).numpy(), w, m, C + sigma**2 * np.eye(5))
     assert np.allclose(p.log_prob(x, sigma).numpy(), ref, rtol=1e-12, atol=1e-10)
-    if sigma > 0:  # DESIGN §2: score = (D - x) / σ²
+    if sigma > 0:  # docs/design.md §2: score = (D - x) / σ²
         assert torch.allclose(p.score(x, sigma), (p.denoise(x, sigma) - x) / sigma**2, atol=1e-9)
 
 

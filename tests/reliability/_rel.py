@@ -1,4 +1,4 @@
-"""Shared helpers of the reliability campaign (issue 8; docs/reliability.md); conftest.py puts
+"""Shared helpers of the reliability campaign (docs/reliability.md); conftest.py puts
 this folder and tests/bench on sys.path.
 
 * ``GMM_TEXT``: a small all-analytic experiment (gmm-digits prior on 8x8 digits, real solvers)

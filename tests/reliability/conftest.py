@@ -1,4 +1,4 @@
-"""Fixtures of the reliability campaign (issue 8; docs/reliability.md). Helpers live in _rel.py.
+"""Fixtures of the reliability campaign (docs/reliability.md). Helpers live in _rel.py.
 
 ``figures`` records campaign figures (kill points, corpus size, ...) into the JSON file named by
 ``$INVBENCH_RELIABILITY_FIGURES`` (set by scripts/reliability_report.py); a no-op otherwise.

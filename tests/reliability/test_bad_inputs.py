@@ -1,7 +1,7 @@
-"""The bad-input corpus (issue 8 §2; one line per case in docs/reliability.md).
+"""The bad-input corpus (one line per case in docs/reliability.md).
 
 Every case builds its inputs in a fresh folder, runs ``invbench`` in process
-(``bench.cli.main``) and asserts the failure rules of DESIGN §8:
+(``bench.cli.main``) and asserts the failure rules of docs/design.md §8:
 
 * the documented exit code (2 for bad input);
 * stderr is exactly one line ``invbench: error: ...`` that names the problem (a key path, a
@@ -666,7 +666,7 @@ def test_bad_input(name, tmp_path, capsys, monkeypatch, figures):
 
 
 def test_corpus_size(figures):
-    """The corpus has at least 40 named cases (issue 8 acceptance); the count goes to the report."""
+    """The corpus has at least 40 named cases (the campaign's floor, docs/reliability.md); the count goes to the report."""
     figures.record("corpus_cases", len(CASES))
     assert len(CASES) >= 40
 

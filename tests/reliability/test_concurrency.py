@@ -1,4 +1,4 @@
-"""Concurrency (issue 8 §3): a second writer on the same RUN_DIR is refused; the lock is an
+"""Concurrency (docs/reliability.md, "Concurrency"): a second writer on the same RUN_DIR is refused; the lock is an
 ``flock`` on ``RUN_DIR/.lock`` that the kernel releases when its holder dies, so a SIGKILLed run
 leaves no stale lock; readers never block or see half rows; the store is never corrupt.
 

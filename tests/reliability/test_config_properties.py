@@ -1,4 +1,4 @@
-"""Property-based tests of the config loader (issue 8 §2, hypothesis).
+"""Property-based tests of the config loader (docs/reliability.md, "Bad-input corpus"; hypothesis).
 
 Random single mutations of a valid experiment (an unknown key at a random table, a wrong-typed
 value at a schema leaf, an out-of-range number) always raise ``ConfigError`` whose message is one

@@ -1,4 +1,4 @@
-"""Determinism (issue 8 §4) with the real solvers on the GMM config, through the full CLI path.
+"""Determinism (docs/reliability.md, "Determinism") with the real solvers on the GMM config, through the full CLI path.
 
 Already covered elsewhere (referenced in docs/reliability.md, not repeated here):
 * tests/bench/test_runner.py::test_two_runs_bitwise_identical / ::test_batch_size_invariance

@@ -1,4 +1,4 @@
-"""Kill soak (issue 8 §1): SIGKILL ``invbench run`` at seeded random moments, ``--resume`` each
+"""Kill soak (docs/reliability.md, "Kill soak"): SIGKILL ``invbench run`` at seeded random moments, ``--resume`` each
 time, and compare the final store and images with an uninterrupted run.
 
 A *kill point* is drawn from a seeded ``random.Random``: either a startup kill (a random time

@@ -1,4 +1,4 @@
-"""Security (issue 8 §5): checkpoints only through ``torch.load(weights_only=True)``, nothing in
+"""Security (docs/reliability.md, "Security"): checkpoints only through ``torch.load(weights_only=True)``, nothing in
 the package unpickles / evaluates / imports by a user-given name, configs are data, user strings
 are escaped in every report format, manifest paths stay in the dataset root, no network at run
 time.

@@ -20,8 +20,6 @@ Known, documented differences (docs/solvers-baselines.md) and how the tests hand
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,9 +30,7 @@ deepinv = pytest.importorskip("deepinv")
 from invbench.priors.base import Prior
 
 from invbench import operators, solvers
-
-sys.path.insert(0, str(Path(__file__).parent))
-from _baseline_helpers import (
+from tests.helpers.baselines import (
     MatrixOperator,
     circular_blur_matrix,
     gaussian_prior,

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from invbench.priors import CountingPrior
@@ -12,9 +9,7 @@ from invbench.solvers import SolverDiverged
 from invbench.solvers.dps import DPS
 
 from invbench import operators, solvers
-
-sys.path.insert(0, str(Path(__file__).parent))
-from _baseline_helpers import NaNPrior, gaussian_prior, gens
+from tests.helpers.baselines import NaNPrior, gaussian_prior, gens
 
 SHAPE = (1, 4, 4)
 

@@ -8,9 +8,7 @@ themselves reported as the divergence. On CUDA the sync count of a whole solve i
 
 from __future__ import annotations
 
-import sys
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,9 +17,7 @@ from invbench.solvers import SolverDiverged
 from invbench.solvers.base import check_finite, deferred_finite_checks
 
 from invbench import operators, solvers
-
-sys.path.insert(0, str(Path(__file__).parent))
-from _baseline_helpers import gaussian_prior, gens
+from tests.helpers.baselines import gaussian_prior, gens
 
 SHAPE = (1, 4, 4)
 ALL = [("dps", {"steps": 12}), ("ddrm", {"steps": 12}), ("pigdm", {"steps": 12}),

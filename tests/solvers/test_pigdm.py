@@ -3,9 +3,6 @@ consistency, batching."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from invbench.priors import CountingPrior
@@ -13,9 +10,7 @@ from invbench.solvers import SolverDiverged, SolverSkip
 from invbench.solvers.pigdm import pigdm_guidance_vector
 
 from invbench import operators, solvers
-
-sys.path.insert(0, str(Path(__file__).parent))
-from _baseline_helpers import DenseSVDOperator, NaNPrior, dense_matrix, gaussian_prior, gens
+from tests.helpers.baselines import DenseSVDOperator, NaNPrior, dense_matrix, gaussian_prior, gens
 
 SHAPE = (1, 4, 4)
 

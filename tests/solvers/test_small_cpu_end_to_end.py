@@ -1,5 +1,5 @@
 """Every solver runs end to end on the small CPU prior at 32x32 for every operator preset it
-supports (issue 4); unsupported pairings raise SolverSkip with a reason. Step counts are cut to
+supports (docs/design.md §5); unsupported pairings raise SolverSkip with a reason. Step counts are cut to
 the minimum that exercises every code path (this checks plumbing and finiteness, not quality)."""
 
 import pytest

@@ -73,7 +73,7 @@ def test_slice_matches_committed_problem_rows(committed, recomputed):
 
 
 def test_committed_table_covers_the_acceptance_grid(committed):
-    """Issue 4: 4 GMM priors x >= 4 linear presets x all solvers x >= 32 problems, sample-set
+    """The study's scope (reports/validation/README.md): 4 GMM priors x >= 4 linear presets x all solvers x >= 32 problems, sample-set
     metrics (64+ samples) for the samplers, and the exact oracles behaving as the closed form."""
     table, _ = committed
     main = [r for r in table if float(r["sigma_y"]) == 0.05]

@@ -126,9 +126,9 @@ def _rel(a, b):
 
 # ---------------------------------------------------------------- exactness
 def test_design_reference_setting_reaches_map_on_inpainting():
-    """DESIGN §5 setting: SVD preconditioner, N=50, γ=1, DDIM transition, σ_y = 0.01 inpainting.
+    """The reference setting of docs/solvers-vml-map.md ("Exactness"): SVD preconditioner, N=50, γ=1, DDIM transition, σ_y = 0.01 inpainting.
 
-    DESIGN quotes 3e-4 for K=10 on a 32-d problem; on this 64-d problem K=10 gives ~1.2e-3
+    On this 64-d problem K=10 gives ~1.2e-3
     (hence the 2e-3 bound) and K=20 is inside 1e-3: the error falls with the inner steps."""
     op = MatOp(MATS["inpaint"])
     p, y, xmap = _problem(op, 0.01)

@@ -1,0 +1,1 @@
+"""The test suite (pytest). Shared helpers live in tests/helpers/; test folders mirror the packages."""
