@@ -161,16 +161,30 @@ class LinearOperator(Operator):
         """Moore–Penrose pseudo-inverse ``A⁺ y`` (through the SVD; zero singular values dropped)."""
         if self.svd is None:
             raise NotImplementedError(f"{type(self).__name__} has no SVD; override pinv")
-        s = self.svd.singular_values
-        z = self.svd.Ut(y)
-        inv = torch.where(s > 0, 1.0 / torch.where(s > 0, s, torch.ones_like(s)), torch.zeros_like(s))
-        coeff = torch.zeros(y.shape[0], _numel(self.in_shape), dtype=z.dtype, device=z.device)
-        coeff[:, : s.numel()] = z * inv
-        return self.svd.V(coeff)
+        return svd_pinv(self.svd, y, self.in_shape)
+
+
+def safe_div(num: Tensor | float, den: Tensor) -> Tensor:
+    """``num / den`` where ``den > 0`` and 0 elsewhere (broadcasting), without a 0/0 ever being
+    evaluated: the suite's one zero-safe reciprocal (``safe_div(1.0, s)`` is ``Σ⁺``). A float
+    ``num`` stays a Python scalar (torch then evaluates ``num · (1/den)``)."""
+    pos = den > 0
+    return torch.where(pos, num / torch.where(pos, den, torch.ones_like(den)), torch.zeros_like(den))
+
+
+def svd_pinv(svd: SVD, y: Tensor, in_shape: tuple[int, ...], singular_values: Tensor | None = None) -> Tensor:
+    """``A⁺ y = V Σ⁺ Uᵀ y`` from an SVD, zero singular values dropped: ``(B, *out_shape)`` ->
+    ``(B, *in_shape)``. ``singular_values`` replaces ``svd.singular_values`` (e.g. a thresholded
+    copy, as DDRM's and ΠGDM's code use)."""
+    s = svd.singular_values if singular_values is None else singular_values
+    z = svd.Ut(y)
+    coeff = torch.zeros(y.shape[0], _numel(in_shape), dtype=z.dtype, device=z.device)
+    coeff[:, : s.numel()] = z * safe_div(1.0, s)
+    return svd.V(coeff).reshape(y.shape[0], *in_shape)
 
 
 def _numel(shape: tuple[int, ...]) -> int:
     n = 1
-    for s in shape:
-        n *= int(s)
+    for k in shape:
+        n *= int(k)
     return n

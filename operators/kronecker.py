@@ -17,7 +17,7 @@ import copy
 import torch
 from torch import Tensor
 
-from .base import SVD, LinearOperator, OperatorError
+from .base import SVD, LinearOperator, OperatorError, safe_div
 from .common import cast_like
 
 
@@ -44,8 +44,7 @@ def svd_1d(M: Tensor, rank_rtol: float | None = None) -> tuple[Tensor, Tensor, T
 def pinv_1d(U: Tensor, s: Tensor, V: Tensor) -> Tensor:
     """``(n, m)`` pseudo-inverse from a 1-D SVD (zero singular values dropped)."""
     m = s.numel()
-    inv = torch.where(s > 0, 1.0 / torch.where(s > 0, s, torch.ones_like(s)), torch.zeros_like(s))
-    return (V[:, :m] * inv) @ U.T
+    return (V[:, :m] * safe_div(1.0, s)) @ U.T
 
 
 class KroneckerSVD(SVD):

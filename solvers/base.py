@@ -40,7 +40,10 @@ class SolverError(ValueError):
 
 @dataclass(frozen=True)
 class Preset:
-    """A named hyperparameter set and where its values come from."""
+    """A named hyperparameter set and where its values come from.
+
+    ``params`` holds only the values that differ from the solver's ``Params()`` defaults, which
+    are the ``"default"`` preset (so ``PRESETS["default"].params`` is empty)."""
 
     params: dict
     provenance: str

@@ -105,7 +105,7 @@ class DDRM(Solver):
     Params: ClassVar[type] = DDRMParams
     PRESETS: ClassVar[dict[str, Preset]] = {
         "default": Preset(
-            {"eta": 0.85, "eta_b": 1.0, "steps": 20},
+            {},
             "bahjat-kawar/ddrm README / main.py defaults (--eta 0.85 --etaB 1 --timesteps 20; "
             "skip schedule range(0, 1000, 50))",
         ),
@@ -148,8 +148,8 @@ class DDRM(Solver):
         ybar = torch.where(pos, Uty / safe_s, torch.zeros_like(Uty))  # Σ⁺Uᵀy
         nsr = torch.where(pos, sigma_y / safe_s, torch.zeros_like(s))  # σ_y / s_i
 
-        levels = sampling_sigmas(prior, p.steps, p.sigmas)
-        sT = levels[0]
+        sigmas = sampling_sigmas(prior, p.steps, p.sigmas)
+        sT = sigmas[0]
 
         # --- initialisation: p(x_T | y) of the code ---
         z = randn((n,), gens, y)
@@ -163,35 +163,35 @@ class DDRM(Solver):
         # Which branches occur at each step, read to the host once before the loop (no sync per
         # step). Scaling by a level σ' >= 0 is monotone under rounding, so "some in-range
         # s_i σ' > σ_y" equals "max_i s_i · σ' > σ_y" (and min for "<").
-        next_levels = [*levels[1:], 0.0]
+        sigmas_next = [*sigmas[1:], 0.0]
         if m > 0:
             s_hi, s_lo = s_m.max(), s_m.min()
-            occurs = torch.stack([torch.stack([s_hi * sn > sigma_y, s_lo * sn < sigma_y]) for sn in next_levels]).tolist()
+            occurs = torch.stack([torch.stack([s_hi * sn > sigma_y, s_lo * sn < sigma_y]) for sn in sigmas_next]).tolist()
         else:
-            occurs = [[False, False]] * len(levels)
-        for i, sig in enumerate(levels):
-            sig_next = next_levels[i]
+            occurs = [[False, False]] * len(sigmas)
+        for i, sigma in enumerate(sigmas):
+            sigma_next = sigmas_next[i]
             any_noisier, any_less_noisy = occurs[i]
-            x0 = prior.denoise(x, sigma_batch(sig, x))
+            x0 = prior.denoise(x, sigma_batch(sigma, x))
             check_finite(x0, f"ddrm step {i}: denoiser output")
             if callback is not None:
-                callback(i, sig, x, x0)
+                callback(i, sigma, x, x0)
             x0bar = svd.Vt(x0)
-            epsbar = svd.Vt((x - x0) / sig)
+            epsbar = svd.Vt((x - x0) / sigma)
             z = randn((n,), gens, y)
 
             # null-space branch (default)
-            new = x0bar + c * sig_next * epsbar + p.eta * sig_next * z
+            new = x0bar + c * sigma_next * epsbar + p.eta * sigma_next * z
             # less noisy than y (σ_y > 0 here, since s σ' < σ_y)
             if any_less_noisy:
-                less_noisy = in_range & (s * sig_next < sigma_y)
+                less_noisy = in_range & (s * sigma_next < sigma_y)
                 resid = (Uty - s * x0bar) / (sigma_y if sigma_y > 0 else 1.0)
-                ln = x0bar + c * sig_next * resid + p.eta * sig_next * z
+                ln = x0bar + c * sigma_next * resid + p.eta * sigma_next * z
                 new = torch.where(less_noisy, ln, new)
             # noisier than y
             if any_noisier:
-                noisier = in_range & (s * sig_next > sigma_y)
-                std_b = (sig_next**2 - (p.eta_b * nsr) ** 2).clamp_min(0.0).sqrt()
+                noisier = in_range & (s * sigma_next > sigma_y)
+                std_b = (sigma_next**2 - (p.eta_b * nsr) ** 2).clamp_min(0.0).sqrt()
                 nz = p.eta_b * ybar + (1.0 - p.eta_b) * x0bar + std_b * z
                 new = torch.where(noisier, nz, new)
 

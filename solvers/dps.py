@@ -125,7 +125,7 @@ class DPS(Solver):
     Params: ClassVar[type] = DPSParams
     PRESETS: ClassVar[dict[str, Preset]] = {
         "default": Preset(
-            {"zeta": 1.0},
+            {},
             "condition_methods.py PosteriorSampling default scale=1.0 (no task config)" + _VAR,
         ),
         "paper-sr": Preset({"zeta": 0.3}, _CODE.format("super_resolution") + " = 0.3" + _VAR),
@@ -133,7 +133,7 @@ class DPS(Solver):
             {"zeta": 0.3}, _CODE.format("gaussian_deblur / motion_deblur") + " = 0.3" + _VAR
         ),
         "paper-inpaint": Preset({"zeta": 0.5}, _CODE.format("inpainting") + " = 0.5" + _VAR),
-        "paper-phase": Preset({"zeta": 1.0}, _CODE.format("phase_retrieval") + " = 1.0" + _VAR),
+        "paper-phase": Preset({}, _CODE.format("phase_retrieval") + " = 1.0, the default" + _VAR),
     }
 
     @classmethod
@@ -166,20 +166,20 @@ class DPS(Solver):
         )
         if learned and "learned_variance" not in prior.capabilities:
             raise SolverError("dps: variance='learned' but the prior has no learned_variance capability")
-        levels = sampling_sigmas(prior, p.steps, p.sigmas)
-        N = len(levels)
+        sigmas = sampling_sigmas(prior, p.steps, p.sigmas)
+        N = len(sigmas)
         shape = tuple(prior.image_shape)
 
         x = randn(shape, gens, y)  # x_T ~ N(0, I) (VP)
-        for i, sig in enumerate(levels):
-            sig_next = levels[i + 1] if i + 1 < N else 0.0
-            a, a_next = abar(sig), abar(sig_next)
+        for i, sigma in enumerate(sigmas):
+            sigma_next = sigmas[i + 1] if i + 1 < N else 0.0
+            a, a_next = abar(sigma), abar(sigma_next)
             beta = 1.0 - a / a_next
             last = i == N - 1
             x = x.detach().requires_grad_(True)
             with torch.enable_grad():
-                x_ve = x * math.sqrt(1.0 + sig * sig)
-                sb = sigma_batch(sig, x)
+                x_ve = x * math.sqrt(1.0 + sigma * sigma)
+                sb = sigma_batch(sigma, x)
                 if learned:
                     d, v = prior.denoise_with_variance(x_ve, sb)
                 else:
@@ -191,7 +191,7 @@ class DPS(Solver):
             x0 = x0.detach()
             check_finite(x0, f"dps step {i}: denoiser output")
             if callback is not None:
-                callback(i, sig, x_ve.detach(), x0)
+                callback(i, sigma, x_ve.detach(), x0)
 
             c1 = beta * math.sqrt(a_next) / (1.0 - a)
             c2 = (1.0 - a_next) * math.sqrt(1.0 - beta) / (1.0 - a)

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
+from invbench.operators.base import safe_div, svd_pinv
 from torch import Tensor
 
 from ._ddpm_common import abar, sampling_sigmas, sigma_batch, thresholded_singular_values
@@ -101,20 +102,11 @@ def pigdm_guidance_vector(op, resid: Tensor, r2: float, sigma_y: float, s: Tenso
         s = svd.singular_values
     s = s.to(device=resid.device, dtype=resid.dtype)
     den = r2 * s * s + sigma_y * sigma_y
-    f = torch.where(den > 0, s / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(s))
+    f = safe_div(s, den)
     n = math.prod(op.in_shape)
     coeff = torch.zeros(B, n, dtype=resid.dtype, device=resid.device)
     coeff[:, : s.numel()] = svd.Ut(resid) * f
     return svd.V(coeff).reshape(B, *op.in_shape)
-
-
-def _pinv(op, y: Tensor, s: Tensor) -> Tensor:
-    """``A⁺y`` with the given (possibly thresholded) singular values; zeros dropped."""
-    n = math.prod(op.in_shape)
-    inv = torch.where(s > 0, 1.0 / torch.where(s > 0, s, torch.ones_like(s)), torch.zeros_like(s))
-    coeff = torch.zeros(y.shape[0], n, dtype=y.dtype, device=y.device)
-    coeff[:, : s.numel()] = op.svd.Ut(y) * inv
-    return op.svd.V(coeff).reshape(y.shape[0], *op.in_shape)
 
 
 @register
@@ -129,7 +121,7 @@ class PiGDM(Solver):
     Params: ClassVar[type] = PiGDMParams
     PRESETS: ClassVar[dict[str, Preset]] = {
         "default": Preset(
-            {"steps": 100, "eta": 0.0, "weight": 1.0, "init": "pinv"},
+            {},
             "100 DDIM steps (ΠGDM protocol, uniform skip); eta=0, grad_term_weight=1, awd=True and the "
             "A⁺y initialisation from NVlabs/RED-diff algos/pgdm.py and its pgdm config",
         ),
@@ -153,26 +145,26 @@ class PiGDM(Solver):
         B = y.shape[0]
         gens = generators_for(generator, B)
         shape = tuple(operator.in_shape)
-        levels = sampling_sigmas(prior, p.steps, p.sigmas)
-        N = len(levels)
+        sigmas = sampling_sigmas(prior, p.steps, p.sigmas)
+        N = len(sigmas)
 
         s_thr = thresholded_singular_values(operator, p.svd_threshold, y)
-        aT = abar(levels[0])
+        aT = abar(sigmas[0])
         z = randn(shape, gens, y)
         if p.init == "pinv":
             with torch.no_grad():
-                x = math.sqrt(aT) * _pinv(operator, y, s_thr) + math.sqrt(1.0 - aT) * z
+                x = math.sqrt(aT) * svd_pinv(operator.svd, y, operator.in_shape, s_thr) + math.sqrt(1.0 - aT) * z
         else:
             x = z
 
-        for i, sig in enumerate(levels):
-            sig_next = levels[i + 1] if i + 1 < N else 0.0
-            a, a_s = abar(sig), abar(sig_next)
-            r2 = sig * sig / (1.0 + sig * sig)
+        for i, sigma in enumerate(sigmas):
+            sigma_next = sigmas[i + 1] if i + 1 < N else 0.0
+            a, a_s = abar(sigma), abar(sigma_next)
+            r2 = sigma * sigma / (1.0 + sigma * sigma)
             x = x.detach().requires_grad_(True)
             with torch.enable_grad():
                 x_ve = x / math.sqrt(a)
-                d = prior.denoise(x_ve, sigma_batch(sig, x))
+                d = prior.denoise(x_ve, sigma_batch(sigma, x))
                 x0 = d.clamp(-1.0, 1.0) if p.clip_x0 else d
                 with torch.no_grad():
                     vec = pigdm_guidance_vector(operator, y - operator.forward(x0), r2, float(sigma_y), s_thr)
@@ -180,7 +172,7 @@ class PiGDM(Solver):
             x0 = x0.detach()
             check_finite(x0, f"pigdm step {i}: denoiser output")
             if callback is not None:
-                callback(i, sig, x_ve.detach(), x0)
+                callback(i, sigma, x_ve.detach(), x0)
             eps = (x.detach() - math.sqrt(a) * x0) / math.sqrt(1.0 - a)
             c1 = p.eta * math.sqrt(max((1.0 - a / a_s) * (1.0 - a_s) / (1.0 - a), 0.0))
             c2 = math.sqrt(max(1.0 - a_s - c1 * c1, 0.0))

@@ -8,12 +8,10 @@ coordinate whose singular value is 0) span the null space of ``A``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import Tensor
 
-__all__ = ["apply_range_spectral", "apply_spectral", "padded_singular_values", "spectral_norm_sq"]
+__all__ = ["padded_singular_values", "spectral_norm_sq"]
 
 
 def padded_singular_values(op, like: Tensor | None = None) -> Tensor:
@@ -30,30 +28,6 @@ def padded_singular_values(op, like: Tensor | None = None) -> Tensor:
     out = torch.zeros(n, dtype=s.dtype, device=s.device)
     out[: s.numel()] = s
     return out
-
-
-def apply_spectral(op, x: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
-    """``V diag(f) Vᵀ x`` with ``f = fn(s_full)``, ``s_full`` the zero-padded singular values.
-
-    ``fn`` receives a ``(n,)`` tensor (x's dtype/device) and returns ``(n,)`` (or ``(B, n)`` for
-    per-item factors). ``x`` has shape ``(B, *op.in_shape)``; so does the result. Example: the
-    VML-MAP preconditioner ``(I/σ_t² + AᵀA/σ_y²)⁻¹`` is
-    ``apply_spectral(op, r, lambda s: σ_t²σ_y² / (σ_y² + σ_t² s²))``.
-    """
-    if op.svd is None:
-        raise ValueError(f"operator {op.name or type(op).__name__} has no SVD")
-    f = fn(padded_singular_values(op, like=x))
-    z = op.svd.Vt(x)
-    return op.svd.V(z * f)
-
-
-def apply_range_spectral(op, y: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
-    """``U diag(g) Uᵀ y`` with ``g = fn(s)`` over the ``m`` measurement coordinates
-    (``s = op.svd.singular_values``, not padded). ``y`` has shape ``(B, *op.out_shape)``."""
-    if op.svd is None:
-        raise ValueError(f"operator {op.name or type(op).__name__} has no SVD")
-    s = op.svd.singular_values.to(device=y.device, dtype=y.dtype)
-    return op.svd.U(op.svd.Ut(y) * fn(s))
 
 
 def spectral_norm_sq(op, *, like: Tensor, iters: int = 50, generator: torch.Generator | None = None) -> float:

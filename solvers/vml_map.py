@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
+from invbench.operators.base import safe_div
 from torch import Tensor
 
 from . import schedules, svd_tools
@@ -79,7 +80,8 @@ _TRANSITIONS = ("ddim", "map_consistent")
 @dataclass(frozen=True)
 class VMLMAPParams:
     """Hyper-parameters of VML-MAP. None of these values is stated in what we could read of the
-    paper: all are ours (provenance in the presets and docs/solvers-vml-map.md).
+    paper: all are ours (provenance in the presets and docs/solvers-vml-map.md). The defaults are
+    the ``"default"`` preset.
 
     n_levels: N, number of noise levels (outer steps), >= 1.
     inner_steps: K, gradient steps on VML per level, >= 0.
@@ -95,9 +97,9 @@ class VMLMAPParams:
         exact minimiser at σ', since there x − D = σ² Σ⁻¹(D − μ); ours).
     """
 
-    n_levels: int = 50
+    n_levels: int = 100
     inner_steps: int = 10
-    step_size: float = 1.0
+    step_size: float = 1.9
     sigma_max: float = 80.0
     sigma_min: float = 0.002
     rho: float = 7.0
@@ -105,7 +107,7 @@ class VMLMAPParams:
     preconditioner: str = "svd"
     loss: str = "vml_s"
     lipschitz_margin: float = 1.05
-    transition: str = "ddim"
+    transition: str = "map_consistent"
 
 
 @register
@@ -120,42 +122,37 @@ class VMLMAP(Solver):
     name = "vml_map"
     requires = frozenset({"linear", "grad"})
     Params = VMLMAPParams
+    # Each preset states only what differs from VMLMAPParams() (= "default"), with its provenance.
     PRESETS: ClassVar[dict[str, Preset]] = {
         "default": Preset(
-            {"n_levels": 100, "inner_steps": 10, "step_size": 1.9, "sigma_max": 80.0, "sigma_min": 0.002, "rho": 7.0,
-             "init": "noise", "preconditioner": "svd", "loss": "vml_s", "transition": "map_consistent"},
+            {},
             "ours: tuned here on the GMM validation split (seeds 900000+, scripts/tune_vml_map.py; "
             "docs/solvers-vml-map.md); not the paper's values (unknown)",
         ),
         "plain": Preset(
-            {"n_levels": 50, "inner_steps": 20, "step_size": 1.9, "sigma_max": 80.0, "sigma_min": 0.002, "rho": 7.0,
-             "init": "noise", "preconditioner": "scalar", "loss": "vml_s", "transition": "ddim"},
+            {"n_levels": 50, "inner_steps": 20, "preconditioner": "scalar", "transition": "ddim"},
             "ours: unpreconditioned variant (scalar step γ/(1/σ²+‖A‖²/σ_y²)), tuned here on the GMM validation "
             "split (seeds 900000+, scripts/tune_vml_map.py); not the paper's values (unknown)",
         ),
         "exact-gaussian": Preset(
-            {"n_levels": 50, "inner_steps": 10, "step_size": 1.0, "sigma_max": 80.0, "sigma_min": 0.002, "rho": 7.0,
-             "init": "noise", "preconditioner": "svd", "loss": "vml_s", "transition": "ddim"},
-            "ours: the reference setting (N=50, K=10, γ=1, SVD preconditioner) that reaches the exact "
-            "MAP on Gaussian priors",
+            {"n_levels": 50, "step_size": 1.0, "transition": "ddim"},
+            "ours: the reference setting (N=50, K=10, γ=1, SVD preconditioner, DDIM transition) that reaches "
+            "the exact MAP on Gaussian priors (docs/solvers-vml-map.md, \"Exactness\")",
         ),
         "learned": Preset(
-            {"n_levels": 20, "inner_steps": 5, "step_size": 1.9, "sigma_max": 80.0, "sigma_min": 0.002, "rho": 7.0,
-             "init": "noise", "preconditioner": "svd", "loss": "vml_s", "transition": "map_consistent"},
+            {"n_levels": 20, "inner_steps": 5},
             "ours: for learned (network) priors; tuned here on the small-cpu validation split (grace_hopper "
             "crops, scripts/tune_vml_map_small.py, best mean PSNR with NFE <= 300), see docs/solvers-vml-map.md; "
             "not the paper's values (unknown)",
         ),
         "fast": Preset(
-            {"n_levels": 20, "inner_steps": 2, "step_size": 1.9, "sigma_max": 80.0, "sigma_min": 0.002, "rho": 7.0,
-             "init": "noise", "preconditioner": "svd", "loss": "vml_s", "transition": "map_consistent"},
+            {"n_levels": 20, "inner_steps": 2},
             "ours: cheapest measured setting (NFE 60) whose PSNR reached DPS-1000's on inpaint_random; tuned here "
             "on the small-cpu validation split (scripts/tune_vml_map_small.py), see docs/solvers-vml-map.md; "
             "not the paper's values (unknown)",
         ),
         "full": Preset(
-            {"n_levels": 100, "inner_steps": 10, "step_size": 1.9, "sigma_max": 80.0, "sigma_min": 0.002, "rho": 7.0,
-             "init": "noise", "preconditioner": "svd", "loss": "vml_full", "transition": "map_consistent"},
+            {"loss": "vml_full"},
             "ours: 'default' with the exact trace terms (analytic priors only), to measure what VML_S drops",
         ),
     }
@@ -220,43 +217,48 @@ class VMLMAP(Solver):
         y = y.detach()
         B = y.shape[0]
         gens = generators_for(generator, B)
-        sig = self.levels(prior).tolist()
+        sigmas = self.levels(prior).tolist()  # σ_0 > … > σ_{N−1}
         K, gamma = int(p.inner_steps), float(p.step_size)
+        q = 1 if p.transition == "ddim" else 2  # "map_consistent"
 
         pre = _Preconditioner(p.preconditioner, operator, y, sigma_y, p.lipschitz_margin)
         trace = _TraceTerms(operator, y, sigma_y) if p.loss == "vml_full" else None
 
-        # initialisation
+        # x ← σ_0 n  (init="noise")  or  A⁺y + σ_0 n  (init="pinv")
         noise = randn(operator.in_shape, gens, like=y)
         if p.init == "pinv":
             try:
-                x = operator.pinv(y) + sig[0] * noise
+                x = operator.pinv(y) + sigmas[0] * noise
             except NotImplementedError as e:
                 raise SolverSkip(f"vml_map: init='pinv' needs A.pinv: {e}") from None
         else:
-            x = sig[0] * noise
+            x = sigmas[0] * noise
         x = check_finite(x.detach(), "vml_map initialisation")
 
         D = x
-        for i, s in enumerate(sig):
+        for i, sigma in enumerate(sigmas):
+            # K inner steps: D ← D(x, σ);  x ← x − γ Jᵀ (M_σ r)          [1 NFE, 1 VJP each]
             for _ in range(K):
                 xr = x.detach().requires_grad_(True)
                 with torch.enable_grad():
-                    D = prior.denoise(xr, s)  # 1 NFE
+                    D = prior.denoise(xr, sigma)
                     Dd = D.detach()
-                    check_finite(Dd, f"vml_map denoiser output at sigma={s:.4g}")
-                    Mr = pre.apply_bracket(xr.detach(), Dd, s)  # M_σ r, r = (x−D)/σ² + Aᵀ(AD−y)/σ_y²
-                    (g,) = torch.autograd.grad(D, xr, grad_outputs=Mr)  # 1 VJP: Jᵀ M r
-                    if trace is not None:
-                        g = g + pre.apply(trace.grad(prior, xr, s), s)
-                x = check_finite((xr.detach() - gamma * g).detach(), f"vml_map state at sigma={s:.4g}")
+                    check_finite(Dd, f"vml_map denoiser output at sigma={sigma:.4g}")
+                    Mr = pre.apply_bracket(xr.detach(), Dd, sigma)  # M_σ r, r = (x−D)/σ² + Aᵀ(AD−y)/σ_y²
+                    (g,) = torch.autograd.grad(D, xr, grad_outputs=Mr)  # Jᵀ M_σ r
+                    if trace is not None:  # loss="vml_full": + m_σ ∇T
+                        g = g + pre.apply(trace.grad(prior, xr, sigma), sigma)
+                x = check_finite((xr.detach() - gamma * g).detach(), f"vml_map state at sigma={sigma:.4g}")
+            # D ← D(x, σ)                                                   [1 NFE]
             with torch.no_grad():
-                D = check_finite(prior.denoise(x, s).detach(), f"vml_map denoiser output at sigma={s:.4g}")  # 1 NFE
+                D = check_finite(prior.denoise(x, sigma).detach(), f"vml_map denoiser output at sigma={sigma:.4g}")
             if callback is not None:
-                callback(i, float(s), x, D)
-            if i + 1 < len(sig):
-                ratio = sig[i + 1] / s if p.transition == "ddim" else (sig[i + 1] / s) ** 2  # "map_consistent"
-                x = check_finite(D + ratio * (x - D), f"vml_map transition to sigma={sig[i + 1]:.4g}")
+                callback(i, float(sigma), x, D)
+            # transition: x ← D + (σ_{i+1}/σ)^q (x − D)
+            if i + 1 < len(sigmas):
+                sigma_next = sigmas[i + 1]
+                x = check_finite(D + (sigma_next / sigma) ** q * (x - D), f"vml_map transition to sigma={sigma_next:.4g}")
+        # return D (= D(x, σ_{N−1}) of the last level)
         return D
 
 
@@ -297,10 +299,8 @@ class _Preconditioner:
         w = self._w.get(sigma)
         if w is None:
             s2, sy2, sf, s = sigma**2, self.sy2, self.s_full, self.s
-            den_f = sy2 + s2 * sf**2
-            w_prior = torch.where(sf > 0, sy2 / torch.where(den_f > 0, den_f, torch.ones_like(den_f)), torch.ones_like(sf))
-            den = sy2 + s2 * s**2
-            w_data = torch.where(s > 0, s2 * s / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(s))
+            w_prior = torch.where(sf > 0, safe_div(sy2, sy2 + s2 * sf**2), torch.ones_like(sf))
+            w_data = safe_div(s2 * s, sy2 + s2 * s**2)
             w = self._w[sigma] = (w_prior, w_data)
         return w
 
