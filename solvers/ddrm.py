@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
+from invbench.operators.base import safe_div
 from torch import Tensor
 
 from ._ddpm_common import sampling_sigmas, sigma_batch, thresholded_singular_values
@@ -140,13 +141,10 @@ class DDRM(Solver):
         s[:m] = s_m
         in_range = torch.zeros(n, dtype=torch.bool, device=y.device)
         in_range[:m] = True
-        pos = s > 0
-        safe_s = torch.where(pos, s, torch.ones_like(s))
-
         Uty = torch.zeros(B, n, dtype=y.dtype, device=y.device)
         Uty[:, :m] = svd.Ut(y)
-        ybar = torch.where(pos, Uty / safe_s, torch.zeros_like(Uty))  # Σ⁺Uᵀy
-        nsr = torch.where(pos, sigma_y / safe_s, torch.zeros_like(s))  # σ_y / s_i
+        ybar = safe_div(Uty, s)  # ȳ = Σ⁺Uᵀy
+        nsr = safe_div(sigma_y, s)  # σ_y / s_i
 
         sigmas = sampling_sigmas(prior, p.steps, p.sigmas)
         sT = sigmas[0]
@@ -172,6 +170,7 @@ class DDRM(Solver):
         for i, sigma in enumerate(sigmas):
             sigma_next = sigmas_next[i]
             any_noisier, any_less_noisy = occurs[i]
+            # x̂₀ = D(x, σ),  ε̂ = (x − x̂₀)/σ  (in V coordinates: x̂̄₀, ε̄)          [1 NFE]
             x0 = prior.denoise(x, sigma_batch(sigma, x))
             check_finite(x0, f"ddrm step {i}: denoiser output")
             if callback is not None:
@@ -195,6 +194,7 @@ class DDRM(Solver):
                 nz = p.eta_b * ybar + (1.0 - p.eta_b) * x0bar + std_b * z
                 new = torch.where(noisier, nz, new)
 
+            # x' = V x̄'
             x = svd.V(new).reshape(B, *op.in_shape)
             check_finite(x, f"ddrm step {i}: state")
         return x

@@ -178,6 +178,7 @@ class DPS(Solver):
             last = i == N - 1
             x = x.detach().requires_grad_(True)
             with torch.enable_grad():
+                # x̂₀ = clip(D(x_t / sqrt(ᾱ), σ_i), −1, 1)                            [1 NFE]
                 x_ve = x * math.sqrt(1.0 + sigma * sigma)
                 sb = sigma_batch(sigma, x)
                 if learned:
@@ -185,6 +186,7 @@ class DPS(Solver):
                 else:
                     d, v = prior.denoise(x_ve, sb), None
                 x0 = d.clamp(*p.clip_range) if p.clip_x0 else d
+                # ∇_{x_t} ‖y − A(x̂₀)‖₂, per image                                 [1 VJP]
                 resid = (y - operator.forward(x0)).reshape(B, -1)
                 norms = torch.linalg.vector_norm(resid, dim=1)
                 (grad,) = torch.autograd.grad(norms.sum(), x)
@@ -193,9 +195,11 @@ class DPS(Solver):
             if callback is not None:
                 callback(i, sigma, x_ve.detach(), x0)
 
+            # μ = β sqrt(ᾱ')/(1−ᾱ) · x̂₀ + (1−ᾱ') sqrt(1−β)/(1−ᾱ) · x_t
             c1 = beta * math.sqrt(a_next) / (1.0 - a)
             c2 = (1.0 - a_next) * math.sqrt(1.0 - beta) / (1.0 - a)
             mean = c1 * x0 + c2 * x.detach()
+            # x'_{t−1} = μ + exp(½ log v) z   (no noise on the last step)
             if not last:
                 beta_tilde = beta * (1.0 - a_next) / (1.0 - a)
                 if learned:
@@ -205,6 +209,7 @@ class DPS(Solver):
                 else:
                     std = math.sqrt(beta_tilde)
                 mean = mean + std * randn(shape, gens, y)
+            # x_{t−1} = x'_{t−1} − ζ_i ∇_{x_t} ‖y − A(x̂₀)‖₂
             zeta_i = p.zeta if p.zeta_schedule == "constant" else p.zeta * beta / math.sqrt(1.0 - beta)
             x = mean - zeta_i * grad
             check_finite(x, f"dps step {i}: state")

@@ -151,6 +151,7 @@ class PiGDM(Solver):
         s_thr = thresholded_singular_values(operator, p.svd_threshold, y)
         aT = abar(sigmas[0])
         z = randn(shape, gens, y)
+        # x_T = sqrt(ᾱ_T) A⁺y + sqrt(1−ᾱ_T) z  (init="pinv")  or  x_T = z
         if p.init == "pinv":
             with torch.no_grad():
                 x = math.sqrt(aT) * svd_pinv(operator.svd, y, operator.in_shape, s_thr) + math.sqrt(1.0 - aT) * z
@@ -163,9 +164,11 @@ class PiGDM(Solver):
             r2 = sigma * sigma / (1.0 + sigma * sigma)
             x = x.detach().requires_grad_(True)
             with torch.enable_grad():
+                # x̂₀ = D(x_t / sqrt(ᾱ_t), σ_t)                                    [1 NFE]
                 x_ve = x / math.sqrt(a)
                 d = prior.denoise(x_ve, sigma_batch(sigma, x))
                 x0 = d.clamp(-1.0, 1.0) if p.clip_x0 else d
+                # g = J_tᵀ V diag(s_i/(r_t² s_i² + σ_y²)) Uᵀ (y − A x̂₀)          [1 VJP]
                 with torch.no_grad():
                     vec = pigdm_guidance_vector(operator, y - operator.forward(x0), r2, float(sigma_y), s_thr)
                 (g,) = torch.autograd.grad(x0, x, grad_outputs=vec)
@@ -173,6 +176,7 @@ class PiGDM(Solver):
             check_finite(x0, f"pigdm step {i}: denoiser output")
             if callback is not None:
                 callback(i, sigma, x_ve.detach(), x0)
+            # ε̂ = (x_t − sqrt(ᾱ_t) x̂₀)/sqrt(1−ᾱ_t);  x_s = sqrt(ᾱ_s) x̂₀ + c1 z + c2 ε̂ + w sqrt(ᾱ_s ᾱ_t) r_t² g
             eps = (x.detach() - math.sqrt(a) * x0) / math.sqrt(1.0 - a)
             c1 = p.eta * math.sqrt(max((1.0 - a / a_s) * (1.0 - a_s) / (1.0 - a), 0.0))
             c2 = math.sqrt(max(1.0 - a_s - c1 * c1, 0.0))
