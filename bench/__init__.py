@@ -1,8 +1,8 @@
 """Benchmark harness: experiment files, datasets, metrics, cost meters, store, runner, CLI.
 
-Public names (imported lazily so ``import bench`` stays fast): :func:`load_results`,
+Public names (imported lazily so ``import invbench.bench`` stays fast): :func:`load_results`,
 :func:`load_set_metrics`, :func:`load_meta`, :func:`load_metric_status` (from
-:mod:`bench.store`), :func:`load_config` (:func:`bench.config.load`), :func:`run_config`.
+:mod:`invbench.bench.store`), :func:`load_config` (:func:`invbench.bench.config.load`), :func:`run_config`.
 """
 
 from __future__ import annotations
@@ -34,4 +34,4 @@ def __getattr__(name: str) -> Any:
 
         mod, attr = _LAZY[name]
         return getattr(importlib.import_module(mod), attr)
-    raise AttributeError(f"module 'bench' has no attribute {name!r}")
+    raise AttributeError(f"module 'invbench.bench' has no attribute {name!r}")

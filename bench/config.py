@@ -1,13 +1,13 @@
 """Experiment files (TOML): schema, validation naming the key path, ``--set`` overrides, hash.
 
 An experiment file declares datasets, priors, tasks, solvers and metrics; the grid of cells is
-their product (see :mod:`bench.grid`). Every key is documented in ``docs/harness.md``. Unknown
+their product (see :mod:`invbench.bench.grid`). Every key is documented in ``docs/harness.md``. Unknown
 keys, wrong types and out-of-range values raise :class:`ConfigError` whose message names the
 key path (e.g. ``solvers[2].preset_x``). Configs are data: nothing in them is evaluated or used to
 import code; names are looked up in the registries of ``operators``, ``priors`` and ``solvers``.
 
 Units: ``noise_sigma`` is in pixel units ([0, 1] images); ``sigma_y = 2 * noise_sigma`` in model
-units (:mod:`operators.conventions`).
+units (:mod:`invbench.operators.conventions`).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class DatasetSpec:
     """``[[datasets]]``: ``name`` (unique), ``type`` and type-specific ``fields`` for
-    ``bench.datasets.build``; ``limit`` keeps the first ``limit`` images (None: all)."""
+    ``invbench.bench.datasets.build``; ``limit`` keeps the first ``limit`` images (None: all)."""
 
     name: str
     type: str
@@ -121,7 +121,7 @@ class SolverSpec:
 @dataclass(frozen=True)
 class MetricsSpec:
     """``[metrics]``: ``image`` per-image metric names, ``set`` per-cell set metrics, ``options``
-    (every other key of the table) passed to ``bench.metrics.build``/``build_set``."""
+    (every other key of the table) passed to ``invbench.bench.metrics.build``/``build_set``."""
 
     image: tuple[str, ...]
     set: tuple[str, ...]
@@ -299,7 +299,7 @@ def parse(raw: dict, base_dir: Path | str = ".") -> Experiment:
     """Validate a parsed TOML document and return the :class:`Experiment`.
 
     Only the schema is checked here (keys, types, ranges, cross references between sections);
-    registry names and files are checked by :func:`bench.runner.prepare`.
+    registry names and files are checked by :func:`invbench.bench.runner.prepare`.
     """
     base = Path(base_dir)
     r = _Reader(raw, "")
@@ -404,7 +404,7 @@ def parse(raw: dict, base_dir: Path | str = ".") -> Experiment:
     set_ = mr.get("set", "list_str", ())
     mopts = _plain_values(mr.finish(allow_extra=True), "metrics")
     # every other key is a per-metric option table, e.g. [metrics.lpips] net = "alex";
-    # metric names and option names are checked by bench.metrics.build in runner.prepare
+    # metric names and option names are checked by invbench.bench.metrics.build in runner.prepare
     for k, v in mopts.items():
         if not isinstance(v, dict):
             raise ConfigError(f"metrics.{_k(k)}: unknown key (metric options go in a table [metrics.<metric>])")

@@ -13,7 +13,7 @@ order, with string ids (used in file names: no ``/``). ``build(spec, base_dir)``
   list of image names (``bench/data/*.txt``) resolved under a user ``root``; optional
   ``manifest`` (from :func:`make_manifest`) to pin the files' sha256.
 * ``{"type": "bundled", "n", "size", "seed", "split"}``: held-out crops of images bundled in
-  installed packages (``bench.bundled.heldout_crops``); ``split`` = ``test`` (default; chelsea,
+  installed packages (``invbench.bench.bundled.heldout_crops``); ``split`` = ``test`` (default; chelsea,
   coffee) or ``validation`` (grace_hopper, for tuning) or ``all``.
 * ``{"type": "digits", "split"}``: scikit-learn's 8x8 digits scaled to [0, 1] (``/ 16``);
   ``split`` by index ``i``: ``train`` = 0..1499, ``validation`` = 1500..1599, ``test`` =
@@ -292,7 +292,7 @@ def _folder(spec: dict, base: Path) -> Dataset:
         raise DatasetError(f"dataset root {root} is not a directory")
     mpath = base / Path(spec.get("manifest", root / "MANIFEST.sha256")).expanduser()
     if not mpath.is_file():
-        raise DatasetError(f"manifest {mpath} not found (build one with bench.datasets.make_manifest)")
+        raise DatasetError(f"manifest {mpath} not found (build one with invbench.bench.datasets.make_manifest)")
     mtext = mpath.read_bytes()
     entries = parse_manifest(mtext.decode("utf-8"), str(mpath))
     if not entries:

@@ -5,7 +5,7 @@ Order of work
    presets and hyperparameters, operator parameters for each dataset shape, priors (checkpoints
    loaded), datasets (every image read and checked for shape, NaN/Inf and range), prior/dataset
    shapes, metric names/options, the device and the output folder. Any bad input raises
-   :class:`bench.config.ConfigError` (one line naming the key path or file) and no RUN_DIR is
+   :class:`invbench.bench.config.ConfigError` (one line naming the key path or file) and no RUN_DIR is
    created.
 2. :func:`run` creates RUN_DIR, takes an exclusive lock (a second run on the same RUN_DIR is
    refused), writes ``meta``/``metric_status``/ground-truth PNGs, then runs the cells cheapest
@@ -120,7 +120,7 @@ class Prepared:
     """Everything built and validated from an :class:`Experiment`."""
 
     exp: Experiment
-    datasets: dict[str, Any]              # name -> bench.datasets.Dataset
+    datasets: dict[str, Any]              # name -> invbench.bench.datasets.Dataset
     images: dict[str, list]               # name -> list of (C,H,W) pixel tensors (None: read lazily)
     priors: dict[str, Any]                # label -> priors.CountingPrior
     solvers: dict[tuple[str, str], Any]   # (label, preset) -> Solver

@@ -58,7 +58,7 @@ RESULT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("operator_seed", "INTEGER"), ("noise_seed", "INTEGER"), ("solver_seed", "INTEGER"),
 ) + tuple((m, "REAL") for m in METRIC_COLUMNS)
 """Columns of ``results``: the contract's columns, the three derived generator seeds (operator,
-measurement noise, solver; see :func:`bench.runner.derive_seed`), and one REAL per metric."""
+measurement noise, solver; see :func:`invbench.bench.runner.derive_seed`), and one REAL per metric."""
 
 STATUSES = ("ok", "skipped", "diverged", "oom", "error")
 

@@ -1,7 +1,7 @@
 """Forward models ``y = A(x) + noise`` in model space (docs/design.md §3).
 
 Public surface: :func:`build`, :data:`PRESETS`, :class:`Operator`, :class:`LinearOperator`,
-:class:`SVD`, :mod:`operators.conventions`.
+:class:`SVD`, :mod:`invbench.operators.conventions`.
 """
 
 # ruff: noqa: I001, RUF022  (import order = registration order; __all__ grouped by kind)

@@ -61,7 +61,7 @@ class Operator(ABC):
     def measure(self, x: Tensor, sigma_y: float, generator: torch.Generator | None = None) -> Tensor:
         """Noisy measurement ``y = A(x) + sigma_y * n`` with ``n ~ N(0, I)`` drawn from ``generator``.
 
-        ``sigma_y`` is in model units (``operators.conventions.noise_sigma_to_model`` converts
+        ``sigma_y`` is in model units (``invbench.operators.conventions.noise_sigma_to_model`` converts
         a pixel-unit ``noise_sigma``). The noise is drawn on the generator's device (CPU for a
         CPU generator) and moved to ``x.device``, so results do not depend on the device.
         """

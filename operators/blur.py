@@ -194,7 +194,7 @@ class ConvOperator(LinearOperator):
 def build_motion(image_shape, generator: torch.Generator, *, kernel_size: int = 61, intensity: float = 0.5,
                  padding: str = "reflect", kernel: Tensor | None = None, **overrides) -> ConvOperator:
     """DPS motion deblur: a 61×61 kernel of intensity 0.5 drawn once from ``generator``
-    (:func:`operators.kernels.motion_kernel`), reflect padding, no SVD. ``kernel=`` overrides
+    (:func:`invbench.operators.kernels.motion_kernel`), reflect padding, no SVD. ``kernel=`` overrides
     the drawn kernel (any odd square kernel)."""
     no_overrides("deblur_motion", overrides)
     C, H, W = check_image_shape("deblur_motion", image_shape, min_hw=2 if padding == "reflect" else 1)

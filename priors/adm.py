@@ -8,7 +8,7 @@
 
 Both use deepinv's ``DiffUNet`` (``large_model=False`` / ``True``), whose key set and shapes match
 the original files exactly (reference/offline-facts.md §3), built with ``pretrained=None``; the
-file is read by :func:`priors.checkpoint.load_state_dict_file` (``weights_only=True``, key/shape
+file is read by :func:`invbench.priors.checkpoint.load_state_dict_file` (``weights_only=True``, key/shape
 check, optional ``sha256=`` pinning). Nothing is downloaded. The network runs in
 ``type_t="timestep"`` mode, i.e. it returns the raw 6 channels (ε, model_var_values); the VP
 adapter uses the linear schedule 1e-4..0.02, T=1000 and exposes the variance channels through

@@ -1,6 +1,6 @@
 """Safe loading of plain state-dict checkpoints from a local file (never downloads).
 
-Every failure is a :class:`~priors.base.PriorError` with one readable line naming the file and
+Every failure is a :class:`~invbench.priors.base.PriorError` with one readable line naming the file and
 the expected model.
 """
 

@@ -143,7 +143,7 @@ class FastNet(nn.Module):
 def with_fast_paths(prior, fast: FastPaths | dict | None = None):
     """A VP-adapter prior whose network call uses ``fast`` (a :class:`FastPaths` or a mapping).
 
-    ``prior``: a :class:`priors.vp.VPPrior` (or a :class:`CountingPrior` around one, which is
+    ``prior``: a :class:`invbench.priors.vp.VPPrior` (or a :class:`CountingPrior` around one, which is
     re-wrapped so counting still works). The returned prior shares the schedule, the grid and —
     unless ``channels_last`` — the network's weights with ``prior``; ``prior`` itself is not
     modified. With every switch off :class:`FastNet` calls the very same network on the very

@@ -220,7 +220,7 @@ class GaussianMixturePrior(Prior):
     def posterior(self, A, y: Tensor, sigma_y: float):
         """Exact posterior ``p(x0 | y)`` for ``y = A x0 + σ_y n`` (``A`` linear, d <= 1024).
 
-        Returns a :class:`priors.gmm_posterior.GaussianMixturePosterior`; ``sigma_y`` in model
+        Returns a :class:`invbench.priors.gmm_posterior.GaussianMixturePosterior`; ``sigma_y`` in model
         units, ``>= 0`` (0 = noiseless: the posterior lives on ``{x : A x = P_range y}``).
         """
         from .gmm_posterior import GaussianMixturePosterior

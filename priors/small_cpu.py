@@ -24,7 +24,7 @@ def load_small_cpu(checkpoint: str | Path | None = None, sha256: str | None = No
     if not path.is_file():
         raise PriorError(f"small-cpu weights not found at {path}; train with "
                          f"scripts/train_small_prior.py (see docs/priors-small-cpu.md)")
-    expected = "small-cpu: priors.small_unet.build_small_unet() EMA state dict"
+    expected = "small-cpu: invbench.priors.small_unet.build_small_unet() EMA state dict"
     sd = load_state_dict_file(path, expected, sha256=sha256)
     net = build_small_unet()
     check_state_dict(net, sd, path, expected)

@@ -2,7 +2,7 @@
 
 Protocol (pixel space [0, 1] for data and PSNR; model space for the prior):
 
-* Test crops: ``bench.bundled.heldout_crops(N, 32, seed=0)`` (HELDOUT images only).
+* Test crops: ``invbench.bench.bundled.heldout_crops(N, 32, seed=0)`` (HELDOUT images only).
 * Noise: pixel-unit std ``s`` in ``PIXEL_SIGMAS``; crop ``i`` at level index ``j`` gets
   ``torch.randn`` from ``Generator().manual_seed(1000 * j + i)``; ``y = x + s n`` (no clipping).
 * Prior: ``model_to_pixel(D(pixel_to_model(y), 2 s))`` (model sigma = 2 s).

@@ -4,7 +4,7 @@ Builds deepinv ``DiffUNet`` at the FFHQ size (``large_model=False``, 93.6 M para
 ``ffhq_10m.pt`` architecture) and the ImageNet size (``large_model=True``, 552.8 M, guided-diffusion's
 256×256 unconditional) with **random weights** (timing only: no quality is measured here; the
 zero-initialised output convolutions are re-drawn so ε is not identically 0) at 256×256 under our
-VP adapter (``priors.adm.DiffUNetEps`` + ``priors.vp.VPPrior``, learned variance), then for each
+VP adapter (``invbench.priors.adm.DiffUNetEps`` + ``invbench.priors.vp.VPPrior``, learned variance), then for each
 model, batch size (1, 8) and fast-path setting (default, bf16, fp16, tf32, channels_last,
 bf16+channels_last, compile):
 

@@ -127,7 +127,7 @@ def write_report(out: Path, figs: dict, cases, rc: int, seconds: float, fast: bo
                  "payload never runs (positive control: plain pickle runs it) | "
                  f"loader: {_fmt(_count(cases, 'test_security', 'test_crafted'))}; CLI corpus `priors:` cases: "
                  f"{_fmt(_count(cases, 'test_bad_inputs', 'test_bad_input[priors:'))} |")
-    lines.append("| security | configs are data: importable-looking names (`os.system`, `solvers.dps.DPS`, ...) rejected as "
+    lines.append("| security | configs are data: importable-looking names (`os.system`, `invbench.solvers.dps.DPS`, ...) rejected as "
                  "unknown registry names | "
                  f"{_fmt(_count(cases, 'test_security', 'test_configs_are_data') + _count(cases, 'test_bad_inputs', 'test_bad_input[names:'))} |")
     lines.append("| security | manifest paths (`../`, absolute, symlink out of the root) | "

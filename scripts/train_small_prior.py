@@ -3,7 +3,7 @@
 Recipe: linear betas 1e-4..0.02, T = 1000, loss = MSE(ε̂(sqrt(ᾱ_t) x0 + sqrt(1-ᾱ_t) ε, t), ε) with
 t uniform on {0..T-1}; AdamW (lr 2e-4, weight decay 0, 200-step linear warm-up, grad-norm clip 1);
 EMA of the weights with decay ``min(0.999, (1+k)/(10+k))`` at step k; data = random 32x32 crops of
-``bench.bundled.train_images()`` (HELDOUT images excluded) with random horizontal flips, mapped to
+``invbench.bench.bundled.train_images()`` (HELDOUT images excluded) with random horizontal flips, mapped to
 model space [-1, 1]; bf16 autocast on CPU (the EMA and optimiser stay float32).
 
 Outputs in ``--out`` (default runs/train_small): ``ckpt.pt`` (model, EMA, optimiser, step, RNG

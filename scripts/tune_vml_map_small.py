@@ -3,7 +3,7 @@
 Validation problems (disjoint from every test split):
   prior   priors small-cpu (VP adapter over the 32x32 UNet), weights from ``--weights``
           (default priors/data/small_cpu.pt; the file's sha256 is written into every CSV row);
-  images  ``bench.bundled.heldout_crops(n_crops, 32, seed=CROP_SEED, split="validation")``:
+  images  ``invbench.bench.bundled.heldout_crops(n_crops, 32, seed=CROP_SEED, split="validation")``:
           crops of grace_hopper only (test = chelsea/coffee is never touched), pixel [0, 1];
   tasks   inpaint_random (ratio 0.5), sr4_avgpool, deblur_uniform at 3x32x32 (operator seed 0);
   noise   noise_sigma = 0.05 pixel units (sigma_y = 0.1 model units); stage "noiseless" uses
@@ -11,7 +11,7 @@ Validation problems (disjoint from every test split):
   seeds   each crop i is solved with ``n_seeds`` seeds s: measurement noise from
           Generator(MEAS_SEED_BASE + 1000 s + i), solver randomness from Generator(SOLVER_SEED_BASE
           + 1000 s + i); one generator per image, so batching does not change results.
-Metric: PSNR in pixel space (bench.metrics.image.psnr, clipped to [0, 1]), mean over images.
+Metric: PSNR in pixel space (invbench.bench.metrics.image.psnr, clipped to [0, 1]), mean over images.
 
 Budget-aware plan (the whole brief does not fit one shared CPU core: one VJP through the UNet costs
 ~40-80 ms per 32x32 image there, so VML-MAP's GMM default N=100, K=10 costs ~45-65 s per image).

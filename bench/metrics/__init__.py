@@ -30,7 +30,7 @@ class MetricContext:
     """Everything a per-image metric may need for one batch of reconstructions.
 
     x_hat: ``(B, C, H, W)`` reconstructions in pixel space, *unclipped*
-        (``operators.conventions.model_to_pixel`` of the solver output).
+        (``invbench.operators.conventions.model_to_pixel`` of the solver output).
     x_true: ``(B, C, H, W)`` ground truth in pixel space.
     y: model-space measurement ``(B, *operator.out_shape)``.
     operator: the forward model that produced ``y``.

@@ -1,7 +1,7 @@
 """Reading a run directory for reports and ``compare``.
 
 Everything the reports need is loaded once into :class:`RunData`; the reading itself is done by
-``bench.store`` (``load_results``, ``load_set_metrics``, ``load_meta``, ``load_metric_status``).
+``invbench.bench.store`` (``load_results``, ``load_set_metrics``, ``load_meta``, ``load_metric_status``).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ Per leaderboard (dataset × task):
 * ``memory``   peak GPU memory per cell (skipped with a note when every value is NULL, e.g. CPU);
 * ``dist_to_map`` distribution of the distance to the exact MAP (analytic priors only).
 
-Colours: one per solver across all figures (:mod:`bench.report.style`).
+Colours: one per solver across all figures (:mod:`invbench.bench.report.style`).
 """
 
 from __future__ import annotations

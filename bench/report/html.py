@@ -1,7 +1,7 @@
 """One self-contained ``index.html`` per run: run metadata, metric status, leaderboards and
 figures (PNG embedded as base64 data URIs; no external files, scripts or fonts).
 
-Every piece of text goes through ``html.escape`` (:func:`bench.report.escape.html_text`), and
+Every piece of text goes through ``html.escape`` (:func:`invbench.bench.report.escape.html_text`), and
 the page declares a Content-Security-Policy that forbids scripts altogether.
 """
 

@@ -1,7 +1,7 @@
 """Per-cell summaries and leaderboards (one per dataset × task) computed from a run.
 
 A *cell* is solver × preset × task × dataset × prior; its rows are images × seeds. Metric
-summaries use the ok rows only (mean ± 95% Student-t CI, see :mod:`bench.report.stats`); cells
+summaries use the ok rows only (mean ± 95% Student-t CI, see :mod:`invbench.bench.report.stats`); cells
 whose rows are not all ok carry a status text with counts and messages. Metrics marked
 unavailable in ``metric_status`` are carried as their note and never as numbers.
 """
@@ -171,7 +171,7 @@ def build_leaderboards(run: RunData, primary: dict[str, str] | None = None,
     """One leaderboard per (dataset, task), cells sorted by rank (unranked last).
 
     ``primary`` maps task -> ranking metric (default ``psnr`` for every task); its direction
-    comes from :data:`bench.report.stats.DIRECTIONS`.
+    comes from :data:`invbench.bench.report.stats.DIRECTIONS`.
     """
     primary = primary or {}
     unavailable = run.unavailable()

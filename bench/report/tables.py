@@ -3,9 +3,9 @@
 One table per dataset × task. Every metric is shown as mean ± 95% CI, a two-sided Student-t
 interval over the ok rows of the cell (images × seeds); the CSV carries full precision (mean,
 CI bounds, half-width, n). Cells are ranked by the task's primary metric (direction declared in
-:data:`bench.report.stats.DIRECTIONS`); skipped/failed cells keep their row with the reason.
+:data:`invbench.bench.report.stats.DIRECTIONS`); skipped/failed cells keep their row with the reason.
 Metrics marked unavailable in ``metric_status`` show ``unavailable: <why>``, never a number.
-User strings are escaped for each format (:mod:`bench.report.escape`).
+User strings are escaped for each format (:mod:`invbench.bench.report.escape`).
 """
 
 from __future__ import annotations

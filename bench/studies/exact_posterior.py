@@ -24,8 +24,8 @@ Seeds (all < 700 000, disjoint from the VML-MAP validation range 900 000+):
 
 Metrics (model units unless stated; ``d`` = pixels, RMS = ``||.|| / sqrt(d)``): see
 :func:`point_metrics`, :func:`sample_metrics` and :func:`summarise`; the exact-posterior ones are
-:func:`bench.metrics.posterior.posterior_metrics` and
-:func:`bench.metrics.sliced_wasserstein.sliced_wasserstein`.
+:func:`invbench.bench.metrics.posterior.posterior_metrics` and
+:func:`invbench.bench.metrics.sliced_wasserstein.sliced_wasserstein`.
 """
 
 from __future__ import annotations
@@ -264,7 +264,7 @@ def classify_modes(x: Tensor, modes, tol: float) -> tuple[str, float, int, int]:
     """``("global" | "local" | "elsewhere", RMS distance to the nearest mode, index of the nearest
     mode (0 = global MAP), number of modes)``.
 
-    ``modes`` is one :class:`priors.gmm_posterior.Modes` (best first). "global": the nearest
+    ``modes`` is one :class:`invbench.priors.gmm_posterior.Modes` (best first). "global": the nearest
     found mode is the global MAP and the RMS distance to it is <= ``tol``; "local": the nearest
     is another local maximum within ``tol``; otherwise "elsewhere".
     """

@@ -5,7 +5,7 @@ over ``--reps`` (≥ 5 unless ``--quick``) repetitions, ratios pair by pair (rou
 Cases (each a key of the JSON written by ``--json``):
 
 * ``floor`` — for every solver: seconds per image ÷ the network-evaluation floor
-  ``(NFE − VJP)·t_forward + VJP·t_forward+backward`` (:func:`bench.studies.perf_timing.floor_seconds`),
+  ``(NFE − VJP)·t_forward + VJP·t_forward+backward`` (:func:`invbench.bench.studies.perf_timing.floor_seconds`),
   ``t_*`` measured on the same denoiser, batch and device in the same round as the solver run;
   NFE/VJP counted by :class:`priors.CountingPrior`. Reduced step counts (per-step cost is what is
   measured; stated in the output).
@@ -17,7 +17,7 @@ Cases (each a key of the JSON written by ``--json``):
   batch-8/batch-1 speed-up pair by pair, and the peak memory of one solve per batch size.
 * ``vml_vs_dps`` — VML-MAP vs DPS: seconds per image and PSNR on the demo tasks, and VML-MAP's
   PSNR as a function of its budget (levels × inner steps). Needs the trained small-cpu weights.
-* ``fast_paths`` — one denoiser call per fast-path switch (:mod:`priors.fast_paths`): time and
+* ``fast_paths`` — one denoiser call per fast-path switch (:mod:`invbench.priors.fast_paths`): time and
   the max deviation of D from the default.
 
 ``main(argv) -> int`` is called by ``invbench perf`` (bench/cli.py).
@@ -438,7 +438,7 @@ def render_tables(res: dict) -> str:
               "forward + one backward, not counted twice). The issue's literal formula NFE·t_forward + "
               "VJP·t_forward+backward counts the forward of every VJP twice; its ratio is shown for reference "
               "only (it flatters solvers with VJPs). In-run ratio = the solve's time ÷ the time spent inside the "
-              "network (forward and backward, clocked by `bench.studies.perf_timing.TimingPrior`) during that same solve: "
+              "network (forward and backward, clocked by `invbench.bench.studies.perf_timing.TimingPrior`) during that same solve: "
               "what the solver adds around its network calls, insensitive to load drift between measurements."), ""]
     if "vs_deepinv" in res:
         L += ["### Ours vs deepinv (same denoiser, operator, steps, dtype float32; batch 1)", "",
@@ -462,7 +462,7 @@ def render_tables(res: dict) -> str:
             L.append(f"| {r['solver']} | {r['steps']} | {r['nfe_ours']} / {r['nfe_deepinv']} | {_ms(r['t_ours'])} | "
                      f"{_ms(r['t_deepinv'])} | **{_r(r['ratio_ours_over_deepinv'])}** | {loop} | {qs}")
         L += ["", ("Loop only: the same two solves timed with the network replaced by ε = 0.1·x "
-                   "(`bench.studies.perf_timing.null_network`): what each implementation costs around its network calls. "
+                   "(`invbench.bench.studies.perf_timing.null_network`): what each implementation costs around its network calls. "
                    "Max abs Δx̂: model units, per image, ours − deepinv; with the same noise (DPS: both draw from one "
                    "generator seeded alike) it measures float32 divergence of the two trajectories, not sampling noise."), ""]
     if "throughput" in res:

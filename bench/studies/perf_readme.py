@@ -1,4 +1,4 @@
-"""Text of reports/perf/README.md around the measured tables (filled in by :mod:`bench.studies.perf`;
+"""Text of reports/perf/README.md around the measured tables (filled in by :mod:`invbench.bench.studies.perf`;
 the README is generated — edit this template, not the README)."""
 
 README = """# Performance: what each solver costs
@@ -24,7 +24,7 @@ device in the same repetition as the solver run; NFE and VJP are counted by `pri
 {tables}
 **Notes on the comparisons.**
 
-* *Ours vs deepinv.* Denoiser: our prior wrapped as a `deepinv.models.Denoiser` (`bench.studies.perf_timing.dinv_denoiser`,
+* *Ours vs deepinv.* Denoiser: our prior wrapped as a `deepinv.models.Denoiser` (`invbench.bench.studies.perf_timing.dinv_denoiser`,
   pixel units in/out, float32, no extra casts). DPS: `deepinv.sampling.DPS(num_steps=steps + 1, weight=w,
   dtype=float32)` against our `dps` with `sigmas=` deepinv's levels, `zeta=w/2`, `zeta_schedule="deepinv"`,
   `clip_x0=True, clip_range=(-3, 1)` (deepinv clips its pixel-unit x̂₀ to [−1, 1] in the data term and the prior
@@ -57,7 +57,7 @@ device in the same repetition as the solver run; NFE and VJP are counted by `pri
 
 ## Fast paths (`priors/fast_paths.py`)
 
-`priors.fast_paths.with_fast_paths(prior, FastPaths(...))` wraps a VP-adapter prior (the ADM checkpoints, the
+`invbench.priors.fast_paths.with_fast_paths(prior, FastPaths(...))` wraps a VP-adapter prior (the ADM checkpoints, the
 small CPU prior); every switch is off by default and the wrapped prior with every switch off returns bitwise the
 default outputs, forward and VJP (tested: `tests/priors/test_fast_paths.py`, one test per switch).
 
@@ -89,7 +89,7 @@ bf16) in `make test` (tests/bench/test_perf.py::test_gpu_script_smoke_runs_on_cp
   (two host syncs per step removed); outputs bitwise unchanged (checked on all SVD presets, σ_y ∈ {{0, 0.05, 0.3}}).
 * `solvers/vml_map.py`: the spectral preconditioner's weights are computed once per noise level and shared by
   its K inner steps (they were recomputed every inner step); outputs bitwise unchanged.
-* No host–device sync per step on GPU: every solver's `solve` runs inside `solvers.base.deferred_finite_checks`,
+* No host–device sync per step on GPU: every solver's `solve` runs inside `invbench.solvers.base.deferred_finite_checks`,
   where `check_finite` on an accelerator tensor keeps its verdict on the device and the verdicts are read together
   every 64 checks and at the end — a diverged solve still raises `SolverDiverged` with the label of the first
   failing check, at most 64 checks later (tests/solvers/test_finite_checks.py: same outputs and same labels as

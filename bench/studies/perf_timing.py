@@ -1,4 +1,4 @@
-"""Building blocks of ``invbench perf`` (:mod:`bench.studies.perf`): the timing prior, problems,
+"""Building blocks of ``invbench perf`` (:mod:`invbench.bench.studies.perf`): the timing prior, problems,
 interleaved timing, statistics and the deepinv wrappers.
 
 Units: seconds; images in model space [-1, 1] for solvers, pixel space [0, 1] for PSNR;
@@ -118,7 +118,7 @@ class Problem:
 
 def make_problem(task: str, n: int, *, device: str = "cpu", noise_sigma: float = 0.05, seed: int = 0,
                  params: dict | None = None, images: Tensor | None = None) -> Problem:
-    """``n`` held-out 32×32 test crops (``bench.bundled``, split "test") measured through preset
+    """``n`` held-out 32×32 test crops (``invbench.bench.bundled``, split "test") measured through preset
     ``task`` (one operator for the batch, seeded), noise drawn per image from seeded generators."""
     from invbench.bench import bundled
 
@@ -337,7 +337,7 @@ class _NullNet(torch.nn.Module):
 
 @contextlib.contextmanager
 def null_network(prior):
-    """Temporarily replace ``prior.net`` (a :class:`priors.vp.VPPrior`) by :class:`_NullNet`, so a
+    """Temporarily replace ``prior.net`` (a :class:`invbench.priors.vp.VPPrior`) by :class:`_NullNet`, so a
     timed solve measures what the solver loop (and the adapter) cost around the network."""
     net = prior.net
     prior.net = _NullNet()

@@ -142,7 +142,7 @@ def cli_subprocess(args: list[str], cwd: Path | None = None, timeout: float = 30
     """Start ``invbench ARGS`` in a subprocess with the test parts registered (1 thread)."""
     code = (
         f"import sys; sys.path.insert(0, {str(HERE)!r}); import _parts; _parts.register(); "
-        f"from bench.cli import main; sys.exit(main({list(args)!r}))"
+        f"from invbench.bench.cli import main; sys.exit(main({list(args)!r}))"
     )
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     return subprocess.Popen([PY, "-c", code], cwd=str(cwd or REPO), env=env, stdout=subprocess.PIPE,

@@ -168,7 +168,7 @@ def test_real_runs_rerun_passes_fewer_steps_fails(tmp_path):
     cfg = tmp_path / "gate.toml"
     cfg.write_text(GATE_CONFIG)
     env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
-    exe = [sys.executable, "-c", "import sys; from bench.cli import main; sys.exit(main())"]
+    exe = [sys.executable, "-c", "import sys; from invbench.bench.cli import main; sys.exit(main())"]
 
     def run(out, *sets):
         r = subprocess.run([*exe, "run", str(cfg), "--out", str(tmp_path / out), "--no-progress",

@@ -361,7 +361,7 @@ def test_smoke_run_report_numbers(tmp_path):
     import sys
 
     repo = Path(__file__).resolve().parents[2]
-    exe = [sys.executable, "-c", "import sys; from bench.cli import main; sys.exit(main())"]
+    exe = [sys.executable, "-c", "import sys; from invbench.bench.cli import main; sys.exit(main())"]
     env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run([*exe, "run", str(repo / "configs" / "smoke.toml"), "--out", str(tmp_path / "run"),
                         "--no-progress"], capture_output=True, text=True, env=env, timeout=900, check=False)

@@ -1,4 +1,4 @@
-"""Independent NumPy/SciPy reference computations shared by the GMM tests (no code from priors.gmm*;
+"""Independent NumPy/SciPy reference computations shared by the GMM tests (no code from invbench.priors.gmm*;
 this module holds helpers only, no tests)."""
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ this folder and tests/bench on sys.path.
 
 * ``GMM_TEXT``: a small all-analytic experiment (gmm-digits prior on 8x8 digits, real solvers)
   used by the kill soak, the concurrency and the determinism tests.
-* ``cli(capsys, argv)``: ``bench.cli.main`` in process, returning ``(rc, stdout, stderr)``.
+* ``cli(capsys, argv)``: ``invbench.bench.cli.main`` in process, returning ``(rc, stdout, stderr)``.
 * ``tree_digest(path)``: sha256 of every file (name + bytes) under a folder, to prove that a
   refused command left an existing run directory unchanged.
 """

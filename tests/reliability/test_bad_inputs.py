@@ -1,7 +1,7 @@
 """The bad-input corpus (one line per case in docs/reliability.md).
 
 Every case builds its inputs in a fresh folder, runs ``invbench`` in process
-(``bench.cli.main``) and asserts the failure rules of docs/design.md §8:
+(``invbench.bench.cli.main``) and asserts the failure rules of docs/design.md §8:
 
 * the documented exit code (2 for bad input);
 * stderr is exactly one line ``invbench: error: ...`` that names the problem (a key path, a

@@ -58,7 +58,7 @@ def test_base_is_valid():
 
 
 # tables whose keys are all schema keys (unknown ones are errors at load time); dataset tables are
-# passed to bench.datasets (checked at prepare time), option/override/params tables are free-form
+# passed to invbench.bench.datasets (checked at prepare time), option/override/params tables are free-form
 STRICT_TABLES = {
     "": set(BASE), "priors[0]": {"name", "label", "checkpoint", "datasets", "options"},
     "tasks[0]": {"name", "operator", "noise_sigma", "params"}, "tasks[1]": {"name", "operator", "noise_sigma", "params"},

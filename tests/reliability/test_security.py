@@ -132,7 +132,7 @@ class _Payload:
 
 def test_crafted_checkpoint_refused_and_its_code_never_runs(tmp_path):
     """Positive control first: plain ``pickle.loads`` of the payload *does* run the command.
-    ``priors.checkpoint.load_state_dict_file`` refuses the same payload in a torch checkpoint,
+    ``invbench.priors.checkpoint.load_state_dict_file`` refuses the same payload in a torch checkpoint,
     in a legacy torch file and as a raw pickle, naming the file, and the command never runs."""
     from invbench.priors import PriorError
     from invbench.priors.checkpoint import load_state_dict_file
