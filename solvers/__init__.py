@@ -9,6 +9,7 @@ from . import oracles as _oracles  # noqa: F401  (registers "oracle_map", "oracl
 from . import dps as _dps  # noqa: F401  (registers "dps")
 from . import ddrm as _ddrm  # noqa: F401  (registers "ddrm")
 from . import pigdm as _pigdm  # noqa: F401  (registers "pigdm")
+from . import diffpir as _diffpir  # noqa: F401  (registers "diffpir")
 
 NAMES: tuple[str, ...] = names()
 

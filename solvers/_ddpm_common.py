@@ -18,13 +18,14 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from .base import SolverError
 from .schedules import ddpm_sigmas
 
-__all__ = ["abar", "sampling_sigmas", "sigma_batch", "skip_timesteps", "thresholded_singular_values"]
+__all__ = ["abar", "quad_timesteps", "sampling_sigmas", "sigma_batch", "skip_timesteps", "thresholded_singular_values"]
 
 
 def skip_timesteps(T: int, steps: int) -> list[int]:
@@ -35,6 +36,20 @@ def skip_timesteps(T: int, steps: int) -> list[int]:
         raise SolverError(f"steps must be an integer in [1, {T}], got {steps}")
     skip = T // int(steps)
     return list(range(0, T, skip))
+
+
+def quad_timesteps(T: int, steps: int) -> list[int]:
+    """Quadratic skip schedule of the DiffPIR code (``skip_type="quad"``): ``seq =
+    int(sqrt(linspace(0, T², steps)))`` (NumPy, float64, as the code) with the last entry lowered
+    by one, ascending from 0 to ``T − 1``. The sampler visits timesteps ``t_i = T − 1 − seq[i]``:
+    long strides at high noise, short ones near ``t = 0``."""
+    if int(steps) != steps or steps < 2 or steps > T:
+        raise SolverError(f"steps must be an integer in [2, {T}] for the quadratic schedule, got {steps}")
+    seq = [int(v) for v in np.sqrt(np.linspace(0, T**2, int(steps)))]
+    seq[-1] -= 1
+    if any(a >= b for a, b in itertools.pairwise(seq)):
+        raise SolverError(f"the quadratic schedule with {steps} steps on {T} timesteps repeats a timestep")
+    return seq
 
 
 def sampling_sigmas(prior, steps: int, explicit: Sequence[float] | None = None) -> list[float]:

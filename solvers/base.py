@@ -56,6 +56,8 @@ class Solver:
     requires: ClassVar[frozenset[str]] = frozenset()
     Params: ClassVar[type]
     PRESETS: ClassVar[dict[str, Preset]] = {}
+    #: overrides for smoke tests: the fewest steps that still run every code path of ``solve``
+    QUICK: ClassVar[dict] = {}
 
     def __init__(self, params=None, preset: str = "default"):
         self.params = params if params is not None else self.Params()

@@ -104,6 +104,7 @@ class DDRM(Solver):
     name: ClassVar[str] = "ddrm"
     requires: ClassVar[frozenset[str]] = frozenset({"svd"})
     Params: ClassVar[type] = DDRMParams
+    QUICK: ClassVar[dict] = {"steps": 4}
     PRESETS: ClassVar[dict[str, Preset]] = {
         "default": Preset(
             {},

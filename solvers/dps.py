@@ -123,6 +123,7 @@ class DPS(Solver):
     name: ClassVar[str] = "dps"
     requires: ClassVar[frozenset[str]] = frozenset({"grad"})
     Params: ClassVar[type] = DPSParams
+    QUICK: ClassVar[dict] = {"steps": 5}
     PRESETS: ClassVar[dict[str, Preset]] = {
         "default": Preset(
             {},

@@ -119,6 +119,7 @@ class PiGDM(Solver):
     name: ClassVar[str] = "pigdm"
     requires: ClassVar[frozenset[str]] = frozenset({"svd"})
     Params: ClassVar[type] = PiGDMParams
+    QUICK: ClassVar[dict] = {"steps": 4}
     PRESETS: ClassVar[dict[str, Preset]] = {
         "default": Preset(
             {},

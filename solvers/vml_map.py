@@ -122,6 +122,7 @@ class VMLMAP(Solver):
     name = "vml_map"
     requires = frozenset({"linear", "grad"})
     Params = VMLMAPParams
+    QUICK: ClassVar[dict] = {"n_levels": 3, "inner_steps": 1}
     # Each preset states only what differs from VMLMAPParams() (= "default"), with its provenance.
     PRESETS: ClassVar[dict[str, Preset]] = {
         "default": Preset(
