@@ -10,6 +10,7 @@ from . import dps as _dps  # noqa: F401  (registers "dps")
 from . import ddrm as _ddrm  # noqa: F401  (registers "ddrm")
 from . import pigdm as _pigdm  # noqa: F401  (registers "pigdm")
 from . import diffpir as _diffpir  # noqa: F401  (registers "diffpir")
+from . import reddiff as _reddiff  # noqa: F401  (registers "reddiff")
 
 NAMES: tuple[str, ...] = names()
 
