@@ -209,9 +209,11 @@ def test_null_network_is_restored():
     assert prior.net is net
 
 
+@pytest.mark.slow
 def test_gpu_script_smoke_runs_on_cpu(tmp_path):
     """scripts/gpu_perf.py (the prepared GPU pass) end to end in its --smoke mode on CPU: the real
-    ADM (FFHQ-size) architecture at 32×32, every solver, default and bf16: JSON and table written."""
+    ADM (FFHQ-size) architecture at 32×32, every solver, default and bf16: JSON and table written.
+    Slow (about 4 minutes on 2 cores): `make test-all`."""
     import subprocess
     import sys
     from pathlib import Path

@@ -1,9 +1,19 @@
 """The committed exact-posterior validation table (reports/validation/, `make validation`) is
-reproducible: a slice of it is recomputed here and must match the committed rows to float64
-round-off (everything is seeded, CPU, float64; the CSVs store floats with full precision)."""
+reproducible: a slice of it is recomputed here and must match the committed rows.
+
+Everything is seeded, CPU, float64, and the CSVs store floats with full precision, so on the CPU
+capability and thread count that made the table the match is to round-off (RTOL/ATOL below). On
+another CPU the iterative solves take other kernel paths (another SIMD width, another reduction
+order) and drift; the tolerances for that case are 10x the largest drift measured against the
+committed table (made on an Intel Xeon, 1 thread) on a 2-core AMD EPYC with its native kernels
+(AVX2) and with ``ATEN_CPU_CAPABILITY=default``, each at 1 and 2 threads: per-problem values of an
+iterative MAP search move by up to 4e-4 (model RMS) where the value itself is ~1e-3, the means
+over 32 problems by < 1.5e-3 relative. Counts, fractions of global/local modes, NFE and VJP were
+identical in every run and stay exact."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -14,16 +24,37 @@ from invbench.bench.studies import exact_posterior as V
 REPORT = Path(__file__).resolve().parents[2] / "reports" / "validation"
 SLICE = {"prior": "gmm-digits", "preset": "inpaint_random", "sigma_y": 0.05,
          "solvers": ("vml_map/default", "ddrm")}  # ddrm exercises the 64-sample sets too
-RTOL, ATOL = 1e-9, 1e-10
+RTOL, ATOL = 1e-9, 1e-10  # same CPU capability and thread count as the committed run
+
+# other CPUs: 10x the largest measured drift (see the module docstring)
+TABLE_RTOL = {"sw_mean": 1.5e-2, "dist_to_map_mean": 3e-3, "err_post_mean_mean": 3.5e-3,
+              "mse_px_mean": 5e-4, "logpost_gap_mean": 1e-5}
+PROBLEM_ATOL = {"dist_to_map": 4e-3, "dist_to_nearest_mode": 4e-3, "err_post_mean": 4e-3,
+                "rel_dist_to_map": 4e-3, "logpost_gap": 5e-4, "mse_px": 3e-4, "sw": 1e-2}
+DRIFT_RTOL, DRIFT_ATOL = 1e-6, 1e-9  # every other float column (medians, exact-posterior terms)
 
 
-def _close(committed: str, recomputed) -> bool:
+def _same_machine_class() -> bool:
+    """The committed run's CPU capability and thread count equal this run's (1 thread)."""
+    info = json.loads((REPORT / "run_info.json").read_text())
+    return info.get("cpu_capability") == torch.backends.cpu.get_cpu_capability() and info.get("threads") == 1
+
+
+def _close(committed: str, recomputed, *, rtol: float = RTOL, atol: float = ATOL) -> bool:
     if isinstance(recomputed, str):
         return committed == recomputed
     a, b = float(committed), float(recomputed)
     if math.isnan(a) or math.isnan(b):
         return math.isnan(a) and math.isnan(b)
-    return abs(a - b) <= ATOL + RTOL * abs(a)
+    return abs(a - b) <= atol + rtol * abs(a)
+
+
+def _tol(table: bool, col: str) -> dict:
+    if _same_machine_class():
+        return {}
+    if table:
+        return {"rtol": TABLE_RTOL.get(col, DRIFT_RTOL), "atol": DRIFT_ATOL}
+    return {"rtol": DRIFT_RTOL, "atol": PROBLEM_ATOL.get(col, DRIFT_ATOL)}
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +87,8 @@ def test_slice_matches_committed_table(committed, recomputed):
         for col, val in new.items():
             if col in V.TIMING_COLUMNS:
                 continue
-            assert _close(old[col], val), f"{_key(new)} {col}: committed {old[col]} vs recomputed {val!r}"
+            assert _close(old[col], val, **_tol(True, col)), \
+                f"{_key(new)} {col}: committed {old[col]} vs recomputed {val!r}"
 
 
 def test_slice_matches_committed_problem_rows(committed, recomputed):
@@ -68,7 +100,7 @@ def test_slice_matches_committed_problem_rows(committed, recomputed):
         ref = old[(*_key(new), new["j"])]
         for col in V.PROBLEM_COLUMNS:
             if col in new:
-                assert _close(ref[col], new[col] if isinstance(new[col], str) else float(new[col])), \
+                assert _close(ref[col], new[col] if isinstance(new[col], str) else float(new[col]), **_tol(False, col)), \
                     f"{_key(new)} j={new['j']} {col}: committed {ref[col]} vs recomputed {new[col]!r}"
 
 
