@@ -2,7 +2,8 @@
 
 Subcommands: ``list [--json]``, ``run CONFIG [--out DIR] [--resume] [--executor local|slurm|submitit-local]
 [--shards N] [--set KEY=VALUE]...``, ``check [--config CONFIG] [--json]``, ``demo [--out DIR]``,
-``report RUN_DIR [--out DIR]``, ``compare BASE_RUN NEW_RUN [...]``, ``perf [...]`` (bench/studies/perf.py).
+``report RUN_DIR [--out DIR]``, ``compare BASE_RUN NEW_RUN [...]``, ``perf [...]`` (bench/studies/perf.py),
+``fetch [NAME...] [--dir DIR] [--from FILE] [--no-progress]`` (invbench.bench.fetch; its own exit codes).
 
 Errors go to stderr as one line ``invbench: error: ...``; bad input (config, names, files, data)
 exits 2, a run failure 1; ``--debug`` (before or after the subcommand) shows the traceback.
@@ -195,6 +196,7 @@ def cmd_check(args) -> int:
             rows.append({"what": what, "path": str(path), "present": True, "bytes": None, "sha256": "(directory)"})
         else:
             rows.append({"what": what, "path": str(path), "present": False, "bytes": None, "sha256": None})
+    weight_rows = _weight_rows()
     metric_rows = []
     try:
         from . import metrics
@@ -205,16 +207,44 @@ def cmd_check(args) -> int:
     except Exception as e:  # noqa: BLE001 - check reports, never fails on a metric
         metric_rows.append({"metric": "*", "available": False, "note": f"cannot build metrics: {e}", "backbone": ""})
     if args.json:
-        print(json.dumps({"files": rows, "metrics": metric_rows}, indent=2))
+        print(json.dumps({"files": rows, "weights": weight_rows, "metrics": metric_rows}, indent=2))
     else:
         for r in rows:
             state = f"present  sha256 {r['sha256']}" if r["present"] else "MISSING"
             print(f"{r['what']}: {r['path']}: {state}")
+        for r in weight_rows:
+            if r["present"]:
+                state = ("verified" if r["verified"] else "UNVERIFIED") + f" ({r['how']})"
+                state += "" if r["verified"] else f"; to replace it: invbench fetch {r['name']}"
+            else:
+                state = f"MISSING; {r['fix']}"
+            print(f"weights {r['name']}: {r['path']}: {state}")
         for r in metric_rows:
             state = "available" if r["available"] else r["note"]
             print(f"metric {r['metric']}: {state}" + (f" [{r['backbone']}]" if r["backbone"] else ""))
     missing = [r for r in rows if not r["present"]]
     return EXIT_FAIL if (args.config and missing) else EXIT_OK
+
+
+def _weight_rows() -> list[dict]:
+    """One row per downloadable file (invbench.bench.weights.TABLE) in the weights folder."""
+    from . import weights
+
+    out = []
+    for name in weights.TABLE:
+        loc = weights.locate(name)
+        out.append({"name": name, "path": str(loc.path), "present": loc.present, "verified": loc.verified,
+                    "sha256": loc.sha256, "how": loc.how, "fix": weights.fetch_hint(name)})
+    return out
+
+
+# --------------------------------------------------------------------------- fetch
+
+
+def cmd_fetch(args) -> int:
+    from . import fetch
+
+    return fetch.run(args.names, args.dir, args.src, progress=not args.no_progress and sys.stderr.isatty())
 
 
 # --------------------------------------------------------------------------- report / compare
@@ -281,6 +311,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="also check the files an experiment file names")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_check)
+
+    p = sub.add_parser("fetch", help="download metric weights and ADM checkpoints (checksums pinned; never during a run)",
+                       parents=[common])
+    p.add_argument("names", nargs="*", metavar="NAME",
+                   help="lpips, lpips-vgg, lpips-squeeze, fid, adm-imagenet, adm-ffhq, or all; none: list them")
+    p.add_argument("--dir", help="weights folder (default $INVBENCH_WEIGHTS or ~/.cache/invbench/weights)")
+    p.add_argument("--from", dest="src", metavar="FILE", help="import a file downloaded by hand (one NAME)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(fn=cmd_fetch)
 
     p = sub.add_parser("demo", help="run configs/demo.toml into runs/demo and write its report", parents=[common])
     p.add_argument("--out", default="runs/demo")
