@@ -1,17 +1,13 @@
 """Suite-wide fixtures.
 
 Every test sees an empty invbench weights folder (``INVBENCH_WEIGHTS``), so files that
-``invbench fetch`` put in the user's real folder never change what a test measures. The real
-folder stays reachable through ``REAL_WEIGHTS_DIR`` for the tests that check the real files.
+``invbench fetch`` put in the user's real folder never change what a test measures (the tests
+of the real files read the real folder at collection time, before this fixture applies).
 """
 
 from __future__ import annotations
 
 import pytest
-
-from invbench.bench.weights import cache_dir
-
-REAL_WEIGHTS_DIR = cache_dir()
 
 
 @pytest.fixture(autouse=True)
