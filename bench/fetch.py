@@ -105,7 +105,7 @@ def _attempt(w: W.WeightFile, url: str, part: Path, timeout: float, progress: bo
     if offset:
         headers["Range"] = f"bytes={offset}-"
     try:
-        resp = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)  # noqa: S310 - table URLs
+        resp = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
     except urllib.error.HTTPError as e:
         if e.code == 416 and offset:   # the .part is not a prefix the server can continue: start again
             _remove(part)
@@ -284,7 +284,23 @@ def run(names: list[str], folder: Path | None = None, src: str | None = None, *,
     if src and len(wanted) != 1:
         _err("--from FILE needs exactly one name")
         return EXIT_BAD_INPUT
-    codes = []
+    codes: list[int] = []
+    try:
+        _fetch_each(wanted, dest, src, codes, progress=progress, retries=retries, timeout=timeout, backoff=backoff)
+    except KeyboardInterrupt:
+        _err(f"interrupted; a partial download stays as <file>.part in {dest} and the next run resumes it")
+        return 130
+    if folder and dest.resolve() != W.cache_dir().resolve() and EXIT_OK in codes:
+        _say(f"note: the metrics and priors look in {W.cache_dir()}; set {W.ENV_VAR}={dest} to use these files")
+    for c in (EXIT_BAD_INPUT, EXIT_FAIL, EXIT_MANUAL):
+        if c in codes:
+            return c
+    return EXIT_OK
+
+
+def _fetch_each(wanted: list[str], dest: Path, src: str | None, codes: list[int], *, progress: bool,
+                retries: int, timeout: float, backoff: float) -> None:
+    """Fetch each name in turn, appending its exit code to ``codes`` (stops at bad input)."""
     for n in wanted:
         w = W.TABLE[n]
         try:
@@ -313,9 +329,3 @@ def run(names: list[str], folder: Path | None = None, src: str | None = None, *,
             codes.append(e.code)
             if e.code == EXIT_BAD_INPUT:
                 break
-    if folder and dest.resolve() != W.cache_dir().resolve() and EXIT_OK in codes:
-        _say(f"note: the metrics and priors look in {W.cache_dir()}; set {W.ENV_VAR}={dest} to use these files")
-    for c in (EXIT_BAD_INPUT, EXIT_FAIL, EXIT_MANUAL):
-        if c in codes:
-            return c
-    return EXIT_OK

@@ -20,7 +20,6 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from invbench.bench import cli, fetch
 from invbench.bench import weights as W
 
@@ -55,7 +54,7 @@ def test_guard_refuses_other_addresses():
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
-    def do_GET(self):  # noqa: N802 - http.server API
+    def do_GET(self):
         srv = self.server
         srv.log.append((self.path, self.headers.get("Range")))
         route = srv.routes.get(self.path)
@@ -192,7 +191,7 @@ def test_server_ignoring_range_restarts_cleanly(tmp_path, server, monkeypatch):
 
 def test_checksum_mismatch_deletes_the_temporary_file(tmp_path, server, monkeypatch, capsys):
     _entry(monkeypatch, server, _data(), sha256="ab" * 32)
-    rc, out, err = _run(capsys, ["fetch", "standin", "--dir", str(tmp_path), "--no-progress"])
+    rc, _out, err = _run(capsys, ["fetch", "standin", "--dir", str(tmp_path), "--no-progress"])
     assert rc == 1
     assert "does not match the expected sha256 " + "ab" * 32 in err and "temporary file was deleted" in err
     assert server.url + "/standin-weights.bin" in err and err.startswith("invbench: error: standin:")
@@ -223,7 +222,7 @@ def test_offline_fails_clearly_and_leaves_nothing(tmp_path, monkeypatch, capsys)
     s.close()  # nothing listens there now
     w = W.WeightFile("standin", "f.bin", (f"http://127.0.0.1:{port}/f.bin",), None, None, None, "tests", "tests")
     monkeypatch.setitem(W.TABLE, "standin", w)
-    rc, out, err = _run(capsys, ["fetch", "standin", "--dir", str(tmp_path / "w"), "--no-progress"])
+    rc, _out, err = _run(capsys, ["fetch", "standin", "--dir", str(tmp_path / "w"), "--no-progress"])
     assert rc == 1 and "cannot connect" in err and f"127.0.0.1:{port}/f.bin" in err
     assert [p.name for p in (tmp_path / "w").iterdir()] == []
 
@@ -232,7 +231,7 @@ def test_unwritable_folder_is_bad_input(tmp_path, server, monkeypatch, capsys):
     _entry(monkeypatch, server, _data(1000))
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
-    rc, out, err = _run(capsys, ["fetch", "standin", "--dir", str(blocker / "sub"), "--no-progress"])
+    rc, _out, err = _run(capsys, ["fetch", "standin", "--dir", str(blocker / "sub"), "--no-progress"])
     assert rc == 2 and "cannot create it" in err and str(blocker / "sub") in err and server.log == []
 
 
@@ -313,7 +312,7 @@ def test_unpublished_checksum_is_recorded_then_trusted(tmp_path, server, monkeyp
 
 # --------------------------------------------------------------------------- names, manual steps, --from
 def test_unknown_name_is_bad_input(capsys, tmp_path):
-    rc, out, err = _run(capsys, ["fetch", "lpips", "nope", "--dir", str(tmp_path)])
+    rc, _out, err = _run(capsys, ["fetch", "lpips", "nope", "--dir", str(tmp_path)])
     assert rc == 2 and "'nope'" in err and "adm-ffhq" in err and list(tmp_path.iterdir()) == []
 
 
@@ -323,11 +322,11 @@ def test_listing_names_every_entry(capsys, tmp_path):
 
 
 def test_manual_file_prints_steps_then_imports_from_file(tmp_path, capsys):
-    rc, out, err = _run(capsys, ["fetch", "adm-ffhq", "--dir", str(tmp_path / "w")])
+    rc, out, _err = _run(capsys, ["fetch", "adm-ffhq", "--dir", str(tmp_path / "w")])
     assert rc == 3 and "drive.google.com" in out and "--from" in out
     src = tmp_path / "ffhq_10m.pt"
     src.write_bytes(b"stand-in checkpoint bytes")
-    rc, out, err = _run(capsys, ["fetch", "adm-ffhq", "--dir", str(tmp_path / "w"), "--from", str(src)])
+    rc, out, _err = _run(capsys, ["fetch", "adm-ffhq", "--dir", str(tmp_path / "w"), "--from", str(src)])
     digest = hashlib.sha256(src.read_bytes()).hexdigest()
     assert rc == 0 and digest in out
     rec = json.loads((tmp_path / "w" / "manifest.json").read_text())["ffhq_10m.pt"]
@@ -365,8 +364,8 @@ def test_table_matches_the_libraries_own_addresses():
 # --------------------------------------------------------------------------- who looks where
 def test_metrics_priors_and_check_find_the_weights_folder(tmp_path, monkeypatch, capsys):
     import torch
-
     from invbench.bench import metrics as M
+
     from invbench import priors
 
     folder = tmp_path / "w"

@@ -14,7 +14,6 @@ import warnings
 import numpy as np
 import pytest
 import torch
-
 from invbench.bench import weights as W
 
 REAL = W.cache_dir()  # read at collection, before the suite's empty-folder fixture applies
@@ -35,7 +34,6 @@ def _images(n: int = 4, side: int = 64, seed: int = 0) -> torch.Tensor:
 
 def test_lpips_alex_matches_the_library_built_its_own_way(tmp_path, monkeypatch):
     import lpips
-
     from invbench.bench.metrics import build
 
     path = _real("lpips")
@@ -61,10 +59,9 @@ def test_lpips_alex_matches_the_library_built_its_own_way(tmp_path, monkeypatch)
 def test_fid_features_match_clean_fid_on_png_files(tmp_path):
     from cleanfid.fid import get_folder_features
     from cleanfid.inception_torchscript import InceptionV3W
-    from PIL import Image
-
     from invbench.bench.metrics import build_set
     from invbench.bench.metrics.fid import to_uint8_hwc
+    from PIL import Image
 
     path = _real("fid")
     (ours,) = build_set(["fid"], {"fid": {"inception_path": str(path)}})
