@@ -20,6 +20,7 @@ import errno
 import hashlib
 import http.client
 import os
+import socket
 import sys
 import time
 import urllib.error
@@ -115,6 +116,8 @@ def _attempt(w: W.WeightFile, url: str, part: Path, timeout: float, progress: bo
         raise FetchError(f"{w.filename}: {url}: HTTP {e.code} {e.reason}") from None
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", None) or e
+        if isinstance(reason, socket.gaierror):   # no name resolution: offline, retrying will not help
+            raise FetchError(f"{w.filename}: {url}: cannot connect (cannot resolve the host: {reason}; offline?)") from None
         raise _Interrupted(f"cannot connect ({reason})") from None
     with resp:
         status = resp.status
