@@ -114,7 +114,8 @@ class FIDMetric(SetMetric):
         self.path = file
         self.backbone = f"clean-fid {ver} mode=clean; Inception {file}"
         if file.name != INCEPTION_FILE:
-            self.unavailable = f"unavailable: the Inception file must be named {INCEPTION_FILE} (got {file})"
+            self.unavailable = (f"unavailable: the Inception file must be named {INCEPTION_FILE} (got {file}); "
+                                "`invbench fetch fid` downloads it")
             return
         if not file.is_file():
             self.unavailable = (
@@ -150,7 +151,7 @@ class FIDMetric(SetMetric):
                 warnings.simplefilter("ignore", FutureWarning)
                 model = InceptionV3W(str(folder), download=False, resize_inside=False).to(self.device).eval()
         except Exception as e:  # noqa: BLE001 - reported as one readable line
-            self.unavailable = f"unavailable: could not load {file} ({type(e).__name__}: {e})"
+            self.unavailable = f"unavailable: could not load {file} ({type(e).__name__}: {e}); run `invbench fetch fid` to replace it"
             return
         self.extractor = model
 

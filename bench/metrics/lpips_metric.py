@@ -155,7 +155,8 @@ class LPIPSMetric(Metric):
                 model = lpips.LPIPS(pretrained=True, net=net, version="0.1", pnet_rand=True, verbose=False)
             _load_trunk(model, net, path)
         except Exception as e:  # corrupt / wrong file  # noqa: BLE001 - reported as one readable line
-            self.unavailable = f"unavailable: could not load LPIPS-{net} trunk from {path} ({type(e).__name__}: {e})"
+            self.unavailable = (f"unavailable: could not load LPIPS-{net} trunk from {path} ({type(e).__name__}: {e}); "
+                                f"{fix} to replace it")
             return
         self.model = model.eval().to(self.device)
         self.unavailable = None

@@ -159,10 +159,11 @@ def test_torchvision_prefix_convention_is_checked(tmp_path, server, monkeypatch)
     assert not (tmp_path / "other.bin").exists() and not (tmp_path / "other.bin.part").exists()
 
 
-def test_dropped_connection_is_resumed_with_range(tmp_path, server, monkeypatch):
+def test_dropped_connection_is_resumed_with_range(tmp_path, server, monkeypatch, capsys):
     data = _data()
     _entry(monkeypatch, server, data, route={"drops": 2, "drop_after": 1_500_000})
-    assert fetch.run(["standin"], tmp_path, retries=3) == 0
+    assert fetch.run(["standin"], tmp_path, retries=3, progress=True) == 0
+    assert "standin-weights.bin" in capsys.readouterr().err     # the progress bar (stderr)
     assert (tmp_path / "standin-weights.bin").read_bytes() == data
     ranges = [r for _, r in server.log]
     assert ranges == [None, "bytes=1500000-", "bytes=3000000-"]
