@@ -118,6 +118,24 @@ def cmd_run(args) -> int:
     return _execute(exp, out, args.resume, args.executor, args.shards, not args.no_progress)
 
 
+def _metric_weights_changed(run_dir: Path, exp) -> bool:
+    """True when a metric's availability or backbone (weights file, sha256) differs from the one
+    stored in ``run_dir`` (e.g. ``invbench fetch lpips`` since the last demo): its rows are stale."""
+    from . import metrics, store
+
+    try:
+        stored = {r.metric: (int(r.available), r.backbone) for r in store.load_metric_status(run_dir).itertuples()}
+        opts = dict(exp.metrics.options)
+        now = {}
+        for m in metrics.build(list(exp.metrics.image), opts) + metrics.build_set(list(exp.metrics.set), opts):
+            st = m.status()
+            for c in getattr(m, "columns", ()) or (m.name,):
+                now[c] = (int(st["available"]), st["backbone"])
+    except Exception:  # noqa: BLE001 - an unreadable old demo is simply replaced
+        return True
+    return any(stored.get(k) != v for k, v in now.items())
+
+
 def cmd_demo(args) -> int:
     import shutil
 
@@ -131,10 +149,10 @@ def cmd_demo(args) -> int:
     resume = False
     if (out / store.STORE_NAME).exists():
         meta = store.load_meta(out)
-        if meta.get("config_hash") == exp.config_hash:
+        if meta.get("config_hash") == exp.config_hash and not _metric_weights_changed(out, exp):
             resume = True            # same demo: finish/keep what is there
         elif meta.get("experiment") == exp.name:
-            shutil.rmtree(out)       # an older demo run: generated output, replaced
+            shutil.rmtree(out)       # an older demo run, or metric weights fetched since: replaced
         else:
             raise ValueError(f"--out {out}: holds another experiment ({meta.get('experiment')}); choose another --out")
     rc = _execute(exp, out, resume, "local", None, not args.no_progress)

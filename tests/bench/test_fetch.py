@@ -17,6 +17,7 @@ import json
 import socket
 import sys
 import threading
+import warnings
 from pathlib import Path
 
 import pytest
@@ -393,3 +394,39 @@ def test_metrics_priors_and_check_find_the_weights_folder(tmp_path, monkeypatch,
     W.write_manifest_entry(folder, inc.name, {"sha256": W.sha256_file(inc), "bytes": 15, "url": "test"})
     (f,) = M.build_set(["fid"])
     assert f.verified and "recorded at download" in f.backbone and f.unavailable.startswith("unavailable: could not load")
+
+
+def test_demo_is_redone_when_metric_weights_change(tmp_path, monkeypatch, capsys):
+    """A demo finished before ``invbench fetch`` has NULL metric columns; ``invbench demo``
+    must then rerun it rather than resume it (cli._metric_weights_changed)."""
+    import _parts
+    import torch
+    from invbench.bench import config
+
+    _parts.register()
+    folder = tmp_path / "w"
+    folder.mkdir()
+    monkeypatch.setenv("INVBENCH_WEIGHTS", str(folder))
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(_parts.toml_config().replace('image = ["psnr", "mse", "consistency"]',
+                                               'image = ["psnr"]\nset = ["fid"]'))
+    out = tmp_path / "run"
+    rc, _, err = _run(capsys, ["run", str(cfg), "--out", str(out), "--no-progress"])
+    assert rc == 0, err
+    exp = config.load(cfg)
+    assert not cli._metric_weights_changed(out, exp)
+
+    class _Layers(torch.nn.Module):  # a TorchScript stand-in with clean-fid's interface
+        def __init__(self):
+            super().__init__()
+            self.layers = torch.nn.Sequential(torch.nn.Conv2d(3, 2048, 1), torch.nn.AdaptiveAvgPool2d(1))
+
+        def forward(self, x, return_features: bool = False):
+            return self.layers(x)
+
+    with warnings.catch_warnings():  # torch.jit.script deprecation notice
+        warnings.simplefilter("ignore")
+        torch.jit.script(_Layers()).save(str(folder / "inception-2015-12-05.pt"))
+    W.write_manifest_entry(folder, "inception-2015-12-05.pt",
+                           {"sha256": W.sha256_file(folder / "inception-2015-12-05.pt"), "url": "test"})
+    assert cli._metric_weights_changed(out, exp)
