@@ -21,6 +21,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+import torch
 from invbench.bench import cli, fetch
 from invbench.bench import weights as W
 
@@ -396,37 +397,65 @@ def test_metrics_priors_and_check_find_the_weights_folder(tmp_path, monkeypatch,
     assert f.verified and "recorded at download" in f.backbone and f.unavailable.startswith("unavailable: could not load")
 
 
-def test_demo_is_redone_when_metric_weights_change(tmp_path, monkeypatch, capsys):
-    """A demo finished before ``invbench fetch`` has NULL metric columns; ``invbench demo``
-    must then rerun it rather than resume it (cli._metric_weights_changed)."""
+class _InceptionStandIn(torch.nn.Module):
+    """A TorchScript stand-in with clean-fid's interface (``layers``: (B, 3, 299, 299) -> (B, 2048, 1, 1))."""
+
+    def __init__(self):
+        super().__init__()
+        self.layers = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Conv2d(3, 2048, 1))
+
+    def forward(self, x, return_features: bool = False):
+        return self.layers(x)
+
+
+def _fetched_inception_standin(folder: Path) -> None:
+    """What ``invbench fetch fid`` leaves behind, with a stand-in file: the file and its manifest record."""
+    with warnings.catch_warnings():  # torch.jit.script deprecation notice
+        warnings.simplefilter("ignore")
+        torch.jit.script(_InceptionStandIn()).save(str(folder / "inception-2015-12-05.pt"))
+    W.write_manifest_entry(folder, "inception-2015-12-05.pt",
+                           {"sha256": W.sha256_file(folder / "inception-2015-12-05.pt"), "url": "test"})
+
+
+def _tiny_fid_config(tmp_path: Path) -> Path:
     import _parts
-    import torch
-    from invbench.bench import config
 
     _parts.register()
-    folder = tmp_path / "w"
-    folder.mkdir()
-    monkeypatch.setenv("INVBENCH_WEIGHTS", str(folder))
     cfg = tmp_path / "c.toml"
     cfg.write_text(_parts.toml_config().replace('image = ["psnr", "mse", "consistency"]',
                                                'image = ["psnr"]\nset = ["fid"]'))
+    return cfg
+
+
+def test_demo_is_redone_when_metric_weights_change(tmp_path, monkeypatch, capsys):
+    """A demo finished before ``invbench fetch`` has NULL metric columns; ``invbench demo``
+    must then rerun it rather than resume it (cli._metric_weights_changed)."""
+    from invbench.bench import config
+
+    folder = tmp_path / "w"
+    folder.mkdir()
+    monkeypatch.setenv("INVBENCH_WEIGHTS", str(folder))
+    cfg = _tiny_fid_config(tmp_path)
     out = tmp_path / "run"
     rc, _, err = _run(capsys, ["run", str(cfg), "--out", str(out), "--no-progress"])
     assert rc == 0, err
     exp = config.load(cfg)
     assert not cli._metric_weights_changed(out, exp)
-
-    class _Layers(torch.nn.Module):  # a TorchScript stand-in with clean-fid's interface
-        def __init__(self):
-            super().__init__()
-            self.layers = torch.nn.Sequential(torch.nn.Conv2d(3, 2048, 1), torch.nn.AdaptiveAvgPool2d(1))
-
-        def forward(self, x, return_features: bool = False):
-            return self.layers(x)
-
-    with warnings.catch_warnings():  # torch.jit.script deprecation notice
-        warnings.simplefilter("ignore")
-        torch.jit.script(_Layers()).save(str(folder / "inception-2015-12-05.pt"))
-    W.write_manifest_entry(folder, "inception-2015-12-05.pt",
-                           {"sha256": W.sha256_file(folder / "inception-2015-12-05.pt"), "url": "test"})
+    _fetched_inception_standin(folder)
     assert cli._metric_weights_changed(out, exp)
+
+
+@pytest.mark.slow
+def test_run_fills_fid_from_the_fetched_file(tmp_path, monkeypatch, capsys):
+    """After a fetch, a run computes FID from the weights folder with no option naming the file
+    (stand-in Inception; slow: clean-fid's 2048x2048 matrix square roots per cell)."""
+    from invbench.bench import store
+
+    folder = tmp_path / "w"
+    folder.mkdir()
+    monkeypatch.setenv("INVBENCH_WEIGHTS", str(folder))
+    _fetched_inception_standin(folder)
+    rc, _, err = _run(capsys, ["run", str(_tiny_fid_config(tmp_path)), "--out", str(tmp_path / "run"), "--no-progress"])
+    assert rc == 0, err
+    sm = store.load_set_metrics(tmp_path / "run")
+    assert len(sm) and sm.value.notna().all() and not sm.note.str.contains("UNVERIFIED").any(), sm.note.tolist()
