@@ -2,7 +2,8 @@
 
 Subcommands: ``list [--json]``, ``run CONFIG [--out DIR] [--resume] [--executor local|slurm|submitit-local]
 [--shards N] [--set KEY=VALUE]...``, ``check [--config CONFIG] [--json]``, ``demo [--out DIR]``,
-``report RUN_DIR [--out DIR]``, ``compare BASE_RUN NEW_RUN [...]``, ``perf [...]`` (bench/studies/perf.py).
+``report RUN_DIR [--out DIR]``, ``compare BASE_RUN NEW_RUN [...]``, ``perf [...]`` (bench/studies/perf.py),
+``fetch [NAME...] [--dir DIR] [--from FILE] [--no-progress]`` (invbench.bench.fetch; its own exit codes).
 
 Errors go to stderr as one line ``invbench: error: ...``; bad input (config, names, files, data)
 exits 2, a run failure 1; ``--debug`` (before or after the subcommand) shows the traceback.
@@ -117,6 +118,24 @@ def cmd_run(args) -> int:
     return _execute(exp, out, args.resume, args.executor, args.shards, not args.no_progress)
 
 
+def _metric_weights_changed(run_dir: Path, exp) -> bool:
+    """True when a metric's availability or backbone (weights file, sha256) differs from the one
+    stored in ``run_dir`` (e.g. ``invbench fetch lpips`` since the last demo): its rows are stale."""
+    from . import metrics, store
+
+    try:
+        stored = {r.metric: (int(r.available), r.backbone) for r in store.load_metric_status(run_dir).itertuples()}
+        opts = dict(exp.metrics.options)
+        now = {}
+        for m in metrics.build(list(exp.metrics.image), opts) + metrics.build_set(list(exp.metrics.set), opts):
+            st = m.status()
+            for c in getattr(m, "columns", ()) or (m.name,):
+                now[c] = (int(st["available"]), st["backbone"])
+    except Exception:  # noqa: BLE001 - an unreadable old demo is simply replaced
+        return True
+    return any(stored.get(k) != v for k, v in now.items())
+
+
 def cmd_demo(args) -> int:
     import shutil
 
@@ -130,10 +149,10 @@ def cmd_demo(args) -> int:
     resume = False
     if (out / store.STORE_NAME).exists():
         meta = store.load_meta(out)
-        if meta.get("config_hash") == exp.config_hash:
+        if meta.get("config_hash") == exp.config_hash and not _metric_weights_changed(out, exp):
             resume = True            # same demo: finish/keep what is there
         elif meta.get("experiment") == exp.name:
-            shutil.rmtree(out)       # an older demo run: generated output, replaced
+            shutil.rmtree(out)       # an older demo run, or metric weights fetched since: replaced
         else:
             raise ValueError(f"--out {out}: holds another experiment ({meta.get('experiment')}); choose another --out")
     rc = _execute(exp, out, resume, "local", None, not args.no_progress)
@@ -195,6 +214,7 @@ def cmd_check(args) -> int:
             rows.append({"what": what, "path": str(path), "present": True, "bytes": None, "sha256": "(directory)"})
         else:
             rows.append({"what": what, "path": str(path), "present": False, "bytes": None, "sha256": None})
+    weight_rows = _weight_rows()
     metric_rows = []
     try:
         from . import metrics
@@ -205,16 +225,44 @@ def cmd_check(args) -> int:
     except Exception as e:  # noqa: BLE001 - check reports, never fails on a metric
         metric_rows.append({"metric": "*", "available": False, "note": f"cannot build metrics: {e}", "backbone": ""})
     if args.json:
-        print(json.dumps({"files": rows, "metrics": metric_rows}, indent=2))
+        print(json.dumps({"files": rows, "weights": weight_rows, "metrics": metric_rows}, indent=2))
     else:
         for r in rows:
             state = f"present  sha256 {r['sha256']}" if r["present"] else "MISSING"
             print(f"{r['what']}: {r['path']}: {state}")
+        for r in weight_rows:
+            if r["present"]:
+                state = ("verified" if r["verified"] else "UNVERIFIED") + f" ({r['how']})"
+                state += "" if r["verified"] else f"; to replace it: invbench fetch {r['name']}"
+            else:
+                state = f"MISSING; {r['fix']}"
+            print(f"weights {r['name']}: {r['path']}: {state}")
         for r in metric_rows:
             state = "available" if r["available"] else r["note"]
             print(f"metric {r['metric']}: {state}" + (f" [{r['backbone']}]" if r["backbone"] else ""))
     missing = [r for r in rows if not r["present"]]
     return EXIT_FAIL if (args.config and missing) else EXIT_OK
+
+
+def _weight_rows() -> list[dict]:
+    """One row per downloadable file (invbench.bench.weights.TABLE) in the weights folder."""
+    from . import weights
+
+    out = []
+    for name in weights.TABLE:
+        loc = weights.locate(name)
+        out.append({"name": name, "path": str(loc.path), "present": loc.present, "verified": loc.verified,
+                    "sha256": loc.sha256, "how": loc.how, "fix": weights.fetch_hint(name)})
+    return out
+
+
+# --------------------------------------------------------------------------- fetch
+
+
+def cmd_fetch(args) -> int:
+    from . import fetch
+
+    return fetch.run(args.names, args.dir, args.src, progress=not args.no_progress and sys.stderr.isatty())
 
 
 # --------------------------------------------------------------------------- report / compare
@@ -281,6 +329,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="also check the files an experiment file names")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_check)
+
+    p = sub.add_parser("fetch", help="download metric weights and ADM checkpoints (checksums pinned; never during a run)",
+                       parents=[common])
+    p.add_argument("names", nargs="*", metavar="NAME",
+                   help="lpips, lpips-vgg, lpips-squeeze, fid, adm-imagenet, adm-ffhq, or all; none: list them")
+    p.add_argument("--dir", help="weights folder (default $INVBENCH_WEIGHTS or ~/.cache/invbench/weights)")
+    p.add_argument("--from", dest="src", metavar="FILE", help="import a file downloaded by hand (one NAME)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(fn=cmd_fetch)
 
     p = sub.add_parser("demo", help="run configs/demo.toml into runs/demo and write its report", parents=[common])
     p.add_argument("--out", default="runs/demo")

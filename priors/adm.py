@@ -9,7 +9,9 @@
 Both use deepinv's ``DiffUNet`` (``large_model=False`` / ``True``), whose key set and shapes match
 the original files exactly (reference/offline-facts.md §3), built with ``pretrained=None``; the
 file is read by :func:`invbench.priors.checkpoint.load_state_dict_file` (``weights_only=True``, key/shape
-check, optional ``sha256=`` pinning). Nothing is downloaded. The network runs in
+check, optional ``sha256=`` pinning). Without ``checkpoint`` the file is taken from the invbench
+weights folder (``invbench.bench.weights.cache_dir()``, filled by ``invbench fetch adm-ffhq`` /
+``invbench fetch adm-imagenet``). Nothing is downloaded. The network runs in
 ``type_t="timestep"`` mode, i.e. it returns the raw 6 channels (ε, model_var_values); the VP
 adapter uses the linear schedule 1e-4..0.02, T=1000 and exposes the variance channels through
 ``denoise_with_variance``. ``image_shape = (3, 256, 256)``; DiffUNet circular-pads other sizes
@@ -66,7 +68,13 @@ def load_adm(name: str, checkpoint: str | Path | None = None, sha256: str | None
     spec = _SPECS[name]
     expected = f"{name}: deepinv DiffUNet(large_model={spec['large_model']}) = {spec['file']}"
     if checkpoint is None:
-        raise PriorError(f"{name} needs checkpoint=PATH to {spec['file']}; nothing is downloaded")
+        from invbench.bench.weights import TABLE, cache_dir, fetch_hint
+
+        default = cache_dir() / TABLE[name].filename
+        if not default.is_file():
+            raise PriorError(f"{name} needs checkpoint=PATH to {spec['file']} (default {default}, not found; "
+                             f"{fetch_hint(name)}); nothing is downloaded during a run")
+        checkpoint = default
     sd = load_state_dict_file(checkpoint, expected, sha256=sha256)
     sd = {k: v for k, v in sd.items() if k not in SCHEDULE_BUFFERS}
     # build on the meta device (no random init of 550 M parameters), then assign the tensors

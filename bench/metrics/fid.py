@@ -9,13 +9,16 @@ TorchScript Inception-V3 wrapped by ``cleanfid.inception_torchscript.InceptionV3
 download=False)``, and the 2048-d features go to ``cleanfid.fid.fid_from_feats``.
 
 Weights: ``inception-2015-12-05.pt`` (StyleGAN2-ADA's TorchScript translation of the TF
-Inception) from ``inception_path`` (the file or its folder) or clean-fid's own cache location
-``/tmp/inception-2015-12-05.pt``. Nothing is downloaded. No official sha256 of that file is
-published in clean-fid or StyleGAN2-ADA, so a file is *verified* only when its sha256 equals
-``inception_sha256`` (a hash the user pinned after checking the file) or one of
-``KNOWN_INCEPTION_SHA256``; otherwise FID is unavailable ("unverified"), unless
-``allow_unverified=True`` (tests only; then ``verified = False`` and the value is not real).
-The file's sha256 is always recorded in ``backbone``.
+Inception) from ``inception_path`` (the file or its folder), else the invbench weights folder
+(``invbench.bench.weights.cache_dir()``, filled by ``invbench fetch fid``) when the file is there,
+else clean-fid's own cache location ``/tmp/inception-2015-12-05.pt``. Nothing is downloaded
+during a run. No official sha256 of that file is published in clean-fid or StyleGAN2-ADA, so a
+file is *verified* only when its sha256 equals ``inception_sha256`` (a hash the user pinned after
+checking the file), one of ``KNOWN_INCEPTION_SHA256``, or the sha256 that ``invbench fetch fid``
+recorded in its folder's manifest when it downloaded the file from the official address;
+otherwise FID is unavailable ("unverified"), unless ``allow_unverified=True`` (tests only; then
+``verified = False`` and the value is not real). The file's sha256 and how it was checked are
+always recorded in ``backbone``.
 """
 
 from __future__ import annotations
@@ -99,17 +102,25 @@ class FIDMetric(SetMetric):
             if not allow_unverified:
                 self.unavailable = "unavailable: custom feature extractor is not the official Inception"
             return
-        p = Path(inception_path).expanduser() if inception_path else default_inception_dir()
+        from ..weights import cache_dir, check_file
+
+        fetched = cache_dir() / INCEPTION_FILE
+        if inception_path:
+            p = Path(inception_path).expanduser()
+        else:
+            p = cache_dir() if fetched.is_file() else default_inception_dir()
+        where = str(p) if inception_path else f"{cache_dir()} or {default_inception_dir()}"
         folder, file = (p.parent, p) if p.suffix == ".pt" else (p, p / INCEPTION_FILE)
         self.path = file
         self.backbone = f"clean-fid {ver} mode=clean; Inception {file}"
         if file.name != INCEPTION_FILE:
-            self.unavailable = f"unavailable: the Inception file must be named {INCEPTION_FILE} (got {file})"
+            self.unavailable = (f"unavailable: the Inception file must be named {INCEPTION_FILE} (got {file}); "
+                                "`invbench fetch fid` downloads it")
             return
         if not file.is_file():
             self.unavailable = (
-                f"unavailable: {file} not found (clean-fid needs {INCEPTION_FILE}; put it there or set "
-                "metrics.fid.inception_path; nothing is downloaded)"
+                f"unavailable: {INCEPTION_FILE} (clean-fid's Inception) not found in {where}; run `invbench fetch fid` "
+                "or set metrics.fid.inception_path (nothing is downloaded during a run)"
             )
             return
         digest = sha256_file(file)
@@ -118,11 +129,17 @@ class FIDMetric(SetMetric):
         if inception_sha256:
             trusted.add(inception_sha256.strip().lower())
         self.verified = digest in trusted
-        self.backbone += f" sha256 {digest}" + ("" if self.verified else " UNVERIFIED")
+        how = "pinned" if self.verified else ""
+        if not self.verified:
+            from ..weights import TABLE
+
+            rec = check_file(TABLE["fid"], file, digest)
+            self.verified, how = rec.verified, (rec.how if rec.verified else "")
+        self.backbone += f" sha256 {digest}" + (f" ({how})" if how else "") + ("" if self.verified else " UNVERIFIED")
         if not self.verified and not allow_unverified:
             self.unavailable = (
-                f"unavailable: Inception weights {file} are unverified (sha256 {digest}); after checking "
-                "the file, pin it with metrics.fid.inception_sha256"
+                f"unavailable: Inception weights {file} are unverified (sha256 {digest}); run `invbench fetch fid` "
+                "to download the official file, or after checking this one pin it with metrics.fid.inception_sha256"
             )
             return
         try:
@@ -134,7 +151,7 @@ class FIDMetric(SetMetric):
                 warnings.simplefilter("ignore", FutureWarning)
                 model = InceptionV3W(str(folder), download=False, resize_inside=False).to(self.device).eval()
         except Exception as e:  # noqa: BLE001 - reported as one readable line
-            self.unavailable = f"unavailable: could not load {file} ({type(e).__name__}: {e})"
+            self.unavailable = f"unavailable: could not load {file} ({type(e).__name__}: {e}); run `invbench fetch fid` to replace it"
             return
         self.extractor = model
 

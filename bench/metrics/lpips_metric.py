@@ -2,8 +2,9 @@
 
 The linear heads (``lpips/weights/v0.1/<net>.pth``) ship inside the wheel. The trunk is the
 torchvision ImageNet checkpoint, read from a local file and never downloaded:
-``weights=<path>`` or else ``$TORCH_HOME/hub/checkpoints/<official file name>``
-(``torch.hub.get_dir()``). The model is built with ``pnet_rand=True`` (no torchvision download
+``weights=<path>``, or else the first present of the invbench weights folder
+(``invbench.bench.weights.cache_dir()``, filled by ``invbench fetch lpips``) and
+``$TORCH_HOME/hub/checkpoints`` (``torch.hub.get_dir()``), each holding the official file name. The model is built with ``pnet_rand=True`` (no torchvision download
 is attempted) and the trunk parameters are then loaded from that file.
 
 Verification: torchvision names its checkpoints ``<arch>-<first 8 hex of sha256>.pth`` and
@@ -29,6 +30,8 @@ from torch import Tensor
 
 from . import Metric, MetricContext
 
+# net -> ``invbench fetch`` name (invbench.bench.weights.TABLE)
+FETCH_NAMES = {"alex": "lpips", "vgg": "lpips-vgg", "squeeze": "lpips-squeeze"}
 # net -> (official torchvision file, torchvision constructor name)
 TRUNK_FILES = {
     "alex": ("alexnet-owt-7be5be79.pth", "alexnet"),
@@ -55,6 +58,14 @@ def official_prefix(filename: str) -> str:
 def default_trunk_path(net: str) -> Path:
     """Where torchvision would cache the trunk: ``torch.hub.get_dir()/checkpoints/<file>``."""
     return Path(torch.hub.get_dir()) / "checkpoints" / TRUNK_FILES[net][0]
+
+
+def trunk_search_path(net: str) -> list[Path]:
+    """Where the trunk is looked for without ``weights=``: the invbench weights folder, then
+    the torch hub cache (first present wins)."""
+    from ..weights import cache_dir
+
+    return [cache_dir() / TRUNK_FILES[net][0], default_trunk_path(net)]
 
 
 def lpips_version() -> str:
@@ -105,13 +116,20 @@ class LPIPSMetric(Metric):
         self.model = None
         self.verified = True
         fname = TRUNK_FILES[net][0]
-        path = Path(weights).expanduser() if weights else default_trunk_path(net)
+        fix = f"run `invbench fetch {FETCH_NAMES[net]}`"
+        if weights:
+            path = Path(weights).expanduser()
+            where = str(path)
+        else:
+            candidates = trunk_search_path(net)
+            path = next((c for c in candidates if c.is_file()), candidates[0])
+            where = " or ".join(str(c.parent) for c in candidates)
         self.path = path
         self.backbone = f"lpips {lpips_version()} net={net} v0.1; trunk {path}"
         if not path.is_file():
             self.unavailable = (
-                f"unavailable: {path} not found (LPIPS-{net} needs the torchvision file {fname} "
-                f"in $TORCH_HOME/hub/checkpoints or metrics.lpips.weights; nothing is downloaded)"
+                f"unavailable: LPIPS-{net} needs the torchvision file {fname}, not found in {where} "
+                f"(or set metrics.lpips.weights); {fix} (nothing is downloaded during a run)"
             )
             return
         digest = sha256_file(path)
@@ -124,7 +142,7 @@ class LPIPSMetric(Metric):
             if not allow_unverified:
                 self.unavailable = (
                     f"unavailable: trunk weights {path} do not match the official torchvision file "
-                    f"{fname} (sha256 prefix {digest[:8]} != {prefix})"
+                    f"{fname} (sha256 prefix {digest[:8]} != {prefix}); {fix} to replace it"
                 )
                 return
         try:
@@ -137,7 +155,8 @@ class LPIPSMetric(Metric):
                 model = lpips.LPIPS(pretrained=True, net=net, version="0.1", pnet_rand=True, verbose=False)
             _load_trunk(model, net, path)
         except Exception as e:  # corrupt / wrong file  # noqa: BLE001 - reported as one readable line
-            self.unavailable = f"unavailable: could not load LPIPS-{net} trunk from {path} ({type(e).__name__}: {e})"
+            self.unavailable = (f"unavailable: could not load LPIPS-{net} trunk from {path} ({type(e).__name__}: {e}); "
+                                f"{fix} to replace it")
             return
         self.model = model.eval().to(self.device)
         self.unavailable = None

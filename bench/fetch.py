@@ -1,0 +1,334 @@
+"""``invbench fetch``: download the weight files of :data:`invbench.bench.weights.TABLE`.
+
+For each file: if a verified copy is already in the folder, nothing is requested. Otherwise the
+file is streamed to ``<folder>/<file>.part`` (progress bar on stderr), resumed with an HTTP
+``Range`` request when a ``.part`` is already there or the connection drops, checked (size,
+then the published sha256 or torchvision's sha256 prefix), flushed to disk and renamed onto
+its final name in one ``os.replace``; its size, sha256, address and time go to the folder's
+manifest. A checksum or size mismatch, a full disk or a write error deletes the ``.part``; a
+dropped connection keeps it so that the next run resumes. Files that a program cannot fetch
+(Google Drive) print manual steps; ``--from FILE`` then imports the file the user downloaded.
+
+Exit codes: 0 every requested file present and verified; 1 a download failed (network, server
+error, checksum, disk); 2 bad input (unknown name, unusable folder, missing ``--from`` file);
+3 a file needs the manual steps printed. Errors are one line on stderr naming the file and URL.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import http.client
+import os
+import socket
+import sys
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import weights as W
+
+__all__ = ["EXIT_BAD_INPUT", "EXIT_FAIL", "EXIT_MANUAL", "EXIT_OK", "FetchError", "download", "import_file", "run"]
+
+EXIT_OK, EXIT_FAIL, EXIT_BAD_INPUT, EXIT_MANUAL = 0, 1, 2, 3
+CHUNK = 1 << 20  # bytes per read
+RETRIES = 3       # extra attempts after an interrupted transfer or a transient server error
+BACKOFF_S = 1.0   # seconds before the first retry, doubled for each further one
+_DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+_RETRY_HTTP = {408, 429, 500, 502, 503, 504}
+
+
+class FetchError(Exception):
+    """One-line failure of one file; ``code`` is the exit code it maps to."""
+
+    def __init__(self, message: str, code: int = EXIT_FAIL):
+        super().__init__(message)
+        self.code = code
+
+
+class _Interrupted(Exception):
+    """The transfer stopped early; the ``.part`` is kept and the next attempt resumes it."""
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _prepare_dir(folder: Path) -> None:
+    """Create ``folder`` and make sure a file can be created in it (else FetchError, exit 2)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise FetchError(f"weights folder {folder}: cannot create it ({e.strerror or e})", EXIT_BAD_INPUT) from None
+    if not folder.is_dir():
+        raise FetchError(f"weights folder {folder}: not a directory", EXIT_BAD_INPUT)
+    probe = folder / f".invbench-write-test-{os.getpid()}"
+    try:
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise FetchError(f"weights folder {folder}: not writable ({e.strerror or e})", EXIT_BAD_INPUT) from None
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def _hash_existing(part: Path) -> tuple[hashlib._Hash, int]:  # type: ignore[name-defined]
+    h = hashlib.sha256()
+    n = 0
+    if part.is_file():
+        with open(part, "rb") as f:
+            while block := f.read(CHUNK):
+                h.update(block)
+                n += len(block)
+    return h, n
+
+
+def _progress(total: int | None, initial: int, desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
+                disable=not enabled, file=sys.stderr, leave=False)
+
+
+def _attempt(w: W.WeightFile, url: str, part: Path, timeout: float, progress: bool) -> hashlib._Hash:  # type: ignore[name-defined]
+    """One HTTP request continuing ``part``; returns the sha256 of the whole file when complete.
+
+    Raises _Interrupted (resume possible), FetchError (give up for this URL)."""
+    h, offset = _hash_existing(part)
+    headers = {"User-Agent": "invbench-fetch"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    try:
+        resp = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and offset:   # the .part is not a prefix the server can continue: start again
+            _remove(part)
+            raise _Interrupted(f"HTTP 416 for a resume at byte {offset}; starting again") from None
+        if e.code in _RETRY_HTTP:
+            raise _Interrupted(f"HTTP {e.code} {e.reason}") from None
+        raise FetchError(f"{w.filename}: {url}: HTTP {e.code} {e.reason}") from None
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", None) or e
+        if isinstance(reason, socket.gaierror):   # no name resolution: offline, retrying will not help
+            raise FetchError(f"{w.filename}: {url}: cannot connect (cannot resolve the host: {reason}; offline?)") from None
+        raise _Interrupted(f"cannot connect ({reason})") from None
+    with resp:
+        status = resp.status
+        if status == 206:
+            crange = resp.headers.get("Content-Range", "")
+            start = crange.split(" ", 1)[-1].split("-", 1)[0]
+            if not start.isdigit() or int(start) != offset:
+                _remove(part)
+                raise _Interrupted(f"server answered a resume at byte {offset} with {crange!r}; starting again")
+        elif status == 200:
+            if offset:                 # Range ignored: the body is the whole file
+                h, offset = hashlib.sha256(), 0
+                _remove(part)
+        else:
+            raise FetchError(f"{w.filename}: {url}: unexpected HTTP {status}")
+        length = resp.headers.get("Content-Length")
+        total = offset + int(length) if length and length.isdigit() else w.size
+        got = offset
+        bar = _progress(total, offset, w.filename, progress)
+        try:
+            with open(part, "ab") as f:
+                while True:
+                    try:
+                        block = resp.read(CHUNK)
+                    except (http.client.HTTPException, OSError) as e:   # dropped, reset, timed out
+                        raise _Interrupted(f"connection lost after {got} bytes ({type(e).__name__})") from None
+                    if not block:
+                        break
+                    try:
+                        f.write(block)
+                    except OSError as e:
+                        f.close()
+                        _remove(part)
+                        if e.errno in _DISK_FULL:
+                            raise FetchError(f"{w.filename}: disk full writing {part}; the partial file was deleted "
+                                             f"(needs {total or 'unknown'} bytes)") from None
+                        raise FetchError(f"{w.filename}: cannot write {part} ({e.strerror or e}); "
+                                         "the partial file was deleted") from None
+                    h.update(block)
+                    got += len(block)
+                    bar.update(len(block))
+                try:
+                    f.flush()
+                    os.fsync(f.fileno())
+                except OSError as e:
+                    f.close()
+                    _remove(part)
+                    full = "disk full" if e.errno in _DISK_FULL else f"cannot write ({e.strerror or e})"
+                    raise FetchError(f"{w.filename}: {full} flushing {part}; the partial file was deleted") from None
+        finally:
+            bar.close()
+        if length and length.isdigit() and got != offset + int(length):
+            raise _Interrupted(f"connection closed after {got} of {offset + int(length)} bytes")
+    return h
+
+
+def download(w: W.WeightFile, folder: Path, *, retries: int = 3, timeout: float = 60.0,
+             backoff: float = 1.0, progress: bool = False) -> W.Located:
+    """Fetch ``w`` into ``folder`` (see module docstring); returns the verified file.
+
+    ``retries``: extra attempts after an interrupted transfer or a transient server error
+    (each resumes the ``.part``); ``timeout``: seconds per socket operation; ``backoff``: seconds
+    before the first retry (doubled each time). Raises FetchError.
+    """
+    _prepare_dir(folder)
+    final = folder / w.filename
+    part = folder / (w.filename + ".part")
+    if not w.fetchable:
+        raise FetchError(f"{w.name}: {w.filename} cannot be downloaded by a program", EXIT_MANUAL)
+    last = ""
+    for url in w.urls:
+        for attempt in range(retries + 1):
+            if attempt:
+                time.sleep(backoff * 2 ** (attempt - 1))
+            try:
+                h = _attempt(w, url, part, timeout, progress)
+            except _Interrupted as e:
+                last = f"{url}: {e}"
+                continue
+            return _finish(w, part, final, h.hexdigest(), url)
+    kept = f"; {part.stat().st_size} bytes kept in {part}, rerun to resume" if part.is_file() else ""
+    raise FetchError(f"{w.filename}: download failed after {retries + 1} attempt(s): {last}{kept}")
+
+
+def _finish(w: W.WeightFile, part: Path, final: Path, digest: str, url: str) -> W.Located:
+    """Check the complete ``part`` and move it onto ``final``; record it in the manifest."""
+    size = part.stat().st_size
+    if w.size is not None and size != w.size:
+        _remove(part)
+        raise FetchError(f"{w.filename}: {url}: got {size} bytes, expected {w.size}; the temporary file was deleted")
+    ok = w.check_digest(digest)
+    if ok is False:
+        _remove(part)
+        raise FetchError(f"{w.filename}: {url}: sha256 {digest} does not match the expected {w.expected()}; "
+                         "the temporary file was deleted")
+    os.replace(part, final)
+    check = "published checksum" if ok else "none published: sha256 recorded at download"
+    W.write_manifest_entry(final.parent, w.filename, {"sha256": digest, "bytes": size, "url": url,
+                                                      "fetched_at": _now(), "check": check})
+    return W.check_file(w, final, digest)
+
+
+def import_file(w: W.WeightFile, src: Path, folder: Path) -> W.Located:
+    """Copy a file the user downloaded by hand into ``folder`` (same checks and atomic rename as
+    a download) and record its size and sha256 in the manifest."""
+    src = Path(src).expanduser()
+    if not src.is_file():
+        raise FetchError(f"--from {src}: file not found", EXIT_BAD_INPUT)
+    _prepare_dir(folder)
+    final = folder / w.filename
+    part = folder / (w.filename + ".part")
+    if final.exists() and os.path.samefile(src, final):
+        digest = W.sha256_file(final)
+        if w.check_digest(digest) is False:
+            raise FetchError(f"{final}: sha256 {digest} does not match the expected {w.expected()}")
+        W.write_manifest_entry(folder, w.filename, {"sha256": digest, "bytes": final.stat().st_size,
+                                                    "url": f"local copy of {src}", "fetched_at": _now(),
+                                                    "check": "recorded from the user's file"})
+        return W.check_file(w, final, digest)
+    h = hashlib.sha256()
+    try:
+        with open(src, "rb") as fi, open(part, "wb") as fo:
+            while block := fi.read(CHUNK):
+                fo.write(block)
+                h.update(block)
+            fo.flush()
+            os.fsync(fo.fileno())
+    except OSError as e:
+        _remove(part)
+        full = "disk full" if e.errno in _DISK_FULL else f"cannot copy ({e.strerror or e})"
+        raise FetchError(f"{w.filename}: {full} writing {part}; the partial file was deleted") from None
+    return _finish(w, part, final, h.hexdigest(), f"local copy of {src}")
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def _err(line: str) -> None:
+    sys.stderr.write(f"invbench: error: {' '.join(line.split())}\n")
+
+
+def _list(folder: Path) -> int:
+    for w in W.TABLE.values():
+        loc = W.locate(w.name, [folder], verify=False)
+        size = f"{w.size} bytes" if w.size else "size not published"
+        how = "download" if w.fetchable else "manual"
+        _say(f"{w.name}: {w.filename} ({size}; {w.expected()}; {how}) -> "
+             f"{'present' if loc.present else 'missing'} in {folder}")
+    return EXIT_OK
+
+
+def run(names: list[str], folder: Path | None = None, src: str | None = None, *, progress: bool = False,
+        retries: int | None = None, timeout: float = 60.0, backoff: float | None = None) -> int:
+    """The ``invbench fetch`` command: fetch ``names`` (``all`` = every table entry) into ``folder``
+    (default :func:`weights.cache_dir`); one line per file on stdout, errors on stderr; the exit code."""
+    dest = Path(folder).expanduser() if folder else W.cache_dir()
+    retries = RETRIES if retries is None else retries
+    backoff = BACKOFF_S if backoff is None else backoff
+    if not names:
+        return _list(dest)
+    wanted = list(W.TABLE) if "all" in names else list(dict.fromkeys(names))
+    unknown = [n for n in wanted if n not in W.TABLE]
+    if unknown:
+        _err(f"unknown weights name(s) {', '.join(map(repr, unknown))}; valid: {', '.join(W.TABLE)}, all")
+        return EXIT_BAD_INPUT
+    if src and len(wanted) != 1:
+        _err("--from FILE needs exactly one name")
+        return EXIT_BAD_INPUT
+    codes: list[int] = []
+    try:
+        _fetch_each(wanted, dest, src, codes, progress=progress, retries=retries, timeout=timeout, backoff=backoff)
+    except KeyboardInterrupt:
+        _err(f"interrupted; a partial download stays as <file>.part in {dest} and the next run resumes it")
+        return 130
+    if folder and dest.resolve() != W.cache_dir().resolve() and EXIT_OK in codes:
+        _say(f"note: the metrics and priors look in {W.cache_dir()}; set {W.ENV_VAR}={dest} to use these files")
+    for c in (EXIT_BAD_INPUT, EXIT_FAIL, EXIT_MANUAL):
+        if c in codes:
+            return c
+    return EXIT_OK
+
+
+def _fetch_each(wanted: list[str], dest: Path, src: str | None, codes: list[int], *, progress: bool,
+                retries: int, timeout: float, backoff: float) -> None:
+    """Fetch each name in turn, appending its exit code to ``codes`` (stops at bad input)."""
+    for n in wanted:
+        w = W.TABLE[n]
+        try:
+            if src:
+                loc = import_file(w, Path(src), dest)
+                _say(f"{n}: {loc.path} imported ({loc.path.stat().st_size} bytes, sha256 {loc.sha256}; {loc.how})")
+                codes.append(EXIT_OK)
+                continue
+            loc = W.locate(n, [dest])
+            if loc.present and loc.verified:
+                _say(f"{n}: {loc.path} already present ({loc.how}); nothing downloaded")
+                codes.append(EXIT_OK)
+                continue
+            if not w.fetchable:
+                _say(f"{n}: {w.filename} must be downloaded by hand ({w.used_by}):\n{w.manual}")
+                codes.append(EXIT_MANUAL)
+                continue
+            if loc.present:
+                _say(f"{n}: {loc.path} present but {loc.how}; downloading it again")
+            _say(f"{n}: downloading {w.filename} from {w.urls[0]}")
+            loc = download(w, dest, retries=retries, timeout=timeout, backoff=backoff, progress=progress)
+            _say(f"{n}: {loc.path} ({loc.path.stat().st_size} bytes, sha256 {loc.sha256}; {loc.how})")
+            codes.append(EXIT_OK)
+        except FetchError as e:
+            _err(f"{n}: {e}")
+            codes.append(e.code)
+            if e.code == EXIT_BAD_INPUT:
+                break
