@@ -34,7 +34,7 @@ def _time(fn, device: torch.device) -> float:
 
 
 def calibrate_prior(prior: Any, batch_size: int, device: torch.device | str, dtype: torch.dtype,
-                    reps: int = 5, calls: int = 2) -> dict[str, Any]:
+                    reps: int = 3, calls: int = 1) -> dict[str, Any]:
     """Forward and forward+backward seconds per network call of ``prior`` (see module docstring).
 
     Returns ``{"batch": B, "t_forward_s": .., "t_forward_backward_s": .., "reps": .., "calls": ..}``;
@@ -78,7 +78,7 @@ def calibrate_prior(prior: Any, batch_size: int, device: torch.device | str, dty
 
 
 def calibrate(priors: dict[str, Any], batch_size: int, device: torch.device | str, dtype: torch.dtype,
-              reps: int = 5, calls: int = 2) -> dict[str, dict[str, Any]]:
+              reps: int = 3, calls: int = 1) -> dict[str, dict[str, Any]]:
     """:func:`calibrate_prior` for each ``{label: prior}``; a prior whose network fails is recorded
     as ``{"error": "<one line>"}`` (a calibration never stops a run)."""
     out: dict[str, dict[str, Any]] = {}

@@ -20,9 +20,9 @@ import torch
 
 __all__ = [
     "Timer",
-    "current_rss_bytes",
     "cpu_capability",
     "cpu_model",
+    "current_rss_bytes",
     "device_name",
     "gpu_peak_bytes",
     "machine_info",

@@ -20,9 +20,8 @@ from __future__ import annotations
 import time
 
 import torch
-from torch import Tensor
-
 from invbench.priors import CountingPrior
+from torch import Tensor
 
 __all__ = ["ClockedPrior"]
 

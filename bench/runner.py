@@ -66,8 +66,8 @@ import torch
 
 from . import calibration, cost
 from .config import ConfigError, Experiment
-from .netclock import ClockedPrior
 from .grid import Cell, expand, resolve_preset, steps_hint
+from .netclock import ClockedPrior
 from .store import STORE_NAME, Store, read_png, row_id, write_npy, write_png
 
 __all__ = [
