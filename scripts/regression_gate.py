@@ -182,7 +182,7 @@ def measure(config: Path, pairs: int, work: Path, error_scale: float, slow_frac:
         base = pair / "base"
         tb = one_run(config, base)
         for s in SCENARIOS:
-            if (s == "identical") != (i > 0) or (i == pairs and s != "identical"):
+            if (s == "identical" and i == 0) or (s != "identical" and i == pairs):
                 continue
             out = pair / s
             if s == "identical":   # the previous baseline against this one
@@ -254,8 +254,9 @@ def report(res: dict, args, wall_s: float, started: str) -> str:
          "```", "",
          (f"Config: `{args.config.resolve().relative_to(ROOT) if args.config.resolve().is_relative_to(ROOT) else args.config}` "
          "(small-cpu prior, 6 bundled 32×32 crops, random inpainting, DPS at 6 steps, "
-         "warm-up 1; one timed solve per image, so 6 timing samples per cell). Each pair: a fresh baseline run, "
-         "then one candidate run per scenario, each compared with the baseline by `invbench compare` at its "
+         "warm-up 1; one timed solve per image, so 6 timing samples per cell). 11 baseline runs; after baseline i "
+         "one candidate run per scenario, each compared with baseline i (the `identical` pairs: baseline i "
+         "against baseline i + 1) by `bench.compare` — what `invbench compare` runs — at its "
          "defaults (normalised cost: solver time ÷ in-run network time and NFE/VJP per image, threshold ×1.2, "
          "one-sided Mann–Whitney U at alpha 0.05, ≥ 5 samples; quality: paired 95 % t-CI of ΔPSNR beyond 0.1 dB)."), "",
          "## Result", "",
