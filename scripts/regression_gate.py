@@ -264,7 +264,7 @@ def report(res: dict, args, wall_s: float, started: str) -> str:
     desc = {"identical": "same code and config (baseline i+1 against baseline i)",
             "loaded": "same, with one busy-loop process per CPU beside it",
             "slower": f"test hook: +{100 * args.slow_frac:.0f} % time in every solver step (busy-wait outside the network)",
-            "more_steps": "config with 50 % more steps (DPS 6 → 9)",
+            "more_steps": "config with 50 % more steps (DPS 6 → 9 steps: NFE per image 7 → 10, +43 %)",
             "quality": f"test hook: each reconstruction's error × {1 + args.error_scale:g} "
                        f"(x' = x + {args.error_scale:g}·(x − x_true))"}
     for s in SCENARIOS:
@@ -280,6 +280,12 @@ def report(res: dict, args, wall_s: float, started: str) -> str:
     if q:
         L += [(f"Quality scenario: measured ΔPSNR per cell (mean over its 6 images) from {min(q):+.2f} to "
               f"{max(q):+.2f} dB, median {sorted(q)[len(q) // 2]:+.2f} dB."), ""]
+    L += [("Limits of this measurement: one cell per run (DPS on the small CPU prior, chosen to keep a run "
+          "short on a loaded 2-core machine), one torch thread (with 2 threads, runs on this loaded machine were "
+          "several times slower), 6 timing samples per cell. The normalised cost relies on a network that does "
+          "real work: with a network as cheap as the analytic GMM prior of configs/smoke.toml, solver overhead "
+          "dominates and solver time ÷ network time moves with machine load like wall time does "
+          "(docs/regression-testing.md); such cells need more timing samples (`timing_repeats`)."), ""]
     L += ["## Per cell", ""]
     for s in SCENARIOS:
         L += [f"### {s}", "", *_cells_table(res[s]), ""]
