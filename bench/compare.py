@@ -16,12 +16,12 @@ Rows are paired by (solver, preset, task, dataset, prior, image_id, seed). For e
     version that records one): *network work* — mean NFE and mean VJP per image; the cell
     regresses when either grows by more than ``max_slowdown`` (counts are exact, no test
     needed); and *time outside the network* — per timed call, solve seconds ÷ seconds inside
-    the network of that same solve (:mod:`bench.gate_cost`), tested by
-    :func:`bench.gate_stats.ratio_test` against ``max_slowdown``. Both parts of the ratio slow
+    the network of that same solve (:mod:`invbench.bench.gate_cost`), tested by
+    :func:`invbench.bench.gate_stats.ratio_test` against ``max_slowdown``. Both parts of the ratio slow
     down together when another process loads the machine, so a loaded machine does not read as
     a regression, while extra work in the solver loop does. Cells without network time (NFE =
     0: the oracles) are judged on wall time as below.
-  - ``wall``: seconds per image of each timed call, :func:`bench.gate_stats.ratio_test` with
+  - ``wall``: seconds per image of each timed call, :func:`invbench.bench.gate_stats.ratio_test` with
     the absolute slack ``min_slowdown_s``. Meaningful only between runs on the same machine
     under the same load; a warning is printed when the runs' device, CPU model, CPU capability
     or thread count differ.

@@ -34,10 +34,10 @@ Timing: the timed region is the ``solver.solve`` call only (CUDA synchronised); 
 image = batch time / batch size. ``nfe``/``vjp`` are the network evaluations / VJPs each image of
 the batch received (a batched network call counts once). ``warmup = k`` runs each cell's first
 image k times before timing (results discarded, counters reset). ``net_seconds`` = seconds inside
-the network during that solve / batch size (:class:`bench.netclock.ClockedPrior`);
+the network during that solve / batch size (:class:`invbench.bench.netclock.ClockedPrior`);
 ``timings`` = JSON of that solve and of ``timing_repeats - 1`` repeated solves of the same batch
 (:func:`_timing_json`). At the start of a run the device is calibrated
-(:mod:`bench.calibration`, meta ``calibration``).
+(:mod:`invbench.bench.calibration`, meta ``calibration``).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 ``--pairs`` + 1 baseline runs of ``--config`` (default configs/regression-gate.toml) are made;
 after baseline ``i`` one candidate run per scenario, each compared with baseline ``i`` by
-:func:`bench.compare.compare` at its default settings (normalised cost):
+:func:`invbench.bench.compare.compare` at its default settings (normalised cost):
 
 * ``identical``  — baseline ``i`` against baseline ``i + 1``: the same code and config, two
   separate runs; every flagged regression is a false alarm;
@@ -17,8 +17,8 @@ after baseline ``i`` one candidate run per scenario, each compared with baseline
   where the PSNR's [0, 1] clipping bites); the report gives the measured drop.
 
 The hooks exist only in this script. Every run is made in this process the way ``invbench run``
-makes it — :func:`bench.runner.prepare` (priors loaded, data read, solvers built), then
-:func:`bench.runner.run` (device calibration, warm-up, timed solves) — with the hook wrapping the
+makes it — :func:`invbench.bench.runner.prepare` (priors loaded, data read, solvers built), then
+:func:`invbench.bench.runner.run` (device calibration, warm-up, timed solves) — with the hook wrapping the
 built solvers' ``solve`` in between. (In-process runs spare each run the seconds of a Python and
 torch start-up, which matters on a loaded 2-core machine.)
 
@@ -256,7 +256,7 @@ def report(res: dict, args, wall_s: float, started: str) -> str:
          "(small-cpu prior, 6 bundled 32×32 crops, random inpainting, DPS at 6 steps, "
          "warm-up 1; one timed solve per image, so 6 timing samples per cell). 11 baseline runs; after baseline i "
          "one candidate run per scenario, each compared with baseline i (the `identical` pairs: baseline i "
-         "against baseline i + 1) by `bench.compare` — what `invbench compare` runs — at its "
+         "against baseline i + 1) by `invbench.bench.compare` — what `invbench compare` runs — at its "
          "defaults (normalised cost: solver time ÷ in-run network time and NFE/VJP per image, threshold ×1.2, "
          "one-sided Mann–Whitney U at alpha 0.05, ≥ 5 samples; quality: paired 95 % t-CI of ΔPSNR beyond 0.1 dB)."), "",
          "## Result", "",
