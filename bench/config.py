@@ -158,6 +158,7 @@ class Experiment:
     protocol: str
     resolved: dict = field(repr=False)   # the normalised config (all defaults filled)
     base_dir: str = "."                   # folder relative paths are resolved against
+    timing_repeats: int = 1               # timed solves per batch (1 stored + repeats for statistics)
     config_hash: str = ""
 
     def toml_text(self) -> str:
@@ -312,6 +313,7 @@ def parse(raw: dict, base_dir: Path | str = ".") -> Experiment:
     dtype = r.get("dtype", "str", "float32", check=lambda v: None if v in ("float32", "float64") else "must be float32 or float64")
     save_npy = r.get("save_npy", "bool", False)
     warmup = r.get("warmup", "int", 0, check=lambda v: None if v >= 0 else "must be >= 0")
+    timing_repeats = r.get("timing_repeats", "int", 1, check=lambda v: None if 1 <= v <= 100 else "must be in 1..100")
     data_seed = r.get("data_seed", "int", None, check=lambda v: None if v >= 0 else "must be >= 0")
 
     # datasets
@@ -433,6 +435,7 @@ def parse(raw: dict, base_dir: Path | str = ".") -> Experiment:
         "save_npy": save_npy,
         "warmup": warmup,
         **({"data_seed": data_seed} if data_seed is not None else {}),
+        **({"timing_repeats": timing_repeats} if timing_repeats != 1 else {}),
         "datasets": [{"name": d.name, "type": d.type, **({"limit": d.limit} if d.limit is not None else {}), **d.fields} for d in dsets],
         "priors": [
             {"name": p.name, "label": p.label, **({"checkpoint": p.checkpoint} if p.checkpoint else {}),
@@ -453,7 +456,7 @@ def parse(raw: dict, base_dir: Path | str = ".") -> Experiment:
         name=name, description=description, seeds=tuple(seeds), batch_size=batch_size, device=device,
         dtype=dtype, save_npy=save_npy, warmup=warmup, data_seed=data_seed, datasets=tuple(dsets), priors=tuple(priors_),
         tasks=tuple(tasks), solvers=tuple(sols), metrics=metrics, execution=execution, protocol=protocol,
-        resolved=resolved, base_dir=str(base.resolve()),
+        resolved=resolved, base_dir=str(base.resolve()), timing_repeats=timing_repeats,
     )
     object.__setattr__(exp, "config_hash", config_hash(resolved))
     return exp

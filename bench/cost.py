@@ -9,6 +9,7 @@ process peak since start (``reset_rss_peak`` returns False and the run's meta sa
 
 from __future__ import annotations
 
+import os
 import platform
 import resource
 import time
@@ -19,9 +20,12 @@ import torch
 
 __all__ = [
     "Timer",
+    "cpu_capability",
+    "cpu_model",
     "current_rss_bytes",
     "device_name",
     "gpu_peak_bytes",
+    "machine_info",
     "peak_rss_bytes",
     "reset_gpu_peak",
     "reset_rss_peak",
@@ -55,18 +59,47 @@ class Timer:
         self.seconds = time.perf_counter() - self._t0
 
 
+def cpu_model() -> str:
+    """The CPU model name (``/proc/cpuinfo``; else ``platform.processor()``/``machine()``)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_capability() -> str:
+    """The CPU kernel family torch dispatches to (``torch.backends.cpu.get_cpu_capability()``:
+    ``DEFAULT``, ``AVX2``, ``AVX512``, ...; ``ATEN_CPU_CAPABILITY`` overrides it). Float results of
+    CPU kernels can differ between capabilities in the last bits."""
+    try:
+        return str(torch.backends.cpu.get_cpu_capability())
+    except (AttributeError, RuntimeError):  # pragma: no cover - very old torch
+        return "unknown"
+
+
 def device_name(device: torch.device | str) -> str:
     """Human-readable device: the GPU model for CUDA, else the CPU model (``/proc/cpuinfo``)."""
     d = torch.device(device)
     if d.type == "cuda" and torch.cuda.is_available():
         return torch.cuda.get_device_name(d)
+    return "cpu: " + cpu_model()
+
+
+def machine_info(device: torch.device | str = "cpu") -> dict[str, str]:
+    """What a timing or a float result depends on: ``cpu_model``, ``cpu_capability``, ``gpu_name``
+    (empty on CPU), ``torch_threads`` (intra-op threads) and ``cpu_count`` (logical CPUs usable by
+    this process). All values are strings (run metadata is a string table)."""
+    d = torch.device(device)
+    gpu = torch.cuda.get_device_name(d) if d.type == "cuda" and torch.cuda.is_available() else ""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return "cpu: " + line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "cpu: " + (platform.processor() or platform.machine())
+        ncpu = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - non-Linux
+        ncpu = os.cpu_count() or 0
+    return {"cpu_model": cpu_model(), "cpu_capability": cpu_capability(), "gpu_name": gpu,
+            "torch_threads": str(torch.get_num_threads()), "cpu_count": str(ncpu)}
 
 
 def torch_version() -> str:

@@ -33,7 +33,11 @@ Order of work
 Timing: the timed region is the ``solver.solve`` call only (CUDA synchronised); ``seconds`` per
 image = batch time / batch size. ``nfe``/``vjp`` are the network evaluations / VJPs each image of
 the batch received (a batched network call counts once). ``warmup = k`` runs each cell's first
-image k times before timing (results discarded, counters reset).
+image k times before timing (results discarded, counters reset). ``net_seconds`` = seconds inside
+the network during that solve / batch size (:class:`invbench.bench.netclock.ClockedPrior`);
+``timings`` = JSON of that solve and of ``timing_repeats - 1`` repeated solves of the same batch
+(:func:`_timing_json`). At the start of a run the device is calibrated
+(:mod:`invbench.bench.calibration`, meta ``calibration``).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ import contextlib
 import fcntl
 import hashlib
 import inspect
+import json
 import math
 import os
 import platform
@@ -59,9 +64,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import cost
+from . import calibration, cost
 from .config import ConfigError, Experiment
 from .grid import Cell, expand, resolve_preset, steps_hint
+from .netclock import ClockedPrior
 from .store import STORE_NAME, Store, read_png, row_id, write_npy, write_png
 
 __all__ = [
@@ -245,7 +251,7 @@ def prepare(exp: Experiment, run_dir: str | Path | None = None, resume: bool = F
             prior = priors.build(p.name, **p.build_kwargs())
         except _INPUT_ERRORS as e:
             raise ConfigError(f"priors[{i}] ({p.name}): {_one_line(e)}") from None
-        built_priors[p.label] = priors.CountingPrior(prior)
+        built_priors[p.label] = ClockedPrior(prior)   # counts NFE/VJP and clocks network time
 
     # datasets (every image read and checked)
     built_ds: dict[str, Any] = {}
@@ -496,6 +502,7 @@ def _run_batch(p: Prepared, cell: Cell, solver, batch: list[_Item], run_dir: Pat
     try:
         with timer:
             x_hat = solver.solve(y, op, prior, sigma_y=cell.task.sigma_y, generator=gens)
+        nfe, vjp, net_s = int(prior.nfe), int(prior.vjp), prior.network_seconds()
         if not isinstance(x_hat, torch.Tensor) or tuple(x_hat.shape) != (len(batch), *op.in_shape):
             raise RuntimeError(f"solver returned shape {tuple(getattr(x_hat, 'shape', ()))}, expected {(len(batch), *op.in_shape)}")
         if not torch.isfinite(x_hat).all():
@@ -520,7 +527,7 @@ def _run_batch(p: Prepared, cell: Cell, solver, batch: list[_Item], run_dir: Pat
         return rows, skip
 
     seconds = timer.seconds / n
-    nfe, vjp = int(prior.nfe), int(prior.vjp)
+    timings = _timing_json(p, cell, solver, batch, y, op, timer.seconds, net_s)
     peak_gpu = cost.gpu_peak_bytes(p.device)
     peak_rss = cost.peak_rss_bytes()
     x_hat = x_hat.detach()
@@ -544,11 +551,36 @@ def _run_batch(p: Prepared, cell: Cell, solver, batch: list[_Item], run_dir: Pat
         r = _base_row(p, cell, it, env)
         r.update(status="error" if metric_err else "ok", message=metric_err, seconds=seconds,
                  peak_mem_bytes=peak_gpu, peak_rss_bytes=peak_rss, nfe=nfe, vjp=vjp, batch_size=n,
+                 net_seconds=net_s / n, timings=timings,
                  recon_path=rel, created=time.time())
         for col, vals in metric_vals.items():
             r[col] = vals[k]
         rows.append(r)
     return rows, None
+
+
+def _timing_json(p: Prepared, cell: Cell, solver, batch: list[_Item], y: torch.Tensor, op,
+                 first_s: float, first_net_s: float) -> str:
+    """JSON of the batch's timed solves, shared by its rows: ``call`` (id of this solve call: the
+    first row_id of the batch), ``seconds`` and ``net_seconds`` per image (solve wall time and the
+    network's share, each / batch size) of the stored solve followed by ``timing_repeats - 1``
+    repeated solves of the same batch (same seeds; results discarded; a failing repeat ends the
+    repeats)."""
+    n = len(batch)
+    secs, nets = [first_s / n], [first_net_s / n]
+    prior = p.priors[cell.prior]
+    for _ in range(p.exp.timing_repeats - 1):
+        prior.reset()
+        timer = cost.Timer(p.device)
+        try:
+            with timer:
+                solver.solve(y, op, prior, sigma_y=cell.task.sigma_y, generator=[_gen(it.seeds[2]) for it in batch])
+        except Exception:  # noqa: BLE001 - the stored solve succeeded; a repeat only adds samples
+            break
+        secs.append(timer.seconds / n)
+        nets.append(prior.network_seconds() / n)
+    return json.dumps({"call": batch[0].rid[:16], "seconds": [float(f"{v:.6g}") for v in secs],
+                       "net_seconds": [float(f"{v:.6g}") for v in nets]})
 
 
 def _warmup(p: Prepared, cell: Cell, solver, item: _Item) -> None:
@@ -560,7 +592,8 @@ def _warmup(p: Prepared, cell: Cell, solver, item: _Item) -> None:
 
 
 def env_info(device: torch.device) -> dict:
-    return {"device": cost.device_name(device), "torch_version": cost.torch_version(), "code_version": code_version()}
+    return {"device": cost.device_name(device), "torch_version": cost.torch_version(), "code_version": code_version(),
+            **cost.machine_info(device)}
 
 
 def _write_start(p: Prepared, store: Store, run_dir: Path, env: dict, rss_reset: bool) -> None:
@@ -572,8 +605,10 @@ def _write_start(p: Prepared, store: Store, run_dir: Path, env: dict, rss_reset:
         "protocol": exp.protocol, "description": exp.description, "schema_version": "1",
         "numpy_version": np.__version__, "batch_size": str(exp.batch_size), "warmup": str(exp.warmup),
         "rss_peak_reset_per_cell": str(bool(rss_reset)),
-        # CPU float rounding of convolutions depends on the thread count: bitwise reruns need the same
-        "torch_threads": str(torch.get_num_threads()),
+        # CPU float rounding of convolutions depends on the thread count and the kernel family
+        # (cpu_capability): bitwise reruns need the same of both
+        **{k: env[k] for k in ("cpu_model", "cpu_capability", "gpu_name", "torch_threads", "cpu_count")},
+        "timing_repeats": str(exp.timing_repeats),
         "seeding": "operator/noise/solver generators seeded by sha256(seed, kind, task, dataset, image_id)",
         "batching": "images batched only while their operators are identical",
         "datasets": repr({k: v.source() for k, v in p.datasets.items()}),
@@ -676,6 +711,7 @@ def run(
                     done |= ms.done_ids()
             rss_reset = cost.reset_rss_peak()
             _write_start(p, store, run_dir, env, rss_reset)
+            store.set_meta({"calibration": json.dumps(calibration.calibrate(p.priors, exp.batch_size, p.device, p.dtype))})
             if cell_indices is not None:
                 cells = [p.cells[i] for i in cell_indices]
             else:

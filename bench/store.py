@@ -56,9 +56,12 @@ RESULT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("torch_version", "TEXT"), ("batch_size", "INTEGER"), ("config_hash", "TEXT"),
     ("code_version", "TEXT"), ("recon_path", "TEXT"), ("created", "REAL"),
     ("operator_seed", "INTEGER"), ("noise_seed", "INTEGER"), ("solver_seed", "INTEGER"),
+    ("net_seconds", "REAL"), ("timings", "TEXT"),
 ) + tuple((m, "REAL") for m in METRIC_COLUMNS)
 """Columns of ``results``: the contract's columns, the three derived generator seeds (operator,
-measurement noise, solver; see :func:`invbench.bench.runner.derive_seed`), and one REAL per metric."""
+measurement noise, solver; see :func:`invbench.bench.runner.derive_seed`), the network's share
+of the solve time (``net_seconds``) and the JSON of the timed solves (``timings``; see
+:mod:`invbench.bench.runner`), and one REAL per metric."""
 
 STATUSES = ("ok", "skipped", "diverged", "oom", "error")
 

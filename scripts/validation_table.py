@@ -121,6 +121,7 @@ def main(argv=None) -> int:
     problems, table = V.run_suite(cfg, progress=lambda m: print(m, flush=True), only=only)
     wall = time.perf_counter() - t0
     info = {"command": "OMP_NUM_THREADS=1 python scripts/validation_table.py", "cpu": _cpu(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
             "wall_seconds": round(wall, 1),
             "restricted": {"priors": a.priors, "presets": a.presets, "solvers": a.solvers}, "n_cells": len(table), "n_problem_rows": len(problems)}

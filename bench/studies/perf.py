@@ -384,6 +384,7 @@ def run(device: str = "cpu", reps: int = 5, quick: bool = False, cases=CASES, we
     res: dict = {"meta": {
         "device": device, "device_name": cost.device_name(device), "torch": torch.__version__, "deepinv": dinv_version,
         "python": platform.python_version(), "threads": torch.get_num_threads(), "reps": int(reps), "warmup_rounds": 1,
+        "cpu_capability": cost.cpu_capability(),
         "quick": quick, "prior": {"name": info.name, "trained": info.trained, "weights": info.weights, "params": info.params},
         "load_avg_before": list(os.getloadavg()), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "settings": _jsonable(cfg), "floor_definition": "(NFE - VJP) * t_forward + VJP * t_forward+backward",
