@@ -95,15 +95,17 @@ def cmd_list(args) -> int:
 # --------------------------------------------------------------------------- run
 
 
-def _execute(exp, out: Path, resume: bool, executor: str, shards: int | None, progress: bool) -> int:
+def _execute(exp, out: Path, resume: bool, executor: str, shards: int | None, progress: bool,
+             allow_nonempty: bool = False) -> int:
     from . import executors, runner
 
-    p = runner.prepare(exp, out, resume)   # everything validated before RUN_DIR exists
+    p = runner.prepare(exp, out, resume, allow_nonempty=allow_nonempty)   # everything validated before RUN_DIR exists
     if executor == "local":
-        s = executors.run_local(exp, out, resume=resume, progress=progress, prepared=p)
+        s = executors.run_local(exp, out, resume=resume, progress=progress, prepared=p, allow_nonempty=allow_nonempty)
     else:
         cluster = {"slurm": None, "submitit-local": "local", "submitit-debug": "debug"}[executor]
-        s = executors.run_submitit(exp, out, resume=resume, shards=shards, cluster=cluster, prepared=p)
+        s = executors.run_submitit(exp, out, resume=resume, shards=shards, cluster=cluster, prepared=p,
+                                   allow_nonempty=allow_nonempty)
     counts = ", ".join(f"{k} {v}" for k, v in sorted(s.counts.items())) or "nothing to do"
     print(f"invbench: {out}: {s.rows} rows ({counts}; {s.skipped_done} already done)")
     return EXIT_OK
@@ -114,7 +116,7 @@ def cmd_run(args) -> int:
 
     exp = config.load(args.config, args.set)
     out = Path(args.out) if args.out else Path("runs") / exp.name
-    return _execute(exp, out, args.resume, args.executor, args.shards, not args.no_progress)
+    return _execute(exp, out, args.resume, args.executor, args.shards, not args.no_progress, args.allow_nonempty_out)
 
 
 def cmd_demo(args) -> int:
@@ -275,6 +277,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--shards", type=_positive_int, default=None, help="grid shards for submitit (default execution.shards)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--allow-nonempty-out", action="store_true",
+                   help="write a new run into an existing folder that holds other files (refused by default)")
     p.set_defaults(fn=cmd_run)
 
     p = sub.add_parser("check", help="which checkpoints and metric weights are present (sha256)", parents=[common])

@@ -27,12 +27,13 @@ from .store import STORE_NAME, Store
 __all__ = ["run_local", "run_submitit", "shard_job"]
 
 
-def run_local(exp: Experiment, run_dir: str | Path, *, resume: bool = False, progress: bool = True, prepared=None):
+def run_local(exp: Experiment, run_dir: str | Path, *, resume: bool = False, progress: bool = True, prepared=None,
+              allow_nonempty: bool = False):
     """Validate (unless ``prepared`` is given) and run ``exp`` in this process."""
     from . import runner
 
-    p = prepared if prepared is not None else runner.prepare(exp, run_dir, resume)
-    return runner.run(p, run_dir, resume=resume, progress=progress)
+    p = prepared if prepared is not None else runner.prepare(exp, run_dir, resume, allow_nonempty=allow_nonempty)
+    return runner.run(p, run_dir, resume=resume, progress=progress, allow_nonempty=allow_nonempty)
 
 
 @dataclass

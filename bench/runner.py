@@ -59,7 +59,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import cost
+from . import cost, fsafety
 from .config import ConfigError, Experiment
 from .grid import Cell, expand, resolve_preset, steps_hint
 from .store import STORE_NAME, Store, read_png, row_id, write_npy, write_png
@@ -144,18 +144,28 @@ def _one_line(e: BaseException) -> str:
 _INPUT_ERRORS = (ValueError, OSError, KeyError, TypeError, RuntimeError, ImportError)
 
 
-def check_out_dir(run_dir: Path, resume: bool) -> None:
-    """Raise ConfigError unless ``run_dir`` can be created/written (creates nothing that stays)."""
+def check_out_dir(run_dir: Path, resume: bool, allow_nonempty: bool = False) -> None:
+    """Raise ConfigError unless ``run_dir`` can be created/written (creates nothing that stays).
+
+    A folder that holds files a run does not create and no results store is refused unless
+    ``allow_nonempty`` (``--allow-nonempty-out``): a run never mixes its files with a user's.
+    """
     run_dir = Path(run_dir)
+    if run_dir.is_symlink() and not run_dir.exists():
+        raise ConfigError(f"--out {run_dir}: is a symbolic link to a missing target ({os.readlink(run_dir)}); "
+                          "remove the link or choose another --out")
     if run_dir.exists():
         if not run_dir.is_dir():
             raise ConfigError(f"--out {run_dir}: exists and is not a directory")
         if (run_dir / STORE_NAME).exists() and not resume:
             raise ConfigError(f"--out {run_dir}: already holds a run; pass --resume to continue it or choose another --out")
+        _refuse_foreign(run_dir, allow_nonempty, ConfigError)
         probe_dir = run_dir
     else:
         probe_dir = run_dir.parent
         while not probe_dir.exists():
+            if probe_dir.is_symlink():
+                raise ConfigError(f"--out {run_dir}: {probe_dir} is a symbolic link to a missing target")
             probe_dir = probe_dir.parent
         if not probe_dir.is_dir():
             raise ConfigError(f"--out {run_dir}: {probe_dir} is not a directory")
@@ -167,7 +177,19 @@ def check_out_dir(run_dir: Path, resume: bool) -> None:
         raise ConfigError(f"--out {run_dir}: output folder is not writable ({e.strerror or e})") from None
 
 
-def prepare(exp: Experiment, run_dir: str | Path | None = None, resume: bool = False) -> Prepared:
+def _refuse_foreign(run_dir: Path, allow_nonempty: bool, err: type[Exception]) -> None:
+    """``err`` when ``run_dir`` holds no results store but other files (not a run folder)."""
+    if allow_nonempty or (run_dir / STORE_NAME).exists():
+        return
+    foreign = fsafety.foreign_entries(run_dir)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise err(f"--out {run_dir}: folder is not empty and holds no run ({shown}); choose a new or empty "
+                  "folder, or pass --allow-nonempty-out to write the run next to these files")
+
+
+def prepare(exp: Experiment, run_dir: str | Path | None = None, resume: bool = False, *,
+            allow_nonempty: bool = False) -> Prepared:
     """Build and validate every part of ``exp`` (see module docstring); writes nothing."""
     from invbench import operators, priors, solvers
 
@@ -178,7 +200,7 @@ def prepare(exp: Experiment, run_dir: str | Path | None = None, resume: bool = F
     from . import metrics as bmetrics
 
     if run_dir is not None:
-        check_out_dir(Path(run_dir), resume)
+        check_out_dir(Path(run_dir), resume, allow_nonempty)
 
     # device / dtype
     device = torch.device(exp.device)
@@ -346,13 +368,6 @@ def _lock(run_dir: Path) -> Iterator[None]:
         yield
     finally:
         f.close()
-
-
-def _clean_temp_files(run_dir: Path) -> None:
-    """Remove temp files left by an interrupted atomic write (``.NAME.XXXX.tmp``)."""
-    for p in run_dir.rglob(".*.tmp"):
-        with contextlib.suppress(OSError):
-            p.unlink()
 
 
 def _eq(a: Any, b: Any, depth: int = 0) -> bool:
@@ -646,6 +661,7 @@ def run(
     shard: tuple[int, int] | None = None,
     cell_indices: list[int] | None = None,
     set_metrics: bool = True,
+    allow_nonempty: bool = False,
 ) -> RunSummary:
     """Run the grid of a prepared experiment into ``run_dir`` (see module docstring).
 
@@ -660,6 +676,7 @@ def run(
     main_store = run_dir / STORE_NAME
     if shard is None:
         _refuse_existing(run_dir, exp, resume)
+        _refuse_foreign(run_dir, allow_nonempty, RunError)
     run_dir.mkdir(parents=True, exist_ok=True)
     store_dir = run_dir if shard is None else run_dir / "shards" / str(shard[0])
     store_dir.mkdir(parents=True, exist_ok=True)
@@ -667,7 +684,8 @@ def run(
     with _lock(store_dir):
         if shard is None:   # again under the lock: another run may have created the store meanwhile
             _refuse_existing(run_dir, exp, resume)
-        _clean_temp_files(store_dir if shard is not None else run_dir)
+        if shard is None:   # shards leave cleanup to their parent (other shards write into RUN_DIR)
+            fsafety.clean_own_temp_files(run_dir)
         store = Store(store_dir / STORE_NAME)
         try:
             done = store.done_ids()

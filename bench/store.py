@@ -14,13 +14,14 @@ import hashlib
 import io
 import os
 import sqlite3
-import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
+
+from .fsafety import StorageFault, atomic_write_bytes, storage_fault
 
 __all__ = [
     "METRIC_COLUMNS",
@@ -301,25 +302,6 @@ def load_meta(run_dir: str | Path) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------ atomic files
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder, fsync, ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def to_uint8(x_pixel) -> np.ndarray:

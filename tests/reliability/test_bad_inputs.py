@@ -551,6 +551,20 @@ def _(t):
     return Case(["run", "CFG", "--out", str(t / "ro" / "run"), "--no-progress"], ("not writable", "ro/run"),
                 config=BASE, extra={"readonly": t / "ro"})
 
+@case("store: --out is a non-empty folder that holds no run (user files never swept)")
+def _(t):
+    (t / "out" / "p" / "s").mkdir(parents=True)
+    (t / "out" / "p" / ".notes.tmp").write_text("x")
+    (t / "out" / "p" / "s" / ".d.tmp").write_text("y")
+    return _cfg(BASE, ["--out", "folder is not empty and holds no run", "--allow-nonempty-out"])
+
+
+@case("store: --out is a dangling symbolic link")
+def _(t):
+    (t / "out").symlink_to(t / "gone")
+    return _cfg(BASE, ["--out", "symbolic link to a missing target"])
+
+
 # ----------------------------------------------------------------------------- CLI misuse
 
 
@@ -755,7 +769,7 @@ def test_disk_full_mid_run_exit_1_then_resume(tmp_path, capsys, monkeypatch, whe
     df = store.load_results(out)
     assert 0 < len(df) < 8 and set(df.status) == {"ok"}
     assert all((out / rel).is_file() for rel in df.recon_path)
-    assert not [p for p in out.rglob("*.tmp")]
+    assert not [p for p in out.rglob("*tmp")]
     rc, _, err = cli(capsys, ["run", cfg, "--out", out, "--resume", "--no-progress"])
     assert rc == 0, err
     a, fa = _snapshot(ref)
