@@ -91,12 +91,12 @@ def run_submitit(
     n = int(shards or exp.execution.shards)
     # refused read-only before anything is created, and checked again under the lock (another
     # run may have created the store between the two checks), as in runner.run
-    runner._refuse_existing(run_dir, exp, resume)
+    runner._refuse_existing(run_dir, exp, resume, p.input_hashes)
     run_dir.mkdir(parents=True, exist_ok=True)
     store_path = run_dir / STORE_NAME
     env = runner.env_info(p.device)
     with runner._lock(run_dir):
-        runner._refuse_existing(run_dir, exp, resume)
+        runner._refuse_existing(run_dir, exp, resume, p.input_hashes)
         with Store(store_path) as st:
             runner._write_start(p, st, run_dir, env, False)
         # group cells by solver resources, split each group round-robin into n shards

@@ -42,6 +42,7 @@ import contextlib
 import fcntl
 import hashlib
 import inspect
+import json
 import math
 import os
 import platform
@@ -59,7 +60,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import cost, fsafety
+from . import cost, fsafety, input_hashes
 from .config import ConfigError, Experiment
 from .grid import Cell, expand, resolve_preset, steps_hint
 from .store import STORE_NAME, Store, read_png, row_id, write_npy, write_png
@@ -130,6 +131,7 @@ class Prepared:
     device: torch.device
     dtype: torch.dtype
     warnings: list[str] = field(default_factory=list)
+    input_hashes: dict[str, str] = field(default_factory=dict)   # bench.input_hashes keys -> sha256
 
     def image(self, dataset: str, i: int) -> torch.Tensor:
         cached = self.images[dataset][i]
@@ -260,13 +262,26 @@ def prepare(exp: Experiment, run_dir: str | Path | None = None, resume: bool = F
 
     # priors (checkpoints are loaded here)
     built_priors: dict[str, Any] = {}
+    hashes: dict[str, str] = {}
     for i, p in enumerate(exp.priors):
-        if p.checkpoint is not None and not Path(p.checkpoint).exists():
-            raise ConfigError(f"priors[{i}].checkpoint: file not found: {p.checkpoint}")
+        if p.checkpoint is not None:
+            ck = Path(p.checkpoint)
+            if not ck.exists():
+                raise ConfigError(f"priors[{i}].checkpoint: file not found: {p.checkpoint}")
+            if not ck.is_file():
+                kind = "a directory" if ck.is_dir() else "a device, pipe or socket"
+                raise ConfigError(f"priors[{i}].checkpoint: {p.checkpoint} is {kind}, not a regular file of weights")
         try:
             prior = priors.build(p.name, **p.build_kwargs())
         except _INPUT_ERRORS as e:
             raise ConfigError(f"priors[{i}] ({p.name}): {_one_line(e)}") from None
+        try:
+            if p.checkpoint is not None:
+                hashes[f"priors.{p.label}.checkpoint"] = input_hashes.file_sha256(p.checkpoint)
+            else:
+                hashes[f"priors.{p.label}.state"] = input_hashes.state_sha256(prior)
+        except OSError as e:
+            raise ConfigError(f"priors[{i}].checkpoint: cannot read {p.checkpoint} ({e.strerror or e})") from None
         built_priors[p.label] = priors.CountingPrior(prior)
 
     # datasets (every image read and checked)
@@ -289,6 +304,7 @@ def prepare(exp: Experiment, run_dir: str | Path | None = None, resume: bool = F
         synthetic = bool(getattr(ds, "synthetic", False))
         keep = n * math.prod(shape) <= 50_000_000
         imgs = []
+        pix = input_hashes.pixels_hasher()
         for j in range(n):
             try:
                 x = torch.as_tensor(ds.get(j))
@@ -300,7 +316,13 @@ def prepare(exp: Experiment, run_dir: str | Path | None = None, resume: bool = F
                 raise ConfigError(f"datasets[{i}] ({d.name}) image {ids[j]!r}: contains NaN/Inf")
             if not synthetic and (x.min() < 0 or x.max() > 1):
                 raise ConfigError(f"datasets[{i}] ({d.name}) image {ids[j]!r}: values outside [0, 1]")
+            pix.add(ids[j], x)
             imgs.append(x if keep else None)
+        hashes[f"datasets.{d.name}.images"] = pix.hexdigest()
+        src = _DatasetView(ds, ids, shape).source()
+        for what in ("manifest", "list"):
+            if src.get(f"{what}_sha256"):
+                hashes[f"datasets.{d.name}.{what}"] = str(src[f"{what}_sha256"])
         ds_ids = ids
         built_ds[d.name] = (ds, ds_ids, shape)
         images[d.name] = imgs
@@ -318,7 +340,8 @@ def prepare(exp: Experiment, run_dir: str | Path | None = None, resume: bool = F
     for i, t in enumerate(exp.tasks):
         for shp in shapes:
             try:
-                operators.build(t.operator, image_shape=shp, generator=_gen(0), **t.params)
+                op0 = operators.build(t.operator, image_shape=shp, generator=_gen(0), **t.params)
+                hashes[f"tasks.{t.name}.operator{list(shp)}"] = input_hashes.state_sha256(op0)
             except _INPUT_ERRORS as e:
                 raise ConfigError(f"tasks[{i}] ({t.name}): {_one_line(e)} (image shape {shp})") from None
 
@@ -330,10 +353,15 @@ def prepare(exp: Experiment, run_dir: str | Path | None = None, resume: bool = F
         prior_analytic={k: "analytic" in v.capabilities for k, v in built_priors.items()},
         solver_cost={k: steps_hint(v) for k, v in built_solvers.items()},
     )
+    for m, opts in exp.metrics.options.items():   # weights files named by metric options
+        for k, v in opts.items():
+            if isinstance(v, str) and Path(v).is_file():
+                hashes[f"metrics.{m}.{k}"] = input_hashes.file_sha256(v)
     for pr in built_priors.values():
         pr.to(device=device, dtype=dtype)
     datasets_ = {k: _DatasetView(v[0], v[1], v[2]) for k, v in built_ds.items()}
-    return Prepared(exp, datasets_, images, built_priors, built_solvers, cells, metrics, set_metrics, device, dtype)
+    return Prepared(exp, datasets_, images, built_priors, built_solvers, cells, metrics, set_metrics, device, dtype,
+                    input_hashes=hashes)
 
 
 @dataclass
@@ -592,6 +620,7 @@ def _write_start(p: Prepared, store: Store, run_dir: Path, env: dict, rss_reset:
         "seeding": "operator/noise/solver generators seeded by sha256(seed, kind, task, dataset, image_id)",
         "batching": "images batched only while their operators are identical",
         "datasets": repr({k: v.source() for k, v in p.datasets.items()}),
+        "input_hashes": json.dumps(p.input_hashes, sort_keys=True),
         "created": str(time.time()),
     })
     rows = []
@@ -618,9 +647,11 @@ def _progress(total: int, initial: int, enabled: bool):
 # --------------------------------------------------------------------------- run
 
 
-def _refuse_existing(run_dir: Path, exp: Experiment, resume: bool) -> None:
-    """RunError if ``run_dir`` holds a store of another config, or any store without ``resume``;
-    reads the store read-only (a refused run writes nothing)."""
+def _refuse_existing(run_dir: Path, exp: Experiment, resume: bool, hashes: dict[str, str] | None = None) -> None:
+    """RunError if ``run_dir`` holds a store of another config, or any store without ``resume``,
+    or (``hashes`` given) a store whose recorded input hashes differ from ``hashes`` (other data,
+    weights or operator assets behind the same config); reads the store read-only (a refused run
+    writes nothing)."""
     from .store import StoreError, _check_existing, _connect_readonly
 
     path = run_dir / STORE_NAME
@@ -641,6 +672,22 @@ def _refuse_existing(run_dir: Path, exp: Experiment, resume: bool) -> None:
                        f"{exp.config_hash}); --resume needs the same config — use another --out")
     if not resume:
         raise RunError(f"{run_dir}: already holds a run; pass --resume to continue it")
+    _refuse_changed_inputs(run_dir, meta, hashes)
+
+
+def _refuse_changed_inputs(run_dir: Path, meta: dict[str, str], hashes: dict[str, str] | None) -> None:
+    """RunError naming the inputs whose content hash differs from the one the run recorded."""
+    if hashes is None or "input_hashes" not in meta:
+        return   # nothing recorded yet (killed before its metadata was written)
+    try:
+        old = json.loads(meta["input_hashes"])
+    except ValueError:
+        old = {}
+    diff = input_hashes.changed(old, hashes)
+    if diff:
+        shown = ", ".join(diff[:4]) + (f" and {len(diff) - 4} more" if len(diff) > 4 else "")
+        raise RunError(f"{run_dir}: --resume refused: inputs changed since the run started ({shown}); its finished "
+                       "rows were computed on the old contents — restore them or start a new run in another --out")
 
 
 @dataclass
@@ -675,7 +722,7 @@ def run(
     exp = p.exp
     main_store = run_dir / STORE_NAME
     if shard is None:
-        _refuse_existing(run_dir, exp, resume)
+        _refuse_existing(run_dir, exp, resume, p.input_hashes)
         _refuse_foreign(run_dir, allow_nonempty, RunError)
     run_dir.mkdir(parents=True, exist_ok=True)
     store_dir = run_dir if shard is None else run_dir / "shards" / str(shard[0])
@@ -683,7 +730,11 @@ def run(
     env = env_info(p.device)
     with _lock(store_dir):
         if shard is None:   # again under the lock: another run may have created the store meanwhile
-            _refuse_existing(run_dir, exp, resume)
+            _refuse_existing(run_dir, exp, resume, p.input_hashes)
+        elif main_store.exists():   # a shard checks its inputs against what the run recorded
+            from .store import load_meta
+
+            _refuse_changed_inputs(run_dir, load_meta(run_dir), p.input_hashes)
         if shard is None:   # shards leave cleanup to their parent (other shards write into RUN_DIR)
             fsafety.clean_own_temp_files(run_dir)
         store = Store(store_dir / STORE_NAME)

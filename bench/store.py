@@ -10,6 +10,8 @@ file.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import io
 import os
@@ -40,6 +42,8 @@ __all__ = [
 ]
 
 STORE_NAME = "results.sqlite"
+LOCK_WAIT_S = 5.0
+"""Seconds a store operation waits for another SQLite writer before it is reported as locked."""
 SCHEMA_VERSION = "1"
 
 METRIC_COLUMNS: tuple[str, ...] = (
@@ -236,21 +240,70 @@ def _store_path(run_dir: str | Path) -> Path:
     return sp
 
 
+def _live_writer(path: Path) -> bool:
+    """True when a run holds the flock on the ``.lock`` next to the store (or when that cannot be
+    told); False when there is no lock file or its lock is free. Takes no lock that stays."""
+    try:
+        fd = os.open(path.parent / ".lock", os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)   # releases the probe lock
+
+
+class _ReadOnlyConnection(sqlite3.Connection):
+    """A read-only connection that, on close, removes the ``-wal``/``-shm`` files SQLite created
+    for it (only while no run writes the store)."""
+
+    created: tuple[Path, ...] = ()
+    store: Path | None = None
+
+    def close(self) -> None:
+        super().close()
+        if self.created and self.store is not None and not _live_writer(self.store):
+            for f in self.created:
+                with contextlib.suppress(FileNotFoundError):
+                    f.unlink()
+        self.created = ()
+
+
 def _connect_readonly(path: Path) -> sqlite3.Connection:
     """Open a store for reading without writing anything into the run directory.
 
-    ``mode=ro`` first; where SQLite cannot open a WAL database read-only (no ``-shm`` file and a
-    read-only directory) fall back to ``immutable=1`` (a snapshot; no writer may be active).
+    With no run writing the store (its ``.lock`` free) and no committed pages waiting in a
+    ``-wal`` file, the file is opened ``immutable=1`` (an exact snapshot; SQLite creates no
+    ``-wal``/``-shm``). Otherwise ``mode=ro`` (reads the WAL; any ``-wal``/``-shm`` it had to
+    create are removed on close unless a writer started meanwhile).
     """
+    path = Path(path)
     uri = path.resolve().as_uri()
-    for flags in ("mode=ro", "immutable=1"):
+    side = (Path(f"{path}-wal"), Path(f"{path}-shm"))
+    before = {f for f in side if f.exists()}
+    wal_pending = side[0].exists() and side[0].stat().st_size > 0
+    order = ("mode=ro", "immutable=1") if (wal_pending or _live_writer(path)) else ("immutable=1",)
+    for flags in order:
         try:
-            con = sqlite3.connect(f"{uri}?{flags}", uri=True, timeout=60.0)
+            con = sqlite3.connect(f"{uri}?{flags}", uri=True, timeout=LOCK_WAIT_S, factory=_ReadOnlyConnection)
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{path}: cannot open results store ({e})") from None
+        con.store = path
+        con.created = tuple(f for f in side if f not in before)
+        try:
             con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            con.created = tuple(f for f in side if f not in before and f.exists())
             return con
         except sqlite3.OperationalError:
+            con.close()
             continue
         except sqlite3.DatabaseError as e:
+            con.close()
             raise StoreError(f"{path}: cannot open results store ({e})") from None
     raise StoreError(f"{path}: cannot open results store read-only")
 

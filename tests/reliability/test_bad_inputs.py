@@ -565,6 +565,51 @@ def _(t):
     return _cfg(BASE, ["--out", "symbolic link to a missing target"])
 
 
+# ----------------------------------------------------------------------------- resume with changed inputs
+
+
+def _run_api(cfg_text: str, t: Path, out: str = "out", delete_rows: int = 0) -> None:
+    """Write ``c.toml`` and run it into ``t/out`` through the API (the case's starting state);
+    then delete ``delete_rows`` rows so that a resume has work to do."""
+    from invbench.bench import config, runner
+
+    (t / "c.toml").write_text(cfg_text)
+    exp = config.load(t / "c.toml")
+    runner.run(runner.prepare(exp, t / out), t / out)
+    if delete_rows:
+        con = sqlite3.connect(t / out / "results.sqlite")
+        con.execute(f"DELETE FROM results WHERE row_id IN (SELECT row_id FROM results LIMIT {delete_rows})")
+        con.commit()
+        con.close()
+
+
+RESUME = ["run", "CFG", "--out", "OUT", "--resume", "--no-progress"]
+
+
+@case("resume: dataset images and manifest rewritten since the run started")
+def _(t):
+    root = _folder(t, {"a.npy": GOOD, "b.npy": np.full((1, 8, 8), 0.25)})
+    _run_api(_with_dataset(FOLDER), t, delete_rows=2)
+    np.save(root / "b.npy", np.full((1, 8, 8), 0.75))
+    (root / "MANIFEST.sha256").write_text(make_manifest(root))
+    return Case(RESUME, ("--resume refused", "inputs changed", "datasets.imgs.images", "datasets.imgs.manifest"))
+
+
+@case("resume: checkpoint file replaced at the same path")
+def _(t):
+    torch.save(_small_cpu_state(), t / "ck.pt")
+    text = (SMALL.replace(DIGITS, '[[datasets]]\nname = "crops"\ntype = "bundled"\nn = 1\nsize = 32\n')
+            .replace("steps = 2", "steps = 1"))
+    text = text.split("[[tasks]]")[0] + '[[tasks]]\nname = "sr"\noperator = "sr4_avgpool"\nnoise_sigma = 0.02\n' \
+        + "\n[[solvers]]" + text.split("[[solvers]]")[1]
+    _run_api(text, t, delete_rows=1)
+    sd = _small_cpu_state()
+    k = next(iter(sd))
+    sd[k] = sd[k] + 1.0
+    torch.save(sd, t / "ck.pt")
+    return Case(RESUME, ("--resume refused", "inputs changed", "priors.small-cpu.checkpoint"))
+
+
 # ----------------------------------------------------------------------------- CLI misuse
 
 
