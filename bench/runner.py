@@ -739,10 +739,16 @@ def run(
             fsafety.clean_own_temp_files(run_dir)
         store = Store(store_dir / STORE_NAME)
         try:
-            done = store.done_ids()
+            need_npy = p.exp.save_npy or bool(p.set_metrics)
+            done, missing = _done_with_files(store, run_dir, need_npy)
             if shard is not None and main_store.exists():
                 with Store(main_store) as ms:
-                    done |= ms.done_ids()
+                    d2, m2 = _done_with_files(ms, run_dir, need_npy)
+                done |= d2
+                missing += [m for m in m2 if m not in missing]
+            if missing:
+                sys.stderr.write(f"invbench: {run_dir}: {len(missing)} finished row(s) lost their files (e.g. {missing[0]}); "
+                                 "recomputing them\n")
             rss_reset = cost.reset_rss_peak()
             _write_start(p, store, run_dir, env, rss_reset)
             if cell_indices is not None:
@@ -801,6 +807,21 @@ def run(
     return RunSummary(run_dir, total, counts, already, time.time() - t0)
 
 
+def _done_with_files(store: Store, run_dir: Path, need_npy: bool) -> tuple[set[str], list[str]]:
+    """Row ids finished in ``store`` (``ok``/``skipped``) whose files are all present, and the
+    relative paths of missing files (their rows are recomputed: they leave the done set)."""
+    done, missing = set(), []
+    for rid, status, rel in store.con.execute("SELECT row_id, status, recon_path FROM results WHERE status IN ('ok', 'skipped')"):
+        if status == "ok" and rel:
+            want = [rel] + ([rel[:-4] + ".npy"] if need_npy and rel.endswith(".png") else [])
+            lost = [w for w in want if not (run_dir / w).is_file()]
+            if lost:
+                missing.append(lost[0])
+                continue
+        done.add(rid)
+    return done, missing
+
+
 def compute_set_metrics(p: Prepared, store: Store, run_dir: Path) -> None:
     """Per cell, compute each available set metric from the cell's ``ok`` rows (float .npy when
     present, else the PNG).
@@ -820,12 +841,21 @@ def compute_set_metrics(p: Prepared, store: Store, run_dir: Path) -> None:
                           (cell.solver, cell.preset, cell.task.name, cell.dataset, cell.prior, p.exp.config_hash))
         ds = p.datasets[cell.dataset]
         index = {iid: i for i, iid in enumerate(ds.ids)}
-        recon = []
+        recon, lost = [], None
         for r in rows:
             rel = r["recon_path"]
             npy = run_dir / (rel[:-4] + ".npy")
-            arr = np.load(npy) if npy.exists() else read_png(run_dir / rel)
+            try:
+                arr = np.load(npy, allow_pickle=False) if npy.exists() else read_png(run_dir / rel)
+            except OSError:
+                lost = rel
+                break
             recon.append(torch.as_tensor(np.asarray(arr, dtype=np.float64)))
+        if lost is not None:   # a file vanished during the run: recorded, recomputed by the next --resume
+            for m in p.set_metrics:
+                store.write_set_metric(key, m.name, None, len(rows), f"unavailable: reconstruction {lost} is missing "
+                                       "(rerun with --resume to recompute it)")
+            continue
         for m in p.set_metrics:
             if m.unavailable is not None:
                 store.write_set_metric(key, m.name, None, len(recon), m.unavailable)
