@@ -96,10 +96,14 @@ def cmd_list(args) -> int:
 
 
 def _execute(exp, out: Path, resume: bool, executor: str, shards: int | None, progress: bool,
-             allow_nonempty: bool = False) -> int:
+             allow_nonempty: bool = False, allow_large_cost: bool = False) -> int:
     from . import executors, runner
 
-    p = runner.prepare(exp, out, resume, allow_nonempty=allow_nonempty)   # everything validated before RUN_DIR exists
+    # everything validated before RUN_DIR exists
+    p = runner.prepare(exp, out, resume, allow_nonempty=allow_nonempty, allow_large_cost=allow_large_cost)
+    n_rows = sum(len(p.datasets[c.dataset].ids) for c in p.cells) * len(exp.seeds)
+    print(f"invbench: {len(p.cells)} cells, {n_rows} rows; cost estimate about {p.nfe_estimate:.3g} network "
+          "evaluations (NFE x images x seeds)", flush=True)
     if executor == "local":
         s = executors.run_local(exp, out, resume=resume, progress=progress, prepared=p, allow_nonempty=allow_nonempty)
     else:
@@ -116,7 +120,8 @@ def cmd_run(args) -> int:
 
     exp = config.load(args.config, args.set)
     out = Path(args.out) if args.out else Path("runs") / exp.name
-    return _execute(exp, out, args.resume, args.executor, args.shards, not args.no_progress, args.allow_nonempty_out)
+    return _execute(exp, out, args.resume, args.executor, args.shards, not args.no_progress, args.allow_nonempty_out,
+                    args.allow_large_cost)
 
 
 def cmd_demo(args) -> int:
@@ -279,6 +284,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--allow-nonempty-out", action="store_true",
                    help="write a new run into an existing folder that holds other files (refused by default)")
+    p.add_argument("--allow-large-cost", action="store_true",
+                   help="run a grid estimated above 1e9 network evaluations (refused by default)")
     p.set_defaults(fn=cmd_run)
 
     p = sub.add_parser("check", help="which checkpoints and metric weights are present (sha256)", parents=[common])

@@ -132,6 +132,7 @@ class Prepared:
     dtype: torch.dtype
     warnings: list[str] = field(default_factory=list)
     input_hashes: dict[str, str] = field(default_factory=dict)   # bench.input_hashes keys -> sha256
+    nfe_estimate: float = 0.0                                    # network evaluations of the grid (estimate)
 
     def image(self, dataset: str, i: int) -> torch.Tensor:
         cached = self.images[dataset][i]
@@ -191,9 +192,10 @@ def _refuse_foreign(run_dir: Path, allow_nonempty: bool, err: type[Exception]) -
 
 
 def prepare(exp: Experiment, run_dir: str | Path | None = None, resume: bool = False, *,
-            allow_nonempty: bool = False) -> Prepared:
+            allow_nonempty: bool = False, allow_large_cost: bool = False) -> Prepared:
     """Build and validate every part of ``exp`` (see module docstring); writes nothing."""
     from invbench import operators, priors, solvers
+    from invbench.solvers.base import ParamTypeError
 
     try:
         from . import datasets as bdatasets
@@ -250,6 +252,9 @@ def prepare(exp: Experiment, run_dir: str | Path | None = None, resume: bool = F
                 continue
             try:
                 built_solvers[(s.label, preset)] = solvers.build(s.name, preset=preset, **s.overrides)
+            except ParamTypeError as e:
+                where = f"overrides.{e.field}" if e.field in s.overrides else f"preset {preset!r}"
+                raise ConfigError(f"solvers[{i}].{where}: {e}") from None
             except solvers.SolverError as e:
                 raise ConfigError(f"solvers[{i}]: {e}") from None
             except (TypeError, ValueError) as e:
@@ -357,11 +362,76 @@ def prepare(exp: Experiment, run_dir: str | Path | None = None, resume: bool = F
         for k, v in opts.items():
             if isinstance(v, str) and Path(v).is_file():
                 hashes[f"metrics.{m}.{k}"] = input_hashes.file_sha256(v)
+    _check_pairs(exp, cells, built_solvers, built_priors)
+    _check_name_lengths(exp, cells, {k: v[1] for k, v in built_ds.items()})
+    nfe = cost_estimate(exp, cells, built_solvers, {k: len(v[1]) for k, v in built_ds.items()})
+    if nfe > LARGE_NFE and not allow_large_cost:
+        raise ConfigError(f"cost estimate: about {nfe:.3g} network evaluations (NFE x images x seeds over "
+                          f"{len(cells)} cells) exceeds {LARGE_NFE:.0e}; check solver steps/levels, or pass "
+                          "--allow-large-cost to run it")
     for pr in built_priors.values():
         pr.to(device=device, dtype=dtype)
     datasets_ = {k: _DatasetView(v[0], v[1], v[2]) for k, v in built_ds.items()}
     return Prepared(exp, datasets_, images, built_priors, built_solvers, cells, metrics, set_metrics, device, dtype,
-                    input_hashes=hashes)
+                    input_hashes=hashes, nfe_estimate=nfe)
+
+
+LARGE_NFE = 1e9
+"""A grid whose estimated network evaluations exceed this needs ``--allow-large-cost``."""
+
+
+def nfe_per_image(solver) -> float:
+    """Network evaluations one image costs: the solver's ``nfe_estimate()`` when it has one, else
+    :func:`bench.grid.steps_hint` (product of its step/level counts)."""
+    est = getattr(solver, "nfe_estimate", None)
+    return float(est()) if callable(est) else float(steps_hint(solver))
+
+
+def cost_estimate(exp: Experiment, cells: list[Cell], built_solvers: dict, sizes: dict[str, int]) -> float:
+    """Estimated network evaluations of the whole grid: per cell, NFE per image x (images x seeds
+    + warmup repeats)."""
+    return float(sum(nfe_per_image(built_solvers[(c.solver, c.preset)]) * (sizes[c.dataset] * len(exp.seeds) + exp.warmup)
+                     for c in cells))
+
+
+def _check_pairs(exp: Experiment, cells: list[Cell], built_solvers: dict, built_priors: dict) -> None:
+    """Each solver's own checks against each prior it meets (e.g. steps <= the prior's grid)."""
+    from invbench.solvers import SolverError
+
+    seen = set()
+    index = {s.label: i for i, s in enumerate(exp.solvers)}
+    for c in cells:
+        if (c.solver, c.preset, c.prior) in seen:
+            continue
+        seen.add((c.solver, c.preset, c.prior))
+        try:
+            built_solvers[(c.solver, c.preset)].validate(built_priors[c.prior])
+        except (SolverError, ValueError) as e:
+            raise ConfigError(f"solvers[{index[c.solver]}] ({c.solver}, preset {c.preset}) with prior {c.prior}: "
+                              f"{_one_line(e)}") from None
+
+
+_NAME_MAX = 255   # bytes per path component on common file systems
+
+
+def _check_name_lengths(exp: Experiment, cells: list[Cell], ids: dict[str, list[str]]) -> None:
+    """ConfigError naming the key or image whose folder/file name (with the temp-name overhead of
+    an atomic write) would exceed 255 bytes."""
+    extra = len(".") + len(".XXXXXXXX") + len(fsafety.TMP_SUFFIX)
+    seed = max(exp.seeds)
+    sidx = {s.label: i for i, s in enumerate(exp.solvers)}
+    for c in cells:
+        comp = f"{_safe(c.solver)}__{_safe(c.preset)}"
+        if len(comp.encode()) > _NAME_MAX:
+            raise ConfigError(f"solvers[{sidx[c.solver]}]: label + preset make a folder name of {len(comp.encode())} bytes "
+                              f"(limit {_NAME_MAX}); use a shorter label")
+    for d, iids in ids.items():
+        di = next(i for i, x in enumerate(exp.datasets) if x.name == d)
+        for iid in iids:
+            n = len(f"{_safe(iid)}_s{seed}.png".encode()) + extra
+            if n > _NAME_MAX:
+                raise ConfigError(f"datasets[{di}] ({d}) image {iid[:60]!r}...: its file name in the run folder would be "
+                                  f"{n} bytes (limit {_NAME_MAX}); rename the file")
 
 
 @dataclass

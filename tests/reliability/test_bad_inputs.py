@@ -266,6 +266,54 @@ def _(t): return _cfg(BASE + "\n[metrics.psnr]\ndata_range = 2\n", ["metrics.psn
 def _(t): return _cfg(BASE.replace('"consistency"]', '"consistency", "lpips"]') + "\n[metrics.lpips]\nnett = 'vgg'\n",
                       ["metrics.image", "lpips", "nett"])
 
+DPS_STEPS = ['solvers[0].name="dps"']
+
+
+@case("overrides: DPS steps = 0 (refused before the run, not a grid of error rows)")
+def _(t): return _cfg(BASE, ["solvers[0] (dps", "steps must be an integer in [1, 1000], got 0"], [*DPS_STEPS, "solvers[0].overrides.steps=0"])
+
+
+@case("overrides: DPS steps = -5")
+def _(t): return _cfg(BASE, ["solvers[0] (dps", "steps must be an integer in [1, 1000], got -5"], [*DPS_STEPS, "solvers[0].overrides.steps=-5"])
+
+
+@case("overrides: DPS steps = 2.5 (not an integer)")
+def _(t): return _cfg(BASE, ["solvers[0].overrides.steps", "must be an integer, got 2.5"], [*DPS_STEPS, "solvers[0].overrides.steps=2.5"])
+
+
+@case("overrides: DPS steps = 1e12 (a float)")
+def _(t): return _cfg(BASE, ["solvers[0].overrides.steps", "must be an integer"], [*DPS_STEPS, "solvers[0].overrides.steps=1e12"])
+
+
+@case("overrides: DPS steps = 'many'")
+def _(t): return _cfg(BASE, ["solvers[0].overrides.steps", "must be an integer, got 'many'"], [*DPS_STEPS, "solvers[0].overrides.steps=many"])
+
+
+@case("overrides: DPS steps = 2^63 (does not fit int64)")
+def _(t): return _cfg(BASE, ["solvers[0].overrides.steps", "signed 64-bit"], [*DPS_STEPS, f"solvers[0].overrides.steps={2**63}"])
+
+
+@case("overrides: DPS steps = 2^63 - 1 (beyond the prior's grid)")
+def _(t): return _cfg(BASE, ["solvers[0] (dps", "steps must be an integer in [1, 1000]"], [*DPS_STEPS, f"solvers[0].overrides.steps={2**63 - 1}"])
+
+
+@case("overrides: VML-MAP n_levels = 1e8 (a float)")
+def _(t): return _cfg(BASE, ["solvers[0].overrides.n_levels", "must be an integer"], ['solvers[0].name="vml_map"', "solvers[0].overrides.n_levels=1e8"])
+
+
+@case("overrides: VML-MAP n_levels = 100000000 (cost estimate above the cap)")
+def _(t): return _cfg(BASE, ["cost estimate", "network evaluations", "--allow-large-cost"],
+                      ['solvers[0].name="vml_map"', "solvers[0].overrides.n_levels=100000000"])
+
+
+@case("config: seed beyond int64")
+def _(t): return _cfg(BASE.replace("seeds = [0]", "seeds = [100000000000000000000]"), ["seeds[0]", "signed 64-bit"])
+
+
+@case("config: task name of 300 characters (file-name limit)")
+def _(t): return _cfg(BASE, ["tasks[0].name", "at most 200 bytes"], [f'tasks[0].name="{"t" * 300}"'])
+
+
 # ----------------------------------------------------------------------------- registry names (configs are data)
 
 
