@@ -316,16 +316,20 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
+_BAD_INPUT_TYPES = (("invbench.bench.config", "ConfigError"), ("invbench.bench.runner", "RunError"),
+                    ("invbench.bench.store", "StoreError"))
+
+
 def _is_bad_input(e: BaseException) -> bool:
-    from .config import ConfigError
-
-    try:
-        from .store import StoreError
-    except ImportError:  # pragma: no cover
-        StoreError = ()  # type: ignore[assignment]
-    from .runner import RunError
-
-    return isinstance(e, (ConfigError, RunError, StoreError, FileNotFoundError, PermissionError, ValueError))
+    """True for errors of bad input (exit 2). Imports nothing: an exception class whose module
+    was never imported cannot have been raised (the error path must not fail itself, e.g. when
+    memory is short)."""
+    kinds: list[type] = [FileNotFoundError, PermissionError, ValueError]
+    for mod, name in _BAD_INPUT_TYPES:
+        cls = getattr(sys.modules.get(mod), name, None)
+        if isinstance(cls, type):
+            kinds.append(cls)
+    return isinstance(e, tuple(kinds))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -346,6 +350,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("invbench: interrupted (finished rows are kept; rerun with --resume)\n")
         return 130
+    except MemoryError:
+        if debug:
+            raise
+        sys.stderr.write("invbench: error: out of memory (rerun with --debug for the traceback)\n")
+        return EXIT_FAIL
     except Exception as e:
         if debug:
             raise

@@ -16,7 +16,9 @@ import copy
 import hashlib
 import json
 import math
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -585,7 +587,17 @@ def load(path: str | Path, sets: list[str] | None = None) -> Experiment:
     against its folder."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        st = os.stat(p)   # follows symbolic links: the target must be a regular file
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a directory" if stat.S_ISDIR(st.st_mode) else "a device, pipe or socket"
+            raise ConfigError(f"{p}: cannot read config (it is {kind}, not a regular file)")
+        if st.st_size > CONFIG_MAX_BYTES:
+            raise ConfigError(f"{p}: cannot read config ({st.st_size} bytes; experiment files are at most {CONFIG_MAX_BYTES})")
+        with open(p, "rb") as f:
+            data = f.read(CONFIG_MAX_BYTES + 1)
+        if len(data) > CONFIG_MAX_BYTES:
+            raise ConfigError(f"{p}: cannot read config (larger than {CONFIG_MAX_BYTES} bytes)")
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{p}: config file not found") from None
     except (OSError, UnicodeDecodeError) as e:

@@ -466,6 +466,69 @@ def _(t):
     (root / "MANIFEST.sha256").write_text(f"link.npy {_sha(t / 'secret.npy')}\n")
     return _cfg(_with_dataset(FOLDER), ["link.npy: path escapes the dataset root"])
 
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` 8-bit grayscale pixels (no pixel data)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+
+
+@case("data: PNG whose header claims 60000x60000 pixels (decompression bomb)")
+def _(t):
+    _folder(t, {"a.npy": GOOD, "huge.png": _png_header_only(60000, 60000)})
+    return _cfg(_with_dataset(FOLDER), ["huge.png", "larger than the cap", "pixels"])
+
+
+@case("data: PNG of 90 Mpx by its header (PIL's warning range)")
+def _(t):
+    _folder(t, {"a.npy": GOOD, "big.png": _png_header_only(10000, 9000)})
+    return _cfg(_with_dataset(FOLDER), ["big.png", "larger than the cap"])
+
+
+@case("data: .npy whose header claims 60000x60000 pixels")
+def _(t):
+    import io
+
+    buf = io.BytesIO()   # the header of a (1, 60000, 60000) float32 array, no data
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False, "shape": (1, 60000, 60000)})
+    _folder(t, {"a.npy": GOOD, "big.npy": buf.getvalue()})
+    return _cfg(_with_dataset(FOLDER), ["big.npy", "exceeds the cap"])
+
+
+@case("data: palette GIF where 1 channel is declared")
+def _(t):
+    root = _folder(t, {"a.npy": GOOD}, manifest="")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).convert("P").save(root / "pal.gif")
+    (root / "MANIFEST.sha256").write_text(make_manifest(root) + f"pal.gif {_sha(root / 'pal.gif')}\n")
+    return _cfg(_with_dataset(FOLDER), ["pal.gif", "palette image (mode P)", "convert it"])
+
+
+@case("data: a 1x1 image among 8x8 ones names the odd file")
+def _(t):
+    _folder(t, {"a_tiny.png": np.zeros((1, 1), np.uint8), "b.png": np.zeros((8, 8), np.uint8),
+                "c.png": np.zeros((8, 8), np.uint8)})
+    return _cfg(_with_dataset(FOLDER), ["a_tiny.png: image shape (1, 1, 1) differs from (1, 8, 8)"])
+
+
+@case("config: /dev/zero as the config file")
+def _(t): return Case(["run", "/dev/zero", "--out", "OUT"], ("/dev/zero", "not a regular file"))
+
+
+@case("config: a FIFO as the config file (would block forever)")
+def _(t):
+    os.mkfifo(t / "fifo.toml")
+    return Case(["run", str(t / "fifo.toml"), "--out", "OUT"], ("fifo.toml", "not a regular file"))
+
+
+@case("config: larger than the 4 MiB cap")
+def _(t): return _cfg(BASE + ("# padding\n" * 500_000), ["cannot read config", "at most"])
+
+
 # ----------------------------------------------------------------------------- priors (checkpoints)
 
 # small-cpu with a checkpoint from the case folder; a shipped solver, so that the installed console
@@ -548,6 +611,16 @@ def _(t):
 def _(t):
     (t / "ck.pt").write_bytes(pickle.dumps(_Evil(t / SENTINEL)))
     return _cfg(SMALL, ["ck.pt cannot be loaded", "weights_only=True", "refused"], after=_never_ran)
+
+
+@case("priors: checkpoint is a directory")
+def _(t):
+    (t / "ck.pt").mkdir()
+    return _cfg(SMALL, ["priors[0].checkpoint", "ck.pt is a directory, not a regular file"])
+
+
+@case("priors: checkpoint is /dev/zero")
+def _(t): return _cfg(SMALL, ["priors[0].checkpoint", "/dev/zero is a device"], ['priors[0].checkpoint="/dev/zero"'])
 
 
 @case("priors: unknown prior name")

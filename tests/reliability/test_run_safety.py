@@ -84,3 +84,21 @@ def test_resume_recomputes_rows_whose_files_are_missing(tmp_path, capsys, monkey
     assert after.psnr.equals(before.psnr.reindex(after.index))
     rc, _, err = cli(capsys, ["run", cfg, "--out", out, "--no-progress", "--resume"])
     assert rc == 0 and "lost their files" not in err
+
+
+# ----------------------------------------------------------------------------- 5. error path
+
+
+def test_error_path_imports_nothing(monkeypatch):
+    """Classifying an error (exit 2 or 1) imports no module: under memory pressure an import in
+    the handler would raise a second error and leak a traceback."""
+    import builtins
+
+    from invbench.bench import cli, config, store
+
+    def no_import(*a, **k):
+        raise MemoryError("import attempted in the error path")
+
+    monkeypatch.setattr(builtins, "__import__", no_import)
+    assert cli._is_bad_input(config.ConfigError("x")) and cli._is_bad_input(store.StoreError("x"))
+    assert not cli._is_bad_input(RuntimeError("x"))
