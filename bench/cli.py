@@ -316,8 +316,7 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
-_BAD_INPUT_TYPES = (("invbench.bench.config", "ConfigError"), ("invbench.bench.runner", "RunError"),
-                    ("invbench.bench.store", "StoreError"))
+_BAD_INPUT_TYPES = (("config", "ConfigError"), ("runner", "RunError"), ("store", "StoreError"))
 
 
 def _is_bad_input(e: BaseException) -> bool:
@@ -326,10 +325,19 @@ def _is_bad_input(e: BaseException) -> bool:
     memory is short)."""
     kinds: list[type] = [FileNotFoundError, PermissionError, ValueError]
     for mod, name in _BAD_INPUT_TYPES:
-        cls = getattr(sys.modules.get(mod), name, None)
+        cls = getattr(sys.modules.get(f"{__package__}.{mod}"), name, None)
         if isinstance(cls, type):
             kinds.append(cls)
     return isinstance(e, tuple(kinds))
+
+
+def _is_named_failure(e: BaseException) -> bool:
+    """Run failures whose one line names the path / shard and what to do (exit 1); imports nothing."""
+    for mod, name in (("fsafety", "StorageFault"), ("executors", "ExecutorError")):
+        cls = getattr(sys.modules.get(f"{__package__}.{mod}"), name, None)
+        if isinstance(cls, type) and isinstance(e, cls):
+            return True
+    return False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -362,6 +370,9 @@ def main(argv: list[str] | None = None) -> int:
         if _is_bad_input(e):
             sys.stderr.write(f"invbench: error: {line}\n")
             return EXIT_BAD_INPUT
+        if _is_named_failure(e):   # storage fault / executor failure: the message already says what and where
+            sys.stderr.write(f"invbench: error: {line}\n")
+            return EXIT_FAIL
         sys.stderr.write(f"invbench: error: {type(e).__name__}: {line} (rerun with --debug for the traceback)\n")
         return EXIT_FAIL
 

@@ -63,7 +63,7 @@ import torch
 from . import cost, fsafety, input_hashes
 from .config import ConfigError, Experiment
 from .grid import Cell, expand, resolve_preset, steps_hint
-from .store import STORE_NAME, Store, read_png, row_id, write_npy, write_png
+from .store import STORE_NAME, Store, StoreError, read_png, row_id, write_npy, write_png
 
 __all__ = [
     "UNITS",
@@ -794,6 +794,8 @@ def run(
     if shard is None:
         _refuse_existing(run_dir, exp, resume, p.input_hashes)
         _refuse_foreign(run_dir, allow_nonempty, RunError)
+    new_dirs = [d for d in (run_dir, run_dir / "shards", run_dir / "shards" / str(shard[0] if shard else 0))
+                if not d.exists()]
     run_dir.mkdir(parents=True, exist_ok=True)
     store_dir = run_dir if shard is None else run_dir / "shards" / str(shard[0])
     store_dir.mkdir(parents=True, exist_ok=True)
@@ -807,7 +809,11 @@ def run(
             _refuse_changed_inputs(run_dir, load_meta(run_dir), p.input_hashes)
         if shard is None:   # shards leave cleanup to their parent (other shards write into RUN_DIR)
             fsafety.clean_own_temp_files(run_dir)
-        store = Store(store_dir / STORE_NAME)
+        try:
+            store = Store(store_dir / STORE_NAME)
+        except (StoreError, fsafety.StorageFault):
+            _remove_new_dirs(store_dir, new_dirs)   # a failed creation leaves nothing behind
+            raise
         try:
             need_npy = p.exp.save_npy or bool(p.set_metrics)
             done, missing = _done_with_files(store, run_dir, need_npy)
@@ -872,9 +878,24 @@ def run(
                 bar.close()
             if set_metrics and shard is None:
                 compute_set_metrics(p, store, run_dir)
+        except (OSError, sqlite3.OperationalError) as e:   # a write failed: name the file, say how to continue
+            fault = fsafety.storage_fault(e, run_dir if isinstance(e, OSError) else store_dir / STORE_NAME)
+            if fault is not None:
+                raise fault from None
+            raise
         finally:
             store.close()
     return RunSummary(run_dir, total, counts, already, time.time() - t0)
+
+
+def _remove_new_dirs(store_dir: Path, new_dirs: list[Path]) -> None:
+    """Remove the lock file and the folders this run created, when they hold nothing else."""
+    if store_dir in new_dirs:
+        with contextlib.suppress(FileNotFoundError):
+            (store_dir / ".lock").unlink()
+    for d in sorted(new_dirs, key=lambda d: len(d.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            d.rmdir()   # only succeeds on an empty folder
 
 
 def _done_with_files(store: Store, run_dir: Path, need_npy: bool) -> tuple[set[str], list[str]]:

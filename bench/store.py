@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import io
 import os
@@ -80,15 +81,34 @@ def row_id(config_hash: str, solver: str, preset: str, task: str, dataset: str, 
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def _connect(path: Path, timeout: float = 60.0) -> sqlite3.Connection:
+def _connect(path: Path) -> sqlite3.Connection:
+    """Read-write connection (WAL); waits at most :data:`LOCK_WAIT_S` for another writer."""
     try:
-        con = sqlite3.connect(str(path), timeout=timeout, isolation_level=None)
+        con = sqlite3.connect(str(path), timeout=LOCK_WAIT_S, isolation_level=None)
         con.execute("PRAGMA journal_mode=WAL")
         con.execute("PRAGMA synchronous=NORMAL")
-        con.execute("PRAGMA busy_timeout=60000")
+        con.execute(f"PRAGMA busy_timeout={int(LOCK_WAIT_S * 1000)}")
     except sqlite3.DatabaseError as e:
+        fault = storage_fault(e, path)
+        if fault is not None:
+            raise fault from None
         raise StoreError(f"{path}: cannot open results store ({e})") from None
     return con
+
+
+def _faults_named(fn):
+    """Method decorator: SQLite storage errors (disk full, I/O error, locked) become a
+    :class:`StorageFault` naming the store and what to do."""
+    @functools.wraps(fn)
+    def wrapper(self, *a, **kw):
+        try:
+            return fn(self, *a, **kw)
+        except sqlite3.OperationalError as e:
+            fault = storage_fault(e, self.path)
+            if fault is not None:
+                raise fault from None
+            raise
+    return wrapper
 
 
 def _check_existing(path: Path) -> None:
@@ -114,8 +134,20 @@ class Store:
         self.path = Path(path)
         if self.path.is_file() and self.path.stat().st_size > 0:
             _check_existing(self.path)   # refuse a corrupt/foreign file before writing anything to it
-        self.con = _connect(self.path)
-        self._create()
+        side = [Path(f"{self.path}{x}") for x in ("", "-wal", "-shm", "-journal")]
+        new = [f for f in side if not f.exists()]
+        self.con = None
+        try:
+            self.con = _connect(self.path)
+            self._create()
+        except (StoreError, StorageFault):
+            if self.con is not None:
+                self.con.close()
+            if self.path in new:   # a store that could not be created leaves nothing behind
+                for f in new:
+                    with contextlib.suppress(FileNotFoundError):
+                        f.unlink()
+            raise
 
     def _create(self) -> None:
         cols = ", ".join(f"{n} {t}" for n, t in RESULT_COLUMNS)
@@ -134,6 +166,9 @@ class Store:
                 )
                 self.con.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
         except sqlite3.DatabaseError as e:
+            fault = storage_fault(e, self.path)
+            if fault is not None:
+                raise fault from None
             raise StoreError(f"{self.path}: not a usable results store ({e})") from None
         have = {r[1] for r in self.con.execute("PRAGMA table_info(results)")}
         missing = [n for n, _ in RESULT_COLUMNS if n not in have]
@@ -141,7 +176,8 @@ class Store:
             raise StoreError(f"{self.path}: results table lacks columns {', '.join(missing)} (older schema?)")
 
     def close(self) -> None:
-        self.con.close()
+        if self.con is not None:
+            self.con.close()
 
     def __enter__(self) -> Self:
         return self
@@ -150,6 +186,7 @@ class Store:
         self.close()
 
     # ------------------------------------------------------------------ meta
+    @_faults_named
     def set_meta(self, items: dict[str, Any]) -> None:
         with self.con:
             self.con.execute("BEGIN")
@@ -159,6 +196,7 @@ class Store:
     def meta(self) -> dict[str, str]:
         return dict(self.con.execute("SELECT key, value FROM meta"))
 
+    @_faults_named
     def set_metric_status(self, rows: Iterable[tuple[str, bool, str, str]]) -> None:
         with self.con:
             self.con.execute("BEGIN")
@@ -169,6 +207,7 @@ class Store:
                 )
 
     # ------------------------------------------------------------------ results
+    @_faults_named
     def write_rows(self, rows: list[dict]) -> None:
         """Insert (or replace, for redone rows) ``rows`` in one transaction."""
         if not rows:
@@ -197,6 +236,7 @@ class Store:
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, r)) for r in cur.fetchall()]
 
+    @_faults_named
     def write_set_metric(self, key: dict, metric: str, value: float | None, n: int, note: str) -> None:
         with self.con:
             self.con.execute("BEGIN IMMEDIATE")
@@ -207,6 +247,7 @@ class Store:
                  metric, value, int(n), note),
             )
 
+    @_faults_named
     def merge_from(self, other: str | Path) -> int:
         """Copy every ``results`` row of store ``other`` into this one (replacing rows with the
         same ``row_id``, except that a finished ``ok``/``skipped`` row here is never replaced by an

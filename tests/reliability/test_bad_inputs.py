@@ -916,7 +916,7 @@ def test_disk_full_mid_run_exit_1_then_resume(tmp_path, capsys, monkeypatch, whe
             return real(src, dst, *a, **kw)
 
         monkeypatch.setattr(os, "replace", replace)
-        needle = "No space left on device"
+        needle = ["No space left on device", "/recon/", "--resume"]
     else:
         real_w = store.Store.write_rows
 
@@ -927,10 +927,10 @@ def test_disk_full_mid_run_exit_1_then_resume(tmp_path, capsys, monkeypatch, whe
             return real_w(self, rows)
 
         monkeypatch.setattr(store.Store, "write_rows", write_rows)
-        needle = "database or disk is full"
+        needle = ["database or disk is full", "results.sqlite", "--resume"]
     rc, _, err = cli(capsys, ["run", cfg, "--out", out, "--no-progress"])
     assert rc == 1
-    check_error_line(err, [needle])
+    check_error_line(err, needle)   # names the file and how to continue
     monkeypatch.undo()
     df = store.load_results(out)
     assert 0 < len(df) < 8 and set(df.status) == {"ok"}

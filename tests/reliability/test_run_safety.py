@@ -5,6 +5,7 @@ outside the bad-input corpus. Each test reproduces a defect of the earlier code.
 from __future__ import annotations
 
 import sqlite3
+import subprocess
 from pathlib import Path
 
 import _parts
@@ -102,3 +103,54 @@ def test_error_path_imports_nothing(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_import)
     assert cli._is_bad_input(config.ConfigError("x")) and cli._is_bad_input(store.StoreError("x"))
     assert not cli._is_bad_input(RuntimeError("x"))
+
+
+# ----------------------------------------------------------------------------- 6. storage faults
+
+
+def _fsize_limit(nbytes: int):
+    def limit():
+        import resource
+        import signal
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # writes beyond the limit fail with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, nbytes))
+    return limit
+
+
+def test_store_creation_fault_leaves_nothing_behind(tmp_path):
+    """A storage fault while the store is created (here: a file-size limit, as on a full disk):
+    exit 1, one line naming the store and what to do, and no folder or empty store left behind,
+    so a plain rerun works once the fault is gone."""
+    cfg, out = _cfg(tmp_path), tmp_path / "run"
+    proc = _parts.cli_subprocess(["run", str(cfg), "--out", str(out), "--no-progress"], preexec_fn=_fsize_limit(1024))
+    _, stderr = proc.communicate(timeout=300)
+    r = subprocess.CompletedProcess(proc.args, proc.returncode, "", stderr)
+    assert r.returncode == 1, r.stderr
+    line = check_error_line(r.stderr.strip().splitlines()[-1] + "\n", ["results.sqlite", "disk I/O error", "rerun"])
+    assert "StoreError" not in line and not out.exists()
+    r = _parts.cli_run(["run", str(cfg), "--out", str(out), "--no-progress"])
+    assert r.returncode == 0, r.stderr
+
+
+def test_locked_store_is_reported_naming_the_store(tmp_path, capsys, monkeypatch):
+    """Another SQLite writer (not an invbench run) holds the store: the run reports it after
+    store.LOCK_WAIT_S (5 s; shortened here) as one line naming the store, exit 1, not after 60 s
+    as 'database is locked'; the rows already finished are untouched."""
+    from invbench.bench import store
+
+    cfg, out = _cfg(tmp_path), tmp_path / "run"
+    assert cli(capsys, ["run", cfg, "--out", out, "--no-progress"])[0] == 0
+    con = sqlite3.connect(out / "results.sqlite", isolation_level=None)
+    con.execute("DELETE FROM results WHERE row_id IN (SELECT row_id FROM results LIMIT 2)")
+    n = con.execute("SELECT count(*) FROM results").fetchone()[0]
+    con.execute("BEGIN EXCLUSIVE")
+    monkeypatch.setattr(store, "LOCK_WAIT_S", 0.3)
+    try:
+        rc, _, err = cli(capsys, ["run", cfg, "--out", out, "--no-progress", "--resume"])
+    finally:
+        con.execute("ROLLBACK")
+        con.close()
+    assert rc == 1
+    check_error_line(err, [str(out / "results.sqlite"), "locked by another process", "--resume"])
+    assert len(store.load_results(out)) == n
