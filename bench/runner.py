@@ -194,8 +194,9 @@ def _refuse_foreign(run_dir: Path, allow_nonempty: bool, err: type[Exception]) -
 def prepare(exp: Experiment, run_dir: str | Path | None = None, resume: bool = False, *,
             allow_nonempty: bool = False, allow_large_cost: bool = False) -> Prepared:
     """Build and validate every part of ``exp`` (see module docstring); writes nothing."""
-    from invbench import operators, priors, solvers
     from invbench.solvers.base import ParamTypeError
+
+    from invbench import operators, priors, solvers
 
     try:
         from . import datasets as bdatasets
@@ -281,10 +282,7 @@ def prepare(exp: Experiment, run_dir: str | Path | None = None, resume: bool = F
         except _INPUT_ERRORS as e:
             raise ConfigError(f"priors[{i}] ({p.name}): {_one_line(e)}") from None
         try:
-            if p.checkpoint is not None:
-                hashes[f"priors.{p.label}.checkpoint"] = input_hashes.file_sha256(p.checkpoint)
-            else:
-                hashes[f"priors.{p.label}.state"] = input_hashes.state_sha256(prior)
+            hashes.update(input_hashes.prior_hashes(p.label, p.name, prior, p.checkpoint))
         except OSError as e:
             raise ConfigError(f"priors[{i}].checkpoint: cannot read {p.checkpoint} ({e.strerror or e})") from None
         built_priors[p.label] = priors.CountingPrior(prior)
