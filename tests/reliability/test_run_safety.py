@@ -154,3 +154,30 @@ def test_locked_store_is_reported_naming_the_store(tmp_path, capsys, monkeypatch
     assert rc == 1
     check_error_line(err, [str(out / "results.sqlite"), "locked by another process", "--resume"])
     assert len(store.load_results(out)) == n
+
+
+# ----------------------------------------------------------------------------- 7. executor errors
+
+
+def test_failed_shard_is_one_line_naming_shard_error_and_log():
+    """A shard's traceback (as submitit reports it) becomes one line: the shard, the error's last
+    line, the log file and the resume hint."""
+    import pytest
+    from invbench.bench import executors
+    from submitit.core.utils import FailedJobError
+
+    class _Job:
+        class paths:
+            stderr = "/runs/x/submitit/7_0_log.err"
+
+        def result(self):
+            raise FailedJobError("Job (task=0) failed during processing with trace:\n----------------------\n"
+                                 "Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n"
+                                 "invbench.bench.runner.RunError: /runs/x/shards/1: another invbench run is writing "
+                                 "this run directory (lock held)\n\nYou can check full logs with 'job.stderr(0)'")
+
+    with pytest.raises(executors.ExecutorError) as e:
+        executors._result(_Job(), 1)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("shard 1 failed: invbench.bench.runner.RunError: ")
+    assert "lock held" in msg and "7_0_log.err" in msg and "--resume" in msg
