@@ -530,7 +530,9 @@ def parse_set(item: str) -> tuple[list[tuple[str, int | None]], Any]:
         segs.append((m.group(1), int(m.group(2)) if m.group(2) is not None else None))
     try:
         value = tomllib.loads(f"v = {val.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
+    except tomllib.TOMLDecodeError as e:
+        if val.strip()[:1] in ('{', '[', '"', "'"):   # meant as a table / array / quoted string
+            raise ConfigError(f"--set {item!r}: malformed TOML value ({e})") from None
         value = val.strip()
     return segs, value
 

@@ -782,6 +782,30 @@ def _(t): return _cfg(BASE, ["solvers[5] does not exist"], ["solvers[5].name=dps
 def _(t): return _cfg(BASE, ["seeds.x is not inside a table"], ["seeds.x=1"])
 
 
+@case("cli: --set with an unclosed inline table")
+def _(t): return _cfg(BASE, ["--set", "solvers[0].overrides={steps=3", "malformed TOML value"], ["solvers[0].overrides={steps=3"])
+
+
+@case("report: --out is an existing file")
+def _(t):
+    _run_api(BASE, t, out="run")
+    (t / "report.txt").write_text("mine")
+    return Case(["report", str(t / "run"), "--out", str(t / "report.txt")], ("report --out", "exists and is not a directory"))
+
+
+@case("report: --out inside the run folder")
+def _(t):
+    _run_api(BASE, t, out="run")
+    return Case(["report", str(t / "run"), "--out", str(t / "run" / "recon")], ("report --out", "inside the run folder"))
+
+
+@case("report: --out is a dangling symbolic link")
+def _(t):
+    _run_api(BASE, t, out="run")
+    (t / "rep").symlink_to(t / "gone")
+    return Case(["report", str(t / "run"), "--out", str(t / "rep")], ("report --out", "symbolic link to a missing target"))
+
+
 @case("cli: report on a folder that is not a run")
 def _(t):
     (t / "notarun").mkdir()

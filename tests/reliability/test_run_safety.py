@@ -181,3 +181,55 @@ def test_failed_shard_is_one_line_naming_shard_error_and_log():
     msg = str(e.value)
     assert "\n" not in msg and msg.startswith("shard 1 failed: invbench.bench.runner.RunError: ")
     assert "lock held" in msg and "7_0_log.err" in msg and "--resume" in msg
+
+
+# ----------------------------------------------------------------------------- 9. reports and readers
+
+
+def _finished_run(tmp_path, capsys) -> Path:
+    out = tmp_path / "run"
+    rc, _, err = cli(capsys, ["run", _cfg(tmp_path), "--out", out, "--no-progress"])
+    assert rc == 0, err
+    return out
+
+
+def test_readers_leave_the_run_folder_unchanged(tmp_path, capsys):
+    """report, compare and the store readers open a finished run's store read-only
+    (immutable): the run folder is byte-identical afterwards and no -wal/-shm file appears."""
+    from _rel import tree_digest
+    from invbench.bench import store
+
+    out = _finished_run(tmp_path, capsys)
+    before = (tree_digest(out), sorted(p.name for p in out.iterdir()))
+    rc, _, err = cli(capsys, ["report", out, "--out", tmp_path / "rep"])
+    assert rc == 0, err
+    rc, _, err = cli(capsys, ["compare", out, out])
+    assert rc == 0, err
+    store.load_results(out)
+    store.load_meta(out)
+    assert (tree_digest(out), sorted(p.name for p in out.iterdir())) == before
+    assert not list(out.glob("results.sqlite-*"))
+
+
+def test_report_files_are_replaced_atomically(tmp_path, capsys, monkeypatch):
+    """A report write that fails (disk full on the PDF) leaves the previous files whole under
+    their names and no temp file; the error names the file."""
+    import errno
+    import os
+
+    out = _finished_run(tmp_path, capsys)
+    rep = tmp_path / "rep"
+    assert cli(capsys, ["report", out, "--out", rep])[0] == 0
+    old = {p: p.read_bytes() for p in rep.rglob("*") if p.is_file()}
+    real = os.replace
+
+    def replace(src, dst, *a, **k):
+        if str(dst).endswith(".pdf"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(src, dst, *a, **k)
+
+    monkeypatch.setattr(os, "replace", replace)
+    rc, _, err = cli(capsys, ["report", out, "--out", rep])
+    monkeypatch.undo()
+    assert rc == 1 and ".pdf" in err and "No space left on device" in err
+    assert {p: p.read_bytes() for p in rep.rglob("*") if p.is_file()} == old
