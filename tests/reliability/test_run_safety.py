@@ -233,3 +233,22 @@ def test_report_files_are_replaced_atomically(tmp_path, capsys, monkeypatch):
     monkeypatch.undo()
     assert rc == 1 and ".pdf" in err and "No space left on device" in err
     assert {p: p.read_bytes() for p in rep.rglob("*") if p.is_file()} == old
+
+
+def test_local_shards_get_no_time_limit(tmp_path, monkeypatch):
+    """Local submitit jobs are given LOCAL_TIMEOUT_MIN (one year) unless the config sets
+    timeout_min: submitit's own default (a few minutes) killed long shards."""
+    import submitit
+    from invbench.bench import config, executors
+
+    seen: list[dict] = []
+    real = submitit.AutoExecutor.update_parameters
+
+    def record(self, **kw):
+        seen.append(kw)
+        return real(self, **kw)
+
+    monkeypatch.setattr(submitit.AutoExecutor, "update_parameters", record)
+    exp = config.load(_cfg(tmp_path))
+    executors.run_submitit(exp, tmp_path / "run", shards=2, cluster="debug", setup=_parts.register)
+    assert any(kw.get("timeout_min") == executors.LOCAL_TIMEOUT_MIN for kw in seen), seen
