@@ -65,6 +65,7 @@ def soak_submitit(cfg: Path, work: Path, n_kills: int, seed: int) -> list[str]:
     assert r.returncode == 0, r.stderr[-2000:]
     ref_df, ref_files = _snapshot(ref)
     n = len(ref_df)
+    assert n >= 12 * 2
     rng = random.Random(seed)
     out = work / "killed"
     finished: dict[str, tuple[float, str]] = {}
@@ -74,8 +75,10 @@ def soak_submitit(cfg: Path, work: Path, n_kills: int, seed: int) -> list[str]:
         sig = signal.SIGKILL if i % 2 == 0 else signal.SIGTERM
         base = len(_all_finished(out))
         startup = rng.random() < 0.2
-        k = min(rng.choice([0, 1, 2, 3]), max(0, (n - base - 2) // (n_kills - i)))
+        k = min(rng.choice([0, 1, 2, 3]), max(0, (n - base - 8) // (n_kills - i)))
         delay, t_kill = rng.uniform(0.0, 0.3), rng.uniform(0.5, 4.0)
+        if n - base < 12:   # two shards finish a few rows within the kill delay: keep the run from ending
+            startup, t_kill = True, min(t_kill, 2.5)
         args = ["run", str(cfg), "--out", str(out), "--no-progress", *SUBMITIT] + (["--resume"] if out.exists() else [])
         p = _parts.cli_subprocess(args)
         t0 = time.time()
@@ -84,9 +87,9 @@ def soak_submitit(cfg: Path, work: Path, n_kills: int, seed: int) -> list[str]:
             if startup and time.time() - t0 >= t_kill:
                 what = f"startup +{t_kill:.2f}s"
                 break
-            if not startup and len(_all_finished(out)) >= base + k + (k == 0):
+            if not startup and len(_all_finished(out)) >= base + k:
                 time.sleep(delay)
-                what = f"after {k + (k == 0)} new row(s) +{delay:.2f}s"
+                what = f"after {k} new row(s) +{delay:.2f}s"
                 break
             time.sleep(0.01)
         assert p.poll() is None, f"kill {i + 1}: the run ended by itself (rc {p.returncode}): {p.stderr.read()[-800:]}"
@@ -121,7 +124,7 @@ def soak_submitit(cfg: Path, work: Path, n_kills: int, seed: int) -> list[str]:
     assert all(files[f] == ref_files[f] for f in files), "files differ from the uninterrupted run"
     assert not [q for q in out.rglob("*") if q.name.endswith("tmp")], "temp files left behind"
     assert len(store.load_results(out)) == n
-    return moments
+    return moments, n
 
 
 @pytest.mark.slow
@@ -129,10 +132,10 @@ def test_submitit_local_soak_10_points(tmp_path, figures):
     """Acceptance: 10 kill points (SIGKILL and SIGTERM alternately) of a sharded run: no shard
     process outlives its parent, nothing finished is lost or redone, --resume gives identical results."""
     cfg = tmp_path / "soak.toml"
-    cfg.write_text(gmm_text("rel-submitit-soak", limit=4, seeds="[0]", dps_steps=40))
-    moments = soak_submitit(cfg, tmp_path, n_kills=10, seed=77)
+    cfg.write_text(gmm_text("rel-submitit-soak", limit=6, seeds="[0]", dps_steps=40))
+    moments, n = soak_submitit(cfg, tmp_path, n_kills=10, seed=77)
     for j, m in enumerate(moments, 1):
         print(f"  kill {j:2d}: {m}")
     print("submitit-local soak: 10/10 kill points, no orphan shard processes, identical results")
-    figures.record("submitit_soak", {"kills": 10, "of": 10, "rows": 32, "moments": moments,
-                                     "config": "GMM (_rel.gmm_text, limit 4, one seed), --shards 2"})
+    figures.record("submitit_soak", {"kills": 10, "of": 10, "rows": n, "moments": moments,
+                                     "config": "GMM (_rel.gmm_text, limit 6, one seed), --shards 2"})
