@@ -96,15 +96,21 @@ def cmd_list(args) -> int:
 # --------------------------------------------------------------------------- run
 
 
-def _execute(exp, out: Path, resume: bool, executor: str, shards: int | None, progress: bool) -> int:
+def _execute(exp, out: Path, resume: bool, executor: str, shards: int | None, progress: bool,
+             allow_nonempty: bool = False, allow_large_cost: bool = False) -> int:
     from . import executors, runner
 
-    p = runner.prepare(exp, out, resume)   # everything validated before RUN_DIR exists
+    # everything validated before RUN_DIR exists
+    p = runner.prepare(exp, out, resume, allow_nonempty=allow_nonempty, allow_large_cost=allow_large_cost)
+    n_rows = sum(len(p.datasets[c.dataset].ids) for c in p.cells) * len(exp.seeds)
+    print(f"invbench: {len(p.cells)} cells, {n_rows} rows; cost estimate about {p.nfe_estimate:.3g} network "
+          "evaluations (NFE x images x seeds)", flush=True)
     if executor == "local":
-        s = executors.run_local(exp, out, resume=resume, progress=progress, prepared=p)
+        s = executors.run_local(exp, out, resume=resume, progress=progress, prepared=p, allow_nonempty=allow_nonempty)
     else:
         cluster = {"slurm": None, "submitit-local": "local", "submitit-debug": "debug"}[executor]
-        s = executors.run_submitit(exp, out, resume=resume, shards=shards, cluster=cluster, prepared=p)
+        s = executors.run_submitit(exp, out, resume=resume, shards=shards, cluster=cluster, prepared=p,
+                                   allow_nonempty=allow_nonempty)
     counts = ", ".join(f"{k} {v}" for k, v in sorted(s.counts.items())) or "nothing to do"
     print(f"invbench: {out}: {s.rows} rows ({counts}; {s.skipped_done} already done)")
     return EXIT_OK
@@ -115,7 +121,8 @@ def cmd_run(args) -> int:
 
     exp = config.load(args.config, args.set)
     out = Path(args.out) if args.out else Path("runs") / exp.name
-    return _execute(exp, out, args.resume, args.executor, args.shards, not args.no_progress)
+    return _execute(exp, out, args.resume, args.executor, args.shards, not args.no_progress, args.allow_nonempty_out,
+                    args.allow_large_cost)
 
 
 def _metric_weights_changed(run_dir: Path, exp) -> bool:
@@ -323,6 +330,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--shards", type=_positive_int, default=None, help="grid shards for submitit (default execution.shards)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--allow-nonempty-out", action="store_true",
+                   help="write a new run into an existing folder that holds other files (refused by default)")
+    p.add_argument("--allow-large-cost", action="store_true",
+                   help="run a grid estimated above 1e9 network evaluations (refused by default)")
     p.set_defaults(fn=cmd_run)
 
     p = sub.add_parser("check", help="which checkpoints and metric weights are present (sha256)", parents=[common])
@@ -362,16 +373,28 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
+_BAD_INPUT_TYPES = (("config", "ConfigError"), ("runner", "RunError"), ("store", "StoreError"))
+
+
 def _is_bad_input(e: BaseException) -> bool:
-    from .config import ConfigError
+    """True for errors of bad input (exit 2). Imports nothing: an exception class whose module
+    was never imported cannot have been raised (the error path must not fail itself, e.g. when
+    memory is short)."""
+    kinds: list[type] = [FileNotFoundError, PermissionError, ValueError]
+    for mod, name in _BAD_INPUT_TYPES:
+        cls = getattr(sys.modules.get(f"{__package__}.{mod}"), name, None)
+        if isinstance(cls, type):
+            kinds.append(cls)
+    return isinstance(e, tuple(kinds))
 
-    try:
-        from .store import StoreError
-    except ImportError:  # pragma: no cover
-        StoreError = ()  # type: ignore[assignment]
-    from .runner import RunError
 
-    return isinstance(e, (ConfigError, RunError, StoreError, FileNotFoundError, PermissionError, ValueError))
+def _is_named_failure(e: BaseException) -> bool:
+    """Run failures whose one line names the path / shard and what to do (exit 1); imports nothing."""
+    for mod, name in (("fsafety", "StorageFault"), ("executors", "ExecutorError")):
+        cls = getattr(sys.modules.get(f"{__package__}.{mod}"), name, None)
+        if isinstance(cls, type) and isinstance(e, cls):
+            return True
+    return False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -392,6 +415,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("invbench: interrupted (finished rows are kept; rerun with --resume)\n")
         return 130
+    except MemoryError:
+        if debug:
+            raise
+        sys.stderr.write("invbench: error: out of memory (rerun with --debug for the traceback)\n")
+        return EXIT_FAIL
     except Exception as e:
         if debug:
             raise
@@ -399,6 +427,9 @@ def main(argv: list[str] | None = None) -> int:
         if _is_bad_input(e):
             sys.stderr.write(f"invbench: error: {line}\n")
             return EXIT_BAD_INPUT
+        if _is_named_failure(e):   # storage fault / executor failure: the message already says what and where
+            sys.stderr.write(f"invbench: error: {line}\n")
+            return EXIT_FAIL
         sys.stderr.write(f"invbench: error: {type(e).__name__}: {line} (rerun with --debug for the traceback)\n")
         return EXIT_FAIL
 

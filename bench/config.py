@@ -16,7 +16,9 @@ import copy
 import hashlib
 import json
 import math
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,12 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+\-]*$")
 _DEVICE_RE = re.compile(r"^(cpu|cuda|cuda:\d+|mps)$")
 _PATHLIKE = re.compile(r"(weights|path|file|dir|inception|checkpoint)")
 RESOURCE_KEYS = ("timeout_min", "gpus_per_node", "cpus_per_task", "mem_gb", "partition")
+INT64_MAX = 2**63 - 1
+NAME_MAX_BYTES = 200
+"""Names (experiment, dataset, task, solver/prior labels) become folder and file names: at most
+this many UTF-8 bytes, leaving room within the usual 255-byte limit of one path component."""
+CONFIG_MAX_BYTES = 4 * 1024 * 1024
+"""Largest experiment file read (bytes); a config is a few kB."""
 
 
 class ConfigError(ValueError):
@@ -235,6 +243,7 @@ def _coerce(v, kind, path):
     if kind == "int":
         if isinstance(v, bool) or not isinstance(v, int):
             raise ConfigError(f"{path}: expected an integer, got {_type_name(v)}")
+        _int64(v, path)
         return v
     if kind == "float":
         if isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -254,6 +263,8 @@ def _coerce(v, kind, path):
     if kind == "list_int":
         if not isinstance(v, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in v):
             raise ConfigError(f"{path}: expected an array of integers")
+        for i, x in enumerate(v):
+            _int64(x, f"{path}[{i}]")
         return tuple(v)
     if kind == "list_table":
         if not isinstance(v, list) or not all(isinstance(x, dict) for x in v):
@@ -262,8 +273,18 @@ def _coerce(v, kind, path):
     raise AssertionError(kind)
 
 
+def _int64(v: int, path: str) -> None:
+    """Integers are stored in SQLite (signed 64-bit) and seed generators: refuse larger ones."""
+    if not -INT64_MAX - 1 <= v <= INT64_MAX:
+        raise ConfigError(f"{path}: integer {v} does not fit in a signed 64-bit integer (|v| < 2^63)")
+
+
 def _name_check(v: str) -> str | None:
-    return None if _NAME_RE.match(v) else "names use letters, digits and _ . + - only"
+    if not _NAME_RE.match(v):
+        return "names use letters, digits and _ . + - only"
+    if len(v.encode()) > NAME_MAX_BYTES:
+        return f"names are at most {NAME_MAX_BYTES} bytes (they become file names; got {len(v.encode())})"
+    return None
 
 
 def _plain_values(d: dict, path: str) -> dict:
@@ -278,8 +299,12 @@ def _plain_values(d: dict, path: str) -> dict:
                     _plain_values(x, f"{p}[{i}]")
                 elif not isinstance(x, (str, int, float, bool, list)):
                     raise ConfigError(f"{p}[{i}]: unsupported value type {_type_name(x)}")
+                elif isinstance(x, int) and not isinstance(x, bool):
+                    _int64(x, f"{p}[{i}]")
         elif isinstance(v, float) and not math.isfinite(v):
             raise ConfigError(f"{p}: must be finite (got {v})")
+        elif isinstance(v, int) and not isinstance(v, bool):
+            _int64(v, p)
         elif not isinstance(v, (str, int, float, bool)):
             raise ConfigError(f"{p}: unsupported value type {_type_name(v)}")
     return d
@@ -508,7 +533,9 @@ def parse_set(item: str) -> tuple[list[tuple[str, int | None]], Any]:
         segs.append((m.group(1), int(m.group(2)) if m.group(2) is not None else None))
     try:
         value = tomllib.loads(f"v = {val.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
+    except tomllib.TOMLDecodeError as e:
+        if val.strip()[:1] in ('{', '[', '"', "'"):   # meant as a table / array / quoted string
+            raise ConfigError(f"--set {item!r}: malformed TOML value ({e})") from None
         value = val.strip()
     return segs, value
 
@@ -565,7 +592,17 @@ def load(path: str | Path, sets: list[str] | None = None) -> Experiment:
     against its folder."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        st = os.stat(p)   # follows symbolic links: the target must be a regular file
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a directory" if stat.S_ISDIR(st.st_mode) else "a device, pipe or socket"
+            raise ConfigError(f"{p}: cannot read config (it is {kind}, not a regular file)")
+        if st.st_size > CONFIG_MAX_BYTES:
+            raise ConfigError(f"{p}: cannot read config ({st.st_size} bytes; experiment files are at most {CONFIG_MAX_BYTES})")
+        with open(p, "rb") as f:
+            data = f.read(CONFIG_MAX_BYTES + 1)
+        if len(data) > CONFIG_MAX_BYTES:
+            raise ConfigError(f"{p}: cannot read config (larger than {CONFIG_MAX_BYTES} bytes)")
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{p}: config file not found") from None
     except (OSError, UnicodeDecodeError) as e:

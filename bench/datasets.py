@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +47,9 @@ LIST_DEFAULTS = {
     "imagenet1k": {"crop": "center", "resize": 256, "resize_filter": "bilinear", "to_rgb": True},
 }
 _FILTERS = {"bicubic", "bilinear", "lanczos", "box", "nearest"}
+MAX_PIXELS = 8192 * 8192
+"""Largest image (width x height, or H x W of a .npy) a dataset may hold: a guard against
+decompression bombs and files whose header claims a huge size; 67 Mpx."""
 
 
 class DatasetError(ValueError):
@@ -144,7 +149,15 @@ def load_image_file(
 
     if path.suffix.lower() == ".npy":
         try:
+            with open(path, "rb") as f:   # header first: a huge array is refused before it is read
+                version = np.lib.format.read_magic(f)
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape = read(f)[0]
+            if len(shape) == 3 and shape[1] * shape[2] > MAX_PIXELS:
+                raise DatasetError(f"{name}: {shape[2]}x{shape[1]} pixels exceeds the cap of {MAX_PIXELS} pixels")
             arr = np.load(path, allow_pickle=False)
+        except DatasetError:
+            raise
         except Exception as e:  # noqa: BLE001 - reported as one readable line
             raise DatasetError(f"{name}: unreadable .npy file ({type(e).__name__}: {e})") from None
         if arr.ndim != 3 or not np.issubdtype(arr.dtype, np.floating):
@@ -166,17 +179,32 @@ def load_image_file(
                 for c in arr
             ]).clip(0, 1)
         return torch.from_numpy(np.ascontiguousarray(arr))
+    bomb = f"{name}: image larger than the cap of {MAX_PIXELS} pixels (width x height; a decompression-bomb guard)"
     try:
-        with Image.open(path) as im:
-            im.load()
-            img = im.copy()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                if im.width * im.height > MAX_PIXELS:
+                    raise DatasetError(f"{bomb}: {im.width}x{im.height}")
+                im.load()
+                img = im.copy()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise DatasetError(bomb) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        if isinstance(e, DatasetError):
+            raise
         raise DatasetError(f"{name}: unreadable or corrupt image ({type(e).__name__}: {e})") from None
     if to_rgb and channels == 3 and img.mode != "RGB":
         img = img.convert("RGB")
     modes = {"L": 1, "I;16": 1, "RGB": 3}
+    if img.mode in ("P", "PA"):
+        raise DatasetError(f"{name}: palette image (mode {img.mode}): its values are colour indices, not intensities; "
+                           "convert it to L or RGB, or set to_rgb = true with channels = 3")
     if img.mode not in modes:
         n = len(img.getbands())
+        if n == channels:
+            raise DatasetError(f"{name}: image mode {img.mode} is not supported (8-bit L or RGB, or 16-bit I;16); "
+                               "convert the file" + (", or set to_rgb = true" if channels == 3 else ""))
         raise DatasetError(f"{name}: has {n} channels (mode {img.mode}), expected {channels}")
     if modes[img.mode] != channels:
         raise DatasetError(f"{name}: has {modes[img.mode]} channels (mode {img.mode}), expected {channels}")
@@ -258,13 +286,13 @@ class _FileDataset(Dataset):
         self._hashes = hashes
         self._prep = {"channels": channels, "crop": crop, "resize": resize, "resize_filter": resize_filter, "to_rgb": to_rgb}
         self._src = src
-        shape = None
-        for f, lab, h in zip(files, labels, hashes):
-            x = self._load(f, lab, h)
-            if shape is None:
-                shape = tuple(x.shape)
-            elif tuple(x.shape) != shape:
-                raise DatasetError(f"{lab}: image shape {tuple(x.shape)} differs from {shape}; declare crop/resize")
+        shapes = [tuple(self._load(f, lab, h).shape) for f, lab, h in zip(files, labels, hashes)]
+        counts = Counter(shapes)
+        shape = max(counts, key=lambda s: (counts[s], -shapes.index(s)))   # the most common shape (ties: first)
+        for lab, s in zip(labels, shapes):
+            if s != shape:   # name the odd file, not the first one read
+                raise DatasetError(f"{lab}: image shape {s} differs from {shape} ({counts[shape]} of {len(shapes)} "
+                                   "images); declare crop/resize")
         self.image_shape = shape
 
     def _load(self, f: Path, name: str, digest: str | None) -> Tensor:

@@ -64,11 +64,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import calibration, cost
+from . import calibration, cost, fsafety, input_hashes
 from .config import ConfigError, Experiment
 from .grid import Cell, expand, resolve_preset, steps_hint
 from .netclock import ClockedPrior
-from .store import STORE_NAME, Store, read_png, row_id, write_npy, write_png
+from .store import STORE_NAME, Store, StoreError, read_png, row_id, write_npy, write_png
 
 __all__ = [
     "UNITS",
@@ -136,6 +136,8 @@ class Prepared:
     device: torch.device
     dtype: torch.dtype
     warnings: list[str] = field(default_factory=list)
+    input_hashes: dict[str, str] = field(default_factory=dict)   # bench.input_hashes keys -> sha256
+    nfe_estimate: float = 0.0                                    # network evaluations of the grid (estimate)
 
     def image(self, dataset: str, i: int) -> torch.Tensor:
         cached = self.images[dataset][i]
@@ -150,18 +152,28 @@ def _one_line(e: BaseException) -> str:
 _INPUT_ERRORS = (ValueError, OSError, KeyError, TypeError, RuntimeError, ImportError)
 
 
-def check_out_dir(run_dir: Path, resume: bool) -> None:
-    """Raise ConfigError unless ``run_dir`` can be created/written (creates nothing that stays)."""
+def check_out_dir(run_dir: Path, resume: bool, allow_nonempty: bool = False) -> None:
+    """Raise ConfigError unless ``run_dir`` can be created/written (creates nothing that stays).
+
+    A folder that holds files a run does not create and no results store is refused unless
+    ``allow_nonempty`` (``--allow-nonempty-out``): a run never mixes its files with a user's.
+    """
     run_dir = Path(run_dir)
+    if run_dir.is_symlink() and not run_dir.exists():
+        raise ConfigError(f"--out {run_dir}: is a symbolic link to a missing target ({os.readlink(run_dir)}); "
+                          "remove the link or choose another --out")
     if run_dir.exists():
         if not run_dir.is_dir():
             raise ConfigError(f"--out {run_dir}: exists and is not a directory")
         if (run_dir / STORE_NAME).exists() and not resume:
             raise ConfigError(f"--out {run_dir}: already holds a run; pass --resume to continue it or choose another --out")
+        _refuse_foreign(run_dir, allow_nonempty, ConfigError)
         probe_dir = run_dir
     else:
         probe_dir = run_dir.parent
         while not probe_dir.exists():
+            if probe_dir.is_symlink():
+                raise ConfigError(f"--out {run_dir}: {probe_dir} is a symbolic link to a missing target")
             probe_dir = probe_dir.parent
         if not probe_dir.is_dir():
             raise ConfigError(f"--out {run_dir}: {probe_dir} is not a directory")
@@ -173,8 +185,22 @@ def check_out_dir(run_dir: Path, resume: bool) -> None:
         raise ConfigError(f"--out {run_dir}: output folder is not writable ({e.strerror or e})") from None
 
 
-def prepare(exp: Experiment, run_dir: str | Path | None = None, resume: bool = False) -> Prepared:
+def _refuse_foreign(run_dir: Path, allow_nonempty: bool, err: type[Exception]) -> None:
+    """``err`` when ``run_dir`` holds no results store but other files (not a run folder)."""
+    if allow_nonempty or (run_dir / STORE_NAME).exists():
+        return
+    foreign = fsafety.foreign_entries(run_dir)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise err(f"--out {run_dir}: folder is not empty and holds no run ({shown}); choose a new or empty "
+                  "folder, or pass --allow-nonempty-out to write the run next to these files")
+
+
+def prepare(exp: Experiment, run_dir: str | Path | None = None, resume: bool = False, *,
+            allow_nonempty: bool = False, allow_large_cost: bool = False) -> Prepared:
     """Build and validate every part of ``exp`` (see module docstring); writes nothing."""
+    from invbench.solvers.base import ParamTypeError
+
     from invbench import operators, priors, solvers
 
     try:
@@ -184,7 +210,7 @@ def prepare(exp: Experiment, run_dir: str | Path | None = None, resume: bool = F
     from . import metrics as bmetrics
 
     if run_dir is not None:
-        check_out_dir(Path(run_dir), resume)
+        check_out_dir(Path(run_dir), resume, allow_nonempty)
 
     # device / dtype
     device = torch.device(exp.device)
@@ -232,6 +258,9 @@ def prepare(exp: Experiment, run_dir: str | Path | None = None, resume: bool = F
                 continue
             try:
                 built_solvers[(s.label, preset)] = solvers.build(s.name, preset=preset, **s.overrides)
+            except ParamTypeError as e:
+                where = f"overrides.{e.field}" if e.field in s.overrides else f"preset {preset!r}"
+                raise ConfigError(f"solvers[{i}].{where}: {e}") from None
             except solvers.SolverError as e:
                 raise ConfigError(f"solvers[{i}]: {e}") from None
             except (TypeError, ValueError) as e:
@@ -244,13 +273,23 @@ def prepare(exp: Experiment, run_dir: str | Path | None = None, resume: bool = F
 
     # priors (checkpoints are loaded here)
     built_priors: dict[str, Any] = {}
+    hashes: dict[str, str] = {}
     for i, p in enumerate(exp.priors):
-        if p.checkpoint is not None and not Path(p.checkpoint).exists():
-            raise ConfigError(f"priors[{i}].checkpoint: file not found: {p.checkpoint}")
+        if p.checkpoint is not None:
+            ck = Path(p.checkpoint)
+            if not ck.exists():
+                raise ConfigError(f"priors[{i}].checkpoint: file not found: {p.checkpoint}")
+            if not ck.is_file():
+                kind = "a directory" if ck.is_dir() else "a device, pipe or socket"
+                raise ConfigError(f"priors[{i}].checkpoint: {p.checkpoint} is {kind}, not a regular file of weights")
         try:
             prior = priors.build(p.name, **p.build_kwargs())
         except _INPUT_ERRORS as e:
             raise ConfigError(f"priors[{i}] ({p.name}): {_one_line(e)}") from None
+        try:
+            hashes.update(input_hashes.prior_hashes(p.label, p.name, prior, p.checkpoint))
+        except OSError as e:
+            raise ConfigError(f"priors[{i}].checkpoint: cannot read {p.checkpoint} ({e.strerror or e})") from None
         built_priors[p.label] = ClockedPrior(prior)   # counts NFE/VJP and clocks network time
 
     # datasets (every image read and checked)
@@ -273,6 +312,7 @@ def prepare(exp: Experiment, run_dir: str | Path | None = None, resume: bool = F
         synthetic = bool(getattr(ds, "synthetic", False))
         keep = n * math.prod(shape) <= 50_000_000
         imgs = []
+        pix = input_hashes.pixels_hasher()
         for j in range(n):
             try:
                 x = torch.as_tensor(ds.get(j))
@@ -284,7 +324,13 @@ def prepare(exp: Experiment, run_dir: str | Path | None = None, resume: bool = F
                 raise ConfigError(f"datasets[{i}] ({d.name}) image {ids[j]!r}: contains NaN/Inf")
             if not synthetic and (x.min() < 0 or x.max() > 1):
                 raise ConfigError(f"datasets[{i}] ({d.name}) image {ids[j]!r}: values outside [0, 1]")
+            pix.add(ids[j], x)
             imgs.append(x if keep else None)
+        hashes[f"datasets.{d.name}.images"] = pix.hexdigest()
+        src = _DatasetView(ds, ids, shape).source()
+        for what in ("manifest", "list"):
+            if src.get(f"{what}_sha256"):
+                hashes[f"datasets.{d.name}.{what}"] = str(src[f"{what}_sha256"])
         ds_ids = ids
         built_ds[d.name] = (ds, ds_ids, shape)
         images[d.name] = imgs
@@ -302,7 +348,8 @@ def prepare(exp: Experiment, run_dir: str | Path | None = None, resume: bool = F
     for i, t in enumerate(exp.tasks):
         for shp in shapes:
             try:
-                operators.build(t.operator, image_shape=shp, generator=_gen(0), **t.params)
+                op0 = operators.build(t.operator, image_shape=shp, generator=_gen(0), **t.params)
+                hashes[f"tasks.{t.name}.operator{list(shp)}"] = input_hashes.state_sha256(op0)
             except _INPUT_ERRORS as e:
                 raise ConfigError(f"tasks[{i}] ({t.name}): {_one_line(e)} (image shape {shp})") from None
 
@@ -314,10 +361,80 @@ def prepare(exp: Experiment, run_dir: str | Path | None = None, resume: bool = F
         prior_analytic={k: "analytic" in v.capabilities for k, v in built_priors.items()},
         solver_cost={k: steps_hint(v) for k, v in built_solvers.items()},
     )
+    for m, opts in exp.metrics.options.items():   # weights files named by metric options
+        for k, v in opts.items():
+            if isinstance(v, str) and Path(v).is_file():
+                hashes[f"metrics.{m}.{k}"] = input_hashes.file_sha256(v)
+    _check_pairs(exp, cells, built_solvers, built_priors)
+    _check_name_lengths(exp, cells, {k: v[1] for k, v in built_ds.items()})
+    nfe = cost_estimate(exp, cells, built_solvers, {k: len(v[1]) for k, v in built_ds.items()})
+    if nfe > LARGE_NFE and not allow_large_cost:
+        raise ConfigError(f"cost estimate: about {nfe:.3g} network evaluations (NFE x images x seeds over "
+                          f"{len(cells)} cells) exceeds {LARGE_NFE:.0e}; check solver steps/levels, or pass "
+                          "--allow-large-cost to run it")
     for pr in built_priors.values():
         pr.to(device=device, dtype=dtype)
     datasets_ = {k: _DatasetView(v[0], v[1], v[2]) for k, v in built_ds.items()}
-    return Prepared(exp, datasets_, images, built_priors, built_solvers, cells, metrics, set_metrics, device, dtype)
+    return Prepared(exp, datasets_, images, built_priors, built_solvers, cells, metrics, set_metrics, device, dtype,
+                    input_hashes=hashes, nfe_estimate=nfe)
+
+
+LARGE_NFE = 1e9
+"""A grid whose estimated network evaluations exceed this needs ``--allow-large-cost``."""
+
+
+def nfe_per_image(solver) -> float:
+    """Network evaluations one image costs: the solver's ``nfe_estimate()`` when it has one, else
+    :func:`bench.grid.steps_hint` (product of its step/level counts)."""
+    est = getattr(solver, "nfe_estimate", None)
+    return float(est()) if callable(est) else float(steps_hint(solver))
+
+
+def cost_estimate(exp: Experiment, cells: list[Cell], built_solvers: dict, sizes: dict[str, int]) -> float:
+    """Estimated network evaluations of the whole grid: per cell, NFE per image x (images x seeds
+    + warmup repeats)."""
+    return float(sum(nfe_per_image(built_solvers[(c.solver, c.preset)]) * (sizes[c.dataset] * len(exp.seeds) + exp.warmup)
+                     for c in cells))
+
+
+def _check_pairs(exp: Experiment, cells: list[Cell], built_solvers: dict, built_priors: dict) -> None:
+    """Each solver's own checks against each prior it meets (e.g. steps <= the prior's grid)."""
+    from invbench.solvers import SolverError
+
+    seen = set()
+    index = {s.label: i for i, s in enumerate(exp.solvers)}
+    for c in cells:
+        if (c.solver, c.preset, c.prior) in seen:
+            continue
+        seen.add((c.solver, c.preset, c.prior))
+        try:
+            built_solvers[(c.solver, c.preset)].validate(built_priors[c.prior])
+        except (SolverError, ValueError) as e:
+            raise ConfigError(f"solvers[{index[c.solver]}] ({c.solver}, preset {c.preset}) with prior {c.prior}: "
+                              f"{_one_line(e)}") from None
+
+
+_NAME_MAX = 255   # bytes per path component on common file systems
+
+
+def _check_name_lengths(exp: Experiment, cells: list[Cell], ids: dict[str, list[str]]) -> None:
+    """ConfigError naming the key or image whose folder/file name (with the temp-name overhead of
+    an atomic write) would exceed 255 bytes."""
+    extra = len(".") + len(".XXXXXXXX") + len(fsafety.TMP_SUFFIX)
+    seed = max(exp.seeds)
+    sidx = {s.label: i for i, s in enumerate(exp.solvers)}
+    for c in cells:
+        comp = f"{_safe(c.solver)}__{_safe(c.preset)}"
+        if len(comp.encode()) > _NAME_MAX:
+            raise ConfigError(f"solvers[{sidx[c.solver]}]: label + preset make a folder name of {len(comp.encode())} bytes "
+                              f"(limit {_NAME_MAX}); use a shorter label")
+    for d, iids in ids.items():
+        di = next(i for i, x in enumerate(exp.datasets) if x.name == d)
+        for iid in iids:
+            n = len(f"{_safe(iid)}_s{seed}.png".encode()) + extra
+            if n > _NAME_MAX:
+                raise ConfigError(f"datasets[{di}] ({d}) image {iid[:60]!r}...: its file name in the run folder would be "
+                                  f"{n} bytes (limit {_NAME_MAX}); rename the file")
 
 
 @dataclass
@@ -352,13 +469,6 @@ def _lock(run_dir: Path) -> Iterator[None]:
         yield
     finally:
         f.close()
-
-
-def _clean_temp_files(run_dir: Path) -> None:
-    """Remove temp files left by an interrupted atomic write (``.NAME.XXXX.tmp``)."""
-    for p in run_dir.rglob(".*.tmp"):
-        with contextlib.suppress(OSError):
-            p.unlink()
 
 
 def _eq(a: Any, b: Any, depth: int = 0) -> bool:
@@ -612,6 +722,7 @@ def _write_start(p: Prepared, store: Store, run_dir: Path, env: dict, rss_reset:
         "seeding": "operator/noise/solver generators seeded by sha256(seed, kind, task, dataset, image_id)",
         "batching": "images batched only while their operators are identical",
         "datasets": repr({k: v.source() for k, v in p.datasets.items()}),
+        "input_hashes": json.dumps(p.input_hashes, sort_keys=True),
         "created": str(time.time()),
     })
     rows = []
@@ -638,9 +749,11 @@ def _progress(total: int, initial: int, enabled: bool):
 # --------------------------------------------------------------------------- run
 
 
-def _refuse_existing(run_dir: Path, exp: Experiment, resume: bool) -> None:
-    """RunError if ``run_dir`` holds a store of another config, or any store without ``resume``;
-    reads the store read-only (a refused run writes nothing)."""
+def _refuse_existing(run_dir: Path, exp: Experiment, resume: bool, hashes: dict[str, str] | None = None) -> None:
+    """RunError if ``run_dir`` holds a store of another config, or any store without ``resume``,
+    or (``hashes`` given) a store whose recorded input hashes differ from ``hashes`` (other data,
+    weights or operator assets behind the same config); reads the store read-only (a refused run
+    writes nothing)."""
     from .store import StoreError, _check_existing, _connect_readonly
 
     path = run_dir / STORE_NAME
@@ -661,6 +774,22 @@ def _refuse_existing(run_dir: Path, exp: Experiment, resume: bool) -> None:
                        f"{exp.config_hash}); --resume needs the same config — use another --out")
     if not resume:
         raise RunError(f"{run_dir}: already holds a run; pass --resume to continue it")
+    _refuse_changed_inputs(run_dir, meta, hashes)
+
+
+def _refuse_changed_inputs(run_dir: Path, meta: dict[str, str], hashes: dict[str, str] | None) -> None:
+    """RunError naming the inputs whose content hash differs from the one the run recorded."""
+    if hashes is None or "input_hashes" not in meta:
+        return   # nothing recorded yet (killed before its metadata was written)
+    try:
+        old = json.loads(meta["input_hashes"])
+    except ValueError:
+        old = {}
+    diff = input_hashes.changed(old, hashes)
+    if diff:
+        shown = ", ".join(diff[:4]) + (f" and {len(diff) - 4} more" if len(diff) > 4 else "")
+        raise RunError(f"{run_dir}: --resume refused: inputs changed since the run started ({shown}); its finished "
+                       "rows were computed on the old contents — restore them or start a new run in another --out")
 
 
 @dataclass
@@ -681,6 +810,7 @@ def run(
     shard: tuple[int, int] | None = None,
     cell_indices: list[int] | None = None,
     set_metrics: bool = True,
+    allow_nonempty: bool = False,
 ) -> RunSummary:
     """Run the grid of a prepared experiment into ``run_dir`` (see module docstring).
 
@@ -694,21 +824,39 @@ def run(
     exp = p.exp
     main_store = run_dir / STORE_NAME
     if shard is None:
-        _refuse_existing(run_dir, exp, resume)
+        _refuse_existing(run_dir, exp, resume, p.input_hashes)
+        _refuse_foreign(run_dir, allow_nonempty, RunError)
+    new_dirs = [d for d in (run_dir, run_dir / "shards", run_dir / "shards" / str(shard[0] if shard else 0))
+                if not d.exists()]
     run_dir.mkdir(parents=True, exist_ok=True)
     store_dir = run_dir if shard is None else run_dir / "shards" / str(shard[0])
     store_dir.mkdir(parents=True, exist_ok=True)
     env = env_info(p.device)
     with _lock(store_dir):
         if shard is None:   # again under the lock: another run may have created the store meanwhile
-            _refuse_existing(run_dir, exp, resume)
-        _clean_temp_files(store_dir if shard is not None else run_dir)
-        store = Store(store_dir / STORE_NAME)
+            _refuse_existing(run_dir, exp, resume, p.input_hashes)
+        elif main_store.exists():   # a shard checks its inputs against what the run recorded
+            from .store import load_meta
+
+            _refuse_changed_inputs(run_dir, load_meta(run_dir), p.input_hashes)
+        if shard is None:   # shards leave cleanup to their parent (other shards write into RUN_DIR)
+            fsafety.clean_own_temp_files(run_dir)
         try:
-            done = store.done_ids()
+            store = Store(store_dir / STORE_NAME)
+        except (StoreError, fsafety.StorageFault):
+            _remove_new_dirs(store_dir, new_dirs)   # a failed creation leaves nothing behind
+            raise
+        try:
+            need_npy = p.exp.save_npy or bool(p.set_metrics)
+            done, missing = _done_with_files(store, run_dir, need_npy)
             if shard is not None and main_store.exists():
                 with Store(main_store) as ms:
-                    done |= ms.done_ids()
+                    d2, m2 = _done_with_files(ms, run_dir, need_npy)
+                done |= d2
+                missing += [m for m in m2 if m not in missing]
+            if missing:
+                sys.stderr.write(f"invbench: {run_dir}: {len(missing)} finished row(s) lost their files (e.g. {missing[0]}); "
+                                 "recomputing them\n")
             rss_reset = cost.reset_rss_peak()
             _write_start(p, store, run_dir, env, rss_reset)
             store.set_meta({"calibration": json.dumps(calibration.calibrate(p.priors, exp.batch_size, p.device, p.dtype))})
@@ -763,9 +911,39 @@ def run(
                 bar.close()
             if set_metrics and shard is None:
                 compute_set_metrics(p, store, run_dir)
+        except (OSError, sqlite3.OperationalError) as e:   # a write failed: name the file, say how to continue
+            fault = fsafety.storage_fault(e, run_dir if isinstance(e, OSError) else store_dir / STORE_NAME)
+            if fault is not None:
+                raise fault from None
+            raise
         finally:
             store.close()
     return RunSummary(run_dir, total, counts, already, time.time() - t0)
+
+
+def _remove_new_dirs(store_dir: Path, new_dirs: list[Path]) -> None:
+    """Remove the lock file and the folders this run created, when they hold nothing else."""
+    if store_dir in new_dirs:
+        with contextlib.suppress(FileNotFoundError):
+            (store_dir / ".lock").unlink()
+    for d in sorted(new_dirs, key=lambda d: len(d.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            d.rmdir()   # only succeeds on an empty folder
+
+
+def _done_with_files(store: Store, run_dir: Path, need_npy: bool) -> tuple[set[str], list[str]]:
+    """Row ids finished in ``store`` (``ok``/``skipped``) whose files are all present, and the
+    relative paths of missing files (their rows are recomputed: they leave the done set)."""
+    done, missing = set(), []
+    for rid, status, rel in store.con.execute("SELECT row_id, status, recon_path FROM results WHERE status IN ('ok', 'skipped')"):
+        if status == "ok" and rel:
+            want = [rel] + ([rel[:-4] + ".npy"] if need_npy and rel.endswith(".png") else [])
+            lost = [w for w in want if not (run_dir / w).is_file()]
+            if lost:
+                missing.append(lost[0])
+                continue
+        done.add(rid)
+    return done, missing
 
 
 def compute_set_metrics(p: Prepared, store: Store, run_dir: Path) -> None:
@@ -787,12 +965,21 @@ def compute_set_metrics(p: Prepared, store: Store, run_dir: Path) -> None:
                           (cell.solver, cell.preset, cell.task.name, cell.dataset, cell.prior, p.exp.config_hash))
         ds = p.datasets[cell.dataset]
         index = {iid: i for i, iid in enumerate(ds.ids)}
-        recon = []
+        recon, lost = [], None
         for r in rows:
             rel = r["recon_path"]
             npy = run_dir / (rel[:-4] + ".npy")
-            arr = np.load(npy) if npy.exists() else read_png(run_dir / rel)
+            try:
+                arr = np.load(npy, allow_pickle=False) if npy.exists() else read_png(run_dir / rel)
+            except OSError:
+                lost = rel
+                break
             recon.append(torch.as_tensor(np.asarray(arr, dtype=np.float64)))
+        if lost is not None:   # a file vanished during the run: recorded, recomputed by the next --resume
+            for m in p.set_metrics:
+                store.write_set_metric(key, m.name, None, len(rows), f"unavailable: reconstruction {lost} is missing "
+                                       "(rerun with --resume to recompute it)")
+            continue
         for m in p.set_metrics:
             if m.unavailable is not None:
                 store.write_set_metric(key, m.name, None, len(recon), m.unavailable)

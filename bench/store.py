@@ -10,17 +10,21 @@ file.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import functools
 import hashlib
 import io
 import os
 import sqlite3
-import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
+
+from .fsafety import StorageFault, atomic_write_bytes, storage_fault
 
 __all__ = [
     "METRIC_COLUMNS",
@@ -39,6 +43,8 @@ __all__ = [
 ]
 
 STORE_NAME = "results.sqlite"
+LOCK_WAIT_S = 5.0
+"""Seconds a store operation waits for another SQLite writer before it is reported as locked."""
 SCHEMA_VERSION = "1"
 
 METRIC_COLUMNS: tuple[str, ...] = (
@@ -78,15 +84,34 @@ def row_id(config_hash: str, solver: str, preset: str, task: str, dataset: str, 
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def _connect(path: Path, timeout: float = 60.0) -> sqlite3.Connection:
+def _connect(path: Path) -> sqlite3.Connection:
+    """Read-write connection (WAL); waits at most :data:`LOCK_WAIT_S` for another writer."""
     try:
-        con = sqlite3.connect(str(path), timeout=timeout, isolation_level=None)
+        con = sqlite3.connect(str(path), timeout=LOCK_WAIT_S, isolation_level=None)
         con.execute("PRAGMA journal_mode=WAL")
         con.execute("PRAGMA synchronous=NORMAL")
-        con.execute("PRAGMA busy_timeout=60000")
+        con.execute(f"PRAGMA busy_timeout={int(LOCK_WAIT_S * 1000)}")
     except sqlite3.DatabaseError as e:
+        fault = storage_fault(e, path)
+        if fault is not None:
+            raise fault from None
         raise StoreError(f"{path}: cannot open results store ({e})") from None
     return con
+
+
+def _faults_named(fn):
+    """Method decorator: SQLite storage errors (disk full, I/O error, locked) become a
+    :class:`StorageFault` naming the store and what to do."""
+    @functools.wraps(fn)
+    def wrapper(self, *a, **kw):
+        try:
+            return fn(self, *a, **kw)
+        except sqlite3.OperationalError as e:
+            fault = storage_fault(e, self.path)
+            if fault is not None:
+                raise fault from None
+            raise
+    return wrapper
 
 
 def _check_existing(path: Path) -> None:
@@ -112,8 +137,20 @@ class Store:
         self.path = Path(path)
         if self.path.is_file() and self.path.stat().st_size > 0:
             _check_existing(self.path)   # refuse a corrupt/foreign file before writing anything to it
-        self.con = _connect(self.path)
-        self._create()
+        side = [Path(f"{self.path}{x}") for x in ("", "-wal", "-shm", "-journal")]
+        new = [f for f in side if not f.exists()]
+        self.con = None
+        try:
+            self.con = _connect(self.path)
+            self._create()
+        except (StoreError, StorageFault):
+            if self.con is not None:
+                self.con.close()
+            if self.path in new:   # a store that could not be created leaves nothing behind
+                for f in new:
+                    with contextlib.suppress(FileNotFoundError):
+                        f.unlink()
+            raise
 
     def _create(self) -> None:
         cols = ", ".join(f"{n} {t}" for n, t in RESULT_COLUMNS)
@@ -132,6 +169,9 @@ class Store:
                 )
                 self.con.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
         except sqlite3.DatabaseError as e:
+            fault = storage_fault(e, self.path)
+            if fault is not None:
+                raise fault from None
             raise StoreError(f"{self.path}: not a usable results store ({e})") from None
         have = {r[1] for r in self.con.execute("PRAGMA table_info(results)")}
         missing = [n for n, _ in RESULT_COLUMNS if n not in have]
@@ -139,7 +179,8 @@ class Store:
             raise StoreError(f"{self.path}: results table lacks columns {', '.join(missing)} (older schema?)")
 
     def close(self) -> None:
-        self.con.close()
+        if self.con is not None:
+            self.con.close()
 
     def __enter__(self) -> Self:
         return self
@@ -148,6 +189,7 @@ class Store:
         self.close()
 
     # ------------------------------------------------------------------ meta
+    @_faults_named
     def set_meta(self, items: dict[str, Any]) -> None:
         with self.con:
             self.con.execute("BEGIN")
@@ -157,6 +199,7 @@ class Store:
     def meta(self) -> dict[str, str]:
         return dict(self.con.execute("SELECT key, value FROM meta"))
 
+    @_faults_named
     def set_metric_status(self, rows: Iterable[tuple[str, bool, str, str]]) -> None:
         with self.con:
             self.con.execute("BEGIN")
@@ -167,6 +210,7 @@ class Store:
                 )
 
     # ------------------------------------------------------------------ results
+    @_faults_named
     def write_rows(self, rows: list[dict]) -> None:
         """Insert (or replace, for redone rows) ``rows`` in one transaction."""
         if not rows:
@@ -195,6 +239,7 @@ class Store:
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, r)) for r in cur.fetchall()]
 
+    @_faults_named
     def write_set_metric(self, key: dict, metric: str, value: float | None, n: int, note: str) -> None:
         with self.con:
             self.con.execute("BEGIN IMMEDIATE")
@@ -205,6 +250,7 @@ class Store:
                  metric, value, int(n), note),
             )
 
+    @_faults_named
     def merge_from(self, other: str | Path) -> int:
         """Copy every ``results`` row of store ``other`` into this one (replacing rows with the
         same ``row_id``, except that a finished ``ok``/``skipped`` row here is never replaced by an
@@ -238,21 +284,70 @@ def _store_path(run_dir: str | Path) -> Path:
     return sp
 
 
+def _live_writer(path: Path) -> bool:
+    """True when a run holds the flock on the ``.lock`` next to the store (or when that cannot be
+    told); False when there is no lock file or its lock is free. Takes no lock that stays."""
+    try:
+        fd = os.open(path.parent / ".lock", os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)   # releases the probe lock
+
+
+class _ReadOnlyConnection(sqlite3.Connection):
+    """A read-only connection that, on close, removes the ``-wal``/``-shm`` files SQLite created
+    for it (only while no run writes the store)."""
+
+    created: tuple[Path, ...] = ()
+    store: Path | None = None
+
+    def close(self) -> None:
+        super().close()
+        if self.created and self.store is not None and not _live_writer(self.store):
+            for f in self.created:
+                with contextlib.suppress(FileNotFoundError):
+                    f.unlink()
+        self.created = ()
+
+
 def _connect_readonly(path: Path) -> sqlite3.Connection:
     """Open a store for reading without writing anything into the run directory.
 
-    ``mode=ro`` first; where SQLite cannot open a WAL database read-only (no ``-shm`` file and a
-    read-only directory) fall back to ``immutable=1`` (a snapshot; no writer may be active).
+    With no run writing the store (its ``.lock`` free) and no committed pages waiting in a
+    ``-wal`` file, the file is opened ``immutable=1`` (an exact snapshot; SQLite creates no
+    ``-wal``/``-shm``). Otherwise ``mode=ro`` (reads the WAL; any ``-wal``/``-shm`` it had to
+    create are removed on close unless a writer started meanwhile).
     """
+    path = Path(path)
     uri = path.resolve().as_uri()
-    for flags in ("mode=ro", "immutable=1"):
+    side = (Path(f"{path}-wal"), Path(f"{path}-shm"))
+    before = {f for f in side if f.exists()}
+    wal_pending = side[0].exists() and side[0].stat().st_size > 0
+    order = ("mode=ro", "immutable=1") if (wal_pending or _live_writer(path)) else ("immutable=1",)
+    for flags in order:
         try:
-            con = sqlite3.connect(f"{uri}?{flags}", uri=True, timeout=60.0)
+            con = sqlite3.connect(f"{uri}?{flags}", uri=True, timeout=LOCK_WAIT_S, factory=_ReadOnlyConnection)
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{path}: cannot open results store ({e})") from None
+        con.store = path
+        con.created = tuple(f for f in side if f not in before)
+        try:
             con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            con.created = tuple(f for f in side if f not in before and f.exists())
             return con
         except sqlite3.OperationalError:
+            con.close()
             continue
         except sqlite3.DatabaseError as e:
+            con.close()
             raise StoreError(f"{path}: cannot open results store ({e})") from None
     raise StoreError(f"{path}: cannot open results store read-only")
 
@@ -304,25 +399,6 @@ def load_meta(run_dir: str | Path) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------ atomic files
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder, fsync, ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def to_uint8(x_pixel) -> np.ndarray:

@@ -3,8 +3,8 @@ reports/reliability.md: kill points survived, corpus size and pass count, concur
 determinism checks, security checks.
 
 Usage: ``python scripts/reliability_report.py [--out reports/reliability.md] [--fast]``
-(``make reliability``). ``--fast`` skips the slow tests (the 20-point soak, simultaneous starts,
-the offline hostile-strings run). The figures come from the tests themselves: each records what
+(``make reliability``). ``--fast`` skips the slow tests (the 20-point soak, the 10-point
+submitit-local soak, simultaneous starts, the offline hostile-strings run). The figures come from the tests themselves: each records what
 it measured into a JSON file named by ``$INVBENCH_RELIABILITY_FIGURES``; pass/fail counts come
 from pytest's JUnit XML. Exit status: pytest's (non-zero when any check failed; the report is
 written either way and says so).
@@ -92,6 +92,15 @@ def write_report(out: Path, figs: dict, cases, rc: int, seconds: float, fast: bo
                      f"nothing duplicated, identical results** (rows, PNG + float .npy bitwise; finished rows never redone) |")
     else:
         lines.append("| kill soak | 20-point soak | not run (`--fast`) |")
+    sub = figs.get("submitit_soak")
+    if sub:
+        lines.append(f"| submitit-local soak | SIGKILL / SIGTERM of the parent of a 2-shard `--executor submitit-local` run at "
+                     f"{sub['of']} seeded moments + `--resume` ({sub['rows']} rows; {sub['config']}) | **{sub['kills']}/{sub['of']} "
+                     "kill points, no shard process outlived its parent, nothing lost or redone, identical results** |")
+    else:
+        lines.append("| submitit-local soak | 10-point soak | not run (`--fast`) |")
+    lines.append(f"| run safety | user files never swept, changed inputs refused on `--resume`, missing files recomputed, "
+                 f"storage faults named, report/reader safeguards | {_fmt(_count(cases, 'test_run_safety'))} |")
     if fast_soak:
         lines.append(f"| kill soak (default suite) | {fast_soak['of']} kill points, {fast_soak['rows']} rows | "
                      f"{fast_soak['kills']}/{fast_soak['of']} survived, identical |")
@@ -141,6 +150,10 @@ def write_report(out: Path, figs: dict, cases, rc: int, seconds: float, fast: bo
     if soak:
         lines += ["Kill moments of the soak (seed 2024; rows finished after the kill):", ""]
         lines += [f"{i}. {m}" for i, m in enumerate(soak["moments"], 1)]
+        lines.append("")
+    if sub:
+        lines += ["Kill moments of the submitit-local soak (seed 77; signal, moment, rows finished after the kill):", ""]
+        lines += [f"{i}. {m}" for i, m in enumerate(sub["moments"], 1)]
         lines.append("")
     failed = [f"{f}::{n}" for f, n, o in cases if o == "failed"]
     if failed:

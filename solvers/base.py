@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import types
+import typing
 from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -36,6 +38,57 @@ class SolverDiverged(Exception):
 
 class SolverError(ValueError):
     """Bad solver name, preset or hyperparameter (one readable line)."""
+
+
+class ParamTypeError(SolverError):
+    """A hyperparameter of the wrong type; ``field`` names it."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+def _describe(hint) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin is tuple:
+        return f"an array of {_describe(args[0])}s" if args and args[-1] is Ellipsis else f"an array of {len(args)} numbers"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true/false",
+            type(None): "unset (None)"}.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _type_ok(v, hint) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(v, a) for a in args)
+    if hint is type(None):
+        return v is None
+    if hint is bool:
+        return isinstance(v, bool)
+    if hint is int:
+        return isinstance(v, int) and not isinstance(v, bool)
+    if hint is float:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)   # finiteness: checked by the config
+    if hint is str:
+        return isinstance(v, str)
+    if origin is tuple:
+        if not isinstance(v, (list, tuple)):
+            return False
+        if args and args[-1] is Ellipsis:
+            return all(_type_ok(x, args[0]) for x in v)
+        return len(v) == len(args) and all(_type_ok(x, a) for x, a in zip(v, args))
+    return True
+
+
+def check_param_types(solver: str, params_cls: type, values: dict) -> None:
+    """:class:`ParamTypeError` for the first value of ``values`` whose type does not match the
+    annotation of its field in the ``params_cls`` dataclass (int, float, str, bool,
+    tuples, ``X | None``)."""
+    hints = typing.get_type_hints(params_cls)
+    for k, v in values.items():
+        if k in hints and not _type_ok(v, hints[k]):
+            raise ParamTypeError(k, f"{solver}: {k} must be {_describe(hints[k])}, got {v!r}")
 
 
 @dataclass(frozen=True)
@@ -76,7 +129,12 @@ class Solver:
                 f"unknown hyperparameter(s) {', '.join(bad)} for solver {cls.name!r}; valid: {', '.join(sorted(fields))}"
             )
         values = {**cls.PRESETS[preset].params, **overrides}
+        check_param_types(cls.name, cls.Params, values)
         return cls(cls.Params(**values), preset=preset)
+
+    def validate(self, prior) -> None:
+        """Raise :class:`SolverError` if the hyperparameters cannot run with ``prior`` (e.g. more
+        steps than the prior's noise grid has); called during validation, before any run."""
 
     def check(self, operator, prior) -> None:
         """Raise :class:`SolverSkip` if ``requires`` is not met by the operator and prior."""

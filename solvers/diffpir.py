@@ -163,6 +163,10 @@ class DiffPIR(Solver):
         T = int(grid.numel())
         return [float(grid[T - 1 - k]) for k in quad_timesteps(T, p.steps)]
 
+    def validate(self, prior) -> None:
+        """The step count / explicit levels must fit the prior's noise grid (checked before a run)."""
+        self.levels(prior)
+
     @with_deferred_finite_checks
     def solve(
         self,

@@ -128,6 +128,10 @@ class PiGDM(Solver):
         ),
     }
 
+    def validate(self, prior) -> None:
+        """The step count / explicit levels must fit the prior's noise grid (checked before a run)."""
+        sampling_sigmas(prior, self.params.steps, self.params.sigmas)
+
     @with_deferred_finite_checks
     def solve(
         self,

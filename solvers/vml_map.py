@@ -192,6 +192,10 @@ class VMLMAP(Solver):
         hi, lo = schedules.clip_to_prior(p.sigma_max, p.sigma_min, prior)
         return schedules.karras_sigmas(int(p.n_levels), hi, lo, p.rho)
 
+    def nfe_estimate(self) -> int:
+        """Network evaluations per image: N·(K+1)."""
+        return int(self.params.n_levels) * (int(self.params.inner_steps) + 1)
+
     @with_deferred_finite_checks
     def solve(
         self,

@@ -12,7 +12,19 @@ from pathlib import Path
 from .data import RunData, RunDirError, load_run
 from .summary import build_leaderboards
 
-__all__ = ["RunData", "RunDirError", "build_leaderboards", "load_run", "write_report"]
+__all__ = ["RunData", "RunDirError", "build_leaderboards", "check_report_out", "load_run", "write_report"]
+
+
+def check_report_out(run_dir: Path, out_dir: Path) -> None:
+    """RunDirError unless ``out_dir`` can hold a report: not an existing file or dangling link,
+    and not inside the run folder (a report never writes into a run's data)."""
+    if out_dir.is_symlink() and not out_dir.exists():
+        raise RunDirError(f"report --out {out_dir}: is a symbolic link to a missing target; remove it or choose another --out")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RunDirError(f"report --out {out_dir}: exists and is not a directory")
+    run, out = Path(run_dir).resolve(), out_dir.resolve()
+    if out == run or run in out.parents:
+        raise RunDirError(f"report --out {out_dir}: is inside the run folder {run_dir}; write reports outside it")
 
 
 def write_report(run_dir: Path, out_dir: Path | None = None, *, primary: dict[str, str] | None = None,
@@ -33,6 +45,7 @@ def write_report(run_dir: Path, out_dir: Path | None = None, *, primary: dict[st
     if out_dir is None:
         out_dir = Path("reports") / escape.slug(run.experiment)
     out_dir = Path(out_dir)
+    check_report_out(Path(run_dir), out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     boards = build_leaderboards(run, primary)
     write_tables(boards, run.experiment, out_dir)

@@ -16,6 +16,7 @@ Colours: one per solver across all figures (:mod:`invbench.bench.report.style`).
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from ..fsafety import atomic_write_bytes
 from . import escape
 from .data import RunData
 from .stats import direction
@@ -53,8 +55,10 @@ def _metric_label(m: str) -> str:
 def _save(fig, out_dir: Path, kind: str, b: Leaderboard | None, title: str, caption: str) -> FigureRecord:
     stem = kind if b is None else f"{kind}__{escape.slug(b.dataset)}__{escape.slug(b.task)}"
     png, pdf = out_dir / f"{stem}.png", out_dir / f"{stem}.pdf"
-    fig.savefig(png, format="png")
-    fig.savefig(pdf, format="pdf")
+    for path, fmt in ((png, "png"), (pdf, "pdf")):   # rendered in memory, then written atomically
+        buf = io.BytesIO()
+        fig.savefig(buf, format=fmt)
+        atomic_write_bytes(path, buf.getvalue())
     plt.close(fig)
     return FigureRecord(kind, title, caption, png, pdf)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
+from ..fsafety import atomic_write_text
 from .data import RunData
 from .escape import html_text as E
 from .figures import FigureRecord
@@ -129,5 +130,5 @@ def render_html(run: RunData, boards: list[Leaderboard], figs: list[FigureRecord
 
 def write_html(run: RunData, boards: list[Leaderboard], figs: list[FigureRecord], notes: list[str],
                path: Path) -> Path:
-    path.write_text(render_html(run, boards, figs, notes), encoding="utf-8")
+    atomic_write_text(path, render_html(run, boards, figs, notes))
     return path

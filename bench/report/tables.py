@@ -11,12 +11,14 @@ User strings are escaped for each format (:mod:`invbench.bench.report.escape`).
 from __future__ import annotations
 
 import csv
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from tabulate import tabulate
 
+from ..fsafety import atomic_write_text
 from . import escape
 from .stats import DECIMALS, UNITS, MeanCI, arrow, fmt_mean_ci, fmt_number
 from .summary import Leaderboard
@@ -214,18 +216,19 @@ def write_csv(boards: list[Leaderboard], path: Path) -> None:
     fields: list[str] = []
     for r in recs:
         fields += [k for k in r if k not in fields]
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=fields, restval="")
-        w.writeheader()
-        for r in recs:
-            w.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()})
+    f = io.StringIO(newline="")
+    w = csv.DictWriter(f, fieldnames=fields, restval="")
+    w.writeheader()
+    for r in recs:
+        w.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()})
+    atomic_write_text(path, f.getvalue())
 
 
 def write_tables(boards: list[Leaderboard], experiment: str, out_dir: Path) -> dict[str, Path]:
     """Write leaderboard.md, leaderboard.tex and leaderboard.csv into ``out_dir``."""
     paths = {"md": out_dir / "leaderboard.md", "tex": out_dir / "leaderboard.tex", "csv": out_dir / "leaderboard.csv"}
-    paths["md"].write_text(to_markdown(boards, experiment), encoding="utf-8")
-    paths["tex"].write_text(to_latex(boards, experiment), encoding="utf-8")
+    atomic_write_text(paths["md"], to_markdown(boards, experiment))
+    atomic_write_text(paths["tex"], to_latex(boards, experiment))
     write_csv(boards, paths["csv"])
     return paths
 

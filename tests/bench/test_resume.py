@@ -90,7 +90,7 @@ def test_kill_then_resume(tmp_path, points):
     assert df[cols].equals(ref_df[cols])
     assert df.row_id.is_unique and len(df) == n
     assert files.keys() == ref_files.keys() and all(files[k] == ref_files[k] for k in files)
-    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+    assert not [p for p in out.rglob("*") if p.name.endswith("tmp")]
 
 
 def test_resume_redoes_unfinished_rows_only(tmp_path):

@@ -94,7 +94,7 @@ def test_atomic_png_npy_roundtrip_and_no_temp_left(tmp_path):
     g = torch.rand(1, 4, 4)
     store.write_png(tmp_path / "g.png", g)
     assert store.read_png(tmp_path / "g.png").shape == (1, 4, 4)
-    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith("tmp")]
 
 
 def test_atomic_write_failure_leaves_old_file(tmp_path, monkeypatch):

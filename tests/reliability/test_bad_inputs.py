@@ -266,6 +266,54 @@ def _(t): return _cfg(BASE + "\n[metrics.psnr]\ndata_range = 2\n", ["metrics.psn
 def _(t): return _cfg(BASE.replace('"consistency"]', '"consistency", "lpips"]') + "\n[metrics.lpips]\nnett = 'vgg'\n",
                       ["metrics.image", "lpips", "nett"])
 
+DPS_STEPS = ['solvers[0].name="dps"']
+
+
+@case("overrides: DPS steps = 0 (refused before the run, not a grid of error rows)")
+def _(t): return _cfg(BASE, ["solvers[0] (dps", "steps must be an integer in [1, 1000], got 0"], [*DPS_STEPS, "solvers[0].overrides.steps=0"])
+
+
+@case("overrides: DPS steps = -5")
+def _(t): return _cfg(BASE, ["solvers[0] (dps", "steps must be an integer in [1, 1000], got -5"], [*DPS_STEPS, "solvers[0].overrides.steps=-5"])
+
+
+@case("overrides: DPS steps = 2.5 (not an integer)")
+def _(t): return _cfg(BASE, ["solvers[0].overrides.steps", "must be an integer, got 2.5"], [*DPS_STEPS, "solvers[0].overrides.steps=2.5"])
+
+
+@case("overrides: DPS steps = 1e12 (a float)")
+def _(t): return _cfg(BASE, ["solvers[0].overrides.steps", "must be an integer"], [*DPS_STEPS, "solvers[0].overrides.steps=1e12"])
+
+
+@case("overrides: DPS steps = 'many'")
+def _(t): return _cfg(BASE, ["solvers[0].overrides.steps", "must be an integer, got 'many'"], [*DPS_STEPS, "solvers[0].overrides.steps=many"])
+
+
+@case("overrides: DPS steps = 2^63 (does not fit int64)")
+def _(t): return _cfg(BASE, ["solvers[0].overrides.steps", "signed 64-bit"], [*DPS_STEPS, f"solvers[0].overrides.steps={2**63}"])
+
+
+@case("overrides: DPS steps = 2^63 - 1 (beyond the prior's grid)")
+def _(t): return _cfg(BASE, ["solvers[0] (dps", "steps must be an integer in [1, 1000]"], [*DPS_STEPS, f"solvers[0].overrides.steps={2**63 - 1}"])
+
+
+@case("overrides: VML-MAP n_levels = 1e8 (a float)")
+def _(t): return _cfg(BASE, ["solvers[0].overrides.n_levels", "must be an integer"], ['solvers[0].name="vml_map"', "solvers[0].overrides.n_levels=1e8"])
+
+
+@case("overrides: VML-MAP n_levels = 100000000 (cost estimate above the cap)")
+def _(t): return _cfg(BASE, ["cost estimate", "network evaluations", "--allow-large-cost"],
+                      ['solvers[0].name="vml_map"', "solvers[0].overrides.n_levels=100000000"])
+
+
+@case("config: seed beyond int64")
+def _(t): return _cfg(BASE.replace("seeds = [0]", "seeds = [100000000000000000000]"), ["seeds[0]", "signed 64-bit"])
+
+
+@case("config: task name of 300 characters (file-name limit)")
+def _(t): return _cfg(BASE, ["tasks[0].name", "at most 200 bytes"], [f'tasks[0].name="{"t" * 300}"'])
+
+
 # ----------------------------------------------------------------------------- registry names (configs are data)
 
 
@@ -418,6 +466,69 @@ def _(t):
     (root / "MANIFEST.sha256").write_text(f"link.npy {_sha(t / 'secret.npy')}\n")
     return _cfg(_with_dataset(FOLDER), ["link.npy: path escapes the dataset root"])
 
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` 8-bit grayscale pixels (no pixel data)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+
+
+@case("data: PNG whose header claims 60000x60000 pixels (decompression bomb)")
+def _(t):
+    _folder(t, {"a.npy": GOOD, "huge.png": _png_header_only(60000, 60000)})
+    return _cfg(_with_dataset(FOLDER), ["huge.png", "larger than the cap", "pixels"])
+
+
+@case("data: PNG of 90 Mpx by its header (PIL's warning range)")
+def _(t):
+    _folder(t, {"a.npy": GOOD, "big.png": _png_header_only(10000, 9000)})
+    return _cfg(_with_dataset(FOLDER), ["big.png", "larger than the cap"])
+
+
+@case("data: .npy whose header claims 60000x60000 pixels")
+def _(t):
+    import io
+
+    buf = io.BytesIO()   # the header of a (1, 60000, 60000) float32 array, no data
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False, "shape": (1, 60000, 60000)})
+    _folder(t, {"a.npy": GOOD, "big.npy": buf.getvalue()})
+    return _cfg(_with_dataset(FOLDER), ["big.npy", "exceeds the cap"])
+
+
+@case("data: palette GIF where 1 channel is declared")
+def _(t):
+    root = _folder(t, {"a.npy": GOOD}, manifest="")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).convert("P").save(root / "pal.gif")
+    (root / "MANIFEST.sha256").write_text(make_manifest(root) + f"pal.gif {_sha(root / 'pal.gif')}\n")
+    return _cfg(_with_dataset(FOLDER), ["pal.gif", "palette image (mode P)", "convert it"])
+
+
+@case("data: a 1x1 image among 8x8 ones names the odd file")
+def _(t):
+    _folder(t, {"a_tiny.png": np.zeros((1, 1), np.uint8), "b.png": np.zeros((8, 8), np.uint8),
+                "c.png": np.zeros((8, 8), np.uint8)})
+    return _cfg(_with_dataset(FOLDER), ["a_tiny.png: image shape (1, 1, 1) differs from (1, 8, 8)"])
+
+
+@case("config: /dev/zero as the config file")
+def _(t): return Case(["run", "/dev/zero", "--out", "OUT"], ("/dev/zero", "not a regular file"))
+
+
+@case("config: a FIFO as the config file (would block forever)")
+def _(t):
+    os.mkfifo(t / "fifo.toml")
+    return Case(["run", str(t / "fifo.toml"), "--out", "OUT"], ("fifo.toml", "not a regular file"))
+
+
+@case("config: larger than the 4 MiB cap")
+def _(t): return _cfg(BASE + ("# padding\n" * 500_000), ["cannot read config", "at most"])
+
+
 # ----------------------------------------------------------------------------- priors (checkpoints)
 
 # small-cpu with a checkpoint from the case folder; a shipped solver, so that the installed console
@@ -502,6 +613,16 @@ def _(t):
     return _cfg(SMALL, ["ck.pt cannot be loaded", "weights_only=True", "refused"], after=_never_ran)
 
 
+@case("priors: checkpoint is a directory")
+def _(t):
+    (t / "ck.pt").mkdir()
+    return _cfg(SMALL, ["priors[0].checkpoint", "ck.pt is a directory, not a regular file"])
+
+
+@case("priors: checkpoint is /dev/zero")
+def _(t): return _cfg(SMALL, ["priors[0].checkpoint", "/dev/zero is a device"], ['priors[0].checkpoint="/dev/zero"'])
+
+
 @case("priors: unknown prior name")
 def _(t): return _cfg(BASE, ["priors[0]", "unknown prior 'gmm-digitz'"], ['priors[0].name="gmm-digitz"'])
 
@@ -550,6 +671,65 @@ def _(t):
     (t / "ro").mkdir()
     return Case(["run", "CFG", "--out", str(t / "ro" / "run"), "--no-progress"], ("not writable", "ro/run"),
                 config=BASE, extra={"readonly": t / "ro"})
+
+@case("store: --out is a non-empty folder that holds no run (user files never swept)")
+def _(t):
+    (t / "out" / "p" / "s").mkdir(parents=True)
+    (t / "out" / "p" / ".notes.tmp").write_text("x")
+    (t / "out" / "p" / "s" / ".d.tmp").write_text("y")
+    return _cfg(BASE, ["--out", "folder is not empty and holds no run", "--allow-nonempty-out"])
+
+
+@case("store: --out is a dangling symbolic link")
+def _(t):
+    (t / "out").symlink_to(t / "gone")
+    return _cfg(BASE, ["--out", "symbolic link to a missing target"])
+
+
+# ----------------------------------------------------------------------------- resume with changed inputs
+
+
+def _run_api(cfg_text: str, t: Path, out: str = "out", delete_rows: int = 0) -> None:
+    """Write ``c.toml`` and run it into ``t/out`` through the API (the case's starting state);
+    then delete ``delete_rows`` rows so that a resume has work to do."""
+    from invbench.bench import config, runner
+
+    (t / "c.toml").write_text(cfg_text)
+    exp = config.load(t / "c.toml")
+    runner.run(runner.prepare(exp, t / out), t / out)
+    if delete_rows:
+        con = sqlite3.connect(t / out / "results.sqlite")
+        con.execute(f"DELETE FROM results WHERE row_id IN (SELECT row_id FROM results LIMIT {delete_rows})")
+        con.commit()
+        con.close()
+
+
+RESUME = ["run", "CFG", "--out", "OUT", "--resume", "--no-progress"]
+
+
+@case("resume: dataset images and manifest rewritten since the run started")
+def _(t):
+    root = _folder(t, {"a.npy": GOOD, "b.npy": np.full((1, 8, 8), 0.25)})
+    _run_api(_with_dataset(FOLDER), t, delete_rows=2)
+    np.save(root / "b.npy", np.full((1, 8, 8), 0.75))
+    (root / "MANIFEST.sha256").write_text(make_manifest(root))
+    return Case(RESUME, ("--resume refused", "inputs changed", "datasets.imgs.images", "datasets.imgs.manifest"))
+
+
+@case("resume: checkpoint file replaced at the same path")
+def _(t):
+    torch.save(_small_cpu_state(), t / "ck.pt")
+    text = (SMALL.replace(DIGITS, '[[datasets]]\nname = "crops"\ntype = "bundled"\nn = 1\nsize = 32\n')
+            .replace("steps = 2", "steps = 1"))
+    text = text.split("[[tasks]]")[0] + '[[tasks]]\nname = "sr"\noperator = "sr4_avgpool"\nnoise_sigma = 0.02\n' \
+        + "\n[[solvers]]" + text.split("[[solvers]]")[1]
+    _run_api(text, t, delete_rows=1)
+    sd = _small_cpu_state()
+    k = next(iter(sd))
+    sd[k] = sd[k] + 1.0
+    torch.save(sd, t / "ck.pt")
+    return Case(RESUME, ("--resume refused", "inputs changed", "priors.small-cpu.checkpoint"))
+
 
 # ----------------------------------------------------------------------------- CLI misuse
 
@@ -600,6 +780,30 @@ def _(t): return _cfg(BASE, ["solvers[5] does not exist"], ["solvers[5].name=dps
 
 @case("cli: --set into a scalar")
 def _(t): return _cfg(BASE, ["seeds.x is not inside a table"], ["seeds.x=1"])
+
+
+@case("cli: --set with an unclosed inline table")
+def _(t): return _cfg(BASE, ["--set", "solvers[0].overrides={steps=3", "malformed TOML value"], ["solvers[0].overrides={steps=3"])
+
+
+@case("report: --out is an existing file")
+def _(t):
+    _run_api(BASE, t, out="run")
+    (t / "report.txt").write_text("mine")
+    return Case(["report", str(t / "run"), "--out", str(t / "report.txt")], ("report --out", "exists and is not a directory"))
+
+
+@case("report: --out inside the run folder")
+def _(t):
+    _run_api(BASE, t, out="run")
+    return Case(["report", str(t / "run"), "--out", str(t / "run" / "recon")], ("report --out", "inside the run folder"))
+
+
+@case("report: --out is a dangling symbolic link")
+def _(t):
+    _run_api(BASE, t, out="run")
+    (t / "rep").symlink_to(t / "gone")
+    return Case(["report", str(t / "run"), "--out", str(t / "rep")], ("report --out", "symbolic link to a missing target"))
 
 
 @case("cli: report on a folder that is not a run")
@@ -736,7 +940,7 @@ def test_disk_full_mid_run_exit_1_then_resume(tmp_path, capsys, monkeypatch, whe
             return real(src, dst, *a, **kw)
 
         monkeypatch.setattr(os, "replace", replace)
-        needle = "No space left on device"
+        needle = ["No space left on device", "/recon/", "--resume"]
     else:
         real_w = store.Store.write_rows
 
@@ -747,15 +951,15 @@ def test_disk_full_mid_run_exit_1_then_resume(tmp_path, capsys, monkeypatch, whe
             return real_w(self, rows)
 
         monkeypatch.setattr(store.Store, "write_rows", write_rows)
-        needle = "database or disk is full"
+        needle = ["database or disk is full", "results.sqlite", "--resume"]
     rc, _, err = cli(capsys, ["run", cfg, "--out", out, "--no-progress"])
     assert rc == 1
-    check_error_line(err, [needle])
+    check_error_line(err, needle)   # names the file and how to continue
     monkeypatch.undo()
     df = store.load_results(out)
     assert 0 < len(df) < 8 and set(df.status) == {"ok"}
     assert all((out / rel).is_file() for rel in df.recon_path)
-    assert not [p for p in out.rglob("*.tmp")]
+    assert not [p for p in out.rglob("*tmp")]
     rc, _, err = cli(capsys, ["run", cfg, "--out", out, "--resume", "--no-progress"])
     assert rc == 0, err
     a, fa = _snapshot(ref)

@@ -149,7 +149,7 @@ def soak(cfg: Path, work: Path, n_kills: int, seed: int) -> SoakResult:
     assert files.keys() == ref_files.keys(), "files lost or extra files left"
     diff = [k for k in files if files[k] != ref_files[k]]
     assert not diff, f"{len(diff)} files differ from the uninterrupted run, e.g. {diff[:3]}"
-    assert not [q for q in out.rglob("*") if q.name.endswith(".tmp")], "temp files left behind"
+    assert not [q for q in out.rglob("*") if q.name.endswith("tmp")], "temp files left behind"
     return res
 
 

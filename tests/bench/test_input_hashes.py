@@ -1,0 +1,53 @@
+"""bench.input_hashes: content hashes are stable across processes and CPU thread counts, and
+change when the content does."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from invbench.bench import input_hashes
+
+REPO = Path(__file__).resolve().parents[2]
+_PRINT = """
+import json, sys
+sys.path.insert(0, {rel!r})
+from _rel import gmm_text
+from invbench.bench import config, runner
+import pathlib, tempfile
+d = pathlib.Path(tempfile.mkdtemp()); (d / "c.toml").write_text(gmm_text("h", limit=2, seeds="[0]"))
+print(json.dumps(runner.prepare(config.load(d / "c.toml")).input_hashes, sort_keys=True))
+"""
+
+
+def _hashes(threads: int) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    code = _PRINT.format(rel=str(REPO / "tests" / "reliability"))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True, timeout=300)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_hashes_equal_across_processes_and_thread_counts():
+    """A resume on another thread count must not be refused: 1 vs 2 threads give equal hashes
+    (LAPACK-derived SVD / eigen factors are left out; their inputs are hashed)."""
+    a, b = _hashes(1), _hashes(2)
+    assert a == b
+    assert {"datasets.digits.images", "priors.gmm-digits.weights_file"} <= set(a)
+    assert any(k.startswith("tasks.inpaint.operator") for k in a)
+
+
+def test_state_hash_changes_with_content_and_file_hash_is_cached(tmp_path):
+    x = {"w": torch.zeros(3), "svd_factor": torch.ones(2)}
+    h = input_hashes.state_sha256(x)
+    assert input_hashes.state_sha256({"w": torch.zeros(3), "svd_factor": torch.zeros(2)}) == h   # derived: left out
+    assert input_hashes.state_sha256({"w": torch.tensor([0.0, 0.0, 1e-12]), "svd_factor": torch.ones(2)}) != h
+    f = tmp_path / "ck.bin"
+    f.write_bytes(b"a")
+    first = input_hashes.file_sha256(f)
+    f.write_bytes(b"bb")   # size changes: hashed again
+    assert input_hashes.file_sha256(f) != first
+    assert input_hashes.changed({"a": "1", "b": "2"}, {"a": "1", "b": "3", "c": "4"}) == ["b", "c"]
