@@ -20,14 +20,12 @@ space) is stored in the file's metadata and printed.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from invbench.operators.conventions import pixel_to_model
 from invbench.priors.gmm_library import save_npz

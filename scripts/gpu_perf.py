@@ -35,7 +35,6 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from invbench.bench import cost
 from invbench.bench.studies import perf_timing as pc

@@ -24,7 +24,6 @@ import torch
 from tabulate import tabulate
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from invbench.bench.studies import exact_posterior as V
 

@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 
 
 @pytest.fixture(scope="session")
@@ -16,8 +10,9 @@ def fixture_report(tmp_path_factory):
     """A fake run (contract schema, with hostile solver labels) and its report, built once.
 
     Returns ``(run_dir, out_dir)``."""
-    from _report_fixture import HOSTILE, default_cells, make_run
     from invbench.bench.report import write_report
+
+    from tests.helpers.report_fixture import HOSTILE, default_cells, make_run
 
     base = tmp_path_factory.mktemp("report")
     run_dir = make_run(base / "run", default_cells(HOSTILE))

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 
-import _parts
 import numpy as np
 import pytest
 from invbench.bench import cli, store
 from invbench.bench.datasets import make_manifest
 from PIL import Image
 
-_parts.register()
+from tests.helpers import parts
+
+parts.register()
 
 FOLDER_DS = """
 [[datasets]]
@@ -54,7 +55,7 @@ def _expect_bad(capsys, tmp_path, text: str, needle: str, sets=(), out="out"):
     return lines[0]
 
 
-BASE = _parts.toml_config()
+BASE = parts.toml_config()
 
 
 @pytest.mark.parametrize(
@@ -179,7 +180,7 @@ def test_check_reports_sha256(capsys, tmp_path):
 def test_console_script_subprocess(tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text(BASE.replace("batch_size = 1", "batch_size = 0"))
-    r = _parts.cli_run(["run", str(cfg), "--out", str(tmp_path / "o")])
+    r = parts.cli_run(["run", str(cfg), "--out", str(tmp_path / "o")])
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "batch_size" in r.stderr
     assert not (tmp_path / "o").exists()
 
@@ -216,8 +217,7 @@ def hook(event, args):
         sys.stderr.write(f"NETWORK-ATTEMPT {event}\n")
         raise RuntimeError(f"network access attempted: {event} {args!r:.200}")
 sys.addaudithook(hook)
-sys.path.insert(0, %r)
-import _parts; _parts.register()
+from tests.helpers import parts; parts.register()
 from invbench.bench.cli import main
 rc = main(%r)
 from invbench import bench
@@ -232,8 +232,8 @@ def _offline_run(tmp_path, cfg, out):
     import subprocess
     import sys
 
-    code = _AUDIT % (str(_parts.HERE), ["run", str(cfg), "--out", str(out), "--no-progress"], str(out), str(out))
-    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    code = _AUDIT % (["run", str(cfg), "--out", str(out), "--no-progress"], str(out), str(out))
+    env = parts.subprocess_env(OMP_NUM_THREADS="1")
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600, check=False)
 
 

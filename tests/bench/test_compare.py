@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _report_fixture import alter, make_run
 from invbench.bench.compare import Thresholds, compare_runs, main
 from invbench.bench.report.data import load_run
 from scipy import stats
 
 from invbench import bench
+from tests.helpers.report_fixture import alter, make_run
 
 
 @pytest.fixture()

@@ -10,8 +10,9 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from _report_fixture import make_run
 from invbench.bench.compare import EXIT_BAD_INPUT, EXIT_INCONCLUSIVE, EXIT_OK, EXIT_REGRESSION, main
+
+from tests.helpers.report_fixture import make_run
 
 MACHINE = {"cpu_model": "Test CPU", "cpu_capability": "AVX2", "gpu_name": "", "torch_threads": "2",
            "device": "cpu: Test CPU"}

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 import tomllib
-from _parts import toml_config
 from invbench.bench import config
 from invbench.bench.config import ConfigError
+
+from tests.helpers.parts import toml_config
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 
-import _parts
 import pytest
 from invbench.bench import config, executors, runner, store
 
-_parts.register()
+from tests.helpers import parts
+
+parts.register()
 
 SOLVERS = '[[solvers]]\nname = "_test_noisy"\n[[solvers]]\nname = "_test_oom"\ntasks = ["sr"]\n'
 
@@ -26,13 +27,13 @@ def _compare(a_dir, b_dir):
 
 @pytest.mark.parametrize("cluster", ["debug", pytest.param("local", marks=pytest.mark.slow)])
 def test_submitit_two_shards_merge_to_local_rows(tmp_path, monkeypatch, cluster):
-    monkeypatch.setenv("PYTHONPATH", str(_parts.HERE))   # the local executor's workers import _parts
+    monkeypatch.setenv("PYTHONPATH", parts.subprocess_env()["PYTHONPATH"])   # the local executor's workers import tests.helpers.parts
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    exp = config.loads(_parts.toml_config(solvers_=SOLVERS, limit=3), base_dir=tmp_path)
+    exp = config.loads(parts.toml_config(solvers_=SOLVERS, limit=3), base_dir=tmp_path)
     local = tmp_path / "local"
     executors.run_local(exp, local, progress=False)
     sub = tmp_path / "sub"
-    s = executors.run_submitit(exp, sub, shards=2, cluster=cluster, setup=_parts.register)
+    s = executors.run_submitit(exp, sub, shards=2, cluster=cluster, setup=parts.register)
     df = _compare(local, sub)
     assert set(df.status) == {"ok", "oom"} and len(df) == 9
     shard_dbs = sorted((sub / "shards").glob("*/results.sqlite"))
@@ -44,13 +45,13 @@ def test_submitit_two_shards_merge_to_local_rows(tmp_path, monkeypatch, cluster)
 
 
 def test_submitit_resume_skips_finished(tmp_path):
-    exp = config.loads(_parts.toml_config(limit=2), base_dir=tmp_path)
+    exp = config.loads(parts.toml_config(limit=2), base_dir=tmp_path)
     sub = tmp_path / "sub"
-    executors.run_submitit(exp, sub, shards=2, cluster="debug", setup=_parts.register)
+    executors.run_submitit(exp, sub, shards=2, cluster="debug", setup=parts.register)
     created = dict(zip(*store.load_results(sub)[["row_id", "created"]].values.T))
     with pytest.raises((runner.RunError, config.ConfigError), match="--resume"):
-        executors.run_submitit(exp, sub, shards=2, cluster="debug", setup=_parts.register)
-    executors.run_submitit(exp, sub, shards=2, cluster="debug", resume=True, setup=_parts.register)
+        executors.run_submitit(exp, sub, shards=2, cluster="debug", setup=parts.register)
+    executors.run_submitit(exp, sub, shards=2, cluster="debug", resume=True, setup=parts.register)
     df = store.load_results(sub)
     assert dict(zip(df.row_id, df.created)) == created
 
@@ -59,7 +60,7 @@ def test_submitit_resume_skips_finished(tmp_path):
 def test_submitit_rechecks_under_the_lock(tmp_path, monkeypatch):
     """A run that creates the store between run_submitit's first check and its lock (the race a
     check-before-lock leaves open) makes run_submitit refuse, leaving that run's store as it was."""
-    exp = config.loads(_parts.toml_config(limit=2), base_dir=tmp_path)
+    exp = config.loads(parts.toml_config(limit=2), base_dir=tmp_path)
     sub = tmp_path / "sub"
     real_lock = runner._lock
     before = {}
@@ -74,18 +75,18 @@ def test_submitit_rechecks_under_the_lock(tmp_path, monkeypatch):
 
     monkeypatch.setattr(runner, "_lock", other_run_wins)
     with pytest.raises(runner.RunError, match="already holds a run"):
-        executors.run_submitit(exp, sub, shards=2, cluster="debug", setup=_parts.register)
+        executors.run_submitit(exp, sub, shards=2, cluster="debug", setup=parts.register)
     after = store.load_results(sub).sort_values("row_id").reset_index(drop=True)
     assert len(before["rows"]) > 0 and after.equals(before["rows"])
     assert not (sub / "shards").exists()
 
 
 def test_submitit_refuses_while_another_run_holds_the_lock(tmp_path):
-    exp = config.loads(_parts.toml_config(limit=2), base_dir=tmp_path)
+    exp = config.loads(parts.toml_config(limit=2), base_dir=tmp_path)
     sub = tmp_path / "sub"
     sub.mkdir()
     with runner._lock(sub), pytest.raises(runner.RunError, match="lock held"):
-        executors.run_submitit(exp, sub, shards=2, cluster="debug", setup=_parts.register)
+        executors.run_submitit(exp, sub, shards=2, cluster="debug", setup=parts.register)
     assert not (sub / "results.sqlite").exists()
 
 
@@ -93,6 +94,6 @@ def test_run_records_its_cpu_thread_count(tmp_path):
     """CPU rounding depends on the thread count (docs/reliability.md): the run says which it used."""
     import torch
 
-    exp = config.loads(_parts.toml_config(limit=1), base_dir=tmp_path)
+    exp = config.loads(parts.toml_config(limit=1), base_dir=tmp_path)
     executors.run_local(exp, tmp_path / "run", progress=False)
     assert store.load_meta(tmp_path / "run")["torch_threads"] == str(torch.get_num_threads())

@@ -418,11 +418,10 @@ def _fetched_inception_standin(folder: Path) -> None:
 
 
 def _tiny_fid_config(tmp_path: Path) -> Path:
-    import _parts
-
-    _parts.register()
+    from tests.helpers import parts
+    parts.register()
     cfg = tmp_path / "c.toml"
-    cfg.write_text(_parts.toml_config().replace('image = ["psnr", "mse", "consistency"]',
+    cfg.write_text(parts.toml_config().replace('image = ["psnr", "mse", "consistency"]',
                                                'image = ["psnr"]\nset = ["fid"]'))
     return cfg
 

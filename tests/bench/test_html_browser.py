@@ -17,8 +17,9 @@ from html.parser import HTMLParser
 
 import numpy as np
 import pytest
-from _report_fixture import HOSTILE
 from PIL import Image
+
+from tests.helpers.report_fixture import HOSTILE
 
 WINDOW = (1280, 9000)  # tall enough for tables and figures of the fixture report
 _buf = io.BytesIO()

@@ -4,7 +4,6 @@ change when the content does."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,11 +11,12 @@ from pathlib import Path
 import torch
 from invbench.bench import input_hashes
 
+from tests.helpers import parts
+
 REPO = Path(__file__).resolve().parents[2]
 _PRINT = """
 import json, sys
-sys.path.insert(0, {rel!r})
-from _rel import gmm_text
+from tests.helpers.reliability import gmm_text
 from invbench.bench import config, runner
 import pathlib, tempfile
 d = pathlib.Path(tempfile.mkdtemp()); (d / "c.toml").write_text(gmm_text("h", limit=2, seeds="[0]"))
@@ -25,8 +25,8 @@ print(json.dumps(runner.prepare(config.load(d / "c.toml")).input_hashes, sort_ke
 
 
 def _hashes(threads: int) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    code = _PRINT.format(rel=str(REPO / "tests" / "reliability"))
+    env = parts.subprocess_env(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    code = _PRINT
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True, timeout=300)
     return json.loads(out.stdout.strip().splitlines()[-1])
 

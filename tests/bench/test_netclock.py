@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import json
 
-import _parts
 import pytest
 import torch
 from invbench.bench import calibration, config, cost, runner, store
 from invbench.bench.netclock import ClockedPrior
 
 from invbench import priors
+from tests.helpers import parts
 
-_parts.register()
+parts.register()
 torch.set_num_threads(1)
 
 
@@ -63,7 +63,7 @@ def test_machine_info_keys():
 
 def test_run_records_network_time_repeats_calibration_and_machine(tmp_path):
     solvers_ = '[[solvers]]\nname = "dps"\noverrides = { steps = 4 }\n'
-    text = _parts.toml_config(solvers_=solvers_, limit=2, batch_size=2, extra="timing_repeats = 3").replace('"_test-gauss"', '"gmm-digits"')
+    text = parts.toml_config(solvers_=solvers_, limit=2, batch_size=2, extra="timing_repeats = 3").replace('"_test-gauss"', '"gmm-digits"')
     exp = config.loads(text, base_dir=tmp_path)
     assert exp.timing_repeats == 3 and exp.resolved["timing_repeats"] == 3
     p = runner.prepare(exp, tmp_path / "run")
@@ -87,6 +87,6 @@ def test_run_records_network_time_repeats_calibration_and_machine(tmp_path):
 
 def test_timing_repeats_is_validated(tmp_path):
     with pytest.raises(config.ConfigError, match="timing_repeats"):
-        config.loads(_parts.toml_config(extra="timing_repeats = 0"), base_dir=tmp_path)
+        config.loads(parts.toml_config(extra="timing_repeats = 0"), base_dir=tmp_path)
     # the default is left out of the resolved config: existing config hashes are unchanged
-    assert "timing_repeats" not in config.loads(_parts.toml_config(), base_dir=tmp_path).resolved
+    assert "timing_repeats" not in config.loads(parts.toml_config(), base_dir=tmp_path).resolved

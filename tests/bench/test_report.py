@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from _report_fixture import HOSTILE
 from PIL import Image
 from scipy import stats
 
 from invbench import bench
+from tests.helpers.report_fixture import HOSTILE
 
 KEYS = ["solver", "preset", "task", "dataset", "prior"]
 CHECKED = {"psnr": "PSNR", "ssim": "SSIM", "mse": "MSE", "consistency": "consistency",
@@ -295,8 +295,9 @@ def test_html_self_contained_with_tables_and_figures(fixture_report):
 
 
 def test_default_out_dir_memory_note_and_image_selection(tmp_path, monkeypatch):
-    from _report_fixture import CellSpec, make_run
     from invbench.bench.report import write_report
+
+    from tests.helpers.report_fixture import CellSpec, make_run
 
     cells = [CellSpec("dps", "default", "inpaint_box", "tiny", "small-cpu", 24.0, 2.0, 100, 100),
              CellSpec("ddrm", "default", "inpaint_box", "tiny", "small-cpu", 22.0, 0.2, 20, 0)]
@@ -316,9 +317,10 @@ def test_primary_metric_direction():
     """Ranking by a lower-is-better primary metric (mse) orders by increasing mean."""
     import tempfile
 
-    from _report_fixture import make_run
     from invbench.bench.report.data import load_run
     from invbench.bench.report.summary import build_leaderboards
+
+    from tests.helpers.report_fixture import make_run
 
     with tempfile.TemporaryDirectory() as d:
         run = load_run(make_run(Path(d) / "r", write_images=False))

@@ -6,30 +6,31 @@ import signal
 import sqlite3
 import time
 
-import _parts
 import pytest
 from invbench.bench import store
 
-_parts.register()
+from tests.helpers import parts
+
+parts.register()
 
 SOLVERS = '[[solvers]]\nname = "_test_noisy"\noverrides = { steps = 300 }\n'
 
 
 def _text(steps: int = 300):
-    return _parts.toml_config(solvers_=SOLVERS.replace("300", str(steps)), limit=10, extra="save_npy = true")
+    return parts.toml_config(solvers_=SOLVERS.replace("300", str(steps)), limit=10, extra="save_npy = true")
 
 
 
 def _run_and_kill(cfg, out, k: int, resume: bool, deadline: float = 120) -> dict[str, float]:
     """Start a run, SIGKILL it once >= k rows are committed; return the committed rows' created times."""
     args = ["run", str(cfg), "--out", str(out), "--no-progress"] + (["--resume"] if resume else [])
-    p = _parts.cli_subprocess(args)
+    p = parts.cli_subprocess(args)
     db = out / "results.sqlite"
     t0 = time.time()
     while time.time() - t0 < deadline:
         if p.poll() is not None:
             break
-        if _parts.count_rows(db) >= k:
+        if parts.count_rows(db) >= k:
             p.send_signal(signal.SIGKILL)
             break
         time.sleep(0.01)
@@ -80,7 +81,7 @@ def test_kill_then_resume(tmp_path, points):
         partial += len(done) < n
     print(f"kill points with a partial store: {partial}/{len(points)}")
     assert partial >= max(1, len(points) - 1)
-    r = _parts.cli_run(["run", str(cfg), "--out", str(out), "--resume", "--no-progress"])
+    r = parts.cli_run(["run", str(cfg), "--out", str(out), "--resume", "--no-progress"])
     assert r.returncode == 0, r.stderr
     df, files = _snapshot(out)
     after = dict(zip(df.row_id, df.created))
@@ -97,7 +98,7 @@ def test_resume_redoes_unfinished_rows_only(tmp_path):
     """Rows marked error/oom/diverged are redone on --resume; ok rows are kept as they are."""
     from invbench.bench import config, runner
 
-    text = _parts.toml_config(solvers_=SOLVERS.replace("300", "2"), limit=3)
+    text = parts.toml_config(solvers_=SOLVERS.replace("300", "2"), limit=3)
     exp = config.loads(text, base_dir=tmp_path)
     out = tmp_path / "run"
     runner.run(runner.prepare(exp, out), out)
@@ -117,7 +118,7 @@ def test_resume_redoes_unfinished_rows_only(tmp_path):
 def test_second_run_on_same_dir_is_refused(tmp_path):
     from invbench.bench import config, runner
 
-    exp = config.loads(_parts.toml_config(limit=1), base_dir=tmp_path)
+    exp = config.loads(parts.toml_config(limit=1), base_dir=tmp_path)
     out = tmp_path / "run"
     out.mkdir()
     with runner._lock(out), pytest.raises(runner.RunError, match="lock"):

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 
-import _parts
 import numpy as np
 import pytest
 import torch
 from invbench.bench import config, runner, store
 
-_parts.register()
+from tests.helpers import parts
+
+parts.register()
 torch.set_num_threads(1)
 
 
@@ -42,7 +43,7 @@ tasks = ["inpaint"]
 
 
 def test_failures_are_isolated_per_cell(tmp_path):
-    df, _ = _run(tmp_path, _parts.toml_config(solvers_=SOLVERS_ALL))
+    df, _ = _run(tmp_path, parts.toml_config(solvers_=SOLVERS_ALL))
     by = df.groupby(["solver", "task"]).status.agg(lambda s: set(s)).to_dict()
     assert by == {("_test_noisy", "inpaint"): {"ok"}, ("_test_noisy", "sr"): {"ok"},
                   ("noisy_nan", "sr"): {"diverged"}, ("_test_oom", "inpaint"): {"oom"},
@@ -60,7 +61,7 @@ def test_failures_are_isolated_per_cell(tmp_path):
 
 def test_skip_reason_recorded(tmp_path):
     tasks = '[[tasks]]\nname = "pr"\noperator = "phase_retrieval"\nnoise_sigma = 0.05\n'
-    df, _ = _run(tmp_path, _parts.toml_config(tasks=tasks))
+    df, _ = _run(tmp_path, parts.toml_config(tasks=tasks))
     assert set(df.status) == {"skipped"} and len(df) == 3
     assert all("linear" in m for m in df.message)
 
@@ -70,7 +71,7 @@ def test_rows_columns_and_rederivable_measurement(tmp_path):
 
     from invbench import operators
 
-    text = _parts.toml_config(extra="save_npy = true", seeds="[0, 3]")
+    text = parts.toml_config(extra="save_npy = true", seeds="[0, 3]")
     df, exp = _run(tmp_path, text)
     assert len(df) == 2 * 3 * 2 and df.row_id.is_unique and set(df.status) == {"ok"}
     assert set(df.nfe) == {3} and set(df.vjp) == {3}          # _test_noisy: steps=3, one VJP each
@@ -102,7 +103,7 @@ def test_rows_columns_and_rederivable_measurement(tmp_path):
 
 def test_cost_counts_match_solver_definition(tmp_path):
     solvers_ = '[[solvers]]\nname = "dps"\noverrides = { steps = 8 }\n[[solvers]]\nname = "ddrm"\noverrides = { steps = 5 }\n'
-    text = _parts.toml_config(solvers_=solvers_, limit=2).replace('"_test-gauss"', '"gmm-digits"')
+    text = parts.toml_config(solvers_=solvers_, limit=2).replace('"_test-gauss"', '"gmm-digits"')
     df, _ = _run(tmp_path, text)
     assert set(df.status) == {"ok"}
     d = df[df.solver == "dps"]
@@ -126,7 +127,7 @@ name = "oracle_sample"
 
 
 def _gmm_text(**kw):
-    return _parts.toml_config(solvers_=GMM_SOLVERS, extra="save_npy = true", limit=5, **kw).replace('"_test-gauss"', '"gmm-digits"')
+    return parts.toml_config(solvers_=GMM_SOLVERS, extra="save_npy = true", limit=5, **kw).replace('"_test-gauss"', '"gmm-digits"')
 
 
 def _recons(run_dir, df):
@@ -157,7 +158,7 @@ def test_batch_size_invariance(tmp_path):
 
 
 def test_cells_cheap_first(tmp_path):
-    text = _parts.toml_config(solvers_='[[solvers]]\nname = "dps"\noverrides = { steps = 50 }\n'
+    text = parts.toml_config(solvers_='[[solvers]]\nname = "dps"\noverrides = { steps = 50 }\n'
                               '[[solvers]]\nname = "oracle_map"\n').replace('"_test-gauss"', '"gmm-digits"')
     exp = config.loads(text, base_dir=tmp_path)
     p = runner.prepare(exp)

@@ -35,7 +35,7 @@ class _OneStep(Exception):
 
 
 def _prior_names() -> list[str]:
-    # test-only parts registered by tests/bench/_parts.py start with "_"
+    # test-only parts registered by tests/bench/parts.py start with "_"
     return [n.replace("-*", "-16") for n in priors.names() if not n.startswith("_")]  # gmm-synthetic-* -> a 16-d member
 
 

@@ -1,4 +1,5 @@
-"""Fixtures of the reliability campaign (docs/reliability.md). Helpers live in _rel.py.
+"""Fixtures of the reliability campaign (docs/reliability.md). Helpers live in
+``tests/helpers/reliability.py``.
 
 ``figures`` records campaign figures (kill points, corpus size, ...) into the JSON file named by
 ``$INVBENCH_RELIABILITY_FIGURES`` (set by scripts/reliability_report.py); a no-op otherwise.
@@ -8,15 +9,9 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
-
-HERE = Path(__file__).resolve().parent
-for _p in (HERE.parents[1] / "tests" / "bench", HERE):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
 
 
 class _Figures:

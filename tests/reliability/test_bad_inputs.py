@@ -28,15 +28,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import _parts
 import numpy as np
 import pytest
 import torch
-from _rel import cli, tree_digest
 from invbench.bench.datasets import make_manifest
 from PIL import Image
 
-BASE = _parts.toml_config()          # _test-gauss prior (1, 8, 8) on 3 digits, 2 tasks, 1 solver
+from tests.helpers import parts
+from tests.helpers.reliability import cli, tree_digest
+
+BASE = parts.toml_config()          # _test-gauss prior (1, 8, 8) on 3 digits, 2 tasks, 1 solver
 DIGITS = '[[datasets]]\nname = "digits"\ntype = "digits"\nsplit = "test"\nlimit = 3\n'
 SENTINEL = "PWNED-by-checkpoint"
 

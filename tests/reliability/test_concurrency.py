@@ -18,10 +18,11 @@ import sqlite3
 import time
 from pathlib import Path
 
-import _parts
 import pytest
-from _rel import cli, gmm_text
 from invbench.bench import store
+
+from tests.helpers import parts
+from tests.helpers.reliability import cli, gmm_text
 
 TASKS, SOLVERS = 2, 4
 
@@ -45,23 +46,23 @@ def test_second_writer_refused_and_no_stale_lock_after_sigkill(tmp_path, capsys,
     cfg.write_text(gmm_text("rel-conc", limit=limit, seeds=str(seeds), dps_steps=60))
     out = tmp_path / "run"
     db = out / "results.sqlite"
-    a = _parts.cli_subprocess(["run", str(cfg), "--out", str(out), "--no-progress"])
+    a = parts.cli_subprocess(["run", str(cfg), "--out", str(out), "--no-progress"])
     try:
         t0 = time.time()
-        while _parts.count_rows(db) < 2 and a.poll() is None and time.time() - t0 < 300:
+        while parts.count_rows(db) < 2 and a.poll() is None and time.time() - t0 < 300:
             time.sleep(0.02)
         assert a.poll() is None, "the first run ended before the test could race it"
         # a reader (report, load_results) works while the run writes, and sees only whole rows
         df = store.load_results(out)
         assert len(df) >= 2 and all((out / rel).is_file() for rel in df.recon_path)
-        before = _parts.count_rows(db)
+        before = parts.count_rows(db)
         # a second writer (a different process: this one) is refused, with or without --resume
         rc, _, err = cli(capsys, ["run", cfg, "--out", out, "--resume", "--no-progress"])
         assert rc == 2 and err.count("\n") == 1 and "another invbench run is writing this run directory (lock held)" in err, err
         rc, _, err = cli(capsys, ["run", cfg, "--out", out, "--no-progress"])
         assert rc == 2 and "--resume" in err, err
         assert a.poll() is None, "the first run ended during the race; the refusal was not tested against a live lock"
-        assert _parts.count_rows(db) >= before
+        assert parts.count_rows(db) >= before
         a.send_signal(signal.SIGKILL)
         a.wait(timeout=60)
         assert a.returncode == -signal.SIGKILL
@@ -71,7 +72,7 @@ def test_second_writer_refused_and_no_stale_lock_after_sigkill(tmp_path, capsys,
             a.wait()
         a.stdout.close()
         a.stderr.close()
-    killed_at = _parts.count_rows(db)
+    killed_at = parts.count_rows(db)
     assert 0 < killed_at < n
     # the lock file is still there, but the kernel released the flock with the process: no stale lock
     assert (out / ".lock").exists()
@@ -94,7 +95,7 @@ def test_two_simultaneous_fresh_runs(tmp_path, figures):
     cfg = tmp_path / "c.toml"
     cfg.write_text(gmm_text("rel-conc2", limit=limit, seeds=str(seeds), dps_steps=60))
     out = tmp_path / "run"
-    procs = [_parts.cli_subprocess(["run", str(cfg), "--out", str(out), "--no-progress"]) for _ in range(2)]
+    procs = [parts.cli_subprocess(["run", str(cfg), "--out", str(out), "--no-progress"]) for _ in range(2)]
     res = []
     for p in procs:
         _, e = p.communicate(timeout=600)

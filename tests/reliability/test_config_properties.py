@@ -14,7 +14,6 @@ import json
 import math
 import re
 
-import _parts
 import pytest
 import tomllib
 from hypothesis import HealthCheck, given, settings
@@ -22,7 +21,9 @@ from hypothesis import strategies as st
 from invbench.bench import config
 from invbench.bench.config import ConfigError
 
-BASE_TEXT = _parts.toml_config(extra="warmup = 0\ndata_seed = 3") + """
+from tests.helpers import parts
+
+BASE_TEXT = parts.toml_config(extra="warmup = 0\ndata_seed = 3") + """
 [solvers.resources]
 timeout_min = 10
 

@@ -17,8 +17,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from _rel import cli, gmm_text
 from invbench.bench import store
+
+from tests.helpers.reliability import cli, gmm_text
 
 COLS = ["row_id", "status", "psnr", "mse", "consistency", "dist_to_map", "logpost_gap", "nfe", "vjp",
         "operator_seed", "noise_seed", "solver_seed", "recon_path"]

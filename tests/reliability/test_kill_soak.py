@@ -15,7 +15,7 @@ uninterrupted reference: same row ids (unique), statuses, metrics, seeds and pat
 float .npy reconstructions bitwise identical; no extra files; no temp files.
 
 The slow soak (20 kill points) uses ``configs/smoke.toml`` when the small CPU prior's weights
-(priors/data/small_cpu.pt) exist, else the GMM-only config of _rel.py, and prints which.
+(priors/data/small_cpu.pt) exist, else the GMM-only config of tests/helpers/reliability.py, and prints which.
 The default suite runs a 2-kill-point subset on a smaller GMM config. tests/bench/test_resume.py
 kills a test-solver run at fixed row counts (1 and 4 kill points); this file is the randomised,
 real-solver version.
@@ -30,10 +30,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import _parts
 import pytest
-from _rel import REPO, gmm_text
 from invbench.bench import store
+
+from tests.helpers import parts
+from tests.helpers.reliability import REPO, gmm_text
 
 SMOKE = REPO / "configs" / "smoke.toml"
 SMALL_WEIGHTS = REPO / "priors" / "data" / "small_cpu.pt"
@@ -101,21 +102,21 @@ def soak(cfg: Path, work: Path, n_kills: int, seed: int) -> SoakResult:
     finished: dict[str, tuple[float, str]] = {}
     stats: dict[str, object] = {}
     for i in range(n_kills):
-        base = max(_parts.count_rows(db), 0)
+        base = max(parts.count_rows(db), 0)
         left = n_kills - i
         startup = rng.random() < 0.15
         k = min(rng.choice([0, 1, 1, 2, 3]), max(0, (n - base - 2) // left))
         delay = rng.uniform(0.0, 0.3)
         t_kill = rng.uniform(0.05, 2.5)
         args = ["run", str(cfg), "--out", str(out), "--no-progress"] + (["--resume"] if db.exists() else [])
-        p = _parts.cli_subprocess(args)
+        p = parts.cli_subprocess(args)
         t0 = time.time()
         what = ""
         while p.poll() is None and time.time() - t0 < 600:
             if startup and time.time() - t0 >= t_kill:
                 what = f"startup +{t_kill:.2f}s"
                 break
-            if not startup and _parts.count_rows(db) >= base + k:
+            if not startup and parts.count_rows(db) >= base + k:
                 time.sleep(delay)
                 what = f"after {k} new row(s) +{delay:.2f}s"
                 break
@@ -138,7 +139,7 @@ def soak(cfg: Path, work: Path, n_kills: int, seed: int) -> SoakResult:
         finished = done
         res.partial += len(done) < n
         res.moments.append(f"{what}: {len(done)}/{n} rows")
-    r = _parts.cli_run(["run", str(cfg), "--out", str(out), "--resume", "--no-progress"], timeout=1200)
+    r = parts.cli_run(["run", str(cfg), "--out", str(out), "--resume", "--no-progress"], timeout=1200)
     assert r.returncode == 0, r.stderr[-2000:]
     df, files = _snapshot(out)
     assert df.row_id.is_unique and len(df) == n, "rows lost or duplicated"
@@ -165,7 +166,7 @@ def test_kill_soak_fast_subset(tmp_path, figures):
     res = soak(cfg, tmp_path, n_kills=2, seed=8)
     print("\n" + res.line(2) + f" [{res.config}, {res.rows} rows; " + "; ".join(res.moments) + "]")
     assert res.kills == 2
-    figures.record("kill_soak_fast", {"kills": res.kills, "of": 2, "rows": res.rows, "config": "GMM (_rel.gmm_text, limit 3, one seed)",
+    figures.record("kill_soak_fast", {"kills": res.kills, "of": 2, "rows": res.rows, "config": "GMM (tests/helpers/reliability.py gmm_text, limit 3, one seed)",
                                       "moments": res.moments})
 
 
@@ -175,7 +176,7 @@ def test_kill_soak_20_points(tmp_path, figures):
     if SMALL_WEIGHTS.exists():
         cfg, which = SMOKE, f"configs/smoke.toml (small-cpu weights present at {SMALL_WEIGHTS.relative_to(REPO)})"
     else:
-        cfg, which = _soak_config(tmp_path, limit=8), "GMM-only config (_rel.gmm_text, limit 8; priors/data/small_cpu.pt not present)"
+        cfg, which = _soak_config(tmp_path, limit=8), "GMM-only config (tests/helpers/reliability.py gmm_text, limit 8; priors/data/small_cpu.pt not present)"
     print(f"\nkill soak config: {which}")
     res = soak(cfg, tmp_path, n_kills=20, seed=2024)
     for j, m in enumerate(res.moments, 1):

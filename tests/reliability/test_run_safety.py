@@ -8,11 +8,12 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
-import _parts
-from _rel import cli
 from test_bad_inputs import check_error_line
 
-BASE = _parts.toml_config()          # _test-gauss prior on 3 digits, 2 tasks, 1 test solver (6 rows)
+from tests.helpers import parts
+from tests.helpers.reliability import cli
+
+BASE = parts.toml_config()          # _test-gauss prior on 3 digits, 2 tasks, 1 test solver (6 rows)
 
 
 def _cfg(tmp: Path, text: str = BASE) -> Path:
@@ -123,13 +124,13 @@ def test_store_creation_fault_leaves_nothing_behind(tmp_path):
     exit 1, one line naming the store and what to do, and no folder or empty store left behind,
     so a plain rerun works once the fault is gone."""
     cfg, out = _cfg(tmp_path), tmp_path / "run"
-    proc = _parts.cli_subprocess(["run", str(cfg), "--out", str(out), "--no-progress"], preexec_fn=_fsize_limit(1024))
+    proc = parts.cli_subprocess(["run", str(cfg), "--out", str(out), "--no-progress"], preexec_fn=_fsize_limit(1024))
     _, stderr = proc.communicate(timeout=300)
     r = subprocess.CompletedProcess(proc.args, proc.returncode, "", stderr)
     assert r.returncode == 1, r.stderr
     line = check_error_line(r.stderr.strip().splitlines()[-1] + "\n", ["results.sqlite", "disk I/O error", "rerun"])
     assert "StoreError" not in line and not out.exists()
-    r = _parts.cli_run(["run", str(cfg), "--out", str(out), "--no-progress"])
+    r = parts.cli_run(["run", str(cfg), "--out", str(out), "--no-progress"])
     assert r.returncode == 0, r.stderr
 
 
@@ -196,8 +197,9 @@ def _finished_run(tmp_path, capsys) -> Path:
 def test_readers_leave_the_run_folder_unchanged(tmp_path, capsys):
     """report, compare and the store readers open a finished run's store read-only
     (immutable): the run folder is byte-identical afterwards and no -wal/-shm file appears."""
-    from _rel import tree_digest
     from invbench.bench import store
+
+    from tests.helpers.reliability import tree_digest
 
     out = _finished_run(tmp_path, capsys)
     before = (tree_digest(out), sorted(p.name for p in out.iterdir()))
@@ -250,5 +252,5 @@ def test_local_shards_get_no_time_limit(tmp_path, monkeypatch):
 
     monkeypatch.setattr(submitit.AutoExecutor, "update_parameters", record)
     exp = config.load(_cfg(tmp_path))
-    executors.run_submitit(exp, tmp_path / "run", shards=2, cluster="debug", setup=_parts.register)
+    executors.run_submitit(exp, tmp_path / "run", shards=2, cluster="debug", setup=parts.register)
     assert any(kw.get("timeout_min") == executors.LOCAL_TIMEOUT_MIN for kw in seen), seen

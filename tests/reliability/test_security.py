@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _rel import HERE, REPO, gmm_text
+
+from tests.helpers.reliability import REPO, gmm_text
 
 PACKAGES = ("operators", "priors", "solvers", "bench")
 
@@ -161,13 +162,14 @@ def test_crafted_checkpoint_refused_and_its_code_never_runs(tmp_path):
 ])
 def test_configs_are_data_names_are_registry_keys(field, value, tmp_path):
     """Names that look like importable objects are rejected as unknown registry names (no import)."""
-    import _parts
     from invbench.bench import config, runner
+
+    from tests.helpers import parts
 
     sets = [f"{field}={value!r}".replace("'", '"')]
     exp_or_err = None
     try:
-        exp_or_err = runner.prepare(config.loads(_parts.toml_config(), sets, base_dir=tmp_path))
+        exp_or_err = runner.prepare(config.loads(parts.toml_config(), sets, base_dir=tmp_path))
     except config.ConfigError as e:
         exp_or_err = str(e)
     assert isinstance(exp_or_err, str) and "unknown" in exp_or_err and field.split(".")[0].split("[")[0] in exp_or_err
@@ -224,7 +226,7 @@ def test_offline_gmm_run_and_report_escape_hostile_strings(tmp_path, figures):
     cfg.write_text(text)
     out, rep = tmp_path / "run", tmp_path / "report"
     code = _AUDITED % {"run": ["run", str(cfg), "--out", str(out), "--no-progress"], "report": ["report", str(out), "--out", str(rep)]}
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(HERE))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=900, cwd=tmp_path, check=False)
     assert r.returncode == 0, r.stderr[-3000:]
     line = next(ln for ln in r.stdout.splitlines() if ln.startswith("RESULT"))

@@ -18,11 +18,12 @@ import sqlite3
 import time
 from pathlib import Path
 
-import _parts
 import pytest
-from _rel import gmm_text
 from invbench.bench import store
 from test_kill_soak import COMPARE, _snapshot, _stat
+
+from tests.helpers import parts
+from tests.helpers.reliability import gmm_text
 
 SUBMITIT = ["--executor", "submitit-local", "--shards", "2"]
 
@@ -61,7 +62,7 @@ def _leftover_processes(folder: Path) -> list[str]:
 
 def soak_submitit(cfg: Path, work: Path, n_kills: int, seed: int) -> list[str]:
     ref = work / "ref"
-    r = _parts.cli_run(["run", str(cfg), "--out", str(ref), "--no-progress"], timeout=1200)
+    r = parts.cli_run(["run", str(cfg), "--out", str(ref), "--no-progress"], timeout=1200)
     assert r.returncode == 0, r.stderr[-2000:]
     ref_df, ref_files = _snapshot(ref)
     n = len(ref_df)
@@ -80,7 +81,7 @@ def soak_submitit(cfg: Path, work: Path, n_kills: int, seed: int) -> list[str]:
         if n - base < 12:   # two shards finish a few rows within the kill delay: keep the run from ending
             startup, t_kill = True, min(t_kill, 2.5)
         args = ["run", str(cfg), "--out", str(out), "--no-progress", *SUBMITIT] + (["--resume"] if out.exists() else [])
-        p = _parts.cli_subprocess(args)
+        p = parts.cli_subprocess(args)
         t0 = time.time()
         what = ""
         while p.poll() is None and time.time() - t0 < 600:
@@ -115,7 +116,7 @@ def soak_submitit(cfg: Path, work: Path, n_kills: int, seed: int) -> list[str]:
             stats.setdefault(rid, _stat(out, rel))
         finished = done
         moments.append(f"{sig.name} {what}: {len(done)}/{n} rows")
-    r = _parts.cli_run(["run", str(cfg), "--out", str(out), "--resume", "--no-progress", *SUBMITIT], timeout=1200)
+    r = parts.cli_run(["run", str(cfg), "--out", str(out), "--resume", "--no-progress", *SUBMITIT], timeout=1200)
     assert r.returncode == 0, r.stderr[-2000:]
     df, files = _snapshot(out)
     assert df.row_id.is_unique and len(df) == n, "rows lost or duplicated"
@@ -138,4 +139,4 @@ def test_submitit_local_soak_10_points(tmp_path, figures):
         print(f"  kill {j:2d}: {m}")
     print("submitit-local soak: 10/10 kill points, no orphan shard processes, identical results")
     figures.record("submitit_soak", {"kills": 10, "of": 10, "rows": n, "moments": moments,
-                                     "config": "GMM (_rel.gmm_text, limit 6, one seed), --shards 2"})
+                                     "config": "GMM (tests/helpers/reliability.py gmm_text, limit 6, one seed), --shards 2"})

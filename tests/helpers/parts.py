@@ -2,7 +2,8 @@
 of memory or fail on purpose, plus helpers to write configs and run the CLI in a subprocess.
 
 ``register()`` adds them to the global registries under names starting with ``_test`` (never
-used by shipped configs). Subprocess tests import this module by path and call ``register()``.
+used by shipped configs). Subprocess tests import ``tests.helpers.parts`` (``subprocess_env()`` puts
+the repository root on ``PYTHONPATH``) and call ``register()``.
 """
 
 from __future__ import annotations
@@ -138,13 +139,20 @@ def toml_config(name: str = "t", *, solvers_: str | None = None, tasks: str | No
     ) + tasks + "\n" + solvers_
 
 
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment of a child Python that imports ``tests.helpers``: the repository root first
+    on ``PYTHONPATH`` (as pytest's ``pythonpath`` setting does for the test process)."""
+    old = os.environ.get("PYTHONPATH")
+    return dict(os.environ, PYTHONPATH=str(REPO) + (os.pathsep + old if old else ""), **extra)
+
+
 def cli_subprocess(args: list[str], cwd: Path | None = None, timeout: float = 300, **kw) -> subprocess.Popen:
     """Start ``invbench ARGS`` in a subprocess with the test parts registered (1 thread)."""
     code = (
-        f"import sys; sys.path.insert(0, {str(HERE)!r}); import _parts; _parts.register(); "
+        "import sys; from tests.helpers import parts; parts.register(); "
         f"from invbench.bench.cli import main; sys.exit(main({list(args)!r}))"
     )
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env = subprocess_env(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     return subprocess.Popen([PY, "-c", code], cwd=str(cwd or REPO), env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **kw)
 

@@ -1,5 +1,4 @@
-"""Shared helpers of the reliability campaign (docs/reliability.md); conftest.py puts
-this folder and tests/bench on sys.path.
+"""Shared helpers of the reliability campaign (docs/reliability.md).
 
 * ``GMM_TEXT``: a small all-analytic experiment (gmm-digits prior on 8x8 digits, real solvers)
   used by the kill soak, the concurrency and the determinism tests.
@@ -11,18 +10,14 @@ this folder and tests/bench on sys.path.
 from __future__ import annotations
 
 import hashlib
-import sys
 import textwrap
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-if str(REPO / "tests" / "bench") not in sys.path:
-    sys.path.insert(0, str(REPO / "tests" / "bench"))   # _parts: test-only parts + CLI subprocess helpers
+from tests.helpers import parts
 
-import _parts
-
-_parts.register()
+parts.register()
 
 
 def gmm_text(name: str = "rel-gmm", *, limit: int = 6, seeds: str = "[0, 1]", batch_size: int = 1,
