@@ -65,3 +65,17 @@ def test_docs_paths_that_look_like_repository_files_exist():
             if not (ROOT / rel).exists():
                 missing.append(f"{doc.relative_to(ROOT)}: {rel}")
     assert not missing, "docs name files that do not exist:\n" + "\n".join(missing)
+
+
+def test_no_import_path_edits_in_tests_and_scripts():
+    """Test helpers are imported as the package ``tests.helpers`` and scripts import the installed
+    ``invbench``: nothing edits ``sys.path`` (a child process gets the repository root through
+    ``PYTHONPATH``, see ``tests/helpers/parts.py``)."""
+    rx = re.compile(r"sys\.path\.(insert|append|extend)|sys\.path\s*[+]?=")
+    files = [p for p in _tracked_files() if p.suffix == ".py"
+             and p.relative_to(ROOT).parts[0] in {"tests", "scripts", "bench", "solvers", "priors", "operators"}]
+    assert len(files) > 50
+    bad = [f"{p.relative_to(ROOT)}:{i}: {ln.strip()[:100]}" for p in files
+           for i, ln in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+           if rx.search(ln) and p.name != "test_repository_references.py"]
+    assert not bad, "sys.path edits:\n" + "\n".join(bad)
