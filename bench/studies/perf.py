@@ -36,6 +36,7 @@ from pathlib import Path
 
 import torch
 from invbench.bench import cost
+from invbench.bench.netclock import ClockedPrior
 from invbench.bench.studies import perf_timing as pc
 from invbench.priors import CountingPrior
 
@@ -102,12 +103,13 @@ def case_floor(ctx: dict) -> list[dict]:
         nfe, vjp = pc.count_costs(name, prob, prior, preset=preset, overrides=ov)  # also a warm-up
         calls = 3
         f, fb = pc.denoiser_calls(prior, 1, dev, calls)
-        inrun: list[float] = []  # network seconds inside each timed solve (TimingPrior)
+        inrun: list[float] = []  # network seconds inside each timed solve (the harness's clock)
 
         def solve(n=name, pr=preset, o=ov, acc=inrun):
-            tp = pc.TimingPrior(prior, dev)
+            tp = ClockedPrior(prior)
             pc.run_solver(n, prob, tp, preset=pr, overrides=o)
-            acc.append(tp.fwd + tp.bwd)
+            cost.synchronize(dev)  # CUDA events are read after the device has finished
+            acc.append(tp.network_seconds())
 
         t = pc.interleave([("solver", solve), ("fwd", f), ("fwd_bwd", fb)], reps, dev)
         inrun = inrun[-reps:]  # drop the warm-up round
@@ -439,7 +441,7 @@ def render_tables(res: dict) -> str:
               "forward + one backward, not counted twice). The issue's literal formula NFE·t_forward + "
               "VJP·t_forward+backward counts the forward of every VJP twice; its ratio is shown for reference "
               "only (it flatters solvers with VJPs). In-run ratio = the solve's time ÷ the time spent inside the "
-              "network (forward and backward, clocked by `invbench.bench.studies.perf_timing.TimingPrior`) during that same solve: "
+              "network (forward and backward, clocked by `invbench.bench.netclock.ClockedPrior`, the clock the harness uses in every run) during that same solve: "
               "what the solver adds around its network calls, insensitive to load drift between measurements."), ""]
     if "vs_deepinv" in res:
         L += ["### Ours vs deepinv (same denoiser, operator, steps, dtype float32; batch 1)", "",

@@ -12,7 +12,6 @@ import gc
 import hashlib
 import math
 import statistics
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -251,56 +250,6 @@ def floor_seconds(nfe: int, vjp: int, t_forward: float, t_fwd_bwd: float) -> flo
     evaluation costs a forward, and those that are differentiated a backward too (the VJP's
     forward is the evaluation itself, so it is not counted twice)."""
     return (nfe - vjp) * t_forward + vjp * t_fwd_bwd
-
-
-class _Mark(torch.autograd.Function):
-    """Identity whose backward reports to its owner (start / end of a network backward)."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, owner: TimingPrior, which: str) -> Tensor:
-        ctx.owner, ctx.which = owner, which
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, g: Tensor):
-        ctx.owner._mark(ctx.which)
-        return g, None, None
-
-
-class TimingPrior(CountingPrior):
-    """A :class:`priors.CountingPrior` that also clocks the time spent inside the network during a
-    solve: ``fwd`` (seconds in ``denoise``) and ``bwd`` (seconds between the gradient reaching the
-    denoiser output and leaving its input). ``solver time ÷ (fwd + bwd)`` of the same run is the
-    in-run floor ratio — insensitive to machine-load drift between separate measurements."""
-
-    def __init__(self, prior, device: str = "cpu"):
-        super().__init__(prior)
-        self.device = device
-        self.fwd = self.bwd = 0.0
-        self._b0 = 0.0
-
-    def _now(self) -> float:
-        cost.synchronize(self.device)
-        return time.perf_counter()
-
-    def _mark(self, which: str) -> None:
-        if which == "out":
-            self.vjp += 1
-            self._b0 = self._now()
-        else:
-            self.bwd += self._now() - self._b0
-
-    def denoise(self, x: Tensor, sigma) -> Tensor:
-        self.nfe += 1
-        if torch.is_grad_enabled() and x.requires_grad:
-            x = _Mark.apply(x, self, "in")
-        t0 = self._now()
-        out = self.inner.denoise(x, sigma)
-        self.fwd += self._now() - t0
-        return _Mark.apply(out, self, "out") if out.requires_grad else out
-
-    def denoise_with_variance(self, x: Tensor, sigma):
-        raise NotImplementedError("TimingPrior times denoise only (the small prior has no learned variance)")
 
 
 # ----------------------------------------------------------------------------- memory

@@ -120,18 +120,21 @@ def test_pair_ratios_and_stats():
     assert pc.floor_seconds(10, 4, 1.0, 3.0) == 6 * 1.0 + 4 * 3.0
 
 
-def test_timing_prior_counts_like_counting_prior_and_clocks_backward():
+def test_perf_clock_counts_like_counting_prior_and_clocks_backward():
+    """The perf study clocks the network with the harness's ClockedPrior (one clock for both)."""
+    from invbench.bench.netclock import ClockedPrior
     from invbench.priors import CountingPrior
 
     prior, _ = pc.timing_prior("cpu")
     prob = pc.make_problem("inpaint_random", 1, params={"ratio": 0.5})
     for name, ov in (("dps", {"steps": 2}), ("ddrm", {"steps": 2})):
-        tp, cp = pc.TimingPrior(prior), CountingPrior(prior)
+        tp, cp = ClockedPrior(prior), CountingPrior(prior)
         a = pc.run_solver(name, prob, tp, overrides=ov)
         b = pc.run_solver(name, prob, cp, overrides=ov)
         assert torch.equal(a, b)  # clocking does not change the computation
         assert (tp.nfe, tp.vjp) == (cp.nfe, cp.vjp)
-        assert tp.fwd > 0 and (tp.bwd > 0) == (cp.vjp > 0)
+        assert tp._fwd_s > 0 and (tp._bwd_s > 0) == (cp.vjp > 0)
+        assert tp.network_seconds() == tp._fwd_s + tp._bwd_s
 
 
 def test_vml_vs_dps_without_trained_weights_says_so():
