@@ -6,7 +6,8 @@ file is streamed to ``<folder>/<file>.part`` (progress bar on stderr), resumed w
 then the published sha256 or torchvision's sha256 prefix), flushed to disk and renamed onto
 its final name in one ``os.replace``; its size, sha256, address and time go to the folder's
 manifest. A checksum or size mismatch, a full disk or a write error deletes the ``.part``; a
-dropped connection keeps it so that the next run resumes. Files that a program cannot fetch
+dropped connection keeps it so that the next run resumes. Concurrent fetches into one folder
+are serialised by :func:`folder_lock`; the later one finds the file present. Files that a program cannot fetch
 (Google Drive) print manual steps; ``--from FILE`` then imports the file the user downloaded.
 
 Exit codes: 0 every requested file present and verified; 1 a download failed (network, server
@@ -16,7 +17,9 @@ error, checksum, disk); 2 bad input (unknown name, unusable folder, missing ``--
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import hashlib
 import http.client
 import os
@@ -25,6 +28,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -70,6 +74,26 @@ def _prepare_dir(folder: Path) -> None:
         probe.unlink()
     except OSError as e:
         raise FetchError(f"weights folder {folder}: not writable ({e.strerror or e})", EXIT_BAD_INPUT) from None
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the weights folder while one file is fetched or imported.
+
+    Two ``invbench fetch`` processes on one folder (two jobs of a cluster array starting at once)
+    would otherwise write the same ``.part`` and the same manifest. The lock is ``flock`` on the
+    folder itself, so no lock file is left behind, and the kernel releases it when a process
+    dies. A second process waits, then finds the verified file and downloads nothing."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _say(f"waiting for another invbench fetch writing into {folder}")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 def _remove(path: Path) -> None:
@@ -308,7 +332,9 @@ def _fetch_each(wanted: list[str], dest: Path, src: str | None, codes: list[int]
         w = W.TABLE[n]
         try:
             if src:
-                loc = import_file(w, Path(src), dest)
+                _prepare_dir(dest)
+                with folder_lock(dest):
+                    loc = import_file(w, Path(src), dest)
                 _say(f"{n}: {loc.path} imported ({loc.path.stat().st_size} bytes, sha256 {loc.sha256}; {loc.how})")
                 codes.append(EXIT_OK)
                 continue
@@ -321,10 +347,17 @@ def _fetch_each(wanted: list[str], dest: Path, src: str | None, codes: list[int]
                 _say(f"{n}: {w.filename} must be downloaded by hand ({w.used_by}):\n{w.manual}")
                 codes.append(EXIT_MANUAL)
                 continue
-            if loc.present:
-                _say(f"{n}: {loc.path} present but {loc.how}; downloading it again")
-            _say(f"{n}: downloading {w.filename} from {w.urls[0]}")
-            loc = download(w, dest, retries=retries, timeout=timeout, backoff=backoff, progress=progress)
+            _prepare_dir(dest)
+            with folder_lock(dest):
+                loc = W.locate(n, [dest])  # again: a concurrent fetch may have finished it meanwhile
+                if loc.present and loc.verified:
+                    _say(f"{n}: {loc.path} present (fetched by another process; {loc.how}); nothing downloaded")
+                    codes.append(EXIT_OK)
+                    continue
+                if loc.present:
+                    _say(f"{n}: {loc.path} present but {loc.how}; downloading it again")
+                _say(f"{n}: downloading {w.filename} from {w.urls[0]}")
+                loc = download(w, dest, retries=retries, timeout=timeout, backoff=backoff, progress=progress)
             _say(f"{n}: {loc.path} ({loc.path.stat().st_size} bytes, sha256 {loc.sha256}; {loc.how})")
             codes.append(EXIT_OK)
         except FetchError as e:

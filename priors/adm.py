@@ -67,14 +67,17 @@ def load_adm(name: str, checkpoint: str | Path | None = None, sha256: str | None
     """Build the ADM prior ``name`` from a local checkpoint file (see module docstring)."""
     spec = _SPECS[name]
     expected = f"{name}: deepinv DiffUNet(large_model={spec['large_model']}) = {spec['file']}"
-    if checkpoint is None:
-        from invbench.bench.weights import TABLE, cache_dir, fetch_hint
+    from invbench.bench.weights import TABLE, cache_dir, fetch_hint
 
+    if checkpoint is None:
         default = cache_dir() / TABLE[name].filename
         if not default.is_file():
             raise PriorError(f"{name} needs checkpoint=PATH to {spec['file']} (default {default}, not found; "
                              f"{fetch_hint(name)}); nothing is downloaded during a run")
         checkpoint = default
+    elif not Path(checkpoint).expanduser().is_file():
+        raise PriorError(f"{name}: checkpoint file not found: {checkpoint} (expected {spec['file']}; "
+                         f"{fetch_hint(name)}, which puts it in {cache_dir()})")
     sd = load_state_dict_file(checkpoint, expected, sha256=sha256)
     sd = {k: v for k, v in sd.items() if k not in SCHEDULE_BUFFERS}
     # build on the meta device (no random init of 550 M parameters), then assign the tensors

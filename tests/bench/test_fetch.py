@@ -17,6 +17,7 @@ import json
 import socket
 import sys
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -84,6 +85,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Accept-Ranges", "bytes")
         self.end_headers()
+        if route.get("slow"):                    # send the body in pieces, pausing between them
+            for i in range(0, len(body), 1 << 18):
+                self.wfile.write(body[i : i + (1 << 18)])
+                self.wfile.flush()
+                time.sleep(route["slow"])
+            return
         if route.get("drops", 0) > 0:            # send part of the body, then hang up
             route["drops"] -= 1
             self.wfile.write(body[: route["drop_after"]])
@@ -147,6 +154,24 @@ def test_success_writes_verified_file_atomically(tmp_path, server, monkeypatch, 
     assert rec["sha256"] == hashlib.sha256(data).hexdigest() and rec["bytes"] == len(data)
     assert rec["url"] == server.url + "/standin-weights.bin" and rec["check"] == "published checksum"
     assert hashlib.sha256(data).hexdigest() in out and server.log == [("/standin-weights.bin", None)]
+
+
+def test_concurrent_fetches_into_one_folder_download_once(tmp_path, server, monkeypatch):
+    """Two fetches of one file into one folder at once (two jobs of an array): the folder lock
+    serialises them; the file is requested once, both succeed, the file and manifest are whole."""
+    data = _data()
+    _entry(monkeypatch, server, data, size=len(data), route={"slow": 0.02})
+    codes: list[int] = []
+    threads = [threading.Thread(target=lambda: codes.append(fetch.run(["standin"], tmp_path))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert codes == [0, 0]
+    assert server.log == [("/standin-weights.bin", None)]          # one request, no second download
+    assert (tmp_path / "standin-weights.bin").read_bytes() == data
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json", "standin-weights.bin"]
+    assert W.locate("standin", [tmp_path]).verified
 
 
 def test_torchvision_prefix_convention_is_checked(tmp_path, server, monkeypatch):

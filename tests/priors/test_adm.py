@@ -139,9 +139,9 @@ def test_missing_key_named(tmp_path):
 
 
 def test_missing_file_and_no_checkpoint(tmp_path):
-    with pytest.raises(PriorError, match="not found.*nope.pt"):
+    with pytest.raises(PriorError, match="not found.*nope.pt.*invbench fetch adm-ffhq"):
         priors.build("adm-ffhq", checkpoint=tmp_path / "nope.pt")
-    with pytest.raises(PriorError, match="checkpoint=PATH"):
+    with pytest.raises(PriorError, match="checkpoint=PATH.*invbench fetch adm-imagenet"):
         priors.build("adm-imagenet")
 
 
