@@ -25,6 +25,7 @@ import http.client
 import os
 import socket
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -68,10 +69,9 @@ def _prepare_dir(folder: Path) -> None:
         raise FetchError(f"weights folder {folder}: cannot create it ({e.strerror or e})", EXIT_BAD_INPUT) from None
     if not folder.is_dir():
         raise FetchError(f"weights folder {folder}: not a directory", EXIT_BAD_INPUT)
-    probe = folder / f".invbench-write-test-{os.getpid()}"
-    try:
-        probe.touch()
-        probe.unlink()
+    try:  # a uniquely named probe: concurrent fetches (processes or threads) never share one
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".invbench-write-test-"):
+            pass
     except OSError as e:
         raise FetchError(f"weights folder {folder}: not writable ({e.strerror or e})", EXIT_BAD_INPUT) from None
 
