@@ -281,21 +281,30 @@ def cmd_report(args) -> int:
     run_dir = Path(args.run_dir)
     if not (run_dir / "results.sqlite").exists():
         raise FileNotFoundError(f"{run_dir}: no results.sqlite (not a run directory)")
-    where = write_report(run_dir, Path(args.out) if args.out else None)  # default reports/<experiment>/
+    where = write_report(run_dir, Path(args.out) if args.out else None)  # default RUN_DIR/report/
     print(f"invbench: report written to {where}")
     return EXIT_OK
+
+
+def _own_parser(main_fn, rest: list[str]) -> int:
+    """Run a subcommand that parses its own options; argparse's exits (``-h`` → 0, a usage error
+    → 2) become return codes, so ``main`` returns instead of raising ``SystemExit``."""
+    try:
+        return int(main_fn(list(rest)))
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
 
 
 def cmd_compare(args) -> int:
     from . import compare
 
-    return int(compare.main(list(args.rest)))
+    return _own_parser(compare.main, args.rest)
 
 
 def cmd_perf(args) -> int:
     from .studies import perf  # lazy: heavy imports (deepinv) only for this subcommand
 
-    return int(perf.main(list(args.rest)))
+    return _own_parser(perf.main, args.rest)
 
 
 # --------------------------------------------------------------------------- main
@@ -403,8 +412,9 @@ def main(argv: list[str] | None = None) -> int:
     if debug:
         argv.remove("--debug")
     first = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
-    if first is not None and argv[first] == "perf":  # perf parses its own options (bench/studies/perf.py)
-        args = argparse.Namespace(fn=cmd_perf, rest=argv[first + 1 :])
+    own = {"perf": cmd_perf, "compare": cmd_compare}  # these parse their own options (and -h/--help)
+    if first is not None and argv[first] in own:
+        args = argparse.Namespace(fn=own[argv[first]], rest=argv[first + 1 :])
     else:
         try:
             args = _parser().parse_args(argv)

@@ -1,6 +1,6 @@
 """Reports of a run: leaderboards (Markdown/LaTeX/CSV), paper figures and one HTML page.
 
-``write_report(run_dir, out_dir=None)`` writes into ``out_dir`` (default ``reports/<experiment>/``):
+``write_report(run_dir, out_dir=None)`` writes into ``out_dir`` (default ``<run_dir>/report/``):
 ``leaderboard.md``, ``leaderboard.tex``, ``leaderboard.csv``, ``figures/*.png|pdf`` and
 ``index.html``. See docs/reports.md.
 """
@@ -15,36 +15,39 @@ from .summary import build_leaderboards
 __all__ = ["RunData", "RunDirError", "build_leaderboards", "check_report_out", "load_run", "write_report"]
 
 
+REPORT_SUBDIR = "report"  # the default report folder inside a run folder
+
+
 def check_report_out(run_dir: Path, out_dir: Path) -> None:
     """RunDirError unless ``out_dir`` can hold a report: not an existing file or dangling link,
-    and not inside the run folder (a report never writes into a run's data)."""
+    and not inside the run folder except its own ``report/`` subfolder (a report never writes
+    among a run's data)."""
     if out_dir.is_symlink() and not out_dir.exists():
         raise RunDirError(f"report --out {out_dir}: is a symbolic link to a missing target; remove it or choose another --out")
     if out_dir.exists() and not out_dir.is_dir():
         raise RunDirError(f"report --out {out_dir}: exists and is not a directory")
     run, out = Path(run_dir).resolve(), out_dir.resolve()
-    if out == run or run in out.parents:
-        raise RunDirError(f"report --out {out_dir}: is inside the run folder {run_dir}; write reports outside it")
+    if out != run / REPORT_SUBDIR and (out == run or run in out.parents):
+        raise RunDirError(f"report --out {out_dir}: is inside the run folder {run_dir}; write reports to "
+                          f"{Path(run_dir) / REPORT_SUBDIR} (the default) or outside the run folder")
 
 
 def write_report(run_dir: Path, out_dir: Path | None = None, *, primary: dict[str, str] | None = None,
                  image_ids: list[str] | None = None) -> Path:
     """Write the report of ``run_dir`` and return the output directory.
 
-    ``out_dir`` defaults to ``reports/<experiment>/`` (relative to the working directory).
+    ``out_dir`` defaults to ``<run_dir>/report/``: a report lives next to the data it was made
+    from, never in the source tree unless asked (``--out reports/NAME``).
     ``primary`` maps task -> ranking metric (default ``psnr``); ``image_ids`` selects the images of
     the sample grids (default: the first three ids of each dataset). Raises :class:`RunDirError`
     when the run directory or its store is missing.
     """
-    from . import escape
     from .figures import make_figures
     from .html import write_html
     from .tables import write_tables
 
     run = load_run(Path(run_dir))
-    if out_dir is None:
-        out_dir = Path("reports") / escape.slug(run.experiment)
-    out_dir = Path(out_dir)
+    out_dir = Path(run_dir) / REPORT_SUBDIR if out_dir is None else Path(out_dir)
     check_report_out(Path(run_dir), out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     boards = build_leaderboards(run, primary)

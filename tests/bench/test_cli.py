@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import numpy as np
@@ -278,3 +279,27 @@ def test_smoke_config_offline_one_ok_row_per_cell(tmp_path):
     assert gmm.dist_to_map.notna().all() and df[df.prior == "small-cpu"].dist_to_map.isna().all()
     sm = store.load_set_metrics(out)
     assert len(sm) == len(cells) and (sm.value.notna() | sm.note.str.startswith("unavailable")).all()
+
+
+def _subcommands() -> list[str]:
+    ap = cli._parser()
+    sub = next(a for a in ap._actions if isinstance(a, argparse._SubParsersAction))
+    return sorted(sub.choices)
+
+
+def test_every_subcommand_answers_help_with_exit_0(capsys):
+    """``invbench CMD -h`` and ``--help`` print CMD's usage and return 0, for every subcommand
+    (including those that parse their own options: compare, perf)."""
+    names = _subcommands()
+    assert {"run", "report", "compare", "perf", "fetch", "demo", "list", "check"} <= set(names)
+    for name in names:
+        for flag in ("-h", "--help"):
+            rc = cli.main([name, flag])
+            out = capsys.readouterr().out
+            assert rc == 0, (name, flag)
+            assert f"invbench {name}" in out and "usage" in out.lower(), (name, flag, out[:200])
+
+
+def test_compare_usage_errors_are_exit_2(capsys):
+    assert cli.main(["compare"]) == 2
+    assert "BASE_RUN" in capsys.readouterr().err

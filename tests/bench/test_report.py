@@ -304,7 +304,8 @@ def test_default_out_dir_memory_note_and_image_selection(tmp_path, monkeypatch):
     run = make_run(tmp_path / "run", cells, experiment="exp/../x y")
     monkeypatch.chdir(tmp_path)
     out = write_report(run, None, image_ids=["nope"])
-    assert out.resolve().parent == (tmp_path / "reports").resolve()  # slugged name stays inside reports/
+    assert out.resolve() == (tmp_path / "run" / "report").resolve()  # default: RUN/report, whatever the name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]      # nothing written elsewhere
     figs = {p.stem.split("__")[0] for p in (out / "figures").glob("*.png")}
     assert "memory" not in figs and "grid" not in figs  # no GPU memory; unknown image id selects nothing
     assert "Peak-memory bars skipped" in (out / "index.html").read_text()

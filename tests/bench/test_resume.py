@@ -60,12 +60,11 @@ def _snapshot(run_dir):
     pytest.param((0, 3, 9, 14), id="four-kills", marks=pytest.mark.slow),   # 0: as soon as the store exists
 ])
 def test_kill_then_resume(tmp_path, points):
-    from invbench.bench import config, runner
 
     cfg = tmp_path / "c.toml"
     cfg.write_text(_text(300 if len(points) > 1 else 100))
-    ref = tmp_path / "ref"   # uninterrupted reference, in process (same code path as the CLI)
-    runner.run(runner.prepare(config.load(cfg), ref), ref)
+    ref = tmp_path / "ref"   # uninterrupted reference, in process (same code path as the CLI), 1 thread
+    parts.reference_run(cfg, ref)
     ref_df, ref_files = _snapshot(ref)
     n = len(ref_df)
     assert n == 20 and set(ref_df.status) == {"ok"}

@@ -157,6 +157,21 @@ def cli_subprocess(args: list[str], cwd: Path | None = None, timeout: float = 30
                             stderr=subprocess.PIPE, text=True, **kw)
 
 
+def reference_run(cfg: Path, out: Path) -> None:
+    """An uninterrupted run of ``cfg`` into ``out`` in this process, on 1 thread like
+    :func:`cli_subprocess`'s children, so that its rows can be compared bitwise with theirs (some
+    results, e.g. exact posterior samples through an eigenbasis, round differently on another
+    thread count)."""
+    from invbench.bench import config, runner
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        runner.run(runner.prepare(config.load(cfg), out), out)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def cli_run(args: list[str], cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     p = cli_subprocess(args, cwd=cwd)
     out, err = p.communicate(timeout=timeout)

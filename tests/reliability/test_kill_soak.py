@@ -75,12 +75,6 @@ class SoakResult:
         return f"kill soak: {self.kills}/{n} kill points, nothing lost, nothing duplicated, identical results"
 
 
-def _reference(cfg: Path, out: Path) -> None:
-    from invbench.bench import config, runner
-
-    runner.run(runner.prepare(config.load(cfg), out), out)
-
-
 def _snapshot(run_dir: Path):
     df = store.load_results(run_dir).sort_values("row_id").reset_index(drop=True)
     files = {p.relative_to(run_dir).as_posix(): p.read_bytes()
@@ -91,7 +85,7 @@ def _snapshot(run_dir: Path):
 def soak(cfg: Path, work: Path, n_kills: int, seed: int) -> SoakResult:
     """Run the soak described in the module docstring; assertion errors name the failing kill."""
     ref = work / "ref"
-    _reference(cfg, ref)
+    parts.reference_run(cfg, ref)   # 1 thread, like the killed subprocesses
     ref_df, ref_files = _snapshot(ref)
     n = len(ref_df)
     assert n > n_kills and ref_df.row_id.is_unique
