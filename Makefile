@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: venv test test-all demo bench-perf lint validation reliability clean
+.PHONY: venv test test-all demo demo-reference bench-perf lint validation reliability clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -22,6 +22,10 @@ test-all: $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/invbench demo
+
+# refresh the committed reference report (reports/demo/) from the demo run; an explicit step
+demo-reference: demo
+	$(VENV)/bin/invbench report runs/demo --out reports/demo
 
 bench-perf: $(VENV)/.installed
 	$(PY) -m pytest tests/perf -m "" --benchmark-enable --benchmark-autosave

@@ -167,7 +167,7 @@ def cmd_demo(args) -> int:
         return rc
     from .report import write_report
 
-    where = write_report(out, None)  # reports/<experiment>/
+    where = write_report(out, None)  # RUN/report/; `make demo-reference` refreshes reports/demo/
     print(f"invbench: demo results in {out}; report at {where}")
     return EXIT_OK
 
