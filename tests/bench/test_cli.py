@@ -303,3 +303,22 @@ def test_every_subcommand_answers_help_with_exit_0(capsys):
 def test_compare_usage_errors_are_exit_2(capsys):
     assert cli.main(["compare"]) == 2
     assert "BASE_RUN" in capsys.readouterr().err
+
+
+def test_demo_writes_run_and_report_under_its_out_folder_only(tmp_path, monkeypatch, capsys):
+    """``invbench demo`` puts the run and its report under ``--out`` (``RUN/report/``) and writes
+    nothing into the source tree: the committed reports/demo/ is refreshed only by
+    ``make demo-reference``."""
+    root = tmp_path / "src"
+    (root / "configs").mkdir(parents=True)
+    (root / "configs" / "demo.toml").write_text(BASE.replace('name = "t"', 'name = "demo"', 1))
+    monkeypatch.setattr(cli, "_repo_root", lambda: root)
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    rc, out, err = _main(capsys, ["demo", "--out", "runs/demo", "--no-progress"])
+    assert rc == 0, err
+    assert (work / "runs" / "demo" / "report" / "index.html").is_file()
+    assert (work / "runs" / "demo" / "report" / "leaderboard.csv").is_file()
+    assert sorted(p.name for p in work.iterdir()) == ["runs"]          # no reports/ in the working dir
+    assert sorted(p.name for p in root.iterdir()) == ["configs"]       # nor in the source tree
