@@ -88,6 +88,24 @@ def steps_hint(solver) -> float:
     return n
 
 
+def _shape(shape: tuple[int, ...]) -> str:
+    return "×".join(str(int(v)) for v in shape)
+
+
+def _why_empty(exp: Experiment, dataset_shapes: dict[str, tuple[int, ...]],
+               prior_shapes: dict[str, tuple[int, ...]]) -> str:
+    """One line naming why no cell pairs up: a prior whose image shape no dataset has, or solvers
+    restricted (``tasks`` / ``priors``) to names that leave nothing."""
+    given = ", ".join(f"{d.name!r} gives {_shape(dataset_shapes[d.name])}" for d in exp.datasets)
+    unmatched = [p for p in exp.priors if p.datasets is None
+                 and not any(tuple(dataset_shapes[d.name]) == tuple(prior_shapes[p.label]) for d in exp.datasets)]
+    if unmatched and len(unmatched) == len(exp.priors):
+        takes = "; ".join(f"prior {p.label!r} takes {_shape(prior_shapes[p.label])}" for p in unmatched)
+        return f"{takes}, but dataset {given}: no dataset has a prior's image shape (channels×height×width)"
+    return ("no (solver, task, prior, dataset) combination pairs up: check solvers[].tasks / solvers[].priors "
+            f"and priors[].datasets (dataset {given})")
+
+
 def expand(
     exp: Experiment,
     dataset_shapes: dict[str, tuple[int, ...]],
@@ -119,7 +137,6 @@ def expand(
                     cost = dataset_sizes[dn] * len(exp.seeds) * numel * steps * weight
                     cells.append(Cell(s.label, s.name, preset, tuple(sorted(s.overrides.items())), t, dn, p.label, cost))
     if not cells:
-        raise ConfigError("the grid is empty: no (solver, task, prior, dataset) combination pairs up "
-                          "(check priors[].datasets and image shapes)")
+        raise ConfigError("the grid is empty: " + _why_empty(exp, dataset_shapes, prior_shapes))
     cells.sort(key=lambda c: (c.cost, c.key))
     return cells

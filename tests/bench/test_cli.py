@@ -316,7 +316,7 @@ def test_demo_writes_run_and_report_under_its_out_folder_only(tmp_path, monkeypa
     work = tmp_path / "cwd"
     work.mkdir()
     monkeypatch.chdir(work)
-    rc, out, err = _main(capsys, ["demo", "--out", "runs/demo", "--no-progress"])
+    rc, _out, err = _main(capsys, ["demo", "--out", "runs/demo", "--no-progress"])
     assert rc == 0, err
     assert (work / "runs" / "demo" / "report" / "index.html").is_file()
     assert (work / "runs" / "demo" / "report" / "leaderboard.csv").is_file()

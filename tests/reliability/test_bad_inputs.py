@@ -227,7 +227,8 @@ def _(t): return _cfg(BASE, ["grid is empty"], ["solvers[0].tasks=[]"])
 
 
 @case("config: empty grid (prior pairs with no dataset of its shape)")
-def _(t): return _cfg(BASE.replace(DIGITS, '[[datasets]]\nname = "crops"\ntype = "bundled"\nn = 1\nsize = 8\n'), ["grid is empty"])
+def _(t): return _cfg(BASE.replace(DIGITS, '[[datasets]]\nname = "crops"\ntype = "bundled"\nn = 1\nsize = 8\n'),
+                                ["grid is empty", "prior '_test-gauss' takes 1×8×8", "'crops' gives 3×8×8"])
 
 
 @case("config: duplicate dataset names")
