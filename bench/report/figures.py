@@ -91,8 +91,7 @@ def pareto(b: Leaderboard, pal: Palette, out_dir: Path) -> FigureRecord | None:
     handles = {}
     for c in pts:
         ci = c.metrics[b.primary]
-        yerr = 0 if not math.isfinite(ci.half_width) else ci.half_width
-        h = ax.errorbar(c.seconds.mean, ci.mean, yerr=yerr, fmt=pal.marker(c.solver, c.preset),
+        h = ax.errorbar(c.seconds.mean, ci.mean, yerr=_yerr([ci]), fmt=pal.marker(c.solver, c.preset),
                         color=pal.color(c.solver), capsize=2, linestyle="none")
         handles[escape.mpl(c.label)] = h
     # Pareto front: sorted by time, keep points better than every faster point
@@ -107,8 +106,8 @@ def pareto(b: Leaderboard, pal: Palette, out_dir: Path) -> FigureRecord | None:
                 color="0.5", linestyle="--", linewidth=0.8, zorder=0, label="Pareto front")
     ax.set_xscale("log")
     _plain_log_ticks(ax.xaxis)
-    ax.set_xlabel("seconds per image (log scale)")
-    ax.set_ylabel(_metric_label(b.primary) + " (mean ± 95% CI)")
+    ax.set_xlabel("time per image [s] (log scale)")
+    ax.set_ylabel(axis_label(b.primary) + ", mean and 95% CI")
     ax.set_title(_title(b))
     _legend(ax, handles)
     return _save(fig, out_dir, "pareto", b, f"Quality vs time: {b.dataset} / {b.task}",
@@ -116,30 +115,84 @@ def pareto(b: Leaderboard, pal: Palette, out_dir: Path) -> FigureRecord | None:
                  "is the Pareto front.")
 
 
+# Axis units of each metric (docs/metrics.md); the ideal value gets a reference line.
+AXIS_UNITS: dict[str, str] = {
+    "psnr": "dB", "ssim": "unitless", "lpips": "unitless", "mse": "pixel units²",
+    "consistency": "residual / noise level", "dist_to_map": "model units, RMS", "rel_dist_to_map": "ratio",
+    "logpost_gap": "nats", "err_post_mean": "model units, RMS", "seconds": "s",
+}
+IDEAL: dict[str, float] = {"consistency": 1.0}
+PANELS_PER_ROW = 4
+
+
+def axis_label(m: str) -> str:
+    """``"PSNR ↑ [dB]"``: the metric, its direction and its unit."""
+    unit = AXIS_UNITS.get(m, "")
+    return _metric_label(m) + (f" [{unit}]" if unit else "")
+
+
+def _yerr(cis: list) -> np.ndarray:
+    """Asymmetric error bars (2 × n) from intervals; 0 where an interval is undefined."""
+    lo = [c.mean - c.low if c is not None and math.isfinite(c.half_width) else 0.0 for c in cis]
+    hi = [c.high - c.mean if c is not None and math.isfinite(c.half_width) else 0.0 for c in cis]
+    return np.array([lo, hi], dtype=float)
+
+
 def bars(b: Leaderboard, pal: Palette, out_dir: Path) -> FigureRecord | None:
+    """Dot-and-interval panels, one per metric (≤ 4 per row): the mean of each cell with its 95%
+    interval, on an axis fitted to the solvers (oracles are drawn, but an oracle far outside the
+    solvers' range does not stretch the axis; it is marked at the edge instead)."""
     ms = [m for m in b.metrics if m not in b.unavailable and any(m in c.metrics for c in b.cells)]
     cells = [c for c in b.cells if c.n_ok]
     if not ms or not cells:
         return None
-    fig, axes = plt.subplots(1, len(ms), figsize=(max(2.4 * len(ms), 3.5), 2.8), squeeze=False)
-    x = np.arange(len(cells))
-    for ax, m in zip(axes[0], ms):
-        means = [c.metrics[m].mean if m in c.metrics else np.nan for c in cells]
-        errs = [c.metrics[m].half_width if m in c.metrics and math.isfinite(c.metrics[m].half_width) else 0
-                for c in cells]
-        ax.bar(x, means, yerr=errs, color=[pal.color(c.solver) for c in cells], capsize=2,
-               error_kw={"linewidth": 0.8})
-        ax.set_xticks(x, [escape.mpl(c.label) for c in cells], rotation=45, ha="right")
-        ax.set_title(_metric_label(m))
-        ax.grid(axis="x", visible=False)
-        lo = np.nanmin(np.asarray(means, float) - np.asarray(errs, float))
-        hi = np.nanmax(np.asarray(means, float) + np.asarray(errs, float))
-        if m == "psnr" and np.isfinite(lo):  # dB bars from zero hide differences; start near the data
-            ax.set_ylim(max(0.0, lo - 0.1 * (hi - lo + 1)), hi + 0.05 * (hi - lo + 1))
+    ncol = min(PANELS_PER_ROW, len(ms))
+    nrow = math.ceil(len(ms) / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(6.8, 0.6 + 2.3 * nrow), squeeze=False)
+    y = np.arange(len(cells))[::-1]
+    for k, ax in enumerate(axes.flat):
+        if k >= len(ms):
+            ax.set_visible(False)
+            continue
+        m = ms[k]
+        cis = [c.metrics.get(m) for c in cells]
+        means = np.array([ci.mean if ci is not None else np.nan for ci in cis], dtype=float)
+        err = _yerr(cis)
+        solver_rows = [i for i, c in enumerate(cells) if not c.solver.startswith("oracle") and np.isfinite(means[i])]
+        keep = solver_rows or [i for i in range(len(cells)) if np.isfinite(means[i])]
+        lo = np.nanmin(means[keep] - err[0][keep]) if keep else np.nan
+        hi = np.nanmax(means[keep] + err[1][keep]) if keep else np.nan
+        for i, c in enumerate(cells):
+            if not np.isfinite(means[i]):
+                continue
+            ax.errorbar(means[i], y[i], xerr=err[:, i : i + 1], fmt=pal.marker(c.solver, c.preset),
+                        color=pal.color(c.solver), capsize=2, markersize=4, linestyle="none")
+        if np.isfinite(lo) and np.isfinite(hi):
+            pad = 0.08 * (hi - lo) if hi > lo else max(abs(hi), 1e-12) * 0.1
+            x0, x1 = lo - pad, hi + pad
+            if m in IDEAL:
+                x0, x1 = min(x0, IDEAL[m] - pad), max(x1, IDEAL[m] + pad)
+            ax.set_xlim(x0, x1)
+            for i in range(len(cells)):   # an oracle outside the solvers' range: marked at the edge
+                if i not in keep and np.isfinite(means[i]) and not x0 <= means[i] <= x1:
+                    edge = x0 if means[i] < x0 else x1
+                    ax.annotate(f"{fmt_sig(means[i])}", (edge, y[i]), fontsize=6, va="center",
+                                ha="left" if edge == x0 else "right", color=pal.color(cells[i].solver))
+        if m in IDEAL:
+            ax.axvline(IDEAL[m], color="0.4", linewidth=0.8, linestyle=":", zorder=0)
+        ax.set_yticks(y, [escape.mpl(c.label) for c in cells] if k % ncol == 0 else [""] * len(cells))
+        ax.set_xlabel(axis_label(m), fontsize=8)
+        ax.grid(axis="y", visible=False)
     fig.suptitle(_title(b), fontsize=9)
     fig.tight_layout()
     return _save(fig, out_dir, "bars", b, f"Metrics: {b.dataset} / {b.task}",
-                 "Mean per cell with 95% Student-t CI over images × seeds (ok rows).")
+                 "Mean per cell with its 95% interval over images × seeds (ok rows): Student-t for PSNR, "
+                 "SSIM and consistency, a bootstrap for non-negative metrics; dotted line: the ideal value; "
+                 "oracles outside the solvers' range are written at the axis edge.")
+
+
+def fmt_sig(x: float) -> str:
+    return f"{x:.2g}"
 
 
 def _inside(run_dir: Path, rel: str | Path) -> Path | None:
@@ -232,14 +285,14 @@ def nfe_curves(b: Leaderboard, pal: Palette, out_dir: Path) -> FigureRecord | No
         xs = [c.nfe for c in cs]
         allx += xs
         ys = [c.metrics[b.primary].mean for c in cs]
-        es = [c.metrics[b.primary].half_width if math.isfinite(c.metrics[b.primary].half_width) else 0 for c in cs]
+        es = _yerr([c.metrics[b.primary] for c in cs])
         lab = solver if len({p for (_, p) in curves}) == 1 else f"{solver} / {prior}"
         ax.errorbar(xs, ys, yerr=es, color=pal.color(solver), marker="o", capsize=2, label=escape.mpl(lab))
     if min(allx) > 0 and max(allx) / min(allx) > 10:
         ax.set_xscale("log")
         _plain_log_ticks(ax.xaxis)
     ax.set_xlabel("NFE per image")
-    ax.set_ylabel(_metric_label(b.primary) + " (mean ± 95% CI)")
+    ax.set_ylabel(axis_label(b.primary) + ", mean and 95% CI")
     ax.set_title(_title(b))
     ax.legend(frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
     return _save(fig, out_dir, "nfe", b, f"{b.primary} vs NFE: {b.dataset} / {b.task}",
@@ -271,6 +324,7 @@ def dist_to_map(b: Leaderboard, run: RunData, pal: Palette, out_dir: Path) -> Fi
               & (df["status"].astype(str) == "ok")].copy()
     rows["dist_to_map"] = pd.to_numeric(rows["dist_to_map"], errors="coerce")
     rows = rows[np.isfinite(rows["dist_to_map"])]
+    rows = rows[rows["solver"].astype(str) != "oracle_map"]  # ≈ 0 by construction; it would crush the axis
     if not len(rows):
         return None
     from .summary import cell_label
@@ -285,15 +339,16 @@ def dist_to_map(b: Leaderboard, run: RunData, pal: Palette, out_dir: Path) -> Fi
     v = rows["dist_to_map"].to_numpy()
     if (v > 0).all() and v.max() / v.min() > 100:
         ax.set_yscale("log")
+        _plain_log_ticks(ax.yaxis)
     ax.set_xlabel("")
-    ax.set_ylabel("distance to exact MAP ↓")
+    ax.set_ylabel(axis_label("dist_to_map").replace("dist. to MAP", "distance to exact MAP"))
     ax.tick_params(axis="x", rotation=45)
     for t in ax.get_xticklabels():
         t.set_ha("right")
     ax.set_title(_title(b))
     return _save(fig, out_dir, "dist_to_map", b, f"Distance to the exact MAP: {b.dataset} / {b.task}",
                  "Per image × seed distance of the reconstruction to the exact MAP of the analytic prior's "
-                 "posterior (box: quartiles; points: rows).")
+                 "posterior (box: quartiles; points: rows); the exact-MAP oracle, at distance ≈ 0 by construction, is left out.")
 
 
 def make_figures(run: RunData, boards: list[Leaderboard], out_dir: Path,

@@ -1,8 +1,10 @@
 """Summary statistics and metric directions used by every report and by ``invbench compare``.
 
-Confidence intervals are two-sided Student-t intervals for the mean over the ok rows of a cell
-(one value per image x seed): ``mean ± t_{1-alpha/2, n-1} · s / sqrt(n)`` with ``s`` the sample
-standard deviation (ddof=1). Rows of one image with different seeds are treated as independent
+Confidence intervals are two-sided intervals for the mean over the ok rows of a cell (one value
+per image x seed): Student-t, ``mean ± t_{1-alpha/2, n-1} · s / sqrt(n)`` with ``s`` the sample
+standard deviation (ddof=1), for metrics that can take either sign (PSNR, SSIM, consistency), and
+a seeded percentile bootstrap of the mean for non-negative ones (:data:`NONNEGATIVE`), printed as
+``mean [low, high]`` so that no interval goes below zero. Rows of one image with different seeds are treated as independent
 draws, which is what the stored rows are; with ``n < 2`` the half-width is undefined (NaN) and
 reports print the mean alone.
 """
@@ -78,25 +80,42 @@ def arrow(metric: str) -> str:
     return {1: "↑", -1: "↓"}.get(direction(metric), "")
 
 
+# Metrics that cannot be negative: their intervals come from a bootstrap of the mean (percentile
+# interval, seeded), so that no interval reaches below zero as a t-interval of skewed values can.
+NONNEGATIVE: frozenset[str] = frozenset({"mse", "lpips", "dist_to_map", "rel_dist_to_map", "logpost_gap",
+                                         "err_post_mean", "fid", "sliced_wasserstein", "seconds"})
+BOOTSTRAP_RESAMPLES = 4000
+BOOTSTRAP_SEED = 0
+
+
 @dataclass(frozen=True)
 class MeanCI:
-    """Mean of ``n`` finite values with a two-sided (1 - alpha) t-interval half-width."""
+    """Mean of ``n`` finite values with a two-sided (1 - alpha) interval: a symmetric Student-t
+    interval (``half_width``), or an asymmetric bootstrap interval (``lo``, ``hi``) for
+    non-negative metrics, whose ``half_width`` is then half the interval's length."""
 
     mean: float
     half_width: float
     n: int
+    lo: float | None = None
+    hi: float | None = None
 
     @property
     def low(self) -> float:
-        return self.mean - self.half_width
+        return self.lo if self.lo is not None else self.mean - self.half_width
 
     @property
     def high(self) -> float:
-        return self.mean + self.half_width
+        return self.hi if self.hi is not None else self.mean + self.half_width
+
+    @property
+    def symmetric(self) -> bool:
+        return self.lo is None
 
 
-def mean_ci(values, alpha: float = 0.05) -> MeanCI:
-    """t-interval of the mean of the finite entries of ``values`` (NaN/None dropped)."""
+def mean_ci(values, alpha: float = 0.05, *, nonneg: bool = False) -> MeanCI:
+    """Interval of the mean of the finite entries of ``values`` (NaN/None dropped): Student-t, or
+    with ``nonneg`` a seeded percentile bootstrap (never below zero for non-negative values)."""
     v = np.asarray([x for x in values if x is not None], dtype=np.float64)
     v = v[np.isfinite(v)]
     n = int(v.size)
@@ -105,9 +124,19 @@ def mean_ci(values, alpha: float = 0.05) -> MeanCI:
     m = float(v.mean())
     if n < 2:
         return MeanCI(m, math.nan, 1)
+    if nonneg:
+        rng = np.random.default_rng(BOOTSTRAP_SEED)
+        means = v[rng.integers(0, n, size=(BOOTSTRAP_RESAMPLES, n))].mean(axis=1)
+        lo, hi = (float(q) for q in np.quantile(means, [alpha / 2.0, 1.0 - alpha / 2.0]))
+        return MeanCI(m, (hi - lo) / 2.0, n, lo, hi)
     sd = float(v.std(ddof=1))
     t = float(_st.t.ppf(1.0 - alpha / 2.0, n - 1))
     return MeanCI(m, t * sd / math.sqrt(n), n)
+
+
+def ci_for(metric: str, values, alpha: float = 0.05) -> MeanCI:
+    """The interval a report shows for ``metric`` (bootstrap for :data:`NONNEGATIVE` metrics)."""
+    return mean_ci(values, alpha, nonneg=metric in NONNEGATIVE)
 
 
 def fmt_number(x: float | None, decimals: int) -> str:
@@ -123,4 +152,6 @@ def fmt_mean_ci(ci: MeanCI, metric: str, pm: str = "±") -> str:
         return "—"
     if not math.isfinite(ci.half_width):
         return fmt_number(ci.mean, d)
+    if not ci.symmetric:
+        return f"{fmt_number(ci.mean, d)} [{fmt_number(ci.low, d)}, {fmt_number(ci.high, d)}]"
     return f"{fmt_number(ci.mean, d)} {pm} {fmt_number(ci.half_width, d)}"

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .data import CELL_KEYS, RunData
-from .stats import DEFAULT_PRIMARY, PER_IMAGE_METRICS, MeanCI, direction, mean_ci
+from .stats import DEFAULT_PRIMARY, PER_IMAGE_METRICS, MeanCI, ci_for, direction
 
 MIB = float(1 << 20)
 
@@ -106,7 +106,7 @@ def summarise_cell(rows: pd.DataFrame, set_rows: pd.DataFrame, unavailable: dict
     for m in PER_IMAGE_METRICS:
         if m in unavailable or m not in ok:
             continue
-        ci = mean_ci(_num(ok[m]), alpha)
+        ci = ci_for(m, _num(ok[m]), alpha)
         if ci.n:
             metrics[m] = ci
     sm: dict[str, tuple[float | None, int | None, str]] = {}
@@ -125,7 +125,7 @@ def summarise_cell(rows: pd.DataFrame, set_rows: pd.DataFrame, unavailable: dict
         solver=str(first["solver"]), preset=str(first["preset"]), task=str(first["task"]),
         dataset=str(first["dataset"]), prior=str(first["prior"]),
         n_rows=len(rows), n_ok=len(ok), status=_status_text(rows), metrics=metrics, set_metrics=sm,
-        seconds=mean_ci(secs, alpha), seconds_median=float(np.median(fin)) if fin.size else math.nan,
+        seconds=ci_for("seconds", secs, alpha), seconds_median=float(np.median(fin)) if fin.size else math.nan,
         nfe=_nanmean(_num(ok["nfe"])) if "nfe" in ok else math.nan,
         vjp=_nanmean(_num(ok["vjp"])) if "vjp" in ok else math.nan,
         peak_mem_mib=_nanmax(_num(ok["peak_mem_bytes"])) / MIB if "peak_mem_bytes" in ok else math.nan,

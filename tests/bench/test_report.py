@@ -24,6 +24,8 @@ from tests.helpers.report_fixture import HOSTILE
 KEYS = ["solver", "preset", "task", "dataset", "prior"]
 CHECKED = {"psnr": "PSNR", "ssim": "SSIM", "mse": "MSE", "consistency": "consistency",
            "dist_to_map": "dist. to MAP", "seconds": "s/image"}
+NONNEG = {"mse", "dist_to_map", "seconds"}   # bootstrap intervals: two independent resamplings agree
+BOOT_TOL = 0.35                               # to this fraction of the interval's length (n = 3..8)
 
 
 # ---------------------------------------------------------------- independent recomputation
@@ -36,7 +38,15 @@ def expected(run_dir: Path) -> dict[tuple, dict]:
         e = {"n_ok": len(ok), "n_rows": len(g)}
         for m in CHECKED:
             v = pd.to_numeric(ok[m], errors="coerce").dropna().to_numpy(float)
-            if len(v) >= 2:  # scipy returns NaN for a zero-width interval (equal values)
+            if len(v) >= 2 and m in NONNEG:  # non-negative: percentile bootstrap of the mean
+                if np.ptp(v) > 0:
+                    b = stats.bootstrap((v,), np.mean, confidence_level=0.95, n_resamples=4000,
+                                        method="percentile", rng=np.random.default_rng(1))
+                    lo, hi = b.confidence_interval
+                else:
+                    lo = hi = v.mean()
+                e[m] = (v.mean(), lo, hi, len(v))
+            elif len(v) >= 2:  # scipy returns NaN for a zero-width interval (equal values)
                 sem = stats.sem(v)
                 lo, hi = stats.t.interval(0.95, len(v) - 1, loc=v.mean(), scale=sem) if sem > 0 else (v.mean(),) * 2
                 e[m] = (v.mean(), lo, hi, len(v))
@@ -118,6 +128,13 @@ def check_table(head, rows, exp, ds, task):
                 assert j is None or r[j] in ("—", ""), (m, r[j])
                 continue
             mean, lo, hi, _ = e[m]
+            if m in NONNEG:   # "mean [low, high]", never below zero
+                pm, plo, phi = re.fullmatch(r"(\S+) \[(\S+), (\S+)\]", r[j]).groups()
+                assert close_to_printed(pm, mean), (key, m, r[j], mean)
+                assert 0 <= float(plo) <= float(pm) <= float(phi), (key, m, r[j])
+                slack = BOOT_TOL * (hi - lo) + 10 ** -(len(plo.split(".")[1]) if "." in plo else 0)
+                assert abs(float(plo) - lo) <= slack and abs(float(phi) - hi) <= slack, (key, m, r[j], lo, hi)
+                continue
             pm, hw = r[j].split(" ± ")
             assert close_to_printed(pm, mean), (key, m, r[j], mean)
             assert close_to_printed(hw, (hi - lo) / 2), (key, m, r[j], (hi - lo) / 2)
@@ -176,8 +193,13 @@ def test_csv_full_precision_matches_recomputation(fixture_report):
             if m in e:
                 mean, lo, hi, n = e[m]
                 assert np.isclose(float(r[f"{m}_mean"]), mean, rtol=1e-12, atol=0)
-                assert np.isclose(float(r[f"{m}_ci_low"]), lo, rtol=1e-9, atol=1e-15)
-                assert np.isclose(float(r[f"{m}_ci_high"]), hi, rtol=1e-9, atol=1e-15)
+                if m in NONNEG:
+                    clo, chi = float(r[f"{m}_ci_low"]), float(r[f"{m}_ci_high"])
+                    assert 0 <= clo <= mean <= chi
+                    assert abs(clo - lo) <= BOOT_TOL * (hi - lo) + 1e-15 and abs(chi - hi) <= BOOT_TOL * (hi - lo) + 1e-15
+                else:
+                    assert np.isclose(float(r[f"{m}_ci_low"]), lo, rtol=1e-9, atol=1e-15)
+                    assert np.isclose(float(r[f"{m}_ci_high"]), hi, rtol=1e-9, atol=1e-15)
                 assert int(r[f"{m}_n"]) == n
             elif f"{m}_mean" in r:
                 assert r[f"{m}_mean"] == ""
