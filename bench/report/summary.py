@@ -44,6 +44,9 @@ class CellSummary:
     peak_mem_mib: float              # max over ok rows; NaN when not recorded (CPU)
     peak_rss_mib: float
     rank: int | None = None
+    delta_best: MeanCI | None = None  # paired difference to the rank-1 cell (bench/report/paired.py)
+    p_best: float = math.nan          # its Holm-adjusted p-value
+    group: int | None = None          # significance rank: 1 + cells significantly better
 
     @property
     def label(self) -> str:
@@ -166,6 +169,24 @@ def _rank(cells: list[CellSummary], primary: str) -> None:
         c.rank = rank
 
 
+def _pair(run: RunData, cells: list[CellSummary], primary: str, alpha: float) -> None:
+    """Fill ``delta_best``, ``p_best`` and ``group`` of the ranked cells (paired on image × seed)."""
+    from .paired import paired_groups
+
+    ranked = sorted((c for c in cells if c.rank is not None), key=lambda c: (c.rank, c.key))
+    df = run.results
+    rows = {}
+    for c in ranked:
+        mask = np.ones(len(df), dtype=bool)
+        for k, v in zip(CELL_KEYS, c.key, strict=True):
+            mask &= (df[k].astype(str) == str(v)).to_numpy()
+        rows[c.key] = df[mask]
+    res = paired_groups(rows, [c.key for c in ranked], primary, alpha)
+    for c in ranked:
+        r = res[c.key]
+        c.delta_best, c.p_best, c.group = r.delta_best, r.p_best, r.group
+
+
 def build_leaderboards(run: RunData, primary: dict[str, str] | None = None,
                        alpha: float = 0.05) -> list[Leaderboard]:
     """One leaderboard per (dataset, task), cells sorted by rank (unranked last).
@@ -189,6 +210,8 @@ def build_leaderboards(run: RunData, primary: dict[str, str] | None = None,
             _rank(cs, prim)
             if all(c.rank is None for c in cs):
                 notes.append(f"No cell has a value of the primary metric {prim}; cells are not ranked.")
+            else:
+                _pair(run, cs, prim, alpha)
         metrics = [m for m in PER_IMAGE_METRICS if any(m in c.metrics for c in cs)]
         set_names = sorted({m for c in cs for m in c.set_metrics})
         for m in unavailable:  # unavailable metrics show as a column of their note, never numbers

@@ -23,9 +23,13 @@ from . import escape
 from .stats import DECIMALS, UNITS, MeanCI, arrow, fmt_mean_ci, fmt_number
 from .summary import Leaderboard
 
-CI_NOTE = ("Values are mean ± 95% CI (two-sided Student-t interval over images × seeds, ok rows "
-           "only); s/image is wall-clock inside the timed region; NFE/VJP are means per image; "
-           "peak memory is the maximum over images (GPU memory is not recorded on CPU).")
+CI_NOTE = ("Values are means over images × seeds (ok rows) with a 95% interval: ± a Student-t "
+           "half-width for PSNR, SSIM and consistency, [low, high] of a bootstrap for non-negative "
+           "metrics. Δ best is the paired difference to the rank-1 cell on the same images and seeds "
+           "(mean ± 95% Student-t CI); group is 1 + the number of cells significantly better (paired "
+           "t-tests, Holm-corrected at 5%), so tied cells share a group and bold marks group 1. "
+           "s/image is wall-clock inside the timed region; NFE/VJP are means per image; peak memory "
+           "is the maximum over images.")
 
 DISPLAY = {
     "psnr": "PSNR", "ssim": "SSIM", "lpips": "LPIPS", "mse": "MSE", "consistency": "consistency",
@@ -59,19 +63,33 @@ def _int_or(x: float) -> Cell:
 
 def board_rows(b: Leaderboard) -> tuple[list[Header], list[list[Cell]]]:
     """Column headers and typed cells of one leaderboard (format-independent)."""
-    heads = [Header("rank"), Header("solver"), Header("preset"), Header("prior"), Header("n ok")]
+    paired = any(c.group is not None for c in b.cells)
+    heads = [Header("rank")] + ([Header("group"), Header("Δ best", UNITS.get(b.primary, ""))] if paired else [])
+    heads += [Header("solver"), Header("preset"), Header("prior"), Header("n ok")]
     for m in b.metrics:
         heads.append(Header(DISPLAY.get(m, m), UNITS.get(m, ""), arrow(m)))
     for m in b.set_metrics:
         heads.append(Header(DISPLAY.get(m, m), UNITS.get(m, ""), arrow(m)))
-    heads += [Header("s/image", "", "↓"), Header("NFE"), Header("VJP"),
-              Header("peak GPU mem", "MiB"), Header("peak RSS", "MiB"), Header("status")]
+    gpu = any(math.isfinite(c.peak_mem_mib) for c in b.cells)     # a column n/a in every row goes
+    rss = any(math.isfinite(c.peak_rss_mib) for c in b.cells)
+    heads += [Header("s/image", "", "↓"), Header("NFE"), Header("VJP")]
+    heads += ([Header("peak GPU mem", "MiB")] if gpu else []) + ([Header("peak RSS", "MiB")] if rss else [])
+    heads.append(Header("status"))
     rows = []
     for c in b.cells:
-        r: list[Cell] = [("text", str(c.rank) if c.rank is not None else "—"), ("text", c.solver),
-                         ("text", c.preset), ("text", c.prior), ("text", f"{c.n_ok}/{c.n_rows}")]
+        r: list[Cell] = [("text", str(c.rank) if c.rank is not None else "—")]
+        if paired:
+            r.append(("text", str(c.group) if c.group is not None else "—"))
+            r.append(("text", "best" if c.rank is not None and c.delta_best is None and c.group is not None
+                      else "—") if c.delta_best is None else ("ci", c.delta_best, b.primary))
+        r += [("text", c.solver), ("text", c.preset), ("text", c.prior), ("text", f"{c.n_ok}/{c.n_rows}")]
         for m in b.metrics:
-            r.append(("unavail", m, b.unavailable[m]) if m in b.unavailable else _ci_cell(c.metrics.get(m), m))
+            if m in b.unavailable:
+                r.append(("unavail", m, b.unavailable[m]))
+            elif m == b.primary and c.group == 1 and c.metrics.get(m) is not None:
+                r.append(("bold", _ci_cell(c.metrics.get(m), m)))
+            else:
+                r.append(_ci_cell(c.metrics.get(m), m))
         for m in b.set_metrics:
             if m in b.unavailable:
                 r.append(("unavail", m, b.unavailable[m]))
@@ -80,8 +98,10 @@ def board_rows(b: Leaderboard) -> tuple[list[Header], list[list[Cell]]]:
             r.append(("num", v, DECIMALS.get(m, 4)) if v is not None else ("text", note or "—"))
         r.append(_ci_cell(c.seconds if c.seconds.n else None, "seconds"))
         r += [_int_or(c.nfe), _int_or(c.vjp)]
-        r.append(("num", c.peak_mem_mib, 1) if math.isfinite(c.peak_mem_mib) else ("text", "n/a"))
-        r.append(("num", c.peak_rss_mib, 1) if math.isfinite(c.peak_rss_mib) else ("text", "n/a"))
+        if gpu:
+            r.append(("num", c.peak_mem_mib, 1) if math.isfinite(c.peak_mem_mib) else ("text", "n/a"))
+        if rss:
+            r.append(("num", c.peak_rss_mib, 1) if math.isfinite(c.peak_rss_mib) else ("text", "n/a"))
         r.append(("text", c.status))
         rows.append(r)
     return heads, rows
@@ -91,6 +111,9 @@ def render_cell(cell: Cell, fmt: str) -> str:
     """Render a typed cell for ``fmt`` in {"md", "tex", "html", "plain"} (escaping user text)."""
     esc = {"md": escape.markdown, "tex": escape.latex, "html": escape.html_text, "plain": str}[fmt]
     kind = cell[0]
+    if kind == "bold":  # best and tied-best (significance group 1) of the primary metric
+        inner = render_cell(cell[1], fmt)
+        return {"md": f"**{inner}**", "tex": r"\textbf{" + inner + "}", "html": f"<b>{inner}</b>"}.get(fmt, inner)
     if kind == "text":
         return esc(cell[1])
     if kind == "unavail":  # LaTeX and Markdown tables carry the reason once, under the table
@@ -178,7 +201,10 @@ def csv_records(boards: list[Leaderboard]) -> list[dict]:
         for c in b.cells:
             r: dict = {"dataset": c.dataset, "task": c.task, "solver": c.solver, "preset": c.preset,
                        "prior": c.prior, "rank": c.rank if c.rank is not None else "",
+                       "group": c.group if c.group is not None else "",
                        "primary_metric": b.primary, "n_rows": c.n_rows, "n_ok": c.n_ok, "status": c.status}
+            _ci_fields(r, "delta_best", c.delta_best)
+            r["p_best_holm"] = _blank(c.p_best)
             for m in b.metrics:
                 _ci_fields(r, m, None if m in b.unavailable else c.metrics.get(m))
                 r[f"{m}_note"] = b.unavailable.get(m, "")

@@ -78,7 +78,8 @@ def md_tables(text: str) -> dict[tuple[str, str], tuple[list[str], list[list[str
             key, rows = (h.group(1), h.group(2)), []
             out[key] = rows
         elif line.startswith("|") and key:
-            rows.append([MD_UNESC.sub(r"\1", c.strip()) for c in re.split(r"(?<!\\)\|", line)[1:-1]])
+            rows.append([MD_UNESC.sub(r"\1", c.strip().removeprefix("**").removesuffix("**"))
+                         for c in re.split(r"(?<!\\)\|", line)[1:-1]])
     return {k: (v[0], [r for r in v[2:]]) for k, v in out.items()}
 
 
@@ -87,6 +88,7 @@ TEX_TOKENS = {"backslash": "\\", "less": "<", "greater": ">", "bar": "|", "ascii
 
 
 def tex_unescape(s: str) -> str:
+    s = re.sub(r"^\\textbf\{(.*)\}$", r"\1", s.strip())
     s = s.replace(r"$\pm$", "±").replace(r"$\cdot$", "·").replace("---", "—")
     s = re.sub(r"\$\\(uparrow|downarrow)\$", lambda m: {"uparrow": "↑", "downarrow": "↓"}[m.group(1)], s)
     return re.sub(r"\\text(backslash|less|greater|bar|asciitilde|asciicircum|quotedbl)\{\}|\\([&%$#_{}])",
