@@ -351,6 +351,48 @@ def dist_to_map(b: Leaderboard, run: RunData, pal: Palette, out_dir: Path) -> Fi
                  "posterior (box: quartiles; points: rows); the exact-MAP oracle, at distance ≈ 0 by construction, is left out.")
 
 
+def cd_figure(boards: list[Leaderboard], pal: Palette, out_dir: Path) -> FigureRecord | None:
+    """Critical-difference diagram of the solvers' average ranks over all (dataset, task) blocks
+    (bench/report/cd.py): rank axis best-left, a bar joins solvers closer than the CD."""
+    from .cd import critical_difference
+
+    res = critical_difference(boards)
+    if res is None:
+        return None
+    k = len(res.methods)
+    fig, ax = plt.subplots(figsize=(6.8, 1.2 + 0.22 * k))
+    ax.set_xlim(0.7, k + 0.3)              # rank 1 (best) on the left; names in the side margins
+    ax.set_ylim(-(k // 2 + 1.5), 2.2)
+    ax.set_yticks([])
+    for side in ("left", "right", "bottom"):
+        ax.spines[side].set_visible(False)
+    ax.xaxis.tick_top()
+    ax.set_xticks(range(1, k + 1))
+    ax.set_xlabel("average rank over tasks [1 = best]", fontsize=8)
+    ax.xaxis.set_label_position("top")
+    ax.grid(False)
+    ax.plot([1, 1 + res.cd], [1.5, 1.5], color="0.2", linewidth=1.5)
+    ax.text(1 + res.cd / 2, 1.7, f"CD = {res.cd:.2f}", ha="center", fontsize=7)
+    half = math.ceil(k / 2)
+    for i, (m, r) in enumerate(zip(res.methods, res.avg_rank, strict=True)):
+        left = i < half
+        y = -(i if left else k - 1 - i) - 0.8
+        x_text = 0.7 if left else k + 0.3
+        ax.plot([r, r, x_text], [0, y, y], color=pal.color(m), linewidth=1.0)
+        ax.text(x_text + (-0.05 if left else 0.05), y, f"{escape.mpl(m)} ({r:.2f})",
+                ha="right" if left else "left", va="center", fontsize=7)
+    for j, (a, b_) in enumerate(res.cliques):
+        ax.plot([res.avg_rank[a] - 0.03, res.avg_rank[b_] + 0.03], [-0.25 - 0.18 * j] * 2, color="0.15", linewidth=2.2)
+    fig.subplots_adjust(left=0.24, right=0.76, top=0.62, bottom=0.02)
+    fp = "n/a" if not math.isfinite(res.friedman_p) else f"{res.friedman_p:.3g}"
+    ax.set_title(f"{k} solvers over {res.n_blocks} dataset × task blocks (Friedman p = {fp})", fontsize=8, pad=22)
+    return _save(fig, out_dir, "cd", None, "Overall ranking: critical-difference diagram",
+                 f"Average rank of each solver by its primary metric over {res.n_blocks} (dataset, task) "
+                 f"blocks (oracles excluded; best preset per block). Friedman test p = {fp}; solvers joined "
+                 f"by a bar differ by less than the Nemenyi critical difference CD = {res.cd:.2f} (α = 0.05) "
+                 "and are not distinguishable (Demšar 2006).")
+
+
 def make_figures(run: RunData, boards: list[Leaderboard], out_dir: Path,
                  image_ids: list[str] | None = None) -> tuple[list[FigureRecord], list[str]]:
     """Write all figures into ``out_dir``; returns the records and notes on skipped figures."""
@@ -370,6 +412,12 @@ def make_figures(run: RunData, boards: list[Leaderboard], out_dir: Path,
             made = (pareto(b, pal, out_dir), bars(b, pal, out_dir), grid(b, run, out_dir, image_ids),
                     nfe_curves(b, pal, out_dir), memory(b, pal, out_dir), dist_to_map(b, run, pal, out_dir))
             recs += [r for r in made if r is not None]
+        cd = cd_figure(boards, pal, out_dir)
+        if cd is not None:
+            recs.insert(0, cd)
+        else:
+            notes.append("No critical-difference diagram: it needs at least 3 solvers common to at least 2 "
+                         "(dataset, task) blocks.")
     if boards and not any(math.isfinite(c.peak_mem_mib) for b in boards for c in b.cells):
         notes.append("Peak-memory bars skipped: peak GPU memory is NULL for every cell (CPU run); "
                      "peak RSS is in the tables.")

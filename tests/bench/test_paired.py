@@ -63,3 +63,31 @@ def test_identical_cells_tie_and_single_image_is_never_significant():
     assert res[("a",)].group == res[("b",)].group == 1
     one = paired_groups({("a",): _rows(np.array([30.0])), ("b",): _rows(np.array([10.0]))}, [("a",), ("b",)], "psnr")
     assert one[("b",)].group == 1 and np.isnan(one[("b",)].p_best)
+
+
+def _board(scores: dict[str, float]):
+    from types import SimpleNamespace
+
+    from invbench.bench.report.stats import MeanCI
+
+    cells = [SimpleNamespace(solver=s, metrics={"psnr": MeanCI(v, 0.1, 5)}) for s, v in scores.items()]
+    cells.append(SimpleNamespace(solver="oracle_map", metrics={"psnr": MeanCI(99.0, 0.1, 5)}))  # excluded
+    return SimpleNamespace(primary="psnr", cells=cells)
+
+
+def test_critical_difference_matches_demsar():
+    """k = 4 solvers over N = 8 blocks: the Nemenyi CD at α = 0.05 is q = 2.569 (Demšar 2006,
+    Table 5) times sqrt(k(k+1)/(6N)) = 1.658; a solver best in every block has average rank 1."""
+    from invbench.bench.report.cd import critical_difference
+
+    rng = np.random.default_rng(3)
+    boards = [_board({"a": 30 + rng.normal(), "b": 25 + rng.normal(), "c": 25 + rng.normal(), "d": 20.0})
+              for _ in range(8)]
+    res = critical_difference(boards)
+    assert np.isclose(res.cd, 2.569 * np.sqrt(4 * 5 / 48), atol=2e-3)
+    assert res.methods[0] == "a" and res.avg_rank[0] == 1.0 and res.methods[-1] == "d" and res.avg_rank[-1] == 4.0
+    assert res.friedman_p < 1e-3 and res.n_blocks == 8 and "oracle_map" not in res.methods
+    # b and c (equal in distribution) are joined; a and d (3 ranks apart) are not
+    joined = [set(res.methods[i : j + 1]) for i, j in res.cliques]
+    assert any({"b", "c"} <= g for g in joined) and not any({"a", "d"} <= g for g in joined)
+    assert critical_difference(boards[:1]) is None            # one block: no test
