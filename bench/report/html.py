@@ -1,5 +1,7 @@
-"""One self-contained ``index.html`` per run: run metadata, metric status, leaderboards and
-figures (PNG embedded as base64 data URIs; no external files, scripts or fonts).
+"""One ``index.html`` per report: a summary first (solver × task matrix, critical-difference
+diagram, Pareto plots), then the leaderboards (folded), the figures, run metadata and metric
+status. Figures are the report's own ``figures/*.png``, linked by relative address, so the page
+stays small; no external files, scripts or fonts.
 
 Every piece of text goes through ``html.escape`` (:func:`invbench.bench.report.escape.html_text`), and
 the page declares a Content-Security-Policy that forbids scripts altogether.
@@ -7,7 +9,7 @@ the page declares a Content-Security-Policy that forbids scripts altogether.
 
 from __future__ import annotations
 
-import base64
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -47,14 +49,16 @@ details{margin:.4em 0}summary{cursor:pointer;font-weight:600}
 .note{font-size:13px;color:#555}
 """
 
-CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+CSP = "default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'"
 
 META_ORDER = ("experiment", "code_version", "config_hash", "device", "torch_version", "torch_threads",
               "python_version", "units", "protocol")
 
 
-def _img(path: Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+def _img(path: Path, page_dir: Path) -> str:
+    """The figure's address relative to the page (``figures/NAME.png``): the page stays small and
+    the report folder moves as a whole."""
+    return Path(os.path.relpath(path, page_dir)).as_posix()
 
 
 def _board_html(b: Leaderboard, idx: int) -> str:
@@ -104,10 +108,10 @@ def _summary_html(boards: list[Leaderboard]) -> str:
     return "\n".join(out)
 
 
-def _figure_html(f: FigureRecord) -> str:
+def _figure_html(f: FigureRecord, page_dir: Path) -> str:
     with Image.open(f.png) as im:  # figures are saved at 200 dpi: show at half size (sharp on HiDPI)
         w, h = (max(1, v // 2) for v in im.size)
-    return (f'<figure class="fig-{E(f.kind)}"><img src="{_img(f.png)}" width="{w}" height="{h}" '
+    return (f'<figure class="fig-{E(f.kind)}"><img src="{E(_img(f.png, page_dir))}" width="{w}" height="{h}" '
             f'alt="{E(f.title)}">'
             f"<figcaption><b>{E(f.title)}.</b> {E(f.caption)} "
             f"(PDF: figures/{E(f.pdf.name)})</figcaption></figure>")
@@ -153,7 +157,10 @@ def _status_html(run: RunData) -> str:
     return "\n".join(out)
 
 
-def render_html(run: RunData, boards: list[Leaderboard], figs: list[FigureRecord], notes: list[str]) -> str:
+def render_html(run: RunData, boards: list[Leaderboard], figs: list[FigureRecord], notes: list[str],
+                page_dir: Path) -> str:
+    """The page's HTML; ``page_dir`` is the folder the page is written to (figure addresses are
+    relative to it)."""
     title = f"invbench report: {run.experiment}"
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              f'<meta http-equiv="Content-Security-Policy" content="{E(CSP)}">',
@@ -165,14 +172,14 @@ def render_html(run: RunData, boards: list[Leaderboard], figs: list[FigureRecord
               '<a href="leaderboard.csv">leaderboard.csv</a>, figures as PDF in <code>figures/</code>.</p>'),
              "<h2>Summary</h2>", _summary_html(boards)]
     lead = [f for f in figs if f.kind in ("cd", "pareto")]   # the answer first: ranking, then cost
-    parts += [_figure_html(f) for f in lead]
+    parts += [_figure_html(f, page_dir) for f in lead]
     parts += ["<h2>Leaderboards</h2>", f'<p class="note">{E(CI_NOTE)}</p>']
     parts += [f"<details><summary>{E(board_title(b))}</summary>\n{_board_html(b, i)}\n</details>"
               for i, b in enumerate(boards)]
     if not boards:
         parts.append('<p class="note">The run has no results.</p>')
     parts.append("<h2>Figures</h2>")
-    parts += [_figure_html(f) for f in figs if f not in lead]
+    parts += [_figure_html(f, page_dir) for f in figs if f not in lead]
     parts += [f'<p class="note">{E(n)}</p>' for n in notes]
     parts += ["<h2>Run metadata</h2>", _meta_html(run), "<h2>Metric availability</h2>", _status_html(run),
               "</body></html>"]
@@ -181,5 +188,5 @@ def render_html(run: RunData, boards: list[Leaderboard], figs: list[FigureRecord
 
 def write_html(run: RunData, boards: list[Leaderboard], figs: list[FigureRecord], notes: list[str],
                path: Path) -> Path:
-    atomic_write_text(path, render_html(run, boards, figs, notes))
+    atomic_write_text(path, render_html(run, boards, figs, notes, Path(path).parent))
     return path

@@ -95,7 +95,7 @@ def test_index_html_in_chromium(fixture_report, tmp_path):
     with_imgs = _shot(chrome, tmp_path, page, tmp_path / "with.png")
     assert with_imgs.std() > 10
     blank = tmp_path / "blank.html"
-    blank.write_text(re.sub(r'src="data:image/png;base64,[^"]*"', f'src="data:image/png;base64,{BLANK_PNG}"',
+    blank.write_text(re.sub(r'src="figures/[^"]*"', f'src="data:image/png;base64,{BLANK_PNG}"',
                             page.read_text()))
     without = _shot(chrome, tmp_path, blank, tmp_path / "without.png")
     assert with_imgs.shape == without.shape
