@@ -15,6 +15,8 @@ matplotlib.use("Agg")
 OKABE_ITO = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"]
 FIXED = {"vml_map": "#0072B2", "dps": "#D55E00", "ddrm": "#009E73", "pigdm": "#CC79A7",
          "oracle_map": "#000000", "oracle_mean": "#E69F00", "oracle_sample": "#56B4E9"}
+# Paul Tol's "muted" qualitative scheme (colour-blind safe), distinct from the fixed colours above
+TOL_MUTED = ["#332288", "#117733", "#882255", "#44AA99", "#999933", "#AA4499", "#88CCEE", "#CC6677", "#DDCC77"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 
 RC = {
@@ -42,17 +44,22 @@ RC = {
 
 
 class Palette:
-    """Solver -> colour and (solver, preset) -> marker, fixed for the whole report."""
+    """Solver -> colour and (solver, preset) -> marker, fixed for the whole report. Colours come
+    from the solver registry (Okabe–Ito for the original solvers, then Paul Tol's muted scheme; both
+    colour-blind safe), so a
+    solver has the same colour in every report, new solvers included."""
 
     def __init__(self, solvers, presets_by_solver: dict[str, list[str]] | None = None):
-        import seaborn as sns
+        spare = list(TOL_MUTED)
+        from invbench import solvers as registry
 
-        spare = [c for c in OKABE_ITO if c not in FIXED.values()]
-        spare += [c for c in OKABE_ITO if c not in spare]
-        spare += list(sns.color_palette("colorblind").as_hex())
+        # every registered solver has its colour whatever the run holds (stable across reports);
+        # names outside the registry (e.g. test-only solvers) follow in sorted order
+        known = sorted(registry.names())
+        extra = sorted(set(map(str, solvers)) - set(known))
         self.colors: dict[str, str] = {}
         i = 0
-        for s in sorted(set(map(str, solvers))):
+        for s in known + extra:
             if s in FIXED:
                 self.colors[s] = FIXED[s]
             else:
