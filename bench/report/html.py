@@ -30,6 +30,7 @@ from .tables import (
     board_title,
     render_cell,
     render_header,
+    unavailable_lines,
 )
 
 CSS = """
@@ -71,7 +72,7 @@ def _board_html(b: Leaderboard, idx: int) -> str:
         cls = ' class="notok"' if c.status != "ok" else ""
         out.append(f"<tr{cls}>" + "".join(f"<td>{render_cell(x, 'html')}</td>" for x in r) + "</tr>")
     out.append("</tbody></table>")
-    out += [f'<p class="note">{E(n)}</p>' for n in b.notes]
+    out += [f'<p class="note">{E(n)}</p>' for n in unavailable_lines(b) + list(b.notes)]
     return "\n".join(out)
 
 

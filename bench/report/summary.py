@@ -43,6 +43,7 @@ class CellSummary:
     vjp: float
     peak_mem_mib: float              # max over ok rows; NaN when not recorded (CPU)
     peak_rss_mib: float
+    batch_sizes: str = "1"           # distinct batch sizes of the ok rows, e.g. "4,2"
     rank: int | None = None
     delta_best: MeanCI | None = None  # paired difference to the rank-1 cell (bench/report/paired.py)
     p_best: float = math.nan          # its Holm-adjusted p-value
@@ -124,6 +125,15 @@ def summarise_cell(rows: pd.DataFrame, set_rows: pd.DataFrame, unavailable: dict
         sm[str(r["metric"])] = (v, n, note)
     secs = _num(ok["seconds"]) if "seconds" in ok else np.array([])
     fin = secs[np.isfinite(secs)]
+    sizes = "1"
+    if "batch_size" in ok and len(ok) and (pd.to_numeric(ok["batch_size"], errors="coerce") > 1).any():
+        # a batch is timed once and its per-image time shared by its rows: one sample per batch
+        # (rows of a batch are not independent timings), so n is the number of timed batches
+        bs = pd.to_numeric(ok["batch_size"], errors="coerce").fillna(1).astype(int)
+        sizes = ",".join(str(v) for v in sorted(set(bs), reverse=True))
+        batches = pd.DataFrame({"s": secs, "b": bs.to_numpy(), "seed": ok["seed"].astype(str).to_numpy()})
+        batches = batches[np.isfinite(batches["s"])].drop_duplicates()
+        secs = batches["s"].to_numpy()
     return CellSummary(
         solver=str(first["solver"]), preset=str(first["preset"]), task=str(first["task"]),
         dataset=str(first["dataset"]), prior=str(first["prior"]),
@@ -133,6 +143,7 @@ def summarise_cell(rows: pd.DataFrame, set_rows: pd.DataFrame, unavailable: dict
         vjp=_nanmean(_num(ok["vjp"])) if "vjp" in ok else math.nan,
         peak_mem_mib=_nanmax(_num(ok["peak_mem_bytes"])) / MIB if "peak_mem_bytes" in ok else math.nan,
         peak_rss_mib=_nanmax(_num(ok["peak_rss_bytes"])) / MIB if "peak_rss_bytes" in ok else math.nan,
+        batch_sizes=sizes,
     )
 
 
@@ -214,7 +225,7 @@ def build_leaderboards(run: RunData, primary: dict[str, str] | None = None,
                 _pair(run, cs, prim, alpha)
         metrics = [m for m in PER_IMAGE_METRICS if any(m in c.metrics for c in cs)]
         set_names = sorted({m for c in cs for m in c.set_metrics})
-        for m in unavailable:  # unavailable metrics show as a column of their note, never numbers
+        for m in unavailable:  # kept in the lists so that tables state them (a line, never a number)
             if m not in metrics and m not in set_names:
                 (set_names if m not in PER_IMAGE_METRICS else metrics).append(m)
         metrics = [m for m in PER_IMAGE_METRICS if m in metrics] + [m for m in metrics if m not in PER_IMAGE_METRICS]

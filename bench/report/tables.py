@@ -4,7 +4,8 @@ One table per dataset × task. Every metric is shown as mean ± 95% CI, a two-si
 interval over the ok rows of the cell (images × seeds); the CSV carries full precision (mean,
 CI bounds, half-width, n). Cells are ranked by the task's primary metric (direction declared in
 :data:`invbench.bench.report.stats.DIRECTIONS`); skipped/failed cells keep their row with the reason.
-Metrics marked unavailable in ``metric_status`` show ``unavailable: <why>``, never a number.
+A metric marked unavailable in ``metric_status`` is not a column: one line under the table gives
+``unavailable: <why>`` (machine paths cut to file names; the CSV keeps the full note).
 User strings are escaped for each format (:mod:`invbench.bench.report.escape`).
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +30,8 @@ CI_NOTE = ("Values are means over images × seeds (ok rows) with a 95% interval:
            "metrics. Δ best is the paired difference to the rank-1 cell on the same images and seeds "
            "(mean ± 95% Student-t CI); group is 1 + the number of cells significantly better (paired "
            "t-tests, Holm-corrected at 5%), so tied cells share a group and bold marks group 1. "
-           "s/image is wall-clock inside the timed region; NFE/VJP are means per image; peak memory "
+           "s/image is wall-clock inside the timed region per image; a batched cell's interval is over its "
+           "timed batches (batch sizes in the CSV); NFE/VJP are means per image; peak memory "
            "is the maximum over images.")
 
 DISPLAY = {
@@ -47,7 +50,7 @@ class Header:
 
 
 # cell kinds: ("text", str) user/plain text; ("ci", MeanCI, metric); ("num", value, decimals);
-# ("unavail", metric, "unavailable: <why>") a metric unavailable for the whole run
+# ("bold", cell) the best and tied-best value of the primary metric
 Cell = tuple
 
 
@@ -66,9 +69,9 @@ def board_rows(b: Leaderboard) -> tuple[list[Header], list[list[Cell]]]:
     paired = any(c.group is not None for c in b.cells)
     heads = [Header("rank")] + ([Header("group"), Header("Δ best", UNITS.get(b.primary, ""))] if paired else [])
     heads += [Header("solver"), Header("preset"), Header("prior"), Header("n ok")]
-    for m in b.metrics:
-        heads.append(Header(DISPLAY.get(m, m), UNITS.get(m, ""), arrow(m)))
-    for m in b.set_metrics:
+    shown = [m for m in b.metrics if m not in b.unavailable]       # an unavailable metric: a line
+    shown_set = [m for m in b.set_metrics if m not in b.unavailable]  # under the table, not a column
+    for m in shown + shown_set:
         heads.append(Header(DISPLAY.get(m, m), UNITS.get(m, ""), arrow(m)))
     gpu = any(math.isfinite(c.peak_mem_mib) for c in b.cells)     # a column n/a in every row goes
     rss = any(math.isfinite(c.peak_rss_mib) for c in b.cells)
@@ -83,17 +86,12 @@ def board_rows(b: Leaderboard) -> tuple[list[Header], list[list[Cell]]]:
             r.append(("text", "best" if c.rank is not None and c.delta_best is None and c.group is not None
                       else "—") if c.delta_best is None else ("ci", c.delta_best, b.primary))
         r += [("text", c.solver), ("text", c.preset), ("text", c.prior), ("text", f"{c.n_ok}/{c.n_rows}")]
-        for m in b.metrics:
-            if m in b.unavailable:
-                r.append(("unavail", m, b.unavailable[m]))
-            elif m == b.primary and c.group == 1 and c.metrics.get(m) is not None:
+        for m in shown:
+            if m == b.primary and c.group == 1 and c.metrics.get(m) is not None:
                 r.append(("bold", _ci_cell(c.metrics.get(m), m)))
             else:
                 r.append(_ci_cell(c.metrics.get(m), m))
-        for m in b.set_metrics:
-            if m in b.unavailable:
-                r.append(("unavail", m, b.unavailable[m]))
-                continue
+        for m in shown_set:
             v, _n, note = c.set_metrics.get(m, (None, None, ""))
             r.append(("num", v, DECIMALS.get(m, 4)) if v is not None else ("text", note or "—"))
         r.append(_ci_cell(c.seconds if c.seconds.n else None, "seconds"))
@@ -116,8 +114,6 @@ def render_cell(cell: Cell, fmt: str) -> str:
         return {"md": f"**{inner}**", "tex": r"\textbf{" + inner + "}", "html": f"<b>{inner}</b>"}.get(fmt, inner)
     if kind == "text":
         return esc(cell[1])
-    if kind == "unavail":  # LaTeX and Markdown tables carry the reason once, under the table
-        return {"tex": r"unavailable$^{\dagger}$", "md": "unavailable†"}.get(fmt) or esc(cell[2])
     if kind == "ci":
         pm = r"$\pm$" if fmt == "tex" else "±"
         s = fmt_mean_ci(cell[1], cell[2], pm=pm)
@@ -136,6 +132,17 @@ def render_header(h: Header, fmt: str) -> str:
     if h.unit:
         s += f" [{esc(h.unit)}]"
     return s
+
+
+def public_reason(why: str) -> str:
+    """An "unavailable" reason without the machine's paths: every absolute path is cut to its
+    last component (``/root/.cache/x/alex.pth`` -> ``alex.pth``); the CSV keeps the full text."""
+    return re.sub(r"(?<![\w.])/(?:[^\s/;,'\"()`]+/)*([^\s/;,'\"()`]+)", r"\1", why)
+
+
+def unavailable_lines(b: Leaderboard) -> list[str]:
+    """One line per metric unavailable in this leaderboard: ``"LPIPS: unavailable: <why>"``."""
+    return [f"{DISPLAY.get(m, m)}: {public_reason(why)}" for m, why in b.unavailable.items()]
 
 
 def board_title(b: Leaderboard) -> str:
@@ -162,8 +169,8 @@ def to_markdown(boards: list[Leaderboard], experiment: str) -> str:
         out.append(tabulate([[render_cell(c, "md") for c in r] for r in rows],
                             headers=[render_header(h, "md") for h in heads], tablefmt="github",
                             disable_numparse=True))
-        for m, why in b.unavailable.items():
-            out += ["", "† " + escape.markdown(f"{DISPLAY.get(m, m)}: {why}")]
+        for line in unavailable_lines(b):
+            out += ["", escape.markdown(line)]
         for n in b.notes:
             out += ["", escape.markdown(n)]
         out.append("")
@@ -186,8 +193,8 @@ def to_latex(boards: list[Leaderboard], experiment: str) -> str:
         for r in rows:
             out.append(" & ".join(render_cell(c, "tex") for c in r) + r" \\")
         out += [r"\bottomrule", r"\end{tabular}}"]
-        for m, why in b.unavailable.items():
-            out.append(r"\par\footnotesize $^{\dagger}$" + escape.latex(f"{DISPLAY.get(m, m)}: {why}"))
+        for line in unavailable_lines(b):
+            out.append(r"\par\footnotesize " + escape.latex(line))
         for n in b.notes:
             out.append(r"\par\footnotesize " + escape.latex(n))
         out += [r"\end{table}", ""]
@@ -217,6 +224,7 @@ def csv_records(boards: list[Leaderboard]) -> list[dict]:
                 r[f"{m}_note"] = note
             _ci_fields(r, "seconds", c.seconds if c.seconds.n else None)
             r["seconds_median"] = _blank(c.seconds_median)
+            r["batch_sizes"] = c.batch_sizes
             r["nfe_mean"] = _blank(c.nfe)
             r["vjp_mean"] = _blank(c.vjp)
             r["peak_mem_mib"] = _blank(c.peak_mem_mib)
