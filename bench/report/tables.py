@@ -153,7 +153,10 @@ def board_caption(b: Leaderboard) -> str:
     from .stats import direction
 
     d = {1: "higher is better", -1: "lower is better"}.get(direction(b.primary), "no direction")
-    return f"Ranked by {b.primary} ({d})."
+    ns = sorted({c.n_ok for c in b.cells if c.n_ok})
+    n = "" if not ns else f" n = {ns[0]} images × seeds per cell." if len(ns) == 1 else \
+        f" n = {ns[0]}–{ns[-1]} images × seeds per cell."
+    return f"Ranked by {b.primary} ({d}).{n}"
 
 
 def to_markdown(boards: list[Leaderboard], experiment: str) -> str:
