@@ -20,11 +20,9 @@ _LATEX = {
     "<": r"\textless{}",
     ">": r"\textgreater{}",
     # symbols of the report's own text that pdflatex's default input encoding does not know
-    "Δ": r"$\Delta$", "×": r"$\times$", "±": r"$\pm$", "·": r"$\cdot$", "≈": r"$\approx$",
-    "≤": r"$\le$", "≥": r"$\ge$", "−": r"$-$", "↑": r"$\uparrow$", "↓": r"$\downarrow$",
-    "²": r"$^2$", "√": r"$\surd$", "σ": r"$\sigma$", "Π": r"$\Pi$", "ζ": r"$\zeta$",
-    "η": r"$\eta$", "γ": r"$\gamma$", "λ": r"$\lambda$", "α": r"$\alpha$", "–": "--", "—": "---",
-    "†": r"$^{\dagger}$", "…": r"\ldots{}",
+    "Δ": r"$\Delta$", "≈": r"$\approx$", "≤": r"$\le$", "≥": r"$\ge$", "−": r"$-$", "√": r"$\surd$",
+    "σ": r"$\sigma$", "Π": r"$\Pi$", "ζ": r"$\zeta$", "η": r"$\eta$", "γ": r"$\gamma$",
+    "λ": r"$\lambda$", "α": r"$\alpha$", "†": r"$^{\dagger}$", "…": r"\ldots{}",
     "|": r"\textbar{}",
     '"': r"\textquotedbl{}",
     # non-ASCII symbols used in our own headers/notes (no extra packages needed)

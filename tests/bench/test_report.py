@@ -424,14 +424,14 @@ def test_latex_compiles_as_is(fixture_report, tmp_path):
 
     if not shutil.which("pdflatex") or not shutil.which("kpsewhich"):
         pytest.skip("pdflatex is not installed (e.g. apt-get install texlive-latex-recommended)")
-    if not subprocess.run(["kpsewhich", "booktabs.sty"], capture_output=True, text=True).stdout.strip():
+    if not subprocess.run(["kpsewhich", "booktabs.sty"], capture_output=True, text=True, check=False).stdout.strip():
         pytest.skip("booktabs.sty is not installed (texlive-latex-recommended)")
     _, out = fixture_report
     doc = tmp_path / "doc.tex"
     doc.write_text("\\documentclass{article}\n\\usepackage{booktabs,graphicx}\n\\begin{document}\n"
                    f"\\input{{{(out / 'leaderboard.tex').as_posix()}}}\n\\end{{document}}\n")
     r = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "-no-shell-escape", doc.name],
-                       cwd=tmp_path, capture_output=True, text=True, timeout=180)
+                       cwd=tmp_path, capture_output=True, text=True, timeout=180, check=False)
     assert r.returncode == 0, "\n".join(ln for ln in r.stdout.splitlines() if ln.startswith("!"))[:2000]
     assert (tmp_path / "doc.pdf").read_bytes()[:5] == b"%PDF-"
     assert "\\textbf{" in (out / "leaderboard.tex").read_text()     # tied-best cells are bold

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from invbench import solvers
 from invbench.bench.report.style import Palette
+
+from invbench import solvers
 
 
 def test_every_registered_solver_has_its_own_colour_whatever_the_run_holds():
