@@ -45,6 +45,22 @@ class FigureRecord:
     caption: str
     png: Path
     pdf: Path
+    width_in: float = 6.8                 # the column width it was drawn for (inches)
+    axis_labels: tuple = ()               # (xlabel, ylabel) of every visible axes, for checks
+
+
+# Journal column widths (inches): every figure is drawn once for each; the single-column files
+# carry the suffix ``__col1``. Set by :func:`make_figures` while it draws.
+DOUBLE_COLUMN_IN, SINGLE_COLUMN_IN = 6.8, 3.3
+_COL = {"w": DOUBLE_COLUMN_IN, "suffix": ""}
+
+
+def _width() -> float:
+    return _COL["w"]
+
+
+def _single() -> bool:
+    return _COL["w"] < 5.0
 
 
 def _metric_label(m: str) -> str:
@@ -53,14 +69,15 @@ def _metric_label(m: str) -> str:
 
 
 def _save(fig, out_dir: Path, kind: str, b: Leaderboard | None, title: str, caption: str) -> FigureRecord:
-    stem = kind if b is None else f"{kind}__{escape.slug(b.dataset)}__{escape.slug(b.task)}"
+    stem = (kind if b is None else f"{kind}__{escape.slug(b.dataset)}__{escape.slug(b.task)}") + _COL["suffix"]
+    labels = tuple((ax.get_xlabel(), ax.get_ylabel()) for ax in fig.axes if ax.get_visible())
     png, pdf = out_dir / f"{stem}.png", out_dir / f"{stem}.pdf"
     for path, fmt in ((png, "png"), (pdf, "pdf")):   # rendered in memory, then written atomically
         buf = io.BytesIO()
         fig.savefig(buf, format=fmt)
         atomic_write_bytes(path, buf.getvalue())
     plt.close(fig)
-    return FigureRecord(kind, title, caption, png, pdf)
+    return FigureRecord(kind, title, caption, png, pdf, _width(), labels)
 
 
 def _title(b: Leaderboard) -> str:
@@ -68,9 +85,14 @@ def _title(b: Leaderboard) -> str:
 
 
 def _legend(ax, handles_by_label: dict) -> None:
+    """Legend right of the axes (double column) or below it in two columns (single column)."""
     if handles_by_label:
-        ax.legend(handles_by_label.values(), handles_by_label.keys(), frameon=False,
-                  loc="center left", bbox_to_anchor=(1.0, 0.5))
+        if _single():
+            ax.legend(handles_by_label.values(), handles_by_label.keys(), frameon=False, ncol=2,
+                      loc="upper center", bbox_to_anchor=(0.5, -0.28), fontsize=6)
+        else:
+            ax.legend(handles_by_label.values(), handles_by_label.keys(), frameon=False,
+                      loc="center left", bbox_to_anchor=(1.0, 0.5))
 
 
 def _plain_log_ticks(axis) -> None:
@@ -87,7 +109,7 @@ def pareto(b: Leaderboard, pal: Palette, out_dir: Path) -> FigureRecord | None:
     if not pts:
         return None
     d = direction(b.primary) or 1
-    fig, ax = plt.subplots(figsize=(4.6, 3.0))
+    fig, ax = plt.subplots(figsize=(0.68 * _width(), 3.0) if not _single() else (_width(), 2.6))
     handles = {}
     for c in pts:
         ci = c.metrics[b.primary]
@@ -125,10 +147,11 @@ IDEAL: dict[str, float] = {"consistency": 1.0}
 PANELS_PER_ROW = 4
 
 
-def axis_label(m: str) -> str:
-    """``"PSNR ↑ [dB]"``: the metric, its direction and its unit."""
+def axis_label(m: str, wrap: bool = False) -> str:
+    """``"PSNR ↑ [dB]"``: the metric, its direction and its unit (the unit on a second line with
+    ``wrap``, for panels side by side)."""
     unit = AXIS_UNITS.get(m, "")
-    return _metric_label(m) + (f" [{unit}]" if unit else "")
+    return _metric_label(m) + (("\n" if wrap else " ") + f"[{unit}]" if unit else "")
 
 
 def _yerr(cis: list) -> np.ndarray:
@@ -146,9 +169,10 @@ def bars(b: Leaderboard, pal: Palette, out_dir: Path) -> FigureRecord | None:
     cells = [c for c in b.cells if c.n_ok]
     if not ms or not cells:
         return None
-    ncol = min(PANELS_PER_ROW, len(ms))
+    ncol = min(PANELS_PER_ROW if not _single() else 2, len(ms))
     nrow = math.ceil(len(ms) / ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(6.8, 0.6 + 2.3 * nrow), squeeze=False)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(_width(), 0.6 + (2.3 if not _single() else 2.0) * nrow),
+                             squeeze=False)
     y = np.arange(len(cells))[::-1]
     for k, ax in enumerate(axes.flat):
         if k >= len(ms):
@@ -181,7 +205,7 @@ def bars(b: Leaderboard, pal: Palette, out_dir: Path) -> FigureRecord | None:
         if m in IDEAL:
             ax.axvline(IDEAL[m], color="0.4", linewidth=0.8, linestyle=":", zorder=0)
         ax.set_yticks(y, [escape.mpl(c.label) for c in cells] if k % ncol == 0 else [""] * len(cells))
-        ax.set_xlabel(axis_label(m), fontsize=8)
+        ax.set_xlabel(axis_label(m, wrap=True), fontsize=8 if not _single() else 7)
         ax.grid(axis="y", visible=False)
     fig.suptitle(_title(b), fontsize=9)
     fig.tight_layout()
@@ -229,13 +253,14 @@ def grid(b: Leaderboard, run: RunData, out_dir: Path, image_ids: list[str] | Non
         return None
     cells = b.cells
     ncol = 2 + len(cells)
-    fig, axes = plt.subplots(len(ids), ncol, figsize=(1.25 * ncol, 1.35 * len(ids)), squeeze=False)
+    side = min(1.25, _width() / ncol)
+    fig, axes = plt.subplots(len(ids), ncol, figsize=(side * ncol, (side + 0.15) * len(ids)), squeeze=False)
     for i, iid in enumerate(ids):
         r_img = rows[rows["image_id"].astype(str) == iid]
         seed = int(pd.to_numeric(r_img["seed"]).min())
-        panels = [("truth", _read_png(_inside(run.run_dir, Path("truth") / b.dataset / f"{iid}.png")), ""),
+        panels = [("truth", _read_png(_inside(run.run_dir, Path("truth") / b.dataset / f"{iid}.png")), "", ""),
                   ("measurement", _read_png(_inside(run.run_dir, Path("meas") / b.task / b.dataset
-                                                    / f"{iid}_s{seed}.png")), "")]
+                                                    / f"{iid}_s{seed}.png")), "", "")]
         for c in cells:
             sel = r_img[(r_img["solver"].astype(str) == c.solver) & (r_img["preset"].astype(str) == c.preset)
                         & (r_img["prior"].astype(str) == c.prior) & (pd.to_numeric(r_img["seed"]) == seed)]
@@ -246,8 +271,9 @@ def grid(b: Leaderboard, run: RunData, out_dir: Path, image_ids: list[str] | Non
                     why = str(r["status"])
                 elif r.get("recon_path") and not pd.isna(r.get("recon_path")):
                     img = _read_png(_inside(run.run_dir, str(r["recon_path"])))
-            panels.append((c.label, img, why))
-        for j, (name, img, why) in enumerate(panels):
+            psnr = pd.to_numeric(sel.iloc[0].get("psnr"), errors="coerce") if len(sel) and img is not None else np.nan
+            panels.append((c.label, img, why, f"{psnr:.1f} dB" if np.isfinite(psnr) else ""))
+        for j, (name, img, why, score) in enumerate(panels):
             ax = axes[i][j]
             ax.set_xticks([])
             ax.set_yticks([])
@@ -260,6 +286,8 @@ def grid(b: Leaderboard, run: RunData, out_dir: Path, image_ids: list[str] | Non
             else:
                 ax.text(0.5, 0.5, escape.mpl(why or "missing"), ha="center", va="center", fontsize=6,
                         transform=ax.transAxes, color="0.4")
+            if score:
+                ax.set_xlabel(score, fontsize=5, labelpad=1)   # the image's PSNR
             if i == 0:
                 ax.set_title(escape.mpl(name), fontsize=6)
             if j == 0:
@@ -268,7 +296,7 @@ def grid(b: Leaderboard, run: RunData, out_dir: Path, image_ids: list[str] | Non
     fig.tight_layout()
     return _save(fig, out_dir, "grid", b, f"Samples: {b.dataset} / {b.task}",
                  "Truth | measurement (pixel-space visualisation of y) | each cell's reconstruction "
-                 "(clipped to [0,1]).")
+                 "(clipped to [0,1]) with its PSNR [dB] below.")
 
 
 def nfe_curves(b: Leaderboard, pal: Palette, out_dir: Path) -> FigureRecord | None:
@@ -279,7 +307,7 @@ def nfe_curves(b: Leaderboard, pal: Palette, out_dir: Path) -> FigureRecord | No
     curves = {k: sorted(v, key=lambda c: c.nfe) for k, v in by.items() if len({c.nfe for c in v}) > 1}
     if not curves:
         return None
-    fig, ax = plt.subplots(figsize=(4.4, 3.0))
+    fig, ax = plt.subplots(figsize=(0.65 * _width(), 3.0) if not _single() else (_width(), 2.6))
     allx = []
     for (solver, prior), cs in sorted(curves.items()):
         xs = [c.nfe for c in cs]
@@ -294,7 +322,7 @@ def nfe_curves(b: Leaderboard, pal: Palette, out_dir: Path) -> FigureRecord | No
     ax.set_xlabel("NFE per image")
     ax.set_ylabel(axis_label(b.primary) + ", mean and 95% CI")
     ax.set_title(_title(b))
-    ax.legend(frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    _legend(ax, dict(zip(*reversed(ax.get_legend_handles_labels()), strict=True)))
     return _save(fig, out_dir, "nfe", b, f"{b.primary} vs NFE: {b.dataset} / {b.task}",
                  "Each line is one solver run with several step counts (presets or overrides).")
 
@@ -303,7 +331,7 @@ def memory(b: Leaderboard, pal: Palette, out_dir: Path) -> FigureRecord | None:
     cells = [c for c in b.cells if math.isfinite(c.peak_mem_mib)]
     if not cells:
         return None
-    fig, ax = plt.subplots(figsize=(max(3.0, 0.5 * len(cells) + 1.5), 2.6))
+    fig, ax = plt.subplots(figsize=(min(_width(), max(3.0, 0.5 * len(cells) + 1.5)), 2.6))
     x = np.arange(len(cells))
     ax.bar(x, [c.peak_mem_mib for c in cells], color=[pal.color(c.solver) for c in cells])
     ax.set_xticks(x, [escape.mpl(c.label) for c in cells], rotation=45, ha="right")
@@ -332,7 +360,7 @@ def dist_to_map(b: Leaderboard, run: RunData, pal: Palette, out_dir: Path) -> Fi
     rows["label"] = [escape.mpl(cell_label(s, p)) for s, p in zip(rows["solver"].astype(str), rows["preset"].astype(str))]
     order = [escape.mpl(c.label) for c in b.cells if escape.mpl(c.label) in set(rows["label"])]
     colors = {escape.mpl(c.label): pal.color(c.solver) for c in b.cells}
-    fig, ax = plt.subplots(figsize=(max(3.0, 0.6 * len(order) + 1.5), 2.8))
+    fig, ax = plt.subplots(figsize=(min(_width(), max(3.0, 0.6 * len(order) + 1.5)), 2.8))
     sns.boxplot(data=rows, x="label", y="dist_to_map", hue="label", order=order, palette=colors, ax=ax,
                 fliersize=0, linewidth=0.8, legend=False)
     sns.stripplot(data=rows, x="label", y="dist_to_map", order=order, color="0.2", size=2.5, ax=ax, jitter=0.2)
@@ -360,7 +388,7 @@ def cd_figure(boards: list[Leaderboard], pal: Palette, out_dir: Path) -> FigureR
     if res is None:
         return None
     k = len(res.methods)
-    fig, ax = plt.subplots(figsize=(6.8, 1.2 + 0.22 * k))
+    fig, ax = plt.subplots(figsize=(_width(), 1.2 + 0.22 * k))
     ax.set_xlim(0.7, k + 0.3)              # rank 1 (best) on the left; names in the side margins
     ax.set_ylim(-(k // 2 + 1.5), 2.2)
     ax.set_yticks([])
@@ -395,7 +423,9 @@ def cd_figure(boards: list[Leaderboard], pal: Palette, out_dir: Path) -> FigureR
 
 def make_figures(run: RunData, boards: list[Leaderboard], out_dir: Path,
                  image_ids: list[str] | None = None) -> tuple[list[FigureRecord], list[str]]:
-    """Write all figures into ``out_dir``; returns the records and notes on skipped figures."""
+    """Write all figures into ``out_dir``, each at double-column (6.8 in, ``<stem>.pdf|png``) and
+    single-column width (3.3 in, ``<stem>__col1.pdf|png``); returns the records of both and notes
+    on skipped figures."""
     out_dir.mkdir(parents=True, exist_ok=True)
     solvers = {c.solver for b in boards for c in b.cells}
     presets: dict[str, list[str]] = {}
@@ -408,14 +438,18 @@ def make_figures(run: RunData, boards: list[Leaderboard], out_dir: Path,
     recs: list[FigureRecord] = []
     notes: list[str] = []
     with plt.rc_context(RC):
-        for b in boards:
-            made = (pareto(b, pal, out_dir), bars(b, pal, out_dir), grid(b, run, out_dir, image_ids),
-                    nfe_curves(b, pal, out_dir), memory(b, pal, out_dir), dist_to_map(b, run, pal, out_dir))
-            recs += [r for r in made if r is not None]
-        cd = cd_figure(boards, pal, out_dir)
-        if cd is not None:
-            recs.insert(0, cd)
-        else:
+        for width, suffix in ((DOUBLE_COLUMN_IN, ""), (SINGLE_COLUMN_IN, "__col1")):
+            _COL.update(w=width, suffix=suffix)
+            try:
+                cd = cd_figure(boards, pal, out_dir)
+                recs += [cd] if cd is not None else []
+                for b in boards:
+                    made = (pareto(b, pal, out_dir), bars(b, pal, out_dir), grid(b, run, out_dir, image_ids),
+                            nfe_curves(b, pal, out_dir), memory(b, pal, out_dir), dist_to_map(b, run, pal, out_dir))
+                    recs += [r for r in made if r is not None]
+            finally:
+                _COL.update(w=DOUBLE_COLUMN_IN, suffix="")
+        if not any(r.kind == "cd" for r in recs):
             notes.append("No critical-difference diagram: it needs at least 3 solvers common to at least 2 "
                          "(dataset, task) blocks.")
     if boards and not any(math.isfinite(c.peak_mem_mib) for b in boards for c in b.cells):

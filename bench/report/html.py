@@ -18,7 +18,7 @@ from PIL import Image
 from ..fsafety import atomic_write_text
 from .data import RunData
 from .escape import html_text as E
-from .figures import FigureRecord
+from .figures import DOUBLE_COLUMN_IN, FigureRecord
 from .stats import DECIMALS, UNITS, arrow, fmt_number
 from .summary import Leaderboard
 from .tables import (
@@ -172,6 +172,7 @@ def render_html(run: RunData, boards: list[Leaderboard], figs: list[FigureRecord
               '<a href="leaderboard.md">leaderboard.md</a>, <a href="leaderboard.tex">leaderboard.tex</a> and '
               '<a href="leaderboard.csv">leaderboard.csv</a>, figures as PDF in <code>figures/</code>.</p>'),
              "<h2>Summary</h2>", _summary_html(boards)]
+    figs = [f for f in figs if f.width_in == DOUBLE_COLUMN_IN]   # the page shows the double-column set
     lead = [f for f in figs if f.kind in ("cd", "pareto")]   # the answer first: ranking, then cost
     parts += [_figure_html(f, page_dir) for f in lead]
     parts += ["<h2>Leaderboards</h2>", f'<p class="note">{E(CI_NOTE)}</p>']
