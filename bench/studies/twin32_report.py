@@ -79,6 +79,11 @@ def render(out: Path) -> str:
             L.append(f"| {t['prior']} | {t['threads']} | {_f(t['forward_s']):.4f} | {_f(t['forward_backward_s']):.4f} |")
         L.append("")
     tasks = [t for t, *_ in twin32.TASKS if any(k[1] == t for k in by)]
+    for pr in twin32.PRIORS:
+        missing = [t for t in tasks if not any(k[0] == pr and k[1] == t for k in by)]
+        if missing:
+            L += [f"**Not run under `{pr}`** (no rows in the CSVs): {', '.join(missing)}; their `{pr}` columns read "
+                  "\"–\" and they are left out of the rank comparison.", ""]
     solver_list = sorted({k[2] for k in by if k[0] == "small-cpu" or k[2] in {r["solver"] for r in rows if r["prior"] == "small-cpu"}}
                          | {k[2] for k in by if not k[2].startswith("exact")})
     taus = {}
@@ -96,9 +101,9 @@ def render(out: Path) -> str:
             ps[pr] = {s: float(np.mean([_f(r["psnr"]) for r in by[(pr, task, s)]])) for s in solver_list
                       if by[(pr, task, s)] and all(r["status"] == "ok" for r in by[(pr, task, s)])}
         ranks = {pr: {s: i + 1 for i, s in enumerate(sorted(ps[pr], key=lambda s: -ps[pr][s]))} for pr in twin32.PRIORS}
-        for s in ["exact MAP", "exact posterior mean", *solver_list]:
+        for s in ["exact MAP", "exact posterior mean", *solver_list, "exact samples"]:
             g, c = by[("gmm-crops32", task, s)], by[("small-cpu", task, s)]
-            if not g and not c:
+            if not g and not c and not sw.get((task, s)):
                 continue
             gm = g if g and g[0]["status"] == "ok" else []
             modes = f"{sum(r['mode'] == 'global' for r in gm)}/{sum(r['mode'] == 'local' for r in gm)}/" \
@@ -111,7 +116,7 @@ def render(out: Path) -> str:
                 _med([_f(r["err_post_mean"]) for r in gm]), modes,
                 f"{np.mean(swv):.4f}" if swv else "–",
                 _med([_f(r["seconds_per_image"]) for r in gm]), _med([_f(r["seconds_per_image"]) for r in c]),
-                (f"{g[0]['nfe']} / {g[0]['vjp']}" if g else f"{c[0].get('nfe', '–')} / {c[0].get('vjp', '–')}")]) + " |")
+                (f"{g[0]['nfe']} / {g[0]['vjp']}" if g else f"{c[0].get('nfe', '–')} / {c[0].get('vjp', '–')}" if c else "–")]) + " |")
         for s in solver_list:
             for pr in twin32.PRIORS:
                 bad = [r for r in by[(pr, task, s)] if r["status"] != "ok"]
