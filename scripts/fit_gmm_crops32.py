@@ -24,7 +24,6 @@ import json
 import time
 from pathlib import Path
 
-import torch
 from invbench.bench import bundled
 from invbench.priors.gmm_lowrank_fit import fit_lowrank_gmm, mean_log_likelihood
 from invbench.priors.gmm_lowrank_library import CROPS32_FILE, load_lowrank_npz, save_lowrank_npz
@@ -49,7 +48,7 @@ def main() -> None:
         K, r = (int(v) for v in entry.lower().split("x"))
         t0 = time.perf_counter()
         p = fit_lowrank_gmm(Xtr, K, r, tau2_floor=TAU2_FLOOR, n_iter=args.iters, tol=args.tol, seed=0,
-                            log=lambda s: print(f"{K}x{r}{s}", flush=True))
+                            log=lambda s, K=K, r=r: print(f"{K}x{r}{s}", flush=True))
         secs = time.perf_counter() - t0
         tmp = args.out.with_suffix(f".{K}x{r}.tmp.npz")
         save_lowrank_npz(tmp, p, (3, 32, 32), {})

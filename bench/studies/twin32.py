@@ -200,11 +200,11 @@ def time_denoisers(batch: int = 4, repeats: int = 5) -> list[dict]:
         x = torch.randn(batch, 3, 32, 32, generator=g).to(dtype)
         s = torch.full((batch,), 0.5, dtype=dtype)
 
-        def fwd():
+        def fwd(p=p, x=x, s=s):
             with torch.no_grad():
                 p.denoise(x, s)
 
-        def fwd_bwd():
+        def fwd_bwd(p=p, x=x, s=s):
             xr = x.clone().requires_grad_(True)
             p.denoise(xr, s).sum().backward()
 

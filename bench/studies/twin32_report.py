@@ -69,9 +69,9 @@ def render(out: Path) -> str:
          "Measured wall time on the 2-core development machine (shared with other jobs):", ""]
     for k, v in walls.items():
         L.append(f"- `{k}`: {v}")
-    L += ["", f"Tasks: {', '.join(t for t, *_ in twin32.TASKS)} (noise 0.05 px, denoise 0.1 px); "
+    L += ["", (f"Tasks: {', '.join(t for t, *_ in twin32.TASKS)} (noise 0.05 px, denoise 0.1 px); "
           "images: held-out test crops (chelsea, coffee), one operator per task shared by the images; "
-          f"step counts: {', '.join(f'{k} {v}' for k, v in twin32.STEP_OVERRIDES.items())}, others their defaults.", ""]
+          f"step counts: {', '.join(f'{k} {v}' for k, v in twin32.STEP_OVERRIDES.items())}, others their defaults."), ""]
     if timing:
         L += ["## Denoiser cost (batch 4, 32×32 RGB, median of 5, `python scripts/twin32.py time`)", "",
               "| prior | threads | forward (s) | forward + backward (s) |", "|---|---|---|---|"]
@@ -82,18 +82,18 @@ def render(out: Path) -> str:
     for pr in twin32.PRIORS:
         missing = [t for t in tasks if not any(k[0] == pr and k[1] == t for k in by)]
         if missing:
-            L += [f"**Not run under `{pr}`** (no rows in the CSVs): {', '.join(missing)}; their `{pr}` columns read "
-                  "\"–\" and they are left out of the rank comparison.", ""]
+            L += [(f"**Not run under `{pr}`** (no rows in the CSVs): {', '.join(missing)}; their `{pr}` columns read "
+                   "\"–\" and they are left out of the rank comparison."), ""]
     solver_list = sorted({k[2] for k in by if k[0] == "small-cpu" or k[2] in {r["solver"] for r in rows if r["prior"] == "small-cpu"}}
                          | {k[2] for k in by if not k[2].startswith("exact")})
     taus = {}
     for task in tasks:
         L += [f"## {task}", "",
-              "PSNR in dB (pixel units, mean ± 95 % CI over images). Exact-posterior columns (gmm-crops32 only, medians over "
+              ("PSNR in dB (pixel units, mean ± 95 % CI over images). Exact-posterior columns (gmm-crops32 only, medians over "
               "images): RMS distance to the exact MAP, log-posterior gap log p(MAP|y) − log p(x|y) in nats, RMS error to the "
               "exact posterior mean (model units), where the output lies (global / local / elsewhere, tolerance "
               f"{twin32.MODE_TOL} RMS), sliced Wasserstein of {''}sample sets against exact posterior samples (mean over the "
-              "sample images; the `exact samples` row is the finite-sample floor).", "",
+              "sample images; the `exact samples` row is the finite-sample floor)."), "",
               "| solver | PSNR gmm-crops32 | PSNR small-cpu | rank gmm | rank small | dist to MAP | log-post gap | err to post. mean | global/local/elsewhere | SW | s/img gmm | s/img small | NFE / VJP |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         ps = {}
@@ -133,19 +133,19 @@ def render(out: Path) -> str:
 
 def _reading(by, taus, tasks, solver_list) -> list[str]:
     L = ["## Reading (computed from the tables above)", "",
-         "**Which rankings survive the change of prior.** Kendall τ between the solvers' mean PSNR under the exact "
-         "mixture and under the network, per task (1 = same order, −1 = reversed):", ""]
+         ("**Which rankings survive the change of prior.** Kendall τ between the solvers' mean PSNR under the exact "
+          "mixture and under the network, per task (1 = same order, −1 = reversed):"), ""]
     for task in tasks:
         if task in taus:
             tau, common, ps = taus[task]
             bg = max(common, key=lambda s: ps["gmm-crops32"][s])
             bs = max(common, key=lambda s: ps["small-cpu"][s])
             L.append(f"- {task}: τ = {tau:.2f}; best under gmm-crops32: {bg}, under small-cpu: {bs}.")
-    L += ["", "**Where the error comes from (gmm-crops32).** For the exact mixture the mean squared error to the true "
+    L += ["", ("**Where the error comes from (gmm-crops32).** For the exact mixture the mean squared error to the true "
           "crop splits as the posterior's own spread (the exact posterior mean's error, which no algorithm can beat "
           "on average under this prior) plus the algorithm's error to the posterior mean. Per task: RMS error of the "
           "exact posterior mean to the truth, and each solver's median RMS error to the posterior mean "
-          "(model units):", ""]
+          "(model units):"), ""]
     for task in tasks:
         pm = by[("gmm-crops32", task, "exact posterior mean")]
         if not pm:
@@ -157,11 +157,11 @@ def _reading(by, taus, tasks, solver_list) -> list[str]:
             if g:
                 parts.append(f"{s} {float(np.median([_f(r['err_post_mean']) for r in g])):.3f}")
         L.append(f"- {task}: posterior mean to truth {base:.3f}; solvers to posterior mean: {', '.join(parts)}.")
-    L += ["", "**Prior's share.** Under small-cpu the same algorithms run on a learned denoiser; a solver that is close "
+    L += ["", ("**Prior's share.** Under small-cpu the same algorithms run on a learned denoiser; a solver that is close "
           "to the exact posterior under the mixture but loses PSNR under the network has its gap from the network "
           "(or from the interaction of its step rule with a denoiser that is not an exact posterior mean); a solver "
           "that is far from the exact posterior under the mixture is limited by the algorithm at these step counts. "
           "Limits: the mixture is a weak model of natural crops (its exact posterior mean is the best any solver can "
           "do under it on average, and real crops are not samples of it), so PSNR levels of the two priors are not "
-          "comparable as prior quality at equal algorithms unless read together with the exact-posterior rows.", ""]
+          "comparable as prior quality at equal algorithms unless read together with the exact-posterior rows."), ""]
     return L
