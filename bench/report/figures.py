@@ -304,8 +304,8 @@ def nfe_curves(b: Leaderboard, pal: Palette, out_dir: Path) -> FigureRecord | No
     for c in b.cells:
         if b.primary in c.metrics and math.isfinite(c.nfe):
             by.setdefault((c.solver, c.prior), []).append(c)
-    curves = {k: sorted(v, key=lambda c: c.nfe) for k, v in by.items() if len({c.nfe for c in v}) > 1}
-    if not curves:
+    curves = {k: sorted(v, key=lambda c: c.nfe) for k, v in by.items() if any(c.nfe > 0 for c in v)}
+    if not curves:   # every solver is drawn: a line through its step counts, or one point
         return None
     fig, ax = plt.subplots(figsize=(0.65 * _width(), 3.0) if not _single() else (_width(), 2.6))
     allx = []
@@ -315,16 +315,19 @@ def nfe_curves(b: Leaderboard, pal: Palette, out_dir: Path) -> FigureRecord | No
         ys = [c.metrics[b.primary].mean for c in cs]
         es = _yerr([c.metrics[b.primary] for c in cs])
         lab = solver if len({p for (_, p) in curves}) == 1 else f"{solver} / {prior}"
-        ax.errorbar(xs, ys, yerr=es, color=pal.color(solver), marker="o", capsize=2, label=escape.mpl(lab))
+        ax.errorbar(xs, ys, yerr=es, color=pal.color(solver), marker=pal.marker(solver, cs[0].preset), capsize=2,
+                    label=escape.mpl(lab), linestyle="-" if len(cs) > 1 else "none")
     if min(allx) > 0 and max(allx) / min(allx) > 10:
         ax.set_xscale("log")
         _plain_log_ticks(ax.xaxis)
-    ax.set_xlabel("NFE per image")
+    ax.set_xlabel("network evaluations per image (NFE)")
     ax.set_ylabel(axis_label(b.primary) + ", mean and 95% CI")
     ax.set_title(_title(b))
     _legend(ax, dict(zip(*reversed(ax.get_legend_handles_labels()), strict=True)))
     return _save(fig, out_dir, "nfe", b, f"{b.primary} vs NFE: {b.dataset} / {b.task}",
-                 "Each line is one solver run with several step counts (presets or overrides).")
+                 "Quality at the cost each solver paid, in network evaluations per image (log axis when "
+                 "the range is wide): a line joins one solver's step counts (presets or overrides), a lone "
+                 "point is a solver run at one step count.")
 
 
 def memory(b: Leaderboard, pal: Palette, out_dir: Path) -> FigureRecord | None:
@@ -456,5 +459,5 @@ def make_figures(run: RunData, boards: list[Leaderboard], out_dir: Path,
         notes.append("Peak-memory bars skipped: peak GPU memory is NULL for every cell (CPU run); "
                      "peak RSS is in the tables.")
     if not any(r.kind == "nfe" for r in recs):
-        notes.append("No metric-vs-NFE curves: no solver was run with more than one NFE value.")
+        notes.append("No quality-vs-NFE plot: no cell recorded network evaluations.")
     return recs, notes
