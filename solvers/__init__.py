@@ -11,6 +11,7 @@ from . import ddrm as _ddrm  # noqa: F401  (registers "ddrm")
 from . import pigdm as _pigdm  # noqa: F401  (registers "pigdm")
 from . import diffpir as _diffpir  # noqa: F401  (registers "diffpir")
 from . import reddiff as _reddiff  # noqa: F401  (registers "reddiff")
+from . import daps as _daps  # noqa: F401  (registers "daps")
 
 NAMES: tuple[str, ...] = names()
 

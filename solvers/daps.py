@@ -1,0 +1,194 @@
+"""DAPS — decoupled annealing posterior sampling (Zhang et al., CVPR 2025, arXiv 2407.01521).
+
+Re-implemented from the released code (``zhangbingliang2019/DAPS`` at 098df6b: ``sampler.py``
+``DAPS.sample``, ``cores/mcmc.py`` ``MCMCSampler`` with ``mc_algo: langevin`` and
+``prior_solver: gaussian``, ``cores/scheduler.py`` ``EDMScheduler`` / ``DiffusionPFODE`` with the
+Euler solver), written in our VE units (docs/design.md §2). Each annealing level σ_t decouples the
+chain: a short probability-flow ODE gives x̂0(x_t), Langevin dynamics samples
+x0 ~ N(x̂0, σ_t² I) · exp(−‖y − A x0‖² / τ²) around it, and the next x_t re-noises that sample::
+
+    σ_0 > … > σ_{N−1}: EDM poly-ρ levels from σ_max to σ_min (ρ = 7), σ_N = 0
+    x ~ N(0, σ_0² I)
+    for t = 0 … N−1:
+        x̂0 ← Euler PF-ODE from x at σ_t down to σ_ode_min on K poly-ρ levels     [K NFE]
+             (x ← x + (s_{k+1} − s_k)(x − D(x, s_k)) / s_k)
+        η_t = lr · (1 + (t / (N+1)) · (lr_min_ratio − 1))
+        x0 ← x̂0;  repeat M times:  ε ~ N(0, I)
+             x0 ← x0 + η_t [ −∇‖A x0 − y‖² / τ² + (x̂0 − x0) / σ_t² ] + sqrt(2 η_t) ε
+        x ← x0 + σ_{t+1} n,   n ~ N(0, I)          (n is drawn even when σ_{t+1} = 0, as the code)
+    return x
+
+Levels are clipped to the prior's valid range ``[prior.sigma_min, prior.sigma_max]`` (our
+choice: the code's network accepts any σ). The code's NaN early exit (returning zeros) is replaced
+by our finite checks; the HMC and Metropolis–Hastings variants and the other ``prior_solver``
+options are not implemented. ``sigma_y`` is not used: the likelihood width is τ, as in the code.
+
+Cost: NFE = N·K, VJP = 0 through the network (the data gradient needs only ``A`` and ``Aᵀ`` via
+autograd of the operator). Requires nothing beyond ``forward`` (no SVD).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ._ddpm_common import sigma_batch
+from .base import (
+    Callback,
+    Generators,
+    Preset,
+    Solver,
+    SolverError,
+    check_finite,
+    generators_for,
+    randn,
+    with_deferred_finite_checks,
+)
+from .registry import register
+
+__all__ = ["DAPS", "DAPSParams", "edm_levels"]
+
+
+def edm_levels(sigma_max: float, sigma_min: float, n: int, rho: float = 7.0) -> list[float]:
+    """``n`` EDM poly-ρ levels from ``sigma_max`` to ``sigma_min`` inclusive (model units), NumPy
+    float64 as the code's ``EDMScheduler.get_discrete_time_steps``."""
+    r = np.linspace(0, 1, n)
+    a, b = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
+    return [float((a + ri * (b - a)) ** rho) for ri in r]
+
+
+@dataclass(frozen=True)
+class DAPSParams:
+    """DAPS hyperparameters (defaults: the released pixel-space 4× SR config).
+
+    anneal_steps: N, annealing levels. sigma_max, sigma_min: annealing range (model units; the
+        level list is the first N of N+1 poly-ρ levels, then 0, as the code's ``discretize``).
+    ode_steps: K, Euler steps of the inner PF-ODE, from σ_t to ``ode_sigma_min``.
+    rho: ρ of the poly-ρ (EDM) level spacing.
+    mcmc_steps: M, Langevin steps per level. lr: η, Langevin step size at the first level
+        (model units²), decayed linearly to ``lr · lr_min_ratio``. tau: τ, likelihood width
+        (model units) of the Langevin target.
+    """
+
+    anneal_steps: int = 200
+    sigma_max: float = 100.0
+    sigma_min: float = 0.1
+    ode_steps: int = 5
+    ode_sigma_min: float = 0.01
+    rho: float = 7.0
+    mcmc_steps: int = 100
+    lr: float = 1e-4
+    lr_min_ratio: float = 0.01
+    tau: float = 0.01
+
+    def __post_init__(self):
+        for field in ("anneal_steps", "ode_steps", "mcmc_steps"):
+            v = getattr(self, field)
+            if int(v) != v or v < 1:
+                raise SolverError(f"daps: {field} must be an integer >= 1, got {v}")
+        for field in ("sigma_max", "sigma_min", "ode_sigma_min", "rho", "lr", "lr_min_ratio", "tau"):
+            v = getattr(self, field)
+            if not (v > 0 and math.isfinite(v)):
+                raise SolverError(f"daps: {field} must be > 0, got {v}")
+        if self.sigma_min >= self.sigma_max:
+            raise SolverError(f"daps: sigma_min ({self.sigma_min}) must be < sigma_max ({self.sigma_max})")
+
+
+def _clip(prior, s: float) -> float:
+    return float(min(max(s, float(prior.sigma_min)), float(prior.sigma_max)))
+
+
+@register
+class DAPS(Solver):
+    """DAPS (Zhang et al. 2025); see the module docstring for the loop.
+
+    NFE = N·K, VJP = 0 (N = ``anneal_steps``, K = ``ode_steps``).
+    """
+
+    name: ClassVar[str] = "daps"
+    requires: ClassVar[frozenset[str]] = frozenset()
+    Params: ClassVar[type] = DAPSParams
+    QUICK: ClassVar[dict] = {"anneal_steps": 3, "ode_steps": 2, "mcmc_steps": 3}
+    PRESETS: ClassVar[dict[str, Preset]] = {
+        "default": Preset(
+            {},
+            "zhangbingliang2019/DAPS configs/sampler/edm_daps.yaml (200 annealing levels 100 -> 0.1, "
+            "5 Euler ODE steps to 0.01, poly-7) with configs/task/down_sampling.yaml 'pixel' "
+            "(100 Langevin steps, lr 1e-4, tau 0.01, lr_min_ratio 0.01)",
+        ),
+        "inpainting": Preset(
+            {"lr": 5e-5},
+            "zhangbingliang2019/DAPS configs/sampler/edm_daps.yaml with configs/task/inpainting.yaml "
+            "'pixel' (100 Langevin steps, lr 5e-5, tau 0.01, lr_min_ratio 0.01)",
+        ),
+        "cpu": Preset(
+            {"anneal_steps": 20, "ode_steps": 2, "mcmc_steps": 10},
+            "reduced-step CPU variant of 'default' (20 levels, 2 ODE steps, 10 Langevin steps); ours",
+        ),
+    }
+
+    def levels(self, prior) -> list[float]:
+        """Annealing levels σ_0 > … > σ_{N−1} > σ_N = 0 (model units), clipped to the prior."""
+        p: DAPSParams = self.params
+        s = edm_levels(p.sigma_max, p.sigma_min, p.anneal_steps + 1, p.rho)[:-1]
+        return [_clip(prior, v) for v in s] + [0.0]
+
+    def ode_levels(self, prior, sigma: float) -> list[float]:
+        """The inner ODE's K+1 levels from ``sigma`` to ``ode_sigma_min`` (model units), clipped."""
+        p: DAPSParams = self.params
+        return [_clip(prior, v) for v in edm_levels(sigma, p.ode_sigma_min, p.ode_steps + 1, p.rho)]
+
+    @with_deferred_finite_checks
+    def solve(
+        self,
+        y: Tensor,
+        operator,
+        prior,
+        *,
+        sigma_y: float,
+        generator: Generators | None = None,
+        callback: Callback | None = None,
+    ) -> Tensor:
+        """Return one posterior sample per image (model space, ``(B, *operator.in_shape)``)."""
+        self.check(operator, prior)
+        p: DAPSParams = self.params
+        if float(sigma_y) < 0:
+            raise SolverError(f"daps: sigma_y must be >= 0, got {sigma_y}")
+        B = y.shape[0]
+        gens = generators_for(generator, B)
+        shape = tuple(operator.in_shape)
+        y = y.detach()
+        sig = self.levels(prior)
+        N = p.anneal_steps
+        x = randn(shape, gens, y) * sig[0]
+        for t in range(N):
+            s_t = sig[t]
+            # x̂0: Euler PF-ODE from σ_t down to ode_sigma_min                                 [K NFE]
+            xo = x
+            ode = self.ode_levels(prior, s_t)
+            D = xo
+            with torch.no_grad():
+                for k in range(p.ode_steps):
+                    D = prior.denoise(xo, sigma_batch(ode[k], xo))
+                    xo = xo + (ode[k + 1] - ode[k]) * (xo - D) / ode[k]
+            x0hat = check_finite(xo, f"daps level {t}: ODE estimate")
+            if callback is not None:
+                callback(t, s_t, x, D)
+            # Langevin on N(x̂0, σ_t²) · exp(−‖A x0 − y‖² / τ²)
+            eta = p.lr * (1.0 + (t / (N + 1)) * (p.lr_min_ratio - 1.0))
+            x0 = x0hat.clone()
+            for _ in range(p.mcmc_steps):
+                with torch.enable_grad():
+                    xg = x0.detach().requires_grad_(True)
+                    r = operator.forward(xg) - y
+                    (g,) = torch.autograd.grad((r * r).sum(), xg)
+                score = -g / p.tau**2 + (x0hat - x0) / s_t**2
+                x0 = x0 + eta * score + math.sqrt(2 * eta) * randn(shape, gens, y)
+            check_finite(x0, f"daps level {t}: Langevin state")
+            x = x0 + sig[t + 1] * randn(shape, gens, y)
+        return x
