@@ -97,6 +97,9 @@ SOLVERS: tuple[TableEntry, ...] = (
     TableEntry("dps", "dps", "task", sampler=True),
     TableEntry("ddrm", "ddrm", "default", sampler=True),
     TableEntry("pigdm", "pigdm", "default", sampler=True),
+    TableEntry("diffpir", "diffpir", "default", sampler=True),
+    TableEntry("reddiff", "reddiff", "default"),  # a point estimate: scored as a MAP finder
+    TableEntry("daps", "daps", "cpu", sampler=True),  # reduced-step preset (time budget)
     TableEntry("oracle_map", "oracle_map"),
     TableEntry("oracle_mean", "oracle_mean"),
     TableEntry("oracle_sample", "oracle_sample", sampler=True),

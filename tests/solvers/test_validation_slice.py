@@ -21,6 +21,8 @@ import pytest
 import torch
 from invbench.bench.studies import exact_posterior as V
 
+from invbench import solvers
+
 REPORT = Path(__file__).resolve().parents[2] / "reports" / "validation"
 SLICE = {"prior": "gmm-digits", "preset": "inpaint_random", "sigma_y": 0.05,
          "solvers": ("vml_map/default", "ddrm")}  # ddrm exercises the 64-sample sets too
@@ -124,3 +126,26 @@ def test_committed_table_covers_the_acceptance_grid(committed):
             assert float(cell["oracle_map"]["frac_global"]) == 1.0
             assert float(cell["oracle_map"]["dist_to_map_mean"]) < 1e-8
             assert float(cell["oracle_mean"]["err_post_mean_mean"]) < 1e-8
+
+
+def test_every_registered_solver_has_a_validation_row():
+    """A newly registered solver gets a row of the exact-posterior table (test-only "_" solvers
+    excepted); samplers are scored by sample-set metrics, point estimators as MAP finders."""
+    listed = {e.name for e in V.SOLVERS}
+    missing = [n for n in solvers.names() if not n.startswith("_") and n not in listed]
+    assert not missing, f"add a TableEntry for {missing} to bench/studies/exact_posterior.py SOLVERS"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("label", ["diffpir", "reddiff", "daps"])
+def test_new_rows_run_on_a_tiny_grid(label):
+    """The rows not yet in the committed table run end to end on 2 problems (finite metrics)."""
+    import dataclasses
+    cfg = dataclasses.replace(V.default_config(), n_problems=2, n_sample_problems=1, n_samples=4,
+                              n_reference=64, sw_projections=16)
+    _, table = V.run_suite(cfg, progress=lambda m: None,
+                           only=lambda p, t, s, lab: p == "gmm-digits" and t == "inpaint_random" and s == 0.05 and lab == label)
+    (row,) = table
+    assert int(row["n_failed"]) == 0 and math.isfinite(float(row["dist_to_map_mean"]))
+    spec = next(e for e in V.SOLVERS if e.label == label)
+    assert math.isfinite(float(row["sw_mean"])) == spec.sampler
