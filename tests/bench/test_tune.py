@@ -140,3 +140,35 @@ def test_dataset_without_split_is_refused(tmp_path, capsys):
     rc = cli.main(["tune", str(p), "--solver", "ddrm", "--budget-trials", "1", "--out", str(out)])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "no validation split" in err and not out.exists()
+
+
+def test_tuned_preset_round_trip_into_run(tmp_path):
+    cfg = _cfg(tmp_path)
+    r = tune.tune(cfg, "ddrm", budget_trials=2, out=tmp_path / "tn", log=lambda s: None)
+    run_cfg = tmp_path / "run.toml"
+    run_cfg.write_text(cfg.read_text() + '\n[[solvers]]\nname = "ddrm"\nlabel = "ddrm-tuned"\n'
+                       f'preset = "tuned:{tmp_path / "tn" / "preset.toml"}"\n')
+    assert cli.main(["run", str(run_cfg), "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    import sqlite3
+
+    con = sqlite3.connect(tmp_path / "run" / "results.sqlite")
+    rows = con.execute("SELECT solver, preset_provenance, status FROM results").fetchall()
+    con.close()
+    prov = {s: p for s, p, _ in rows}
+    assert all(st == "ok" for *_, st in rows)
+    assert prov["ddrm"] == "default"
+    assert prov["ddrm-tuned"] == "tuned-here (trials 2; validation split)"
+    from invbench.bench import config
+
+    exp = config.load(run_cfg)
+    tuned = [s for s in exp.solvers if s.label == "ddrm-tuned"][0]
+    assert tuned.overrides["eta"] == r.best_params["eta"] and tuned.overrides["steps"] == 5
+
+
+def test_tuned_preset_bad_file(tmp_path, capsys):
+    cfg = _cfg(tmp_path)
+    run_cfg = tmp_path / "run.toml"
+    run_cfg.write_text(cfg.read_text().replace('name = "ddrm"', 'name = "ddrm"\npreset = "tuned:missing.toml"'))
+    assert cli.main(["run", str(run_cfg), "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "solvers[0].preset" in err and "missing.toml" in err and not (tmp_path / "run").exists()
