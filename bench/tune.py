@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-
 from invbench.bench import config as config_mod
 from invbench.bench import datasets as datasets_mod
 from invbench.bench.runner import _gen, code_version, derive_seed, nfe_per_image
@@ -123,9 +122,8 @@ def _problems(exp, solver_cls, base_dir: str) -> tuple[list[_Problem], dict]:
 
 
 def _score(x_hat_model: torch.Tensor, x: torch.Tensor) -> float:
-    from invbench.operators.conventions import model_to_pixel
-
     from invbench.bench.metrics.image import psnr
+    from invbench.operators.conventions import model_to_pixel
 
     xh = model_to_pixel(x_hat_model.detach().to(torch.float64)).clamp(0, 1)
     return float(psnr(xh, x).mean())

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import torch
-
 from invbench.bench import cli, datasets, tune
 from invbench.bench.datasets import digits_split_indices
 
@@ -161,7 +160,7 @@ def test_tuned_preset_round_trip_into_run(tmp_path):
     from invbench.bench import config
 
     exp = config.load(run_cfg)
-    tuned = [s for s in exp.solvers if s.label == "ddrm-tuned"][0]
+    tuned = next(s for s in exp.solvers if s.label == "ddrm-tuned")
     assert tuned.overrides["eta"] == r.best_params["eta"] and tuned.overrides["steps"] == 5
 
 
