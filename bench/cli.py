@@ -125,6 +125,14 @@ def cmd_run(args) -> int:
                     args.allow_large_cost)
 
 
+def cmd_tune(args) -> int:
+    from .tune import tune
+
+    tune(args.config, args.solver, budget_trials=args.budget_trials, budget_nfe=args.budget_nfe,
+         nfe_cap=args.nfe_cap, metric=args.metric, out=args.out, seed=args.seed, sets=args.set)
+    return 0
+
+
 def _metric_weights_changed(run_dir: Path, exp) -> bool:
     """True when a metric's availability or backbone (weights file, sha256) differs from the one
     stored in ``run_dir`` (e.g. ``invbench fetch lpips`` since the last demo): its rows are stale."""
@@ -344,6 +352,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-large-cost", action="store_true",
                    help="run a grid estimated above 1e9 network evaluations (refused by default)")
     p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("tune", help="seeded Optuna search of one solver's hyperparameters on the validation split",
+                       parents=[common])
+    p.add_argument("config")
+    p.add_argument("--solver", required=True)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--budget-trials", type=int, default=None, help="number of trials (default 20)")
+    g.add_argument("--budget-nfe", type=float, default=None, help="total network evaluations to spend")
+    p.add_argument("--nfe-cap", type=float, default=None, help="trials whose NFE per solve exceeds this are pruned")
+    p.add_argument("--metric", default="psnr")
+    p.add_argument("--out", help="tune directory (default runs/tune-<name>-<solver>); holds study.sqlite3 and preset.toml")
+    p.add_argument("--seed", type=int, default=0, help="TPE sampler seed")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
+    p.set_defaults(fn=cmd_tune)
 
     p = sub.add_parser("check", help="which checkpoints and metric weights are present (sha256)", parents=[common])
     p.add_argument("--config", help="also check the files an experiment file names")

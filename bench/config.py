@@ -124,6 +124,37 @@ class SolverSpec:
     tasks: tuple[str, ...] | None
     priors: tuple[str, ...] | None
     resources: dict
+    provenance: str = ""   # "tuned-here (...)" for a ``tuned:PATH`` preset; "" = from the preset name
+
+
+def preset_provenance(preset: str, spec_provenance: str = "") -> str:
+    """The ``preset_provenance`` column: ``spec_provenance`` for a tuned preset file, else
+    ``"paper"`` for the papers' released presets (``paper*``), ``"default"`` for the class
+    defaults, ``"named preset <name>"`` for the other presets shipped with a solver."""
+    if spec_provenance:
+        return spec_provenance
+    if preset.startswith("paper"):
+        return "paper"
+    return "default" if preset == "default" else f"named preset {preset}"
+
+
+def load_tuned(path: Path, solver: str, where: str) -> tuple[str, dict, str]:
+    """(base preset, hyperparameters, provenance) of a preset file written by ``invbench tune``."""
+    if not path.is_file():
+        raise ConfigError(f"{where}: tuned preset file {path} not found")
+    try:
+        doc = tomllib.loads(path.read_text())["tuned"]
+        base, params = str(doc["base_preset"]), dict(doc["params"])
+        if doc["solver"] != solver:
+            raise ConfigError(f"{where}: {path} was tuned for solver {doc['solver']!r}, not {solver!r}")
+        b = doc.get("budget", {})
+        budget = ", ".join(f"{k} {v:g}" for k, v in b.items())
+        prov = f"tuned-here ({budget}; {doc['split']} split)"
+    except ConfigError:
+        raise
+    except (KeyError, TypeError, ValueError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"{where}: {path} is not a tuned preset file ({type(e).__name__}: {e})") from None
+    return base, params, prov
 
 
 @dataclass(frozen=True)
@@ -420,7 +451,12 @@ def parse(raw: dict, base_dir: Path | str = ".") -> Experiment:
                 raise ConfigError(f"solvers[{i}].priors[{j}]: unknown prior {pn!r}; declared: {', '.join(sorted(plabels))}")
         res = _resources(sr.get("resources", "table", {}), sr.p("resources"))
         sr.finish()
-        sols.append(SolverSpec(sname, preset, label, overrides, dict(tp), st, sp, res))
+        prov = ""
+        if preset.startswith("tuned:"):
+            tpath = Path(base_dir) / Path(preset[len("tuned:"):]).expanduser()
+            preset, tuned_params, prov = load_tuned(tpath, sname, sr.p("preset"))
+            overrides = {**tuned_params, **overrides}
+        sols.append(SolverSpec(sname, preset, label, overrides, dict(tp), st, sp, res, prov))
     if not sols:
         raise ConfigError("solvers: at least one [[solvers]] entry is required")
     _unique([s.label for s in sols], "solvers", "label")

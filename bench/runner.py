@@ -65,7 +65,7 @@ import numpy as np
 import torch
 
 from . import calibration, cost, fsafety, input_hashes
-from .config import ConfigError, Experiment
+from .config import ConfigError, Experiment, preset_provenance
 from .grid import Cell, expand, resolve_preset, steps_hint
 from .netclock import ClockedPrior
 from .store import STORE_NAME, Store, StoreError, read_png, row_id, write_npy, write_png
@@ -537,6 +537,8 @@ def _base_row(p: Prepared, cell: Cell, it: _Item, env: dict) -> dict:
         "seed": it.seed, "device": env["device"], "torch_version": env["torch_version"],
         "config_hash": p.exp.config_hash, "code_version": env["code_version"],
         "operator_seed": it.seeds[0], "noise_seed": it.seeds[1], "solver_seed": it.seeds[2],
+        "preset_provenance": preset_provenance(
+            cell.preset, next((s.provenance for s in p.exp.solvers if s.label == cell.solver), "")),
     }
 
 

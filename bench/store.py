@@ -62,8 +62,11 @@ RESULT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("torch_version", "TEXT"), ("batch_size", "INTEGER"), ("config_hash", "TEXT"),
     ("code_version", "TEXT"), ("recon_path", "TEXT"), ("created", "REAL"),
     ("operator_seed", "INTEGER"), ("noise_seed", "INTEGER"), ("solver_seed", "INTEGER"),
-    ("net_seconds", "REAL"), ("timings", "TEXT"),
+    ("net_seconds", "REAL"), ("timings", "TEXT"), ("preset_provenance", "TEXT"),
 ) + tuple((m, "REAL") for m in METRIC_COLUMNS)
+#: columns added after stores were first written: an older store lacking them is still read, and
+#: a writable one gains them (``ALTER TABLE ... ADD COLUMN``, values NULL for the old rows)
+OPTIONAL_COLUMNS: frozenset[str] = frozenset({"preset_provenance"})
 """Columns of ``results``: the contract's columns, the three derived generator seeds (operator,
 measurement noise, solver; see :func:`invbench.bench.runner.derive_seed`), the network's share
 of the solve time (``net_seconds``) and the JSON of the timed solves (``timings``; see
@@ -125,7 +128,7 @@ def _check_existing(path: Path) -> None:
         raise StoreError(f"{path}: not a usable results store ({e})") from None
     finally:
         con.close()
-    missing = [n for n, _ in RESULT_COLUMNS if n not in have]
+    missing = [n for n, _ in RESULT_COLUMNS if n not in have and n not in OPTIONAL_COLUMNS]
     if have and missing:
         raise StoreError(f"{path}: results table lacks columns {', '.join(missing)} (older schema?)")
 
@@ -174,9 +177,14 @@ class Store:
                 raise fault from None
             raise StoreError(f"{self.path}: not a usable results store ({e})") from None
         have = {r[1] for r in self.con.execute("PRAGMA table_info(results)")}
-        missing = [n for n, _ in RESULT_COLUMNS if n not in have]
+        missing = [n for n, _ in RESULT_COLUMNS if n not in have and n not in OPTIONAL_COLUMNS]
         if missing:
             raise StoreError(f"{self.path}: results table lacks columns {', '.join(missing)} (older schema?)")
+        added = [(n, t) for n, t in RESULT_COLUMNS if n not in have and n in OPTIONAL_COLUMNS]
+        if added:
+            with self.con:
+                for n, t in added:
+                    self.con.execute(f"ALTER TABLE results ADD COLUMN {n} {t}")
 
     def close(self) -> None:
         if self.con is not None:

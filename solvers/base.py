@@ -111,6 +111,8 @@ class Solver:
     PRESETS: ClassVar[dict[str, Preset]] = {}
     #: overrides for smoke tests: the fewest steps that still run every code path of ``solve``
     QUICK: ClassVar[dict] = {}
+    #: hyperparameters ``invbench tune`` searches: field name -> ``search_space.Param``
+    SEARCH_SPACE: ClassVar[dict] = {}
 
     def __init__(self, params=None, preset: str = "default"):
         self.params = params if params is not None else self.Params()

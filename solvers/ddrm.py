@@ -57,6 +57,7 @@ from .base import (
     with_deferred_finite_checks,
 )
 from .registry import register
+from .search_space import choice, int_range, log_uniform, uniform  # noqa: F401
 
 __all__ = ["DDRM", "DDRMParams", "ddrm_singular_values"]
 
@@ -105,6 +106,7 @@ class DDRM(Solver):
     requires: ClassVar[frozenset[str]] = frozenset({"svd"})
     Params: ClassVar[type] = DDRMParams
     QUICK: ClassVar[dict] = {"steps": 4}
+    SEARCH_SPACE: ClassVar[dict] = {"eta": uniform(0.0, 1.0), "eta_b": uniform(0.0, 1.0)}
     PRESETS: ClassVar[dict[str, Preset]] = {
         "default": Preset(
             {},

@@ -66,6 +66,7 @@ from .base import (
 )
 from .registry import register
 from .schedules import ddpm_sigmas
+from .search_space import choice, int_range, log_uniform, uniform  # noqa: F401
 
 __all__ = ["TASK_PRESETS", "DiffPIR", "DiffPIRParams"]
 
@@ -129,6 +130,7 @@ class DiffPIR(Solver):
     requires: ClassVar[frozenset[str]] = frozenset({"svd"})
     Params: ClassVar[type] = DiffPIRParams
     QUICK: ClassVar[dict] = {"steps": 4}
+    SEARCH_SPACE: ClassVar[dict] = {"lambda_": log_uniform(0.1, 100.0), "zeta": uniform(0.0, 1.0)}
     PRESETS: ClassVar[dict[str, Preset]] = {
         "default": Preset(
             {},

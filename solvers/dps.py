@@ -58,6 +58,7 @@ from .base import (
     with_deferred_finite_checks,
 )
 from .registry import register
+from .search_space import choice, int_range, log_uniform, uniform  # noqa: F401
 
 __all__ = ["DPS", "TASK_PRESETS", "DPSParams"]
 
@@ -124,6 +125,7 @@ class DPS(Solver):
     requires: ClassVar[frozenset[str]] = frozenset({"grad"})
     Params: ClassVar[type] = DPSParams
     QUICK: ClassVar[dict] = {"steps": 5}
+    SEARCH_SPACE: ClassVar[dict] = {"zeta": log_uniform(0.01, 10.0)}
     PRESETS: ClassVar[dict[str, Preset]] = {
         "default": Preset(
             {},

@@ -56,6 +56,7 @@ from .base import (
     with_deferred_finite_checks,
 )
 from .registry import register
+from .search_space import choice, int_range, log_uniform, uniform  # noqa: F401
 
 __all__ = ["PiGDM", "PiGDMParams", "pigdm_guidance_vector"]
 
@@ -120,6 +121,7 @@ class PiGDM(Solver):
     requires: ClassVar[frozenset[str]] = frozenset({"svd"})
     Params: ClassVar[type] = PiGDMParams
     QUICK: ClassVar[dict] = {"steps": 4}
+    SEARCH_SPACE: ClassVar[dict] = {"weight": log_uniform(0.1, 10.0), "eta": uniform(0.0, 1.0)}
     PRESETS: ClassVar[dict[str, Preset]] = {
         "default": Preset(
             {},

@@ -49,6 +49,7 @@ from .base import (
     with_deferred_finite_checks,
 )
 from .registry import register
+from .search_space import choice, int_range, log_uniform, uniform  # noqa: F401
 
 __all__ = ["REDDiff", "REDDiffParams"]
 
@@ -90,6 +91,7 @@ class REDDiff(Solver):
     requires: ClassVar[frozenset[str]] = frozenset({"svd"})
     Params: ClassVar[type] = REDDiffParams
     QUICK: ClassVar[dict] = {"steps": 4}
+    SEARCH_SPACE: ClassVar[dict] = {"lambda_": log_uniform(0.01, 10.0), "lr": log_uniform(0.01, 1.0)}
     PRESETS: ClassVar[dict[str, Preset]] = {
         "default": Preset(
             {},

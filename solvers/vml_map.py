@@ -68,6 +68,7 @@ from .base import (
     with_deferred_finite_checks,
 )
 from .registry import register
+from .search_space import choice, int_range, log_uniform, uniform  # noqa: F401
 
 __all__ = ["VMLMAP", "VMLMAPParams"]
 
@@ -124,6 +125,7 @@ class VMLMAP(Solver):
     Params = VMLMAPParams
     QUICK: ClassVar[dict] = {"n_levels": 3, "inner_steps": 1}
     # Each preset states only what differs from VMLMAPParams() (= "default"), with its provenance.
+    SEARCH_SPACE: ClassVar[dict] = {"step_size": log_uniform(0.1, 4.0), "n_levels": int_range(5, 40), "inner_steps": int_range(1, 10), "transition": choice("ddim", "map_consistent")}
     PRESETS: ClassVar[dict[str, Preset]] = {
         "default": Preset(
             {},

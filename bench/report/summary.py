@@ -25,6 +25,11 @@ def cell_label(solver: str, preset: str) -> str:
     return str(solver) if str(preset) == "default" else f"{solver} ({preset})"
 
 
+def _provenance(v) -> str:
+    """The stored ``preset_provenance`` as text ("" when absent)."""
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
+
+
 @dataclass
 class CellSummary:
     solver: str
@@ -48,6 +53,7 @@ class CellSummary:
     delta_best: MeanCI | None = None  # paired difference to the rank-1 cell (bench/report/paired.py)
     p_best: float = math.nan          # its Holm-adjusted p-value
     group: int | None = None          # significance rank: 1 + cells significantly better
+    provenance: str = ""             # preset_provenance of the rows ("" for stores written before it existed)
 
     @property
     def label(self) -> str:
@@ -136,6 +142,7 @@ def summarise_cell(rows: pd.DataFrame, set_rows: pd.DataFrame, unavailable: dict
         secs = batches["s"].to_numpy()
     return CellSummary(
         solver=str(first["solver"]), preset=str(first["preset"]), task=str(first["task"]),
+        provenance=_provenance(first.get("preset_provenance")),
         dataset=str(first["dataset"]), prior=str(first["prior"]),
         n_rows=len(rows), n_ok=len(ok), status=_status_text(rows), metrics=metrics, set_metrics=sm,
         seconds=ci_for("seconds", secs, alpha), seconds_median=float(np.median(fin)) if fin.size else math.nan,

@@ -68,7 +68,9 @@ def board_rows(b: Leaderboard) -> tuple[list[Header], list[list[Cell]]]:
     """Column headers and typed cells of one leaderboard (format-independent)."""
     paired = any(c.group is not None for c in b.cells)
     heads = [Header("rank")] + ([Header("group"), Header("Δ best", UNITS.get(b.primary, ""))] if paired else [])
-    heads += [Header("solver"), Header("preset"), Header("prior"), Header("n ok")]
+    prov = any(c.provenance for c in b.cells)   # stores written before preset_provenance: no column
+    heads += [Header("solver"), Header("preset")] + ([Header("provenance")] if prov else [])
+    heads += [Header("prior"), Header("n ok")]
     shown = [m for m in b.metrics if m not in b.unavailable]       # an unavailable metric: a line
     shown_set = [m for m in b.set_metrics if m not in b.unavailable]  # under the table, not a column
     for m in shown + shown_set:
@@ -85,7 +87,8 @@ def board_rows(b: Leaderboard) -> tuple[list[Header], list[list[Cell]]]:
             r.append(("text", str(c.group) if c.group is not None else "—"))
             r.append(("text", "best" if c.rank is not None and c.delta_best is None and c.group is not None
                       else "—") if c.delta_best is None else ("ci", c.delta_best, b.primary))
-        r += [("text", c.solver), ("text", c.preset), ("text", c.prior), ("text", f"{c.n_ok}/{c.n_rows}")]
+        r += [("text", c.solver), ("text", c.preset)] + ([("text", c.provenance or "—")] if prov else [])
+        r += [("text", c.prior), ("text", f"{c.n_ok}/{c.n_rows}")]
         for m in shown:
             if m == b.primary and c.group == 1 and c.metrics.get(m) is not None:
                 r.append(("bold", _ci_cell(c.metrics.get(m), m)))

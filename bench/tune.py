@@ -1,0 +1,241 @@
+"""``invbench tune``: a seeded Optuna (TPE) search of one solver's ``SEARCH_SPACE`` on the
+validation split of an experiment's datasets, resumable from an SQLite file in the tune folder.
+
+Only datasets with a validation/test distinction can be tuned on (``bundled`` crops and
+``digits``); every dataset is rebuilt with ``split = "validation"`` and each evaluated image is
+checked against the sha256 of the images of the test split before it is solved. Scores are the
+mean of ``metric`` (PSNR in dB, pixel units [0, 1]) over tasks x validation images; the cost of a
+trial is counted in network evaluations (NFE, the solver's own estimate per solve).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from invbench.bench import config as config_mod
+from invbench.bench import datasets as datasets_mod
+from invbench.bench.runner import _gen, code_version, derive_seed, nfe_per_image
+
+SPLIT_TYPES = ("bundled", "digits")
+STUDY_NAME = "invbench-tune"
+
+
+class TuneError(ValueError):
+    """Bad tune input; ``str(e)`` is one line naming the field or file."""
+
+
+@dataclass
+class _Problem:
+    dataset: str
+    image_id: str
+    image_sha256: str
+    task: object
+    prior: object
+    op: object
+    x: torch.Tensor  # pixel units, (1, C, H, W), float64
+    y: torch.Tensor  # model units
+    solver_seed: int
+
+
+@dataclass
+class TuneResult:
+    best_params: dict
+    best_value: float
+    values: list[float]
+    n_trials: int
+    nfe_total: float
+    evaluated: list[dict] = field(default_factory=list)
+    preset_path: Path | None = None
+
+
+def image_sha256(x: torch.Tensor) -> str:
+    """sha256 of an image tensor's float64 bytes (pixel units)."""
+    return hashlib.sha256(x.detach().to(torch.float64).contiguous().cpu().numpy().tobytes()).hexdigest()
+
+
+def split_spec(spec: dict, split: str) -> dict:
+    """``spec`` rebuilt on ``split``; :class:`TuneError` for a dataset type without splits."""
+    if spec.get("type") not in SPLIT_TYPES:
+        raise TuneError(f"dataset {spec.get('name')!r}: type {spec.get('type')!r} has no validation split "
+                        f"(tune needs one of {', '.join(SPLIT_TYPES)})")
+    return {**spec, "split": split}
+
+
+def test_split_hashes(spec: dict, base_dir: str) -> set[str]:
+    """sha256 of every image of the dataset's test split (the images tuning must never see).
+    For ``bundled`` crops, all crops of the test images at the spec's size and seed."""
+    test = dict(split_spec(spec, "test"))
+    test.pop("limit", None)
+    ds = datasets_mod.build(test, base_dir)
+    return {image_sha256(ds.get(i)) for i in range(len(ds))}
+
+
+def manifest_sha256(source: dict) -> str:
+    """sha256 of a dataset's source record (split, image names, rule): pins what was tuned on."""
+    return hashlib.sha256(json.dumps(source, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _problems(exp, solver_cls, base_dir: str) -> tuple[list[_Problem], dict]:
+    from invbench.operators.conventions import pixel_to_model
+
+    from invbench import operators, priors
+
+    probs: list[_Problem] = []
+    manifests: dict[str, str] = {}
+    for dspec in exp.datasets:
+        spec = split_spec(dspec.build_spec(), "validation")
+        try:
+            ds = datasets_mod.build(spec, base_dir)
+        except datasets_mod.DatasetError as e:
+            raise TuneError(f"dataset {dspec.name!r}: {e}") from None
+        src = ds.source()
+        if src.get("split") != "validation":
+            raise TuneError(f"dataset {dspec.name!r}: built split {src.get('split')!r}, not 'validation'")
+        forbidden = test_split_hashes(dspec.build_spec(), base_dir)
+        manifests[dspec.name] = manifest_sha256(src)
+        pspecs = [p for p in exp.priors if p.datasets is None or dspec.name in p.datasets]
+        for ps in pspecs:
+            prior = priors.build(ps.name, **ps.build_kwargs())
+            for t in exp.tasks:
+                for i in range(len(ds)):
+                    x = ds.get(i).to(torch.float64).unsqueeze(0)
+                    h = image_sha256(ds.get(i))
+                    if h in forbidden:
+                        raise TuneError(f"dataset {dspec.name!r}: image {ds.ids[i]} is in the test split")
+                    iid = ds.ids[i]
+                    op = operators.build(t.operator, image_shape=tuple(x.shape[1:]),
+                                         generator=_gen(derive_seed("tune", "operator", t.name, dspec.name, iid)), **t.params)
+                    y = op.measure(pixel_to_model(x), t.sigma_y,
+                                   generator=_gen(derive_seed("tune", "noise", t.name, dspec.name, iid)))
+                    probs.append(_Problem(dspec.name, iid, h, t, prior, op, x, y,
+                                          derive_seed("tune", "solver", t.name, dspec.name, iid)))
+    if not probs:
+        raise TuneError("no validation problems: the experiment pairs no prior with its datasets")
+    return probs, manifests
+
+
+def _score(x_hat_model: torch.Tensor, x: torch.Tensor) -> float:
+    from invbench.bench.metrics.image import psnr
+    from invbench.operators.conventions import model_to_pixel
+
+    xh = model_to_pixel(x_hat_model.detach().to(torch.float64)).clamp(0, 1)
+    return float(psnr(xh, x).mean())
+
+
+def tune(config_path: str | Path, solver: str, *, budget_trials: int | None = None, budget_nfe: float | None = None,
+         nfe_cap: float | None = None, metric: str = "psnr", out: str | Path | None = None, seed: int = 0,
+         sets: list[str] | None = None, log=print) -> TuneResult:
+    """Run (or resume) the search; write ``out/study.sqlite3``, ``out/evaluated_images.jsonl`` and
+    ``out/preset.toml``. All inputs are checked before anything is written."""
+    import optuna
+
+    from invbench import solvers
+
+    if metric != "psnr":
+        raise TuneError(f"--metric: only 'psnr' is supported, got {metric!r}")
+    if budget_trials is not None and budget_nfe is not None:
+        raise TuneError("give only one of --budget-trials N or --budget-nfe M")
+    if budget_trials is None and budget_nfe is None:
+        budget_trials = 20
+    if budget_trials is not None and budget_trials < 1:
+        raise TuneError(f"--budget-trials must be >= 1, got {budget_trials}")
+    if budget_nfe is not None and not budget_nfe > 0:
+        raise TuneError(f"--budget-nfe must be > 0, got {budget_nfe}")
+    if nfe_cap is not None and not nfe_cap > 0:
+        raise TuneError(f"--nfe-cap must be > 0, got {nfe_cap}")
+    try:
+        cls = solvers.get(solver)
+    except solvers.SolverError as e:
+        raise TuneError(f"--solver: {e}") from None
+    if not cls.SEARCH_SPACE:
+        raise TuneError(f"--solver: {solver!r} declares no SEARCH_SPACE (nothing to tune)")
+    cpath = Path(config_path)
+    if not cpath.is_file():
+        raise TuneError(f"{cpath}: config file not found")
+    try:
+        exp = config_mod.load(cpath, sets or [])
+    except config_mod.ConfigError as e:
+        raise TuneError(f"{cpath}: {e}") from None
+    spec = next((s for s in exp.solvers if s.name == solver), None)
+    fixed = dict(spec.overrides) if spec else {}
+    base_preset = spec.preset if spec and spec.preset in cls.PRESETS else "default"
+    probs, manifests = _problems(exp, cls, exp.base_dir)
+
+    out_dir = Path(out) if out else Path("runs") / f"tune-{exp.name}-{solver}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    storage = f"sqlite:///{(out_dir / 'study.sqlite3').resolve()}"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name=STUDY_NAME, storage=storage, direction="maximize",
+                                sampler=optuna.samplers.TPESampler(seed=seed), load_if_exists=True)
+    log_path = out_dir / "evaluated_images.jsonl"
+
+    def objective(trial) -> float:
+        params = {k: p.suggest(trial, k) for k, p in cls.SEARCH_SPACE.items()}
+        s = cls.from_preset(base_preset, **{**fixed, **params})
+        nfe = nfe_per_image(s)
+        trial.set_user_attr("nfe_per_solve", nfe)
+        if nfe_cap is not None and nfe > nfe_cap:
+            trial.set_user_attr("nfe_trial", 0.0)
+            raise optuna.TrialPruned(f"NFE per solve {nfe:g} > cap {nfe_cap:g}")
+        scores = []
+        with log_path.open("a") as fh:
+            for p in probs:
+                s.validate(p.prior)
+                x_hat = s.solve(p.y, p.op, p.prior, sigma_y=p.task.sigma_y, generator=[_gen(p.solver_seed)])
+                scores.append(_score(x_hat, p.x))
+                fh.write(json.dumps({"trial": trial.number, "dataset": p.dataset, "image_id": p.image_id,
+                                     "image_sha256": p.image_sha256, "task": p.task.name}) + "\n")
+        trial.set_user_attr("nfe_trial", nfe * len(probs))
+        return statistics.fmean(scores)
+
+    def spent() -> float:
+        return sum(t.user_attrs.get("nfe_trial", 0.0) for t in study.trials)
+
+    t0 = time.perf_counter()
+    done = len([t for t in study.trials if t.state.is_finished()])
+    if budget_trials is not None:
+        left = budget_trials - done
+        if left > 0:
+            study.optimize(objective, n_trials=left)
+    else:
+        while spent() < budget_nfe:
+            study.optimize(objective, n_trials=1)
+    wall = time.perf_counter() - t0
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        raise TuneError("no trial completed (every trial exceeded --nfe-cap?)")
+    values = [t.value for t in complete]
+    best = study.best_trial
+    budget = {"trials": budget_trials, "nfe_total": budget_nfe, "nfe_cap_per_solve": nfe_cap}
+    doc = {
+        "tuned": {
+            "solver": solver, "base_preset": base_preset, "params": {**fixed, **best.params},
+            "metric": metric, "best": best.value, "seed": seed,
+            "scores": {"n": len(values), "min": min(values), "median": statistics.median(values),
+                       "max": max(values), "stdev": statistics.stdev(values) if len(values) > 1 else 0.0},
+            "budget": {k: v for k, v in budget.items() if v is not None},
+            "nfe_spent": spent(), "nfe_per_solve": best.user_attrs.get("nfe_per_solve"),
+            "wall_s_this_call": round(wall, 3),
+            "split": "validation", "manifest_sha256": manifests, "n_problems": len(probs),
+            "config": str(cpath), "config_hash": exp.config_hash, "code_version": code_version(),
+            "search_space": {k: p.as_dict() for k, p in cls.SEARCH_SPACE.items()},
+            "sampler": f"optuna {optuna.__version__} TPESampler(seed={seed})",
+        }
+    }
+    preset_path = out_dir / "preset.toml"
+    tmp = preset_path.with_suffix(".toml.tmp")
+    tmp.write_text(config_mod.to_toml(doc))
+    os.replace(tmp, preset_path)
+    log(f"tune {solver}: {len(values)} trials, best {metric} {best.value:.3f} with {best.params}; "
+        f"wrote {preset_path}")
+    return TuneResult(dict(best.params), best.value, values, len(values), spent(), [], preset_path)
+
+
+__all__ = ["TuneError", "TuneResult", "image_sha256", "manifest_sha256", "split_spec", "test_split_hashes", "tune"]

@@ -1,0 +1,173 @@
+"""invbench tune: validation-only evaluation, seeded reproducibility, bad input, preset round-trip."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import tomllib
+import torch
+from invbench.bench import cli, datasets, tune
+from invbench.bench.datasets import digits_split_indices
+
+CONFIG = """
+name = "tunet"
+seeds = [0]
+[[datasets]]
+name = "digits"
+type = "digits"
+split = "test"
+limit = 3
+{extra}
+[[priors]]
+name = "gmm-digits"
+[[tasks]]
+name = "denoise"
+operator = "denoise"
+noise_sigma = 0.1
+[[solvers]]
+name = "ddrm"
+overrides = {{ steps = 5 }}
+"""
+
+
+def _cfg(tmp_path: Path, extra: str = "") -> Path:
+    p = tmp_path / "t.toml"
+    p.write_text(CONFIG.format(extra=extra))
+    return p
+
+
+def _trials(out: Path) -> list[dict]:
+    import optuna
+
+    st = optuna.load_study(study_name=tune.STUDY_NAME, storage=f"sqlite:///{out / 'study.sqlite3'}")
+    return [dict(t.params, value=t.value) for t in st.trials]
+
+
+def test_no_test_image_is_evaluated(tmp_path):
+    # The config asks for the test split; tuning must evaluate validation images only.
+    out = tmp_path / "o"
+    assert cli.main(["tune", str(_cfg(tmp_path)), "--solver", "ddrm", "--budget-trials", "2", "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in (out / "evaluated_images.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 * 3
+    test = datasets.build({"type": "digits", "split": "test"})
+    test_hashes = {tune.image_sha256(test.get(i)) for i in range(len(test))}
+    test_ids = {f"digits{i}" for i in digits_split_indices("test")}
+    assert not {r["image_sha256"] for r in rows} & test_hashes
+    assert not {r["image_id"] for r in rows} & test_ids
+    val_ids = {f"digits{i}" for i in digits_split_indices("validation")}
+    assert {r["image_id"] for r in rows} <= val_ids
+    doc = tomllib.loads((out / "preset.toml").read_text())["tuned"]
+    assert doc["split"] == "validation" and "digits" in doc["manifest_sha256"]
+
+
+def test_bundled_validation_crops_are_not_test_crops(tmp_path):
+    spec = {"name": "c", "type": "bundled", "n": 4, "size": 16, "seed": 0}
+    val = datasets.build(tune.split_spec(spec, "validation"))
+    assert val.source()["split"] == "validation"
+    forbidden = tune.test_split_hashes(spec, ".")
+    assert len(forbidden) == 4
+    assert not {tune.image_sha256(val.get(i)) for i in range(len(val))} & forbidden
+
+
+def test_leak_is_refused(tmp_path, monkeypatch):
+    # If a validation image equalled a test image, tuning stops before solving anything.
+    cfg = _cfg(tmp_path)
+    val = datasets.build({"type": "digits", "split": "validation"})
+    monkeypatch.setattr(tune, "test_split_hashes", lambda spec, base: {tune.image_sha256(val.get(0))})
+    with pytest.raises(tune.TuneError, match="test split"):
+        tune.tune(cfg, "ddrm", budget_trials=1, out=tmp_path / "o", log=lambda s: None)
+    assert not (tmp_path / "o").exists()
+
+
+def test_same_seed_same_trials(tmp_path):
+    cfg = _cfg(tmp_path)
+    a = tune.tune(cfg, "ddrm", budget_trials=4, out=tmp_path / "a", seed=3, log=lambda s: None)
+    b = tune.tune(cfg, "ddrm", budget_trials=4, out=tmp_path / "b", seed=3, log=lambda s: None)
+    c = tune.tune(cfg, "ddrm", budget_trials=4, out=tmp_path / "c", seed=4, log=lambda s: None)
+    assert _trials(tmp_path / "a") == _trials(tmp_path / "b")
+    assert a.best_params == b.best_params
+    assert [t["eta"] for t in _trials(tmp_path / "a")] != [t["eta"] for t in _trials(tmp_path / "c")]
+    assert c.n_trials == 4
+
+
+def test_resume_continues_the_study(tmp_path):
+    cfg = _cfg(tmp_path)
+    tune.tune(cfg, "ddrm", budget_trials=2, out=tmp_path / "r", seed=1, log=lambda s: None)
+    r = tune.tune(cfg, "ddrm", budget_trials=4, out=tmp_path / "r", seed=1, log=lambda s: None)
+    assert r.n_trials == 4
+    # the first two trials are the fresh run's first two
+    tune.tune(cfg, "ddrm", budget_trials=2, out=tmp_path / "f", seed=1, log=lambda s: None)
+    assert _trials(tmp_path / "r")[:2] == _trials(tmp_path / "f")
+
+
+def test_nfe_cap_prunes_and_budget_nfe_stops(tmp_path):
+    cfg = _cfg(tmp_path)
+    r = tune.tune(cfg, "ddrm", budget_nfe=40, out=tmp_path / "n", log=lambda s: None)
+    assert r.nfe_total >= 40 and r.nfe_total < 40 + 15   # 5 NFE x 3 images per trial
+    with pytest.raises(tune.TuneError, match="no trial completed"):
+        tune.tune(cfg, "ddrm", budget_trials=2, nfe_cap=4, out=tmp_path / "cap", log=lambda s: None)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--solver", "nope", "--budget-trials", "2"], "unknown solver"),
+    (["--solver", "ddrm", "--budget-trials", "0"], "--budget-trials"),
+    (["--solver", "ddrm", "--budget-nfe", "-3"], "--budget-nfe"),
+    (["--solver", "oracle_map", "--budget-trials", "2"], "SEARCH_SPACE"),
+    (["--solver", "ddrm", "--metric", "ssim"], "--metric"),
+])
+def test_bad_input_one_line_nothing_written(tmp_path, capsys, args, needle):
+    out = tmp_path / "o"
+    rc = cli.main(["tune", str(_cfg(tmp_path)), *args, "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and needle in err and "\n" not in err
+    assert not out.exists()
+
+
+def test_dataset_without_split_is_refused(tmp_path, capsys):
+    img = tmp_path / "imgs"
+    img.mkdir()
+    from PIL import Image
+
+    Image.fromarray((torch.rand(8, 8, 3) * 255).byte().numpy()).save(img / "a.png")
+    datasets_mod = datasets
+    (img / "MANIFEST.sha256").write_text(datasets_mod.make_manifest(img))
+    p = tmp_path / "f.toml"
+    p.write_text(CONFIG.format(extra="").replace('type = "digits"\nsplit = "test"', f'type = "folder"\nroot = "{img}"'))
+    out = tmp_path / "o"
+    rc = cli.main(["tune", str(p), "--solver", "ddrm", "--budget-trials", "1", "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "no validation split" in err and not out.exists()
+
+
+def test_tuned_preset_round_trip_into_run(tmp_path):
+    cfg = _cfg(tmp_path)
+    r = tune.tune(cfg, "ddrm", budget_trials=2, out=tmp_path / "tn", log=lambda s: None)
+    run_cfg = tmp_path / "run.toml"
+    run_cfg.write_text(cfg.read_text() + '\n[[solvers]]\nname = "ddrm"\nlabel = "ddrm-tuned"\n'
+                       f'preset = "tuned:{tmp_path / "tn" / "preset.toml"}"\n')
+    assert cli.main(["run", str(run_cfg), "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    import sqlite3
+
+    con = sqlite3.connect(tmp_path / "run" / "results.sqlite")
+    rows = con.execute("SELECT solver, preset_provenance, status FROM results").fetchall()
+    con.close()
+    prov = {s: p for s, p, _ in rows}
+    assert all(st == "ok" for *_, st in rows)
+    assert prov["ddrm"] == "default"
+    assert prov["ddrm-tuned"] == "tuned-here (trials 2; validation split)"
+    from invbench.bench import config
+
+    exp = config.load(run_cfg)
+    tuned = next(s for s in exp.solvers if s.label == "ddrm-tuned")
+    assert tuned.overrides["eta"] == r.best_params["eta"] and tuned.overrides["steps"] == 5
+
+
+def test_tuned_preset_bad_file(tmp_path, capsys):
+    cfg = _cfg(tmp_path)
+    run_cfg = tmp_path / "run.toml"
+    run_cfg.write_text(cfg.read_text().replace('name = "ddrm"', 'name = "ddrm"\npreset = "tuned:missing.toml"'))
+    assert cli.main(["run", str(run_cfg), "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "solvers[0].preset" in err and "missing.toml" in err and not (tmp_path / "run").exists()
