@@ -289,7 +289,8 @@ def cmd_report(args) -> int:
     run_dir = Path(args.run_dir)
     if not (run_dir / "results.sqlite").exists():
         raise FileNotFoundError(f"{run_dir}: no results.sqlite (not a run directory)")
-    where = write_report(run_dir, Path(args.out) if args.out else None)  # default RUN_DIR/report/
+    where = write_report(run_dir, Path(args.out) if args.out else None,  # default RUN_DIR/report/
+                         reference=args.reference)
     print(f"invbench: report written to {where}")
     return EXIT_OK
 
@@ -390,6 +391,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="write leaderboards, figures and index.html for a run", parents=[common])
     p.add_argument("run_dir")
     p.add_argument("--out")
+    p.add_argument("--reference", metavar="SOLVER",
+                   help="also show each cell's paired difference to this solver's best cell")
     p.set_defaults(fn=cmd_report)
 
     p = sub.add_parser("compare", help="regression gate between two runs (exit 0 pass, 1 regression)",

@@ -33,13 +33,14 @@ def check_report_out(run_dir: Path, out_dir: Path) -> None:
 
 
 def write_report(run_dir: Path, out_dir: Path | None = None, *, primary: dict[str, str] | None = None,
-                 image_ids: list[str] | None = None) -> Path:
+                 image_ids: list[str] | None = None, reference: str | None = None) -> Path:
     """Write the report of ``run_dir`` and return the output directory.
 
     ``out_dir`` defaults to ``<run_dir>/report/``: a report lives next to the data it was made
     from, never in the source tree unless asked (``--out reports/NAME``).
     ``primary`` maps task -> ranking metric (default ``psnr``); ``image_ids`` selects the images of
-    the sample grids (default: the first three ids of each dataset). Raises :class:`RunDirError`
+    the sample grids (default: the first three ids of each dataset); ``reference`` names a solver
+    whose paired difference every cell also shows (column ``Δ <solver>``). Raises :class:`RunDirError`
     when the run directory or its store is missing.
     """
     from .figures import make_figures
@@ -50,7 +51,7 @@ def write_report(run_dir: Path, out_dir: Path | None = None, *, primary: dict[st
     out_dir = Path(run_dir) / REPORT_SUBDIR if out_dir is None else Path(out_dir)
     check_report_out(Path(run_dir), out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    boards = build_leaderboards(run, primary)
+    boards = build_leaderboards(run, primary, reference=reference)
     write_tables(boards, run.experiment, out_dir)
     figs, notes = make_figures(run, boards, out_dir / "figures", image_ids)
     write_html(run, boards, figs, notes, out_dir / "index.html")

@@ -11,6 +11,8 @@ its ok rows; two cells are compared on the keys both have.
   the shared keys with Holm's step-down correction of all pairwise p-values of the leaderboard at
   family-wise level alpha (Holm 1979). Cells that no other cell beats share group 1 (tied best).
   Pairs with fewer than 2 shared keys, or whose differences do not vary, are never significant.
+* ``delta_ref``: when a reference solver is named, the mean paired difference ``cell − reference``
+  (its best-ranked cell in the leaderboard) with the same Student-t interval.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from scipy import stats as _st
 
 from .stats import MeanCI, direction, mean_ci
 
-__all__ = ["PairedResult", "holm", "paired_groups"]
+__all__ = ["PairedResult", "holm", "paired_delta", "paired_groups"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,13 @@ def _p(d: np.ndarray) -> float:
     if d.size < 2 or np.ptp(d) == 0:   # no test without spread: never significant
         return math.nan
     return float(_st.ttest_rel(d, np.zeros_like(d)).pvalue)
+
+
+def paired_delta(cell: pd.DataFrame, ref: pd.DataFrame, metric: str) -> MeanCI | None:
+    """Mean paired difference ``cell − ref`` of ``metric`` over shared (image, seed) keys with its
+    95% Student-t interval (units of the metric); None when the two share no key."""
+    dd = _paired(_values(cell, metric), _values(ref, metric))
+    return mean_ci(dd) if dd.size else None
 
 
 def paired_groups(cell_rows: dict[tuple, pd.DataFrame], ranked: list[tuple], metric: str,

@@ -54,6 +54,7 @@ class CellSummary:
     p_best: float = math.nan          # its Holm-adjusted p-value
     group: int | None = None          # significance rank: 1 + cells significantly better
     provenance: str = ""             # preset_provenance of the rows ("" for stores written before it existed)
+    delta_ref: MeanCI | None = None   # paired difference to the reference solver's cell
 
     @property
     def label(self) -> str:
@@ -74,6 +75,7 @@ class Leaderboard:
     unavailable: dict[str, str]      # metric -> "unavailable: <why>" (whole column)
     cells: list[CellSummary]
     notes: list[str] = field(default_factory=list)
+    reference: str | None = None     # solver of the Δ ref column (None: no such column)
 
 
 def _num(series: pd.Series) -> np.ndarray:
@@ -187,7 +189,8 @@ def _rank(cells: list[CellSummary], primary: str) -> None:
         c.rank = rank
 
 
-def _pair(run: RunData, cells: list[CellSummary], primary: str, alpha: float) -> None:
+def _pair(run: RunData, cells: list[CellSummary], primary: str, alpha: float,
+          reference: str | None = None) -> None:
     """Fill ``delta_best``, ``p_best`` and ``group`` of the ranked cells (paired on image × seed)."""
     from .paired import paired_groups
 
@@ -203,11 +206,21 @@ def _pair(run: RunData, cells: list[CellSummary], primary: str, alpha: float) ->
     for c in ranked:
         r = res[c.key]
         c.delta_best, c.p_best, c.group = r.delta_best, r.p_best, r.group
+    if reference is not None:
+        from .paired import paired_delta
+
+        ref = next((c for c in ranked if c.solver == reference), None)   # its best-ranked cell
+        for c in ranked:
+            if ref is not None and c is not ref:
+                c.delta_ref = paired_delta(rows[c.key], rows[ref.key], primary)
 
 
 def build_leaderboards(run: RunData, primary: dict[str, str] | None = None,
-                       alpha: float = 0.05) -> list[Leaderboard]:
+                       alpha: float = 0.05, reference: str | None = None) -> list[Leaderboard]:
     """One leaderboard per (dataset, task), cells sorted by rank (unranked last).
+
+    ``reference`` names a solver: every ranked cell then also gets its paired difference to that
+    solver's best-ranked cell of the leaderboard (``delta_ref``; none where the solver is absent).
 
     ``primary`` maps task -> ranking metric (default ``psnr`` for every task); its direction
     comes from :data:`invbench.bench.report.stats.DIRECTIONS`.
@@ -229,7 +242,7 @@ def build_leaderboards(run: RunData, primary: dict[str, str] | None = None,
             if all(c.rank is None for c in cs):
                 notes.append(f"No cell has a value of the primary metric {prim}; cells are not ranked.")
             else:
-                _pair(run, cs, prim, alpha)
+                _pair(run, cs, prim, alpha, reference)
         metrics = [m for m in PER_IMAGE_METRICS if any(m in c.metrics for c in cs)]
         set_names = sorted({m for c in cs for m in c.set_metrics})
         for m in unavailable:  # kept in the lists so that tables state them (a line, never a number)
@@ -240,5 +253,6 @@ def build_leaderboards(run: RunData, primary: dict[str, str] | None = None,
         cs.sort(key=lambda c: (c.rank is None, c.rank or 0, c.solver, c.preset, c.prior))
         out.append(Leaderboard(ds, task, prim, metrics, set_names,
                                {m: unavailable[m] for m in unavailable if m in metrics or m in set_names},
-                               cs, notes))
+                               cs, notes,
+                               reference if any(c.solver == reference and c.rank is not None for c in cs) else None))
     return out

@@ -68,6 +68,8 @@ def board_rows(b: Leaderboard) -> tuple[list[Header], list[list[Cell]]]:
     """Column headers and typed cells of one leaderboard (format-independent)."""
     paired = any(c.group is not None for c in b.cells)
     heads = [Header("rank")] + ([Header("group"), Header("Δ best", UNITS.get(b.primary, ""))] if paired else [])
+    ref = paired and b.reference is not None
+    heads += [Header(f"Δ {b.reference}", UNITS.get(b.primary, ""))] if ref else []
     prov = any(c.provenance for c in b.cells)   # stores written before preset_provenance: no column
     heads += [Header("solver"), Header("preset")] + ([Header("provenance")] if prov else [])
     heads += [Header("prior"), Header("n ok")]
@@ -87,6 +89,9 @@ def board_rows(b: Leaderboard) -> tuple[list[Header], list[list[Cell]]]:
             r.append(("text", str(c.group) if c.group is not None else "—"))
             r.append(("text", "best" if c.rank is not None and c.delta_best is None and c.group is not None
                       else "—") if c.delta_best is None else ("ci", c.delta_best, b.primary))
+        if ref:
+            r.append(("ci", c.delta_ref, b.primary) if c.delta_ref is not None
+                     else ("text", "ref" if c.solver == b.reference and c.rank is not None else "—"))
         r += [("text", c.solver), ("text", c.preset)] + ([("text", c.provenance or "—")] if prov else [])
         r += [("text", c.prior), ("text", f"{c.n_ok}/{c.n_rows}")]
         for m in shown:
@@ -218,6 +223,8 @@ def csv_records(boards: list[Leaderboard]) -> list[dict]:
                        "primary_metric": b.primary, "n_rows": c.n_rows, "n_ok": c.n_ok, "status": c.status}
             _ci_fields(r, "delta_best", c.delta_best)
             r["p_best_holm"] = _blank(c.p_best)
+            r["reference"] = b.reference or ""
+            _ci_fields(r, "delta_ref", c.delta_ref)
             for m in b.metrics:
                 _ci_fields(r, m, None if m in b.unavailable else c.metrics.get(m))
                 r[f"{m}_note"] = b.unavailable.get(m, "")

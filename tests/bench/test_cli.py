@@ -192,7 +192,8 @@ def test_report_and_compare_are_wired(capsys, tmp_path, monkeypatch):
 
     calls = {}
     fake_report = types.ModuleType("invbench.bench.report")
-    fake_report.write_report = lambda run_dir, out_dir: calls.setdefault("report", (run_dir, out_dir)) and out_dir
+    fake_report.write_report = lambda run_dir, out_dir, reference=None: \
+        calls.setdefault("report", (run_dir, out_dir, reference)) and out_dir
     fake_compare = types.ModuleType("invbench.bench.compare")
     fake_compare.main = lambda argv: calls.setdefault("compare", argv) and 1
     monkeypatch.setitem(sys.modules, "invbench.bench.report", fake_report)
@@ -205,8 +206,8 @@ def test_report_and_compare_are_wired(capsys, tmp_path, monkeypatch):
     assert rc == 2 and "results.sqlite" in err        # not a run dir
     with store.Store(tmp_path / "results.sqlite"):
         pass
-    rc, _out, _ = _main(capsys, ["report", str(tmp_path), "--out", str(tmp_path / "rep")])
-    assert rc == 0 and calls["report"] == (tmp_path, tmp_path / "rep")
+    rc, _out, _ = _main(capsys, ["report", str(tmp_path), "--out", str(tmp_path / "rep"), "--reference", "dps"])
+    assert rc == 0 and calls["report"] == (tmp_path, tmp_path / "rep", "dps")
     rc, _, _ = _main(capsys, ["compare", "a", "b", "--psnr-drop", "0.5"])
     assert rc == 1 and calls["compare"] == ["a", "b", "--psnr-drop", "0.5"]
 
