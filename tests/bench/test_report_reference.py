@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pandas as pd
+import pytest
 from invbench.bench.report import escape
 from invbench.bench.report.data import load_run
 from invbench.bench.report.summary import build_leaderboards
@@ -55,6 +56,7 @@ def test_delta_to_reference_matches_scipy(fixture_report):
         [(c.key, c.rank, c.group) for x in boards for c in x.cells]
 
 
+@pytest.mark.slow  # a full report in a subprocess; the numbers are checked by the fast tests above
 def test_cli_reference_column_in_every_format(fixture_report, tmp_path):
     run_dir, _ = fixture_report
     b0 = next(b for b in build_leaderboards(load_run(run_dir)) if sum(c.rank is not None for c in b.cells) >= 2)

@@ -141,7 +141,8 @@ def test_design_reference_setting_reaches_map_on_inpainting():
     assert errs[0] < 2e-3 and errs[1] < 1e-3 and errs[1] < errs[0] / 2, errs
 
 
-@pytest.mark.parametrize("sigma_y", [1e-3, 1e-2, 1e-1])
+@pytest.mark.parametrize("sigma_y", [pytest.param(1e-3, marks=pytest.mark.slow), 1e-2,
+                                     pytest.param(1e-1, marks=pytest.mark.slow)])  # 1e-2 in the default suite
 def test_preconditioned_reaches_exact_map(sigma_y):
     for op in _ops():
         p, y, xmap = _problem(op, sigma_y)
