@@ -156,7 +156,7 @@ def test_posterior_samples_have_exact_moments():
     assert (emp - cov).abs().max() <= 0.05 * torch.diagonal(cov).max()
 
 
-@pytest.mark.parametrize("preset", ["sr4_avgpool", "inpaint_random"])
+@pytest.mark.parametrize("preset", ["sr4_avgpool", pytest.param("inpaint_random", marks=pytest.mark.slow)])
 def test_map_beats_random_restarts(preset):
     """Overlapping mixture: no L-BFGS optimum of 100 random restarts (independent numpy objective)
     is better than ``map()`` or missing from ``modes()``; the gradient vanishes at the MAP."""
