@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from .base import PriorError
-from .gmm_posterior import Modes
+from .gmm_posterior import Modes, cached_modes
 
 __all__ = ["LowRankMixturePosterior"]
 
@@ -220,12 +220,7 @@ class LowRankMixturePosterior:
         converged point is kept as a local maximum when the Hessian of ``-log p`` there is
         positive definite. Points closer than 1e-6 (RMS) are merged; modes sorted by ``log_prob``.
         """
-        key = (n_random, max_iter)
-        if key not in self._map_cache:
-            if generator is None:
-                generator = torch.Generator().manual_seed(0)
-            self._map_cache[key] = self._run_map(n_random, max_iter, generator)
-        modes = self._map_cache[key]
+        modes = cached_modes(self, n_random, max_iter, generator)
         best = torch.stack([mo.points[0] for mo in modes])
         return (best, modes) if return_all else best
 

@@ -75,6 +75,17 @@ class Modes(NamedTuple):
     log_probs: Tensor  # (M,) values of GaussianMixturePosterior.log_prob
 
 
+def cached_modes(post, n_random: int, max_iter: int, generator: torch.Generator | None) -> list[Modes]:
+    """``post._run_map(n_random, max_iter, generator)`` computed once per ``(n_random, max_iter)``
+    and kept in ``post._map_cache`` (default generator: seed 0); shared by the exact posteriors."""
+    key = (n_random, max_iter)
+    if key not in post._map_cache:
+        if generator is None:
+            generator = torch.Generator().manual_seed(0)
+        post._map_cache[key] = post._run_map(n_random, max_iter, generator)
+    return post._map_cache[key]
+
+
 class GaussianMixturePosterior:
     """Exact ``p(x0 | y)`` of a :class:`priors.GaussianMixturePrior` (a Gaussian mixture again).
 
@@ -253,12 +264,7 @@ class GaussianMixturePosterior:
         (distance < 1e-3 in Hessian-scaled units) into :class:`Modes`. ``return_all=True``
         returns ``(best, modes)`` with ``modes`` a list (length B) of :class:`Modes`.
         """
-        key = (n_random, max_iter)
-        if key not in self._map_cache:
-            if generator is None:
-                generator = torch.Generator().manual_seed(0)
-            self._map_cache[key] = self._run_map(n_random, max_iter, generator)
-        modes = self._map_cache[key]
+        modes = cached_modes(self, n_random, max_iter, generator)
         best = torch.stack([mo.points[0] for mo in modes])
         return (best, modes) if return_all else best
 
