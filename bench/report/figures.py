@@ -200,7 +200,7 @@ def bars(b: Leaderboard, pal: Palette, out_dir: Path) -> FigureRecord | None:
             for i in range(len(cells)):   # an oracle outside the solvers' range: marked at the edge
                 if i not in keep and np.isfinite(means[i]) and not x0 <= means[i] <= x1:
                     edge = x0 if means[i] < x0 else x1
-                    ax.annotate(f"{fmt_sig(means[i])}", (edge, y[i]), fontsize=6, va="center",
+                    ax.annotate(f"{means[i]:.2g}", (edge, y[i]), fontsize=6, va="center",
                                 ha="left" if edge == x0 else "right", color=pal.color(cells[i].solver))
         if m in IDEAL:
             ax.axvline(IDEAL[m], color="0.4", linewidth=0.8, linestyle=":", zorder=0)
@@ -213,10 +213,6 @@ def bars(b: Leaderboard, pal: Palette, out_dir: Path) -> FigureRecord | None:
                  "Mean per cell with its 95% interval over images × seeds (ok rows): Student-t for PSNR, "
                  "SSIM and consistency, a bootstrap for non-negative metrics; dotted line: the ideal value; "
                  "oracles outside the solvers' range are written at the axis edge.")
-
-
-def fmt_sig(x: float) -> str:
-    return f"{x:.2g}"
 
 
 def _inside(run_dir: Path, rel: str | Path) -> Path | None:
