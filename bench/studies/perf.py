@@ -78,7 +78,8 @@ SETTINGS = {
         "vml_images": 1, "vml_dps_steps": (4, 2),
         "vml_presets": ("fast",), "vml_quick_overrides": {"n_levels": 1, "inner_steps": 1},
         "vml_sweep": ((1, 1),),
-        "fast_batch": 2,
+        "fast_batch": 1,
+        "calls": 1,
     },
 }
 
@@ -101,7 +102,7 @@ def case_floor(ctx: dict) -> list[dict]:
     for name, spec in cfg["floor"].items():
         preset, ov = spec.get("preset", "default"), spec.get("overrides", {})
         nfe, vjp = pc.count_costs(name, prob, prior, preset=preset, overrides=ov)  # also a warm-up
-        calls = 3
+        calls = cfg.get("calls", 3)  # denoiser calls per timed forward / forward+backward sample
         f, fb = pc.denoiser_calls(prior, 1, dev, calls)
         inrun: list[float] = []  # network seconds inside each timed solve (the harness's clock)
 
@@ -326,7 +327,7 @@ def case_fast_paths(ctx: dict) -> list[dict]:
     with torch.no_grad():
         ref = prior.denoise(x, s)
     priors_ = [(fp.label(), with_fast_paths(prior, fp)) for fp in variants]
-    calls = 3
+    calls = cfg.get("calls", 3)
 
     def fwd(p):
         def f():
