@@ -289,8 +289,17 @@ def cmd_report(args) -> int:
     run_dir = Path(args.run_dir)
     if not (run_dir / "results.sqlite").exists():
         raise FileNotFoundError(f"{run_dir}: no results.sqlite (not a run directory)")
+    zoom = None
+    if args.zoom is not None:
+        from .config import ConfigError, check_zoom
+
+        try:
+            parts = [float(t) for t in args.zoom.split(",")]
+        except ValueError:
+            raise ConfigError(f"--zoom {args.zoom!r}: expected X,Y,SIZE, three numbers in [0, 1]") from None
+        zoom = check_zoom(parts, "--zoom")
     where = write_report(run_dir, Path(args.out) if args.out else None,  # default RUN_DIR/report/
-                         reference=args.reference)
+                         reference=args.reference, zoom=zoom)
     print(f"invbench: report written to {where}")
     return EXIT_OK
 
@@ -392,7 +401,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--out")
     p.add_argument("--reference", metavar="SOLVER",
-                   help="also show each cell's paired difference to this solver's best cell")
+                   help="also show each cell's paired difference to this solver's best cell "
+                        "(default: report.reference of the run's config)")
+    p.add_argument("--zoom", metavar="X,Y,SIZE",
+                   help="zoomed inset in every sample-grid image: the square region with top-left corner "
+                        "(X, Y) and side SIZE, fractions of the image side (default: report.zoom of the config)")
     p.set_defaults(fn=cmd_report)
 
     p = sub.add_parser("compare", help="regression gate between two runs (exit 0 pass, 1 regression)",

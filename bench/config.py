@@ -178,6 +178,38 @@ class ExecutionSpec:
 
 
 @dataclass(frozen=True)
+class ReportSpec:
+    """``[report]``: how ``invbench report`` presents the run (no effect on any result, so outside
+    the config hash). ``reference`` a solver name whose paired difference every cell also shows;
+    ``primary`` task -> ranking metric (default ``psnr``); ``images`` the image ids of the sample
+    grids; ``zoom`` ``[x, y, size]`` the zoomed inset of every grid image, as fractions of the image
+    side (top-left corner and side of the square region, all in [0, 1])."""
+
+    reference: str | None = None
+    primary: dict = field(default_factory=dict)
+    images: tuple[str, ...] | None = None
+    zoom: tuple[float, float, float] | None = None
+
+    def as_dict(self) -> dict:
+        return {**({"reference": self.reference} if self.reference else {}),
+                **({"primary": dict(self.primary)} if self.primary else {}),
+                **({"images": list(self.images)} if self.images is not None else {}),
+                **({"zoom": list(self.zoom)} if self.zoom is not None else {})}
+
+
+def check_zoom(v: Any, path: str) -> tuple[float, float, float]:
+    """``[x, y, size]`` of a zoomed inset, fractions of the image side; raises :class:`ConfigError`."""
+    if (not isinstance(v, (list, tuple)) or len(v) != 3
+            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)):
+        raise ConfigError(f"{path}: expected [x, y, size], three numbers in [0, 1] (fractions of the image side)")
+    x, y, size = (float(t) for t in v)
+    if not (0 <= x < 1 and 0 <= y < 1 and 0 < size <= 1 and x + size <= 1 + 1e-9 and y + size <= 1 + 1e-9):
+        raise ConfigError(f"{path}: [x, y, size] = [{x}, {y}, {size}] must satisfy 0 <= x, y < 1, 0 < size, "
+                          "x + size <= 1 and y + size <= 1 (fractions of the image side)")
+    return x, y, size
+
+
+@dataclass(frozen=True)
 class Experiment:
     name: str
     description: str
@@ -199,6 +231,7 @@ class Experiment:
     base_dir: str = "."                   # folder relative paths are resolved against
     timing_repeats: int = 1               # timed solves per batch (1 stored + repeats for statistics)
     config_hash: str = ""
+    report: ReportSpec = field(default_factory=ReportSpec)
 
     def toml_text(self) -> str:
         """The resolved config as TOML text (recorded in the store's meta)."""
@@ -484,6 +517,26 @@ def parse(raw: dict, base_dir: Path | str = ".") -> Experiment:
     er.finish()
     execution = ExecutionSpec(shards, folder, eres)
 
+    # report (presentation only)
+    rr = _Reader(r.get("report", "table", {}), "report")
+    ref = rr.get("reference", "str", None)
+    snames = sorted({s.name for s in sols})
+    if ref is not None and ref not in snames:
+        raise ConfigError(f"report.reference: unknown solver {ref!r}; declared: {', '.join(snames)}")
+    prim = rr.get("primary", "table", {})
+    known_metrics = set(image) | set(set_)
+    for k, v in prim.items():
+        if k not in tnames:
+            raise ConfigError(f"report.primary.{_k(k)}: unknown task {k!r}; declared: {', '.join(sorted(tnames))}")
+        if not isinstance(v, str) or v not in known_metrics:
+            raise ConfigError(f"report.primary.{_k(k)}: expected one of the configured metrics "
+                              f"({', '.join(sorted(known_metrics))}), got {v!r}")
+    rimages = rr.get("images", "list_str", None)
+    zoom = check_zoom(rr.t["zoom"], rr.p("zoom")) if "zoom" in rr.t else None
+    rr.used.add("zoom")
+    rr.finish()
+    report = ReportSpec(ref, dict(prim), rimages, zoom)
+
     r.finish()
     resolved = {
         "name": name,
@@ -512,12 +565,13 @@ def parse(raw: dict, base_dir: Path | str = ".") -> Experiment:
         ],
         "metrics": {"image": list(image), "set": list(set_), **mopts},
         "execution": {"shards": shards, **({"folder": folder} if folder else {}), "resources": eres},
+        **({"report": report.as_dict()} if report.as_dict() else {}),
     }
     exp = Experiment(
         name=name, description=description, seeds=tuple(seeds), batch_size=batch_size, device=device,
         dtype=dtype, save_npy=save_npy, warmup=warmup, data_seed=data_seed, datasets=tuple(dsets), priors=tuple(priors_),
         tasks=tuple(tasks), solvers=tuple(sols), metrics=metrics, execution=execution, protocol=protocol,
-        resolved=resolved, base_dir=str(base.resolve()), timing_repeats=timing_repeats,
+        resolved=resolved, base_dir=str(base.resolve()), timing_repeats=timing_repeats, report=report,
     )
     object.__setattr__(exp, "config_hash", config_hash(resolved))
     return exp
@@ -536,9 +590,9 @@ def _resources(d: dict, path: str) -> dict:
 
 
 # Keys that do not change any result and are left out of the config hash: how the grid is
-# executed and free-text description. ``batch_size`` is also left out: results are identical
+# executed, how it is reported and free-text description. ``batch_size`` is also left out: results are identical
 # across batch sizes up to float round-off (tested to 1e-5), so a resume may change it.
-_HASH_EXCLUDED = ("description", "execution", "batch_size")
+_HASH_EXCLUDED = ("description", "execution", "batch_size", "report")
 
 
 def config_hash(resolved: dict) -> str:

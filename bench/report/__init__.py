@@ -12,7 +12,8 @@ from pathlib import Path
 from .data import RunData, RunDirError, load_run
 from .summary import build_leaderboards
 
-__all__ = ["RunData", "RunDirError", "build_leaderboards", "check_report_out", "load_run", "write_report"]
+__all__ = ["RunData", "RunDirError", "build_leaderboards", "check_report_out", "load_run", "report_settings",
+           "write_report"]
 
 
 REPORT_SUBDIR = "report"  # the default report folder inside a run folder
@@ -32,27 +33,50 @@ def check_report_out(run_dir: Path, out_dir: Path) -> None:
                           f"{Path(run_dir) / REPORT_SUBDIR} (the default) or outside the run folder")
 
 
+def report_settings(run: RunData) -> dict:
+    """The ``[report]`` table of the configuration the run was made with (``reference``,
+    ``primary``, ``images``, ``zoom``; see ``invbench.bench.config.ReportSpec``), or ``{}``."""
+    import tomllib
+
+    text = run.meta.get("config")
+    if not text:
+        return {}
+    try:
+        rep = tomllib.loads(text).get("report", {})
+    except tomllib.TOMLDecodeError:
+        return {}
+    return rep if isinstance(rep, dict) else {}
+
+
 def write_report(run_dir: Path, out_dir: Path | None = None, *, primary: dict[str, str] | None = None,
-                 image_ids: list[str] | None = None, reference: str | None = None) -> Path:
+                 image_ids: list[str] | None = None, reference: str | None = None,
+                 zoom: tuple[float, float, float] | None = None) -> Path:
     """Write the report of ``run_dir`` and return the output directory.
 
     ``out_dir`` defaults to ``<run_dir>/report/``: a report lives next to the data it was made
     from, never in the source tree unless asked (``--out reports/NAME``).
     ``primary`` maps task -> ranking metric (default ``psnr``); ``image_ids`` selects the images of
     the sample grids (default: the first three ids of each dataset); ``reference`` names a solver
-    whose paired difference every cell also shows (column ``Δ <solver>``). Raises :class:`RunDirError`
-    when the run directory or its store is missing.
+    whose paired difference every cell also shows (column ``Δ <solver>``); ``zoom`` ``(x, y, size)``
+    adds a zoomed inset of that square region (fractions of the image side) to every grid image.
+    Each argument left ``None`` comes from the run configuration's ``[report]`` table, if any.
+    Raises :class:`RunDirError` when the run directory or its store is missing.
     """
     from .figures import make_figures
     from .html import write_html
     from .tables import write_tables
 
     run = load_run(Path(run_dir))
+    cfg = report_settings(run)
+    primary = (cfg.get("primary") or None) if primary is None else primary
+    image_ids = cfg.get("images") if image_ids is None else image_ids
+    reference = cfg.get("reference") if reference is None else reference
+    zoom = tuple(cfg["zoom"]) if zoom is None and cfg.get("zoom") else zoom
     out_dir = Path(run_dir) / REPORT_SUBDIR if out_dir is None else Path(out_dir)
     check_report_out(Path(run_dir), out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     boards = build_leaderboards(run, primary, reference=reference)
     write_tables(boards, run.experiment, out_dir)
-    figs, notes = make_figures(run, boards, out_dir / "figures", image_ids)
+    figs, notes = make_figures(run, boards, out_dir / "figures", image_ids, zoom=zoom)
     write_html(run, boards, figs, notes, out_dir / "index.html")
     return out_dir

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -237,8 +238,33 @@ def _read_png(p: Path | None) -> np.ndarray | None:
     return a / 255.0
 
 
+def _zoom_inset(ax, img: np.ndarray, zoom: tuple[float, float, float]) -> None:
+    """Mark the square region ``zoom = (x, y, size)`` (fractions of the image side, top-left
+    corner) on ``ax`` and show it magnified in the corner farthest from it (nearest-neighbour, so
+    pixels stay pixels)."""
+    from matplotlib.patches import Rectangle
+
+    h, w = img.shape[:2]
+    c0, r0 = round(zoom[0] * w), round(zoom[1] * h)
+    crop = img[r0:r0 + max(1, round(zoom[2] * h)), c0:c0 + max(1, round(zoom[2] * w))]
+    if not crop.size:
+        return
+    ax.add_patch(Rectangle((c0 - 0.5, r0 - 0.5), crop.shape[1], crop.shape[0], fill=False,
+                           edgecolor="#E69F00", linewidth=0.6))
+    right = zoom[0] + zoom[2] / 2 < 0.5          # region on the left -> inset on the right
+    below = zoom[1] + zoom[2] / 2 < 0.5          # region at the top -> inset at the bottom
+    ins = ax.inset_axes([0.55 if right else 0.0, 0.0 if below else 0.55, 0.45, 0.45])
+    ins.imshow(np.clip(crop, 0, 1), cmap="gray" if crop.ndim == 2 else None, vmin=0, vmax=1,
+               interpolation="nearest")
+    ins.set_xticks([])
+    ins.set_yticks([])
+    for s in ins.spines.values():
+        s.set_edgecolor("#E69F00")
+        s.set_linewidth(0.6)
+
+
 def grid(b: Leaderboard, run: RunData, out_dir: Path, image_ids: list[str] | None,
-         max_images: int = 3) -> FigureRecord | None:
+         max_images: int = 3, zoom: tuple[float, float, float] | None = None) -> FigureRecord | None:
     df = run.results
     rows = df[(df["dataset"].astype(str) == b.dataset) & (df["task"].astype(str) == b.task)]
     if not len(rows):
@@ -255,7 +281,7 @@ def grid(b: Leaderboard, run: RunData, out_dir: Path, image_ids: list[str] | Non
         r_img = rows[rows["image_id"].astype(str) == iid]
         seed = int(pd.to_numeric(r_img["seed"]).min())
         panels = [("truth", _read_png(_inside(run.run_dir, Path("truth") / b.dataset / f"{iid}.png")), "", ""),
-                  ("measurement", _read_png(_inside(run.run_dir, Path("meas") / b.task / b.dataset
+                  ("meas." if _single() else "measurement", _read_png(_inside(run.run_dir, Path("meas") / b.task / b.dataset
                                                     / f"{iid}_s{seed}.png")), "", "")]
         for c in cells:
             sel = r_img[(r_img["solver"].astype(str) == c.solver) & (r_img["preset"].astype(str) == c.preset)
@@ -279,20 +305,26 @@ def grid(b: Leaderboard, run: RunData, out_dir: Path, image_ids: list[str] | Non
             if img is not None:
                 ax.imshow(np.clip(img, 0, 1), cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1,
                           interpolation="nearest")
+                if zoom is not None:
+                    _zoom_inset(ax, img, zoom)
             else:
                 ax.text(0.5, 0.5, escape.mpl(why or "missing"), ha="center", va="center", fontsize=6,
                         transform=ax.transAxes, color="0.4")
             if score:
                 ax.set_xlabel(score, fontsize=5, labelpad=1)   # the image's PSNR
-            if i == 0:
-                ax.set_title(escape.mpl(name), fontsize=6)
+            if i == 0:   # at single-column width long labels wrap instead of running into the next column
+                lines = textwrap.wrap(name, 10, break_on_hyphens=False) if _single() else [name]
+                ax.set_title("\n".join(escape.mpl(t) for t in lines), fontsize=6)
             if j == 0:
-                ax.set_ylabel(escape.mpl(f"{iid} (seed {seed})"), fontsize=6)
+                ax.set_ylabel(f"{escape.mpl(iid)}\nseed {seed}", fontsize=6)
     fig.suptitle(_title(b), fontsize=8)
     fig.tight_layout()
+    inset = ("" if zoom is None else
+             f" Insets: the marked region (top-left at {zoom[0]:g}, {zoom[1]:g} of the side, size {zoom[2]:g}) "
+             "magnified, nearest-neighbour.")
     return _save(fig, out_dir, "grid", b, f"Samples: {b.dataset} / {b.task}",
                  "Truth | measurement (pixel-space visualisation of y) | each cell's reconstruction "
-                 "(clipped to [0,1]) with its PSNR [dB] below.")
+                 "(clipped to [0,1]) with its PSNR [dB] below." + inset)
 
 
 def nfe_curves(b: Leaderboard, pal: Palette, out_dir: Path) -> FigureRecord | None:
@@ -362,7 +394,12 @@ def dist_to_map(b: Leaderboard, run: RunData, pal: Palette, out_dir: Path) -> Fi
     fig, ax = plt.subplots(figsize=(min(_width(), max(3.0, 0.6 * len(order) + 1.5)), 2.8))
     sns.boxplot(data=rows, x="label", y="dist_to_map", hue="label", order=order, palette=colors, ax=ax,
                 fliersize=0, linewidth=0.8, legend=False)
-    sns.stripplot(data=rows, x="label", y="dist_to_map", order=order, color="0.2", size=2.5, ax=ax, jitter=0.2)
+    state = np.random.get_state()   # seaborn jitters with numpy's global generator: seed it, so the
+    np.random.seed(0)                # same run always gives the same figure, and restore it after
+    try:
+        sns.stripplot(data=rows, x="label", y="dist_to_map", order=order, color="0.2", size=2.5, ax=ax, jitter=0.2)
+    finally:
+        np.random.set_state(state)
     v = rows["dist_to_map"].to_numpy()
     if (v > 0).all() and v.max() / v.min() > 100:
         ax.set_yscale("log")
@@ -421,10 +458,13 @@ def cd_figure(boards: list[Leaderboard], pal: Palette, out_dir: Path) -> FigureR
 
 
 def make_figures(run: RunData, boards: list[Leaderboard], out_dir: Path,
-                 image_ids: list[str] | None = None) -> tuple[list[FigureRecord], list[str]]:
+                 image_ids: list[str] | None = None, *, zoom: tuple[float, float, float] | None = None,
+                 widths: tuple[float, ...] = (DOUBLE_COLUMN_IN, SINGLE_COLUMN_IN),
+                 ) -> tuple[list[FigureRecord], list[str]]:
     """Write all figures into ``out_dir``, each at double-column (6.8 in, ``<stem>.pdf|png``) and
-    single-column width (3.3 in, ``<stem>__col1.pdf|png``); returns the records of both and notes
-    on skipped figures."""
+    single-column width (3.3 in, ``<stem>__col1.pdf|png``) unless ``widths`` names only one; returns
+    the records and notes on skipped figures. ``zoom`` adds a zoomed inset to the sample grids
+    (see :func:`_zoom_inset`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     solvers = {c.solver for b in boards for c in b.cells}
     presets: dict[str, list[str]] = {}
@@ -437,13 +477,16 @@ def make_figures(run: RunData, boards: list[Leaderboard], out_dir: Path,
     recs: list[FigureRecord] = []
     notes: list[str] = []
     with plt.rc_context(RC):
-        for width, suffix in ((DOUBLE_COLUMN_IN, ""), (SINGLE_COLUMN_IN, "__col1")):
+        for width in widths:
+            if width not in (DOUBLE_COLUMN_IN, SINGLE_COLUMN_IN):
+                raise ValueError(f"figure width {width} in: expected {DOUBLE_COLUMN_IN} or {SINGLE_COLUMN_IN}")
+            suffix = "" if width == DOUBLE_COLUMN_IN else "__col1"
             _COL.update(w=width, suffix=suffix)
             try:
                 cd = cd_figure(boards, pal, out_dir)
                 recs += [cd] if cd is not None else []
                 for b in boards:
-                    made = (pareto(b, pal, out_dir), bars(b, pal, out_dir), grid(b, run, out_dir, image_ids),
+                    made = (pareto(b, pal, out_dir), bars(b, pal, out_dir), grid(b, run, out_dir, image_ids, zoom=zoom),
                             nfe_curves(b, pal, out_dir), memory(b, pal, out_dir), dist_to_map(b, run, pal, out_dir))
                     recs += [r for r in made if r is not None]
             finally:

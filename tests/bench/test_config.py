@@ -108,3 +108,23 @@ def test_protocol_noise_units():
     ddrm = config.load(REPO / "configs" / "imagenet1k-ddrm-protocol.toml")
     assert {t.noise_sigma for t in ddrm.tasks} == {0.05}
     assert {t.operator for t in ddrm.tasks} == {"sr4_avgpool", "deblur_uniform", "inpaint_random", "colorize"}
+
+
+def test_report_table_is_checked_kept_and_outside_the_hash():
+    """``[report]`` (reference solver, primary metric per task, grid images, zoomed inset) is
+    validated with the key named, survives the resolved TOML, and changes no result hash."""
+    base = config.loads(toml_config())
+    text = toml_config() + ('\n[report]\nreference = "_test_noisy"\nimages = ["0", "1"]\nzoom = [0.25, 0, 0.5]\n'
+                            '[report.primary]\nsr = "mse"\n')
+    exp = config.loads(text)
+    assert exp.report.reference == "_test_noisy" and exp.report.images == ("0", "1")
+    assert exp.report.zoom == (0.25, 0.0, 0.5) and exp.report.primary == {"sr": "mse"}
+    assert exp.config_hash == base.config_hash
+    assert tomllib.loads(exp.toml_text())["report"] == {"reference": "_test_noisy", "primary": {"sr": "mse"},
+                                                        "images": ["0", "1"], "zoom": [0.25, 0.0, 0.5]}
+    assert "report" not in base.resolved          # absent stays absent (older runs' hashes unchanged)
+    assert "report.reference: unknown solver 'dps'" in _err(toml_config() + '\n[report]\nreference = "dps"\n')
+    assert "report.zoom" in _err(toml_config() + "\n[report]\nzoom = [0.9, 0, 0.5]\n")
+    assert "report.primary.sr" in _err(toml_config() + '\n[report.primary]\nsr = "lpips"\n')
+    assert "report.primary.nope" in _err(toml_config() + '\n[report.primary]\nnope = "psnr"\n')
+    assert "report.colour" in _err(toml_config() + '\n[report]\ncolour = "red"\n')

@@ -165,40 +165,6 @@ def test_report_files(fixture_report):
         assert len(list(figs.glob(f"{kind}__*__col1.png"))) == 3
 
 
-def _pdf_width_in(pdf: Path) -> float:
-    box = re.search(rb"/MediaBox\s*\[\s*([-\d.]+)\s+([-\d.]+)\s+([-\d.]+)\s+([-\d.]+)\s*\]", pdf.read_bytes())
-    return (float(box.group(3)) - float(box.group(1))) / 72.0
-
-
-def test_every_figure_kind_at_both_widths_with_units_and_no_empty_panel(fixture_report, tmp_path):
-    """What a reviewer checks: every figure kind exists at double (6.8 in) and single (3.3 in)
-    column width, no wider than the column (outside legends may add a little); fonts are embedded
-    TrueType; every data axis names its unit; no panel is empty."""
-    from invbench.bench.report import build_leaderboards, load_run
-    from invbench.bench.report.figures import DOUBLE_COLUMN_IN, SINGLE_COLUMN_IN, make_figures
-
-    run_dir, _ = fixture_report
-    run = load_run(run_dir)
-    recs, _notes = make_figures(run, build_leaderboards(run), tmp_path / "f")
-    kinds = {r.kind for r in recs}
-    assert {"pareto", "bars", "grid", "nfe", "memory", "dist_to_map"} <= kinds
-    for kind in kinds:
-        assert {r.width_in for r in recs if r.kind == kind} == {DOUBLE_COLUMN_IN, SINGLE_COLUMN_IN}, kind
-    for r in recs:
-        w = _pdf_width_in(r.pdf)
-        assert 0.3 * r.width_in <= w <= r.width_in + 1.6, (r.pdf.name, w)   # tight bbox; legends outside
-        data = r.pdf.read_bytes()
-        assert b"/FontFile2" in data, f"{r.pdf.name}: fonts not embedded as TrueType"
-        if r.kind in ("grid", "cd"):
-            continue                               # images / rank axis: no data units
-        for xl, yl in r.axis_labels:
-            units = [lab for lab in (xl, yl) if "[" in lab and "]" in lab]
-            assert units, (r.pdf.name, xl, yl)     # at least one axis states its unit
-        a = np.asarray(Image.open(r.png).convert("L"), float)
-        for band in np.array_split(a, 2, axis=1):  # no half of the figure is blank (empty panel)
-            assert band.std() > 3, r.png.name
-
-
 def test_markdown_numbers_match_recomputation(fixture_report):
     run_dir, out = fixture_report
     exp = expected(run_dir)
@@ -355,14 +321,16 @@ def test_html_links_its_own_figures_and_stays_small(fixture_report):
     assert 'name = "fixture"' in (out / "index.html").read_text().replace("&quot;", '"')
 
 
-def test_default_out_dir_memory_note_and_image_selection(tmp_path, monkeypatch):
+def test_default_out_dir_memory_note_and_report_settings(tmp_path, monkeypatch):
     from invbench.bench.report import write_report
 
     from tests.helpers.report_fixture import CellSpec, make_run
 
     cells = [CellSpec("dps", "default", "inpaint_box", "tiny", "small-cpu", 24.0, 2.0, 100, 100),
              CellSpec("ddrm", "default", "inpaint_box", "tiny", "small-cpu", 22.0, 0.2, 20, 0)]
-    run = make_run(tmp_path / "run", cells, experiment="exp/../x y")
+    # the run's config names report settings: used where no argument is given, an argument wins
+    cfg = '[report]\nreference = "ddrm"\nimages = ["img1"]\nzoom = [0.0, 0.5, 0.25]\n'
+    run = make_run(tmp_path / "run", cells, experiment="exp/../x y", meta_extra={"config": cfg})
     monkeypatch.chdir(tmp_path)
     out = write_report(run, None, image_ids=["nope"])
     assert out.resolve() == (tmp_path / "run" / "report").resolve()  # default: RUN/report, whatever the name
@@ -370,9 +338,13 @@ def test_default_out_dir_memory_note_and_image_selection(tmp_path, monkeypatch):
     figs = {p.stem.split("__")[0] for p in (out / "figures").glob("*.png")}
     assert "memory" not in figs and "grid" not in figs  # no GPU memory; unknown image id selects nothing
     assert "Peak-memory bars skipped" in (out / "index.html").read_text()
-    out2 = write_report(run, tmp_path / "o2", image_ids=["img1"])
+    out2 = write_report(run, tmp_path / "o2")   # images, reference and zoom from [report]
     g = Image.open(next((out2 / "figures").glob("grid__*.png")))
     assert g.size[1] < g.size[0]  # one image row (3 rows would be taller than wide for 4 columns)
+    assert "Insets: the marked region" in (out2 / "index.html").read_text()
+    recs = list(csv.DictReader(io.StringIO((out2 / "leaderboard.csv").read_text())))
+    assert [(r["solver"], r["reference"], r["delta_ref_mean"] != "") for r in recs] == [
+        ("dps", "ddrm", True), ("ddrm", "ddrm", False)]
 
 
 def test_primary_metric_direction():

@@ -80,3 +80,4 @@ def test_absent_reference_adds_no_column(fixture_report):
     boards = build_leaderboards(load_run(run_dir), reference="no_such_solver")
     assert all(b.reference is None for b in boards)
     assert all(c.delta_ref is None for b in boards for c in b.cells)
+
