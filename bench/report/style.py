@@ -47,7 +47,9 @@ class Palette:
     """Solver -> colour and (solver, preset) -> marker, fixed for the whole report. Colours come
     from the solver registry (Okabe–Ito for the original solvers, then Paul Tol's muted scheme; both
     colour-blind safe), so a
-    solver has the same colour in every report, new solvers included."""
+    solver has the same colour in every report, new solvers included. Solvers registered at run time
+    (plugins, tests) and names outside the registry take the next spare colours, in sorted order of
+    the ones present."""
 
     def __init__(self, solvers, presets_by_solver: dict[str, list[str]] | None = None):
         spare = list(TOL_MUTED)
@@ -55,7 +57,8 @@ class Palette:
 
         # every registered solver has its colour whatever the run holds (stable across reports);
         # names outside the registry (e.g. test-only solvers) follow in sorted order
-        known = sorted(registry.names())
+        known = sorted(registry.NAMES)   # the package's own solvers: not those registered later (tests,
+        #                                  plugins), so one report's colours never depend on what else ran
         extra = sorted(set(map(str, solvers)) - set(known))
         self.colors: dict[str, str] = {}
         i = 0

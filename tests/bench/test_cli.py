@@ -192,8 +192,8 @@ def test_report_and_compare_are_wired(capsys, tmp_path, monkeypatch):
 
     calls = {}
     fake_report = types.ModuleType("invbench.bench.report")
-    fake_report.write_report = lambda run_dir, out_dir, reference=None: \
-        calls.setdefault("report", (run_dir, out_dir, reference)) and out_dir
+    fake_report.write_report = lambda run_dir, out_dir, reference=None, zoom=None: \
+        calls.setdefault("report", (run_dir, out_dir, reference, zoom)) and out_dir
     fake_compare = types.ModuleType("invbench.bench.compare")
     fake_compare.main = lambda argv: calls.setdefault("compare", argv) and 1
     monkeypatch.setitem(sys.modules, "invbench.bench.report", fake_report)
@@ -206,8 +206,11 @@ def test_report_and_compare_are_wired(capsys, tmp_path, monkeypatch):
     assert rc == 2 and "results.sqlite" in err        # not a run dir
     with store.Store(tmp_path / "results.sqlite"):
         pass
-    rc, _out, _ = _main(capsys, ["report", str(tmp_path), "--out", str(tmp_path / "rep"), "--reference", "dps"])
-    assert rc == 0 and calls["report"] == (tmp_path, tmp_path / "rep", "dps")
+    rc, _, err = _main(capsys, ["report", str(tmp_path), "--zoom", "0.5,0.6,0.5"])
+    assert rc == 2 and "--zoom" in err and "report" not in calls   # region outside the image
+    rc, _out, _ = _main(capsys, ["report", str(tmp_path), "--out", str(tmp_path / "rep"), "--reference", "dps",
+                                 "--zoom", "0,0.5,0.25"])
+    assert rc == 0 and calls["report"] == (tmp_path, tmp_path / "rep", "dps", (0.0, 0.5, 0.25))
     rc, _, _ = _main(capsys, ["compare", "a", "b", "--psnr-drop", "0.5"])
     assert rc == 1 and calls["compare"] == ["a", "b", "--psnr-drop", "0.5"]
 
