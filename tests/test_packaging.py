@@ -67,6 +67,7 @@ def test_wheel_has_one_top_level_name_and_its_data(wheel):
     assert "invbench/bench/studies/perf.py" in names
 
 
+@pytest.mark.slow  # a fresh venv and a pip install (~15 s); the wheel's contents are checked above
 def test_wheel_installs_and_runs_outside_the_checkout(wheel, tmp_path):
     """Install the wheel into a fresh virtual environment (its dependencies borrowed from this
     one through a .pth file, so nothing is downloaded), then run ``invbench list`` and a tiny

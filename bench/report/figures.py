@@ -499,4 +499,27 @@ def make_figures(run: RunData, boards: list[Leaderboard], out_dir: Path,
                      "peak RSS is in the tables.")
     if not any(r.kind == "nfe" for r in recs):
         notes.append("No quality-vs-NFE plot: no cell recorded network evaluations.")
+    write_manifest(recs, out_dir / MANIFEST)
     return recs, notes
+
+
+MANIFEST = "figures.json"
+
+
+def write_manifest(recs: list[FigureRecord], path: Path) -> None:
+    """``figures.json``: one entry per figure file pair (kind, title, caption, PNG and PDF names,
+    the column width in inches, the (x, y) axis labels), for scripts that pick figures for a paper
+    and for checks that read a report without drawing it again."""
+    import json
+
+    entries = [{"kind": r.kind, "title": r.title, "caption": r.caption, "png": r.png.name, "pdf": r.pdf.name,
+                "width_in": r.width_in, "axis_labels": [list(p) for p in r.axis_labels]} for r in recs]
+    atomic_write_bytes(path, (json.dumps(entries, indent=1, ensure_ascii=False) + "\n").encode())
+
+
+def read_manifest(folder: Path) -> list[FigureRecord]:
+    """The :class:`FigureRecord` list of a report's ``figures/`` folder (see :func:`write_manifest`)."""
+    import json
+
+    return [FigureRecord(e["kind"], e["title"], e["caption"], folder / e["png"], folder / e["pdf"], e["width_in"],
+                         tuple(tuple(p) for p in e["axis_labels"])) for e in json.loads((folder / MANIFEST).read_text())]

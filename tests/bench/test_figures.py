@@ -1,6 +1,7 @@
-"""Figures (invbench/bench/report/figures.py) from a fixed small run: every kind at both column
-widths with units and no empty panel, the zoomed inset shows exactly the marked region, and the
-rendered pixels match committed baselines within a tolerance.
+"""Figures (invbench/bench/report/figures.py) of the fixed small run of ``fixture_report``: every
+kind at both column widths with units and no empty panel (read back through the report's
+``figures/figures.json``), the zoomed inset shows exactly the marked region, and the rendered
+pixels match committed baselines within a tolerance.
 
 Refresh the baselines after a deliberate change of the figures (then look at them):
 
@@ -22,9 +23,8 @@ from PIL import Image
 from tests.helpers.report_fixture import HOSTILE, default_cells, make_run
 
 BASELINES = Path(__file__).parent / "figure_baselines"
-# The baseline figures: one of each kind, single-column width, grid with a zoomed inset.
+# The baseline figures: one of each kind at single-column width, from the fixture report.
 BASELINE_KINDS = ("pareto", "bars", "grid", "nfe", "memory", "dist_to_map")
-BASELINE_ZOOM = (0.0, 0.5, 0.4)
 # RMS difference allowed, in 8-bit grey levels (matplotlib.testing.compare). Agg draws with
 # doubles and the fixture's numbers are seeded, so identical software renders identical pixels;
 # the tolerance absorbs anti-aliasing differences only. A changed colour, marker, tick or label
@@ -59,25 +59,32 @@ def _baseline_set(recs) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def col1_recs(tmp_path_factory):
-    """Every figure of the fixture run at single-column width, grids with the baseline inset."""
+def fixture_figures(fixture_report):
+    from invbench.bench.report.figures import read_manifest
+
+    _, out = fixture_report
+    return read_manifest(out / "figures")
+
+
+def _col1(recs):
     from invbench.bench.report.figures import SINGLE_COLUMN_IN
 
-    return _render(tmp_path_factory.mktemp("col1"), (SINGLE_COLUMN_IN,), zoom=BASELINE_ZOOM)
+    return [r for r in recs if r.width_in == SINGLE_COLUMN_IN]
 
 
 @pytest.mark.parametrize("width", ["double", "single"])
-def test_every_figure_kind_at_its_width_with_units_and_no_empty_panel(width, request, tmp_path):
+def test_every_figure_kind_at_its_width_with_units_and_no_empty_panel(width, fixture_figures):
     """What a reviewer checks: every figure kind exists at double (6.8 in) and single (3.3 in)
     column width, no wider than the column (outside legends may add a little); fonts are embedded
-    TrueType; every data axis names its unit; no panel is empty."""
+    TrueType; every data axis names its unit; no panel is empty. The manifest lists every file."""
     from invbench.bench.report.figures import DOUBLE_COLUMN_IN, SINGLE_COLUMN_IN
 
     w = DOUBLE_COLUMN_IN if width == "double" else SINGLE_COLUMN_IN
-    recs = _render(tmp_path, (w,)) if width == "double" else request.getfixturevalue("col1_recs")
+    recs = [r for r in fixture_figures if r.width_in == w]
+    folder = fixture_figures[0].png.parent
+    assert {p.name for p in folder.glob("*.png")} == {r.png.name for r in fixture_figures}
     kinds = {r.kind for r in recs}
     assert {"pareto", "bars", "grid", "nfe", "memory", "dist_to_map"} <= kinds
-    assert {r.width_in for r in recs} == {w}
     assert all(r.png.stem.endswith("__col1") == (width == "single") for r in recs)
     for r in recs:
         pw = _pdf_width_in(r.pdf)
@@ -146,9 +153,9 @@ def _require_same_matplotlib():
                     "refresh with `python -m tests.bench.test_figures --update-baselines` and look at them")
 
 
-def test_figures_match_pixel_baselines(col1_recs):
+def test_figures_match_pixel_baselines(fixture_figures):
     _require_same_matplotlib()
-    got = _baseline_set(col1_recs)
+    got = _baseline_set(_col1(fixture_figures))
     assert set(got) == set(BASELINE_KINDS)
     for kind, png in got.items():
         base = BASELINES / f"{kind}.png"
@@ -157,18 +164,18 @@ def test_figures_match_pixel_baselines(col1_recs):
         assert res is None, f"{kind}: RMS {res['rms']:.2f} > {RMS_TOL} grey levels against {base.name}"
 
 
-def test_baseline_check_catches_a_changed_figure(col1_recs, tmp_path):
+def test_baseline_check_catches_a_changed_figure(fixture_figures, tmp_path):
     """The tolerance is not so loose that a visible change passes: one solver's colour changed in
-    the Pareto plot, or the grid drawn without its inset, fails the comparison."""
+    the Pareto plot, or the grid drawn with a zoomed inset, fails the comparison."""
     _require_same_matplotlib()
     from invbench.bench.report import figures, style
 
-    base = _baseline_set(col1_recs)
+    base = _baseline_set(_col1(fixture_figures))
     board = tuple(base["pareto"].stem.split("__")[1:3])           # the board the baselines show
     orig = style.Palette.color
     try:
         style.Palette.color = lambda self, solver: "#000000" if "vml" in solver else orig(self, solver)
-        recs = _render(tmp_path, (figures.SINGLE_COLUMN_IN,), zoom=None, only_board=board)
+        recs = _render(tmp_path, (figures.SINGLE_COLUMN_IN,), zoom=(0.0, 0.5, 0.4), only_board=board)
     finally:
         style.Palette.color = orig
     got = _baseline_set(recs)
@@ -185,11 +192,11 @@ def _update_baselines() -> None:
 
     BASELINES.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory() as d:
-        recs = _render(Path(d), (SINGLE_COLUMN_IN,), zoom=BASELINE_ZOOM)
+        recs = _render(Path(d), (SINGLE_COLUMN_IN,))
         for kind, png in _baseline_set(recs).items():
             shutil.copyfile(png, BASELINES / f"{kind}.png")
     (BASELINES / "meta.json").write_text(json.dumps(
-        {"matplotlib": matplotlib.__version__, "kinds": list(BASELINE_KINDS), "zoom": list(BASELINE_ZOOM),
+        {"matplotlib": matplotlib.__version__, "kinds": list(BASELINE_KINDS),
          "width": "single column (3.3 in)", "fixture": "tests/helpers/report_fixture.py default_cells(HOSTILE)"},
         indent=1) + "\n")
     print(f"wrote {len(BASELINE_KINDS)} baselines to {BASELINES}")

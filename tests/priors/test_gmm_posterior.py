@@ -13,6 +13,7 @@ from test_gmm_reference import (
     MatrixOperator,
     mixture_grad,
     mixture_logpdf,
+    mixture_objective,
     mixture_samples,
     small_gmm,
 )
@@ -208,13 +209,17 @@ def test_map_d4_beats_random_restarts(setup4, overlap4, case, sigma_y):
     assert np.allclose(A @ xm, y, atol=5 * sigma_y + 1e-9)
     rng = np.random.default_rng(0)
     found = []
+    logpdf, grad = mixture_objective(w, m, C)
+    xc = rng.normal(size=4)
+    assert np.isclose(logpdf(xc), mixture_logpdf(xc, w, m, C)[0], rtol=1e-12)
+    assert np.allclose(grad(xc), mixture_grad(xc, w, m, C)[0], rtol=1e-10, atol=1e-12)
     if sigma_y > 0.01:
         def f(x):
             r = A @ x - y
-            return -mixture_logpdf(x, w, m, C)[0] + 0.5 * r @ r / sigma_y**2
+            return -logpdf(x) + 0.5 * r @ r / sigma_y**2
 
         def g(x):
-            return -mixture_grad(x, w, m, C)[0] + A.T @ (A @ x - y) / sigma_y**2
+            return -grad(x) + A.T @ (A @ x - y) / sigma_y**2
 
         for x0 in rng.uniform(-1, 1, size=(150, 4)):
             r = minimize(f, x0, jac=g, method="L-BFGS-B", options={"gtol": 1e-10, "ftol": 1e-15})
@@ -225,10 +230,10 @@ def test_map_d4_beats_random_restarts(setup4, overlap4, case, sigma_y):
         Vn = np.linalg.svd(A)[2][2:].T
 
         def f(c):
-            return -mixture_logpdf(xp + Vn @ c, w, m, C)[0]
+            return -logpdf(xp + Vn @ c)
 
         def g(c):
-            return -Vn.T @ mixture_grad(xp + Vn @ c, w, m, C)[0]
+            return -Vn.T @ grad(xp + Vn @ c)
 
         for c0 in rng.uniform(-1.5, 1.5, size=(150, 2)):
             r = minimize(f, c0, jac=g, method="L-BFGS-B", options={"gtol": 1e-10, "ftol": 1e-15})

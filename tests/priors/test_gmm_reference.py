@@ -36,6 +36,28 @@ def mixture_logpdf(x: np.ndarray, w, m, C) -> np.ndarray:
     return logsumexp(np.stack(out, 1), axis=1)
 
 
+def mixture_objective(w, m, C):
+    """``(logpdf, grad)`` of one point x (d,), the same quantities as :func:`mixture_logpdf` and
+    :func:`mixture_grad` with the inverses and log-determinants computed once (for optimisers
+    that call them thousands of times)."""
+    w, m, C = np.asarray(w), np.asarray(m), np.asarray(C)
+    Ci = np.linalg.inv(C)
+    const = np.log(w) - 0.5 * (np.linalg.slogdet(C)[1] + m.shape[1] * np.log(2 * np.pi))
+
+    def logjoint(x):
+        d = x - m
+        return const - 0.5 * np.einsum("ki,kij,kj->k", d, Ci, d)
+
+    def logpdf(x):
+        return logsumexp(logjoint(x))
+
+    def grad(x):
+        lj = logjoint(x)
+        return -np.einsum("k,kij,kj->i", np.exp(lj - logsumexp(lj)), Ci, x - m)
+
+    return logpdf, grad
+
+
 def mixture_grad(x: np.ndarray, w, m, C) -> np.ndarray:
     """∇ log Σ_k w_k N(x; m_k, C_k) for x (N, d)."""
     x = np.atleast_2d(x)

@@ -55,6 +55,7 @@ def test_wrong_layout_named(tmp_path):
         priors.build("small-cpu", checkpoint=tmp_path / "w.pt")
 
 
+@pytest.mark.slow  # trains a few steps in subprocesses (~14 s)
 def test_training_script_checkpoints_resume_exactly_and_load(tmp_path):
     train = _script("train_small_prior")
     common = ["--batch", "2", "--seed", "3", "--log-every", "1", "--ckpt-every", "2"]

@@ -154,8 +154,9 @@ def _soak_config(tmp_path: Path, **kw) -> Path:
     return cfg
 
 
+@pytest.mark.slow  # ~12 s; the default suite kills and resumes a run in tests/bench/test_resume.py
 def test_kill_soak_fast_subset(tmp_path, figures):
-    """Default suite: 2 seeded kill points on a 24-row GMM run."""
+    """2 seeded kill points on a 24-row GMM run."""
     cfg = _soak_config(tmp_path, limit=3, seeds="[0]")
     res = soak(cfg, tmp_path, n_kills=2, seed=8)
     print("\n" + res.line(2) + f" [{res.config}, {res.rows} rows; " + "; ".join(res.moments) + "]")
