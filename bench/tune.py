@@ -129,6 +129,36 @@ def _score(x_hat_model: torch.Tensor, x: torch.Tensor) -> float:
     return float(psnr(xh, x).mean())
 
 
+def suggest_within_cap(trial, cls, base_preset: str, fixed: dict, nfe_cap: float | None) -> dict:
+    """Draw the solver's ``SEARCH_SPACE`` for one trial. Under an NFE cap, an integer parameter
+    that changes the cost (VML-MAP's N and K) is drawn from its range cut at the largest value that
+    keeps one solve within the cap, the parameters drawn after it at their lower bounds: the cap
+    shapes the space instead of discarding most trials. Parameters are drawn in declaration order.
+    A trial whose lower bounds already exceed the cap is drawn unchanged (and pruned by the caller)."""
+    space = cls.SEARCH_SPACE
+    names = list(space)
+    params: dict = {}
+
+    def cost(trial_params: dict) -> float:
+        rest = {k: space[k].low for k in names if k not in trial_params and space[k].kind == "int"}
+        return nfe_per_image(cls.from_preset(base_preset, **{**fixed, **rest, **trial_params}))
+
+    for k in names:
+        p = space[k]
+        if nfe_cap is None or p.kind != "int" or cost({**params, k: int(p.low)}) > nfe_cap:
+            params[k] = p.suggest(trial, k)
+            continue
+        lo, hi = int(p.low), int(p.high)
+        if cost({**params, k: hi}) > nfe_cap:          # largest value within the cap (cost grows with it)
+            a, b = lo, hi
+            while b - a > 1:
+                mid = (a + b) // 2
+                a, b = (mid, b) if cost({**params, k: mid}) <= nfe_cap else (a, mid)
+            hi = a
+        params[k] = trial.suggest_int(k, lo, hi, log=p.log)
+    return params
+
+
 def tune(config_path: str | Path, solver: str, *, budget_trials: int | None = None, budget_nfe: float | None = None,
          nfe_cap: float | None = None, metric: str = "psnr", out: str | Path | None = None, seed: int = 0,
          sets: list[str] | None = None, log=print) -> TuneResult:
@@ -177,7 +207,7 @@ def tune(config_path: str | Path, solver: str, *, budget_trials: int | None = No
     log_path = out_dir / "evaluated_images.jsonl"
 
     def objective(trial) -> float:
-        params = {k: p.suggest(trial, k) for k, p in cls.SEARCH_SPACE.items()}
+        params = suggest_within_cap(trial, cls, base_preset, fixed, nfe_cap)
         s = cls.from_preset(base_preset, **{**fixed, **params})
         nfe = nfe_per_image(s)
         trial.set_user_attr("nfe_per_solve", nfe)

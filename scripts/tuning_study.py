@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "tuning-study.toml"
 OUT = ROOT / "reports" / "tuning"
 RUNS = ROOT / "runs" / "tuning-study"
-NFE_CAP = 10
+NFE_CAP = 50
 
 
 def main() -> int:

@@ -171,3 +171,30 @@ def test_tuned_preset_bad_file(tmp_path, capsys):
     assert cli.main(["run", str(run_cfg), "--out", str(tmp_path / "run"), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert "solvers[0].preset" in err and "missing.toml" in err and not (tmp_path / "run").exists()
+
+
+def test_nfe_cap_shapes_the_space_of_step_counts():
+    """VML-MAP searches its level and inner-step counts N, K (NFE = N(K+1)): under a cap every drawn
+    configuration fits and several do (none is discarded); without a cap the full ranges are drawn."""
+    import optuna
+    from invbench.bench.runner import nfe_per_image
+
+    from invbench import solvers
+
+    cls = solvers.get("vml_map")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for cap in (10, 60, None):
+        study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=0))
+        drawn = []
+        for i in range(25):
+            trial = study.ask()
+            params = tune.suggest_within_cap(trial, cls, "default", {}, cap)
+            nfe = nfe_per_image(cls.from_preset("default", **params))
+            drawn.append((params["n_levels"], params["inner_steps"], nfe))
+            study.tell(trial, -abs(params["step_size"] - 1.0) - i * 1e-6)   # any score: TPE must keep going
+        if cap == 10:
+            assert {(n, k) for n, k, _ in drawn} == {(5, 1)}     # N >= 5 and K >= 1: the one fit
+        elif cap == 60:
+            assert all(nfe <= 60 for *_, nfe in drawn) and len({(n, k) for n, k, _ in drawn}) >= 5
+        else:
+            assert max(nfe for *_, nfe in drawn) > 60
