@@ -298,8 +298,17 @@ def cmd_report(args) -> int:
         except ValueError:
             raise ConfigError(f"--zoom {args.zoom!r}: expected X,Y,SIZE, three numbers in [0, 1]") from None
         zoom = check_zoom(parts, "--zoom")
+    matched = None
+    if args.matched_nfe is not None:
+        from .config import ConfigError, check_nfe_budgets
+
+        try:
+            vals = [float(t) for t in args.matched_nfe.split(",")]
+        except ValueError:
+            raise ConfigError(f"--matched-nfe {args.matched_nfe!r}: expected numbers separated by commas") from None
+        matched = list(check_nfe_budgets(vals, "--matched-nfe"))
     where = write_report(run_dir, Path(args.out) if args.out else None,  # default RUN_DIR/report/
-                         reference=args.reference, zoom=zoom)
+                         reference=args.reference, zoom=zoom, matched_nfe=matched)
     print(f"invbench: report written to {where}")
     return EXIT_OK
 
@@ -406,6 +415,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--zoom", metavar="X,Y,SIZE",
                    help="zoomed inset in every sample-grid image: the square region with top-left corner "
                         "(X, Y) and side SIZE, fractions of the image side (default: report.zoom of the config)")
+    p.add_argument("--matched-nfe", metavar="N[,N...]",
+                   help="budgets (network evaluations per image) of the 'At matched cost' tables "
+                        "(default: report.matched_nfe of the config, else every NFE at which two solvers ran)")
     p.set_defaults(fn=cmd_report)
 
     p = sub.add_parser("compare", help="regression gate between two runs (exit 0 pass, 1 regression)",

@@ -183,18 +183,21 @@ class ReportSpec:
     the config hash). ``reference`` a solver name whose paired difference every cell also shows;
     ``primary`` task -> ranking metric (default ``psnr``); ``images`` the image ids of the sample
     grids; ``zoom`` ``[x, y, size]`` the zoomed inset of every grid image, as fractions of the image
-    side (top-left corner and side of the square region, all in [0, 1])."""
+    side (top-left corner and side of the square region, all in [0, 1]); ``matched_nfe`` the budgets
+    (network evaluations per image) of the "At matched cost" tables."""
 
     reference: str | None = None
     primary: dict = field(default_factory=dict)
     images: tuple[str, ...] | None = None
     zoom: tuple[float, float, float] | None = None
+    matched_nfe: tuple[float, ...] | None = None
 
     def as_dict(self) -> dict:
         return {**({"reference": self.reference} if self.reference else {}),
                 **({"primary": dict(self.primary)} if self.primary else {}),
                 **({"images": list(self.images)} if self.images is not None else {}),
-                **({"zoom": list(self.zoom)} if self.zoom is not None else {})}
+                **({"zoom": list(self.zoom)} if self.zoom is not None else {}),
+                **({"matched_nfe": list(self.matched_nfe)} if self.matched_nfe is not None else {})}
 
 
 def check_zoom(v: Any, path: str) -> tuple[float, float, float]:
@@ -207,6 +210,14 @@ def check_zoom(v: Any, path: str) -> tuple[float, float, float]:
         raise ConfigError(f"{path}: [x, y, size] = [{x}, {y}, {size}] must satisfy 0 <= x, y < 1, 0 < size, "
                           "x + size <= 1 and y + size <= 1 (fractions of the image side)")
     return x, y, size
+
+
+def check_nfe_budgets(v: Any, path: str) -> tuple[float, ...]:
+    """A non-empty array of positive numbers (network evaluations per image)."""
+    if (not isinstance(v, (list, tuple)) or not v
+            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0 for x in v)):
+        raise ConfigError(f"{path}: expected a non-empty array of positive numbers (network evaluations per image)")
+    return tuple(float(x) for x in v)
 
 
 @dataclass(frozen=True)
@@ -534,8 +545,12 @@ def parse(raw: dict, base_dir: Path | str = ".") -> Experiment:
     rimages = rr.get("images", "list_str", None)
     zoom = check_zoom(rr.t["zoom"], rr.p("zoom")) if "zoom" in rr.t else None
     rr.used.add("zoom")
+    mnfe = None
+    if "matched_nfe" in rr.t:
+        mnfe = check_nfe_budgets(rr.t["matched_nfe"], rr.p("matched_nfe"))
+    rr.used.add("matched_nfe")
     rr.finish()
-    report = ReportSpec(ref, dict(prim), rimages, zoom)
+    report = ReportSpec(ref, dict(prim), rimages, zoom, mnfe)
 
     r.finish()
     resolved = {

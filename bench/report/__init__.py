@@ -50,7 +50,7 @@ def report_settings(run: RunData) -> dict:
 
 def write_report(run_dir: Path, out_dir: Path | None = None, *, primary: dict[str, str] | None = None,
                  image_ids: list[str] | None = None, reference: str | None = None,
-                 zoom: tuple[float, float, float] | None = None) -> Path:
+                 zoom: tuple[float, float, float] | None = None, matched_nfe: list[float] | None = None) -> Path:
     """Write the report of ``run_dir`` and return the output directory.
 
     ``out_dir`` defaults to ``<run_dir>/report/``: a report lives next to the data it was made
@@ -58,7 +58,9 @@ def write_report(run_dir: Path, out_dir: Path | None = None, *, primary: dict[st
     ``primary`` maps task -> ranking metric (default ``psnr``); ``image_ids`` selects the images of
     the sample grids (default: the first three ids of each dataset); ``reference`` names a solver
     whose paired difference every cell also shows (column ``Δ <solver>``); ``zoom`` ``(x, y, size)``
-    adds a zoomed inset of that square region (fractions of the image side) to every grid image.
+    adds a zoomed inset of that square region (fractions of the image side) to every grid image;
+    ``matched_nfe`` lists the budgets (NFE per image) of the "At matched cost" tables (default: every
+    NFE at which two solvers ran).
     Each argument left ``None`` comes from the run configuration's ``[report]`` table, if any.
     Raises :class:`RunDirError` when the run directory or its store is missing.
     """
@@ -72,11 +74,12 @@ def write_report(run_dir: Path, out_dir: Path | None = None, *, primary: dict[st
     image_ids = cfg.get("images") if image_ids is None else image_ids
     reference = cfg.get("reference") if reference is None else reference
     zoom = tuple(cfg["zoom"]) if zoom is None and cfg.get("zoom") else zoom
+    matched_nfe = cfg.get("matched_nfe") if matched_nfe is None else matched_nfe
     out_dir = Path(run_dir) / REPORT_SUBDIR if out_dir is None else Path(out_dir)
     check_report_out(Path(run_dir), out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     boards = build_leaderboards(run, primary, reference=reference)
-    write_tables(boards, run.experiment, out_dir)
+    write_tables(boards, run.experiment, out_dir, matched_nfe)
     figs, notes = make_figures(run, boards, out_dir / "figures", image_ids, zoom=zoom)
-    write_html(run, boards, figs, notes, out_dir / "index.html")
+    write_html(run, boards, figs, notes, out_dir / "index.html", matched_nfe)
     return out_dir

@@ -158,8 +158,32 @@ def _status_html(run: RunData) -> str:
     return "\n".join(out)
 
 
+def _matched_html(boards: list[Leaderboard], targets: list[float] | None) -> str:
+    """The "At matched cost" tables (:mod:`.matched`), collapsible; '' when there are none."""
+    from .matched import REL_TOL, matched_table
+
+    out = []
+    for b in boards:
+        t = matched_table(b, targets)
+        if t is None:
+            continue
+        ts, rows = t
+        cells = "".join(f"<th>NFE ≈ {t:g}</th>" for t in ts)
+        body = "".join("<tr>" + "".join(
+            f"<td><b>{E(v[2:-2])}</b></td>" if v.startswith("**") else f"<td>{E(v)}</td>" for v in r) + "</tr>"
+            for r in rows)
+        out.append(f"<h3>{E(b.dataset)} · {E(b.task)}</h3><table><thead><tr><th>solver</th>{cells}</tr></thead>"
+                   f"<tbody>{body}</tbody></table>")
+    if not out:
+        return ""
+    return ("<details><summary>At matched cost (network evaluations per image)</summary>"
+            f'<p class="note">Primary metric (mean [95% interval], preset) of each solver\'s best-ranked cell within '
+            f"±{REL_TOL:.0%} of the column's budget; bold: best mean of the column (no test); —: not run at that "
+            "budget.</p>" + "\n".join(out) + "</details>")
+
+
 def render_html(run: RunData, boards: list[Leaderboard], figs: list[FigureRecord], notes: list[str],
-                page_dir: Path) -> str:
+                page_dir: Path, matched_nfe: list[float] | None = None) -> str:
     """The page's HTML; ``page_dir`` is the folder the page is written to (figure addresses are
     relative to it)."""
     title = f"invbench report: {run.experiment}"
@@ -180,6 +204,7 @@ def render_html(run: RunData, boards: list[Leaderboard], figs: list[FigureRecord
               for i, b in enumerate(boards)]
     if not boards:
         parts.append('<p class="note">The run has no results.</p>')
+    parts.append(_matched_html(boards, matched_nfe))
     parts.append("<h2>Figures</h2>")
     parts += [_figure_html(f, page_dir) for f in figs if f not in lead]
     parts += [f'<p class="note">{E(n)}</p>' for n in notes]
@@ -189,6 +214,6 @@ def render_html(run: RunData, boards: list[Leaderboard], figs: list[FigureRecord
 
 
 def write_html(run: RunData, boards: list[Leaderboard], figs: list[FigureRecord], notes: list[str],
-               path: Path) -> Path:
-    atomic_write_text(path, render_html(run, boards, figs, notes, Path(path).parent))
+               path: Path, matched_nfe: list[float] | None = None) -> Path:
+    atomic_write_text(path, render_html(run, boards, figs, notes, Path(path).parent, matched_nfe))
     return path

@@ -271,10 +271,28 @@ def write_csv(boards: list[Leaderboard], path: Path) -> None:
     atomic_write_text(path, f.getvalue())
 
 
-def write_tables(boards: list[Leaderboard], experiment: str, out_dir: Path) -> dict[str, Path]:
-    """Write leaderboard.md, leaderboard.tex and leaderboard.csv into ``out_dir``."""
+def write_tables(boards: list[Leaderboard], experiment: str, out_dir: Path,
+                 matched_nfe: list[float] | None = None) -> dict[str, Path]:
+    """Write leaderboard.md (with its "At matched cost" section, :mod:`.matched`), leaderboard.tex,
+    leaderboard.csv and, when some budget has two solvers, leaderboard_matched_nfe.csv into
+    ``out_dir``. ``matched_nfe`` lists the budgets (NFE per image; default: shared ones)."""
+    from . import matched
+
     paths = {"md": out_dir / "leaderboard.md", "tex": out_dir / "leaderboard.tex", "csv": out_dir / "leaderboard.csv"}
-    atomic_write_text(paths["md"], to_markdown(boards, experiment))
+    section = matched.to_markdown(boards, matched_nfe)
+    atomic_write_text(paths["md"], to_markdown(boards, experiment) + ("\n" + section if section else ""))
+    recs = matched.records(boards, matched_nfe)
+    mpath = out_dir / "leaderboard_matched_nfe.csv"
+    if recs:
+        f = io.StringIO()
+        w = csv.DictWriter(f, fieldnames=list(recs[0]), lineterminator="\n")
+        w.writeheader()
+        for r in recs:
+            w.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()})
+        atomic_write_text(mpath, f.getvalue())
+        paths["matched_csv"] = mpath
+    elif mpath.exists():
+        mpath.unlink()                                  # a stale table of an earlier report
     atomic_write_text(paths["tex"], to_latex(boards, experiment))
     write_csv(boards, paths["csv"])
     return paths

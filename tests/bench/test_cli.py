@@ -192,7 +192,7 @@ def test_report_and_compare_are_wired(capsys, tmp_path, monkeypatch):
 
     calls = {}
     fake_report = types.ModuleType("invbench.bench.report")
-    fake_report.write_report = lambda run_dir, out_dir, reference=None, zoom=None: \
+    fake_report.write_report = lambda run_dir, out_dir, reference=None, zoom=None, matched_nfe=None: \
         calls.setdefault("report", (run_dir, out_dir, reference, zoom)) and out_dir
     fake_compare = types.ModuleType("invbench.bench.compare")
     fake_compare.main = lambda argv: calls.setdefault("compare", argv) and 1
