@@ -9,7 +9,7 @@ Cases (each a key of the JSON written by ``--json``):
   ``t_*`` measured on the same denoiser, batch and device in the same round as the solver run;
   NFE/VJP counted by :class:`priors.CountingPrior`. Reduced step counts (per-step cost is what is
   measured; stated in the output).
-* ``vs_deepinv`` — DPS ours vs ``deepinv.sampling.DPS`` and DDRM ours vs ``deepinv.sampling.DDRM``
+* ``vs_deepinv`` — DPS, DDRM and DiffPIR ours vs ``deepinv.sampling.DPS`` / ``DDRM`` / ``DiffPIR``
   on the same denoiser (ours wrapped as a deepinv ``Denoiser``), operator (random inpainting 50 %,
   32×32), steps and dtype (float32), ours configured to run deepinv's algorithm
   (docs/solvers-baselines.md); time at batch 1, and PSNR of both on the same test crops.
@@ -51,8 +51,8 @@ SETTINGS = {
                   "ddrm": {"overrides": {"steps": 20}},
                   "pigdm": {"overrides": {"steps": 20}},
                   "vml_map": {"overrides": {"n_levels": 4, "inner_steps": 4}}},
-        "dps_steps": 20, "dps_quality_steps": 50, "dps_weight": 20.0, "ddrm_steps": 20,
-        "quality_images": {"dps": 16, "ddrm": 128},
+        "dps_steps": 20, "dps_quality_steps": 50, "dps_weight": 20.0, "ddrm_steps": 20, "diffpir_steps": 20,
+        "quality_images": {"dps": 16, "ddrm": 128, "diffpir": 16},
         "throughput_batches": (1, 4, 8, 16),
         "throughput": {"dps": {"preset": "paper-inpaint", "overrides": {"steps": 3}},
                        "ddrm": {"overrides": {"steps": 3}},
@@ -68,8 +68,8 @@ SETTINGS = {
                   "ddrm": {"overrides": {"steps": 2}},
                   "pigdm": {"overrides": {"steps": 2}},
                   "vml_map": {"overrides": {"n_levels": 1, "inner_steps": 1}}},
-        "dps_steps": 2, "dps_quality_steps": 2, "dps_weight": 20.0, "ddrm_steps": 2,
-        "quality_images": {"dps": 2, "ddrm": 2},
+        "dps_steps": 2, "dps_quality_steps": 2, "dps_weight": 20.0, "ddrm_steps": 2, "diffpir_steps": 2,
+        "quality_images": {"dps": 2, "ddrm": 2, "diffpir": 2},
         "throughput_batches": (1, 2),
         "throughput": {"dps": {"preset": "paper-inpaint", "overrides": {"steps": 1}},
                        "ddrm": {"overrides": {"steps": 1}},
@@ -178,6 +178,30 @@ def _ddrm_pair(ctx: dict, prob, steps: int, seed: int = 3):
     return ours, theirs, den, ov
 
 
+def _diffpir_pair(ctx: dict, prob, steps: int, seed: int = 3):
+    """(ours, deepinv) closures running DiffPIR (ζ = 0.3, deepinv's λ = 3.5, which is our λ = 7:
+    deepinv weighs the prior term of its proximal step by 2ρ, docs/solvers-baselines.md) on
+    deepinv's own level schedule for ``steps`` iterations, each from its own start (different
+    noise; the loops agree to float32 round-off under shared noise, tests/solvers/test_diffpir.py)."""
+    import deepinv
+
+    prior = ctx["prior"]
+    den = pc.dinv_denoiser(prior)
+    phys, y_pix = pc.dinv_inpainting(prob)
+    model = deepinv.sampling.DiffPIR(den, deepinv.optim.data_fidelity.L2(), sigma=prob.noise_sigma,
+                                     max_iter=steps, zeta=0.3, lambda_=3.5, device=prob.y.device)
+    ov = {"sigmas": tuple(float(s) for s in model.sigmas[model.seq]), "lambda_": 7.0, "zeta": 0.3}
+
+    def ours():
+        return pc.run_solver("diffpir", prob, prior, overrides=ov, seed=seed)
+
+    def theirs():
+        with torch.no_grad():
+            return pc.pixel_to_model(model(y_pix, phys, seed=seed + 1))
+
+    return ours, theirs, den, ov
+
+
 def case_vs_deepinv(ctx: dict) -> list[dict]:
     try:
         import deepinv  # noqa: F401
@@ -185,10 +209,11 @@ def case_vs_deepinv(ctx: dict) -> list[dict]:
         return [{"status": f"unavailable: deepinv not installed ({e})"}]
     dev, reps, cfg, info = ctx["device"], ctx["reps"], ctx["cfg"], ctx["prior_info"]
     out = []
-    for name in ("dps", "ddrm"):
+    pairs = {"dps": lambda p, s: _dps_pair(ctx, p, s, cfg["dps_weight"]), "ddrm": lambda p, s: _ddrm_pair(ctx, p, s),
+             "diffpir": lambda p, s: _diffpir_pair(ctx, p, s)}
+    for name, pair in pairs.items():
         prob1 = pc.make_problem(FLOOR_TASK[0], 1, device=dev, params=FLOOR_TASK[1])
-        steps = cfg["dps_steps"] if name == "dps" else cfg["ddrm_steps"]
-        pair = (lambda p, s: _dps_pair(ctx, p, s, cfg["dps_weight"])) if name == "dps" else (lambda p, s: _ddrm_pair(ctx, p, s))
+        steps = cfg[f"{name}_steps"]
         ours, theirs, den, ov = pair(prob1, steps)
         type(den).calls = 0
         theirs()

@@ -181,6 +181,10 @@ def test_vs_deepinv_dps_same_noise_gives_the_same_images(quick_quality):
     d = [a - b for a, b in zip(q["psnr_ours_per_image"], q["psnr_deepinv_per_image"], strict=True)]
     assert max(abs(v) for v in d) < 0.05, d
     assert dps["nfe_ours"] == dps["nfe_deepinv"] == dps["vjp_ours"] == perf.SETTINGS["quick"]["dps_steps"]
+    rows = {r["solver"]: r for r in quick_quality["vs_deepinv"]}
+    assert set(rows) == {"dps", "ddrm", "diffpir"}
+    dp = rows["diffpir"]   # DiffPIR: one network call per iteration in both, no VJP in ours
+    assert dp["nfe_ours"] == dp["nfe_deepinv"] == perf.SETTINGS["quick"]["diffpir_steps"] and dp["vjp_ours"] == 0
     for r in quick_quality["vs_deepinv"]:  # the loop-only (null network) timings are there for both
         assert r["loop_ours"]["n"] == r["loop_deepinv"]["n"] == r["t_ours"]["n"]
 
