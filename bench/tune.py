@@ -216,9 +216,16 @@ def tune(config_path: str | Path, solver: str, *, budget_trials: int | None = No
             raise optuna.TrialPruned(f"NFE per solve {nfe:g} > cap {nfe_cap:g}")
         scores = []
         with log_path.open("a") as fh:
-            for p in probs:
+            for i, p in enumerate(probs):
                 s.validate(p.prior)
-                x_hat = s.solve(p.y, p.op, p.prior, sigma_y=p.task.sigma_y, generator=[_gen(p.solver_seed)])
+                try:
+                    x_hat = s.solve(p.y, p.op, p.prior, sigma_y=p.task.sigma_y, generator=[_gen(p.solver_seed)])
+                except solvers.SolverDiverged as e:
+                    # a diverging configuration is a bad one, not the end of the study: pruned, so that
+                    # TPE ranks it below every completed trial, and counted against the budget
+                    trial.set_user_attr("nfe_trial", nfe * (i + 1))
+                    trial.set_user_attr("diverged", f"{p.image_id}: {e}")
+                    raise optuna.TrialPruned(f"diverged on {p.image_id}: {e}") from None
                 scores.append(_score(x_hat, p.x))
                 fh.write(json.dumps({"trial": trial.number, "dataset": p.dataset, "image_id": p.image_id,
                                      "image_sha256": p.image_sha256, "task": p.task.name}) + "\n")
@@ -252,6 +259,7 @@ def tune(config_path: str | Path, solver: str, *, budget_trials: int | None = No
                        "max": max(values), "stdev": statistics.stdev(values) if len(values) > 1 else 0.0},
             "budget": {k: v for k, v in budget.items() if v is not None},
             "nfe_spent": spent(), "nfe_per_solve": best.user_attrs.get("nfe_per_solve"),
+            "trials_diverged": sum("diverged" in t.user_attrs for t in study.trials),
             "wall_s_this_call": round(wall, 3),
             "split": "validation", "manifest_sha256": manifests, "n_problems": len(probs),
             "config": str(cpath), "config_hash": exp.config_hash, "code_version": code_version(),

@@ -198,3 +198,28 @@ def test_nfe_cap_shapes_the_space_of_step_counts():
             assert all(nfe <= 60 for *_, nfe in drawn) and len({(n, k) for n, k, _ in drawn}) >= 5
         else:
             assert max(nfe for *_, nfe in drawn) > 60
+
+
+def test_a_diverging_trial_is_pruned_and_the_study_goes_on(tmp_path, monkeypatch):
+    """A configuration whose solve diverges costs its trial, not the study: the trial is pruned
+    with the reason kept, the budget counts it, and the preset file says how many diverged."""
+    import optuna
+    from invbench.solvers.ddrm import DDRM
+
+    from invbench import solvers
+
+    orig = DDRM.solve
+
+    def fragile(self, *a, **kw):
+        if self.params.eta > 0.5:
+            raise solvers.SolverDiverged("non-finite values in ddrm step 3: state")
+        return orig(self, *a, **kw)
+
+    monkeypatch.setattr(DDRM, "solve", fragile)
+    r = tune.tune(_cfg(tmp_path), "ddrm", budget_trials=8, out=tmp_path / "d", log=lambda s: None)
+    st = optuna.load_study(study_name=tune.STUDY_NAME, storage=f"sqlite:///{tmp_path / 'd' / 'study.sqlite3'}")
+    div = [t for t in st.trials if "diverged" in t.user_attrs]
+    assert len(st.trials) == 8 and div and all(t.state == optuna.trial.TrialState.PRUNED for t in div)
+    assert all(t.params["eta"] > 0.5 for t in div) and r.best_params["eta"] <= 0.5
+    doc = tomllib.loads((tmp_path / "d" / "preset.toml").read_text())
+    assert doc["tuned"]["trials_diverged"] == len(div)
