@@ -50,6 +50,7 @@ from .base import (
     with_deferred_finite_checks,
 )
 from .registry import register
+from .search_space import log_uniform
 
 __all__ = ["DAPS", "DAPSParams", "edm_levels"]
 
@@ -114,6 +115,10 @@ class DAPS(Solver):
     requires: ClassVar[frozenset[str]] = frozenset()
     Params: ClassVar[type] = DAPSParams
     QUICK: ClassVar[dict] = {"anneal_steps": 3, "ode_steps": 2, "mcmc_steps": 3}
+    # ours: two decades either side of the released Langevin step (1e-4, 5e-5 for inpainting) and
+    # from 0.1x to 100x the released likelihood width τ = 0.01; the step counts set the cost and
+    # are held fixed by the tuner
+    SEARCH_SPACE: ClassVar[dict] = {"lr": log_uniform(1e-6, 1e-2), "tau": log_uniform(1e-3, 1.0)}
     PRESETS: ClassVar[dict[str, Preset]] = {
         "default": Preset(
             {},
