@@ -113,6 +113,11 @@ class Solver:
     QUICK: ClassVar[dict] = {}
     #: hyperparameters ``invbench tune`` searches: field name -> ``search_space.Param``
     SEARCH_SPACE: ClassVar[dict] = {}
+    #: the exact-posterior validation (bench/studies/exact_posterior.py) scores a solver that draws
+    #: posterior samples with sample-set metrics, a point estimator (MAP, mean) as a MAP finder
+    DRAWS_SAMPLES: ClassVar[bool] = True
+    #: the preset that validation runs (a reduced-step one where the released one is too slow)
+    VALIDATION_PRESET: ClassVar[str] = "default"
 
     def __init__(self, params=None, preset: str = "default"):
         self.params = params if params is not None else self.Params()

@@ -70,6 +70,7 @@ class OracleMAP(_Oracle):
     """Exact posterior mode ``argmax_x p(x | y)`` (global, from the prior's posterior)."""
 
     name = "oracle_map"
+    DRAWS_SAMPLES = False
 
     def _one(self, post, generator):
         return post.map()
@@ -80,6 +81,7 @@ class OracleMean(_Oracle):
     """Exact posterior mean ``E[x | y]`` (MMSE estimate)."""
 
     name = "oracle_mean"
+    DRAWS_SAMPLES = False
 
     def _one(self, post, generator):
         return post.mean()

@@ -92,6 +92,7 @@ class REDDiff(Solver):
     Params: ClassVar[type] = REDDiffParams
     QUICK: ClassVar[dict] = {"steps": 4}
     SEARCH_SPACE: ClassVar[dict] = {"lambda_": log_uniform(0.01, 10.0), "lr": log_uniform(0.01, 1.0)}
+    DRAWS_SAMPLES: ClassVar[bool] = False   # a point estimate (the optimised mean of its variational q)
     PRESETS: ClassVar[dict[str, Preset]] = {
         "default": Preset(
             {},

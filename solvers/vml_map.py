@@ -126,6 +126,7 @@ class VMLMAP(Solver):
     QUICK: ClassVar[dict] = {"n_levels": 3, "inner_steps": 1}
     # Each preset states only what differs from VMLMAPParams() (= "default"), with its provenance.
     SEARCH_SPACE: ClassVar[dict] = {"step_size": log_uniform(0.1, 4.0), "n_levels": int_range(5, 40), "inner_steps": int_range(1, 10), "transition": choice("ddim", "map_consistent")}
+    DRAWS_SAMPLES: ClassVar[bool] = False   # a MAP estimate
     PRESETS: ClassVar[dict[str, Preset]] = {
         "default": Preset(
             {},

@@ -90,7 +90,10 @@ class TableEntry:
         return solvers.build(self.name, self.preset_for(task), **dict(self.overrides))
 
 
-SOLVERS: tuple[TableEntry, ...] = (
+# Rows with a choice of their own (VML-MAP's variants, DPS's per-task presets); every other
+# registered solver gets a row from its class (``VALIDATION_PRESET``, ``DRAWS_SAMPLES``): see
+# :func:`solver_entries`. The order here is the table's row order.
+_LISTED: tuple[TableEntry, ...] = (
     TableEntry("vml_map/default", "vml_map", "default"),
     TableEntry("vml_map/plain", "vml_map", "plain"),
     TableEntry("vml_map/full", "vml_map", "full", priors=("gmm-synthetic-64", "gmm-digits")),
@@ -104,6 +107,22 @@ SOLVERS: tuple[TableEntry, ...] = (
     TableEntry("oracle_mean", "oracle_mean"),
     TableEntry("oracle_sample", "oracle_sample", sampler=True),
 )
+
+
+def solver_entries() -> tuple[TableEntry, ...]:
+    """The listed rows, then one per registered solver without a row (test-only ``_`` solvers
+    excepted), built from the solver's own class attributes: a new solver needs no edit here."""
+    listed = {e.name for e in _LISTED}
+    extra = []
+    for name in solvers.names():
+        if name.startswith("_") or name in listed:
+            continue
+        cls = solvers.get(name)
+        extra.append(TableEntry(name, name, cls.VALIDATION_PRESET, sampler=cls.DRAWS_SAMPLES))
+    return _LISTED + tuple(extra)
+
+
+SOLVERS: tuple[TableEntry, ...] = solver_entries()
 
 
 @dataclass(frozen=True)

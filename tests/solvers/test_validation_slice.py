@@ -128,12 +128,31 @@ def test_committed_table_covers_the_acceptance_grid(committed):
             assert float(cell["oracle_mean"]["err_post_mean_mean"]) < 1e-8
 
 
-def test_every_registered_solver_has_a_validation_row():
-    """A newly registered solver gets a row of the exact-posterior table (test-only "_" solvers
-    excepted); samplers are scored by sample-set metrics, point estimators as MAP finders."""
-    listed = {e.name for e in V.SOLVERS}
-    missing = [n for n in solvers.names() if not n.startswith("_") and n not in listed]
-    assert not missing, f"add a TableEntry for {missing} to bench/studies/exact_posterior.py SOLVERS"
+def test_every_registered_solver_has_a_validation_row_without_editing_the_study():
+    """A solver registered anywhere gets a row of the exact-posterior table from its own class
+    (``VALIDATION_PRESET``, ``DRAWS_SAMPLES``); the listed rows agree with those attributes."""
+    from invbench.solvers import registry
+    from invbench.solvers.ddrm import DDRM
+
+    listed = {e.name for e in V.solver_entries()}
+    assert not [n for n in solvers.names() if not n.startswith("_") and n not in listed]
+    for e in V.SOLVERS:
+        cls = solvers.get(e.name)
+        assert e.sampler == cls.DRAWS_SAMPLES, e.label
+        if e.preset not in ("task",) and e.name != "vml_map":
+            assert e.preset == cls.VALIDATION_PRESET, e.label
+
+    class Probe(DDRM):
+        name = "zz_probe"
+        DRAWS_SAMPLES = False
+        VALIDATION_PRESET = "default"
+
+    registry.register(Probe)
+    try:
+        row = next(e for e in V.solver_entries() if e.name == "zz_probe")
+        assert (row.label, row.preset, row.sampler) == ("zz_probe", "default", False)
+    finally:
+        registry._CLASSES.pop("zz_probe")
 
 
 @pytest.mark.slow
