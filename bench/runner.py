@@ -359,7 +359,7 @@ def prepare(exp: Experiment, run_dir: str | Path | None = None, resume: bool = F
         dataset_sizes={k: len(v[1]) for k, v in built_ds.items()},
         prior_shapes={k: tuple(v.image_shape) for k, v in built_priors.items()},
         prior_analytic={k: "analytic" in v.capabilities for k, v in built_priors.items()},
-        solver_cost={k: steps_hint(v) for k, v in built_solvers.items()},
+        solver_cost={k: nfe_per_image(v) for k, v in built_solvers.items()},
     )
     for m, opts in exp.metrics.options.items():   # weights files named by metric options
         for k, v in opts.items():

@@ -149,6 +149,10 @@ class DAPS(Solver):
         p: DAPSParams = self.params
         return [_clip(prior, v) for v in edm_levels(sigma, p.ode_sigma_min, p.ode_steps + 1, p.rho)]
 
+    def nfe_estimate(self) -> int:
+        """Network evaluations per image: N·K (the Langevin steps call only the operator)."""
+        return int(self.params.anneal_steps) * int(self.params.ode_steps)
+
     @with_deferred_finite_checks
     def solve(
         self,

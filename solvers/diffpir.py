@@ -165,6 +165,11 @@ class DiffPIR(Solver):
         T = int(grid.numel())
         return [float(grid[T - 1 - k]) for k in quad_timesteps(T, p.steps)]
 
+    def nfe_estimate(self) -> int:
+        """Network evaluations per image: one per level (``len(sigmas)`` when given, else ``steps``)."""
+        p = self.params
+        return len(p.sigmas) if p.sigmas is not None else int(p.steps)
+
     def validate(self, prior) -> None:
         """The step count / explicit levels must fit the prior's noise grid (checked before a run)."""
         self.levels(prior)

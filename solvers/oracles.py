@@ -37,6 +37,10 @@ class _Oracle(Solver):
     def _one(self, post, generator: torch.Generator) -> Tensor:
         raise NotImplementedError
 
+    def nfe_estimate(self) -> int:
+        """Network evaluations per image: none (closed form from the prior's parameters)."""
+        return 0
+
     def solve(
         self,
         y: Tensor,
