@@ -89,7 +89,7 @@ def timing_prior(device: str = "cpu", weights: str | Path | None = None, seed: i
 
 def _shown(path: Path) -> str:
     """``path`` relative to the repository when it lies inside it (reports do not name the machine's folders)."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     try:
         return str(path.resolve().relative_to(root))
     except ValueError:

@@ -238,3 +238,12 @@ def test_gpu_script_smoke_runs_on_cpu(tmp_path):
         assert set(c["solvers"]) == {"dps", "ddrm", "pigdm", "vml_map"}
         for sv in c["solvers"].values():
             assert sv["seconds_per_image"] > 0 and sv["nfe"] > 0
+
+
+def test_weights_are_named_relative_to_the_repository():
+    """Reports name the small-cpu weights by their path in the repository, not the machine's folders."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    assert pc._shown(root / "priors" / "data" / "small_cpu.pt") == str(Path("priors") / "data" / "small_cpu.pt")
+    assert pc._shown(Path("/elsewhere/w.pt")) == "/elsewhere/w.pt"
