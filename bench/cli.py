@@ -283,30 +283,27 @@ def cmd_fetch(args) -> int:
 # --------------------------------------------------------------------------- report / compare
 
 
+def _numbers(text: str, option: str) -> list[float]:
+    """``"0,0.5,0.25"`` -> ``[0.0, 0.5, 0.25]``; :class:`ConfigError` naming ``option`` otherwise."""
+    from .config import ConfigError
+
+    try:
+        return [float(t) for t in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"{option} {text!r}: expected numbers separated by commas") from None
+
+
 def cmd_report(args) -> int:
     from .report import write_report
 
     run_dir = Path(args.run_dir)
     if not (run_dir / "results.sqlite").exists():
         raise FileNotFoundError(f"{run_dir}: no results.sqlite (not a run directory)")
-    zoom = None
-    if args.zoom is not None:
-        from .config import ConfigError, check_zoom
+    from .config import check_nfe_budgets, check_zoom
 
-        try:
-            parts = [float(t) for t in args.zoom.split(",")]
-        except ValueError:
-            raise ConfigError(f"--zoom {args.zoom!r}: expected X,Y,SIZE, three numbers in [0, 1]") from None
-        zoom = check_zoom(parts, "--zoom")
-    matched = None
-    if args.matched_nfe is not None:
-        from .config import ConfigError, check_nfe_budgets
-
-        try:
-            vals = [float(t) for t in args.matched_nfe.split(",")]
-        except ValueError:
-            raise ConfigError(f"--matched-nfe {args.matched_nfe!r}: expected numbers separated by commas") from None
-        matched = list(check_nfe_budgets(vals, "--matched-nfe"))
+    zoom = None if args.zoom is None else check_zoom(_numbers(args.zoom, "--zoom"), "--zoom")
+    matched = None if args.matched_nfe is None else \
+        list(check_nfe_budgets(_numbers(args.matched_nfe, "--matched-nfe"), "--matched-nfe"))
     where = write_report(run_dir, Path(args.out) if args.out else None,  # default RUN_DIR/report/
                          reference=args.reference, zoom=zoom, matched_nfe=matched)
     print(f"invbench: report written to {where}")

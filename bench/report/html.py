@@ -160,14 +160,10 @@ def _status_html(run: RunData) -> str:
 
 def _matched_html(boards: list[Leaderboard], targets: list[float] | None) -> str:
     """The "At matched cost" tables (:mod:`.matched`), collapsible; '' when there are none."""
-    from .matched import REL_TOL, matched_table
+    from .matched import REL_TOL, tables
 
     out = []
-    for b in boards:
-        t = matched_table(b, targets)
-        if t is None:
-            continue
-        ts, rows = t
+    for b, ts, rows in tables(boards, targets):
         cells = "".join(f"<th>NFE ≈ {t:g}</th>" for t in ts)
         body = "".join("<tr>" + "".join(
             f"<td><b>{E(v[2:-2])}</b></td>" if v.startswith("**") else f"<td>{E(v)}</td>" for v in r) + "</tr>"

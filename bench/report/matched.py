@@ -75,17 +75,21 @@ def matched_table(b: Leaderboard, targets: list[float] | None = None) -> tuple[l
     return ts, rows
 
 
+def tables(boards: list[Leaderboard], targets: list[float] | None = None):
+    """``(board, budgets, rows)`` of every leaderboard with a matched-cost table (:func:`matched_table`)."""
+    for b in boards:
+        t = matched_table(b, targets)
+        if t is not None:
+            yield b, t[0], t[1]
+
+
 def to_markdown(boards: list[Leaderboard], targets: list[float] | None = None) -> str:
     """The "At matched cost" section of leaderboard.md ('' when no leaderboard has two solvers at
     one budget)."""
     from tabulate import tabulate
 
     parts = []
-    for b in boards:
-        t = matched_table(b, targets)
-        if t is None:
-            continue
-        ts, rows = t
+    for b, ts, rows in tables(boards, targets):
         head = ["solver"] + [f"NFE ≈ {t:g}" for t in ts]
         esc = [[escape.markdown(v) if not v.startswith("**") else "**" + escape.markdown(v[2:-2]) + "**" for v in r]
                for r in rows]
