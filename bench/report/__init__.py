@@ -35,7 +35,8 @@ def check_report_out(run_dir: Path, out_dir: Path) -> None:
 
 def report_settings(run: RunData) -> dict:
     """The ``[report]`` table of the configuration the run was made with (``reference``,
-    ``primary``, ``images``, ``zoom``; see ``invbench.bench.config.ReportSpec``), or ``{}``."""
+    ``primary``, ``images``, ``zoom``, ``matched_nfe``; see ``invbench.bench.config.ReportSpec``),
+    or ``{}``."""
     import tomllib
 
     text = run.meta.get("config")
