@@ -258,17 +258,21 @@ def _ci_fields(r: dict, m: str, ci: MeanCI | None) -> None:
                   f"{m}_ci_halfwidth": _blank(ci.half_width), f"{m}_n": ci.n})
 
 
-def write_csv(boards: list[Leaderboard], path: Path) -> None:
-    recs = csv_records(boards)
+def write_records(recs: list[dict], path: Path, lineterminator: str = "\r\n") -> None:
+    """``recs`` as CSV (columns in first-seen order, floats at full precision), written atomically."""
     fields: list[str] = []
     for r in recs:
         fields += [k for k in r if k not in fields]
     f = io.StringIO(newline="")
-    w = csv.DictWriter(f, fieldnames=fields, restval="")
+    w = csv.DictWriter(f, fieldnames=fields, restval="", lineterminator=lineterminator)
     w.writeheader()
     for r in recs:
         w.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()})
     atomic_write_text(path, f.getvalue())
+
+
+def write_csv(boards: list[Leaderboard], path: Path) -> None:
+    write_records(csv_records(boards), path)
 
 
 def write_tables(boards: list[Leaderboard], experiment: str, out_dir: Path,
@@ -284,12 +288,7 @@ def write_tables(boards: list[Leaderboard], experiment: str, out_dir: Path,
     recs = matched.records(boards, matched_nfe)
     mpath = out_dir / "leaderboard_matched_nfe.csv"
     if recs:
-        f = io.StringIO()
-        w = csv.DictWriter(f, fieldnames=list(recs[0]), lineterminator="\n")
-        w.writeheader()
-        for r in recs:
-            w.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()})
-        atomic_write_text(mpath, f.getvalue())
+        write_records(recs, mpath, lineterminator="\n")
         paths["matched_csv"] = mpath
     elif mpath.exists():
         mpath.unlink()                                  # a stale table of an earlier report
