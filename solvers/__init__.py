@@ -12,6 +12,7 @@ from . import pigdm as _pigdm  # noqa: F401  (registers "pigdm")
 from . import diffpir as _diffpir  # noqa: F401  (registers "diffpir")
 from . import reddiff as _reddiff  # noqa: F401  (registers "reddiff")
 from . import daps as _daps  # noqa: F401  (registers "daps")
+from . import lmaps as _lmaps  # noqa: F401  (registers "lmaps")
 
 NAMES: tuple[str, ...] = names()
 

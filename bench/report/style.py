@@ -14,7 +14,9 @@ matplotlib.use("Agg")
 
 OKABE_ITO = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"]
 FIXED = {"vml_map": "#0072B2", "dps": "#D55E00", "ddrm": "#009E73", "pigdm": "#CC79A7",
-         "oracle_map": "#000000", "oracle_mean": "#E69F00", "oracle_sample": "#56B4E9"}
+         "oracle_map": "#000000", "oracle_mean": "#E69F00", "oracle_sample": "#56B4E9",
+         # the second-round solvers keep the muted colours they were first drawn with
+         "daps": "#332288", "diffpir": "#117733", "reddiff": "#882255"}
 # Paul Tol's "muted" qualitative scheme (colour-blind safe), distinct from the fixed colours above
 TOL_MUTED = ["#332288", "#117733", "#882255", "#44AA99", "#999933", "#AA4499", "#88CCEE", "#CC6677", "#DDCC77"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
@@ -52,7 +54,7 @@ class Palette:
     the ones present."""
 
     def __init__(self, solvers, presets_by_solver: dict[str, list[str]] | None = None):
-        spare = list(TOL_MUTED)
+        spare = [c for c in TOL_MUTED if c not in FIXED.values()]
         from invbench import solvers as registry
 
         # every registered solver has its colour whatever the run holds (stable across reports);
