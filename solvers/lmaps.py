@@ -94,7 +94,8 @@ class LMAPSParams:
     steps: N, diffusion levels (EDM poly-ρ from ``sigma_max`` to ``sigma_min``, model units).
     inner_steps: K, gradient steps of each local MAP.
     k: precision of the Gaussian prior behind the covariance ``r_t² = σ_t²/(1 + k σ_t²)``
-        (model units⁻²; ``k = 0``: the bound ``σ_t²``).
+        (model units⁻²; ``k = 0``: the bound ``σ_t²``). Default 1: the widest variance a pixel
+        confined to [−1, 1] can have is 1 (ours, not tuned).
     lr: gradient step as a fraction of ``1 / (‖A‖² + σ_y²/r_t²)``; in (0, 2).
     zeta: ζ in [0, 1], the share of fresh noise when re-noising (1: a fresh draw, as DAPS).
     inner: ``"gradient"`` (K steps) or ``"exact"`` (closed form through the SVD).
@@ -105,7 +106,7 @@ class LMAPSParams:
     sigma_max: float = 100.0
     sigma_min: float = 0.1
     rho: float = 7.0
-    k: float = 4.0
+    k: float = 1.0
     lr: float = 1.0
     zeta: float = 1.0
     inner: str = "gradient"
@@ -207,9 +208,9 @@ class LMAPS(Solver):
     requires: ClassVar[frozenset[str]] = frozenset({"grad"})
     Params: ClassVar[type] = LMAPSParams
     QUICK: ClassVar[dict] = {"steps": 3, "inner_steps": 3}
-    # ours: k over four decades around the default (a prior std from 5 to 0.05 model units);
+    # ours: k over four decades around the default (a prior std from 10 to 0.1 model units);
     # lr over the convergent range; ζ over [0, 1]. The step counts set the cost: not searched.
-    SEARCH_SPACE: ClassVar[dict] = {"k": log_uniform(0.04, 400.0), "lr": uniform(0.1, 1.9), "zeta": uniform(0.0, 1.0)}
+    SEARCH_SPACE: ClassVar[dict] = {"k": log_uniform(0.01, 100.0), "lr": uniform(0.1, 1.9), "zeta": uniform(0.0, 1.0)}
     DRAWS_SAMPLES: ClassVar[bool] = False   # a point estimate (the last local MAP)
     VALIDATION_PRESET: ClassVar[str] = "cpu"
     _RECONSTRUCTED = ("reconstruction from the abstract and the ICLR 2026 reviews of arXiv 2510.07343 "
@@ -218,7 +219,7 @@ class LMAPS(Solver):
         "default": Preset(
             {},
             _RECONSTRUCTED + ": 200 levels x 200 gradient steps (review 4's 'typical setting'); "
-            "k = 4, lr = 1, zeta = 1 and the level grid (DAPS's EDM 100 -> 0.1, rho 7) are ours",
+            "k = 1, lr = 1, zeta = 1 and the level grid (DAPS's EDM 100 -> 0.1, rho 7) are ours",
         ),
         "exact": Preset(
             {"inner": "exact"},

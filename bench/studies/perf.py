@@ -95,11 +95,32 @@ DEMO_TASKS = (  # configs/demo.toml: (name, preset, params, noise_sigma in pixel
 # ----------------------------------------------------------------------------- cases
 
 
+def solver_specs(listed: dict, prob: pc.Problem, prior) -> dict:
+    """The solvers a case times: those ``listed`` with their settings (the original four, whose
+    step counts the committed reports use), then every other solver of the package registry that
+    can run on ``prob`` under ``prior`` and calls the network, at its ``QUICK`` settings (the
+    per-step cost is what the floor and throughput measure). Oracles (no network) and solvers
+    registered at run time (tests, plugins) are left out."""
+    from invbench import solvers
+    from invbench.bench.runner import nfe_per_image
+
+    have = set(prob.A.capabilities) | set(prior.capabilities)
+    specs = dict(listed)
+    for name in solvers.NAMES:
+        cls = solvers.get(name)
+        if name in specs or not cls.requires <= have:
+            continue
+        if nfe_per_image(cls.from_preset("default", **cls.QUICK)) == 0:
+            continue
+        specs[name] = {"overrides": dict(cls.QUICK)}
+    return specs
+
+
 def case_floor(ctx: dict) -> list[dict]:
     prior, dev, reps, cfg = ctx["prior"], ctx["device"], ctx["reps"], ctx["cfg"]
     prob = pc.make_problem(FLOOR_TASK[0], 1, device=dev, params=FLOOR_TASK[1])
     out = []
-    for name, spec in cfg["floor"].items():
+    for name, spec in solver_specs(cfg["floor"], prob, prior).items():
         preset, ov = spec.get("preset", "default"), spec.get("overrides", {})
         nfe, vjp = pc.count_costs(name, prob, prior, preset=preset, overrides=ov)  # also a warm-up
         calls = cfg.get("calls", 3)  # denoiser calls per timed forward / forward+backward sample
@@ -260,7 +281,7 @@ def case_throughput(ctx: dict) -> list[dict]:
     batches = cfg["throughput_batches"]
     prob = pc.make_problem(FLOOR_TASK[0], max(batches), device=dev, params=FLOOR_TASK[1])
     out = []
-    for name, spec in cfg["throughput"].items():
+    for name, spec in solver_specs(cfg["throughput"], prob, prior).items():
         preset, ov = spec.get("preset", "default"), spec.get("overrides", {})
 
         def runner(b, n=name, pr=preset, o=ov):

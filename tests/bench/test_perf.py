@@ -9,7 +9,9 @@ import math
 
 import pytest
 import torch
+from invbench import solvers
 from invbench.bench import cli
+from invbench.bench.runner import nfe_per_image
 from invbench.bench.studies import perf
 from invbench.bench.studies import perf_timing as pc
 
@@ -25,6 +27,10 @@ def quick(tmp_path_factory):
     assert perf.main(["--from-json", str(out), "--markdown", str(md2), "-q"]) == 0
     assert md2.read_text() == md.read_text()
     return json.loads(out.read_text()), md.read_text()
+
+
+# every solver of the package that calls the network runs in the floor and throughput cases
+NETWORK_SOLVERS = {n for n in solvers.NAMES if not n.startswith("oracle_")}
 
 
 def _close(a, b, rel=1e-4):
@@ -46,7 +52,7 @@ def test_meta_fields(quick):
 def test_floor_ratio_is_pairwise_from_measured_parts(quick):
     res, _ = quick
     rows = {r["solver"]: r for r in res["floor"]}
-    assert set(rows) == {"dps", "ddrm", "pigdm", "vml_map"}
+    assert set(rows) == NETWORK_SOLVERS
     for r in rows.values():
         tf, tfb, ts = r["t_forward"]["values"], r["t_forward_backward"]["values"], r["t_solver"]["values"]
         assert len(tf) == len(tfb) == len(ts) == 2
@@ -73,10 +79,15 @@ def test_floor_counts_match_solver_formulas(quick):
     assert (rows["ddrm"]["nfe"], rows["ddrm"]["vjp"]) == (n, 0)
     N, K = cfg["vml_map"]["overrides"]["n_levels"], cfg["vml_map"]["overrides"]["inner_steps"]
     assert (rows["vml_map"]["nfe"], rows["vml_map"]["vjp"]) == (N * (K + 1), N * K)
+    for name in NETWORK_SOLVERS - set(cfg):   # the registry's other solvers, at their QUICK settings
+        cls = solvers.get(name)
+        assert rows[name]["overrides"] == cls.QUICK
+        assert rows[name]["nfe"] == nfe_per_image(cls.from_preset("default", **cls.QUICK)) > 0
 
 
 def test_throughput_images_per_second_and_memory(quick):
     res, _ = quick
+    assert {r["solver"] for r in res["throughput"]} == NETWORK_SOLVERS
     batches = [str(b) for b in perf.SETTINGS["quick"]["throughput_batches"]]
     for r in res["throughput"]:
         assert list(r["batches"]) == batches
