@@ -60,6 +60,7 @@ def cmd_list(args) -> int:
         cls = solvers.get(n)
         info["solvers"][n] = {
             "requires": sorted(cls.requires),
+            "fidelity": cls.FIDELITY,
             "presets": {k: v.provenance for k, v in sorted(cls.PRESETS.items())},
         }
     try:
@@ -81,7 +82,8 @@ def cmd_list(args) -> int:
     print("solvers:")
     for n, d in info["solvers"].items():
         req = f" (requires {', '.join(d['requires'])})" if d["requires"] else ""
-        print(f"  {n}{req}")
+        fid = f" [{d['fidelity']}]" if d["fidelity"] else ""
+        print(f"  {n}{req}{fid}")
         for pn, prov in d["presets"].items():
             print(f"    preset {pn}: {prov}")
     print("operators: " + ", ".join(info["operators"]))

@@ -127,15 +127,19 @@ class SolverSpec:
     provenance: str = ""   # "tuned-here (...)" for a ``tuned:PATH`` preset; "" = from the preset name
 
 
-def preset_provenance(preset: str, spec_provenance: str = "") -> str:
+def preset_provenance(preset: str, spec_provenance: str = "", fidelity: str = "") -> str:
     """The ``preset_provenance`` column: ``spec_provenance`` for a tuned preset file, else
     ``"paper"`` for the papers' released presets (``paper*``), ``"default"`` for the class
-    defaults, ``"named preset <name>"`` for the other presets shipped with a solver."""
+    defaults, ``"named preset <name>"`` for the other presets shipped with a solver. A solver
+    that is not a port of released code (its ``Solver.FIDELITY``) has that said first:
+    ``"reconstruction, no public code; named preset cpu"``."""
     if spec_provenance:
-        return spec_provenance
-    if preset.startswith("paper"):
-        return "paper"
-    return "default" if preset == "default" else f"named preset {preset}"
+        base = spec_provenance
+    elif preset.startswith("paper"):
+        base = "paper"
+    else:
+        base = "default" if preset == "default" else f"named preset {preset}"
+    return f"{fidelity}; {base}" if fidelity else base
 
 
 def load_tuned(path: Path, solver: str, where: str) -> tuple[str, dict, str]:

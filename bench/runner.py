@@ -537,9 +537,17 @@ def _base_row(p: Prepared, cell: Cell, it: _Item, env: dict) -> dict:
         "seed": it.seed, "device": env["device"], "torch_version": env["torch_version"],
         "config_hash": p.exp.config_hash, "code_version": env["code_version"],
         "operator_seed": it.seeds[0], "noise_seed": it.seeds[1], "solver_seed": it.seeds[2],
-        "preset_provenance": preset_provenance(
-            cell.preset, next((s.provenance for s in p.exp.solvers if s.label == cell.solver), "")),
+        "preset_provenance": _provenance(p, cell),
     }
+
+
+def _provenance(p: Prepared, cell: Cell) -> str:
+    """The row's ``preset_provenance``: the preset's origin, after the solver's ``FIDELITY``."""
+    from invbench import solvers
+
+    spec = next((s for s in p.exp.solvers if s.label == cell.solver), None)
+    fidelity = solvers.get(spec.name).FIDELITY if spec is not None else ""
+    return preset_provenance(cell.preset, spec.provenance if spec is not None else "", fidelity)
 
 
 def _items_for(p: Prepared, cell: Cell, todo: list[tuple[int, int]]) -> Iterator[_Item]:

@@ -118,6 +118,9 @@ class Solver:
     DRAWS_SAMPLES: ClassVar[bool] = True
     #: the preset that validation runs (a reduced-step one where the released one is too slow)
     VALIDATION_PRESET: ClassVar[str] = "default"
+    #: "" for a port of released code or a paper's full algorithm; otherwise what the solver is
+    #: instead (e.g. "reconstruction, no public code"), printed in every result's provenance
+    FIDELITY: ClassVar[str] = ""
 
     def __init__(self, params=None, preset: str = "default"):
         self.params = params if params is not None else self.Params()

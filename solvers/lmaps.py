@@ -213,6 +213,7 @@ class LMAPS(Solver):
     SEARCH_SPACE: ClassVar[dict] = {"k": log_uniform(0.01, 100.0), "lr": uniform(0.1, 1.9), "zeta": uniform(0.0, 1.0)}
     DRAWS_SAMPLES: ClassVar[bool] = False   # a point estimate (the last local MAP)
     VALIDATION_PRESET: ClassVar[str] = "cpu"
+    FIDELITY: ClassVar[str] = "reconstruction, no public code"
     _RECONSTRUCTED = ("reconstruction from the abstract and the ICLR 2026 reviews of arXiv 2510.07343 "
                       "(no code or algorithm box public)")
     PRESETS: ClassVar[dict[str, Preset]] = {

@@ -602,7 +602,9 @@ def render_acceptance(res: dict) -> str:
 def _steps(ov: dict) -> str:
     if "n_levels" in ov:
         return f"N={ov['n_levels']}, K={ov['inner_steps']}"
-    return str(ov.get("steps", "default"))
+    if "steps" in ov and len(ov) == 1:
+        return str(ov["steps"])
+    return ", ".join(f"{k}={v}" for k, v in ov.items()) or "default"
 
 
 def _budget(r: dict) -> str:

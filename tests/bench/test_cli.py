@@ -161,6 +161,8 @@ def test_list_json(capsys):
     assert set(info["solvers"]) == set(solvers.names()) and info["operators"] == list(operators.PRESETS)
     assert set(info["priors"]) == set(priors.names())
     assert "default" in info["solvers"]["_test_noisy"]["presets"]
+    assert info["solvers"]["lmaps"]["fidelity"] == "reconstruction, no public code"
+    assert info["solvers"]["ddrm"]["fidelity"] == ""   # a port of released code
 
 
 def test_check_reports_sha256(capsys, tmp_path):

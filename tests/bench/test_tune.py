@@ -146,7 +146,8 @@ def test_tuned_preset_round_trip_into_run(tmp_path):
     r = tune.tune(cfg, "ddrm", budget_trials=2, out=tmp_path / "tn", log=lambda s: None)
     run_cfg = tmp_path / "run.toml"
     run_cfg.write_text(cfg.read_text() + '\n[[solvers]]\nname = "ddrm"\nlabel = "ddrm-tuned"\n'
-                       f'preset = "tuned:{tmp_path / "tn" / "preset.toml"}"\n')
+                       f'preset = "tuned:{tmp_path / "tn" / "preset.toml"}"\n'
+                       '\n[[solvers]]\nname = "lmaps"\npreset = "cpu"\noverrides = { steps = 2, inner_steps = 2 }\n')
     assert cli.main(["run", str(run_cfg), "--out", str(tmp_path / "run"), "--no-progress"]) == 0
     import sqlite3
 
@@ -157,6 +158,7 @@ def test_tuned_preset_round_trip_into_run(tmp_path):
     assert all(st == "ok" for *_, st in rows)
     assert prov["ddrm"] == "default"
     assert prov["ddrm-tuned"] == "tuned-here (trials 2; validation split)"
+    assert prov["lmaps"] == "reconstruction, no public code; named preset cpu"   # Solver.FIDELITY first
     from invbench.bench import config
 
     exp = config.load(run_cfg)
