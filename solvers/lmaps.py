@@ -17,9 +17,11 @@ What is known:
 * [paper] ``p(x0 | x_t)`` is approximated by a Gaussian around the Tweedie denoiser ``D(x_t)``
   with a spherical covariance, "motivated by a Gaussian prior assumption" and bounded by
   ``(σ_t²/α_t²) I`` (``σ_t²`` in our VE units). It has one constant ``k``.
-* [paper] The local MAP is found with ``K`` gradient steps that need only ``A`` and its
-  gradient, not the network, although a closed form exists for linear ``A``. Review 4 gives the
-  typical setting as "around 200 × 200" (levels × gradient steps).
+* [paper] The local MAP is found with ``K`` gradient steps, although a closed form exists for
+  linear ``A`` (reviews 1, 3). Review 4: each step needs "at least one forward model evaluation
+  and one gradient call", and the typical setting is "around 200 × 200" (levels × steps).
+  [ours] The gradient is taken through ``A`` only, with ``x̂0`` held fixed, as the Gaussian
+  approximation implies: no network call inside the steps.
 * [paper] The objective is "reformulated for stability and interpretability" with two weights
   ``k1, k2`` (review 3: ``2 k2 / k1² = k / (α_t² σ_y²)``). Its exact form could not be read.
 
