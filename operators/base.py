@@ -164,6 +164,18 @@ class LinearOperator(Operator):
         return svd_pinv(self.svd, y, self.in_shape)
 
 
+def residual_gradient(operator: Operator, x: Tensor, y: Tensor) -> Tensor:
+    """``∇_x ½‖A(x) − y‖²`` per batch item: ``Aᵀ(A x − y)`` through the adjoint of a linear
+    operator (no autograd graph), the operator's autograd VJP otherwise."""
+    if operator.is_linear:
+        return operator.adjoint(operator.forward(x) - y)
+    with torch.enable_grad():
+        xg = x.detach().requires_grad_(True)
+        r = operator.forward(xg) - y
+        (g,) = torch.autograd.grad(0.5 * (r * r).sum(), xg)
+    return g
+
+
 def safe_div(num: Tensor | float, den: Tensor) -> Tensor:
     """``num / den`` where ``den > 0`` and 0 elsewhere (broadcasting), without a 0/0 ever being
     evaluated: the suite's one zero-safe reciprocal (``safe_div(1.0, s)`` is ``Σ⁺``). A float

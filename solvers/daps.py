@@ -23,8 +23,9 @@ choice: the code's network accepts any σ). The code's NaN early exit (returning
 by our finite checks; the HMC and Metropolis–Hastings variants and the other ``prior_solver``
 options are not implemented. ``sigma_y`` is not used: the likelihood width is τ, as in the code.
 
-Cost: NFE = N·K, VJP = 0 through the network (the data gradient needs only ``A`` and ``Aᵀ`` via
-autograd of the operator). Requires nothing beyond ``forward`` (no SVD).
+Cost: NFE = N·K, VJP = 0 through the network (the data gradient needs only ``A`` and ``Aᵀ``: the
+adjoint of a linear operator, autograd of a non-linear one). Requires nothing beyond ``forward``
+(no SVD).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from typing import ClassVar
 
 import numpy as np
 import torch
+from invbench.operators.base import residual_gradient
 from torch import Tensor
 
 from ._ddpm_common import sigma_batch
@@ -193,10 +195,7 @@ class DAPS(Solver):
             eta = p.lr * (1.0 + (t / (N + 1)) * (p.lr_min_ratio - 1.0))
             x0 = x0hat.clone()
             for _ in range(p.mcmc_steps):
-                with torch.enable_grad():
-                    xg = x0.detach().requires_grad_(True)
-                    r = operator.forward(xg) - y
-                    (g,) = torch.autograd.grad((r * r).sum(), xg)
+                g = 2.0 * residual_gradient(operator, x0, y)            # ∇‖A x0 − y‖²
                 score = -g / p.tau**2 + (x0hat - x0) / s_t**2
                 x0 = x0 + eta * score + math.sqrt(2 * eta) * randn(shape, gens, y)
             check_finite(x0, f"daps level {t}: Langevin state")

@@ -47,7 +47,8 @@ Our loop (VE units, docs/design.md §2)::
   converges to ``x̂0 + A⁺(y − A x̂0)``, the limit of the local MAP.
 * ``‖A‖²`` is the largest squared singular value. It comes from the SVD when the operator has
   one. Otherwise it comes from power iteration on ``JᵀJ``: once per solve for a linear ``A``, and
-  at each level's ``x̂0`` for a non-linear one. ``lr ≤ 1`` is the classical safe step for this
+  at each level's ``x̂0`` for a non-linear one. The gradient of the data term is ``Aᵀ(A u − y)``
+  through the operator's adjoint when ``A`` is linear, autograd otherwise. ``lr ≤ 1`` is the classical safe step for this
   quadratic.
 * ``inner = "exact"`` (ours; needs the SVD) replaces the K steps by the closed form. Review 1
   asked whether that works better.
@@ -63,6 +64,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
+from invbench.operators.base import residual_gradient, safe_div
 from torch import Tensor
 
 from ._ddpm_common import sigma_batch
@@ -160,9 +162,12 @@ def operator_norm_sq(operator, x: Tensor, iters: int, v: Tensor | None = None) -
     x = x.detach()
     for _ in range(iters):
         v = v / _expand(_per_image_norm(v), v)
-        with torch.enable_grad():
-            _, Jv = torch.autograd.functional.jvp(operator.forward, x, v)
-            _, JtJv = torch.autograd.functional.vjp(operator.forward, x, Jv)
+        if operator.is_linear:
+            JtJv = operator.adjoint(operator.forward(v))
+        else:
+            with torch.enable_grad():
+                _, Jv = torch.autograd.functional.jvp(operator.forward, x, v)
+                _, JtJv = torch.autograd.functional.vjp(operator.forward, x, Jv)
         lam = (v * JtJv).reshape(v.shape[0], -1).sum(1)
         v = JtJv.detach()
     return lam, v
@@ -173,13 +178,10 @@ def local_map(operator, y: Tensor, x0hat: Tensor, weight: float, norm_sq: Tensor
     ``u = x̂0``, step ``lr / (‖A‖² + weight)`` per image (``norm_sq``: ``‖A‖²``, shape ``(B,)``).
     ``weight = σ_y²/r²`` >= 0; model units."""
     eta = _expand(lr / (norm_sq + weight), x0hat)
-    u = x0hat.detach().clone()
+    x0hat = x0hat.detach()
+    u = x0hat
     for _ in range(steps):
-        with torch.enable_grad():
-            ug = u.requires_grad_(True)
-            r = operator.forward(ug) - y
-            (g,) = torch.autograd.grad(0.5 * (r * r).sum(), ug)
-        u = (u.detach() - eta * (g + weight * (u.detach() - x0hat))).detach()
+        u = u - eta * (residual_gradient(operator, u, y) + weight * (u - x0hat))
     return u
 
 
@@ -190,9 +192,7 @@ def local_map_exact(operator, y: Tensor, x0hat: Tensor, weight: float) -> Tensor
     svd = operator.svd
     s = svd.singular_values.to(device=y.device, dtype=y.dtype)
     m = s.numel()
-    den = s * s + weight
-    gain = torch.where(den > 0, s / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(s))
-    z = gain * svd.Ut(y - operator.forward(x0hat))
+    z = safe_div(s, s * s + weight) * svd.Ut(y - operator.forward(x0hat))
     coeff = torch.zeros(y.shape[0], x0hat[0].numel(), dtype=y.dtype, device=y.device)
     coeff[:, :m] = z
     return x0hat + svd.V(coeff).reshape(x0hat.shape)

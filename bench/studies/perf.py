@@ -50,7 +50,13 @@ SETTINGS = {
         "floor": {"dps": {"preset": "paper-inpaint", "overrides": {"steps": 20}},
                   "ddrm": {"overrides": {"steps": 20}},
                   "pigdm": {"overrides": {"steps": 20}},
-                  "vml_map": {"overrides": {"n_levels": 4, "inner_steps": 4}}},
+                  "vml_map": {"overrides": {"n_levels": 4, "inner_steps": 4}},
+                  # the second-round solvers at 20 network evaluations too, with the inner work of
+                  # their CPU presets (DAPS 10 Langevin steps per level, LMAPS 20 gradient steps)
+                  "diffpir": {"overrides": {"steps": 20}},
+                  "reddiff": {"overrides": {"steps": 20}},
+                  "daps": {"preset": "cpu", "overrides": {"anneal_steps": 10}},
+                  "lmaps": {"preset": "cpu"}},
         "dps_steps": 20, "dps_quality_steps": 50, "dps_weight": 20.0, "ddrm_steps": 20, "diffpir_steps": 20,
         "quality_images": {"dps": 16, "ddrm": 128, "diffpir": 16},
         "throughput_batches": (1, 4, 8, 16),
@@ -481,7 +487,7 @@ def render_tables(res: dict) -> str:
               "| in-run ratio | literal-formula ratio |"),
               "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in res["floor"]:
-            L.append(f"| {r['solver']} | {_steps(r['overrides'])} | {r['nfe']} | {r['vjp']} | {_ms(r['t_forward'])} | "
+            L.append(f"| {_solver_label(r)} | {_steps(r['overrides'])} | {r['nfe']} | {r['vjp']} | {_ms(r['t_forward'])} | "
                      f"{_ms(r['t_forward_backward'])} | {_ms(r['floor_s'])} | {_ms(r['t_solver'])} | "
                      f"**{_r(r['ratio'])}** | {_r(r['ratio_in_run'])} | {_r(r['ratio_literal_formula'])} |")
         L += ["", ("Floor = (NFE − VJP)·t_forward + VJP·t_forward+backward (a differentiated evaluation is one "
@@ -526,7 +532,7 @@ def render_tables(res: dict) -> str:
             sp = _r(r["speedup_b8_over_b1"], 2) if "speedup_b8_over_b1" in r else "—"
             ips = " | ".join(_r(r["batches"][b]["images_per_s"], 1) for b in bs)
             mem = " | ".join(f"{_mb(r['batches'][b]['memory']['peak_bytes'])} (+{_mb(r['batches'][b]['memory']['increase_bytes'])})" for b in bs)
-            L.append(f"| {r['solver']} | {_steps(r['overrides'])} | {ips} | **{sp}** | {mem} |")
+            L.append(f"| {_solver_label(r)} | {_steps(r['overrides'])} | {ips} | **{sp}** | {mem} |")
         if rows:
             L += ["", f"Memory: {rows[0]['batches'][bs[0]]['memory']['kind']}; +Δ = increase over the value before the solve.", ""]
     if "vml_vs_dps" in res:
@@ -597,6 +603,12 @@ def render_acceptance(res: dict) -> str:
                 L.append(f"- VML-MAP '{r['preset']}' ({_budget(r)}) on {r['task']}: {tr:.3f}× the time of DPS at {_budget(d)}, "
                          f"Δ PSNR {dp:+.2f} dB — target {held}")
     return "\n".join(L + [""])
+
+
+def _solver_label(r: dict) -> str:
+    """``solver`` or ``solver (preset)`` when the row ran a preset other than the defaults."""
+    preset = r.get("preset", "default")
+    return r["solver"] if preset == "default" else f"{r['solver']} ({preset})"
 
 
 def _steps(ov: dict) -> str:

@@ -57,6 +57,19 @@ def test_adjoint_identity(name, size):
     assert abs(lhs - rhs) <= 1e-10 * float(x.norm() * u.norm())
 
 
+@pytest.mark.parametrize("name", operators.PRESETS)
+def test_residual_gradient_is_the_autograd_gradient(name):
+    """``residual_gradient`` (the adjoint path for linear operators) equals autograd of ½‖A x − y‖²."""
+    from invbench.operators.base import residual_gradient
+
+    A = _op(name, 16)
+    x, y = _rand((2, *A.in_shape), 3), A.forward(_rand((2, *A.in_shape), 4)) + 0.1 * _rand((2, *A.out_shape), 5)
+    xg = x.clone().requires_grad_(True)
+    r = A.forward(xg) - y
+    (g,) = torch.autograd.grad(0.5 * (r * r).sum(), xg)
+    assert _rel(residual_gradient(A, x, y), g) < 1e-12
+
+
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("name", LINEAR)
 def test_moore_penrose(name, size):
