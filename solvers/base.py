@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import math
 import types
 import typing
 from collections.abc import Callable, Iterator, Sequence
@@ -89,6 +90,22 @@ def check_param_types(solver: str, params_cls: type, values: dict) -> None:
     for k, v in values.items():
         if k in hints and not _type_ok(v, hints[k]):
             raise ParamTypeError(k, f"{solver}: {k} must be {_describe(hints[k])}, got {v!r}")
+
+
+def require_counts(solver: str, params, *fields: str) -> None:
+    """:class:`SolverError` naming the first of ``fields`` of ``params`` that is not an integer >= 1."""
+    for field in fields:
+        v = getattr(params, field)
+        if int(v) != v or v < 1:
+            raise SolverError(f"{solver}: {field} must be an integer >= 1, got {v}")
+
+
+def require_positive(solver: str, params, *fields: str) -> None:
+    """:class:`SolverError` naming the first of ``fields`` of ``params`` that is not finite and > 0."""
+    for field in fields:
+        v = getattr(params, field)
+        if not (v > 0 and math.isfinite(v)):
+            raise SolverError(f"{solver}: {field} must be > 0, got {v}")
 
 
 @dataclass(frozen=True)

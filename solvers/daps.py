@@ -49,12 +49,14 @@ from .base import (
     check_finite,
     generators_for,
     randn,
+    require_counts,
+    require_positive,
     with_deferred_finite_checks,
 )
 from .registry import register
 from .search_space import log_uniform
 
-__all__ = ["DAPS", "DAPSParams", "edm_levels"]
+__all__ = ["DAPS", "DAPSParams", "clip_to_prior", "edm_levels"]
 
 
 def edm_levels(sigma_max: float, sigma_min: float, n: int, rho: float = 7.0) -> list[float]:
@@ -90,19 +92,14 @@ class DAPSParams:
     tau: float = 0.01
 
     def __post_init__(self):
-        for field in ("anneal_steps", "ode_steps", "mcmc_steps"):
-            v = getattr(self, field)
-            if int(v) != v or v < 1:
-                raise SolverError(f"daps: {field} must be an integer >= 1, got {v}")
-        for field in ("sigma_max", "sigma_min", "ode_sigma_min", "rho", "lr", "lr_min_ratio", "tau"):
-            v = getattr(self, field)
-            if not (v > 0 and math.isfinite(v)):
-                raise SolverError(f"daps: {field} must be > 0, got {v}")
+        require_counts("daps", self, "anneal_steps", "ode_steps", "mcmc_steps")
+        require_positive("daps", self, "sigma_max", "sigma_min", "ode_sigma_min", "rho", "lr", "lr_min_ratio", "tau")
         if self.sigma_min >= self.sigma_max:
             raise SolverError(f"daps: sigma_min ({self.sigma_min}) must be < sigma_max ({self.sigma_max})")
 
 
-def _clip(prior, s: float) -> float:
+def clip_to_prior(prior, s: float) -> float:
+    """``s`` clipped to the prior's valid noise range ``[prior.sigma_min, prior.sigma_max]``."""
     return float(min(max(s, float(prior.sigma_min)), float(prior.sigma_max)))
 
 
@@ -144,12 +141,12 @@ class DAPS(Solver):
         """Annealing levels σ_0 > … > σ_{N−1} > σ_N = 0 (model units), clipped to the prior."""
         p: DAPSParams = self.params
         s = edm_levels(p.sigma_max, p.sigma_min, p.anneal_steps + 1, p.rho)[:-1]
-        return [_clip(prior, v) for v in s] + [0.0]
+        return [clip_to_prior(prior, v) for v in s] + [0.0]
 
     def ode_levels(self, prior, sigma: float) -> list[float]:
         """The inner ODE's K+1 levels from ``sigma`` to ``ode_sigma_min`` (model units), clipped."""
         p: DAPSParams = self.params
-        return [_clip(prior, v) for v in edm_levels(sigma, p.ode_sigma_min, p.ode_steps + 1, p.rho)]
+        return [clip_to_prior(prior, v) for v in edm_levels(sigma, p.ode_sigma_min, p.ode_steps + 1, p.rho)]
 
     def nfe_estimate(self) -> int:
         """Network evaluations per image: N·K (the Langevin steps call only the operator)."""

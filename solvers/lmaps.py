@@ -78,9 +78,11 @@ from .base import (
     check_finite,
     generators_for,
     randn,
+    require_counts,
+    require_positive,
     with_deferred_finite_checks,
 )
-from .daps import edm_levels
+from .daps import clip_to_prior, edm_levels
 from .registry import register
 from .search_space import log_uniform, uniform
 
@@ -116,14 +118,8 @@ class LMAPSParams:
     inner: str = "gradient"
 
     def __post_init__(self):
-        for field in ("steps", "inner_steps"):
-            v = getattr(self, field)
-            if int(v) != v or v < 1:
-                raise SolverError(f"lmaps: {field} must be an integer >= 1, got {v}")
-        for field in ("sigma_max", "sigma_min", "rho"):
-            v = getattr(self, field)
-            if not (v > 0 and math.isfinite(v)):
-                raise SolverError(f"lmaps: {field} must be > 0, got {v}")
+        require_counts("lmaps", self, "steps", "inner_steps")
+        require_positive("lmaps", self, "sigma_max", "sigma_min", "rho")
         if self.sigma_min >= self.sigma_max:
             raise SolverError(f"lmaps: sigma_min ({self.sigma_min}) must be < sigma_max ({self.sigma_max})")
         if not (self.k >= 0 and math.isfinite(self.k)):
@@ -244,9 +240,7 @@ class LMAPS(Solver):
     def levels(self, prior) -> list[float]:
         """Levels σ_0 > … > σ_{N−1} (model units, clipped to the prior's range), then σ_N = 0."""
         p: LMAPSParams = self.params
-        lo, hi = float(prior.sigma_min), float(prior.sigma_max)
-        s = edm_levels(p.sigma_max, p.sigma_min, p.steps, p.rho)
-        return [min(max(v, lo), hi) for v in s] + [0.0]
+        return [clip_to_prior(prior, v) for v in edm_levels(p.sigma_max, p.sigma_min, p.steps, p.rho)] + [0.0]
 
     def nfe_estimate(self) -> int:
         """Network evaluations per image: one per level."""

@@ -46,6 +46,7 @@ from .base import (
     check_finite,
     generators_for,
     randn,
+    require_positive,
     with_deferred_finite_checks,
 )
 from .registry import register
@@ -74,10 +75,7 @@ class REDDiffParams:
     svd_threshold: float | None = None
 
     def __post_init__(self):
-        for field in ("lambda_", "lr"):
-            v = getattr(self, field)
-            if not (v > 0 and math.isfinite(v)):
-                raise SolverError(f"reddiff: {field} must be > 0, got {v}")
+        require_positive("reddiff", self, "lambda_", "lr")
 
 
 @register

@@ -111,8 +111,9 @@ def solver_specs(listed: dict, prob: pc.Problem, prior) -> dict:
     can run on ``prob`` under ``prior`` and calls the network, at its ``QUICK`` settings (the
     per-step cost is what the floor and throughput measure). Oracles (no network) and solvers
     registered at run time (tests, plugins) are left out."""
-    from invbench import solvers
     from invbench.bench.runner import nfe_per_image
+
+    from invbench import solvers
 
     have = set(prob.A.capabilities) | set(prior.capabilities)
     specs = dict(listed)

@@ -9,11 +9,12 @@ import math
 
 import pytest
 import torch
-from invbench import solvers
 from invbench.bench import cli
 from invbench.bench.runner import nfe_per_image
 from invbench.bench.studies import perf
 from invbench.bench.studies import perf_timing as pc
+
+from invbench import solvers
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,10 @@ import math
 
 import pytest
 import torch
-
-from invbench import operators, priors, solvers
 from invbench.priors.gmm import GaussianMixturePrior
 from invbench.solvers.lmaps import local_map, local_map_exact, local_variance, operator_norm_sq
+
+from invbench import operators, priors, solvers
 from tests.helpers.baselines import gaussian_prior, gens
 
 SHAPE = (1, 8, 8)
