@@ -26,7 +26,7 @@ RUNS = ROOT / "runs" / "tuning-study"
 NFE_CAP = 50
 
 
-NAMES = ["dps", "ddrm", "pigdm", "diffpir", "reddiff", "daps", "vml_map"]
+NAMES = ["dps", "ddrm", "pigdm", "diffpir", "reddiff", "daps", "lmaps", "vml_map"]
 
 
 def study_wall(solver: str) -> tuple[float, int, int]:
