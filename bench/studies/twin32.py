@@ -10,8 +10,9 @@ Protocol (model space [-1, 1] unless stated):
   ``Generator(OPERATOR_SEED + t)`` and shared by all images; noise ``Generator(NOISE_SEED + i)``
   for image ``i``; the solver's generator for image ``i`` is ``Generator(SOLVER_SEED + i)``;
 * solvers: every registered non-oracle solver (``solvers.names()``), preset ``default`` (DPS: its
-  per-task paper preset, as in the demo) with the demo's reduced step counts ``STEP_OVERRIDES`` (a solver added later runs
-  its defaults);
+  per-task paper preset, as in the demo; DAPS and LMAPS: the ``cpu`` presets the demo runs,
+  ``DEMO_PRESETS``) with the demo's reduced step counts ``STEP_OVERRIDES`` (a solver added later
+  runs its defaults);
 * per image: PSNR (pixel units, against the true crop); with ``gmm-crops32`` also the exact-posterior
   metrics (``posterior_metrics``: distance and log-posterior gap to the exact MAP, error to the
   exact posterior mean) and where the output lies (``global`` / ``local`` / ``elsewhere``: within
@@ -50,6 +51,8 @@ STEP_OVERRIDES: dict[str, dict] = {
     "dps": {"steps": 100},
     "pigdm": {"steps": 50},
 }
+#: named presets the demo runs (configs/demo.toml): the reduced-step CPU presets of DAPS and LMAPS
+DEMO_PRESETS: dict[str, str] = {"daps": "cpu", "lmaps": "cpu"}
 PRIORS = ("gmm-crops32", "small-cpu")
 OPERATOR_SEED, NOISE_SEED, SOLVER_SEED, SAMPLE_SEED, REFERENCE_SEED = 700_000, 710_000, 720_000, 730_000, 740_000
 SAMPLE_IMAGES = (0, 8)
@@ -74,7 +77,7 @@ def solver_names(cfg: TwinConfig) -> tuple[str, ...]:
 
 def build_solver(name: str, preset_task: str):
     # DPS: its per-task paper preset, as ``preset = "paper"`` resolves in configs/demo.toml
-    preset = solvers.get(name).preset_for_task(preset_task) if name == "dps" else "default"
+    preset = solvers.get(name).preset_for_task(preset_task) if name == "dps" else DEMO_PRESETS.get(name, "default")
     return solvers.build(name, preset, **STEP_OVERRIDES.get(name, {})), preset
 
 

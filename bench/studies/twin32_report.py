@@ -16,12 +16,29 @@ from scipy.stats import kendalltau
 
 from . import twin32
 
+_TIMING = ("seconds_per_image",)   # differs between runs of the same row; not compared
+
 
 def _read(paths) -> list[dict]:
-    rows = []
-    for p in sorted(paths):
+    """The rows of every file, one per (prior, task, solver, image): each partial run (``--tag``)
+    repeats the exact-posterior reference rows, which must agree to the digit; two runs that
+    disagree on a row are an error naming both files."""
+    rows: list[dict] = []
+    seen: dict[tuple, tuple[dict, Path]] = {}
+    for p in sorted(map(Path, paths)):
         with open(p, newline="") as f:
-            rows += list(csv.DictReader(f))
+            for r in csv.DictReader(f):
+                if "solver" not in r:            # not a result row (e.g. the denoiser timings)
+                    rows.append(r)
+                    continue
+                key = (r.get("prior", ""), r.get("task", ""), r["solver"], r.get("image", ""))
+                if key in seen:
+                    first, where = seen[key]
+                    if {k: v for k, v in r.items() if k not in _TIMING} != {k: v for k, v in first.items() if k not in _TIMING}:
+                        raise ValueError(f"twin32 report: {where.name} and {p.name} disagree on the row {key}")
+                    continue
+                seen[key] = (r, p)
+                rows.append(r)
     return rows
 
 

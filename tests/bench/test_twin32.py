@@ -3,6 +3,7 @@ to 200 training crops), two images, one task, two solvers; then the report rende
 
 import csv
 
+import pytest
 from invbench.bench import bundled
 from invbench.bench.studies import twin32, twin32_report
 from invbench.priors import gmm_lowrank_library
@@ -35,3 +36,28 @@ def test_twin_study_small(tmp_path, monkeypatch):
             w.writerows(rs)
     text = twin32_report.render(tmp_path)
     assert "| ddrm |" in text and "sr4_avgpool" in text
+
+
+def _write(path, rows):
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def test_partial_runs_share_their_reference_rows_once(tmp_path):
+    """Two partial runs (``--tag``) each hold the exact MAP rows: the report counts them once; a row
+    that two runs give different values for is an error naming both files."""
+    base = {"prior": "gmm-crops32", "task": "sr4_avgpool", "preset": "-", "status": "ok", "nfe": "0",
+            "vjp": "0", "dist_to_map": "0", "rel_dist_to_map": "0", "logpost_gap": "0", "err_post_mean": "0.1",
+            "mode": "global", "dist_nearest_mode": "0", "n_modes": "1"}
+    ref = [{**base, "solver": "exact MAP", "image": str(i), "psnr": str(20 + i), "seconds_per_image": "0"} for i in range(2)]
+    a = [{**r, "seconds_per_image": "0.5"} for r in ref] + [{**base, "solver": "ddrm", "image": "0", "psnr": "19", "seconds_per_image": "1"}]
+    b = ref + [{**base, "solver": "lmaps", "image": "0", "psnr": "21", "seconds_per_image": "1"}]
+    _write(tmp_path / "rows_gmm-crops32.csv", a)
+    _write(tmp_path / "rows_gmm-crops32_new.csv", b)
+    rows = twin32_report._read(tmp_path.glob("rows_*.csv"))
+    assert sorted((r["solver"], r["image"]) for r in rows) == [("ddrm", "0"), ("exact MAP", "0"), ("exact MAP", "1"), ("lmaps", "0")]
+    _write(tmp_path / "rows_gmm-crops32_new.csv", [{**ref[0], "psnr": "25"}])
+    with pytest.raises(ValueError, match=r"rows_gmm-crops32\.csv and rows_gmm-crops32_new\.csv disagree"):
+        twin32_report._read(tmp_path.glob("rows_*.csv"))
