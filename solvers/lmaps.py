@@ -139,7 +139,7 @@ def local_variance(sigma: float, k: float) -> float:
 
 
 def _per_image_norm(v: Tensor) -> Tensor:
-    return v.reshape(v.shape[0], -1).norm(dim=1).clamp_min(1e-300)
+    return v.reshape(v.shape[0], -1).norm(dim=1).clamp_min(torch.finfo(v.dtype).tiny)
 
 
 def _expand(c: Tensor, like: Tensor) -> Tensor:
