@@ -24,17 +24,23 @@ print(json.dumps(runner.prepare(config.load(d / "c.toml")).input_hashes, sort_ke
 """
 
 
-def _hashes(threads: int) -> dict:
-    env = parts.subprocess_env(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    code = _PRINT
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True, timeout=300)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def _hashes(*threads: int) -> list[dict]:
+    """The input hashes printed by one fresh process per thread count (run side by side)."""
+    procs = [subprocess.Popen([sys.executable, "-c", _PRINT], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=parts.subprocess_env(OMP_NUM_THREADS=str(t), MKL_NUM_THREADS=str(t)))
+             for t in threads]
+    out = []
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=300)
+        assert p.returncode == 0, stderr[-2000:]
+        out.append(json.loads(stdout.strip().splitlines()[-1]))
+    return out
 
 
 def test_hashes_equal_across_processes_and_thread_counts():
     """A resume on another thread count must not be refused: 1 vs 2 threads give equal hashes
     (LAPACK-derived SVD / eigen factors are left out; their inputs are hashed)."""
-    a, b = _hashes(1), _hashes(2)
+    a, b = _hashes(1, 2)
     assert a == b
     assert {"datasets.digits.images", "priors.gmm-digits.weights_file"} <= set(a)
     assert any(k.startswith("tasks.inpaint.operator") for k in a)
