@@ -106,11 +106,11 @@ DEMO_TASKS = (  # configs/demo.toml: (name, preset, params, noise_sigma in pixel
 
 
 def solver_specs(listed: dict, prob: pc.Problem, prior) -> dict:
-    """The solvers a case times: those ``listed`` with their settings (the original four, whose
-    step counts the committed reports use), then every other solver of the package registry that
-    can run on ``prob`` under ``prior`` and calls the network, at its ``QUICK`` settings (the
-    per-step cost is what the floor and throughput measure). Oracles (no network) and solvers
-    registered at run time (tests, plugins) are left out."""
+    """The solvers a case times: those ``listed`` in ``SETTINGS`` with their settings, then every
+    other solver of the package registry that can run on ``prob`` under ``prior`` and calls the
+    network, at its ``QUICK`` settings (the per-step cost is what the floor and throughput
+    measure), so that a new solver is timed without an edit here. Oracles (no network) and
+    solvers registered at run time (tests, plugins) are left out."""
     from invbench.bench.runner import nfe_per_image
 
     from invbench import solvers
