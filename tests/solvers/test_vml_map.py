@@ -141,10 +141,17 @@ def test_design_reference_setting_reaches_map_on_inpainting():
     assert errs[0] < 2e-3 and errs[1] < 1e-3 and errs[1] < errs[0] / 2, errs
 
 
-@pytest.mark.parametrize("sigma_y", [pytest.param(1e-3, marks=pytest.mark.slow), 1e-2,
-                                     pytest.param(1e-1, marks=pytest.mark.slow)])  # 1e-2 in the default suite
-def test_preconditioned_reaches_exact_map(sigma_y):
-    for op in _ops():
+@pytest.mark.parametrize(("sigma_y", "ops"), [
+    pytest.param(1e-3, "all", marks=pytest.mark.slow),
+    (1e-2, "presets"),   # the default suite: the registered operators (their SVD code paths)
+    pytest.param(1e-2, "dense", marks=pytest.mark.slow),   # dense twins of the same three families
+    pytest.param(1e-1, "all", marks=pytest.mark.slow),
+])
+def test_preconditioned_reaches_exact_map(sigma_y, ops):
+    dense = [MatOp(A, name=k) for k, A in MATS.items()]
+    chosen = {"all": _ops(), "presets": _preset_ops(), "dense": dense}[ops]
+    assert len(chosen) >= 3   # never an empty loop
+    for op in chosen:
         p, y, xmap = _problem(op, sigma_y)
         for s in (solvers.build("vml_map", preset="exact-gaussian", inner_steps=20, transition="map_consistent"),
                   solvers.build("vml_map", preset="default")):
