@@ -3,7 +3,7 @@
 Subcommands: ``list [--json]``, ``run CONFIG [--out DIR] [--resume] [--executor local|slurm|submitit-local]
 [--shards N] [--set KEY=VALUE]...``, ``check [--config CONFIG] [--json]``, ``demo [--out DIR]``,
 ``report RUN_DIR [--out DIR]``, ``compare BASE_RUN NEW_RUN [...]``, ``perf [...]`` (bench/studies/perf.py),
-``fetch [NAME...] [--dir DIR] [--from FILE] [--no-progress]`` (invbench.bench.fetch; its own exit codes).
+``fetch [NAME...] [--dir DIR] [--from FILE [--trust-unverified]] [--no-progress]`` (invbench.bench.fetch; its own exit codes).
 
 Errors go to stderr as one line ``invbench: error: ...``; bad input (config, names, files, data)
 exits 2, a run failure 1; ``--debug`` (before or after the subcommand) shows the traceback.
@@ -12,10 +12,12 @@ exits 2, a run failure 1; ``--debug`` (before or after the subcommand) shows the
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 __all__ = ["main"]
 
@@ -99,11 +101,19 @@ def cmd_list(args) -> int:
 
 
 def _execute(exp, out: Path, resume: bool, executor: str, shards: int | None, progress: bool,
-             allow_nonempty: bool = False, allow_large_cost: bool = False) -> int:
+             allow_nonempty: bool = False, allow_large_cost: bool = False, replace=None) -> int:
+    """Validate, then run. ``replace`` (a callable) removes an older run from ``out`` once the
+    new config has been validated, so a refused config never costs the old results; the user's
+    own entries next to the old run stay and the new run is written beside them."""
     from . import executors, runner
 
-    # everything validated before RUN_DIR exists
-    p = runner.prepare(exp, out, resume, allow_nonempty=allow_nonempty, allow_large_cost=allow_large_cost)
+    # everything validated before RUN_DIR exists (or before an older run in it is removed)
+    p = runner.prepare(exp, None if replace else out, resume, allow_nonempty=allow_nonempty,
+                       allow_large_cost=allow_large_cost)
+    if replace is not None:
+        replace()
+        allow_nonempty = True
+        runner.check_out_dir(out, resume, allow_nonempty)
     n_rows = sum(len(p.datasets[c.dataset].ids) for c in p.cells) * len(exp.seeds)
     print(f"invbench: {len(p.cells)} cells, {n_rows} rows; cost estimate about {p.nfe_estimate:.3g} network "
           "evaluations (NFE x images x seeds)", flush=True)
@@ -153,9 +163,34 @@ def _metric_weights_changed(run_dir: Path, exp) -> bool:
     return any(stored.get(k) != v for k, v in now.items())
 
 
-def cmd_demo(args) -> int:
-    import shutil
+def _refuse_foreign_in_old_demo(out: Path, why: str) -> Any:
+    """The replace plan of the older demo run in ``out``; ValueError (exit 2) naming the files
+    inside its folders that no run wrote."""
+    from . import run_owned
 
+    plan = run_owned.replace_plan(out)
+    if plan.foreign:
+        shown = ", ".join(str(f.relative_to(out)) for f in plan.foreign[:3])
+        more = f" and {len(plan.foreign) - 3} more" if len(plan.foreign) > 3 else ""
+        raise ValueError(f"--out {out}: holds an older demo run ({why}) whose folders also hold files no run wrote "
+                         f"({shown}{more}); move them or choose another --out")
+    return plan
+
+
+def _replace_old_demo(out: Path, why: str) -> None:
+    """Delete the older demo run in ``out`` — only the files a run wrote (``bench.run_owned``),
+    printing what goes; refused while another run holds the folder's lock, or when its folders
+    hold anything else."""
+    from . import run_owned, runner
+
+    with runner._lock(out):
+        plan = _refuse_foreign_in_old_demo(out, why)
+        print(f"invbench: replacing the older demo run in {out} ({why}): removing {len(plan.files)} files it wrote "
+              f"({', '.join(plan.entries)}); nothing else in the folder is touched", file=sys.stderr)
+        run_owned.remove(plan, out)
+
+
+def cmd_demo(args) -> int:
     from . import config, store
 
     cfg = _repo_root() / "configs" / "demo.toml"
@@ -163,16 +198,20 @@ def cmd_demo(args) -> int:
         raise FileNotFoundError(f"{cfg}: demo config not found (is the source tree installed?)")
     exp = config.load(cfg, args.set)
     out = Path(args.out)
-    resume = False
+    resume, replace = False, None
     if (out / store.STORE_NAME).exists():
         meta = store.load_meta(out)
-        if meta.get("config_hash") == exp.config_hash and not _metric_weights_changed(out, exp):
+        same_config = meta.get("config_hash") == exp.config_hash
+        if same_config and not _metric_weights_changed(out, exp):
             resume = True            # same demo: finish/keep what is there
-        elif meta.get("experiment") == exp.name:
-            shutil.rmtree(out)       # an older demo run, or metric weights fetched since: replaced
+        elif meta.get("experiment") == exp.name:   # an older demo run, or metric weights fetched since
+            why = ("metric weights changed since" if same_config else
+                   f"config hash {meta.get('config_hash')}, now {exp.config_hash}")
+            _refuse_foreign_in_old_demo(out, why)   # refused before anything is built
+            replace = functools.partial(_replace_old_demo, out, why)
         else:
             raise ValueError(f"--out {out}: holds another experiment ({meta.get('experiment')}); choose another --out")
-    rc = _execute(exp, out, resume, "local", None, not args.no_progress)
+    rc = _execute(exp, out, resume, "local", None, not args.no_progress, replace=replace)
     if rc != EXIT_OK:
         return rc
     from .report import write_report
@@ -279,7 +318,8 @@ def _weight_rows() -> list[dict]:
 def cmd_fetch(args) -> int:
     from . import fetch
 
-    return fetch.run(args.names, args.dir, args.src, progress=not args.no_progress and sys.stderr.isatty())
+    return fetch.run(args.names, args.dir, args.src, progress=not args.no_progress and sys.stderr.isatty(),
+                     trust_unverified=args.trust_unverified)
 
 
 # --------------------------------------------------------------------------- report / compare
@@ -396,6 +436,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="lpips, lpips-vgg, lpips-squeeze, fid, adm-imagenet, adm-ffhq, or all; none: list them")
     p.add_argument("--dir", help="weights folder (default $INVBENCH_WEIGHTS or ~/.cache/invbench/weights)")
     p.add_argument("--from", dest="src", metavar="FILE", help="import a file downloaded by hand (one NAME)")
+    p.add_argument("--trust-unverified", action="store_true",
+                   help="with --from: import a file no published checksum can verify (recorded as trusted by you)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(fn=cmd_fetch)
 

@@ -50,6 +50,8 @@ NAME_MAX_BYTES = 200
 this many UTF-8 bytes, leaving room within the usual 255-byte limit of one path component."""
 CONFIG_MAX_BYTES = 4 * 1024 * 1024
 """Largest experiment file read (bytes); a config is a few kB."""
+MAX_WARMUP = 100
+"""Most untimed warm-up solves per cell (``warmup``): a bound, so a typo cannot run for ever."""
 
 
 class ConfigError(ValueError):
@@ -416,7 +418,8 @@ def parse(raw: dict, base_dir: Path | str = ".") -> Experiment:
     device = r.get("device", "str", "cpu", check=lambda v: None if _DEVICE_RE.match(v) else "must be cpu, cuda, cuda:N or mps")
     dtype = r.get("dtype", "str", "float32", check=lambda v: None if v in ("float32", "float64") else "must be float32 or float64")
     save_npy = r.get("save_npy", "bool", False)
-    warmup = r.get("warmup", "int", 0, check=lambda v: None if v >= 0 else "must be >= 0")
+    warmup = r.get("warmup", "int", 0, check=lambda v: None if 0 <= v <= MAX_WARMUP else
+                   ("must be >= 0" if v < 0 else f"must be at most {MAX_WARMUP} (untimed solves per cell)"))
     timing_repeats = r.get("timing_repeats", "int", 1, check=lambda v: None if 1 <= v <= 100 else "must be in 1..100")
     data_seed = r.get("data_seed", "int", None, check=lambda v: None if v >= 0 else "must be >= 0")
 

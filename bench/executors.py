@@ -212,6 +212,7 @@ def run_submitit(
     # run may have created the store between the two checks), as in runner.run
     runner._refuse_existing(run_dir, exp, resume, p.input_hashes)
     runner._refuse_foreign(run_dir, allow_nonempty, runner.RunError)
+    had_store = (run_dir / STORE_NAME).exists()   # else nothing in the folder is this run's
     run_dir.mkdir(parents=True, exist_ok=True)
     store_path = run_dir / STORE_NAME
     env = runner.env_info(p.device)
@@ -220,9 +221,10 @@ def run_submitit(
         _wait_shard_locks(run_dir)
         from . import fsafety
 
-        fsafety.clean_own_temp_files(run_dir)
+        if had_store:
+            fsafety.clean_own_temp_files(run_dir)
         with Store(store_path) as st:
-            runner._write_start(p, st, run_dir, env, False)
+            runner._write_start(p, st, run_dir, env, False, keep_truth=had_store)
             for sp in sorted((run_dir / "shards").glob(f"*/{STORE_NAME}")):   # rows of an interrupted run
                 st.merge_from(sp)
         # group cells by solver resources, split each group round-robin into n shards

@@ -28,8 +28,11 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "clean_own_temp_files",
+    "current_umask",
+    "describe_holders",
     "foreign_entries",
     "is_own_temp",
+    "lock_holders",
     "storage_fault",
 ]
 
@@ -63,13 +66,62 @@ def storage_fault(e: BaseException, path: str | os.PathLike, resume_hint: bool =
         if "disk is full" in msg or "disk i/o error" in msg:
             what = str(e)
         elif "database is locked" in msg or "database table is locked" in msg:
-            return StorageFault(f"{path}: the results store is locked by another process (an SQLite writer that is "
+            who = describe_holders(path, f"{path}-wal", f"{path}-shm")
+            return StorageFault(f"{path}: the results store is locked by another process{who} (an SQLite writer that is "
                                 f"not this run); close that program and rerun{' with --resume' if resume_hint else ''}")
     if what is None:
         return None
     hint = "finished rows are kept; free space (or fix the disk) and rerun with --resume" if resume_hint \
         else "free space (or fix the disk) and rerun"
     return StorageFault(f"{path}: {what} (is the disk full?); {hint}")
+
+
+def lock_holders(*paths: str | os.PathLike) -> list[tuple[int, str]]:
+    """``(pid, command line)`` of the processes holding a lock (flock or POSIX) on any of
+    ``paths``, read from ``/proc/locks`` by device and inode; ``[]`` where that is not available
+    (non-Linux) or no lock is held."""
+    keys = set()
+    for p in paths:
+        try:
+            st = os.stat(p)
+        except OSError:
+            continue
+        keys.add((os.major(st.st_dev), os.minor(st.st_dev), st.st_ino))
+    pids: list[int] = []
+    try:
+        with open("/proc/locks", encoding="ascii") as f:
+            for line in f:
+                parts = line.split()
+                if "->" in parts:   # a blocked waiter, not a holder
+                    continue
+                try:
+                    pid, dev = int(parts[4]), parts[5].split(":")
+                    key = (int(dev[0], 16), int(dev[1], 16), int(dev[2]))
+                except (IndexError, ValueError):
+                    continue
+                if key in keys and pid not in pids:
+                    pids.append(pid)
+    except OSError:
+        return []
+    out = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
+        except OSError:
+            cmd = ""
+        out.append((pid, cmd[:120]))
+    return out
+
+
+def describe_holders(*paths: str | os.PathLike) -> str:
+    """`` (held by pid 123: python -m invbench run ...)`` for :func:`lock_holders`, or ``""``."""
+    me = os.getpid()
+    hs = lock_holders(*paths)
+    others = [(p, c) for p, c in hs if p != me]
+    if others:
+        return " (held by " + ", ".join(f"pid {p}: {c}" if c else f"pid {p}" for p, c in others[:3]) + ")"
+    return " (held by another connection of this process)" if hs else ""
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -79,6 +131,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())   # mkstemp's 0600 would hide shared runs from the group
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -92,6 +145,21 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         if isinstance(e, OSError) and e.filename is None:
             raise OSError(e.errno, e.strerror, str(path)) from None
         raise
+
+
+def current_umask() -> int:
+    """The process umask (read from ``/proc/self/status`` where available, so that no other
+    thread ever sees a changed umask; else set and restored at once)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -126,10 +194,19 @@ def clean_own_temp_files(run_dir: str | os.PathLike) -> list[Path]:
 
 
 def foreign_entries(run_dir: str | os.PathLike) -> list[str]:
-    """Sorted top-level names in ``run_dir`` that a run does not create (``[]`` when the folder
-    does not exist)."""
+    """Sorted top-level names in ``run_dir`` that do not belong to a run (``[]`` when the folder
+    does not exist).
+
+    Without a results store nothing in the folder can be a run's: a ``recon/`` or ``truth/``
+    there is somebody else's (or a deleted run's leftovers), so every entry is foreign except an
+    empty ``.lock`` (what a run killed before creating its store leaves) and write probes.
+    """
     try:
         names = os.listdir(run_dir)
     except FileNotFoundError:
         return []
+    if "results.sqlite" not in names:
+        lock = Path(run_dir) / ".lock"
+        return sorted(n for n in names if not _PROBE.match(n)
+                      and not (n == ".lock" and not lock.is_symlink() and lock.is_file() and lock.stat().st_size == 0))
     return sorted(n for n in names if n not in RUN_ENTRIES and not _PROBE.match(n))

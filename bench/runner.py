@@ -50,7 +50,6 @@ import json
 import math
 import os
 import platform
-import re
 import sqlite3
 import subprocess
 import sys
@@ -64,7 +63,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import calibration, cost, fsafety, input_hashes
+from . import calibration, cost, fsafety, input_hashes, run_paths
 from .config import ConfigError, Experiment, preset_provenance
 from .grid import Cell, expand, resolve_preset, steps_hint
 from .netclock import ClockedPrior
@@ -98,12 +97,6 @@ def derive_seed(*parts: Any) -> int:
 
 def _gen(seed: int) -> torch.Generator:
     return torch.Generator(device="cpu").manual_seed(seed)
-
-
-def _safe(s: str) -> str:
-    """A file-name-safe version of an id (no separators, no leading dot)."""
-    out = re.sub(r"[^A-Za-z0-9_.+\-]", "_", str(s))
-    return ("_" + out) if out.startswith(".") or not out else out
 
 
 def code_version() -> str:
@@ -159,6 +152,11 @@ def check_out_dir(run_dir: Path, resume: bool, allow_nonempty: bool = False) -> 
     ``allow_nonempty`` (``--allow-nonempty-out``): a run never mixes its files with a user's.
     """
     run_dir = Path(run_dir)
+    long = [c for c in run_dir.parts if len(os.fsencode(c)) > _NAME_MAX]
+    if long or len(os.fsencode(str(run_dir.absolute()))) > _PATH_MAX:
+        what = f"its component {long[0][:40]!r}... is {len(os.fsencode(long[0]))} bytes (limit {_NAME_MAX})" if long \
+            else f"the path is longer than {_PATH_MAX} bytes"
+        raise ConfigError(f"--out {str(run_dir)[:80]}...: {what}; choose a shorter --out")
     if run_dir.is_symlink() and not run_dir.exists():
         raise ConfigError(f"--out {run_dir}: is a symbolic link to a missing target ({os.readlink(run_dir)}); "
                           "remove the link or choose another --out")
@@ -415,6 +413,7 @@ def _check_pairs(exp: Experiment, cells: list[Cell], built_solvers: dict, built_
 
 
 _NAME_MAX = 255   # bytes per path component on common file systems
+_PATH_MAX = 4000  # bytes of an absolute path (Linux PATH_MAX is 4096; files inside need room)
 
 
 def _check_name_lengths(exp: Experiment, cells: list[Cell], ids: dict[str, list[str]]) -> None:
@@ -424,14 +423,18 @@ def _check_name_lengths(exp: Experiment, cells: list[Cell], ids: dict[str, list[
     seed = max(exp.seeds)
     sidx = {s.label: i for i, s in enumerate(exp.solvers)}
     for c in cells:
-        comp = f"{_safe(c.solver)}__{_safe(c.preset)}"
+        comp = f"{run_paths.stem(c.solver)}__{run_paths.stem(c.preset)}"
         if len(comp.encode()) > _NAME_MAX:
             raise ConfigError(f"solvers[{sidx[c.solver]}]: label + preset make a folder name of {len(comp.encode())} bytes "
                               f"(limit {_NAME_MAX}); use a shorter label")
     for d, iids in ids.items():
         di = next(i for i, x in enumerate(exp.datasets) if x.name == d)
+        clash = run_paths.colliding(iids)
+        if clash is not None:
+            raise ConfigError(f"datasets[{di}] ({d}): image ids {clash[0]!r} and {clash[1]!r} would share one file name "
+                              f"in the run folder ({run_paths.stem(clash[0])!r}); rename one of the files")
         for iid in iids:
-            n = len(f"{_safe(iid)}_s{seed}.png".encode()) + extra
+            n = len(f"{run_paths.stem(iid)}_s{seed}.png".encode()) + extra
             if n > _NAME_MAX:
                 raise ConfigError(f"datasets[{di}] ({d}) image {iid[:60]!r}...: its file name in the run folder would be "
                                   f"{n} bytes (limit {_NAME_MAX}); rename the file")
@@ -465,7 +468,8 @@ def _lock(run_dir: Path) -> Iterator[None]:
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            raise RunError(f"{run_dir}: another invbench run is writing this run directory (lock held)") from None
+            who = fsafety.describe_holders(run_dir / ".lock")
+            raise RunError(f"{run_dir}: another invbench run is writing this run directory (lock held{who and ' ' + who.strip(' ()')})") from None
         yield
     finally:
         f.close()
@@ -526,7 +530,7 @@ class _Item:
 
 
 def _recon_rel(cell: Cell, image_id: str, seed: int, ext: str) -> str:
-    return f"recon/{_safe(cell.solver)}__{_safe(cell.preset)}/{_safe(cell.task.name)}/{_safe(cell.dataset)}/{_safe(cell.prior)}/{_safe(image_id)}_s{seed}.{ext}"
+    return run_paths.recon_rel(cell.solver, cell.preset, cell.task.name, cell.dataset, cell.prior, image_id, seed, ext)
 
 
 def _base_row(p: Prepared, cell: Cell, it: _Item, env: dict) -> dict:
@@ -663,7 +667,7 @@ def _run_batch(p: Prepared, cell: Cell, solver, batch: list[_Item], run_dir: Pat
         write_png(run_dir / rel, x_pix[k].cpu())
         if save_npy:
             write_npy(run_dir / (rel[:-4] + ".npy"), x_pix[k].cpu())
-        meas = run_dir / f"meas/{_safe(cell.task.name)}/{_safe(cell.dataset)}/{_safe(it.image_id)}_s{it.seed}.png"
+        meas = run_dir / run_paths.meas_rel(cell.task.name, cell.dataset, it.image_id, it.seed)
         if not meas.exists():
             vis = _meas_vis(it.op, it.y)
             if vis is not None and vis.ndim == 4:
@@ -716,7 +720,9 @@ def env_info(device: torch.device) -> dict:
             **cost.machine_info(device)}
 
 
-def _write_start(p: Prepared, store: Store, run_dir: Path, env: dict, rss_reset: bool) -> None:
+def _write_start(p: Prepared, store: Store, run_dir: Path, env: dict, rss_reset: bool, keep_truth: bool) -> None:
+    """Record the run's metadata and metric status, and write ``truth/`` (kept on resume, where
+    the input hashes guarantee the same images; rewritten by a new run)."""
     exp = p.exp
     store.set_meta({
         "experiment": exp.name, "config": exp.toml_text(), "config_hash": exp.config_hash,
@@ -744,8 +750,8 @@ def _write_start(p: Prepared, store: Store, run_dir: Path, env: dict, rss_reset:
     store.set_metric_status(rows)
     for name, ds in p.datasets.items():
         for i, iid in enumerate(ds.ids):
-            f = run_dir / f"truth/{_safe(name)}/{_safe(iid)}.png"
-            if not f.exists():
+            f = run_dir / run_paths.truth_rel(name, iid)
+            if not (keep_truth and f.exists()):
                 write_png(f, p.image(name, i).to(torch.float64))
 
 
@@ -833,6 +839,7 @@ def run(
     run_dir = Path(run_dir)
     exp = p.exp
     main_store = run_dir / STORE_NAME
+    had_store = main_store.exists()   # else nothing in the folder is this run's: no cleanup, truth rewritten
     if shard is None:
         _refuse_existing(run_dir, exp, resume, p.input_hashes)
         _refuse_foreign(run_dir, allow_nonempty, RunError)
@@ -849,7 +856,7 @@ def run(
             from .store import load_meta
 
             _refuse_changed_inputs(run_dir, load_meta(run_dir), p.input_hashes)
-        if shard is None:   # shards leave cleanup to their parent (other shards write into RUN_DIR)
+        if shard is None and had_store:   # shards leave cleanup to their parent (other shards write into RUN_DIR)
             fsafety.clean_own_temp_files(run_dir)
         try:
             store = Store(store_dir / STORE_NAME)
@@ -868,7 +875,7 @@ def run(
                 sys.stderr.write(f"invbench: {run_dir}: {len(missing)} finished row(s) lost their files (e.g. {missing[0]}); "
                                  "recomputing them\n")
             rss_reset = cost.reset_rss_peak()
-            _write_start(p, store, run_dir, env, rss_reset)
+            _write_start(p, store, run_dir, env, rss_reset, keep_truth=had_store)
             store.set_meta({"calibration": json.dumps(calibration.calibrate(p.priors, exp.batch_size, p.device, p.dtype))})
             if cell_indices is not None:
                 cells = [p.cells[i] for i in cell_indices]

@@ -124,10 +124,14 @@ def _check_existing(path: Path) -> None:
     con = _connect_readonly(path)
     try:
         have = {r[1] for r in con.execute("PRAGMA table_info(results)")}
+        problems = [r[0] for r in con.execute("PRAGMA quick_check(3)")]   # a corrupt index or page
     except sqlite3.DatabaseError as e:
         raise StoreError(f"{path}: not a usable results store ({e})") from None
     finally:
         con.close()
+    if problems != ["ok"]:
+        raise StoreError(f"{path}: the results store is damaged (SQLite integrity check: {'; '.join(problems)}); "
+                         "restore it from a copy or start a new run in another --out")
     missing = [n for n, _ in RESULT_COLUMNS if n not in have and n not in OPTIONAL_COLUMNS]
     if have and missing:
         raise StoreError(f"{path}: results table lacks columns {', '.join(missing)} (older schema?)")

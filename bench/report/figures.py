@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from .. import run_paths
 from ..fsafety import atomic_write_bytes
 from . import escape
 from .data import RunData
@@ -280,9 +281,9 @@ def grid(b: Leaderboard, run: RunData, out_dir: Path, image_ids: list[str] | Non
     for i, iid in enumerate(ids):
         r_img = rows[rows["image_id"].astype(str) == iid]
         seed = int(pd.to_numeric(r_img["seed"]).min())
-        panels = [("truth", _read_png(_inside(run.run_dir, Path("truth") / b.dataset / f"{iid}.png")), "", ""),
-                  ("meas." if _single() else "measurement", _read_png(_inside(run.run_dir, Path("meas") / b.task / b.dataset
-                                                    / f"{iid}_s{seed}.png")), "", "")]
+        panels = [("truth", _read_png(_inside(run.run_dir, run_paths.truth_rel(b.dataset, iid))), "", ""),
+                  ("meas." if _single() else "measurement",
+                   _read_png(_inside(run.run_dir, run_paths.meas_rel(b.task, b.dataset, iid, seed))), "", "")]
         for c in cells:
             sel = r_img[(r_img["solver"].astype(str) == c.solver) & (r_img["preset"].astype(str) == c.preset)
                         & (r_img["prior"].astype(str) == c.prior) & (pd.to_numeric(r_img["seed"]) == seed)]

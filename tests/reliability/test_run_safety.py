@@ -26,8 +26,10 @@ def _cfg(tmp: Path, text: str = BASE) -> Path:
 
 
 def test_cleanup_never_touches_user_files(tmp_path, capsys):
-    """With --allow-nonempty-out the run writes next to a user's files and removes only its own
-    temp files (exact names inside recon/, meas/, truth/); a user's ``.*.tmp`` files survive."""
+    """With --allow-nonempty-out the run writes next to a user's files. Without a results store
+    nothing there is the run's own, so nothing is cleaned — not even a file named like the run's
+    temp files; on a resume of its own store the run removes only its own temp files (exact
+    names inside recon/, meas/, truth/); a user's ``.*.tmp`` files survive."""
     out = tmp_path / "e"
     (out / "p" / "s").mkdir(parents=True)
     user = {out / "p" / ".notes.tmp": b"x", out / "p" / "s" / ".d.tmp": b"y",
@@ -37,7 +39,14 @@ def test_cleanup_never_touches_user_files(tmp_path, capsys):
     (out / "recon").mkdir()
     own = out / "recon" / ".x_s0.png.k2j3h4g5.invbench-tmp"     # a temp file of an interrupted write
     own.write_bytes(b"half")
-    rc, _, err = cli(capsys, ["run", _cfg(tmp_path), "--out", out, "--no-progress", "--allow-nonempty-out"])
+    cfg = _cfg(tmp_path)
+    rc, _, err = cli(capsys, ["run", cfg, "--out", out, "--no-progress", "--allow-nonempty-out"])
+    assert rc == 0, err
+    assert own.read_bytes() == b"half", "a file the run did not write was removed"
+    own.unlink()
+    own = out / "recon" / ".y_s0.png.k2j3h4g5.invbench-tmp"    # now inside the run's own folder
+    own.write_bytes(b"half")
+    rc, _, err = cli(capsys, ["run", cfg, "--out", out, "--no-progress", "--resume"])
     assert rc == 0, err
     for f, b in user.items():
         assert f.read_bytes() == b, f"user file {f.name} changed or deleted"
