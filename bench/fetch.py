@@ -8,11 +8,21 @@ its final name in one ``os.replace``; its size, sha256, address and time go to t
 manifest. A checksum or size mismatch, a full disk or a write error deletes the ``.part``; a
 dropped connection keeps it so that the next run resumes. Concurrent fetches into one folder
 are serialised by :func:`folder_lock`; the later one finds the file present. Files that a program cannot fetch
-(Google Drive) print manual steps; ``--from FILE`` then imports the file the user downloaded.
+(Google Drive) print manual steps; ``--from FILE`` then imports the file the user downloaded. A file
+with no published checksum cannot be verified, so ``--from`` refuses it unless the user passes
+``--trust-unverified``; the manifest records that (``"verified": false, "trusted_by_user": true``).
+
+Shared weights folders. Every file fetch writes there is opened without following a link
+(``O_NOFOLLOW``; a new ``.part`` with ``O_EXCL``); a symbolic link, a second hard link or anything
+but a regular file at ``<file>.part`` is refused (exit 2, naming the path), the manifest is written
+through a new uniquely named temporary file, and the final name is replaced by ``os.replace``
+(which replaces a link, never writes through it). A download reads at most the published size
+plus one byte: more is an error and the partial file is deleted.
 
 Exit codes: 0 every requested file present and verified; 1 a download failed (network, server
-error, checksum, disk); 2 bad input (unknown name, unusable folder, missing ``--from`` file);
-3 a file needs the manual steps printed. Errors are one line on stderr naming the file and URL.
+error, checksum, disk, more bytes than the published size); 2 bad input (unknown name,
+unusable folder, missing or unverifiable ``--from`` file, a link or foreign file planted at
+``<file>.part``); 3 a file needs the manual steps printed. Errors are one line on stderr naming the file and URL.
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ import hashlib
 import http.client
 import os
 import socket
+import stat
 import sys
 import tempfile
 import time
@@ -103,15 +114,77 @@ def _remove(path: Path) -> None:
         pass
 
 
-def _hash_existing(part: Path) -> tuple[hashlib._Hash, int]:  # type: ignore[name-defined]
+def _planted(path: Path) -> FetchError:
+    """The one-line refusal for ``path`` when it is not a plain file of its own (exit 2)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return FetchError(f"{path}: appeared while it was being created; another program writes into {path.parent}")
+    if stat.S_ISLNK(st.st_mode):
+        what = "is a symbolic link"
+    elif not stat.S_ISREG(st.st_mode):
+        what = "is not a regular file"
+    else:
+        what = f"has {st.st_nlink - 1} other hard link(s)"
+    return FetchError(f"{path} {what}; refusing to write through it (remove it, and check who else can "
+                      f"write into {path.parent})", EXIT_BAD_INPUT)
+
+
+def _open_part(part: Path, create: bool):
+    """Open ``part`` for reading and appending without following a link at its name.
+
+    ``create=False``: the ``.part`` already there, or None when there is none. ``create=True``: a
+    new one (``O_EXCL``: whatever appeared at the name meanwhile is refused). A symbolic link, a
+    file with other hard links or anything but a regular file raises the FetchError of
+    :func:`_planted` (exit 2); the file is never written through."""
+
+    def opener(path: str, flags: int) -> int:
+        flags |= os.O_NOFOLLOW
+        flags = flags | os.O_EXCL if create else flags & ~os.O_CREAT
+        return os.open(path, flags, 0o666)
+
+    try:
+        f = open(part, "a+b", opener=opener)  # noqa: SIM115 - returned to the caller, who closes it
+    except FileNotFoundError:
+        if create:
+            raise FetchError(f"{part}: cannot create it (its folder disappeared)", EXIT_BAD_INPUT) from None
+        return None
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.EMLINK, errno.EEXIST, errno.EISDIR):   # O_NOFOLLOW on a link; O_EXCL
+            raise _planted(part) from None
+        raise FetchError(f"{part}: cannot open it ({e.strerror or e})") from None
+    st = os.fstat(f.fileno())
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
+        f.close()
+        raise _planted(part)
+    return f
+
+
+def _hash_open(f) -> tuple[hashlib._Hash, int]:  # type: ignore[name-defined]
+    """sha256 and length of what an open ``.part`` holds (``f`` None: nothing yet)."""
     h = hashlib.sha256()
     n = 0
-    if part.is_file():
-        with open(part, "rb") as f:
-            while block := f.read(CHUNK):
-                h.update(block)
-                n += len(block)
+    if f is not None:
+        f.seek(0)
+        while block := f.read(CHUNK):
+            h.update(block)
+            n += len(block)
     return h, n
+
+
+def _fresh_part(part: Path):
+    """An empty ``.part`` opened for appending (a stale one is emptied; links are refused)."""
+    f = _open_part(part, create=False)
+    if f is None:
+        return _open_part(part, create=True)
+    f.truncate(0)
+    f.seek(0)
+    return f
+
+
+def _too_big(w: W.WeightFile, url: str, what: str) -> FetchError:
+    return FetchError(f"{w.filename}: {url}: {what} more than the published size of {w.size} bytes; "
+                      "the partial file was deleted")
 
 
 def _progress(total: int | None, initial: int, desc: str, enabled: bool):
@@ -125,12 +198,56 @@ def _attempt(w: W.WeightFile, url: str, part: Path, timeout: float, progress: bo
     """One HTTP request continuing ``part``; returns the sha256 of the whole file when complete.
 
     Raises _Interrupted (resume possible), FetchError (give up for this URL)."""
-    h, offset = _hash_existing(part)
+    f = _open_part(part, create=False)
+    try:
+        h, offset = _hash_open(f)
+        if f is not None and w.size is not None and offset > w.size:   # cannot be a prefix: start again
+            f.truncate(0)
+            h, offset = hashlib.sha256(), 0
+        resp = _request(w, url, part, offset, timeout)
+        with resp:
+            status = resp.status
+            if status == 206:
+                crange = resp.headers.get("Content-Range", "")
+                start = crange.split(" ", 1)[-1].split("-", 1)[0]
+                if not start.isdigit() or int(start) != offset:
+                    if f is not None:
+                        f.close()
+                    _remove(part)
+                    raise _Interrupted(f"server answered a resume at byte {offset} with {crange!r}; starting again")
+            elif status == 200:
+                if offset:                 # Range ignored: the body is the whole file
+                    h, offset = hashlib.sha256(), 0
+                    f.truncate(0)
+                    f.seek(0)
+            else:
+                raise FetchError(f"{w.filename}: {url}: unexpected HTTP {status}")
+            length = resp.headers.get("Content-Length")
+            length = int(length) if length and length.isdigit() else None
+            if w.size is not None and length is not None and offset + length > w.size:
+                if f is not None:
+                    f.close()
+                _remove(part)
+                raise _too_big(w, url, f"the server announces {offset + length} bytes,")
+            if f is None:
+                f = _open_part(part, create=True)
+            got = _receive(w, url, resp, f, part, h, offset, offset + length if length is not None else w.size, progress)
+            if length is not None and got != offset + length:
+                raise _Interrupted(f"connection closed after {got} of {offset + length} bytes")
+    finally:
+        if f is not None:
+            f.close()
+    return h
+
+
+def _request(w: W.WeightFile, url: str, part: Path, offset: int, timeout: float):
+    """Open ``url`` (with ``Range`` from ``offset`` when resuming); the response, or the
+    _Interrupted / FetchError its failure maps to."""
     headers = {"User-Agent": "invbench-fetch"}
     if offset:
         headers["Range"] = f"bytes={offset}-"
     try:
-        resp = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+        return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
     except urllib.error.HTTPError as e:
         if e.code == 416 and offset:   # the .part is not a prefix the server can continue: start again
             _remove(part)
@@ -143,59 +260,52 @@ def _attempt(w: W.WeightFile, url: str, part: Path, timeout: float, progress: bo
         if isinstance(reason, socket.gaierror):   # no name resolution: offline, retrying will not help
             raise FetchError(f"{w.filename}: {url}: cannot connect (cannot resolve the host: {reason}; offline?)") from None
         raise _Interrupted(f"cannot connect ({reason})") from None
-    with resp:
-        status = resp.status
-        if status == 206:
-            crange = resp.headers.get("Content-Range", "")
-            start = crange.split(" ", 1)[-1].split("-", 1)[0]
-            if not start.isdigit() or int(start) != offset:
+
+
+def _receive(w: W.WeightFile, url: str, resp, f, part: Path, h, offset: int, total: int | None, progress: bool) -> int:
+    """Append the body of ``resp`` to the open ``part`` (updating ``h``); the byte count reached.
+
+    Reads at most the published size plus one byte: more is a FetchError and ``part`` is deleted,
+    as after a write error or a full disk; a dropped connection raises _Interrupted."""
+    got = offset
+    bar = _progress(total, offset, w.filename, progress)
+    try:
+        while True:
+            want = CHUNK if w.size is None else min(CHUNK, w.size + 1 - got)
+            try:
+                block = resp.read(want)
+            except (http.client.HTTPException, OSError) as e:   # dropped, reset, timed out
+                raise _Interrupted(f"connection lost after {got} bytes ({type(e).__name__})") from None
+            if not block:
+                break
+            if w.size is not None and got + len(block) > w.size:
+                f.close()
                 _remove(part)
-                raise _Interrupted(f"server answered a resume at byte {offset} with {crange!r}; starting again")
-        elif status == 200:
-            if offset:                 # Range ignored: the body is the whole file
-                h, offset = hashlib.sha256(), 0
+                raise _too_big(w, url, "the server sent")
+            try:
+                f.write(block)
+            except OSError as e:
+                f.close()
                 _remove(part)
-        else:
-            raise FetchError(f"{w.filename}: {url}: unexpected HTTP {status}")
-        length = resp.headers.get("Content-Length")
-        total = offset + int(length) if length and length.isdigit() else w.size
-        got = offset
-        bar = _progress(total, offset, w.filename, progress)
+                if e.errno in _DISK_FULL:
+                    raise FetchError(f"{w.filename}: disk full writing {part}; the partial file was deleted "
+                                     f"(needs {total or 'unknown'} bytes)") from None
+                raise FetchError(f"{w.filename}: cannot write {part} ({e.strerror or e}); "
+                                 "the partial file was deleted") from None
+            h.update(block)
+            got += len(block)
+            bar.update(len(block))
         try:
-            with open(part, "ab") as f:
-                while True:
-                    try:
-                        block = resp.read(CHUNK)
-                    except (http.client.HTTPException, OSError) as e:   # dropped, reset, timed out
-                        raise _Interrupted(f"connection lost after {got} bytes ({type(e).__name__})") from None
-                    if not block:
-                        break
-                    try:
-                        f.write(block)
-                    except OSError as e:
-                        f.close()
-                        _remove(part)
-                        if e.errno in _DISK_FULL:
-                            raise FetchError(f"{w.filename}: disk full writing {part}; the partial file was deleted "
-                                             f"(needs {total or 'unknown'} bytes)") from None
-                        raise FetchError(f"{w.filename}: cannot write {part} ({e.strerror or e}); "
-                                         "the partial file was deleted") from None
-                    h.update(block)
-                    got += len(block)
-                    bar.update(len(block))
-                try:
-                    f.flush()
-                    os.fsync(f.fileno())
-                except OSError as e:
-                    f.close()
-                    _remove(part)
-                    full = "disk full" if e.errno in _DISK_FULL else f"cannot write ({e.strerror or e})"
-                    raise FetchError(f"{w.filename}: {full} flushing {part}; the partial file was deleted") from None
-        finally:
-            bar.close()
-        if length and length.isdigit() and got != offset + int(length):
-            raise _Interrupted(f"connection closed after {got} of {offset + int(length)} bytes")
-    return h
+            f.flush()
+            os.fsync(f.fileno())
+        except OSError as e:
+            f.close()
+            _remove(part)
+            full = "disk full" if e.errno in _DISK_FULL else f"cannot write ({e.strerror or e})"
+            raise FetchError(f"{w.filename}: {full} flushing {part}; the partial file was deleted") from None
+    finally:
+        bar.close()
+    return got
 
 
 def download(w: W.WeightFile, folder: Path, *, retries: int = 3, timeout: float = 60.0,
@@ -226,9 +336,10 @@ def download(w: W.WeightFile, folder: Path, *, retries: int = 3, timeout: float 
     raise FetchError(f"{w.filename}: download failed after {retries + 1} attempt(s): {last}{kept}")
 
 
-def _finish(w: W.WeightFile, part: Path, final: Path, digest: str, url: str) -> W.Located:
-    """Check the complete ``part`` and move it onto ``final``; record it in the manifest."""
-    size = part.stat().st_size
+def _finish(w: W.WeightFile, part: Path, final: Path, digest: str, url: str, trusted: bool = False) -> W.Located:
+    """Check the complete ``part`` and move it onto ``final``; record it in the manifest
+    (``trusted``: the user passed ``--trust-unverified`` for a file with no published checksum)."""
+    size = os.lstat(part).st_size
     if w.size is not None and size != w.size:
         _remove(part)
         raise FetchError(f"{w.filename}: {url}: got {size} bytes, expected {w.size}; the temporary file was deleted")
@@ -237,33 +348,58 @@ def _finish(w: W.WeightFile, part: Path, final: Path, digest: str, url: str) -> 
         _remove(part)
         raise FetchError(f"{w.filename}: {url}: sha256 {digest} does not match the expected {w.expected()}; "
                          "the temporary file was deleted")
-    os.replace(part, final)
-    check = "published checksum" if ok else "none published: sha256 recorded at download"
-    W.write_manifest_entry(final.parent, w.filename, {"sha256": digest, "bytes": size, "url": url,
-                                                      "fetched_at": _now(), "check": check})
+    os.replace(part, final)   # replaces whatever is at the final name (a link too), never writes through it
+    _record(w, final, digest, size, url, trusted)
     return W.check_file(w, final, digest)
 
 
-def import_file(w: W.WeightFile, src: Path, folder: Path) -> W.Located:
+def _record(w: W.WeightFile, final: Path, digest: str, size: int, url: str, trusted: bool) -> None:
+    """Write ``final``'s manifest entry: ``verified`` is False only for an import that no
+    published checksum could check, and then ``trusted_by_user`` says the user vouched for it."""
+    ok = w.check_digest(digest)
+    imported = url.startswith(W.IMPORT_PREFIX)
+    verified = ok is True or (ok is None and not imported)
+    if ok:
+        check = "published checksum"
+    elif verified:
+        check = "none published: sha256 recorded at download"
+    else:
+        check = "none published: trusted by the user (--trust-unverified)" if trusted else "none published: unverified"
+    W.write_manifest_entry(final.parent, w.filename, {
+        "sha256": digest, "bytes": size, "url": url, "fetched_at": _now(), "check": check,
+        "verified": verified, "trusted_by_user": bool(trusted and not verified)})
+
+
+def import_file(w: W.WeightFile, src: Path, folder: Path, trust_unverified: bool = False) -> W.Located:
     """Copy a file the user downloaded by hand into ``folder`` (same checks and atomic rename as
-    a download) and record its size and sha256 in the manifest."""
+    a download) and record its size and sha256 in the manifest.
+
+    A file with no published checksum cannot be verified: it is refused (exit 2) unless
+    ``trust_unverified``, which the manifest records. More or fewer bytes than a published size
+    are refused before anything is copied."""
     src = Path(src).expanduser()
     if not src.is_file():
         raise FetchError(f"--from {src}: file not found", EXIT_BAD_INPUT)
+    if not w.verifiable and not trust_unverified:
+        raise FetchError(f"--from {src}: {w.filename} has no published checksum, so this file cannot be verified; "
+                         "pass --trust-unverified to import it anyway (the manifest then records it as trusted by you, "
+                         "not verified)", EXIT_BAD_INPUT)
+    if w.size is not None and src.stat().st_size != w.size:
+        raise FetchError(f"--from {src}: {src.stat().st_size} bytes, but {w.filename} has {w.size}; nothing was copied")
     _prepare_dir(folder)
     final = folder / w.filename
     part = folder / (w.filename + ".part")
+    url = f"{W.IMPORT_PREFIX}{src}"
     if final.exists() and os.path.samefile(src, final):
         digest = W.sha256_file(final)
         if w.check_digest(digest) is False:
             raise FetchError(f"{final}: sha256 {digest} does not match the expected {w.expected()}")
-        W.write_manifest_entry(folder, w.filename, {"sha256": digest, "bytes": final.stat().st_size,
-                                                    "url": f"local copy of {src}", "fetched_at": _now(),
-                                                    "check": "recorded from the user's file"})
+        _record(w, final, digest, final.stat().st_size, url, trust_unverified)
         return W.check_file(w, final, digest)
     h = hashlib.sha256()
+    fo = _fresh_part(part)
     try:
-        with open(src, "rb") as fi, open(part, "wb") as fo:
+        with open(src, "rb") as fi, fo:
             while block := fi.read(CHUNK):
                 fo.write(block)
                 h.update(block)
@@ -273,7 +409,7 @@ def import_file(w: W.WeightFile, src: Path, folder: Path) -> W.Located:
         _remove(part)
         full = "disk full" if e.errno in _DISK_FULL else f"cannot copy ({e.strerror or e})"
         raise FetchError(f"{w.filename}: {full} writing {part}; the partial file was deleted") from None
-    return _finish(w, part, final, h.hexdigest(), f"local copy of {src}")
+    return _finish(w, part, final, h.hexdigest(), url, trust_unverified)
 
 
 def _say(line: str) -> None:
@@ -289,15 +425,20 @@ def _list(folder: Path) -> int:
         loc = W.locate(w.name, [folder], verify=False)
         size = f"{w.size} bytes" if w.size else "size not published"
         how = "download" if w.fetchable else "manual"
-        _say(f"{w.name}: {w.filename} ({size}; {w.expected()}; {how}) -> "
-             f"{'present' if loc.present else 'missing'} in {folder}")
+        state = "missing"
+        if loc.present:
+            entry = W.read_manifest(folder).get(w.filename)
+            state = "present" + (f" ({W.record_state(entry)})" if entry else "")
+        _say(f"{w.name}: {w.filename} ({size}; {w.expected()}; {how}) -> {state} in {folder}")
     return EXIT_OK
 
 
 def run(names: list[str], folder: Path | None = None, src: str | None = None, *, progress: bool = False,
-        retries: int | None = None, timeout: float = 60.0, backoff: float | None = None) -> int:
+        retries: int | None = None, timeout: float = 60.0, backoff: float | None = None,
+        trust_unverified: bool = False) -> int:
     """The ``invbench fetch`` command: fetch ``names`` (``all`` = every table entry) into ``folder``
-    (default :func:`weights.cache_dir`); one line per file on stdout, errors on stderr; the exit code."""
+    (default :func:`weights.cache_dir`); one line per file on stdout, errors on stderr; the exit code.
+    ``trust_unverified`` (with ``src`` only): import a file no published checksum can verify."""
     dest = Path(folder).expanduser() if folder else W.cache_dir()
     retries = RETRIES if retries is None else retries
     backoff = BACKOFF_S if backoff is None else backoff
@@ -311,9 +452,13 @@ def run(names: list[str], folder: Path | None = None, src: str | None = None, *,
     if src and len(wanted) != 1:
         _err("--from FILE needs exactly one name")
         return EXIT_BAD_INPUT
+    if trust_unverified and not src:
+        _err("--trust-unverified applies only to a file imported with --from FILE")
+        return EXIT_BAD_INPUT
     codes: list[int] = []
     try:
-        _fetch_each(wanted, dest, src, codes, progress=progress, retries=retries, timeout=timeout, backoff=backoff)
+        _fetch_each(wanted, dest, src, codes, progress=progress, retries=retries, timeout=timeout, backoff=backoff,
+                    trust_unverified=trust_unverified)
     except KeyboardInterrupt:
         _err(f"interrupted; a partial download stays as <file>.part in {dest} and the next run resumes it")
         return 130
@@ -326,7 +471,7 @@ def run(names: list[str], folder: Path | None = None, src: str | None = None, *,
 
 
 def _fetch_each(wanted: list[str], dest: Path, src: str | None, codes: list[int], *, progress: bool,
-                retries: int, timeout: float, backoff: float) -> None:
+                retries: int, timeout: float, backoff: float, trust_unverified: bool = False) -> None:
     """Fetch each name in turn, appending its exit code to ``codes`` (stops at bad input)."""
     for n in wanted:
         w = W.TABLE[n]
@@ -334,12 +479,12 @@ def _fetch_each(wanted: list[str], dest: Path, src: str | None, codes: list[int]
             if src:
                 _prepare_dir(dest)
                 with folder_lock(dest):
-                    loc = import_file(w, Path(src), dest)
+                    loc = import_file(w, Path(src), dest, trust_unverified)
                 _say(f"{n}: {loc.path} imported ({loc.path.stat().st_size} bytes, sha256 {loc.sha256}; {loc.how})")
                 codes.append(EXIT_OK)
                 continue
             loc = W.locate(n, [dest])
-            if loc.present and loc.verified:
+            if loc.present and loc.usable:
                 _say(f"{n}: {loc.path} already present ({loc.how}); nothing downloaded")
                 codes.append(EXIT_OK)
                 continue
@@ -350,7 +495,7 @@ def _fetch_each(wanted: list[str], dest: Path, src: str | None, codes: list[int]
             _prepare_dir(dest)
             with folder_lock(dest):
                 loc = W.locate(n, [dest])  # again: a concurrent fetch may have finished it meanwhile
-                if loc.present and loc.verified:
+                if loc.present and loc.usable:
                     _say(f"{n}: {loc.path} present (fetched by another process; {loc.how}); nothing downloaded")
                     codes.append(EXIT_OK)
                     continue

@@ -16,6 +16,9 @@ checks that prefix when it downloads; the same prefix is the official check here
 checkpoints) ``sha256`` is None: ``invbench fetch`` then records the digest and size of the file
 it downloaded from the official address in the cache folder's manifest (:data:`MANIFEST_NAME`),
 and later lookups accept exactly that file ("recorded at download", never called "official").
+A file the user imported with ``invbench fetch NAME --from FILE`` for such an entry cannot be
+verified at all: its record says ``"verified": false``, and lookups accept it only when the user
+vouched for it with ``--trust-unverified`` (``"trusted_by_user": true``; :attr:`Located.usable`).
 """
 
 from __future__ import annotations
@@ -23,11 +26,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
     "ENV_VAR",
+    "IMPORT_PREFIX",
     "MANIFEST_NAME",
     "TABLE",
     "Located",
@@ -37,12 +42,14 @@ __all__ = [
     "fetch_hint",
     "locate",
     "read_manifest",
+    "record_state",
     "sha256_file",
     "write_manifest_entry",
 ]
 
 ENV_VAR = "INVBENCH_WEIGHTS"
 MANIFEST_NAME = "manifest.json"
+IMPORT_PREFIX = "local copy of "  # the manifest "url" of a file imported with ``--from``
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,11 @@ class WeightFile:
     def fetchable(self) -> bool:
         """True when a program can download the file (at least one URL)."""
         return bool(self.urls)
+
+    @property
+    def verifiable(self) -> bool:
+        """True when a checksum is published (full sha256 or torchvision's prefix)."""
+        return bool(self.sha256 or self.sha256_prefix)
 
     def check_digest(self, digest: str) -> bool | None:
         """True/False against the published checksum; None when nothing is published."""
@@ -167,9 +179,10 @@ TABLE: dict[str, WeightFile] = {
             manual=(
                 f"1. open {_DPS_DRIVE} in a browser (Google Drive; a program cannot download it reliably)\n"
                 "2. download ffhq_10m.pt from that folder\n"
-                "3. run: invbench fetch adm-ffhq --from PATH/TO/ffhq_10m.pt\n"
-                "   (copies it into the weights folder and records its size and sha256 there; no "
-                "checksum is published for this file, so compare the printed sha256 with your collaborators')"
+                "3. run: invbench fetch adm-ffhq --from PATH/TO/ffhq_10m.pt --trust-unverified\n"
+                "   (copies it into the weights folder and records its size and sha256 there, marked as trusted "
+                "by you: no checksum is published for this file, so compare the printed sha256 with your "
+                "collaborators')"
             ),
         ),
     )
@@ -205,8 +218,8 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
 
 
 def read_manifest(folder: Path) -> dict[str, dict]:
-    """``folder``'s manifest: ``{filename: {"sha256", "bytes", "url", "fetched_at", "check"}}``;
-    empty when missing or unreadable."""
+    """``folder``'s manifest: ``{filename: {"sha256", "bytes", "url", "fetched_at", "check",
+    "verified", "trusted_by_user"}}``; empty when missing or unreadable."""
     try:
         data = json.loads((Path(folder) / MANIFEST_NAME).read_text())
     except (OSError, ValueError):
@@ -215,13 +228,52 @@ def read_manifest(folder: Path) -> dict[str, dict]:
 
 
 def write_manifest_entry(folder: Path, filename: str, entry: dict) -> None:
-    """Add or replace ``filename``'s entry in ``folder``'s manifest (atomic rename)."""
+    """Add or replace ``filename``'s entry in ``folder``'s manifest (atomic rename).
+
+    The new manifest is written to a new, uniquely named temporary file created with
+    ``O_CREAT | O_EXCL | O_NOFOLLOW`` (a link planted in a shared folder is never written
+    through), then renamed onto :data:`MANIFEST_NAME` (a rename replaces a link at that name)."""
     folder = Path(folder)
     data = read_manifest(folder)
     data[filename] = entry
-    tmp = folder / (MANIFEST_NAME + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, folder / MANIFEST_NAME)
+    text = (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = folder / f".{MANIFEST_NAME}.{os.getpid()}.{secrets.token_hex(6)}.tmp"
+        try:
+            fd = os.open(tmp, flags, 0o666)
+            break
+        except FileExistsError:   # a name taken (or planted): draw another
+            continue
+    else:
+        raise FileExistsError(f"{folder}: cannot create a temporary manifest file")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(text)
+        os.replace(tmp, folder / MANIFEST_NAME)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def record_state(entry: dict) -> str:
+    """How a manifest entry says its file was checked, in words (for listings)."""
+    if _record_verified(entry):
+        return entry.get("check") or "sha256 recorded at download"
+    if entry.get("trusted_by_user"):
+        return "no published checksum; trusted by the user at import (--trust-unverified)"
+    return "imported with --from, no published checksum, not trusted: UNVERIFIED"
+
+
+def _record_verified(entry: dict) -> bool:
+    """A record's own ``verified`` flag; records written before it existed are verified unless
+    they are imports (``url`` "local copy of ..."), which nothing could check."""
+    if "verified" in entry:
+        return entry["verified"] is True
+    return not str(entry.get("url", "")).startswith(IMPORT_PREFIX)
 
 
 @dataclass(frozen=True)
@@ -230,8 +282,10 @@ class Located:
 
     path: the file (or where it would be in the weights folder when absent). present: it exists.
     verified: its digest matches the published checksum, or (nothing published) the digest
-    recorded by ``invbench fetch`` in that folder's manifest. sha256: its digest (None if absent).
-    how: one line saying how it was checked.
+    recorded by ``invbench fetch`` in that folder's manifest when it downloaded the file from the
+    official address. trusted_by_user: not verified, but its digest matches the record of a
+    ``--from`` import the user vouched for (``--trust-unverified``). sha256: its digest (None if
+    absent). how: one line saying how it was checked.
     """
 
     path: Path
@@ -239,6 +293,12 @@ class Located:
     verified: bool
     sha256: str | None
     how: str
+    trusted_by_user: bool = False
+
+    @property
+    def usable(self) -> bool:
+        """Verified, or vouched for by the user: the file may be used."""
+        return self.verified or self.trusted_by_user
 
 
 def check_file(w: WeightFile, path: Path, digest: str | None = None) -> Located:
@@ -250,7 +310,13 @@ def check_file(w: WeightFile, path: Path, digest: str | None = None) -> Located:
         return Located(path, True, ok, digest, how)
     entry = read_manifest(path.parent).get(path.name, {})
     if entry.get("sha256") == digest:
-        return Located(path, True, True, digest, f"matches the sha256 recorded at download ({entry.get('url', 'local copy')})")
+        if _record_verified(entry):
+            return Located(path, True, True, digest, f"matches the sha256 recorded at download ({entry.get('url', 'local copy')})")
+        if entry.get("trusted_by_user") is True:
+            return Located(path, True, False, digest, "no published checksum; trusted by the user at import "
+                           f"(--trust-unverified; {entry.get('url', 'local copy')})", trusted_by_user=True)
+        return Located(path, True, False, digest, "imported with --from and no published checksum, not trusted "
+                       "(import it again with --trust-unverified once you have checked it)")
     if entry:
         return Located(path, True, False, digest, "differs from the sha256 recorded at download (file changed?)")
     return Located(path, True, False, digest, "no published checksum and no record of its download")

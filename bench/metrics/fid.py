@@ -6,7 +6,8 @@ pixel images are clipped to [0, 1] and quantised to 8 bit like the stored PNGs
 (``round(255 x)``), one channel is repeated to three, each image is resized to 299x299 by
 clean-fid's own ``build_resizer("clean")`` (PIL bicubic on float channels), fed to the
 TorchScript Inception-V3 wrapped by ``cleanfid.inception_torchscript.InceptionV3W(dir,
-download=False)``, and the 2048-d features go to ``cleanfid.fid.fid_from_feats``.
+download=False)`` (its ``forward``; the TorchScript file itself is loaded from the bytes that
+were hashed, see below), and the 2048-d features go to ``cleanfid.fid.fid_from_feats``.
 
 Weights: ``inception-2015-12-05.pt`` (StyleGAN2-ADA's TorchScript translation of the TF
 Inception) from ``inception_path`` (the file or its folder), else the invbench weights folder
@@ -15,14 +16,21 @@ else clean-fid's own cache location ``/tmp/inception-2015-12-05.pt``. Nothing is
 during a run. No official sha256 of that file is published in clean-fid or StyleGAN2-ADA, so a
 file is *verified* only when its sha256 equals ``inception_sha256`` (a hash the user pinned after
 checking the file), one of ``KNOWN_INCEPTION_SHA256``, or the sha256 that ``invbench fetch fid``
-recorded in its folder's manifest when it downloaded the file from the official address;
-otherwise FID is unavailable ("unverified"), unless ``allow_unverified=True`` (tests only; then
-``verified = False`` and the value is not real). The file's sha256 and how it was checked are
-always recorded in ``backbone``.
+recorded in its folder's manifest when it downloaded the file from the official address, or
+when the user imported it with ``--from FILE --trust-unverified`` (then ``backbone`` says
+"trusted by the user"); a pinned digest is not required. A ``--from`` import recorded without
+that flag (older manifests) is not accepted. Otherwise FID is unavailable ("unverified") and
+the file is never loaded, unless ``allow_unverified=True`` (tests only; then ``verified =
+False`` and the value is not real). The file is read once: the sha256 is computed over those
+bytes and ``torch.jit.load`` runs on the same bytes, so a file replaced on disk after the check
+(a shared folder) is not what gets loaded. The file's sha256 and how it was checked are always
+recorded in ``backbone``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import platform
 from collections.abc import Callable
 from pathlib import Path
@@ -32,7 +40,6 @@ import torch
 from torch import Tensor
 
 from . import SetMetric
-from .lpips_metric import sha256_file
 
 INCEPTION_FILE = "inception-2015-12-05.pt"
 # sha256 digests of the official file that have been checked; none is published upstream.
@@ -42,6 +49,29 @@ KNOWN_INCEPTION_SHA256: frozenset[str] = frozenset()
 def default_inception_dir() -> Path:
     """clean-fid's hard-coded cache folder (``/tmp`` on Linux/macOS, ``./`` on Windows)."""
     return Path("./" if platform.system() == "Windows" else "/tmp")
+
+
+def _digest(data: bytes) -> str:
+    """Hex sha256 of the Inception file's bytes (the bytes that are then loaded)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def _load_checked(data: bytes, device: torch.device) -> torch.nn.Module:
+    """clean-fid's ``InceptionV3W`` around the TorchScript network in ``data`` (the checked bytes).
+
+    ``InceptionV3W.__init__`` would ``torch.jit.load`` the file by its path a second time; this
+    sets the same three attributes its ``__init__`` sets (clean-fid 0.1.x) from ``data`` instead,
+    so its ``forward`` runs unchanged."""
+    from cleanfid.inception_torchscript import InceptionV3W
+
+    class _CheckedInceptionV3W(InceptionV3W):
+        def __init__(self):
+            torch.nn.Module.__init__(self)
+            self.base = torch.jit.load(io.BytesIO(data), map_location="cpu").eval()
+            self.layers = self.base.layers
+            self.resize_inside = False
+
+    return _CheckedInceptionV3W().to(device).eval()
 
 
 def to_uint8_hwc(x: Tensor) -> np.ndarray:
@@ -110,7 +140,7 @@ class FIDMetric(SetMetric):
         else:
             p = cache_dir() if fetched.is_file() else default_inception_dir()
         where = str(p) if inception_path else f"{cache_dir()} or {default_inception_dir()}"
-        folder, file = (p.parent, p) if p.suffix == ".pt" else (p, p / INCEPTION_FILE)
+        file = p if p.suffix == ".pt" else p / INCEPTION_FILE
         self.path = file
         self.backbone = f"clean-fid {ver} mode=clean; Inception {file}"
         if file.name != INCEPTION_FILE:
@@ -123,7 +153,12 @@ class FIDMetric(SetMetric):
                 "or set metrics.fid.inception_path (nothing is downloaded during a run)"
             )
             return
-        digest = sha256_file(file)
+        try:
+            data = file.read_bytes()
+        except OSError as e:
+            self.unavailable = f"unavailable: cannot read {file} ({e.strerror or e})"
+            return
+        digest = _digest(data)
         self.sha256 = digest
         trusted = set(KNOWN_INCEPTION_SHA256)
         if inception_sha256:
@@ -134,22 +169,21 @@ class FIDMetric(SetMetric):
             from ..weights import TABLE
 
             rec = check_file(TABLE["fid"], file, digest)
-            self.verified, how = rec.verified, (rec.how if rec.verified else "")
+            self.verified, how = rec.usable, (rec.how if rec.usable else "")
         self.backbone += f" sha256 {digest}" + (f" ({how})" if how else "") + ("" if self.verified else " UNVERIFIED")
         if not self.verified and not allow_unverified:
             self.unavailable = (
                 f"unavailable: Inception weights {file} are unverified (sha256 {digest}); run `invbench fetch fid` "
-                "to download the official file, or after checking this one pin it with metrics.fid.inception_sha256"
+                "to download the official file, or after checking this one pin it with metrics.fid.inception_sha256 "
+                "or import it with `invbench fetch fid --from FILE --trust-unverified`"
             )
             return
         try:
             import warnings
 
-            from cleanfid.inception_torchscript import InceptionV3W
-
             with warnings.catch_warnings():  # torch.jit deprecation notice
                 warnings.simplefilter("ignore", FutureWarning)
-                model = InceptionV3W(str(folder), download=False, resize_inside=False).to(self.device).eval()
+                model = _load_checked(data, self.device)
         except Exception as e:  # noqa: BLE001 - reported as one readable line
             self.unavailable = f"unavailable: could not load {file} ({type(e).__name__}: {e}); run `invbench fetch fid` to replace it"
             return

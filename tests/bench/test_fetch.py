@@ -354,11 +354,16 @@ def test_manual_file_prints_steps_then_imports_from_file(tmp_path, capsys):
     assert rc == 3 and "drive.google.com" in out and "--from" in out
     src = tmp_path / "ffhq_10m.pt"
     src.write_bytes(b"stand-in checkpoint bytes")
-    rc, out, _err = _run(capsys, ["fetch", "adm-ffhq", "--dir", str(tmp_path / "w"), "--from", str(src)])
+    assert "--trust-unverified" in out                              # no published checksum
+    rc, out, err = _run(capsys, ["fetch", "adm-ffhq", "--dir", str(tmp_path / "w"), "--from", str(src)])
+    assert rc == 2 and "--trust-unverified" in err and not (tmp_path / "w" / "ffhq_10m.pt").exists()
+    rc, out, _err = _run(capsys, ["fetch", "adm-ffhq", "--dir", str(tmp_path / "w"), "--from", str(src),
+                                  "--trust-unverified"])
     digest = hashlib.sha256(src.read_bytes()).hexdigest()
-    assert rc == 0 and digest in out
+    assert rc == 0 and digest in out and "trusted by the user" in out
     rec = json.loads((tmp_path / "w" / "manifest.json").read_text())["ffhq_10m.pt"]
     assert rec["sha256"] == digest and rec["bytes"] == src.stat().st_size
+    assert rec["verified"] is False and rec["trusted_by_user"] is True
     rc, out, _ = _run(capsys, ["fetch", "adm-ffhq", "--dir", str(tmp_path / "w")])
     assert rc == 0 and "already present" in out
 
