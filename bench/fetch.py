@@ -183,8 +183,9 @@ def _fresh_part(part: Path):
 
 
 def _too_big(w: W.WeightFile, url: str, what: str) -> FetchError:
-    return FetchError(f"{w.filename}: {url}: {what} more than the published size of {w.size} bytes; "
-                      "the partial file was deleted")
+    bound = (f"the published size of {w.size} bytes" if w.size is not None else
+             f"the limit of {w.limit} bytes (no size is published; far above the file's known size)")
+    return FetchError(f"{w.filename}: {url}: {what} more than {bound}; the partial file was deleted")
 
 
 def _progress(total: int | None, initial: int, desc: str, enabled: bool):
@@ -201,7 +202,7 @@ def _attempt(w: W.WeightFile, url: str, part: Path, timeout: float, progress: bo
     f = _open_part(part, create=False)
     try:
         h, offset = _hash_open(f)
-        if f is not None and w.size is not None and offset > w.size:   # cannot be a prefix: start again
+        if f is not None and w.limit is not None and offset > w.limit:   # cannot be a prefix: start again
             f.truncate(0)
             h, offset = hashlib.sha256(), 0
         resp = _request(w, url, part, offset, timeout)
@@ -224,7 +225,7 @@ def _attempt(w: W.WeightFile, url: str, part: Path, timeout: float, progress: bo
                 raise FetchError(f"{w.filename}: {url}: unexpected HTTP {status}")
             length = resp.headers.get("Content-Length")
             length = int(length) if length and length.isdigit() else None
-            if w.size is not None and length is not None and offset + length > w.size:
+            if w.limit is not None and length is not None and offset + length > w.limit:
                 if f is not None:
                     f.close()
                 _remove(part)
@@ -271,14 +272,14 @@ def _receive(w: W.WeightFile, url: str, resp, f, part: Path, h, offset: int, tot
     bar = _progress(total, offset, w.filename, progress)
     try:
         while True:
-            want = CHUNK if w.size is None else min(CHUNK, w.size + 1 - got)
+            want = CHUNK if w.limit is None else min(CHUNK, w.limit + 1 - got)
             try:
                 block = resp.read(want)
             except (http.client.HTTPException, OSError) as e:   # dropped, reset, timed out
                 raise _Interrupted(f"connection lost after {got} bytes ({type(e).__name__})") from None
             if not block:
                 break
-            if w.size is not None and got + len(block) > w.size:
+            if w.limit is not None and got + len(block) > w.limit:
                 f.close()
                 _remove(part)
                 raise _too_big(w, url, "the server sent")
@@ -386,6 +387,9 @@ def import_file(w: W.WeightFile, src: Path, folder: Path, trust_unverified: bool
                          "not verified)", EXIT_BAD_INPUT)
     if w.size is not None and src.stat().st_size != w.size:
         raise FetchError(f"--from {src}: {src.stat().st_size} bytes, but {w.filename} has {w.size}; nothing was copied")
+    if w.size is None and w.limit is not None and src.stat().st_size > w.limit:
+        raise FetchError(f"--from {src}: {src.stat().st_size} bytes, more than {w.filename} can be (limit {w.limit} "
+                         "bytes); nothing was copied")
     _prepare_dir(folder)
     final = folder / w.filename
     part = folder / (w.filename + ".part")

@@ -61,6 +61,9 @@ class WeightFile:
     size: expected size in bytes, None when unknown. sha256: full published hex digest, or None.
     sha256_prefix: torchvision's file-name prefix of the sha256, or None. used_by: what reads
     the file. manual: steps for a human when ``urls`` is empty. source: where the facts above come from.
+    max_bytes: with no published size, the most a download may write (about 4x the size of the
+    file as we know it: SqueezeNet 1.1 5 MB, Inception about 100 MB, ADM ImageNet 2.2 GB, ADM FFHQ
+    374 MB).
     """
 
     name: str
@@ -72,6 +75,13 @@ class WeightFile:
     used_by: str
     source: str
     manual: str | None = None
+    max_bytes: int | None = None
+
+    @property
+    def limit(self) -> int | None:
+        """Most bytes a download may write: the published ``size``, else ``max_bytes`` (a bound set
+        generously above the file's known size, so that a server cannot fill the disk)."""
+        return self.size if self.size is not None else self.max_bytes
 
     @property
     def fetchable(self) -> bool:
@@ -144,6 +154,7 @@ TABLE: dict[str, WeightFile] = {
             size=None,
             sha256=None,
             sha256_prefix="b8a52dc0",
+            max_bytes=32 << 20,
             used_by="metrics.lpips (net = squeeze): torchvision SqueezeNet 1.1 trunk",
             source="torchvision.models.SqueezeNet1_1_Weights.IMAGENET1K_V1",
         ),
@@ -154,6 +165,7 @@ TABLE: dict[str, WeightFile] = {
             size=None,
             sha256=None,
             sha256_prefix=None,
+            max_bytes=512 << 20,
             used_by="set metric fid: clean-fid's TorchScript Inception-V3",
             source="cleanfid.downloads_helper.inception_url",
         ),
@@ -164,6 +176,7 @@ TABLE: dict[str, WeightFile] = {
             size=None,
             sha256=None,
             sha256_prefix=None,
+            max_bytes=8 << 30,
             used_by="prior adm-imagenet (guided-diffusion ImageNet 256, unconditional)",
             source="openai/guided-diffusion README",
         ),
@@ -174,6 +187,7 @@ TABLE: dict[str, WeightFile] = {
             size=None,
             sha256=None,
             sha256_prefix=None,
+            max_bytes=2 << 30,
             used_by="prior adm-ffhq (DPS FFHQ 256)",
             source="DPS2022/diffusion-posterior-sampling README",
             manual=(

@@ -202,6 +202,22 @@ def test_download_stops_at_the_published_size(tmp_path, server, monkeypatch, cap
     assert server.sent < 64 << 20
 
 
+def test_entries_without_a_published_size_stop_at_their_limit(tmp_path, server, monkeypatch, capsys):
+    """With no published size (FID's Inception, ADM), an endless body used to be written until the
+    disk was full; the entry's ``max_bytes`` now bounds it, and every such entry has one."""
+    import dataclasses
+
+    assert all(w.limit is not None for w in W.TABLE.values()), "an entry with no bound on its size"
+    w = _entry(monkeypatch, server, b"", size=None, sha256=None, route={"endless": 64 << 20})
+    monkeypatch.setitem(W.TABLE, "standin", dataclasses.replace(w, max_bytes=1 << 20))
+    folder = tmp_path / "w"
+    rc, _out, err = _fetch(capsys, folder)
+    assert rc == 1, err
+    check_error_line(err, ["standin", FILENAME, f"limit of {1 << 20} bytes", "deleted"])
+    assert sorted(p.name for p in folder.iterdir()) == []
+    assert server.sent < 32 << 20
+
+
 def test_content_length_above_the_published_size_is_refused_before_writing(tmp_path, server, monkeypatch, capsys):
     data = _data(500_000)
     _entry(monkeypatch, server, data, size=300_000)
