@@ -2,6 +2,9 @@
 
 Everything the reports need is loaded once into :class:`RunData`; the reading itself is done by
 ``invbench.bench.store`` (``load_results``, ``load_set_metrics``, ``load_meta``, ``load_metric_status``).
+Rows that shards of a submitit run committed but the parent has not merged yet are read too, and
+the run's progress (rows present against rows expected, still running) is assessed once
+(:mod:`invbench.bench.report.completeness`).
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -28,6 +32,7 @@ class RunData:
     meta: dict[str, str]
     metric_status: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    completeness: Any = None   # invbench.bench.report.completeness.Completeness (None: not assessed)
 
     @property
     def experiment(self) -> str:
@@ -52,9 +57,11 @@ class RunData:
         return out
 
 
-def load_run(run_dir: Path | str) -> RunData:
+def load_run(run_dir: Path | str, *, progress: bool = False) -> RunData:
     """Load results, set metrics, meta and metric status of ``run_dir``.
 
+    With ``progress`` (the report), rows of shard stores not merged yet are added and the run's
+    progress is assessed (:attr:`RunData.completeness`); ``compare`` reads the run store alone.
     Raises :class:`RunDirError` when the directory or ``results.sqlite`` is missing.
     """
     run_dir = Path(run_dir)
@@ -75,5 +82,11 @@ def load_run(run_dir: Path | str) -> RunData:
         raise RunDirError(f"cannot read results store {db}: {e}") from None
     if results is None or not len(results.columns):
         raise RunDirError(f"results store {db} has no results table")
-    return RunData(run_dir, results, set_metrics if set_metrics is not None else pd.DataFrame(), meta,
-                   metric_status if metric_status is not None else pd.DataFrame())
+    run = RunData(run_dir, results, set_metrics if set_metrics is not None else pd.DataFrame(), meta,
+                  metric_status if metric_status is not None else pd.DataFrame())
+    if progress:
+        from .completeness import assess, merge_shard_rows
+
+        run.results, shard_rows, shard_notes = merge_shard_rows(run_dir, results)
+        run.completeness = assess(run_dir, meta, run.results, shard_rows, shard_notes)
+    return run

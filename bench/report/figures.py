@@ -28,12 +28,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from PIL import Image
 
 from .. import run_paths
 from ..fsafety import atomic_write_bytes
 from . import escape
 from .data import RunData
+from .pixels import ImageTooLarge, read_image
 from .stats import direction
 from .style import RC, Palette
 from .summary import CellSummary, Leaderboard
@@ -54,7 +54,7 @@ class FigureRecord:
 # Journal column widths (inches): every figure is drawn once for each; the single-column files
 # carry the suffix ``__col1``. Set by :func:`make_figures` while it draws.
 DOUBLE_COLUMN_IN, SINGLE_COLUMN_IN = 6.8, 3.3
-_COL = {"w": DOUBLE_COLUMN_IN, "suffix": ""}
+_COL: dict = {"w": DOUBLE_COLUMN_IN, "suffix": "", "refused": []}   # refused: images over the pixel cap
 
 
 def _width() -> float:
@@ -229,14 +229,16 @@ def _inside(run_dir: Path, rel: str | Path) -> Path | None:
 
 
 def _read_png(p: Path | None) -> np.ndarray | None:
+    """The image at ``p`` in [0, 1] (:func:`invbench.bench.report.pixels.read_image`), or None when
+    absent, unreadable or over the pixel cap (then its one-line reason is kept for the notes)."""
     if p is None:
         return None
     try:
-        with Image.open(p) as im:
-            a = np.asarray(im.convert("L" if im.mode in ("L", "I", "I;16", "1") else "RGB"), dtype=np.float64)
-    except OSError:
+        return read_image(p)
+    except ImageTooLarge as e:
+        if str(e) not in _COL["refused"]:
+            _COL["refused"].append(str(e))
         return None
-    return a / 255.0
 
 
 def _zoom_inset(ax, img: np.ndarray, zoom: tuple[float, float, float]) -> None:
@@ -274,7 +276,7 @@ def grid(b: Leaderboard, run: RunData, out_dir: Path, image_ids: list[str] | Non
     ids = [i for i in (image_ids or []) if i in available] if image_ids else available[:max_images]
     if not ids:
         return None
-    cells = b.cells
+    cells = [c for c in b.cells if c.n_rows]   # a cell of the grid that has not run has no image
     ncol = 2 + len(cells)
     side = min(1.25, _width() / ncol)
     fig, axes = plt.subplots(len(ids), ncol, figsize=(side * ncol, (side + 0.15) * len(ids)), squeeze=False)
@@ -461,12 +463,14 @@ def cd_figure(boards: list[Leaderboard], pal: Palette, out_dir: Path) -> FigureR
 def make_figures(run: RunData, boards: list[Leaderboard], out_dir: Path,
                  image_ids: list[str] | None = None, *, zoom: tuple[float, float, float] | None = None,
                  widths: tuple[float, ...] = (DOUBLE_COLUMN_IN, SINGLE_COLUMN_IN),
-                 ) -> tuple[list[FigureRecord], list[str]]:
+                 refused: list[str] | None = None) -> tuple[list[FigureRecord], list[str]]:
     """Write all figures into ``out_dir``, each at double-column (6.8 in, ``<stem>.pdf|png``) and
     single-column width (3.3 in, ``<stem>__col1.pdf|png``) unless ``widths`` names only one; returns
     the records and notes on skipped figures. ``zoom`` adds a zoomed inset to the sample grids
-    (see :func:`_zoom_inset`)."""
+    (see :func:`_zoom_inset`). Run images over the pixel cap are not drawn: one line each, naming
+    the file, goes to the notes and to ``refused``."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    _COL["refused"] = []
     solvers = {c.solver for b in boards for c in b.cells}
     presets: dict[str, list[str]] = {}
     for b in boards:
@@ -500,6 +504,9 @@ def make_figures(run: RunData, boards: list[Leaderboard], out_dir: Path,
                      "peak RSS is in the tables.")
     if not any(r.kind == "nfe" for r in recs):
         notes.append("No quality-vs-NFE plot: no cell recorded network evaluations.")
+    notes += _COL["refused"]
+    if refused is not None:
+        refused += _COL["refused"]
     write_manifest(recs, out_dir / MANIFEST)
     return recs, notes
 

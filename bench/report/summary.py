@@ -3,7 +3,10 @@
 A *cell* is solver × preset × task × dataset × prior; its rows are images × seeds. Metric
 summaries use the ok rows only (mean ± 95% Student-t CI, see :mod:`invbench.bench.report.stats`); cells
 whose rows are not all ok carry a status text with counts and messages. Metrics marked
-unavailable in ``metric_status`` are carried as their note and never as numbers.
+unavailable in ``metric_status`` are carried as their note and never as numbers. When the run's
+grid is known (:mod:`invbench.bench.report.completeness`), counts are out of the rows the grid
+expects: a cell with 4 of its 12 rows reads ``ok 4/12; not run 8/12``, and a cell without any
+row is listed with status ``not run``.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ class CellSummary:
     group: int | None = None          # significance rank: 1 + cells significantly better
     provenance: str = ""             # preset_provenance of the rows ("" for stores written before it existed)
     delta_ref: MeanCI | None = None   # paired difference to the reference solver's cell
+    n_expected: int | None = None     # rows the run's grid expects (None: grid unknown)
 
     @property
     def label(self) -> str:
@@ -82,10 +86,13 @@ def _num(series: pd.Series) -> np.ndarray:
     return pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64)
 
 
-def _status_text(rows: pd.DataFrame) -> str:
-    n = len(rows)
+def _status_text(rows: pd.DataFrame, expected: int | None = None) -> str:
+    """``"ok"``, or each status with its count and messages; counts are out of ``expected`` rows
+    when the grid is known and the cell has fewer (the missing ones read ``not run k/n``)."""
+    n = max(len(rows), expected or 0)
     st = rows["status"].astype(str)
-    if (st == "ok").all():
+    missing = n - len(rows)
+    if (st == "ok").all() and not missing:
         return "ok"
     parts = []
     for status, grp in rows[st != "ok"].groupby(st[st != "ok"], sort=True):
@@ -96,6 +103,8 @@ def _status_text(rows: pd.DataFrame) -> str:
     n_ok = int((st == "ok").sum())
     if n_ok:
         parts.append(f"ok {n_ok}/{n}")
+    if missing:
+        parts.append(f"not run {missing}/{n}")
     return "; ".join(parts)
 
 
@@ -110,8 +119,9 @@ def _nanmean(a: np.ndarray) -> float:
 
 
 def summarise_cell(rows: pd.DataFrame, set_rows: pd.DataFrame, unavailable: dict[str, str],
-                   alpha: float = 0.05) -> CellSummary:
-    """Summary of one cell's rows (all statuses) and its set-metric rows."""
+                   alpha: float = 0.05, expected: int | None = None) -> CellSummary:
+    """Summary of one cell's rows (all statuses) and its set-metric rows; ``expected`` is the
+    number of rows the run's grid expects of the cell (None: unknown)."""
     first = rows.iloc[0]
     ok = rows[rows["status"].astype(str) == "ok"]
     metrics: dict[str, MeanCI] = {}
@@ -146,25 +156,34 @@ def summarise_cell(rows: pd.DataFrame, set_rows: pd.DataFrame, unavailable: dict
         solver=str(first["solver"]), preset=str(first["preset"]), task=str(first["task"]),
         provenance=_provenance(first.get("preset_provenance")),
         dataset=str(first["dataset"]), prior=str(first["prior"]),
-        n_rows=len(rows), n_ok=len(ok), status=_status_text(rows), metrics=metrics, set_metrics=sm,
+        n_rows=len(rows), n_ok=len(ok), status=_status_text(rows, expected), metrics=metrics, set_metrics=sm,
         seconds=ci_for("seconds", secs, alpha), seconds_median=float(np.median(fin)) if fin.size else math.nan,
         nfe=_nanmean(_num(ok["nfe"])) if "nfe" in ok else math.nan,
         vjp=_nanmean(_num(ok["vjp"])) if "vjp" in ok else math.nan,
         peak_mem_mib=_nanmax(_num(ok["peak_mem_bytes"])) / MIB if "peak_mem_bytes" in ok else math.nan,
         peak_rss_mib=_nanmax(_num(ok["peak_rss_bytes"])) / MIB if "peak_rss_bytes" in ok else math.nan,
-        batch_sizes=sizes,
+        batch_sizes=sizes, n_expected=expected,
     )
 
 
+def not_run_cell(key: tuple[str, ...], expected: int) -> CellSummary:
+    """The summary of a cell of the run's grid that has no row yet (status ``not run``)."""
+    solver, preset, task, dataset, prior = key
+    return CellSummary(solver=solver, preset=preset, task=task, dataset=dataset, prior=prior, n_rows=0, n_ok=0,
+                       status="not run", metrics={}, set_metrics={}, seconds=ci_for("seconds", []),
+                       seconds_median=math.nan, nfe=math.nan, vjp=math.nan, peak_mem_mib=math.nan,
+                       peak_rss_mib=math.nan, n_expected=expected)
+
+
 def summarise_cells(run: RunData, alpha: float = 0.05) -> list[CellSummary]:
-    """All cells of the run, in (dataset, task, solver, preset, prior) order."""
+    """All cells of the run, in (dataset, task, solver, preset, prior) order; with the run's grid
+    known, also the cells that have no row yet (:func:`not_run_cell`)."""
     df = run.results
-    if not len(df):
-        return []
-    unavailable = run.unavailable()
+    expected = getattr(run.completeness, "expected", None) or {}
+    out: list[CellSummary] = []
+    unavailable = run.unavailable() if len(df) else {}
     sm = run.set_metrics
-    out = []
-    for key, rows in df.groupby(list(CELL_KEYS), sort=True, dropna=False):
+    for key, rows in (df.groupby(list(CELL_KEYS), sort=True, dropna=False) if len(df) else ()):
         if len(sm) and set(CELL_KEYS) <= set(sm.columns):
             mask = np.ones(len(sm), dtype=bool)
             for k, v in zip(CELL_KEYS, key):
@@ -172,7 +191,9 @@ def summarise_cells(run: RunData, alpha: float = 0.05) -> list[CellSummary]:
             set_rows = sm[mask]
         else:
             set_rows = pd.DataFrame(columns=["metric", "value", "n", "note"])
-        out.append(summarise_cell(rows, set_rows, unavailable, alpha))
+        out.append(summarise_cell(rows, set_rows, unavailable, alpha, expected.get(tuple(str(v) for v in key))))
+    present = {c.key for c in out}
+    out += [not_run_cell(k, n) for k, n in expected.items() if k not in present]
     out.sort(key=lambda c: (c.dataset, c.task, c.solver, c.preset, c.prior))
     return out
 

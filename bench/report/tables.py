@@ -93,7 +93,7 @@ def board_rows(b: Leaderboard) -> tuple[list[Header], list[list[Cell]]]:
             r.append(("ci", c.delta_ref, b.primary) if c.delta_ref is not None
                      else ("text", "ref" if c.solver == b.reference and c.rank is not None else "—"))
         r += [("text", c.solver), ("text", c.preset)] + ([("text", c.provenance or "—")] if prov else [])
-        r += [("text", c.prior), ("text", f"{c.n_ok}/{c.n_rows}")]
+        r += [("text", c.prior), ("text", f"{c.n_ok}/{c.n_rows if c.n_expected is None else max(c.n_expected, c.n_rows)}")]
         for m in shown:
             if m == b.primary and c.group == 1 and c.metrics.get(m) is not None:
                 r.append(("bold", _ci_cell(c.metrics.get(m), m)))
@@ -167,8 +167,12 @@ def board_caption(b: Leaderboard) -> str:
     return f"Ranked by {b.primary} ({d}).{n}"
 
 
-def to_markdown(boards: list[Leaderboard], experiment: str) -> str:
-    out = [f"# Leaderboard: {escape.markdown(experiment)}", "", escape.markdown(CI_NOTE), ""]
+def to_markdown(boards: list[Leaderboard], experiment: str, banner: str | None = None) -> str:
+    """The leaderboards as GitHub Markdown; ``banner`` (an incomplete or running run) is set in
+    bold under the title."""
+    out = [f"# Leaderboard: {escape.markdown(experiment)}", ""]
+    out += [f"**{escape.markdown(banner)}**", ""] if banner else []
+    out += [escape.markdown(CI_NOTE), ""]
     if not boards:
         out += ["The run has no results.", ""]
     for b in boards:
@@ -188,10 +192,13 @@ def to_markdown(boards: list[Leaderboard], experiment: str) -> str:
     return "\n".join(out)
 
 
-def to_latex(boards: list[Leaderboard], experiment: str) -> str:
-    """Tables for ``\\input``; the including document needs ``\\usepackage{booktabs,graphicx}``."""
+def to_latex(boards: list[Leaderboard], experiment: str, banner: str | None = None) -> str:
+    """Tables for ``\\input``; the including document needs ``\\usepackage{booktabs,graphicx}``.
+    ``banner`` (an incomplete or running run) is a comment line at the top and a line under every
+    table."""
     out = [f"% invbench leaderboard for experiment {escape.latex(experiment)} (generated; do not edit).",
            "% Requires \\usepackage{booktabs} and \\usepackage{graphicx}."]
+    out += ["% " + escape.latex(" ".join(banner.split()))] if banner else []
     for i, b in enumerate(boards):
         heads, rows = board_rows(b)
         out += [r"\begin{table}[htbp]", r"\centering", r"\small",
@@ -206,7 +213,7 @@ def to_latex(boards: list[Leaderboard], experiment: str) -> str:
         out += [r"\bottomrule", r"\end{tabular}}"]
         for line in unavailable_lines(b):
             out.append(r"\par\footnotesize " + escape.latex(line))
-        for n in b.notes:
+        for n in b.notes + ([banner] if banner else []):
             out.append(r"\par\footnotesize " + escape.latex(n))
         out += [r"\end{table}", ""]
     return "\n".join(out)
@@ -220,7 +227,8 @@ def csv_records(boards: list[Leaderboard]) -> list[dict]:
             r: dict = {"dataset": c.dataset, "task": c.task, "solver": c.solver, "preset": c.preset,
                        "prior": c.prior, "rank": c.rank if c.rank is not None else "",
                        "group": c.group if c.group is not None else "",
-                       "primary_metric": b.primary, "n_rows": c.n_rows, "n_ok": c.n_ok, "status": c.status}
+                       "primary_metric": b.primary, "n_rows": c.n_rows,
+                       "n_expected": "" if c.n_expected is None else c.n_expected, "n_ok": c.n_ok, "status": c.status}
             _ci_fields(r, "delta_best", c.delta_best)
             r["p_best_holm"] = _blank(c.p_best)
             r["reference"] = b.reference or ""
@@ -276,15 +284,16 @@ def write_csv(boards: list[Leaderboard], path: Path) -> None:
 
 
 def write_tables(boards: list[Leaderboard], experiment: str, out_dir: Path,
-                 matched_nfe: list[float] | None = None) -> dict[str, Path]:
+                 matched_nfe: list[float] | None = None, banner: str | None = None) -> dict[str, Path]:
     """Write leaderboard.md (with its "At matched cost" section, :mod:`.matched`), leaderboard.tex,
     leaderboard.csv and, when some budget has two solvers, leaderboard_matched_nfe.csv into
-    ``out_dir``. ``matched_nfe`` lists the budgets (NFE per image; default: shared ones)."""
+    ``out_dir``. ``matched_nfe`` lists the budgets (NFE per image; default: shared ones);
+    ``banner`` says that the run is incomplete or still running (Markdown and LaTeX)."""
     from . import matched
 
     paths = {"md": out_dir / "leaderboard.md", "tex": out_dir / "leaderboard.tex", "csv": out_dir / "leaderboard.csv"}
     section = matched.to_markdown(boards, matched_nfe)
-    atomic_write_text(paths["md"], to_markdown(boards, experiment) + ("\n" + section if section else ""))
+    atomic_write_text(paths["md"], to_markdown(boards, experiment, banner) + ("\n" + section if section else ""))
     recs = matched.records(boards, matched_nfe)
     mpath = out_dir / "leaderboard_matched_nfe.csv"
     if recs:
@@ -292,7 +301,7 @@ def write_tables(boards: list[Leaderboard], experiment: str, out_dir: Path,
         paths["matched_csv"] = mpath
     elif mpath.exists():
         mpath.unlink()                                  # a stale table of an earlier report
-    atomic_write_text(paths["tex"], to_latex(boards, experiment))
+    atomic_write_text(paths["tex"], to_latex(boards, experiment, banner))
     write_csv(boards, paths["csv"])
     return paths
 

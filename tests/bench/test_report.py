@@ -338,11 +338,16 @@ def test_default_out_dir_memory_note_and_report_settings(tmp_path, monkeypatch):
     cfg = '[report]\nreference = "ddrm"\nimages = ["img1"]\nzoom = [0.0, 0.5, 0.25]\n'
     run = make_run(tmp_path / "run", cells, experiment="exp/../x y", meta_extra={"config": cfg})
     monkeypatch.chdir(tmp_path)
-    out = write_report(run, None, image_ids=["nope"])
+    from invbench.bench.config import ConfigError
+
+    with pytest.raises(ConfigError, match="image id 'nope'.*img0, img1, img2"):   # an id of no row: refused
+        write_report(run, None, image_ids=["nope"])
+    assert not (tmp_path / "run" / "report").exists()
+    out = write_report(run, None, image_ids=["img2"])
     assert out.resolve() == (tmp_path / "run" / "report").resolve()  # default: RUN/report, whatever the name
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]      # nothing written elsewhere
     figs = {p.stem.split("__")[0] for p in (out / "figures").glob("*.png")}
-    assert "memory" not in figs and "grid" not in figs  # no GPU memory; unknown image id selects nothing
+    assert "memory" not in figs and "grid" in figs  # no GPU memory; the argument wins over [report] images
     assert "Peak-memory bars skipped" in (out / "index.html").read_text()
     out2 = write_report(run, tmp_path / "o2")   # images, reference and zoom from [report]
     g = Image.open(next((out2 / "figures").glob("grid__*.png")))

@@ -242,7 +242,7 @@ def test_report_files_are_replaced_atomically(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(os, "replace", replace)
     rc, _, err = cli(capsys, ["report", out, "--out", rep])
     monkeypatch.undo()
-    assert rc == 1 and ".pdf" in err and "No space left on device" in err
+    assert rc == 2 and ".pdf" in err and "No space left on device" in err   # a storage error of --out: exit 2
     assert {p: p.read_bytes() for p in rep.rglob("*") if p.is_file()} == old
 
 
