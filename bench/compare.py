@@ -35,23 +35,42 @@ Rows are paired by (solver, preset, task, dataset, prior, image_id, seed). For e
   error) is a regression; so is a base ok row missing from the new run, unless
   ``--allow-missing``.
 
+What cannot be judged is refused (exit 2, one line saying why) before any verdict:
+
+* a run that is **incomplete** — its store holds fewer rows than its grid (meta ``grid_rows``:
+  a killed or stopped run; finish it with ``invbench run ... --resume``) — or **still being
+  written** (a live process holds its ``.lock``); the line names the run and its rows "k of N".
+  Such runs are refused rather than judged on the cells both finished: a missing row is
+  otherwise a regression, and a half-run baseline would pass anything;
+* runs of **different configs** (their ``config_hash`` differs: another name, noise level,
+  steps, ...): the line lists the differing keys of the stored configs (keys that are not part
+  of the hash — description, execution, batch_size, report, solver resources — are left out).
+  ``--allow-config-change`` judges them anyway and prints the same list as a warning;
+* a run with **no ok row** (every row skipped or failed): the line gives its status counts;
+* a ``--metric`` that a run did **not compute** (no ok row has a finite value of it), named.
+
 Exit codes: 0 no regression, 1 at least one regression, 2 bad input (missing run dir or store,
-unknown/unavailable metric, bad thresholds, no pairs), 3 no regression but at least one
-inconclusive cell, only with ``--fail-inconclusive`` (otherwise inconclusive cells exit 0 and are
-listed).
+unknown/unavailable metric, bad thresholds, no pairs, and the refusals above), 3 no regression
+but at least one inconclusive cell, only with ``--fail-inconclusive`` (otherwise inconclusive
+cells exit 0 and are listed).
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import math
+import os
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import tomllib
+from invbench.bench.config import _HASH_EXCLUDED
 from invbench.bench.gate_cost import has_calibration, network_work, timing_samples
 from invbench.bench.gate_stats import RatioTest, ratio_test
 from invbench.bench.report.data import CELL_KEYS, ROW_KEYS, RunData, RunDirError, load_run
@@ -108,6 +127,7 @@ class Thresholds:
     allow_missing: bool = False
     cost: str = "auto"
     min_samples: int = 5
+    allow_config_change: bool = False
 
 
 @dataclass
@@ -139,6 +159,148 @@ def _check_metric(run: RunData, metric: str, which: str) -> None:
     why = run.unavailable().get(metric)
     if why:
         raise CompareError(f"metric {metric!r} is {why} in the {which} run; choose another --metric")
+
+
+def _lock_held(run_dir: Path) -> bool:
+    """True when a live process holds ``run_dir/.lock`` (a run writing it). Opens the file
+    read-only and keeps no lock; no lock file: False."""
+    try:
+        fd = os.open(run_dir / ".lock", os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)   # releases the probe lock
+
+
+def _check_complete(run: RunData, which: str) -> None:
+    """CompareError when ``run`` is still being written or holds fewer rows than its grid."""
+    rows = len(run.results)
+    try:
+        grid: int | None = int(run.meta["grid_rows"])
+    except (KeyError, ValueError):
+        grid = None   # a run made before grid_rows was recorded: only the lock tells
+    done = f"{rows} of {grid} rows" if grid is not None else f"{rows} rows so far"
+    if _lock_held(run.run_dir):
+        raise CompareError(f"the {which} run {run.run_dir} is still being written (a live process holds its .lock; "
+                           f"{done}): compare it when it has finished")
+    if grid is not None and rows < grid:
+        raise CompareError(f"the {which} run {run.run_dir} is incomplete: {done} (killed or stopped before the end); "
+                           "finish it with invbench run CONFIG --out RUN --resume, then compare")
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"tasks[0].noise_sigma": 0.05, ...}``: the leaves of a config (lists of scalars are leaves)."""
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    if isinstance(d, list) and any(isinstance(x, dict) for x in d):
+        out = {}
+        for i, v in enumerate(d):
+            out.update(_flat(v, f"{prefix}[{i}]"))
+        return out
+    return {prefix: d}
+
+
+def _relevant(config_text: str) -> dict[str, Any]:
+    """Leaves of a stored config that enter its hash (see ``invbench.bench.config.config_hash``)."""
+    try:
+        d = tomllib.loads(config_text)
+    except (tomllib.TOMLDecodeError, TypeError):
+        return {}
+    d = {k: v for k, v in d.items() if k not in _HASH_EXCLUDED}
+    if isinstance(d.get("solvers"), list):
+        d["solvers"] = [{k: v for k, v in s.items() if k != "resources"} if isinstance(s, dict) else s
+                        for s in d["solvers"]]
+    return _flat(d)
+
+
+_ABSENT = object()
+
+
+def _val(v: Any) -> str:
+    """A config value as shown in a list of changes (strings quoted, long values cut)."""
+    text = "absent" if v is _ABSENT else repr(v) if isinstance(v, str) else str(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def config_changes(base: dict[str, str], new: dict[str, str]) -> list[str] | None:
+    """``None`` when the runs' config hashes are equal (or either is unrecorded), else the
+    differing keys of their stored configs as ``"key (base -> new)"``."""
+    hb, hn = base.get("config_hash"), new.get("config_hash")
+    if not hb or not hn or hb == hn:
+        return None
+    cb, cn = _relevant(base.get("config", "")), _relevant(new.get("config", ""))
+    keys = [k for k in sorted(set(cb) | set(cn)) if cb.get(k, _ABSENT) != cn.get(k, _ABSENT)]
+    return [f"{k} ({_val(cb.get(k, _ABSENT))} -> {_val(cn.get(k, _ABSENT))})" for k in keys]
+
+
+def _check_config(base: RunData, new: RunData, th: Thresholds) -> list[str]:
+    """CompareError for runs of different configs unless ``th.allow_config_change`` (then one
+    warning naming the differing keys)."""
+    diff = config_changes(base.meta, new.meta)
+    if diff is None:
+        return []
+    shown = "; ".join(diff[:8]) + (f"; and {len(diff) - 8} more" if len(diff) > 8 else "")
+    what = (f"config_hash {base.meta['config_hash']} vs {new.meta['config_hash']}; "
+            + (f"differing keys: {shown}" if diff else "no differing key found in the stored configs"))
+    if not th.allow_config_change:
+        raise CompareError(f"the runs have different configs ({what}); compare two runs of one config, or pass "
+                           "--allow-config-change to judge them anyway")
+    return [f"runs of different configs compared (--allow-config-change): {what}"]
+
+
+def _ok_rows(run: RunData) -> pd.DataFrame:
+    return run.results[run.results["status"].astype(str) == "ok"] if "status" in run.results else run.results.iloc[:0]
+
+
+def _check_ok_rows(run: RunData, which: str) -> None:
+    """CompareError when ``run`` has no ok row (nothing to judge), with its status counts."""
+    if len(_ok_rows(run)):
+        return
+    res = run.results
+    counts = ", ".join(f"{s} {n}" for s, n in res["status"].astype(str).value_counts().items()) \
+        if "status" in res and len(res) else "no rows"
+    msgs = [str(m).strip() for m in res.get("message", pd.Series(dtype=str)).dropna() if str(m).strip()]
+    example = f"; e.g. {msgs[0].splitlines()[0][:120]!r}" if msgs else ""
+    raise CompareError(f"the {which} run has no ok rows ({counts}{example}): nothing to judge")
+
+
+def _computed(run: RunData, metric: str) -> bool:
+    """True when an ok row of ``run`` has a finite value of ``metric``."""
+    ok = _ok_rows(run)
+    if metric not in ok:
+        return False
+    return bool(np.isfinite(pd.to_numeric(ok[metric], errors="coerce").to_numpy(np.float64)).any())
+
+
+def _check_computed(base: RunData, new: RunData, metric: str) -> None:
+    """CompareError naming ``metric`` when a run did not compute it (no ok row has a value)."""
+    lacking = [w for w, r in (("base", base), ("new", new)) if not _computed(r, metric)]
+    if not lacking:
+        return
+    both = [m for m, d in DIRECTIONS.items() if d and _computed(base, m) and _computed(new, m)]
+    hint = f"choose another --metric (computed by both: {', '.join(both)})" if both else "choose another --metric"
+    who = "computed by neither run" if len(lacking) == 2 else f"not computed by the {lacking[0]} run"
+    raise CompareError(f"metric {metric!r} was {who} (no ok row has a value); {hint}")
+
+
+def check_comparable(base: RunData, new: RunData, th: Thresholds) -> list[str]:
+    """The refusals of the module docstring (CompareError, in this order: incomplete or running
+    run, different configs, no ok rows, metric not computed); returns warnings."""
+    _check_complete(base, "base")
+    _check_complete(new, "new")
+    warnings = _check_config(base, new, th)
+    _check_ok_rows(base, "base")
+    _check_ok_rows(new, "new")
+    _check_computed(base, new, th.metric)
+    return warnings
 
 
 def machine(run: RunData) -> dict[str, str]:
@@ -215,7 +377,9 @@ def compare(base: RunData, new: RunData, th: Thresholds) -> Comparison:
         raise CompareError(f"--cost must be one of {', '.join(COSTS)}, got {th.cost!r}")
     _check_metric(base, th.metric, "base")
     _check_metric(new, th.metric, "new")
-    cost, warnings = resolve_cost(base, new, th.cost)
+    warnings = check_comparable(base, new, th)
+    cost, cost_warnings = resolve_cost(base, new, th.cost)
+    warnings += cost_warnings
     b, n = _norm(base.results), _norm(new.results)
     if b.duplicated(list(ROW_KEYS)).any() or n.duplicated(list(ROW_KEYS)).any():
         raise CompareError("a run has duplicate rows for one (solver, preset, task, dataset, prior, image_id, seed)")
@@ -381,7 +545,7 @@ def to_json(c: Comparison, th: Thresholds, code: int) -> dict[str, Any]:
     return {"exit_code": code, "cost": c.cost, "warnings": c.warnings, "machines": c.machines,
             "thresholds": {"metric": th.metric, "max_drop": th.max_drop, "max_slowdown": th.max_slowdown,
                            "min_slowdown_s": th.min_slowdown_s, "alpha": th.alpha, "min_samples": th.min_samples,
-                           "allow_missing": th.allow_missing},
+                           "allow_missing": th.allow_missing, "allow_config_change": th.allow_config_change},
             "regressed": sum(v.regression for v in c.verdicts),
             "inconclusive": sum(v.verdict == "inconclusive" for v in c.verdicts),
             "cells": cells}
@@ -413,6 +577,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exit 3 when nothing regressed but a cell is inconclusive (default: exit 0)")
     p.add_argument("--allow-missing", action="store_true",
                    help="do not count base rows absent from the new run as regressions")
+    p.add_argument("--allow-config-change", action="store_true",
+                   help="judge runs of different configs (refused by default); a warning lists the differing keys")
     return p
 
 
@@ -435,7 +601,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.min_samples < 1:
             raise CompareError(f"--min-samples must be >= 1, got {a.min_samples}")
         th = Thresholds(a.metric, a.max_drop, a.max_slowdown, a.min_slowdown_s, a.alpha, a.allow_missing,
-                        a.cost, a.min_samples)
+                        a.cost, a.min_samples, a.allow_config_change)
         base, new = load_run(a.base), load_run(a.new)
         c = compare(base, new, th)
     except (RunDirError, CompareError) as e:

@@ -735,6 +735,8 @@ def _write_start(p: Prepared, store: Store, run_dir: Path, env: dict, rss_reset:
         # (cpu_capability): bitwise reruns need the same of both
         **{k: env[k] for k in ("cpu_model", "cpu_capability", "gpu_name", "torch_threads", "cpu_count")},
         "timing_repeats": str(exp.timing_repeats),
+        # rows of the whole grid: compare tells a finished run from a killed or running one
+        "grid_rows": str(sum(len(p.datasets[c.dataset].ids) for c in p.cells) * len(exp.seeds)),
         "seeding": "operator/noise/solver generators seeded by sha256(seed, kind, task, dataset, image_id)",
         "batching": "images batched only while their operators are identical",
         "datasets": repr({k: v.source() for k, v in p.datasets.items()}),

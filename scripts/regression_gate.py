@@ -152,7 +152,7 @@ def judge(base: Path, new: Path, cost: str = "auto") -> dict:
     from invbench.bench.compare import Thresholds, compare
     from invbench.bench.report.data import load_run
 
-    c = compare(load_run(base), load_run(new), Thresholds(cost=cost))
+    c = compare(load_run(base), load_run(new), Thresholds(cost=cost, allow_config_change=True))   # more_steps
     cells = []
     for v in c.verdicts:
         t = v.speed

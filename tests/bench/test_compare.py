@@ -164,7 +164,8 @@ image = ["psnr", "mse"]
 @pytest.mark.slow
 def test_real_runs_rerun_passes_fewer_steps_fails(tmp_path):
     """Acceptance on real runs: a rerun of the same config passes (0); the same config with DPS
-    cut from 25 to 2 steps fails the gate (1) on the DPS cell only."""
+    cut from 25 to 2 steps is another config (refused, 2) and, with --allow-config-change, fails
+    the gate (1) on the DPS cell only."""
     cfg = tmp_path / "gate.toml"
     cfg.write_text(GATE_CONFIG)
     env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
@@ -179,7 +180,8 @@ def test_real_runs_rerun_passes_fewer_steps_fails(tmp_path):
 
     base, rerun, worse = run("base"), run("rerun"), run("worse", "solvers[0].overrides.steps=2")
     assert main([str(base), str(rerun)]) == 0
-    assert main([str(base), str(worse)]) == 1
-    bad = flagged(base, worse)
+    assert main([str(base), str(worse)]) == 2   # another config: refused unless --allow-config-change
+    assert main([str(base), str(worse), "--allow-config-change"]) == 1
+    bad = flagged(base, worse, allow_config_change=True)
     assert set(bad) == {("dps", "paper-inpaint", "inpaint_random-50", "digits", "gmm-digits")}
     assert any("psnr worse" in r for r in bad[next(iter(bad))])
