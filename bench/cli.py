@@ -387,6 +387,17 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _shard_count(text: str) -> int:
+    """argparse type of ``--shards``: an integer from 1 to ``executors.MAX_SHARDS`` (a huge count
+    would otherwise spend its time walking empty shard slots)."""
+    from .executors import MAX_SHARDS
+
+    v = _positive_int(text)
+    if v > MAX_SHARDS:
+        raise argparse.ArgumentTypeError(f"must be <= {MAX_SHARDS} (the most shards a run is split into), got {v}")
+    return v
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
@@ -402,7 +413,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run directory (default runs/<name>)")
     p.add_argument("--resume", action="store_true", help="continue a run: skip rows already ok/skipped")
     p.add_argument("--executor", choices=("local", "slurm", "submitit-local", "submitit-debug"), default="local")
-    p.add_argument("--shards", type=_positive_int, default=None, help="grid shards for submitit (default execution.shards)")
+    p.add_argument("--shards", type=_shard_count, default=None,
+                   help="grid shards for submitit, 1 to 10000 (default execution.shards)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--allow-nonempty-out", action="store_true",

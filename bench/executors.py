@@ -21,14 +21,29 @@ Signals and limits
   Local jobs have no time limit (submitit's default of a few minutes would kill long shards);
   Slurm jobs use ``execution.resources.timeout_min`` (or the solver's ``resources``) — set it to
   fit the work, a line says so when it is missing. A failed shard is reported as one line
-  (:class:`ExecutorError`) naming the shard, its error and its log file.
+  (:class:`ExecutorError`) naming the shard, its cause and its log file: the last exception of
+  the worker's traceback (e.g. ``StorageFault: ...: No space left on device``), or, for a worker
+  that ended without a result (killed, out of memory, cancelled), "worker exited without a
+  result" with the signal when submitit knows it, submitit's job state (Slurm: ``TIMEOUT``,
+  ``OUT_OF_MEMORY``, ...) and the last error line of its log.
+
+Shard count
+  At most :data:`MAX_SHARDS` shards (``--shards`` / ``execution.shards``; more is refused with a
+  ConfigError). Shards beyond the number of cells would be empty and are not submitted.
+
+Calibration
+  The submitting process calibrates the device at the start (meta ``calibration``, as a local
+  run does: :mod:`invbench.bench.calibration`); each worker calibrates its own device too, and
+  after the merge the run's meta ``calibration_shards`` holds them as ``{shard: calibration}``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -38,10 +53,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import Experiment
+from .config import ConfigError, Experiment
 from .store import STORE_NAME, Store
 
-__all__ = ["ExecutorError", "run_local", "run_submitit", "shard_job"]
+__all__ = ["MAX_SHARDS", "ExecutorError", "check_shards", "run_local", "run_submitit", "shard_job"]
+
+MAX_SHARDS = 10_000
+"""Most shards a run is split into (``--shards``, ``execution.shards``): Slurm's default
+``MaxArraySize`` is 1001, and each shard is a process with its own store."""
 
 LOCAL_TIMEOUT_MIN = 60 * 24 * 365
 """Time limit (minutes) given to local submitit jobs: in effect none."""
@@ -49,6 +68,14 @@ LOCAL_TIMEOUT_MIN = 60 * 24 * 365
 
 class ExecutorError(RuntimeError):
     """A shard job failed or could not start; ``str(e)`` is one line naming the shard and its log."""
+
+
+def check_shards(n: int, option: str = "--shards") -> int:
+    """``n`` when ``1 <= n <= MAX_SHARDS``, else :class:`ConfigError` naming ``option``."""
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_SHARDS:
+        raise ConfigError(f"{option}: must be between 1 and {MAX_SHARDS} (the most shards a run is split into), "
+                          f"got {n}")
+    return n
 
 
 def _start_time(pid: int) -> str | None:
@@ -118,20 +145,77 @@ def shard_job(config_text: str, base_dir: str, run_dir: str, shard: int, n_shard
     return _ShardResult(shard, s.rows, s.counts)
 
 
+_NO_OUTPUT = re.compile(r"has not produced any output \(state: ([^)\n]*)\)")
+_LOG_ERROR = re.compile(r"error|killed|oom|out of memory|cancel|signal|fatal|terminated|segmentation|abort",
+                        re.IGNORECASE)
+
+
+def _last_exception(text: str) -> str | None:
+    """The exception line of the last Python traceback in ``text`` (the first line after its
+    frames that is not indented), or None when ``text`` holds no traceback."""
+    lines = text.splitlines()
+    starts = [i for i, ln in enumerate(lines) if ln.startswith("Traceback (most recent call last)")]
+    if not starts:
+        return None
+    for ln in lines[starts[-1] + 1:]:
+        if ln.strip() and not ln[0].isspace():
+            return ln.strip()
+    return None
+
+
+def _signal_of(job) -> str:
+    """"killed by signal N (NAME)" when the job's process (submitit-local) died of a signal, else ""."""
+    proc = getattr(job, "_process", None)
+    rc = getattr(proc, "returncode", None)
+    if not isinstance(rc, int) or rc >= 0:
+        return ""
+    try:
+        name = signal.Signals(-rc).name
+    except ValueError:
+        name = "unknown signal"
+    return f"killed by signal {-rc} ({name})"
+
+
+def _no_result_cause(text: str, job) -> str:
+    """Why a worker that produced no result ended: the signal (when submitit knows it), the job
+    state, and the last error line of its log."""
+    m = _NO_OUTPUT.search(text)
+    state = m.group(1).strip() if m else str(getattr(job, "state", "") or "unknown")
+    log = text.split("-" * 40, 1)[1] if "-" * 40 in text else ""
+    errs = [ln.strip() for ln in log.splitlines()
+            if ln.strip() and not ln.startswith("submitit ") and _LOG_ERROR.search(ln)]
+    parts = [p for p in (_signal_of(job), f"state {state}") if p]
+    if errs:
+        parts.append(f"last error in its log: {errs[-1]}")
+    elif not parts[0].startswith("killed"):
+        parts.append("no error in its log: killed from outside, e.g. SIGKILL or the out-of-memory killer")
+    return "worker exited without a result (" + "; ".join(parts) + ")"
+
+
+def _cause(e: BaseException, job) -> str:
+    """One line: why a shard job failed (see the module docstring, "Signals and limits")."""
+    text = str(e)
+    exc = _last_exception(text)
+    if exc is not None:
+        return exc
+    if _NO_OUTPUT.search(text):
+        return _no_result_cause(text, job)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[0] if lines else type(e).__name__
+
+
 def _result(job, sid: int):
-    """The job's result, or :class:`ExecutorError` with the last line of its error."""
+    """The job's result, or :class:`ExecutorError`: one line naming the shard, its cause
+    (:func:`_cause`) and its log."""
     import submitit
 
     try:
         return job.result()
     except submitit.core.utils.UncompletedJobError as e:
-        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-        errs = [ln for ln in lines if (ln.split(":", 1)[0].endswith(("Error", "Exception", "Interrupt"))
-                                       and not ln.startswith(("submitit.", "raise ")))]
-        why = errs[-1] if errs else (lines[0] if lines else type(e).__name__)
+        why = " ".join(_cause(e, job).split())
         log = getattr(getattr(job, "paths", None), "stderr", "")
-        raise ExecutorError(f"shard {sid} failed: {why[:300]} (log: {log}); finished rows are kept, rerun with "
-                            "--resume") from None
+        hint = "" if "--resume" in why[:500] else "; finished rows are kept, rerun with --resume"
+        raise ExecutorError(f"shard {sid} failed: {why[:500]} (log: {log}){hint}") from None
 
 
 def _wait_shard_locks(run_dir: Path, wait_s: float = 30.0) -> None:
@@ -178,6 +262,33 @@ def _cancel_on_signal():
             signal.signal(signal.SIGTERM, old)
 
 
+def _calibrate(p, st: Store) -> None:
+    """Meta ``calibration`` of the run, measured in this (the submitting) process exactly as
+    :func:`invbench.bench.runner.run` measures it for a local run."""
+    from . import calibration
+
+    cal = calibration.calibrate(p.priors, p.exp.batch_size, p.device, p.dtype)
+    st.set_meta({"calibration": json.dumps(cal)})
+
+
+def _record_shard_calibrations(st: Store, run_dir: Path, n_shards: int) -> None:
+    """Meta ``calibration_shards``: ``{shard id: calibration}`` of each shard store of this run
+    (each worker calibrates its own device at its start)."""
+    from .store import load_meta
+
+    out: dict[str, Any] = {}
+    for sid in range(n_shards):
+        sp = run_dir / "shards" / str(sid) / STORE_NAME
+        if not sp.exists():
+            continue
+        try:
+            out[str(sid)] = json.loads(load_meta(sp).get("calibration", ""))
+        except ValueError:   # a worker that ended before calibrating
+            continue
+    if out:
+        st.set_meta({"calibration_shards": json.dumps(out, sort_keys=True)})
+
+
 def _resource_params(res: dict) -> dict:
     out = {}
     for k, v in res.items():
@@ -206,8 +317,8 @@ def run_submitit(
     from . import runner
 
     run_dir = Path(run_dir)
+    n = check_shards(shards, "--shards") if shards else check_shards(exp.execution.shards, "execution.shards")
     p = prepared if prepared is not None else runner.prepare(exp, run_dir, resume, allow_nonempty=allow_nonempty)
-    n = int(shards or exp.execution.shards)
     # refused read-only before anything is created, and checked again under the lock (another
     # run may have created the store between the two checks), as in runner.run
     runner._refuse_existing(run_dir, exp, resume, p.input_hashes)
@@ -225,6 +336,7 @@ def run_submitit(
             fsafety.clean_own_temp_files(run_dir)
         with Store(store_path) as st:
             runner._write_start(p, st, run_dir, env, False, keep_truth=had_store)
+            _calibrate(p, st)
             for sp in sorted((run_dir / "shards").glob(f"*/{STORE_NAME}")):   # rows of an interrupted run
                 st.merge_from(sp)
         # group cells by solver resources, split each group round-robin into n shards
@@ -249,7 +361,7 @@ def run_submitit(
             if params:
                 ex.update_parameters(**params)
             ex.update_parameters(name=f"invbench-{exp.name}")
-            parts = [idxs[k::n] for k in range(n) if idxs[k::n]]
+            parts = [idxs[k::n] for k in range(min(n, len(idxs)))]   # shards beyond the cells would be empty
             ids = list(range(shard_id, shard_id + len(parts)))
             shard_id += len(parts)
             with ex.batch():
@@ -261,6 +373,7 @@ def run_submitit(
                 sp = run_dir / "shards" / str(sid) / STORE_NAME
                 if sp.exists():
                     st.merge_from(sp)
+            _record_shard_calibrations(st, run_dir, shard_id)
             runner.compute_set_metrics(p, st, run_dir)
             counts: dict[str, int] = {}
             for r in st.rows("WHERE config_hash=?", (exp.config_hash,)):
