@@ -9,6 +9,7 @@ the page declares a Content-Security-Policy that forbids scripts altogether.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -19,8 +20,9 @@ from ..fsafety import atomic_write_text
 from .data import RunData
 from .escape import html_text as E
 from .figures import DOUBLE_COLUMN_IN, FigureRecord
+from .names import solver_name, task_names_of_run
 from .stats import DECIMALS, UNITS, arrow, fmt_number
-from .summary import Leaderboard
+from .summary import Leaderboard, overall_ranking, solver_cells
 from .tables import (
     CI_NOTE,
     DISPLAY,
@@ -77,36 +79,102 @@ def _board_html(b: Leaderboard, idx: int) -> str:
     return "\n".join(out)
 
 
-def _summary_html(boards: list[Leaderboard]) -> str:
-    """Solver × (dataset, task) matrix of each board's primary metric: mean, bold for the best and
-    the cells not significantly worse (significance group 1)."""
+def _mark_html(c, metric: str) -> str:
+    v = fmt_number(c.metrics[metric].mean, DECIMALS.get(metric, 3)).replace("-", "−")
+    return f"<b>{v}</b>" if c.is_best else f"<u>{v}</u>" if c.tied_with_best else v
+
+
+def board_verdict(b: Leaderboard, task_names: dict[str, str]) -> str:
+    """One sentence: the best solver of the board, the solvers tied with it, how many are worse."""
+    cells = solver_cells(b)
+    best = next((c for c in cells.values() if c.is_best), None)
+    if best is None:
+        return ""
+    tied = sorted(solver_name(s) for s, c in cells.items() if c.tied_with_best)
+    worse = len(cells) - 1 - len(tied)
+    name = f"{task_names.get(b.task, b.task)} ({b.dataset})"
+    m = best.metrics[b.primary]
+    head = f"{name}: {solver_name(best.solver)} has the best mean {b.primary.upper()} ({m.mean:.{DECIMALS.get(b.primary, 3)}f})"
+    if not tied:
+        return head + f"; every other solver ({worse}) is significantly worse."
+    return (head + f"; {', '.join(tied)} {'is' if len(tied) == 1 else 'are'} not significantly worse"
+            + (f"; {worse} solver{'s' if worse != 1 else ''} significantly worse." if worse else "."))
+
+
+def overall_verdict(boards: list[Leaderboard]) -> str:
+    """The sentence across boards: who is best or tied on how many tasks, and the Friedman test
+    over image blocks (post-hoc only when it rejects)."""
+    ranked = [b for b in boards if solver_cells(b)]
+    if not ranked:
+        return ""
+    top: dict[str, int] = {}
+    for b in ranked:
+        for s, c in solver_cells(b).items():
+            top[s] = top.get(s, 0) + int(bool(c.is_best or c.tied_with_best))
+    lead = sorted(top, key=lambda s: (-top[s], s))[:3]
+    parts = [", ".join(f"{solver_name(s)} is best or tied with the best on {top[s]} of {len(ranked)} boards"
+                       for s in lead) + "."]
+    r = overall_ranking(boards)
+    if r is None:
+        parts.append("Too few solvers common to all boards for an overall ranking.")
+    else:
+        p = f"p = {r.friedman_p:.2g}" if math.isfinite(r.friedman_p) else "p undefined"
+        first = solver_name(r.methods[0])
+        if r.rejects:
+            worse = [solver_name(m) for m, (_, ph) in r.wilcoxon.items() if ph < 0.05]
+            parts.append(f"Friedman over {r.n_blocks} image blocks ({r.n_boards} boards, {len(r.methods)} solvers): "
+                         f"{p}, the average ranks differ; {first} ranks first, and "
+                         + (f"{', '.join(worse)} {'is' if len(worse) == 1 else 'are'} significantly worse than it "
+                            "(Wilcoxon signed-rank over the blocks, Holm)." if worse else
+                            "no solver is significantly worse than it (Wilcoxon signed-rank over the blocks, Holm)."))
+        else:
+            parts.append(f"Friedman over {r.n_blocks} image blocks ({r.n_boards} boards, {len(r.methods)} solvers): "
+                         f"{p}; no overall difference in ranks is shown, so no post-hoc ranking is drawn.")
+    return " ".join(parts)
+
+
+def _summary_html(boards: list[Leaderboard], task_names: dict[str, str] | None = None) -> str:
+    """One row per solver (its best-ranked preset per board; the presets in a note), oracles in
+    their own block, n per column, the one-vs-best marks and the verdict sentences."""
+    task_names = task_names or {}
     ranked = [b for b in boards if any(c.rank is not None for c in b.cells)]
     if not ranked:
         return '<p class="note">No leaderboard is ranked.</p>'
-    labels: list[str] = []
+    solvers: list[str] = []
+    oracles: list[str] = []
     for b in ranked:
         for c in b.cells:
-            if c.label not in labels:
-                labels.append(c.label)
-    out = ['<table class="summary"><thead><tr><th>solver</th>']
-    out += [f"<th>{E(b.dataset)}<br>{E(b.task)}<br>{render_header(Header(DISPLAY.get(b.primary, b.primary), UNITS.get(b.primary, ''), arrow(b.primary)), 'html')}</th>"
-            for b in ranked]
+            if c.solver not in solvers + oracles:
+                (oracles if c.is_oracle else solvers).append(c.solver)
+    out = [f'<p class="verdict"><b>{E(overall_verdict(ranked))}</b></p>', '<table class="summary"><thead><tr><th>solver</th>']
+    for b in ranked:
+        n = max((c.metrics[b.primary].n for c in b.cells if b.primary in c.metrics), default=0)
+        head = render_header(Header(DISPLAY.get(b.primary, b.primary), UNITS.get(b.primary, ""), arrow(b.primary)), "html")
+        out.append(f"<th>{E(task_names.get(b.task, b.task))}<br>{E(b.dataset)}<br>{head}<br>n = {n}</th>")
     out.append("</tr></thead><tbody>")
-    for lab in labels:
-        row = [f"<td>{E(lab)}</td>"]
-        for b in ranked:
-            cs = [c for c in b.cells if c.label == lab and b.primary in c.metrics]
-            if not cs:
-                row.append("<td>—</td>")
-                continue
-            c = min(cs, key=lambda c: c.rank or 10**9)
-            v = fmt_number(c.metrics[b.primary].mean, DECIMALS.get(b.primary, 3))
-            row.append(f"<td><b>{v}</b></td>" if c.group == 1 else f"<td>{v}</td>")
-        out.append("<tr>" + "".join(row) + "</tr>")
+    folded: dict[str, set[str]] = {}
+    for group, title in ((solvers, None), (oracles, "exact references (not ranked)")):
+        if title and group:
+            out.append(f'<tr><th colspan="{len(ranked) + 1}">{E(title)}</th></tr>')
+        for sv in group:
+            row = [f"<td>{E(solver_name(sv))}</td>"]
+            for b in ranked:
+                cs = [c for c in b.cells if c.solver == sv and b.primary in c.metrics]
+                if not cs:
+                    row.append("<td>—</td>")
+                    continue
+                c = min(cs, key=lambda c: (c.rank is None, c.rank or 0, c.preset))
+                folded.setdefault(sv, set()).update(x.preset for x in cs)
+                row.append(f"<td>{_mark_html(c, b.primary)}</td>")
+            out.append("<tr>" + "".join(row) + "</tr>")
     out.append("</tbody></table>")
-    out.append('<p class="note">Mean of the primary metric per cell; bold: the best cell of the column and '
-               "every cell not significantly worse than another (paired t-tests on the same images and seeds, "
-               "Holm-corrected at 5%).</p>")
+    out.append('<p class="note">Mean of the primary metric over images (seeds averaged per image). Bold: the best '
+               "solver of the column; underlined: not significantly worse than it (paired t-test on image means "
+               "against the best, Bonferroni over the column's other solvers, α = 0.05; the adjusted intervals are "
+               "in the leaderboards). Oracles are exact references. Each solver shows its best-ranked preset; "
+               "presets: " + E("; ".join(f"{solver_name(k)}: {', '.join(sorted(v))}" for k, v in folded.items())) + ".</p>")
+    verdicts = [board_verdict(b, task_names) for b in ranked]
+    out.append("<ul class=\"verdicts\">" + "".join(f"<li>{E(v)}</li>" for v in verdicts if v) + "</ul>")
     return "\n".join(out)
 
 
@@ -165,7 +233,7 @@ def _matched_html(boards: list[Leaderboard], targets: list[float] | None) -> str
 
     out = []
     for b, ts, rows in tables(boards, targets):
-        cells = "".join(f"<th>NFE ≈ {t:g}</th>" for t in ts)
+        cells = "".join(f"<th>NFE+VJP ≈ {t:g}</th>" for t in ts)
         body = "".join("<tr>" + "".join(
             f"<td><b>{E(v[2:-2])}</b></td>" if v.startswith("**") else f"<td>{E(v)}</td>" for v in r) + "</tr>"
             for r in rows)
@@ -173,7 +241,7 @@ def _matched_html(boards: list[Leaderboard], targets: list[float] | None) -> str
                    f"<tbody>{body}</tbody></table>")
     if not out:
         return ""
-    return ("<details><summary>At matched cost (network evaluations per image)</summary>"
+    return ("<details><summary>At matched cost (forward-equivalents per image: NFE + VJP)</summary>"
             f'<p class="note">Primary metric (mean [95% interval], preset) of each solver\'s best-ranked cell within '
             f"±{REL_TOL:.0%} of the column's budget; bold: best mean of the column (no test); —: not run at that "
             "budget.</p>" + "\n".join(out) + "</details>")
@@ -193,7 +261,7 @@ def render_html(run: RunData, boards: list[Leaderboard], figs: list[FigureRecord
              ('<p class="note">Generated by <code>invbench report</code>; tables are also in '
               '<a href="leaderboard.md">leaderboard.md</a>, <a href="leaderboard.tex">leaderboard.tex</a> and '
               '<a href="leaderboard.csv">leaderboard.csv</a>, figures as PDF in <code>figures/</code>.</p>'),
-             "<h2>Summary</h2>", _summary_html(boards)]
+             "<h2>Summary</h2>", _summary_html(boards, task_names_of_run(run.meta.get("config")))]
     figs = [f for f in figs if f.width_in == DOUBLE_COLUMN_IN]   # the page shows the double-column set
     lead = [f for f in figs if f.kind in ("cd", "pareto")]   # the answer first: ranking, then cost
     parts += [_figure_html(f, page_dir) for f in lead]

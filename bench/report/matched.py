@@ -1,10 +1,14 @@
-"""Leaderboards at matched cost: each solver's primary metric at a given number of network
-evaluations (NFE) per image, so that "better" is read at equal cost.
+"""Leaderboards at matched cost: each solver's primary metric at a given cost per image, so that
+"better" is read at equal cost.
 
-A solver is *at* a budget T when one of its cells has a mean NFE per image within ±10% of T; with
+Cost is counted in *forward-equivalents*: network evaluations plus vector–Jacobian products
+through the network (NFE + VJP per image), so DPS at 100 NFE + 100 VJP (200) is not matched with
+DiffPIR at 100 NFE (100). A VJP costs about one to two forward passes on the hardware we measured;
+counting it as one is the lower bound, stated wherever the number is printed.
+A solver is *at* a budget T when one of its cells has a mean cost per image within ±10% of T; with
 several such cells (presets), its best-ranked one stands for it. Targets come from ``[report]
-matched_nfe`` / ``--matched-nfe``; by default, every NFE value (rounded) at which at least two
-solvers of a leaderboard ran. The quality-vs-NFE figure (``nfe``) shows the whole curves.
+matched_nfe`` / ``--matched-nfe`` (in forward-equivalents); by default, every cost (rounded) at
+which at least two solvers of a leaderboard ran. Oracles are not matched (they are references).
 """
 
 from __future__ import annotations
@@ -16,7 +20,12 @@ from .stats import DECIMALS, direction, fmt_number
 from .summary import CellSummary, Leaderboard
 from .tables import DISPLAY
 
-REL_TOL = 0.10   # a cell is at budget T when |NFE - T| <= 10% of T
+REL_TOL = 0.10   # a cell is at budget T when |cost - T| <= 10% of T
+
+
+def cost(c: CellSummary) -> float:
+    """Forward-equivalents per image: NFE + VJP (a missing VJP count is 0)."""
+    return c.nfe + (c.vjp if math.isfinite(c.vjp) else 0.0)
 
 
 def at_budget(b: Leaderboard, target: float) -> dict[str, CellSummary]:
@@ -24,7 +33,8 @@ def at_budget(b: Leaderboard, target: float) -> dict[str, CellSummary]:
     ``target`` and which has the primary metric."""
     out: dict[str, CellSummary] = {}
     for c in b.cells:
-        if not (math.isfinite(c.nfe) and abs(c.nfe - target) <= REL_TOL * target and b.primary in c.metrics):
+        if c.is_oracle or not (math.isfinite(c.nfe) and abs(cost(c) - target) <= REL_TOL * target
+                                and b.primary in c.metrics):
             continue
         cur = out.get(c.solver)
         if cur is None or (c.rank or 10**9) < (cur.rank or 10**9):
@@ -33,11 +43,11 @@ def at_budget(b: Leaderboard, target: float) -> dict[str, CellSummary]:
 
 
 def default_targets(b: Leaderboard) -> list[float]:
-    """NFE values (rounded to integers) at which at least two solvers of ``b`` ran."""
+    """Costs (forward-equivalents, rounded to integers) at which at least two solvers of ``b`` ran."""
     by: dict[int, set[str]] = {}
     for c in b.cells:
-        if math.isfinite(c.nfe) and c.nfe > 0 and b.primary in c.metrics:
-            by.setdefault(round(c.nfe), set()).add(c.solver)
+        if not c.is_oracle and math.isfinite(c.nfe) and cost(c) > 0 and b.primary in c.metrics:
+            by.setdefault(round(cost(c)), set()).add(c.solver)
     return sorted(float(t) for t, s in by.items() if len(s) >= 2)
 
 
@@ -90,7 +100,7 @@ def to_markdown(boards: list[Leaderboard], targets: list[float] | None = None) -
 
     parts = []
     for b, ts, rows in tables(boards, targets):
-        head = ["solver"] + [f"NFE ≈ {t:g}" for t in ts]
+        head = ["solver"] + [f"NFE+VJP ≈ {t:g}" for t in ts]
         esc = [[escape.markdown(v) if not v.startswith("**") else "**" + escape.markdown(v[2:-2]) + "**" for v in r]
                for r in rows]
         parts += [f"### {escape.markdown(b.dataset)} · {escape.markdown(b.task)}", "",
@@ -100,7 +110,8 @@ def to_markdown(boards: list[Leaderboard], targets: list[float] | None = None) -
     metric = {DISPLAY.get(b.primary, b.primary) for b in boards}
     return "\n".join(["## At matched cost", "",
                       (f"{', '.join(sorted(metric))} (mean [95% interval], preset) of each solver's best-ranked cell whose "
-                      f"network evaluations per image are within ±{REL_TOL:.0%} of the column's budget; bold: the "
+                      f"forward-equivalents per image (network evaluations + VJPs through the network, a VJP counted as one) are "
+                      f"within ±{REL_TOL:.0%} of the column's budget; bold: the "
                       "best mean of the column (no test); —: not run at that budget. The quality-vs-NFE figures "
                       "show the whole curves."), ""] + parts)
 
@@ -117,6 +128,6 @@ def records(boards: list[Leaderboard], targets: list[float] | None = None) -> li
             for s, c in sorted(col.items()):
                 m = c.metrics[b.primary]
                 out.append({"dataset": b.dataset, "task": b.task, "nfe_target": t, "solver": s, "preset": c.preset,
-                            "nfe_mean": c.nfe, "metric": b.primary, "mean": m.mean, "ci_low": m.low,
+                            "nfe_mean": c.nfe, "vjp_mean": c.vjp, "cost_fe": cost(c), "metric": b.primary, "mean": m.mean, "ci_low": m.low,
                             "ci_high": m.high, "n": m.n})
     return out

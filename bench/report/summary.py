@@ -19,6 +19,7 @@ import pandas as pd
 
 from .data import CELL_KEYS, RunData
 from .stats import DEFAULT_PRIMARY, PER_IMAGE_METRICS, MeanCI, ci_for, direction
+from .verdicts import image_means, is_oracle, non_monotone, one_vs_best, seed_spread
 
 MIB = float(1 << 20)
 
@@ -52,10 +53,12 @@ class CellSummary:
     peak_mem_mib: float              # max over ok rows; NaN when not recorded (CPU)
     peak_rss_mib: float
     batch_sizes: str = "1"           # distinct batch sizes of the ok rows, e.g. "4,2"
-    rank: int | None = None
-    delta_best: MeanCI | None = None  # paired difference to the rank-1 cell (bench/report/paired.py)
-    p_best: float = math.nan          # its Holm-adjusted p-value
-    group: int | None = None          # significance rank: 1 + cells significantly better
+    rank: int | None = None           # by mean among the board's solver cells (oracles: None)
+    delta_best: MeanCI | None = None  # cell − best on image means, Bonferroni-adjusted interval (verdicts.py)
+    delta_level: float = math.nan     # confidence level of that interval (1 − 0.05/m)
+    is_best: bool | None = None       # None: not ranked (oracle, no value)
+    tied_with_best: bool | None = None   # not significantly worse than the best (interval reaches 0)
+    seed_sd: float = math.nan         # primary metric: mean over images of the SD across seeds
     provenance: str = ""             # preset_provenance of the rows ("" for stores written before it existed)
     delta_ref: MeanCI | None = None   # paired difference to the reference solver's cell
     n_expected: int | None = None     # rows the run's grid expects (None: grid unknown)
@@ -67,6 +70,10 @@ class CellSummary:
     @property
     def key(self) -> tuple[str, ...]:
         return (self.solver, self.preset, self.task, self.dataset, self.prior)
+
+    @property
+    def is_oracle(self) -> bool:
+        return is_oracle(self.solver)
 
 
 @dataclass
@@ -80,6 +87,8 @@ class Leaderboard:
     cells: list[CellSummary]
     notes: list[str] = field(default_factory=list)
     reference: str | None = None     # solver of the Δ ref column (None: no such column)
+    footnotes: list[str] = field(default_factory=list)   # marks that are not monotone in the mean, explained
+    image_means: dict[tuple, pd.Series] = field(default_factory=dict, repr=False)   # primary, per ranked cell
 
 
 def _num(series: pd.Series) -> np.ndarray:
@@ -125,10 +134,10 @@ def summarise_cell(rows: pd.DataFrame, set_rows: pd.DataFrame, unavailable: dict
     first = rows.iloc[0]
     ok = rows[rows["status"].astype(str) == "ok"]
     metrics: dict[str, MeanCI] = {}
-    for m in PER_IMAGE_METRICS:
+    for m in PER_IMAGE_METRICS:   # the image is the unit: seeds are averaged per image first
         if m in unavailable or m not in ok:
             continue
-        ci = ci_for(m, _num(ok[m]), alpha)
+        ci = ci_for(m, image_means(ok, m).to_numpy(float), alpha)
         if ci.n:
             metrics[m] = ci
     sm: dict[str, tuple[float | None, int | None, str]] = {}
@@ -145,25 +154,53 @@ def summarise_cell(rows: pd.DataFrame, set_rows: pd.DataFrame, unavailable: dict
     fin = secs[np.isfinite(secs)]
     sizes = "1"
     if "batch_size" in ok and len(ok) and (pd.to_numeric(ok["batch_size"], errors="coerce") > 1).any():
-        # a batch is timed once and its per-image time shared by its rows: one sample per batch
-        # (rows of a batch are not independent timings), so n is the number of timed batches
-        bs = pd.to_numeric(ok["batch_size"], errors="coerce").fillna(1).astype(int)
-        sizes = ",".join(str(v) for v in sorted(set(bs), reverse=True))
-        batches = pd.DataFrame({"s": secs, "b": bs.to_numpy(), "seed": ok["seed"].astype(str).to_numpy()})
-        batches = batches[np.isfinite(batches["s"])].drop_duplicates()
-        secs = batches["s"].to_numpy()
+        sizes = ",".join(str(v) for v in sorted(set(pd.to_numeric(ok["batch_size"], errors="coerce")
+                                                     .fillna(1).astype(int)), reverse=True))
     return CellSummary(
         solver=str(first["solver"]), preset=str(first["preset"]), task=str(first["task"]),
         provenance=_provenance(first.get("preset_provenance")),
         dataset=str(first["dataset"]), prior=str(first["prior"]),
         n_rows=len(rows), n_ok=len(ok), status=_status_text(rows, expected), metrics=metrics, set_metrics=sm,
-        seconds=ci_for("seconds", secs, alpha), seconds_median=float(np.median(fin)) if fin.size else math.nan,
+        seconds=timing_ci(ok, alpha), seconds_median=float(np.median(fin)) if fin.size else math.nan,
         nfe=_nanmean(_num(ok["nfe"])) if "nfe" in ok else math.nan,
         vjp=_nanmean(_num(ok["vjp"])) if "vjp" in ok else math.nan,
         peak_mem_mib=_nanmax(_num(ok["peak_mem_bytes"])) / MIB if "peak_mem_bytes" in ok else math.nan,
         peak_rss_mib=_nanmax(_num(ok["peak_rss_bytes"])) / MIB if "peak_rss_bytes" in ok else math.nan,
         batch_sizes=sizes, n_expected=expected,
     )
+
+
+MIN_TIMING_SAMPLES = 5
+"""Fewest timed batches for an interval of s/image; with fewer the value is printed with its n."""
+
+
+def timing_ci(ok: pd.DataFrame, alpha: float = 0.05) -> MeanCI:
+    """s/image of a cell: the mean over images (a batch of ``b`` images timed once counts ``b``
+    times, so batches of different sizes are weighted by their images), with a seeded bootstrap
+    interval over the timed batches when there are at least :data:`MIN_TIMING_SAMPLES` of them
+    (else the half-width is NaN and ``n`` is the number of timed batches)."""
+    if "seconds" not in ok or not len(ok):
+        return MeanCI(math.nan, math.nan, 0)
+    s = _num(ok["seconds"])
+    b = pd.to_numeric(ok["batch_size"], errors="coerce").fillna(1).to_numpy(float) if "batch_size" in ok \
+        else np.ones(len(ok))
+    rows = pd.DataFrame({"s": s, "b": b, "seed": ok["seed"].astype(str).to_numpy(),
+                         "batch": ok["timings"].astype(str).to_numpy() if "timings" in ok else np.arange(len(ok))})
+    rows = rows[np.isfinite(rows["s"])]
+    if not len(rows):
+        return MeanCI(math.nan, math.nan, 0)
+    # one sample per timed batch: its per-image seconds and its number of images
+    batches = rows.groupby(["seed", "batch", "s"], sort=False)["b"].size().reset_index(name="w")
+    w, v = batches["w"].to_numpy(float), batches["s"].to_numpy(float)
+    mean = float(np.sum(w * v) / np.sum(w))
+    n = len(batches)
+    if n < MIN_TIMING_SAMPLES:
+        return MeanCI(mean, math.nan, n)
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, n, size=(4000, n))
+    boots = np.sum(w[idx] * v[idx], axis=1) / np.sum(w[idx], axis=1)
+    lo, hi = (float(q) for q in np.quantile(boots, [alpha / 2, 1 - alpha / 2]))
+    return MeanCI(mean, (hi - lo) / 2, n, lo, hi)
 
 
 def not_run_cell(key: tuple[str, ...], expected: int) -> CellSummary:
@@ -199,9 +236,10 @@ def summarise_cells(run: RunData, alpha: float = 0.05) -> list[CellSummary]:
 
 
 def _rank(cells: list[CellSummary], primary: str) -> None:
+    """Rank the solver cells by the mean of their image means (oracles are references: unranked)."""
     d = direction(primary) or 1
     scored = [(c.metrics[primary].mean, c) for c in cells
-              if primary in c.metrics and math.isfinite(c.metrics[primary].mean)]
+              if not c.is_oracle and primary in c.metrics and math.isfinite(c.metrics[primary].mean)]
     scored.sort(key=lambda t: -d * t[0])
     prev, rank = None, 0
     for i, (v, c) in enumerate(scored, start=1):
@@ -210,30 +248,44 @@ def _rank(cells: list[CellSummary], primary: str) -> None:
         c.rank = rank
 
 
-def _pair(run: RunData, cells: list[CellSummary], primary: str, alpha: float,
-          reference: str | None = None) -> None:
-    """Fill ``delta_best``, ``p_best`` and ``group`` of the ranked cells (paired on image × seed)."""
-    from .paired import paired_groups
+def _cell_rows(df: pd.DataFrame, key: tuple) -> pd.DataFrame:
+    mask = np.ones(len(df), dtype=bool)
+    for k, v in zip(CELL_KEYS, key, strict=True):
+        mask &= (df[k].astype(str) == str(v)).to_numpy()
+    return df[mask]
 
+
+def _judge(run: RunData, cells: list[CellSummary], primary: str, alpha: float,
+           reference: str | None = None) -> tuple[dict[tuple, pd.Series], list[str]]:
+    """Fill the marks (``is_best``, ``tied_with_best``, ``delta_best``; verdicts.one_vs_best),
+    ``seed_sd`` and ``delta_ref`` of the ranked cells; return their image means and the footnotes
+    that explain marks not monotone in the mean."""
     ranked = sorted((c for c in cells if c.rank is not None), key=lambda c: (c.rank, c.key))
-    df = run.results
-    rows = {}
+    rows = {c.key: _cell_rows(run.results, c.key) for c in ranked}
+    means = {c.key: image_means(rows[c.key], primary) for c in ranked}
+    verdicts = one_vs_best(means, primary, alpha)
     for c in ranked:
-        mask = np.ones(len(df), dtype=bool)
-        for k, v in zip(CELL_KEYS, c.key, strict=True):
-            mask &= (df[k].astype(str) == str(v)).to_numpy()
-        rows[c.key] = df[mask]
-    res = paired_groups(rows, [c.key for c in ranked], primary, alpha)
-    for c in ranked:
-        r = res[c.key]
-        c.delta_best, c.p_best, c.group = r.delta_best, r.p_best, r.group
-    if reference is not None:
-        from .paired import paired_delta
+        v = verdicts.get(c.key)
+        if v is not None:
+            c.is_best, c.tied_with_best, c.delta_best, c.delta_level = v.is_best, v.tied_with_best, v.delta, v.level
+        c.seed_sd = seed_spread(rows[c.key], primary)
+    ref = next((c for c in ranked if c.solver == reference), None) if reference is not None else None
+    if ref is not None:   # one comparison, not a family: an unadjusted 95 % interval on image means
+        from .verdicts import paired_interval
 
-        ref = next((c for c in ranked if c.solver == reference), None)   # its best-ranked cell
         for c in ranked:
-            if ref is not None and c is not ref:
-                c.delta_ref = paired_delta(rows[c.key], rows[ref.key], primary)
+            if c is not ref:
+                c.delta_ref = paired_interval(means[c.key], means[ref.key], 1 - alpha)
+    by_key = {c.key: c for c in ranked}
+    notes = []
+    for a, b in non_monotone(verdicts, {k: float(v.mean()) for k, v in means.items() if len(v)}, primary):
+        ca, cb = by_key[a], by_key[b]
+        sa, sb = verdicts[a].worse_sd, verdicts[b].worse_sd
+        notes.append(f"{ca.label} is tied with the best although {cb.label} has a better mean and is not: "
+                     f"{ca.label}'s differences to the best vary more (SD {sa:.3g} vs {sb:.3g} over "
+                     f"{verdicts[a].delta.n if verdicts[a].delta else 0} vs {verdicts[b].delta.n if verdicts[b].delta else 0} images), "
+                     "so its interval is wider.")
+    return means, notes
 
 
 def build_leaderboards(run: RunData, primary: dict[str, str] | None = None,
@@ -256,6 +308,8 @@ def build_leaderboards(run: RunData, primary: dict[str, str] | None = None,
     for (ds, task), cs in sorted(boards.items()):
         prim = primary.get(task, DEFAULT_PRIMARY)
         notes: list[str] = []
+        img_means: dict[tuple, pd.Series] = {}
+        footnotes: list[str] = []
         if prim in unavailable:
             notes.append(f"Primary metric {prim} is {unavailable[prim]}; cells are not ranked.")
         else:
@@ -263,7 +317,7 @@ def build_leaderboards(run: RunData, primary: dict[str, str] | None = None,
             if all(c.rank is None for c in cs):
                 notes.append(f"No cell has a value of the primary metric {prim}; cells are not ranked.")
             else:
-                _pair(run, cs, prim, alpha, reference)
+                img_means, footnotes = _judge(run, cs, prim, alpha, reference)
         metrics = [m for m in PER_IMAGE_METRICS if any(m in c.metrics for c in cs)]
         set_names = sorted({m for c in cs for m in c.set_metrics})
         for m in unavailable:  # kept in the lists so that tables state them (a line, never a number)
@@ -271,9 +325,35 @@ def build_leaderboards(run: RunData, primary: dict[str, str] | None = None,
                 (set_names if m not in PER_IMAGE_METRICS else metrics).append(m)
         metrics = [m for m in PER_IMAGE_METRICS if m in metrics] + [m for m in metrics if m not in PER_IMAGE_METRICS]
         set_names = [m for m in set_names if m not in metrics]
-        cs.sort(key=lambda c: (c.rank is None, c.rank or 0, c.solver, c.preset, c.prior))
+        cs.sort(key=lambda c: (c.is_oracle, c.rank is None, c.rank or 0, c.solver, c.preset, c.prior))
         out.append(Leaderboard(ds, task, prim, metrics, set_names,
                                {m: unavailable[m] for m in unavailable if m in metrics or m in set_names},
                                cs, notes,
-                               reference if any(c.solver == reference and c.rank is not None for c in cs) else None))
+                               reference if any(c.solver == reference and c.rank is not None for c in cs) else None,
+                               footnotes, img_means))
     return out
+
+
+def solver_cells(b: Leaderboard) -> dict[str, CellSummary]:
+    """One cell per solver of a board: its best-ranked one (solver cells only, ranked)."""
+    out: dict[str, CellSummary] = {}
+    for c in b.cells:
+        if c.rank is None or c.is_oracle:
+            continue
+        if c.solver not in out or c.rank < (out[c.solver].rank or 10**9):
+            out[c.solver] = c
+    return out
+
+
+def overall_ranking(boards: list[Leaderboard], alpha: float = 0.05):
+    """Friedman over (board, image) blocks of the solvers common to all ranked boards, with the
+    Wilcoxon–Holm comparison against the best-ranked (:func:`verdicts.friedman_blocks`); None
+    when fewer than 3 solvers or 2 blocks."""
+    from .verdicts import friedman_blocks
+
+    blocks = []
+    for b in boards:
+        cells = solver_cells(b)
+        if cells:
+            blocks.append((b.primary, {s: b.image_means[c.key] for s, c in cells.items() if c.key in b.image_means}))
+    return friedman_blocks(blocks, alpha) if blocks else None

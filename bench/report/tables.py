@@ -22,17 +22,21 @@ from tabulate import tabulate
 
 from ..fsafety import atomic_write_text
 from . import escape
+from .names import solver_name, task_names_of_run
 from .stats import DECIMALS, UNITS, MeanCI, arrow, fmt_mean_ci, fmt_number
 from .summary import Leaderboard
 
-CI_NOTE = ("Values are means over images × seeds (ok rows) with a 95% interval: ± a Student-t "
-           "half-width for PSNR, SSIM and consistency, [low, high] of a bootstrap for non-negative "
-           "metrics. Δ best is the paired difference to the rank-1 cell on the same images and seeds "
-           "(mean ± 95% Student-t CI); group is 1 + the number of cells significantly better (paired "
-           "t-tests, Holm-corrected at 5%), so tied cells share a group and bold marks group 1. "
-           "s/image is wall-clock inside the timed region per image; a batched cell's interval is over its "
-           "timed batches (batch sizes in the CSV); NFE/VJP are means per image; peak memory "
-           "is the maximum over images.")
+CI_NOTE = ("The unit is the image: a cell's rows are averaged over seeds per image first (seed SD: the "
+           "mean over images of the spread across seeds, in the CSV). Values are means over images with a 95% "
+           "interval: ± a Student-t half-width for PSNR, SSIM and consistency, [low, high] of a bootstrap for "
+           "non-negative metrics. Δ best is the paired difference cell − best on image means; its interval is "
+           "at level 1 − 0.05/m (Bonferroni over the m solvers compared with the best of the board, oracles "
+           "excluded), and a cell is tied with the best (underlined) exactly when that interval reaches 0; "
+           "bold: the best. Oracles are exact references: shown, never ranked or marked. MSE is computed on "
+           "unclipped reconstructions, PSNR and SSIM on reconstructions clipped to [0, 1]. s/image is "
+           "wall-clock inside the timed region, the mean over images (a batch counts once per image), with "
+           "a bootstrap interval over timed batches when there are at least 5 (else its n); NFE/VJP are means "
+           "per image.")
 
 DISPLAY = {
     "psnr": "PSNR", "ssim": "SSIM", "lpips": "LPIPS", "mse": "MSE", "consistency": "consistency",
@@ -66,10 +70,10 @@ def _int_or(x: float) -> Cell:
 
 def board_rows(b: Leaderboard) -> tuple[list[Header], list[list[Cell]]]:
     """Column headers and typed cells of one leaderboard (format-independent)."""
-    paired = any(c.group is not None for c in b.cells)
-    heads = [Header("rank")] + ([Header("group"), Header("Δ best", UNITS.get(b.primary, ""))] if paired else [])
+    paired = any(c.is_best for c in b.cells)
+    heads = [Header("rank")] + ([Header("Δ best (adj.)", UNITS.get(b.primary, ""))] if paired else [])
     ref = paired and b.reference is not None
-    heads += [Header(f"Δ {b.reference}", UNITS.get(b.primary, ""))] if ref else []
+    heads += [Header(f"Δ {solver_name(b.reference)} (95%)", UNITS.get(b.primary, ""))] if ref else []
     prov = any(c.provenance for c in b.cells)   # stores written before preset_provenance: no column
     heads += [Header("solver"), Header("preset")] + ([Header("provenance")] if prov else [])
     heads += [Header("prior"), Header("n ok")]
@@ -86,23 +90,22 @@ def board_rows(b: Leaderboard) -> tuple[list[Header], list[list[Cell]]]:
     for c in b.cells:
         r: list[Cell] = [("text", str(c.rank) if c.rank is not None else "—")]
         if paired:
-            r.append(("text", str(c.group) if c.group is not None else "—"))
-            r.append(("text", "best" if c.rank is not None and c.delta_best is None and c.group is not None
-                      else "—") if c.delta_best is None else ("ci", c.delta_best, b.primary))
+            r.append(("text", "best" if c.is_best else "—") if c.delta_best is None
+                     else ("ci", c.delta_best, "delta:" + b.primary))
         if ref:
             r.append(("ci", c.delta_ref, b.primary) if c.delta_ref is not None
                      else ("text", "ref" if c.solver == b.reference and c.rank is not None else "—"))
-        r += [("text", c.solver), ("text", c.preset)] + ([("text", c.provenance or "—")] if prov else [])
+        r += [("text", solver_name(c.solver)), ("text", c.preset)] + ([("text", c.provenance or "—")] if prov else [])
         r += [("text", c.prior), ("text", f"{c.n_ok}/{c.n_rows if c.n_expected is None else max(c.n_expected, c.n_rows)}")]
         for m in shown:
-            if m == b.primary and c.group == 1 and c.metrics.get(m) is not None:
-                r.append(("bold", _ci_cell(c.metrics.get(m), m)))
+            if m == b.primary and c.metrics.get(m) is not None and (c.is_best or c.tied_with_best):
+                r.append(("bold" if c.is_best else "tied", _ci_cell(c.metrics.get(m), m)))
             else:
                 r.append(_ci_cell(c.metrics.get(m), m))
         for m in shown_set:
             v, _n, note = c.set_metrics.get(m, (None, None, ""))
             r.append(("num", v, DECIMALS.get(m, 4)) if v is not None else ("text", note or "—"))
-        r.append(_ci_cell(c.seconds if c.seconds.n else None, "seconds"))
+        r.append(_seconds_cell(c.seconds))
         r += [_int_or(c.nfe), _int_or(c.vjp)]
         if gpu:
             r.append(("num", c.peak_mem_mib, 1) if math.isfinite(c.peak_mem_mib) else ("text", "n/a"))
@@ -113,18 +116,37 @@ def board_rows(b: Leaderboard) -> tuple[list[Header], list[list[Cell]]]:
     return heads, rows
 
 
+def _seconds_cell(ci: MeanCI) -> Cell:
+    """s/image with its interval, or the value and its number of timed batches (``n = 2``)."""
+    if not ci.n or not math.isfinite(ci.mean):
+        return ("text", "—")
+    if not math.isfinite(ci.half_width):
+        return ("text", f"{fmt_number(ci.mean, DECIMALS['seconds'])} (n = {ci.n})")
+    return ("ci", ci, "seconds")
+
+
 def render_cell(cell: Cell, fmt: str) -> str:
     """Render a typed cell for ``fmt`` in {"md", "tex", "html", "plain"} (escaping user text)."""
     esc = {"md": escape.markdown, "tex": escape.latex, "html": escape.html_text, "plain": str}[fmt]
     kind = cell[0]
-    if kind == "bold":  # best and tied-best (significance group 1) of the primary metric
+    if kind == "bold":  # the best cell of the board (primary metric)
         inner = render_cell(cell[1], fmt)
         return {"md": f"**{inner}**", "tex": r"\textbf{" + inner + "}", "html": f"<b>{inner}</b>"}.get(fmt, inner)
+    if kind == "tied":  # not significantly worse than the best (verdicts.one_vs_best)
+        inner = render_cell(cell[1], fmt)
+        return {"md": f"<ins>{inner}</ins>", "tex": r"\underline{" + inner + "}",
+                "html": f"<u>{inner}</u>"}.get(fmt, inner + " (tied)")
     if kind == "text":
         return esc(cell[1])
     if kind == "ci":
         pm = r"$\pm$" if fmt == "tex" else "±"
-        s = fmt_mean_ci(cell[1], cell[2], pm=pm)
+        if cell[2].startswith("delta:"):   # a paired difference: [low, high] of the adjusted interval
+            ci, d = cell[1], DECIMALS.get(cell[2][6:], 3)
+            s = f"{fmt_number(ci.mean, d)} [{fmt_number(ci.low, d)}, {fmt_number(ci.high, d)}]" \
+                if math.isfinite(ci.half_width) else f"{fmt_number(ci.mean, d)} (n = {ci.n})"
+        else:
+            s = fmt_mean_ci(cell[1], cell[2], pm=pm)
+        s = s.replace("-", "−") if fmt in ("md", "html") else s.replace("-", "$-$") if fmt == "tex" else s
     elif kind == "num":
         s = "—" if cell[1] is None else fmt_number(cell[1], cell[2])
     else:
@@ -192,30 +214,108 @@ def to_markdown(boards: list[Leaderboard], experiment: str, banner: str | None =
     return "\n".join(out)
 
 
+def _tex_stacked(cell: Cell) -> str:
+    """A LaTeX cell with the interval under the mean in ``\\scriptsize`` (half the width of
+    ``mean ± hw`` on one line); marks (bold, underline) apply to the mean."""
+    kind, inner = cell[0], cell
+    if kind in ("bold", "tied"):
+        inner = cell[1]
+    if inner[0] != "ci" or inner[1] is None or not math.isfinite(inner[1].half_width):
+        return render_cell(cell, "tex")
+    text = render_cell(inner, "tex")
+    m = re.fullmatch(r"(\S+) (\$\\pm\$ \S+|\[.*\])", text)
+    if not m:
+        return render_cell(cell, "tex")
+    mean = {"bold": r"\textbf{%s}", "tied": r"\underline{%s}"}.get(kind, "%s") % m.group(1)
+    return r"\shortstack[r]{" + mean + r"\\ {\scriptsize " + m.group(2) + "}}"
+
+
+APPENDIX_SKIP = ("provenance", "peak RSS", "peak GPU mem", "status", "VJP", "prior", "n ok")
+"""Engineering columns kept in the CSV and the HTML page, not in the paper's appendix tables."""
+
+
+def _appendix_columns(heads: list[Header]) -> list[int]:
+    return [i for i, h in enumerate(heads) if h.name not in APPENDIX_SKIP]
+
+
+APPENDIX_TEXTWIDTH_PT = 330.0
+"""Width the appendix tables are split to fit (an ``article``'s one-column ``\\textwidth`` is 345 pt)."""
+
+
+def _tex_len(text: str) -> float:
+    """Rough printed width (points, ``\\footnotesize``) of a cell's visible text."""
+    plain = re.sub(r"\\(textbf|underline|shortstack\[.\]|scriptsize|pm)\b|[{}$]", "", text)
+    plain = re.sub(r"\\[A-Za-z]+(\{\})?|\\[^A-Za-z\\]", "x", plain)   # an escape prints one character
+    lines = plain.split("\\\\")
+    return max([len(lines[0]) * 4.6] + [len(x) * 3.7 for x in lines[1:]]) + 6.0
+
+
+def _tex_head(h: Header) -> str:
+    """A header on at most two lines (split at the space nearest the middle)."""
+    text = render_header(h, "tex")
+    words = text.split(" ")
+    if len(words) < 2:
+        return text
+    cut = min(range(1, len(words)), key=lambda k: abs(len(" ".join(words[:k])) - len(" ".join(words[k:]))))
+    return r"\shortstack{" + " ".join(words[:cut]) + r"\\" + " ".join(words[cut:]) + "}"
+
+
+def _column_groups(heads: list[Header], cells: list[list[str]], keep: list[int]) -> list[list[int]]:
+    """Split the kept columns into tables that fit :data:`APPENDIX_TEXTWIDTH_PT`; the rank,
+    solver and preset columns start every part."""
+    ids = [k for k in keep if heads[k].name in ("rank", "solver", "preset")]
+    width = {k: max([_tex_len(_tex_head(heads[k]))] + [_tex_len(r[k]) for r in cells]) for k in keep}
+    base = sum(width[k] for k in ids)
+    groups: list[list[int]] = [[]]
+    used = base
+    for k in keep:
+        if k in ids:
+            continue
+        if groups[-1] and used + width[k] > APPENDIX_TEXTWIDTH_PT:
+            groups.append([])
+            used = base
+        groups[-1].append(k)
+        used += width[k]
+    return [sorted(ids + g) for g in groups]
+
+
 def to_latex(boards: list[Leaderboard], experiment: str, banner: str | None = None) -> str:
-    """Tables for ``\\input``; the including document needs ``\\usepackage{booktabs,graphicx}``.
-    ``banner`` (an incomplete or running run) is a comment line at the top and a line under every
-    table."""
-    out = [f"% invbench leaderboard for experiment {escape.latex(experiment)} (generated; do not edit).",
-           "% Requires \\usepackage{booktabs} and \\usepackage{graphicx}."]
+    """The per-board tables as a paper's appendix (``\\input`` in a one-column part of the
+    document; needs ``booktabs`` and ``longtable``): metric columns only, each interval under its
+    mean, no scaling; a board with more columns than fit the text width is split into parts
+    (rank, solver and preset repeated). The note on intervals and marks is printed once, in the
+    first caption, and the others refer to it. ``banner`` (an incomplete or running run) is a
+    comment at the top and a line under every table."""
+    out = [f"% invbench appendix tables for experiment {escape.latex(experiment)} (generated; do not edit).",
+           "% Requires \\usepackage{booktabs,longtable}; longtable needs one-column mode (\\onecolumn).",
+           "% Engineering columns (provenance, peak memory, VJP, status) are in leaderboard.csv and index.html."]
     out += ["% " + escape.latex(" ".join(banner.split()))] if banner else []
+    first = f"tab:invbench-{escape.slug(experiment)}-0"
     for i, b in enumerate(boards):
         heads, rows = board_rows(b)
-        out += [r"\begin{table}[htbp]", r"\centering", r"\small",
-                r"\caption{" + escape.latex(f"{experiment}: {board_title(b)}. {board_caption(b)} ")
-                + escape.latex(CI_NOTE) + "}",
-                r"\label{tab:invbench-" + escape.slug(experiment) + f"-{i}" + "}",
-                r"\resizebox{\linewidth}{!}{%",
-                r"\begin{tabular}{" + "l" * len(heads) + "}", r"\toprule",
-                " & ".join(render_header(h, "tex") for h in heads) + r" \\", r"\midrule"]
-        for r in rows:
-            out.append(" & ".join(render_cell(c, "tex") for c in r) + r" \\")
-        out += [r"\bottomrule", r"\end{tabular}}"]
-        for line in unavailable_lines(b):
-            out.append(r"\par\footnotesize " + escape.latex(line))
-        for n in b.notes + ([banner] if banner else []):
-            out.append(r"\par\footnotesize " + escape.latex(n))
-        out += [r"\end{table}", ""]
+        keep = _appendix_columns(heads)
+        cells = [[_tex_stacked(c) for c in r] for r in rows]
+        groups = _column_groups(heads, cells, keep)
+        for part, cols in enumerate(groups):
+            note = escape.latex(CI_NOTE) if i == 0 and part == 0 else f"Intervals and marks as in Table~\\ref{{{first}}}."
+            label = f"tab:invbench-{escape.slug(experiment)}-{i}" + (f"-{part}" if part else "")
+            what = f" (part {part + 1} of {len(groups)})" if len(groups) > 1 else ""
+            out += [r"{\footnotesize\setlength{\tabcolsep}{3pt}",
+                    r"\begin{longtable}{" + "".join("l" if heads[k].name in ("solver", "preset") else "r" for k in cols) + "}",
+                    r"\caption{" + escape.latex(f"{experiment}: {board_title(b)}{what}. {board_caption(b)} ") + note + "}",
+                    r"\label{" + label + r"}\\", r"\toprule",
+                    " & ".join(_tex_head(heads[k]) for k in cols) + r" \\", r"\midrule", r"\endhead"]
+            oracle_started = False
+            for c, r in zip(b.cells, cells):
+                if c.is_oracle and not oracle_started:
+                    oracle_started = True
+                    out.append(r"\midrule")
+                out.append(" & ".join(r[k] for k in cols) + r" \\")
+            out.append(r"\bottomrule")
+            if part == len(groups) - 1:
+                for line in unavailable_lines(b) + b.notes + b.footnotes + ([banner] if banner else []):
+                    out.append(r"\multicolumn{" + str(len(cols)) + r"}{p{0.9\linewidth}}{" + escape.latex(line) + r"}\\")
+            out += [r"\end{longtable}}", ""]
     return "\n".join(out)
 
 
@@ -225,12 +325,16 @@ def csv_records(boards: list[Leaderboard]) -> list[dict]:
     for b in boards:
         for c in b.cells:
             r: dict = {"dataset": c.dataset, "task": c.task, "solver": c.solver, "preset": c.preset,
-                       "prior": c.prior, "rank": c.rank if c.rank is not None else "",
-                       "group": c.group if c.group is not None else "",
+                       "prior": c.prior, "preset_provenance": c.provenance,
+                       "rank": c.rank if c.rank is not None else "",
+                       "is_best": "" if c.is_best is None else c.is_best,
+                       "tied_with_best": "" if c.is_best is None else bool(c.tied_with_best),
+                       "is_oracle": c.is_oracle,
                        "primary_metric": b.primary, "n_rows": c.n_rows,
                        "n_expected": "" if c.n_expected is None else c.n_expected, "n_ok": c.n_ok, "status": c.status}
             _ci_fields(r, "delta_best", c.delta_best)
-            r["p_best_holm"] = _blank(c.p_best)
+            r["delta_best_level"] = _blank(c.delta_level)
+            r["seed_sd"] = _blank(c.seed_sd)
             r["reference"] = b.reference or ""
             _ci_fields(r, "delta_ref", c.delta_ref)
             for m in b.metrics:
@@ -284,7 +388,8 @@ def write_csv(boards: list[Leaderboard], path: Path) -> None:
 
 
 def write_tables(boards: list[Leaderboard], experiment: str, out_dir: Path,
-                 matched_nfe: list[float] | None = None, banner: str | None = None) -> dict[str, Path]:
+                 matched_nfe: list[float] | None = None, banner: str | None = None,
+                 config_text: str | None = None) -> dict[str, Path]:
     """Write leaderboard.md (with its "At matched cost" section, :mod:`.matched`), leaderboard.tex,
     leaderboard.csv and, when some budget has two solvers, leaderboard_matched_nfe.csv into
     ``out_dir``. ``matched_nfe`` lists the budgets (NFE per image; default: shared ones);
@@ -303,6 +408,12 @@ def write_tables(boards: list[Leaderboard], experiment: str, out_dir: Path,
         mpath.unlink()                                  # a stale table of an earlier report
     atomic_write_text(paths["tex"], to_latex(boards, experiment, banner))
     write_csv(boards, paths["csv"])
+    from .main_table import build_main_tables, main_latex, main_markdown
+
+    mains = build_main_tables(boards, task_names_of_run(config_text))
+    paths["main_tex"], paths["main_md"] = out_dir / "main.tex", out_dir / "main.md"
+    atomic_write_text(paths["main_tex"], main_latex(mains))
+    atomic_write_text(paths["main_md"], main_markdown(mains))
     return paths
 
 

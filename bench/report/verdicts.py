@@ -39,8 +39,8 @@ from scipy import stats as _st
 
 from .stats import MeanCI, direction
 
-__all__ = ["ALPHA", "OverallRanking", "Verdict", "friedman_blocks", "image_means", "is_oracle", "non_monotone",
-           "one_vs_best", "seed_spread", "wilcoxon_vs_best"]
+__all__ = ["ALPHA", "OverallRanking", "Verdict", "friedman_blocks", "holm", "image_means", "is_oracle", "non_monotone",
+           "one_vs_best", "paired_interval", "seed_spread", "wilcoxon_vs_best"]
 
 ALPHA = 0.05
 
@@ -82,6 +82,15 @@ def _t_interval(d: np.ndarray, level: float) -> MeanCI:
     sd = float(d.std(ddof=1))
     t = float(_st.t.ppf(1.0 - (1.0 - level) / 2.0, n - 1))
     return MeanCI(m, t * sd / math.sqrt(n), n)
+
+
+def paired_interval(a: pd.Series, b: pd.Series, level: float = 1 - ALPHA) -> MeanCI | None:
+    """``a − b`` over the images both have (image means), mean with its Student-t interval at
+    ``level``; None when they share no image."""
+    shared = a.index.intersection(b.index)
+    if not len(shared):
+        return None
+    return _t_interval(a.loc[shared].to_numpy(float) - b.loc[shared].to_numpy(float), level)
 
 
 @dataclass(frozen=True)
@@ -207,11 +216,22 @@ def friedman_blocks(boards: list[tuple[str, dict[str, pd.Series]]], alpha: float
     return OverallRanking(meth, ar, n, used, stat, p, cd, cliques, rejects, wil)
 
 
+def holm(pvals: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (monotone, capped at 1); NaN entries stay NaN."""
+    idx = [i for i, p in enumerate(pvals) if math.isfinite(p)]
+    order = sorted(idx, key=lambda i: pvals[i])
+    m = len(order)
+    adj = [math.nan] * len(pvals)
+    running = 0.0
+    for k, i in enumerate(order):
+        running = max(running, min(1.0, (m - k) * pvals[i]))
+        adj[i] = running
+    return adj
+
+
 def wilcoxon_vs_best(scores: np.ndarray, methods: list[str]) -> dict[str, tuple[float, float]]:
     """Wilcoxon signed-rank of ``methods[0]`` against each other method over the blocks (rows of
     ``scores``, higher = better), with Holm's correction over the ``k − 1`` tests."""
-    from .paired import holm
-
     raw = []
     for j in range(1, len(methods)):
         d = scores[:, 0] - scores[:, j]

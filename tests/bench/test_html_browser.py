@@ -85,7 +85,7 @@ def test_index_html_in_chromium(fixture_report, tmp_path):
     dom.feed(r.stdout)
     assert "script" not in dom.tags
     assert dom.tags.count("img") == len([q for q in (out / "figures").glob("*.png") if not q.stem.endswith("__col1")])
-    for text in ("vml_map", "rank", "status", *HOSTILE.values()):
+    for text in ("VML-MAP", "rank", "status", *HOSTILE.values()):
         assert text in dom.cells, text
     assert "LPIPS: unavailable: alexnet weights not found at alex.pth" in r.stdout   # once, under the table
     assert any(re.fullmatch(r"\d+\.\d{2} ± \d+\.\d{2}", c) for c in dom.cells)  # PSNR mean ± CI cells

@@ -36,7 +36,9 @@ def expected(run_dir: Path) -> dict[tuple, dict]:
         ok = g[g["status"] == "ok"]
         e = {"n_ok": len(ok), "n_rows": len(g)}
         for m in CHECKED:
-            v = pd.to_numeric(ok[m], errors="coerce").dropna().to_numpy(float)
+            vals = pd.DataFrame({"image": ok["image_id"], "v": pd.to_numeric(ok[m], errors="coerce")}).dropna()
+            # the image is the unit: seeds averaged per image (s/image: every timed row, a batch per row here)
+            v = vals["v"].to_numpy(float) if m == "seconds" else vals.groupby("image")["v"].mean().to_numpy(float)
             if len(v) >= 2 and m in NONNEG:  # non-negative: percentile bootstrap of the mean
                 if np.ptp(v) > 0:
                     b = stats.bootstrap((v,), np.mean, confidence_level=0.95, n_resamples=4000,
@@ -52,8 +54,8 @@ def expected(run_dir: Path) -> dict[tuple, dict]:
         e["nfe"] = float(ok["nfe"].mean()) if len(ok) else math.nan
         out[tuple(map(str, key))] = e
     # ranks by psnr (higher better) within (dataset, task)
-    for (ds, task) in {(k[3], k[2]) for k in out}:
-        ks = [k for k in out if k[3] == ds and k[2] == task and "psnr" in out[k]]
+    for (ds, task) in {(k[3], k[2]) for k in out}:   # oracles are references: never ranked
+        ks = [k for k in out if k[3] == ds and k[2] == task and "psnr" in out[k] and not k[0].startswith("oracle")]
         for i, k in enumerate(sorted(ks, key=lambda k: -out[k]["psnr"][0]), 1):
             out[k]["rank"] = i
     return out
@@ -79,7 +81,8 @@ def md_tables(text: str) -> dict[tuple[str, str], tuple[list[str], list[list[str
             key, rows = (h.group(1), h.group(2)), []
             out[key] = rows
         elif line.startswith("|") and key:
-            rows.append([MD_UNESC.sub(r"\1", c.strip().removeprefix("**").removesuffix("**"))
+            rows.append([MD_UNESC.sub(r"\1", c.strip().removeprefix("**").removesuffix("**")
+                                      .removeprefix("<ins>").removesuffix("</ins>"))
                          for c in re.split(r"(?<!\\)\|", line)[1:-1]])
     return {k: (v[0], [r for r in v[2:]]) for k, v in out.items()}
 
@@ -89,7 +92,12 @@ TEX_TOKENS = {"backslash": "\\", "less": "<", "greater": ">", "bar": "|", "ascii
 
 
 def tex_unescape(s: str) -> str:
-    s = re.sub(r"^\\textbf\{(.*)\}$", r"\1", s.strip())
+    m = re.fullmatch(r"\\shortstack\[r\]\{(.*)\\\\ \{\\scriptsize (.*)\}\}", s.strip())   # interval under the mean
+    if m:
+        s = re.sub(r"^\\(?:textbf|underline)\{(.*)\}$", r"\1", m.group(1)) + " " + m.group(2)
+    s = re.sub(r"^\\shortstack\{(.*)\\\\(.*)\}$", r"\1 \2", s.strip())              # a header on two lines
+    s = re.sub(r"^\\(?:textbf|underline)\{(.*)\}$", r"\1", s.strip())
+    s = s.replace("$-$", "-")
     s = s.replace(r"$\pm$", "±").replace(r"$\cdot$", "·").replace("---", "—")
     s = re.sub(r"\$\\(uparrow|downarrow)\$", lambda m: {"uparrow": "↑", "downarrow": "↓"}[m.group(1)], s)
     return re.sub(r"\\text(backslash|less|greater|bar|asciitilde|asciicircum|quotedbl)\{\}|\\([&%$#_{}])",
@@ -97,18 +105,29 @@ def tex_unescape(s: str) -> str:
 
 
 def tex_tables(text: str) -> dict[tuple[str, str], tuple[list[str], list[list[str]]]]:
-    out = {}
-    for block in text.split(r"\begin{table}")[1:]:
+    """The appendix longtables: header after ``\\toprule``, rows from ``\\endhead`` to
+    ``\\bottomrule`` (a ``\\midrule`` separates the oracles)."""
+    out: dict = {}
+    for block in text.split(r"\begin{longtable}")[1:]:
         cap = tex_unescape(re.search(r"\\caption\{(.*)\}\n", block).group(1))
-        ds, task = re.search(r"dataset (\S+) · task (\S+)\.", cap).groups()
+        ds, task, part = re.search(r"dataset (\S+) · task (\S+?)( \(part \d+ of \d+\))?\.", cap).groups()
         lines = block.split("\n")
         i0 = lines.index(r"\toprule")
         head = [tex_unescape(c.strip()) for c in re.split(r"(?<!\\)&", lines[i0 + 1].removesuffix(r" \\"))]
-        i1, i2 = lines.index(r"\midrule"), lines.index(r"\bottomrule")
+        i1, i2 = lines.index(r"\endhead"), lines.index(r"\bottomrule")
         rows = [[tex_unescape(c.strip()) for c in re.split(r"(?<!\\)&", ln.removesuffix(r" \\"))]
-                for ln in lines[i1 + 1:i2]]
-        out[(ds, task)] = (head, rows)
+                for ln in lines[i1 + 1:i2] if ln != r"\midrule"]
+        if part and (ds, task) in out:   # a later part of a split table: its own columns join the rows
+            new = [j for j, h in enumerate(head) if h not in ("rank", "solver", "preset")]
+            h0, r0 = out[(ds, task)]
+            out[(ds, task)] = (h0 + [head[j] for j in new], [a + [b[j] for j in new] for a, b in zip(r0, rows)])
+        else:
+            out[(ds, task)] = (head, rows)
     return out
+
+
+CODE_NAMES = {v: k for k, v in {**__import__("invbench.bench.report.names", fromlist=["x"]).SOLVER_NAMES,
+                                **__import__("invbench.bench.report.names", fromlist=["x"]).ORACLE_NAMES}.items()}
 
 
 def col(head: list[str], name: str) -> int:
@@ -117,11 +136,16 @@ def col(head: list[str], name: str) -> int:
 
 
 def check_table(head, rows, exp, ds, task):
-    ci = {k: col(head, k) for k in ("solver", "preset", "prior", "rank", "NFE", "status")}
+    names = [re.sub(r"\s*[↑↓]|\s*\[.*\]", "", h).strip() for h in head]
+    ci = {k: col(head, k) for k in ("solver", "preset", "prior", "rank", "NFE", "status") if k in names}
+    priors = {k[4] for k in exp if k[2] == task and k[3] == ds}
     seen = set()
     for r in rows:
         assert len(r) == len(head), r
-        key = (r[ci["solver"]], r[ci["preset"]], task, ds, r[ci["prior"]])
+        prior = r[ci["prior"]] if "prior" in ci else priors.pop() if len(priors) == 1 else None
+        priors.add(prior)
+        solver = CODE_NAMES.get(r[ci["solver"]], r[ci["solver"]])   # display names ("VML-MAP") back to codes
+        key = (solver, r[ci["preset"]], task, ds, prior)
         assert key in exp, f"row {key} is not a cell of the run (escaping lost or mangled a name)"
         seen.add(key)
         e = exp[key]
@@ -130,10 +154,11 @@ def check_table(head, rows, exp, ds, task):
             if m not in e:
                 assert j is None or r[j] in ("—", ""), (m, r[j])
                 continue
-            mean, lo, hi, _ = e[m]
-            if m == "seconds" and re.fullmatch(r"\S+", r[j]):
-                # a batched cell's interval is over its timed batches: one batch prints its mean only
-                assert close_to_printed(r[j], mean), (key, m, r[j], mean)
+            mean, lo, hi, n = e[m]
+            if m == "seconds" and n < 5:
+                # fewer than 5 timed batches: the value and its n, no interval
+                pv, pn = re.fullmatch(r"(\S+) \(n = (\d+)\)", r[j]).groups()
+                assert close_to_printed(pv, mean) and int(pn) == n, (key, m, r[j], mean)
                 continue
             if m in NONNEG:   # "mean [low, high]", never below zero
                 pm, plo, phi = re.fullmatch(r"(\S+) \[(\S+), (\S+)\]", r[j]).groups()
@@ -148,7 +173,7 @@ def check_table(head, rows, exp, ds, task):
         assert r[ci["rank"]] == str(e.get("rank", "—"))
         if e["n_ok"]:
             assert close_to_printed(r[ci["NFE"]], e["nfe"])
-        else:
+        elif "status" in ci:
             assert r[ci["status"]].startswith("skipped: ddrm requires svd")
     assert seen == {k for k in exp if k[2] == task and k[3] == ds}
 
@@ -184,7 +209,7 @@ def test_latex_numbers_match_recomputation(fixture_report):
     run_dir, out = fixture_report
     exp = expected(run_dir)
     text = (out / "leaderboard.tex").read_text()
-    assert text.count(r"\toprule") == text.count(r"\bottomrule") == 3
+    assert text.count(r"\toprule") == text.count(r"\bottomrule") >= 3 and r"\resizebox" not in text
     tables = tex_tables(text)
     assert set(tables) == {(k[3], k[2]) for k in exp}
     for (ds, task), (head, rows) in tables.items():
@@ -202,6 +227,9 @@ def test_csv_full_precision_matches_recomputation(fixture_report):
             if m in e:
                 mean, lo, hi, n = e[m]
                 assert np.isclose(float(r[f"{m}_mean"]), mean, rtol=1e-12, atol=0)
+                if m == "seconds" and n < 5:   # too few timed batches for an interval
+                    assert r[f"{m}_ci_low"] == r[f"{m}_ci_high"] == "" and int(r[f"{m}_n"]) == n
+                    continue
                 if m in NONNEG:
                     clo, chi = float(r[f"{m}_ci_low"]), float(r[f"{m}_ci_high"])
                     assert 0 <= clo <= mean <= chi
@@ -228,7 +256,7 @@ def test_unavailable_metric_is_never_a_number(fixture_report):
     tex = (out / "leaderboard.tex").read_text()
     for (head, _rows) in tex_tables(tex).values():
         assert "LPIPS" not in [re.sub(r"\s*[↑↓]|\s*\[.*\]", "", h).strip() for h in head]
-    assert tex.count(r"\par\footnotesize LPIPS: " + public) == 3 and "/nonexistent" not in tex
+    assert tex.count("{LPIPS: " + public + "}") == 3 and "/nonexistent" not in tex
     for r in csv.DictReader(io.StringIO((out / "leaderboard.csv").read_text())):
         assert r["lpips_mean"] == "" and r["lpips_ci_low"] == "" and r["lpips_note"] == note
         assert r["fid_value"] == "" and r["fid_note"].startswith("unavailable: inception weights")
@@ -240,7 +268,7 @@ def test_failed_cells_keep_reason(fixture_report):
     head, rows = md[("tiny", "inpaint_box")]
     st = {r[col(head, "solver")]: r[col(head, "status")] for r in rows}
     assert st[HOSTILE["pigdm"]] == "diverged 2/6: non-finite values in x at step 3; ok 4/6"
-    assert st["vml_map"] == "ok"
+    assert st["VML-MAP"] == "ok"
 
 
 def test_escaping_markdown(fixture_report):
@@ -262,9 +290,9 @@ def test_escaping_latex(fixture_report):
     body = re.sub(r"\\[{}]", "", text)  # escaped braces are text
     assert body.count("{") == body.count("}")
     for block in text.split(r"\toprule")[1:]:  # every row has as many column separators as the header
-        rows = block.split(r"\bottomrule")[0].replace(r"\midrule", "").strip().splitlines()
+        rows = block.split(r"\bottomrule")[0].replace(r"\midrule", "").replace(r"\endhead", "").strip().splitlines()
         counts = {len(re.findall(r"(?<!\\)&", ln)) for ln in rows if ln.strip()}
-        assert len(counts) == 1 and counts.pop() > 10
+        assert len(counts) == 1 and counts.pop() >= 3   # rank, solver, preset and at least one metric
 
 
 def test_escaping_html(fixture_report):
@@ -435,22 +463,43 @@ def check_report_against_store(run_dir: Path, out: Path) -> None:
     assert {tuple(r[k] for k in KEYS) for r in recs} == set(exp)
 
 
-def test_latex_compiles_as_is(fixture_report, tmp_path):
-    """leaderboard.tex compiles with pdflatex in a minimal document (booktabs, graphicx), hostile
-    solver labels included; skipped where no TeX engine with booktabs is installed."""
+def _pdflatex(tmp_path: Path, name: str, body: str, options: str = "", packages: str = "booktabs") -> str:
+    """Compile ``body`` in a plain ``article`` with pdflatex; the log's text (asserts success)."""
     import shutil
     import subprocess
 
     if not shutil.which("pdflatex") or not shutil.which("kpsewhich"):
         pytest.skip("pdflatex is not installed (e.g. apt-get install texlive-latex-recommended)")
-    if not subprocess.run(["kpsewhich", "booktabs.sty"], capture_output=True, text=True, check=False).stdout.strip():
-        pytest.skip("booktabs.sty is not installed (texlive-latex-recommended)")
-    _, out = fixture_report
-    doc = tmp_path / "doc.tex"
-    doc.write_text("\\documentclass{article}\n\\usepackage{booktabs,graphicx}\n\\begin{document}\n"
-                   f"\\input{{{(out / 'leaderboard.tex').as_posix()}}}\n\\end{{document}}\n")
+    for sty in packages.split(","):
+        if not subprocess.run(["kpsewhich", f"{sty}.sty"], capture_output=True, text=True, check=False).stdout.strip():
+            pytest.skip(f"{sty}.sty is not installed (texlive-latex-recommended)")
+    doc = tmp_path / f"{name}.tex"
+    doc.write_text(f"\\documentclass[{options}]{{article}}\n\\usepackage{{{packages}}}\n\\begin{{document}}\n"
+                   f"{body}\n\\end{{document}}\n")
     r = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "-no-shell-escape", doc.name],
                        cwd=tmp_path, capture_output=True, text=True, timeout=180, check=False)
     assert r.returncode == 0, "\n".join(ln for ln in r.stdout.splitlines() if ln.startswith("!"))[:2000]
-    assert (tmp_path / "doc.pdf").read_bytes()[:5] == b"%PDF-"
-    assert "\\textbf{" in (out / "leaderboard.tex").read_text()     # tied-best cells are bold
+    assert (tmp_path / f"{name}.pdf").read_bytes()[:5] == b"%PDF-"
+    return (tmp_path / f"{name}.log").read_text(errors="replace")
+
+
+def test_latex_compiles_as_is(fixture_report, tmp_path):
+    """leaderboard.tex (the appendix tables) compiles with pdflatex in a minimal one-column
+    document (booktabs, longtable), hostile solver labels included, with no overfull box and no
+    scaling; skipped where no TeX engine is installed."""
+    _, out = fixture_report
+    text = (out / "leaderboard.tex").read_text()
+    log = _pdflatex(tmp_path, "appendix", f"\\input{{{(out / 'leaderboard.tex').as_posix()}}}", packages="booktabs,longtable")
+    assert "Overfull \\hbox" not in log
+    assert "\\textbf{" in text and "\\resizebox" not in text
+
+
+@pytest.mark.parametrize("options", ["", "twocolumn"])
+def test_main_table_compiles_without_overfull_boxes(fixture_report, tmp_path, options):
+    """main.tex goes into a plain article, one- or two-column, at its natural size: no
+    \\resizebox, no overfull box."""
+    _, out = fixture_report
+    text = (out / "main.tex").read_text()
+    assert "\\resizebox" not in text and "\\scalebox" not in text
+    log = _pdflatex(tmp_path, "main", f"\\input{{{(out / 'main.tex').as_posix()}}}", options=options)
+    assert "Overfull \\hbox" not in log, [ln for ln in log.splitlines() if "Overfull" in ln]
