@@ -75,7 +75,7 @@ def _board_html(b: Leaderboard, idx: int) -> str:
         cls = ' class="notok"' if c.status != "ok" else ""
         out.append(f"<tr{cls}>" + "".join(f"<td>{render_cell(x, 'html')}</td>" for x in r) + "</tr>")
     out.append("</tbody></table>")
-    out += [f'<p class="note">{E(n)}</p>' for n in unavailable_lines(b) + list(b.notes)]
+    out += [f'<p class="note">{E(n)}</p>' for n in unavailable_lines(b) + list(b.notes) + ["† " + f for f in b.footnotes]]
     return "\n".join(out)
 
 

@@ -44,6 +44,8 @@ class MainTable:
     cells: dict[tuple[str, str], CellSummary]   # (solver, task) -> the solver's shown cell
     n_images: dict[str, int]                 # task -> images in the paired analysis
     folded: list[str] = field(default_factory=list)   # "solver: presets" notes
+    footnotes: list[str] = field(default_factory=list)   # why a tied cell has a lower mean than an untied one
+    daggers: set[tuple[str, str]] = field(default_factory=set)   # (solver, task) cells those footnotes explain
 
 
 def _pick(cs: list[CellSummary]) -> CellSummary:
@@ -77,10 +79,17 @@ def build_main_tables(boards: list[Leaderboard], task_names: dict[str, str]) -> 
         order = sorted(names, key=lambda s: (sum(ranks[s]) / len(ranks[s]) if ranks[s] else math.inf, s))
         n_images = {b.task: max((c.metrics[metric].n for c in b.cells if metric in c.metrics), default=0) for b in bs}
         notes = [f"{solver_name(s)}: presets {', '.join(sorted(p))}" for s, p in sorted(folded.items()) if len(p) > 1]
+        feet = [f"† {task_names.get(b.task, b.task)}: {f}" for b in bs for f in b.footnotes]
+        daggers = {(s, b.task) for b in bs for (s, t), c in cells.items()
+                   if t == b.task and any(f.startswith(_shown_name(c)) for f in b.footnotes)}
         out.append(MainTable(ds, prior, metric, [b.task for b in bs], [task_names.get(b.task, b.task) for b in bs],
                              [s for s in order if not is_oracle(s)], [s for s in order if is_oracle(s)],
-                             cells, n_images, notes))
+                             cells, n_images, notes, feet, daggers))
     return out
+
+
+def _shown_name(c: CellSummary) -> str:
+    return solver_name(c.solver) + ("" if c.preset == "default" else f" ({c.preset})")
 
 
 def _parts(x: float, d: int) -> tuple[str, str]:
@@ -104,9 +113,9 @@ def caption(t: MainTable) -> str:
     ns = sorted(set(t.n_images.values()))
     n = f"n = {ns[0]}" if len(ns) == 1 else f"n = {ns[0]}–{ns[-1]}"
     return (f"{t.metric.upper()}{' (' + unit + ')' if unit else ''} {arrow(t.metric)} on {t.dataset} "
-            f"(prior {t.prior}): mean over {n} images (seeds averaged per image) ± 95 % t-interval. "
-            "Bold: best; underlined: not significantly worse than the best (paired t-test on image means, "
-            "Bonferroni over the column's other solvers, α = 0.05). Oracles are exact references, not ranked.")
+            f"(prior {t.prior}), mean ± 95 % t-interval over {n} images (seeds averaged). Bold: best; "
+            "underlined: not significantly worse than it (paired t-test on image means, Bonferroni over the "
+            "column's other solvers, α = 0.05). Oracles: exact references, not ranked.")
 
 
 # ----------------------------------------------------------------------------- LaTeX
@@ -141,11 +150,14 @@ def main_latex(tables: list[MainTable]) -> str:
             for s in group:
                 parts = [escape.latex(solver_name(s))]
                 for task in t.tasks:
-                    parts += _tex_num(t.cells.get((s, task)), t.metric)
+                    cell = list(_tex_num(t.cells.get((s, task)), t.metric))
+                    if (s, task) in t.daggers and len(cell) == 3:
+                        cell[2] += r"$^\dagger$"
+                    parts += cell
                 out.append(" & ".join(parts) + r" \\")
         out += [r"\bottomrule", r"\end{tabular}"]
-        if t.folded:
-            out.append(r"\par\smallskip{\scriptsize " + escape.latex("Presets by task: " + "; ".join(t.folded)) + "}")
+        for line in (["Presets by task: " + "; ".join(t.folded)] if t.folded else []) + t.footnotes:
+            out.append(r"\par\smallskip{\scriptsize\raggedright " + escape.latex(line).replace(r"$^{\dagger}$", r"$^\dagger$") + r"\par}")
         out += [f"\\end{{{env}}}", ""]
     return "\n".join(out)
 
@@ -185,9 +197,12 @@ def main_markdown(tables: list[MainTable]) -> str:
                 "|---|" + "---:|" * len(t.tasks)]
         for s in t.solvers + t.oracles:
             out.append(f"| {escape.markdown(solver_name(s))} | "
-                       + " | ".join(_md_num(t.cells.get((s, task)), t.metric) for task in t.tasks) + " |")
+                       + " | ".join(_md_num(t.cells.get((s, task)), t.metric) + ("†" if (s, task) in t.daggers else "")
+                                    for task in t.tasks) + " |")
         out += ["", escape.markdown(caption(t))]
         if t.folded:
-            out.append(escape.markdown("Presets by task: " + "; ".join(t.folded)))
+            out += ["", escape.markdown("Presets by task: " + "; ".join(t.folded))]
+        for f in t.footnotes:
+            out += ["", escape.markdown(f)]
         out.append("")
     return "\n".join(out)

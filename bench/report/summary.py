@@ -255,6 +255,17 @@ def _cell_rows(df: pd.DataFrame, key: tuple) -> pd.DataFrame:
     return df[mask]
 
 
+def _shown(c: CellSummary) -> str:
+    """A cell's printed name: the solver's display name, and its preset unless ``default``."""
+    from .names import solver_name
+
+    return solver_name(c.solver) + ("" if c.preset == "default" else f" ({c.preset})")
+
+
+def _join(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
 def _judge(run: RunData, cells: list[CellSummary], primary: str, alpha: float,
            reference: str | None = None) -> tuple[dict[tuple, pd.Series], list[str]]:
     """Fill the marks (``is_best``, ``tied_with_best``, ``delta_best``; verdicts.one_vs_best),
@@ -277,14 +288,17 @@ def _judge(run: RunData, cells: list[CellSummary], primary: str, alpha: float,
             if c is not ref:
                 c.delta_ref = paired_interval(means[c.key], means[ref.key], 1 - alpha)
     by_key = {c.key: c for c in ranked}
+    pairs = non_monotone(verdicts, {k: float(v.mean()) for k, v in means.items() if len(v)}, primary)
     notes = []
-    for a, b in non_monotone(verdicts, {k: float(v.mean()) for k, v in means.items() if len(v)}, primary):
-        ca, cb = by_key[a], by_key[b]
-        sa, sb = verdicts[a].worse_sd, verdicts[b].worse_sd
-        notes.append(f"{ca.label} is tied with the best although {cb.label} has a better mean and is not: "
-                     f"{ca.label}'s differences to the best vary more (SD {sa:.3g} vs {sb:.3g} over "
-                     f"{verdicts[a].delta.n if verdicts[a].delta else 0} vs {verdicts[b].delta.n if verdicts[b].delta else 0} images), "
-                     "so its interval is wider.")
+    for a in dict.fromkeys(p[0] for p in pairs):   # one footnote per tied cell, in rank order
+        better = [b for x, b in pairs if x == a]
+        va = verdicts[a]
+        names = [_shown(by_key[b]) for b in better]
+        sds = ", ".join(f"{verdicts[b].worse_sd:.3g}" for b in better)
+        notes.append(f"{_shown(by_key[a])} is tied with the best although {_join(names)} "
+                     f"{'has a better mean and is' if len(names) == 1 else 'have better means and are'} not: the "
+                     f"differences of {_shown(by_key[a])} to the best vary more (SD {va.worse_sd:.3g} against {sds} "
+                     f"over {va.delta.n if va.delta else 0} images), so its interval is wider.")
     return means, notes
 
 

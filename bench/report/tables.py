@@ -208,7 +208,7 @@ def to_markdown(boards: list[Leaderboard], experiment: str, banner: str | None =
                             disable_numparse=True))
         for line in unavailable_lines(b):
             out += ["", escape.markdown(line)]
-        for n in b.notes:
+        for n in b.notes + ["† " + f for f in b.footnotes]:
             out += ["", escape.markdown(n)]
         out.append("")
     return "\n".join(out)
@@ -227,7 +227,7 @@ def _tex_stacked(cell: Cell) -> str:
     if not m:
         return render_cell(cell, "tex")
     mean = {"bold": r"\textbf{%s}", "tied": r"\underline{%s}"}.get(kind, "%s") % m.group(1)
-    return r"\shortstack[r]{" + mean + r"\\ {\scriptsize " + m.group(2) + "}}"
+    return r"\begin{tabular}[t]{@{}r@{}}" + mean + r"\\ {\scriptsize " + m.group(2) + r"}\end{tabular}"
 
 
 APPENDIX_SKIP = ("provenance", "peak RSS", "peak GPU mem", "status", "VJP", "prior", "n ok")
@@ -238,16 +238,17 @@ def _appendix_columns(heads: list[Header]) -> list[int]:
     return [i for i, h in enumerate(heads) if h.name not in APPENDIX_SKIP]
 
 
-APPENDIX_TEXTWIDTH_PT = 330.0
+APPENDIX_TEXTWIDTH_PT = 340.0
 """Width the appendix tables are split to fit (an ``article``'s one-column ``\\textwidth`` is 345 pt)."""
 
 
 def _tex_len(text: str) -> float:
     """Rough printed width (points, ``\\footnotesize``) of a cell's visible text."""
-    plain = re.sub(r"\\(textbf|underline|shortstack\[.\]|scriptsize|pm)\b|[{}$]", "", text)
+    plain = re.sub(r"\\begin\{tabular\}\[.\]\{@\{\}r@\{\}\}|\\end\{tabular\}", "", text)
+    plain = re.sub(r"\\(textbf|underline|shortstack|scriptsize|pm)\b|[{}$]", "", plain)
     plain = re.sub(r"\\[A-Za-z]+(\{\})?|\\[^A-Za-z\\]", "x", plain)   # an escape prints one character
     lines = plain.split("\\\\")
-    return max([len(lines[0]) * 4.6] + [len(x) * 3.7 for x in lines[1:]]) + 6.0
+    return max([len(lines[0]) * 4.2] + [len(x) * 3.5 for x in lines[1:]]) + 6.0
 
 
 def _tex_head(h: Header) -> str:

@@ -92,7 +92,8 @@ TEX_TOKENS = {"backslash": "\\", "less": "<", "greater": ">", "bar": "|", "ascii
 
 
 def tex_unescape(s: str) -> str:
-    m = re.fullmatch(r"\\shortstack\[r\]\{(.*)\\\\ \{\\scriptsize (.*)\}\}", s.strip())   # interval under the mean
+    m = re.fullmatch(r"\\begin\{tabular\}\[t\]\{@\{\}r@\{\}\}(.*)\\\\ \{\\scriptsize (.*)\}\\end\{tabular\}",
+                     s.strip())   # interval under the mean
     if m:
         s = re.sub(r"^\\(?:textbf|underline)\{(.*)\}$", r"\1", m.group(1)) + " " + m.group(2)
     s = re.sub(r"^\\shortstack\{(.*)\\\\(.*)\}$", r"\1 \2", s.strip())              # a header on two lines
