@@ -720,6 +720,14 @@ def env_info(device: torch.device) -> dict:
             **cost.machine_info(device)}
 
 
+def _loadavg() -> str:
+    """The 1-, 5- and 15-minute load averages of the machine (``""`` where unknown), for timings."""
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return ""
+
+
 def _write_start(p: Prepared, store: Store, run_dir: Path, env: dict, rss_reset: bool, keep_truth: bool) -> None:
     """Record the run's metadata and metric status, and write ``truth/`` (kept on resume, where
     the input hashes guarantee the same images; rewritten by a new run)."""
@@ -742,6 +750,7 @@ def _write_start(p: Prepared, store: Store, run_dir: Path, env: dict, rss_reset:
         "datasets": repr({k: v.source() for k, v in p.datasets.items()}),
         "input_hashes": json.dumps(p.input_hashes, sort_keys=True),
         "created": str(time.time()),
+        "load_avg_start": _loadavg(),
     })
     rows = []
     for m in [*p.metrics, *p.set_metrics]:
@@ -930,6 +939,7 @@ def run(
                 bar.close()
             if set_metrics and shard is None:
                 compute_set_metrics(p, store, run_dir)
+            store.set_meta({"load_avg_end": _loadavg()})
         except (OSError, sqlite3.OperationalError) as e:   # a write failed: name the file, say how to continue
             fault = fsafety.storage_fault(e, run_dir if isinstance(e, OSError) else store_dir / STORE_NAME)
             if fault is not None:

@@ -122,7 +122,9 @@ def write_report(run_dir: Path, out_dir: Path | None = None, *, primary: dict[st
     banner = run.completeness.banner() if run.completeness is not None else None
     refused: list[str] = []
     with staged_report(out_dir) as stage:
-        write_tables(boards, run.experiment, stage, matched_nfe, banner, run.meta.get("config"))
+        from .tables import machine_line
+
+        write_tables(boards, run.experiment, stage, matched_nfe, banner, run.meta.get("config"), machine_line(run.meta))
         figs, notes = make_figures(run, boards, stage / "figures", image_ids, zoom=zoom, refused=refused)
         write_html(run, boards, figs, notes + warnings, stage / "index.html", matched_nfe, banner)
     for line in ([banner] if banner else []) + warnings + refused:

@@ -248,6 +248,23 @@ def _rank(cells: list[CellSummary], primary: str) -> None:
         c.rank = rank
 
 
+def _clipping_notes(cells: list[CellSummary]) -> list[str]:
+    """A note where unclipped MSE and clipped PSNR tell different stories: the MSE implied by the
+    PSNR (``10^(−PSNR/10)``, clipped images) is more than twice smaller than the unclipped MSE,
+    i.e. the reconstruction leaves [0, 1] by much (e.g. noise amplified by a pseudo-inverse)."""
+    out = []
+    for c in cells:
+        p, m = c.metrics.get("psnr"), c.metrics.get("mse")
+        if p is None or m is None or not (math.isfinite(p.mean) and math.isfinite(m.mean)) or m.mean <= 0:
+            continue
+        implied = 10 ** (-p.mean / 10)
+        if m.mean > 2 * implied:
+            out.append(f"{_shown(c)}: MSE {m.mean:.3g} is computed on the unclipped output, PSNR {p.mean:.2f} dB on "
+                       f"the output clipped to [0, 1] (an MSE of about {implied:.2g}); the output leaves [0, 1] by "
+                       "far, which clipping hides from PSNR and SSIM.")
+    return out
+
+
 def _cell_rows(df: pd.DataFrame, key: tuple) -> pd.DataFrame:
     mask = np.ones(len(df), dtype=bool)
     for k, v in zip(CELL_KEYS, key, strict=True):
@@ -332,6 +349,7 @@ def build_leaderboards(run: RunData, primary: dict[str, str] | None = None,
                 notes.append(f"No cell has a value of the primary metric {prim}; cells are not ranked.")
             else:
                 img_means, footnotes = _judge(run, cs, prim, alpha, reference)
+        notes += _clipping_notes(cs)
         metrics = [m for m in PER_IMAGE_METRICS if any(m in c.metrics for c in cs)]
         set_names = sorted({m for c in cs for m in c.set_metrics})
         for m in unavailable:  # kept in the lists so that tables state them (a line, never a number)

@@ -189,6 +189,16 @@ def board_caption(b: Leaderboard) -> str:
     return f"Ranked by {b.primary} ({d}).{n}"
 
 
+def machine_line(meta: dict) -> str:
+    """The machine and its load, stated once per report: what the s/image columns were timed on."""
+    dev = meta.get("device") or "unknown device"
+    threads = meta.get("torch_threads")
+    start, end = meta.get("load_avg_start", ""), meta.get("load_avg_end", "")
+    load = (f"load average (1, 5, 15 min) {start} at the start of the run and {end or 'not recorded'} at its end"
+            if start else "load not recorded (a run made before the load was recorded)")
+    return f"Timings measured on {dev}" + (f", {threads} torch threads" if threads else "") + f"; {load}."
+
+
 def to_markdown(boards: list[Leaderboard], experiment: str, banner: str | None = None) -> str:
     """The leaderboards as GitHub Markdown; ``banner`` (an incomplete or running run) is set in
     bold under the title."""
@@ -390,7 +400,7 @@ def write_csv(boards: list[Leaderboard], path: Path) -> None:
 
 def write_tables(boards: list[Leaderboard], experiment: str, out_dir: Path,
                  matched_nfe: list[float] | None = None, banner: str | None = None,
-                 config_text: str | None = None) -> dict[str, Path]:
+                 config_text: str | None = None, machine: str | None = None) -> dict[str, Path]:
     """Write leaderboard.md (with its "At matched cost" section, :mod:`.matched`), leaderboard.tex,
     leaderboard.csv and, when some budget has two solvers, leaderboard_matched_nfe.csv into
     ``out_dir``. ``matched_nfe`` lists the budgets (NFE per image; default: shared ones);
@@ -399,7 +409,10 @@ def write_tables(boards: list[Leaderboard], experiment: str, out_dir: Path,
 
     paths = {"md": out_dir / "leaderboard.md", "tex": out_dir / "leaderboard.tex", "csv": out_dir / "leaderboard.csv"}
     section = matched.to_markdown(boards, matched_nfe)
-    atomic_write_text(paths["md"], to_markdown(boards, experiment, banner) + ("\n" + section if section else ""))
+    md = to_markdown(boards, experiment, banner)
+    if machine:
+        md = md.replace("\n\n", "\n\n" + escape.markdown(machine) + "\n\n", 1)
+    atomic_write_text(paths["md"], md + ("\n" + section if section else ""))
     recs = matched.records(boards, matched_nfe)
     mpath = out_dir / "leaderboard_matched_nfe.csv"
     if recs:
