@@ -12,3 +12,16 @@ Importing ``invbench`` itself loads none of them.
 """
 
 __version__ = "0.1.0"
+
+# A source checkout keeps the subpackages next to this folder (``operators/``, ``priors/``,
+# ``solvers/``, ``bench/``). Resolve them in *this* checkout: otherwise a second clone or worktree
+# that runs its tests with another checkout's editable install would import that checkout's code
+# (the editable finder maps ``invbench.*`` to the folders it was installed from). In an installed
+# wheel these folders are not siblings and nothing changes.
+import os as _os
+
+_ROOT = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+if all(_os.path.isfile(_os.path.join(_ROOT, _d, "__init__.py")) for _d in ("operators", "priors", "solvers", "bench")):
+    __path__.insert(0, _ROOT)  # noqa: F821 - a package's __path__
+del _os
+

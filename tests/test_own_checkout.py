@@ -1,0 +1,31 @@
+"""Each checkout tests its own code: a copy of the source tree imported with this environment
+(whose editable install points at another folder) resolves ``invbench.*`` inside the copy."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+FOLDERS = ("invbench", "operators", "priors", "solvers", "bench")
+
+
+def test_a_second_checkout_imports_its_own_folders(tmp_path):
+    clone = tmp_path / "clone"
+    for d in FOLDERS:
+        shutil.copytree(REPO / d, clone / d, ignore=shutil.ignore_patterns("__pycache__", "data"))
+    (clone / "solvers" / "__init__.py").write_text(
+        (clone / "solvers" / "__init__.py").read_text() + "\nCHECKOUT_MARK = 'the clone'\n")
+    code = ("import invbench.solvers as s, invbench.bench.report as r, invbench.operators as o; "
+            "print(s.__file__); print(r.__file__); print(o.__file__); print(getattr(s, 'CHECKOUT_MARK', 'none'))")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = str(clone)           # what pytest's `pythonpath = ["."]` does in the clone
+    r = subprocess.run([sys.executable, "-c", code], cwd=clone, env=env, capture_output=True, text=True,
+                       timeout=120, check=False)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.split()
+    assert all(Path(p).resolve().is_relative_to(clone.resolve()) for p in lines[:3]), lines
+    assert lines[3] == "the" or "the clone" in r.stdout
