@@ -22,6 +22,6 @@ import os as _os
 
 _ROOT = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
 if all(_os.path.isfile(_os.path.join(_ROOT, _d, "__init__.py")) for _d in ("operators", "priors", "solvers", "bench")):
-    __path__.insert(0, _ROOT)  # noqa: F821 - a package's __path__
+    __path__.insert(0, _ROOT)
 del _os
 
