@@ -106,8 +106,10 @@ class TaskSpec:
 
     @property
     def sigma_y(self) -> float:
-        """Model-space noise std (``2 * noise_sigma``)."""
-        return 2.0 * self.noise_sigma
+        """Model-space noise std (``2 * noise_sigma``, by ``operators.conventions``)."""
+        from invbench.operators.conventions import noise_sigma_to_model
+
+        return noise_sigma_to_model(self.noise_sigma)
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,7 @@ from typing import ClassVar
 
 import torch
 from invbench.operators.base import svd_pinv
+from invbench.operators.conventions import model_sigma_to_pixel
 from torch import Tensor
 
 from ._ddpm_common import abar, quad_timesteps, sampling_sigmas, sigma_batch
@@ -200,7 +201,7 @@ class DiffPIR(Solver):
         svd = operator.svd
         sigmas = self.levels(prior)
         N = len(sigmas)
-        sigma_n = max(_NOISE_FLOOR, sigma_y / 2.0)
+        sigma_n = max(_NOISE_FLOOR, model_sigma_to_pixel(sigma_y))
 
         # x ← sqrt(ᾱ_0/ᾱ_y) A⁺y + sqrt((1 − ᾱ_0) − (ᾱ_0/ᾱ_y)(1 − ᾱ_y)) z   (init="pinv")  or  x ← z
         z = randn(shape, gens, y)

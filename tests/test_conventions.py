@@ -19,3 +19,36 @@ def test_noise_units():
     g = torch.Generator().manual_seed(0)
     n = 0.05 * torch.randn(200_000, generator=g, dtype=torch.float64)
     assert abs(cv.pixel_to_model(0.5 + n).std().item() - cv.noise_sigma_to_model(0.05)) < 1e-3
+
+
+def _name_of(node) -> str:
+    import ast
+
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    return ""
+
+
+def test_noise_units_are_converted_only_in_conventions():
+    """A single source: no code outside operators/conventions.py doubles (or halves) a noise
+    level itself — ``2 * noise_sigma`` and ``sigma_y / 2`` go through the conversion functions."""
+    import ast
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    found = []
+    for folder in ("bench", "solvers", "priors", "operators", "scripts"):
+        for f in sorted((repo / folder).rglob("*.py")):
+            if f.name == "conventions.py" and f.parent.name == "operators":
+                continue
+            for node in ast.walk(ast.parse(f.read_text(), str(f))):
+                if not (isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Mult, ast.Div))):
+                    continue
+                sides = (node.left, node.right)
+                two = any(isinstance(s, ast.Constant) and s.value in (2, 2.0) for s in sides)
+                noisy = any("noise" in _name_of(s).lower() or _name_of(s) == "sigma_y" for s in sides)
+                if two and noisy:
+                    found.append(f"{f.relative_to(repo)}:{node.lineno}")
+    assert not found, f"noise units converted by hand (use operators.conventions): {found}"

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 import pandas as pd
+from invbench.operators.conventions import noise_sigma_to_model
 from PIL import Image
 
 from ..fsafety import atomic_write_text
@@ -204,7 +205,8 @@ def _meta_html(run: RunData) -> str:
         if "noise_sigma" in df:
             pairs = sorted({(str(t), float(s)) for t, s in zip(df["task"], pd.to_numeric(df["noise_sigma"]))
                             if not pd.isna(s)})
-            txt = "; ".join(f"{t}: {s:g} (pixel units), sigma_y = {2 * s:g} (model units)" for t, s in pairs)
+            txt = "; ".join(f"{t}: {s:g} (pixel units), sigma_y = {noise_sigma_to_model(s):g} (model units)"
+                            for t, s in pairs)
             out.append(f"<tr><th>noise per task</th><td>{E(txt)}</td></tr>")
     out.append("</tbody></table>")
     if config:

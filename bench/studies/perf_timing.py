@@ -314,8 +314,8 @@ def dinv_denoiser(prior, noise_factor: float = 1.0):
             s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1)
             if s.numel() == 1:
                 s = s.expand(x.shape[0])
-            d = prior.denoise(2.0 * x - 1.0, (2.0 * noise_factor) * s)
-            return (d + 1.0) / 2.0
+            d = prior.denoise(pixel_to_model(x), noise_sigma_to_model(noise_factor) * s)
+            return model_to_pixel(d)
 
     return _Wrapped()
 

@@ -33,7 +33,7 @@ import torch
 from invbench.bench import bundled
 from invbench.bench.metrics.posterior import posterior_metrics
 from invbench.bench.metrics.sliced_wasserstein import sliced_wasserstein
-from invbench.operators.conventions import model_to_pixel, pixel_to_model
+from invbench.operators.conventions import model_to_pixel, noise_sigma_to_model, pixel_to_model
 from invbench.priors import CountingPrior
 from torch import Tensor
 
@@ -87,7 +87,7 @@ def problem(task_index: int, cfg: TwinConfig, dtype: torch.dtype):
     x0 = pixel_to_model(bundled.heldout_crops(cfg.n_images, 32, seed=0, split="test")).to(dtype)
     A = operators.build(preset, image_shape=(3, 32, 32), generator=torch.Generator().manual_seed(OPERATOR_SEED + task_index),
                         **params).to(dtype=dtype)
-    sigma_y = 2 * noise
+    sigma_y = noise_sigma_to_model(noise)
     y = torch.cat([A.measure(x0[i : i + 1], sigma_y, torch.Generator().manual_seed(NOISE_SEED + i))
                    for i in range(cfg.n_images)])
     return x0, A, y, sigma_y
