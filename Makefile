@@ -26,6 +26,7 @@ demo: $(VENV)/.installed
 # refresh the committed reference report (reports/demo/) from the demo run; an explicit step
 demo-reference: demo
 	$(VENV)/bin/invbench report runs/demo --out reports/demo
+	$(PY) scripts/readme_table.py
 
 bench-perf: $(VENV)/.installed
 	$(PY) -m pytest tests/perf -m "" --benchmark-enable --benchmark-autosave
@@ -37,7 +38,7 @@ reliability: $(VENV)/.installed
 	OMP_NUM_THREADS=1 $(PY) scripts/reliability_report.py
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check invbench operators priors solvers bench tests
+	$(VENV)/bin/ruff check invbench operators priors solvers bench tests scripts
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -26,10 +26,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.ndimage import gaussian_filter
-
 from invbench.bench import bundled
 from invbench.operators.conventions import model_to_pixel, pixel_to_model
+from scipy.ndimage import gaussian_filter
 
 PIXEL_SIGMAS = (0.05, 0.1, 0.2)
 BLUR_GRID = tuple(round(0.1 * k, 1) for k in range(31))  # 0.0 .. 3.0 pixels

@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 from invbench.bench import bundled
 from invbench.operators.conventions import pixel_to_model
 from invbench.priors.small_unet import build_small_unet

@@ -24,9 +24,7 @@ import time
 
 import torch
 
-from invbench import operators
-from invbench import priors
-from invbench import solvers
+from invbench import operators, priors, solvers
 
 VALIDATION_SEED_BASE = 900_000
 PRIORS = ("gmm-synthetic-64", "gmm-digits")
@@ -73,9 +71,9 @@ def main(argv=None) -> int:
     probs = list(problems(a.n))
     grid = []
     for N, K, init, tr in itertools.product((20, 50, 100), (5, 10, 20), ("noise", "pinv"), ("ddim", "map_consistent")):
-        grid.append(dict(n_levels=N, inner_steps=K, step_size=1.0, init=init, transition=tr, preconditioner="svd"))
+        grid.append({"n_levels": N, "inner_steps": K, "step_size": 1.0, "init": init, "transition": tr, "preconditioner": "svd"})
     for N, K, g, init in itertools.product((50,), (10, 20), (1.0, 1.9), ("noise", "pinv")):
-        grid.append(dict(n_levels=N, inner_steps=K, step_size=g, init=init, transition="ddim", preconditioner="scalar"))
+        grid.append({"n_levels": N, "inner_steps": K, "step_size": g, "init": init, "transition": "ddim", "preconditioner": "scalar"})
     rows = []
     t0 = time.time()
     for cfg in grid:
