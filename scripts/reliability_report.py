@@ -64,6 +64,21 @@ def _fmt(c: Counter) -> str:
     return s
 
 
+THIRD_ROUND = (
+    ("test_run_folder_safety", "run folders: injective file names, demo deletes only what a run wrote, store-less "
+     "folders refused, umask modes, damaged store refused, lock holder named, bounds on --out and warmup"),
+    ("test_tune_safety", "tuning studies: bound to solver / config / split, locked, resumed without repeated "
+     "trials, stale trials closed, bounded budgets, arguments checked first"),
+    ("test_compare_safety", "compare refuses what it cannot judge (metric, ok rows, configs, incomplete or running "
+     "runs); sharded runs calibrated; bounded --shards; failed shard causes"),
+    ("test_fetch_safety", "fetch on shared folders: no writes through links, published size and limits, --from "
+     "without a checksum needs --trust-unverified; FID loads only checked bytes"),
+    ("test_report_safety", "reports: incomplete and running runs stated, pixel cap, whole-folder swap, storage "
+     "errors and unknown settings refused"),
+)
+"""Test files of the third campaign (docs/reliability.md, "Third round") and what they check."""
+
+
 def write_report(out: Path, figs: dict, cases, rc: int, seconds: float, fast: bool) -> None:
     corpus = _count(cases, "test_bad_inputs", "test_bad_input[")
     real = _count(cases, "test_bad_inputs", "test_bad_input_real_process")
@@ -145,6 +160,8 @@ def write_report(out: Path, figs: dict, cases, rc: int, seconds: float, fast: bo
         lines.append(f"| security | offline GMM run + report under audit hooks, hostile description/protocol/file names | "
                      f"{offline['network_events']} network events; processes: {offline['spawned']}; escaped in md/tex/html |")
     lines.append(f"| security | all | {_fmt(_count(cases, 'test_security'))} |")
+    for file, what in THIRD_ROUND:
+        lines.append(f"| third round | {what} | {_fmt(_count(cases, file))} |")
     total = Counter(o for _, _, o in cases)
     lines += ["", f"Totals: {_fmt(total)} ({len(cases)} test cases).", ""]
     if soak:
