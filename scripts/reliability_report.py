@@ -65,16 +65,16 @@ def _fmt(c: Counter) -> str:
 
 
 THIRD_ROUND = (
-    ("test_run_folder_safety", "run folders: injective file names, demo deletes only what a run wrote, store-less "
-     "folders refused, umask modes, damaged store refused, lock holder named, bounds on --out and warmup"),
-    ("test_tune_safety", "tuning studies: bound to solver / config / split, locked, resumed without repeated "
-     "trials, stale trials closed, bounded budgets, arguments checked first"),
-    ("test_compare_safety", "compare refuses what it cannot judge (metric, ok rows, configs, incomplete or running "
-     "runs); sharded runs calibrated; bounded --shards; failed shard causes"),
-    ("test_fetch_safety", "fetch on shared folders: no writes through links, published size and limits, --from "
-     "without a checksum needs --trust-unverified; FID loads only checked bytes"),
-    ("test_report_safety", "reports: incomplete and running runs stated, pixel cap, whole-folder swap, storage "
-     "errors and unknown settings refused"),
+    ("test_run_folder_safety", ("run folders: injective file names, demo deletes only what a run wrote, store-less "
+     "folders refused, umask modes, damaged store refused, lock holder named, bounds on --out and warmup")),
+    ("test_tune_safety", ("tuning studies: bound to solver / config / split, locked, resumed without repeated "
+     "trials, stale trials closed, bounded budgets, arguments checked first")),
+    ("test_compare_safety", ("compare refuses what it cannot judge (metric, ok rows, configs, incomplete or running "
+     "runs); sharded runs calibrated; bounded --shards; failed shard causes")),
+    ("test_fetch_safety", ("fetch on shared folders: no writes through links, published size and limits, --from "
+     "without a checksum needs --trust-unverified; FID loads only checked bytes")),
+    ("test_report_safety", ("reports: incomplete and running runs stated, pixel cap, whole-folder swap, storage "
+     "errors and unknown settings refused")),
 )
 """Test files of the third campaign (docs/reliability.md, "Third round") and what they check."""
 
