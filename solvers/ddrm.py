@@ -57,7 +57,7 @@ from .base import (
     with_deferred_finite_checks,
 )
 from .registry import register
-from .search_space import choice, int_range, log_uniform, uniform  # noqa: F401
+from .search_space import uniform
 
 __all__ = ["DDRM", "DDRMParams", "ddrm_singular_values"]
 

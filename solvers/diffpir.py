@@ -67,7 +67,7 @@ from .base import (
 )
 from .registry import register
 from .schedules import ddpm_sigmas
-from .search_space import choice, int_range, log_uniform, uniform  # noqa: F401
+from .search_space import log_uniform, uniform
 
 __all__ = ["TASK_PRESETS", "DiffPIR", "DiffPIRParams"]
 

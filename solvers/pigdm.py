@@ -56,7 +56,7 @@ from .base import (
     with_deferred_finite_checks,
 )
 from .registry import register
-from .search_space import choice, int_range, log_uniform, uniform  # noqa: F401
+from .search_space import log_uniform, uniform
 
 __all__ = ["PiGDM", "PiGDMParams", "pigdm_guidance_vector"]
 
