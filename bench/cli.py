@@ -429,11 +429,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--solver", required=True)
     g = p.add_mutually_exclusive_group()
     g.add_argument("--budget-trials", type=int, default=None, help="number of trials (default 20)")
-    g.add_argument("--budget-nfe", type=float, default=None, help="total network evaluations to spend")
+    g.add_argument("--budget-nfe", type=float, default=None, help="total network evaluations to spend (finite, > 0)")
     p.add_argument("--nfe-cap", type=float, default=None, help="trials whose NFE per solve exceeds this are pruned")
     p.add_argument("--metric", default="psnr")
-    p.add_argument("--out", help="tune directory (default runs/tune-<name>-<solver>); holds study.sqlite3 and preset.toml")
-    p.add_argument("--seed", type=int, default=0, help="TPE sampler seed")
+    p.add_argument("--out", help="tune directory (default runs/tune-<name>-<solver>); holds study.sqlite3 and preset.toml; "
+                                 "rerun to resume (same solver, config, --seed, --nfe-cap)")
+    p.add_argument("--seed", type=int, default=0, help="TPE sampler seed (>= 0)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
     p.set_defaults(fn=cmd_tune)
 

@@ -10,11 +10,15 @@ trial is counted in network evaluations (NFE, the solver's own estimate per solv
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
+import math
 import os
 import statistics
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -159,15 +163,23 @@ def suggest_within_cap(trial, cls, base_preset: str, fixed: dict, nfe_cap: float
     return params
 
 
-def tune(config_path: str | Path, solver: str, *, budget_trials: int | None = None, budget_nfe: float | None = None,
-         nfe_cap: float | None = None, metric: str = "psnr", out: str | Path | None = None, seed: int = 0,
-         sets: list[str] | None = None, log=print) -> TuneResult:
-    """Run (or resume) the search; write ``out/study.sqlite3``, ``out/evaluated_images.jsonl`` and
-    ``out/preset.toml``. All inputs are checked before anything is written."""
-    import optuna
+MAX_IDLE_TRIALS = 20
+"""Under ``--budget-nfe``, the search stops after this many trials in a row that spent no network
+evaluation (each pruned by ``--nfe-cap`` before solving): the budget would never be reached."""
 
-    from invbench import solvers
+LOCK_NAME = ".lock"
+BINDING = ("solver", "config_hash", "split", "metric", "seed", "nfe_cap")
+"""Study user attributes that bind a study to what was tuned; a rerun must match them all."""
+_BINDING_NAMES = {"solver": "solver", "config_hash": "config hash", "split": "split", "metric": "--metric",
+                  "seed": "--seed", "nfe_cap": "--nfe-cap"}
+_FINISHED = ("COMPLETE", "PRUNED")
+_STALE_NOTE = ("interrupted: its tune process ended before the trial finished; closed as FAIL by the next "
+               "tune of this folder and not counted toward the budget")
 
+
+def _check_args(metric: str, budget_trials: int | None, budget_nfe: float | None, nfe_cap: float | None,
+                seed: int) -> int | None:
+    """Check the numeric and metric arguments; return the trial budget (20 when none is given)."""
     if metric != "psnr":
         raise TuneError(f"--metric: only 'psnr' is supported, got {metric!r}")
     if budget_trials is not None and budget_nfe is not None:
@@ -176,10 +188,164 @@ def tune(config_path: str | Path, solver: str, *, budget_trials: int | None = No
         budget_trials = 20
     if budget_trials is not None and budget_trials < 1:
         raise TuneError(f"--budget-trials must be >= 1, got {budget_trials}")
-    if budget_nfe is not None and not budget_nfe > 0:
-        raise TuneError(f"--budget-nfe must be > 0, got {budget_nfe}")
+    if budget_nfe is not None and not (math.isfinite(budget_nfe) and budget_nfe > 0):
+        raise TuneError(f"--budget-nfe must be a finite number > 0, got {budget_nfe}")
     if nfe_cap is not None and not nfe_cap > 0:
         raise TuneError(f"--nfe-cap must be > 0, got {nfe_cap}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise TuneError(f"--seed must be an integer >= 0 and < 2**63, got {seed}")
+    return budget_trials
+
+
+def _check_out(out_dir: Path) -> None:
+    """``out_dir`` must be a folder or creatable as one: no file at it or at any of its parents."""
+    p = out_dir
+    while True:
+        if p.exists() or p.is_symlink():
+            if not p.is_dir():
+                what = "it is" if p == out_dir else f"{p} is"
+                raise TuneError(f"--out {out_dir}: cannot be a tune folder ({what} not a directory)")
+            return
+        if p.parent == p:
+            return
+        p = p.parent
+
+
+def _check_cap(cls, base_preset: str, fixed: dict, nfe_cap: float | None, solver: str) -> None:
+    """Refuse a cap below the cheapest setting of the search space (its integer parameters at their
+    lower bounds, the rest as in the preset and overrides): every trial would be pruned."""
+    if nfe_cap is None:
+        return
+    low = {k: p.low for k, p in cls.SEARCH_SPACE.items() if p.kind == "int"}
+    cheapest = nfe_per_image(cls.from_preset(base_preset, **{**fixed, **low}))
+    if cheapest > nfe_cap:
+        raise TuneError(f"--nfe-cap {nfe_cap:g}: the cheapest setting of {solver}'s search space costs {cheapest:g} "
+                        f"network evaluations per solve (with the config's overrides); nothing to try")
+
+
+@contextlib.contextmanager
+def _tune_lock(out_dir: Path) -> Iterator[None]:
+    """Hold ``out_dir/.lock`` (``flock``, non-blocking, released by the kernel when the process
+    ends) for a whole tune; the holder's pid is written into the file for the refusal message."""
+    try:
+        f = open(out_dir / LOCK_NAME, "a+")  # noqa: SIM115 - held open for the whole tune (the flock lives on it)
+    except OSError as e:
+        raise TuneError(f"--out {out_dir}: cannot open its lock file ({e.strerror or e})") from None
+    try:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            pid = f.read(32).strip()
+            by = f" by pid {pid}" if pid.isdigit() else ""
+            raise TuneError(f"{out_dir}: another invbench tune is writing this tune folder (lock held{by}); "
+                            "wait for it to end or choose another --out") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        yield
+    finally:
+        f.close()
+
+
+def _open_study(out_dir: Path, binding: dict, log):
+    """Load (or create) the study of ``out_dir`` under the lock: check its binding, close trials
+    left RUNNING by a killed tune (FAIL, with a note) and return it."""
+    import optuna
+
+    path = out_dir / "study.sqlite3"
+    try:
+        storage = optuna.storages.RDBStorage(f"sqlite:///{path.resolve()}")
+    except Exception as e:  # noqa: BLE001 - an unreadable or foreign file is a bad --out
+        raise TuneError(f"{path}: cannot open the tune study ({type(e).__name__}: {e})") from None
+    try:
+        study_id = storage.get_study_id_from_name(STUDY_NAME)
+    except KeyError:
+        study_id = storage.create_new_study([optuna.study.StudyDirection.MAXIMIZE], STUDY_NAME)
+    attrs = storage.get_study_user_attrs(study_id)
+    has_trials = bool(storage.get_all_trials(study_id, deepcopy=False))
+    for key in BINDING:
+        if not has_trials:                     # an empty study (a tune killed at its start): nothing to keep
+            storage.set_study_user_attr(study_id, key, binding[key])
+        elif key not in attrs:
+            raise TuneError(f"{out_dir}: holds a tune study that records no {_BINDING_NAMES[key]} (written by an "
+                            "older invbench): it cannot be continued safely; choose another --out")
+        elif attrs[key] != binding[key]:
+            raise TuneError(f"{out_dir}: holds a tune study of {_BINDING_NAMES[key]} {attrs[key]!r}, not "
+                            f"{binding[key]!r}; rerun with the study's settings or choose another --out")
+    stale = storage.get_all_trials(study_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    for t in stale:
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+        storage.set_trial_user_attr(trial_id, "note", _STALE_NOTE)
+        storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
+    if stale:
+        log(f"tune: closed {len(stale)} trial(s) left running by an interrupted tune "
+            f"(#{', #'.join(str(t.number) for t in stale)}: marked FAIL, not counted)")
+    return optuna.load_study(study_name=STUDY_NAME, storage=storage)
+
+
+def _finished(study) -> list:
+    """The COMPLETE and PRUNED trials: those that count toward the budget."""
+    return [t for t in study.get_trials(deepcopy=False) if t.state.name in _FINISHED]
+
+
+def _spent(trials: list) -> float:
+    return sum(t.user_attrs.get("nfe_trial", 0.0) for t in trials)
+
+
+def _sampler(seed: int, n_finished: int):
+    """TPE seeded from ``(seed, finished trials)``: each trial's draw is a function of the seed and
+    the study so far, so a resumed study neither repeats its startup trials nor differs from an
+    uninterrupted one (TPE's own startup count reads the stored trials)."""
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=derive_seed("tune", "sampler", seed, n_finished) % 2**32)
+
+
+def _idle_run(trials: list) -> int:
+    """How many of the last finished trials in a row spent no network evaluation."""
+    n = 0
+    for t in reversed(trials):
+        if t.user_attrs.get("nfe_trial", 0.0) > 0:
+            break
+        n += 1
+    return n
+
+
+def _search(study, objective, seed: int, budget_trials: int | None, budget_nfe: float | None,
+            nfe_cap: float | None, log) -> None:
+    """Run trials one by one until the budget is reached (stale and failed trials not counted)."""
+    while True:
+        done = _finished(study)
+        if budget_trials is not None and len(done) >= budget_trials:
+            return
+        if budget_nfe is not None:
+            if _spent(done) >= budget_nfe:
+                return
+            if _idle_run(done) >= MAX_IDLE_TRIALS:
+                why = f"each above --nfe-cap {nfe_cap:g}" if nfe_cap is not None else "no NFE per solve"
+                msg = (f"the last {MAX_IDLE_TRIALS} trials in a row spent no network evaluations ({why}); "
+                       "--budget-nfe cannot be reached")
+                if not any(t.state.name == "COMPLETE" for t in done):
+                    raise TuneError(f"no trial completed: {msg}; raise --nfe-cap or use --budget-trials")
+                log(f"tune: stopped: {msg}")
+                return
+        study.sampler = _sampler(seed, len(done))
+        study.optimize(objective, n_trials=1)
+
+
+def tune(config_path: str | Path, solver: str, *, budget_trials: int | None = None, budget_nfe: float | None = None,
+         nfe_cap: float | None = None, metric: str = "psnr", out: str | Path | None = None, seed: int = 0,
+         sets: list[str] | None = None, log=print) -> TuneResult:
+    """Run (or resume) the search; write ``out/study.sqlite3``, ``out/evaluated_images.jsonl`` and
+    ``out/preset.toml``. All inputs are checked before anything is written; the study is bound to
+    the solver, config hash, split, metric, seed and cap, and locked while this call runs."""
+    import optuna
+
+    from invbench import solvers
+
+    budget_trials = _check_args(metric, budget_trials, budget_nfe, nfe_cap, seed)
     try:
         cls = solvers.get(solver)
     except solvers.SolverError as e:
@@ -187,23 +353,40 @@ def tune(config_path: str | Path, solver: str, *, budget_trials: int | None = No
     if not cls.SEARCH_SPACE:
         raise TuneError(f"--solver: {solver!r} declares no SEARCH_SPACE (nothing to tune)")
     cpath = Path(config_path)
-    if not cpath.is_file():
-        raise TuneError(f"{cpath}: config file not found")
     try:
-        exp = config_mod.load(cpath, sets or [])
+        exp = config_mod.load(cpath, sets or [])   # refuses a missing file, a folder, FIFO or device
     except config_mod.ConfigError as e:
-        raise TuneError(f"{cpath}: {e}") from None
+        raise TuneError(str(e)) from None
+    out_dir = Path(out) if out else Path("runs") / f"tune-{exp.name}-{solver}"
+    _check_out(out_dir)
     spec = next((s for s in exp.solvers if s.name == solver), None)
     fixed = dict(spec.overrides) if spec else {}
     base_preset = spec.preset if spec and spec.preset in cls.PRESETS else "default"
+    _check_cap(cls, base_preset, fixed, nfe_cap, solver)
     probs, manifests = _problems(exp, cls, exp.base_dir)
 
-    out_dir = Path(out) if out else Path("runs") / f"tune-{exp.name}-{solver}"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    storage = f"sqlite:///{(out_dir / 'study.sqlite3').resolve()}"
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise TuneError(f"--out {out_dir}: cannot create the tune folder ({e.strerror or e})") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name=STUDY_NAME, storage=storage, direction="maximize",
-                                sampler=optuna.samplers.TPESampler(seed=seed), load_if_exists=True)
+    binding = {"solver": solver, "config_hash": exp.config_hash, "split": "validation", "metric": metric,
+               "seed": seed, "nfe_cap": nfe_cap}
+    with _tune_lock(out_dir):
+        study = _open_study(out_dir, binding, log)
+        return _run_study(study, out_dir, cls, solver, base_preset, fixed, probs, manifests, exp, cpath,
+                          budget_trials=budget_trials, budget_nfe=budget_nfe, nfe_cap=nfe_cap, metric=metric,
+                          seed=seed, log=log)
+
+
+def _run_study(study, out_dir: Path, cls, solver: str, base_preset: str, fixed: dict, probs: list[_Problem],
+               manifests: dict, exp, cpath: Path, *, budget_trials: int | None, budget_nfe: float | None,
+               nfe_cap: float | None, metric: str, seed: int, log) -> TuneResult:
+    """Search up to the budget in the locked ``out_dir`` and write ``preset.toml``."""
+    import optuna
+
+    from invbench import solvers
+
     log_path = out_dir / "evaluated_images.jsonl"
 
     def objective(trial) -> float:
@@ -232,22 +415,13 @@ def tune(config_path: str | Path, solver: str, *, budget_trials: int | None = No
         trial.set_user_attr("nfe_trial", nfe * len(probs))
         return statistics.fmean(scores)
 
-    def spent() -> float:
-        return sum(t.user_attrs.get("nfe_trial", 0.0) for t in study.trials)
-
     t0 = time.perf_counter()
-    done = len([t for t in study.trials if t.state.is_finished()])
-    if budget_trials is not None:
-        left = budget_trials - done
-        if left > 0:
-            study.optimize(objective, n_trials=left)
-    else:
-        while spent() < budget_nfe:
-            study.optimize(objective, n_trials=1)
+    _search(study, objective, seed, budget_trials, budget_nfe, nfe_cap, log)
     wall = time.perf_counter() - t0
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    done = _finished(study)
+    complete = [t for t in done if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
-        raise TuneError("no trial completed (every trial exceeded --nfe-cap?)")
+        raise TuneError("no trial completed (every trial exceeded --nfe-cap or diverged)")
     values = [t.value for t in complete]
     best = study.best_trial
     budget = {"trials": budget_trials, "nfe_total": budget_nfe, "nfe_cap_per_solve": nfe_cap}
@@ -258,13 +432,15 @@ def tune(config_path: str | Path, solver: str, *, budget_trials: int | None = No
             "scores": {"n": len(values), "min": min(values), "median": statistics.median(values),
                        "max": max(values), "stdev": statistics.stdev(values) if len(values) > 1 else 0.0},
             "budget": {k: v for k, v in budget.items() if v is not None},
-            "nfe_spent": spent(), "nfe_per_solve": best.user_attrs.get("nfe_per_solve"),
-            "trials_diverged": sum("diverged" in t.user_attrs for t in study.trials),
+            "nfe_spent": _spent(done), "nfe_per_solve": best.user_attrs.get("nfe_per_solve"),
+            "trials_diverged": sum("diverged" in t.user_attrs for t in done),
+            "trials_interrupted": sum(t.user_attrs.get("note") == _STALE_NOTE for t in study.get_trials(deepcopy=False)),
             "wall_s_this_call": round(wall, 3),
             "split": "validation", "manifest_sha256": manifests, "n_problems": len(probs),
             "config": str(cpath), "config_hash": exp.config_hash, "code_version": code_version(),
             "search_space": {k: p.as_dict() for k, p in cls.SEARCH_SPACE.items()},
-            "sampler": f"optuna {optuna.__version__} TPESampler(seed={seed})",
+            "sampler": f"optuna {optuna.__version__} TPESampler(seed derived from seed {seed} and the number "
+                       "of finished trials)",
         }
     }
     preset_path = out_dir / "preset.toml"
@@ -273,7 +449,7 @@ def tune(config_path: str | Path, solver: str, *, budget_trials: int | None = No
     os.replace(tmp, preset_path)
     log(f"tune {solver}: {len(values)} trials, best {metric} {best.value:.3f} with {best.params}; "
         f"wrote {preset_path}")
-    return TuneResult(dict(best.params), best.value, values, len(values), spent(), [], preset_path)
+    return TuneResult(dict(best.params), best.value, values, len(values), _spent(done), [], preset_path)
 
 
 __all__ = ["TuneError", "TuneResult", "image_sha256", "manifest_sha256", "split_spec", "test_split_hashes", "tune"]

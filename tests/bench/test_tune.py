@@ -106,8 +106,9 @@ def test_nfe_cap_prunes_and_budget_nfe_stops(tmp_path):
     cfg = _cfg(tmp_path)
     r = tune.tune(cfg, "ddrm", budget_nfe=40, out=tmp_path / "n", log=lambda s: None)
     assert r.nfe_total >= 40 and r.nfe_total < 40 + 15   # 5 NFE x 3 images per trial
-    with pytest.raises(tune.TuneError, match="no trial completed"):
+    with pytest.raises(tune.TuneError, match="--nfe-cap 4: the cheapest setting .* costs 5 "):
         tune.tune(cfg, "ddrm", budget_trials=2, nfe_cap=4, out=tmp_path / "cap", log=lambda s: None)
+    assert not (tmp_path / "cap").exists()          # refused before the folder is created
 
 
 @pytest.mark.parametrize("args, needle", [
