@@ -34,7 +34,6 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
-import numpy as np
 import torch
 from invbench.operators.base import residual_gradient
 from torch import Tensor
@@ -54,17 +53,10 @@ from .base import (
     with_deferred_finite_checks,
 )
 from .registry import register
+from .schedules import clip_sigma, edm_levels_numpy
 from .search_space import log_uniform
 
-__all__ = ["DAPS", "DAPSParams", "clip_to_prior", "edm_levels"]
-
-
-def edm_levels(sigma_max: float, sigma_min: float, n: int, rho: float = 7.0) -> list[float]:
-    """``n`` EDM poly-ρ levels from ``sigma_max`` to ``sigma_min`` inclusive (model units), NumPy
-    float64 as the code's ``EDMScheduler.get_discrete_time_steps``."""
-    r = np.linspace(0, 1, n)
-    a, b = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
-    return [float((a + ri * (b - a)) ** rho) for ri in r]
+__all__ = ["DAPS", "DAPSParams"]
 
 
 @dataclass(frozen=True)
@@ -96,11 +88,6 @@ class DAPSParams:
         require_positive("daps", self, "sigma_max", "sigma_min", "ode_sigma_min", "rho", "lr", "lr_min_ratio", "tau")
         if self.sigma_min >= self.sigma_max:
             raise SolverError(f"daps: sigma_min ({self.sigma_min}) must be < sigma_max ({self.sigma_max})")
-
-
-def clip_to_prior(prior, s: float) -> float:
-    """``s`` clipped to the prior's valid noise range ``[prior.sigma_min, prior.sigma_max]``."""
-    return float(min(max(s, float(prior.sigma_min)), float(prior.sigma_max)))
 
 
 @register
@@ -140,13 +127,13 @@ class DAPS(Solver):
     def levels(self, prior) -> list[float]:
         """Annealing levels σ_0 > … > σ_{N−1} > σ_N = 0 (model units), clipped to the prior."""
         p: DAPSParams = self.params
-        s = edm_levels(p.sigma_max, p.sigma_min, p.anneal_steps + 1, p.rho)[:-1]
-        return [clip_to_prior(prior, v) for v in s] + [0.0]
+        s = edm_levels_numpy(p.sigma_max, p.sigma_min, p.anneal_steps + 1, p.rho)[:-1]
+        return [clip_sigma(prior, v) for v in s] + [0.0]
 
     def ode_levels(self, prior, sigma: float) -> list[float]:
         """The inner ODE's K+1 levels from ``sigma`` to ``ode_sigma_min`` (model units), clipped."""
         p: DAPSParams = self.params
-        return [clip_to_prior(prior, v) for v in edm_levels(sigma, p.ode_sigma_min, p.ode_steps + 1, p.rho)]
+        return [clip_sigma(prior, v) for v in edm_levels_numpy(sigma, p.ode_sigma_min, p.ode_steps + 1, p.rho)]
 
     def nfe_estimate(self) -> int:
         """Network evaluations per image: N·K (the Langevin steps call only the operator)."""

@@ -82,8 +82,8 @@ from .base import (
     require_positive,
     with_deferred_finite_checks,
 )
-from .daps import clip_to_prior, edm_levels
 from .registry import register
+from .schedules import clip_sigma, edm_levels_numpy
 from .search_space import log_uniform, uniform
 
 __all__ = ["LMAPS", "LMAPSParams", "local_map", "local_map_exact", "local_variance", "operator_norm_sq"]
@@ -240,7 +240,7 @@ class LMAPS(Solver):
     def levels(self, prior) -> list[float]:
         """Levels σ_0 > … > σ_{N−1} (model units, clipped to the prior's range), then σ_N = 0."""
         p: LMAPSParams = self.params
-        return [clip_to_prior(prior, v) for v in edm_levels(p.sigma_max, p.sigma_min, p.steps, p.rho)] + [0.0]
+        return [clip_sigma(prior, v) for v in edm_levels_numpy(p.sigma_max, p.sigma_min, p.steps, p.rho)] + [0.0]
 
     def nfe_estimate(self) -> int:
         """Network evaluations per image: one per level."""

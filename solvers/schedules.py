@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
 __all__ = [
+    "clip_sigma",
     "clip_to_prior",
     "ddpm_linear_betas",
     "ddpm_linear_sigmas",
     "ddpm_sigmas",
+    "edm_levels_numpy",
     "geometric_sigmas",
     "karras_sigmas",
 ]
@@ -45,6 +48,22 @@ def karras_sigmas(n: int, sigma_max: float, sigma_min: float, rho: float = 7.0) 
     s = (a + i * (b - a)) ** rho
     s[0], s[-1] = float(sigma_max), float(sigma_min)  # exact end points
     return s
+
+
+def edm_levels_numpy(sigma_max: float, sigma_min: float, n: int, rho: float = 7.0) -> list[float]:
+    """The same EDM poly-ρ levels as :func:`karras_sigmas`, computed the way released NumPy code
+    does (``np.linspace`` then ``(a + r (b − a)) ** ρ`` in float64, end points not pinned), for
+    solvers whose fidelity to that code is bitwise (DAPS's ``EDMScheduler.get_discrete_time_steps``,
+    and LMAPS, which uses DAPS's grid). Descending, ``n`` entries, model units."""
+    r = np.linspace(0, 1, n)
+    a, b = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
+    return [float((a + ri * (b - a)) ** rho) for ri in r]
+
+
+def clip_sigma(prior, sigma: float) -> float:
+    """One noise level clipped to the prior's valid range ``[prior.sigma_min, prior.sigma_max]``
+    (the per-level clip of DAPS and LMAPS; :func:`clip_to_prior` clips a requested *range*)."""
+    return float(min(max(sigma, float(prior.sigma_min)), float(prior.sigma_max)))
 
 
 def geometric_sigmas(n: int, sigma_max: float, sigma_min: float) -> Tensor:
