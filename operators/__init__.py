@@ -8,9 +8,10 @@ Public surface: :func:`build`, :data:`PRESETS`, :class:`Operator`, :class:`Linea
 
 from . import conventions
 from .base import SVD, LinearOperator, Operator, OperatorError
-from .registry import build, names, register
+from .registry import FAMILIES, build, family, names, register
 from . import presets as _presets  # noqa: F401  (registers the presets)
 
 PRESETS: tuple[str, ...] = names()
 
-__all__ = ["build", "PRESETS", "Operator", "LinearOperator", "SVD", "OperatorError", "conventions", "register"]
+__all__ = ["build", "PRESETS", "FAMILIES", "family", "Operator", "LinearOperator", "SVD", "OperatorError", "conventions",
+           "register"]

@@ -52,7 +52,7 @@ def separable_blur(C: int, H: int, W: int, k_h: Tensor, k_w: Tensor, padding: st
     return SeparableOperator(C, correlation_matrix(k_h, H, padding), correlation_matrix(k_w, W, padding))
 
 
-@register("deblur_gauss")
+@register("deblur_gauss", family="deblurring")
 def build_gauss(image_shape, generator: torch.Generator, *, kernel_size: int = 61, std: float = 3.0,
                 padding: str = "reflect", svd_threshold: float = DDRM_SVD_THRESHOLD,
                 **overrides) -> SeparableOperator:
@@ -67,7 +67,7 @@ def build_gauss(image_shape, generator: torch.Generator, *, kernel_size: int = 6
     return op
 
 
-@register("deblur_uniform")
+@register("deblur_uniform", family="deblurring")
 def build_uniform(image_shape, generator: torch.Generator, *, kernel_size: int = 9, padding: str = "zero",
                   svd_threshold: float = DDRM_SVD_THRESHOLD, ddrm_truncated: bool = False,
                   **overrides) -> SeparableOperator:
@@ -190,7 +190,7 @@ class ConvOperator(LinearOperator):
         return x
 
 
-@register("deblur_motion")
+@register("deblur_motion", family="deblurring")
 def build_motion(image_shape, generator: torch.Generator, *, kernel_size: int = 61, intensity: float = 0.5,
                  padding: str = "reflect", kernel: Tensor | None = None, **overrides) -> ConvOperator:
     """DPS motion deblur: a 61×61 kernel of intensity 0.5 drawn once from ``generator``

@@ -62,7 +62,7 @@ class ColorizeOperator(LinearOperator):
         return y.expand(-1, self.in_shape[0], -1, -1).clone()
 
 
-@register("colorize")
+@register("colorize", family="colorization")
 def build_colorize(image_shape, generator: torch.Generator, **overrides) -> ColorizeOperator:
     no_overrides("colorize", overrides)
     C, H, W = check_image_shape("colorize", image_shape)

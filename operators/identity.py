@@ -44,7 +44,7 @@ class IdentityOperator(LinearOperator):
         return y
 
 
-@register("denoise")
+@register("denoise", family="denoising")
 def build_denoise(image_shape, generator: torch.Generator, **overrides) -> IdentityOperator:
     no_overrides("denoise", overrides)
     return IdentityOperator(check_image_shape("denoise", image_shape))

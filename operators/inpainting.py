@@ -88,7 +88,7 @@ class MaskOperator(LinearOperator):
 # ---------------------------------------------------------------- presets
 
 
-@register("inpaint_box")
+@register("inpaint_box", family="inpainting")
 def build_box(image_shape, generator: torch.Generator, *, hole: tuple[int, int] | None = None,
               margin: tuple[int, int] | None = None, **overrides) -> MaskOperator:
     """DPS box inpainting: a ``hole`` (default ``H/2 × W/2``, i.e. 128×128 at 256×256,
@@ -118,7 +118,7 @@ def build_box(image_shape, generator: torch.Generator, *, hole: tuple[int, int] 
     return op
 
 
-@register("inpaint_random")
+@register("inpaint_random", family="inpainting")
 def build_random(image_shape, generator: torch.Generator, *, ratio: float | None = None,
                  ratio_range: tuple[float, float] = (0.3, 0.7), **overrides) -> MaskOperator:
     """Random pixel dropping in all channels. The drop fraction ``p`` is ``ratio`` when given
@@ -148,7 +148,7 @@ def build_random(image_shape, generator: torch.Generator, *, ratio: float | None
 _SIDES = ("lower", "upper", "left", "right")
 
 
-@register("inpaint_half")
+@register("inpaint_half", family="inpainting")
 def build_half(image_shape, generator: torch.Generator, *, side: str = "lower", **overrides) -> MaskOperator:
     """Half-image inpainting (CelebA-HQ half-face): the ``side`` half is missing — ``"lower"``
     (default: rows ``H//2 ..``), ``"upper"``, ``"left"`` or ``"right"``. The missing half has

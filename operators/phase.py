@@ -33,7 +33,7 @@ class PhaseRetrievalOperator(Operator):
         return torch.fft.fftshift(z, dim=(-2, -1)).abs()
 
 
-@register("phase_retrieval")
+@register("phase_retrieval", family="phase_retrieval")
 def build_phase(image_shape, generator: torch.Generator, *, oversample: float = 2.0, **overrides) -> PhaseRetrievalOperator:
     no_overrides("phase_retrieval", overrides)
     if oversample < 0:

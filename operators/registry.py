@@ -10,18 +10,34 @@ from .base import Operator, OperatorError
 
 Builder = Callable[..., Operator]
 _BUILDERS: dict[str, Builder] = {}
+_FAMILIES: dict[str, str] = {}
+
+FAMILIES = ("inpainting", "super_resolution", "deblurring", "colorization", "phase_retrieval", "denoising")
+"""The task families a preset declares (solvers with per-task released settings choose by family,
+never by the preset's name)."""
 
 
-def register(name: str) -> Callable[[Builder], Builder]:
-    """Decorator: register ``fn(image_shape, generator, **overrides) -> Operator`` as preset ``name``."""
+def register(name: str, *, family: str) -> Callable[[Builder], Builder]:
+    """Decorator: register ``fn(image_shape, generator, **overrides) -> Operator`` as preset
+    ``name`` of task family ``family`` (one of :data:`FAMILIES`)."""
+    if family not in FAMILIES:
+        raise ValueError(f"operator preset {name!r}: unknown family {family!r}; valid: {', '.join(FAMILIES)}")
 
     def deco(fn: Builder) -> Builder:
         if name in _BUILDERS:
             raise RuntimeError(f"operator preset {name!r} registered twice")
         _BUILDERS[name] = fn
+        _FAMILIES[name] = family
         return fn
 
     return deco
+
+
+def family(name: str) -> str:
+    """The declared task family of preset ``name``."""
+    if name not in _FAMILIES:
+        raise OperatorError(f"unknown operator preset {name!r}; valid: {', '.join(sorted(_BUILDERS))}")
+    return _FAMILIES[name]
 
 
 def build(

@@ -95,7 +95,7 @@ class AvgPoolOperator(LinearOperator):
         return y.repeat_interleave(f, dim=-2).repeat_interleave(f, dim=-1)
 
 
-@register("sr4_avgpool")
+@register("sr4_avgpool", family="super_resolution")
 def build_avgpool(image_shape, generator: torch.Generator, *, factor: int = 4, **overrides) -> AvgPoolOperator:
     no_overrides("sr4_avgpool", overrides)
     C, H, W = check_image_shape("sr4_avgpool", image_shape, min_hw=factor, multiple=factor)
@@ -144,7 +144,7 @@ def imresize_matrix(in_len: int, out_len: int, antialiasing: bool = True) -> Ten
 DDRM_SVD_THRESHOLD = 3e-2
 
 
-@register("sr4_bicubic")
+@register("sr4_bicubic", family="super_resolution")
 def build_bicubic(image_shape, generator: torch.Generator, *, factor: int = 4,
                   svd_threshold: float = DDRM_SVD_THRESHOLD, **overrides) -> SeparableOperator:
     """MATLAB-style antialiased bicubic ``×1/f`` (DPS ``Resizer``), separable, exact SVD.

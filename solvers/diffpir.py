@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
+from invbench.operators import family
 from invbench.operators.base import svd_pinv
 from invbench.operators.conventions import model_sigma_to_pixel
 from torch import Tensor
@@ -116,8 +117,8 @@ def proximal_data_step(operator, x0: Tensor, y: Tensor, rho: float) -> Tensor:
 
 _CODE = "yuanzhi-zhu/DiffPIR main_ddpir.py with configs/{}.yaml"
 
-#: operator-preset name prefix -> DiffPIR preset (the harness calls ``DiffPIR.preset_for_task``).
-TASK_PRESETS: dict[str, str] = {"inpaint": "paper-inpaint", "sr": "paper-sr", "deblur": "default"}
+#: declared task family (``operators.family``) -> DiffPIR preset (the harness calls ``DiffPIR.preset_for_task``).
+TASK_PRESETS: dict[str, str] = {"inpainting": "paper-inpaint", "super_resolution": "paper-sr", "deblurring": "default"}
 
 
 @register
@@ -151,11 +152,9 @@ class DiffPIR(Solver):
 
     @classmethod
     def preset_for_task(cls, task: str) -> str:
-        """The released per-task preset for an operator preset name (``"default"`` if none)."""
-        for prefix, preset in TASK_PRESETS.items():
-            if task.startswith(prefix):
-                return preset
-        return "default"
+        """The released per-task preset for an operator preset, by its declared task family
+        (``"default"`` if none; never by the preset's name)."""
+        return TASK_PRESETS.get(family(task), "default")
 
     def levels(self, prior) -> list[float]:
         """The descending levels σ_0 … σ_{N−1} (model units) used with ``prior``."""

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
+from invbench.operators import family
 from torch import Tensor
 
 from ._ddpm_common import abar, sampling_sigmas, sigma_batch
@@ -105,11 +106,11 @@ _VAR = (
     "exposes it, else the fixed posterior variance β̃_t"
 )
 
-#: operator-preset name prefix -> DPS preset (the harness calls ``DPS.preset_for_task``).
+#: declared task family (``operators.family``) -> DPS preset (the harness calls ``DPS.preset_for_task``).
 TASK_PRESETS: dict[str, str] = {
-    "inpaint": "paper-inpaint",
-    "sr": "paper-sr",
-    "deblur": "paper-deblur",
+    "inpainting": "paper-inpaint",
+    "super_resolution": "paper-sr",
+    "deblurring": "paper-deblur",
     "phase_retrieval": "paper-phase",
 }
 
@@ -141,13 +142,12 @@ class DPS(Solver):
 
     @classmethod
     def preset_for_task(cls, task: str) -> str:
-        """The released per-task preset for an operator preset name (``"default"`` if none):
-        ``inpaint_*`` → paper-inpaint, ``sr*`` → paper-sr, ``deblur_*`` → paper-deblur,
-        ``phase_retrieval`` → paper-phase; colorize / denoise have no DPS config → default."""
-        for prefix, preset in TASK_PRESETS.items():
-            if task.startswith(prefix):
-                return preset
-        return "default"
+        """The released per-task preset for an operator preset, by its declared task family
+        (``"default"`` if none): inpainting → paper-inpaint, super-resolution → paper-sr,
+        deblurring → paper-deblur, phase retrieval → paper-phase; colorization / denoising have no
+        DPS config → default. Never by the preset's name (an ``sr2_…`` deblurring preset is a
+        deblurring task)."""
+        return TASK_PRESETS.get(family(task), "default")
 
     def validate(self, prior) -> None:
         """The step count / explicit levels must fit the prior's noise grid (checked before a run)."""

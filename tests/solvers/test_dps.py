@@ -117,3 +117,19 @@ def test_diverged():
     A = _inpaint()
     with pytest.raises(SolverDiverged):
         solvers.build("dps", steps=10).solve(torch.zeros(1, *A.out_shape, dtype=torch.float64), A, NaNPrior(SHAPE), sigma_y=0.0)
+
+
+def test_per_task_presets_follow_the_declared_family_not_the_name(monkeypatch):
+    """DPS and DiffPIR pick their released per-task preset from the operator's declared task
+    family: a deblurring preset whose name starts with ``sr`` gets the deblurring setting."""
+    from invbench.operators import registry
+    from invbench.solvers.diffpir import DiffPIR
+    from invbench.solvers.dps import DPS
+
+    assert DPS.preset_for_task("sr4_bicubic") == "paper-sr" and DPS.preset_for_task("deblur_gauss") == "paper-deblur"
+    assert DPS.preset_for_task("denoise") == "default" and DPS.preset_for_task("colorize") == "default"
+    monkeypatch.setitem(registry._FAMILIES, "sr2_blurry", "deblurring")
+    assert DPS.preset_for_task("sr2_blurry") == "paper-deblur"
+    assert DiffPIR.preset_for_task("sr2_blurry") == "default"          # DiffPIR's deblurring setting
+    monkeypatch.setitem(registry._FAMILIES, "deblur_as_inpaint", "inpainting")
+    assert DPS.preset_for_task("deblur_as_inpaint") == "paper-inpaint"
