@@ -1,39 +1,45 @@
 """``invbench compare BASE_RUN NEW_RUN``: the regression gate between two runs.
 
-Rows are paired by (solver, preset, task, dataset, prior, image_id, seed). For every cell
-(solver × preset × task × dataset × prior) of the base run:
+Rows are paired by (solver, preset, task, dataset, prior, image_id, seed). The verdict is one
+decision about the run: every statistical test of every cell (below) enters one family, and
+the run is flagged only where Holm's step-down procedure over that family rejects, so the
+probability that a run with no change anywhere exits 1 (the run-level false-alarm rate) is at
+most ``alpha`` (family-wise error rate; :func:`invbench.bench.gate_stats.holm_tarone`). A test whose
+sample is too small to ever reach the run's level is left out of the family (Tarone) and its
+cell reported "not gated". Per cell (solver × preset × task × dataset × prior):
 
-* **quality** — over the pairs where both rows are ok and the metric is finite, let
-  ``d_i = new_i - base_i`` and ``[lo, hi]`` the two-sided (1 - alpha) Student-t CI of mean(d)
-  (n - 1 degrees of freedom). For a higher-is-better metric (psnr, ssim) the cell regresses when
-  ``hi < -max_drop``; for a lower-is-better metric (lpips, mse, dist_to_map, ...) when
-  ``lo > +max_drop``. That is: the whole CI lies beyond the allowed drop, so a flag means the
-  drop is larger than ``max_drop`` (metric units, e.g. dB) at confidence 1 - alpha/2
-  (one-sided). With a single pair there is no CI and the point difference is used.
-* **cost** (``--cost``) — judged on the pairs where both rows are ok:
+* **quality** — per image (its seeds averaged first: the image is the unit) ``d_i = new − base``
+  of ``--metric`` over the pairs where both rows are ok and finite; a one-sided paired t test of
+  "worse by more than ``max_drop``" (mean below ``-max_drop`` for higher-is-better metrics,
+  above ``+max_drop`` for lower-is-better ones). With fewer than ``min_samples`` images the
+  quality is "not gated" and no interval is shown.
+* **network work** (normalised cost) — mean NFE and mean VJP per image: exact counts, a
+  regression when either grows by more than ``max_slowdown`` (no test needed, outside the family).
+* **time** — a paired test on timed solver calls (:mod:`invbench.bench.gate_cost`): a call's
+  ``timing_repeats`` are averaged first (geometric mean: back-to-back repeats are not independent
+  samples), calls are paired across the runs by the rows they solved, and the exact one-sided
+  Wilcoxon signed-rank test asks whether ``log(new/base)`` exceeds ``log max_slowdown``
+  (:func:`invbench.bench.gate_stats.paired_ratio_test`; estimate: Hodges–Lehmann ratio). The cost is
 
-  - ``normalised`` (default when both runs carry a device calibration, i.e. were made by a
-    version that records one): *network work* — mean NFE and mean VJP per image; the cell
-    regresses when either grows by more than ``max_slowdown`` (counts are exact, no test
-    needed); and *time outside the network* — per timed call, solve seconds ÷ seconds inside
-    the network of that same solve (:mod:`invbench.bench.gate_cost`), tested by
-    :func:`invbench.bench.gate_stats.ratio_test` against ``max_slowdown``. Both parts of the ratio slow
-    down together when another process loads the machine, so a loaded machine does not read as
-    a regression, while extra work in the solver loop does. Cells without network time (NFE =
-    0: the oracles) are judged on wall time as below.
-  - ``wall``: seconds per image of each timed call, :func:`invbench.bench.gate_stats.ratio_test` with
-    the absolute slack ``min_slowdown_s``. Meaningful only between runs on the same machine
-    under the same load; a warning is printed when the runs' device, CPU model, CPU capability
-    or thread count differ.
+  - ``normalised`` (default when both runs carry a device calibration): solver seconds ÷
+    network seconds of the same call. Load slows both parts, so the ratio holds — but only where
+    the network is most of the solve: a cell whose network share of the baseline's solve time is
+    below :func:`min_network_share` (0.9 at ×1.2) is "time not gated" (a cheap network: load
+    stretches the rest more than the network) and judged on NFE/VJP only; a cell without network
+    time (the oracles) is "time not gated" as well (nothing to normalise by);
+  - ``wall``: seconds per image, every cell; meaningful only between runs on one machine under
+    the same load (a warning names differing device, CPU model, CPU capability or threads).
 
-  The speed test flags a cell only when the ratio of medians exceeds ``max_slowdown`` **and** a
-  one-sided Mann–Whitney U test is significant at ``alpha``; with fewer than ``min_samples``
-  timing samples per run such a slowdown is reported "inconclusive (n = k)", never a
-  regression. Samples are timed calls, so a run gets more of them from ``timing_repeats`` or
-  from per-image operators (one call per image).
+  With fewer than ``min_samples`` paired calls the time is "not gated". No absolute slack
+  (``min_slowdown_s``, default 0) hides a short cell.
 * **status** — a pair whose base row is ok and whose new row is not (skipped, diverged, oom,
   error) is a regression; so is a base ok row missing from the new run, unless
   ``--allow-missing``.
+
+A cell is "regression" when anything above flags it, else "not gated" when its quality or time
+could not be judged (the reason is printed, with the point estimate that was not judged), else
+"ok". Intervals are printed only from ``min_samples`` units (time: from 6, the fewest with a 95 %
+Walsh-average interval).
 
 What cannot be judged is refused (exit 2, one line saying why) before any verdict:
 
@@ -51,8 +57,8 @@ What cannot be judged is refused (exit 2, one line saying why) before any verdic
 
 Exit codes: 0 no regression, 1 at least one regression, 2 bad input (missing run dir or store,
 unknown/unavailable metric, bad thresholds, no pairs, and the refusals above), 3 no regression
-but at least one inconclusive cell, only with ``--fail-inconclusive`` (otherwise inconclusive
-cells exit 0 and are listed).
+but at least one cell not gated, only with ``--fail-not-gated`` (alias ``--fail-inconclusive``;
+otherwise such cells exit 0 and are listed).
 """
 
 from __future__ import annotations
@@ -71,17 +77,43 @@ import numpy as np
 import pandas as pd
 import tomllib
 from invbench.bench.config import _HASH_EXCLUDED
-from invbench.bench.gate_cost import has_calibration, network_work, timing_samples
-from invbench.bench.gate_stats import RatioTest, ratio_test
+from invbench.bench.gate_cost import (
+    has_calibration,
+    network_share,
+    network_work,
+    paired_units,
+    timing_samples,
+)
+from invbench.bench.gate_stats import (
+    MIN_CI_UNITS,
+    DropTest,
+    RatioTest,
+    holm_tarone,
+    paired_drop_test,
+    paired_ratio_test,
+)
 from invbench.bench.report.data import CELL_KEYS, ROW_KEYS, RunData, RunDirError, load_run
-from invbench.bench.report.stats import DIRECTIONS, direction, mean_ci
+from invbench.bench.report.stats import DIRECTIONS, direction
 from tabulate import tabulate
 
-EXIT_OK, EXIT_REGRESSION, EXIT_BAD_INPUT, EXIT_INCONCLUSIVE = 0, 1, 2, 3
+EXIT_OK, EXIT_REGRESSION, EXIT_BAD_INPUT, EXIT_NOT_GATED = 0, 1, 2, 3
+EXIT_INCONCLUSIVE = EXIT_NOT_GATED   # the name of exit 3 before "not gated" replaced "inconclusive"
 FORMATS = ("text", "markdown", "json")
 COSTS = ("auto", "normalised", "wall")
 _COST_COLS = ("seconds", "net_seconds", "timings", "nfe", "vjp")
 _MACHINE_KEYS = ("device", "cpu_model", "cpu_capability", "gpu_name", "torch_threads")
+LOAD_SKEW = 3.0
+"""Bound on how much more machine load can stretch a solve's time outside the network than its
+time inside it (the busy-loop pair of a cheap analytic network measured ×2.9); sets
+:func:`min_network_share`."""
+
+
+def min_network_share(max_slowdown: float) -> float:
+    """Fewest network share of a cell's solve time for which load moves solver time ÷ network
+    time by less than ``max_slowdown`` even when it stretches the rest :data:`LOAD_SKEW` times
+    more: with share f the ratio moves by ``f + LOAD_SKEW·(1 − f)`` at most, so
+    ``f ≥ 1 − (max_slowdown − 1)/(LOAD_SKEW − 1)`` (0.9 at ×1.2)."""
+    return min(1.0, max(0.0, 1.0 - (max_slowdown - 1.0) / (LOAD_SKEW - 1.0)))
 
 
 class CompareError(ValueError):
@@ -92,21 +124,25 @@ class CompareError(ValueError):
 class CellVerdict:
     key: tuple[str, ...]
     n_pairs: int = 0
-    n_metric: int = 0
+    n_metric: int = 0                     # images with a paired metric value (seeds averaged)
     diff_mean: float = math.nan
-    diff_low: float = math.nan
+    diff_low: float = math.nan            # interval of the mean difference (NaN below --min-samples)
     diff_high: float = math.nan
-    time_ratio: float = math.nan          # ratio of medians of the judged timing samples
+    quality: DropTest | None = None       # the quality test, when gated
+    time_ratio: float = math.nan          # Hodges–Lehmann ratio new/base of the judged cost
     base_median_s: float = math.nan       # median seconds per image (wall), for reference
     new_median_s: float = math.nan
-    speed: RatioTest | None = None        # the speed test on the judged basis
+    speed: RatioTest | None = None        # the time test on the judged basis (also when not gated)
     speed_basis: str = ""                 # "normalised" | "wall"
+    speed_gated: bool = False
+    network_share: float = math.nan       # base run: network seconds / solve seconds (median call)
+    p_adjusted: dict[str, float] = field(default_factory=dict)   # "quality" / "time": Holm-adjusted p
     nfe: tuple[float, float] = (math.nan, math.nan)   # mean NFE per image (base, new)
     vjp: tuple[float, float] = (math.nan, math.nan)
     status_changes: dict[str, int] = field(default_factory=dict)
     missing: int = 0
     reasons: list[str] = field(default_factory=list)
-    inconclusive: list[str] = field(default_factory=list)
+    not_gated: list[str] = field(default_factory=list)
 
     @property
     def regression(self) -> bool:
@@ -114,7 +150,12 @@ class CellVerdict:
 
     @property
     def verdict(self) -> str:
-        return "regression" if self.reasons else "inconclusive" if self.inconclusive else "ok"
+        return "regression" if self.reasons else "not gated" if self.not_gated else "ok"
+
+    @property
+    def inconclusive(self) -> list[str]:
+        """The former name of :attr:`not_gated`."""
+        return self.not_gated
 
 
 @dataclass(frozen=True)
@@ -122,22 +163,38 @@ class Thresholds:
     metric: str = "psnr"
     max_drop: float = 0.1
     max_slowdown: float = 1.2
-    min_slowdown_s: float = 0.05
+    min_slowdown_s: float = 0.0
     alpha: float = 0.05
     allow_missing: bool = False
     cost: str = "auto"
-    min_samples: int = 5
+    min_samples: int = MIN_CI_UNITS
     allow_config_change: bool = False
 
 
 @dataclass
+class Family:
+    """The run's tests: how many of each kind entered Holm's procedure and how many were left
+    out because their sample could never reach the run-level significance (Tarone)."""
+
+    quality: int = 0
+    time: int = 0
+    left_out: int = 0
+
+    @property
+    def size(self) -> int:
+        return self.quality + self.time
+
+
+@dataclass
 class Comparison:
-    """Verdicts plus what they were judged on (``cost`` resolved from ``auto``) and warnings."""
+    """Verdicts plus what they were judged on (``cost`` resolved from ``auto``), warnings and the
+    family of tests."""
 
     verdicts: list[CellVerdict]
     cost: str
     warnings: list[str]
     machines: dict[str, dict[str, str]]
+    family: Family = field(default_factory=Family)
 
 
 def _norm(df: pd.DataFrame) -> pd.DataFrame:
@@ -312,7 +369,67 @@ def _side(g: pd.DataFrame, suffix: str) -> pd.DataFrame:
     return pd.DataFrame({c: g[f"{c}{suffix}"].to_numpy() for c in _COST_COLS})
 
 
-def _judge_cost(v: CellVerdict, both_ok: pd.DataFrame, th: Thresholds, cost: str) -> None:
+@dataclass
+class _Pending:
+    """A test of one cell waiting for the run-level decision."""
+
+    cell: CellVerdict
+    kind: str            # "quality" | "time"
+    p: float
+    min_p: float
+    reason: str          # the regression text when rejected
+    left_out: str        # the not-gated text when Tarone leaves it out
+
+
+def _judge_quality(v: CellVerdict, both_ok: pd.DataFrame, th: Thresholds, d: int) -> _Pending | None:
+    """Quality of one cell: per image (seeds averaged) new − base; a one-sided paired t test of
+    "worse by more than max_drop" when at least ``min_samples`` images pair."""
+    mb = pd.to_numeric(both_ok[f"{th.metric}_b"], errors="coerce")
+    mn = pd.to_numeric(both_ok[f"{th.metric}_n"], errors="coerce")
+    fin = np.isfinite(mb.to_numpy(np.float64)) & np.isfinite(mn.to_numpy(np.float64))
+    if not fin.any():
+        return None
+    img = both_ok["image_id"].to_numpy()[fin]
+    per = pd.DataFrame({"img": img, "d": (mn - mb).to_numpy(np.float64)[fin]}).groupby("img")["d"].mean()
+    t = paired_drop_test(per.to_numpy(), max_drop=th.max_drop, direction=d, alpha=th.alpha, min_n=th.min_samples)
+    v.n_metric, v.diff_mean, v.diff_low, v.diff_high = t.n, t.mean, t.ci_low, t.ci_high
+    if t.n < th.min_samples:
+        v.not_gated.append(f"quality not gated: {t.n} image(s) < {th.min_samples} (--min-samples); "
+                           f"mean {th.metric} difference {t.mean:+.3g}")
+        return None
+    v.quality = t
+    ci = f"{100 * (1 - th.alpha):g}% CI [{_f(t.ci_low, '.3g')}, {_f(t.ci_high, '.3g')}]"
+    return _Pending(v, "quality", t.p_value, 0.0,
+                    f"{th.metric} worse by more than {th.max_drop:g}: mean {t.mean:+.3g}, {ci}, n = {t.n} images, "
+                    f"p = {t.p_value:.2g}", "")
+
+
+def _judge_work(v: CellVerdict, rb: pd.DataFrame, rn: pd.DataFrame, th: Thresholds) -> None:
+    """Network work: mean NFE / VJP per image, exact counts (no test)."""
+    for name, (b, n) in (("NFE", v.nfe), ("VJP", v.vjp)):
+        if math.isfinite(b) and math.isfinite(n) and (n > b * th.max_slowdown if b > 0 else n > 0):
+            v.reasons.append(f"more network work: {name}/image {b:.4g} -> {n:.4g}"
+                             + (f" (x{n / b:.3g} > x{th.max_slowdown:g})" if b > 0 else ""))
+
+
+def _time_basis(v: CellVerdict, rb: pd.DataFrame, th: Thresholds, cost: str) -> tuple[str, str]:
+    """``(basis, why not gated)`` of a cell's time: ``why`` is empty when the time is gated."""
+    if cost == "wall":
+        return "wall", ""
+    v.network_share = network_share(rb)
+    if not math.isfinite(v.network_share):
+        return "wall", ("time not gated: no network time (NFE = 0) to normalise by, and wall time moves with "
+                        "machine load (--cost wall judges it between runs on one quiet machine)")
+    floor = min_network_share(th.max_slowdown)
+    if v.network_share < floor:
+        return "normalised", (f"time not gated: the network is {100 * v.network_share:.0f}% of the solve time "
+                              f"(< {100 * floor:.0f}%), too cheap for solver time / network time to hold under "
+                              "machine load; judged on NFE/VJP only")
+    return "normalised", ""
+
+
+def _judge_cost(v: CellVerdict, both_ok: pd.DataFrame, th: Thresholds, cost: str) -> _Pending | None:
+    """Cost of one cell: exact network work (normalised cost) and the paired time test."""
     rb, rn = _side(both_ok, "_b"), _side(both_ok, "_n")
     wb, wn = timing_samples(rb, "wall"), timing_samples(rn, "wall")
     if wb.size:
@@ -321,29 +438,46 @@ def _judge_cost(v: CellVerdict, both_ok: pd.DataFrame, th: Thresholds, cost: str
         v.new_median_s = float(np.median(wn))
     v.nfe = (network_work(rb)[0], network_work(rn)[0])
     v.vjp = (network_work(rb)[1], network_work(rn)[1])
-    basis = "wall"
     if cost == "normalised":
-        for name, (b, n) in (("NFE", v.nfe), ("VJP", v.vjp)):
-            if math.isfinite(b) and math.isfinite(n) and (n > b * th.max_slowdown if b > 0 else n > 0):
-                v.reasons.append(f"more network work: {name}/image {b:.4g} -> {n:.4g}"
-                                 + (f" (x{n / b:.3g} > x{th.max_slowdown:g})" if b > 0 else ""))
-        nb, nn = timing_samples(rb, "normalised"), timing_samples(rn, "normalised")
-        if nb.size and nn.size:
-            basis = "normalised"
-    if basis == "normalised":
-        t = ratio_test(nb, nn, max_ratio=th.max_slowdown, alpha=th.alpha, min_n=th.min_samples)
-        what = "solver time / network time"
-    else:
-        t = ratio_test(wb, wn, max_ratio=th.max_slowdown, alpha=th.alpha, min_n=th.min_samples,
-                       min_abs=th.min_slowdown_s)
-        what = "seconds/image" if cost == "wall" else "seconds/image (no network time)"
+        _judge_work(v, rb, rn, th)
+    basis, why = _time_basis(v, rb, th, cost)
+    ub, un = paired_units(rb, rn, basis)
+    t = paired_ratio_test(ub, un, max_ratio=th.max_slowdown, alpha=th.alpha, min_n=th.min_samples)
     v.speed, v.speed_basis, v.time_ratio = t, basis, t.ratio
-    detail = f"{what} x{t.ratio:.3g}, {100 * (1 - th.alpha):g}% CI [{_f(t.ci_low, '.3g')}, {_f(t.ci_high, '.3g')}]"
-    if t.verdict == "regression":
-        v.reasons.append(f"slower: {detail}, n = {t.n_base}/{t.n_new}, p = {t.p_value:.2g} (> x{th.max_slowdown:g})")
-    elif t.verdict == "inconclusive":
-        v.inconclusive.append(f"inconclusive (n = {t.n}): {detail} > x{th.max_slowdown:g} "
-                              f"but fewer than {th.min_samples} timing samples")
+    what = "solver time / network time" if basis == "normalised" else "seconds/image"
+    point = f"{what} x{_f(t.ratio, '.3g')}"
+    if not why and t.n < th.min_samples:
+        why = (f"time not gated: {t.n} paired timed call(s) < {th.min_samples} (--min-samples; timing_repeats "
+               "repeat a call, they add no call)")
+    if why:
+        v.not_gated.append(f"{why}; {point} not judged" if t.n else why)
+        return None
+    v.speed_gated = True
+    if th.min_slowdown_s > 0 and not (v.new_median_s - v.base_median_s > th.min_slowdown_s):
+        return None   # the optional absolute slack: a growth within it is never a regression
+    ci = f"{100 * (1 - th.alpha):g}% CI [{_f(t.ci_low, '.3g')}, {_f(t.ci_high, '.3g')}]"
+    return _Pending(v, "time", t.p_value, t.min_p,
+                    f"slower: {point} > x{th.max_slowdown:g}, {ci}, n = {t.n} paired calls, p = {t.p_value:.2g}",
+                    f"time not gated: {t.n} paired calls can never reach the run's significance level "
+                    f"(smallest p {t.min_p:.2g}); {point} not judged")
+
+
+def _decide(pending: list[_Pending], alpha: float) -> Family:
+    """The run-level decision: Holm over the family (Tarone's choice), reasons and notes set."""
+    adj, testable, _ = holm_tarone([x.p for x in pending], [x.min_p for x in pending], alpha)
+    fam = Family()
+    for x, a, ok in zip(pending, adj, testable, strict=True):
+        if not ok:
+            fam.left_out += 1
+            if x.kind == "time":
+                x.cell.speed_gated = False
+            x.cell.not_gated.append(x.left_out)
+            continue
+        setattr(fam, x.kind, getattr(fam, x.kind) + 1)
+        x.cell.p_adjusted[x.kind] = a
+        if a <= alpha:
+            x.cell.reasons.append(f"{x.reason}, Holm-adjusted p = {a:.2g}")
+    return fam
 
 
 def resolve_cost(base: RunData, new: RunData, cost: str) -> tuple[str, list[str]]:
@@ -385,6 +519,7 @@ def compare(base: RunData, new: RunData, th: Thresholds) -> Comparison:
         raise CompareError("a run has duplicate rows for one (solver, preset, task, dataset, prior, image_id, seed)")
     m = b.merge(n, on=list(ROW_KEYS), how="left", suffixes=("_b", "_n"), indicator=True)
     out: list[CellVerdict] = []
+    pending: list[_Pending] = []
     for key, g in m.groupby(list(CELL_KEYS), sort=True):
         v = CellVerdict(tuple(map(str, key)))
         paired = g[g["_merge"] == "both"]
@@ -394,21 +529,8 @@ def compare(base: RunData, new: RunData, th: Thresholds) -> Comparison:
         changed = paired[(paired["status_b"].astype(str) == "ok") & (paired["status_n"].astype(str) != "ok")]
         v.status_changes = {f"ok -> {s}": int(c) for s, c in changed["status_n"].astype(str).value_counts().items()}
         both_ok = paired[(paired["status_b"].astype(str) == "ok") & (paired["status_n"].astype(str) == "ok")]
-        mb = pd.to_numeric(both_ok[f"{th.metric}_b"], errors="coerce").to_numpy(np.float64)
-        mn = pd.to_numeric(both_ok[f"{th.metric}_n"], errors="coerce").to_numpy(np.float64)
-        fin = np.isfinite(mb) & np.isfinite(mn)
-        diffs = mn[fin] - mb[fin]
-        v.n_metric = int(diffs.size)
-        if diffs.size:
-            ci = mean_ci(diffs, th.alpha)
-            hw = ci.half_width if math.isfinite(ci.half_width) else 0.0  # n == 1: point estimate
-            v.diff_mean, v.diff_low, v.diff_high = ci.mean, ci.mean - hw, ci.mean + hw
-            if (d > 0 and v.diff_high < -th.max_drop) or (d < 0 and v.diff_low > th.max_drop):
-                ci_txt = "point difference, n=1" if diffs.size == 1 else f"{100 * (1 - th.alpha):g}% CI"
-                v.reasons.append(f"{th.metric} worse by more than {th.max_drop:g} ({ci_txt} "
-                                 f"[{v.diff_low:.4g}, {v.diff_high:.4g}], n = {diffs.size})")
         if len(both_ok):
-            _judge_cost(v, both_ok, th, cost)
+            pending += [x for x in (_judge_quality(v, both_ok, th, d), _judge_cost(v, both_ok, th, cost)) if x]
         if v.status_changes:
             v.reasons.append("status " + ", ".join(f"{k} ({c})" for k, c in sorted(v.status_changes.items())))
         if v.missing and not th.allow_missing:
@@ -416,7 +538,8 @@ def compare(base: RunData, new: RunData, th: Thresholds) -> Comparison:
         out.append(v)
     if not any(v.n_pairs for v in out):
         raise CompareError("no rows of the two runs pair on (solver, preset, task, dataset, prior, image_id, seed)")
-    return Comparison(out, cost, warnings, {"base": machine(base), "new": machine(new)})
+    family = _decide(pending, th.alpha)
+    return Comparison(out, cost, warnings, {"base": machine(base), "new": machine(new)}, family)
 
 
 def compare_runs(base: RunData, new: RunData, th: Thresholds) -> list[CellVerdict]:
@@ -441,11 +564,24 @@ def _f(x: float, spec: str = ".3f") -> str:
     return "—" if x is None or not math.isfinite(x) else format(x, spec)
 
 
+def _interval(lo: float, hi: float, spec: str) -> str:
+    """`` [lo, hi]`` or nothing (below the minimum n no interval is shown)."""
+    return f" [{_f(lo, spec)}, {_f(hi, spec)}]" if math.isfinite(lo) and math.isfinite(hi) else ""
+
+
+def _quality_cell(v: CellVerdict) -> str:
+    if not v.n_metric:
+        return "—"
+    gate = "" if v.quality is not None else " not gated"
+    return f"{_f(v.diff_mean)}{_interval(v.diff_low, v.diff_high, '.3f')} n={v.n_metric}{gate}"
+
+
 def _speed_cell(v: CellVerdict) -> str:
     t = v.speed
     if t is None or not math.isfinite(t.ratio):
         return "—"
-    return f"x{t.ratio:.2f} [{_f(t.ci_low, '.2f')}, {_f(t.ci_high, '.2f')}] n={t.n_base}/{t.n_new}"
+    gate = "" if v.speed_gated else " not gated"
+    return f"x{t.ratio:.2f}{_interval(t.ci_low, t.ci_high, '.2f')} n={t.n}{gate}"
 
 
 def _work_cell(v: CellVerdict) -> str:
@@ -458,32 +594,38 @@ def _work_cell(v: CellVerdict) -> str:
 
 def _verdict_text(v: CellVerdict) -> str:
     if v.reasons:
-        return "REGRESSION: " + "; ".join(v.reasons)
-    if v.inconclusive:
-        return "; ".join(v.inconclusive)
+        return "REGRESSION: " + "; ".join(v.reasons) + ("; " + "; ".join(v.not_gated) if v.not_gated else "")
+    if v.not_gated:
+        return "; ".join(v.not_gated)
     return "ok"
+
+
+def _family_text(c: Comparison, th: Thresholds) -> str:
+    f = c.family
+    left = f", {f.left_out} left out that could never reach it (Tarone)" if f.left_out else ""
+    return (f"Run-level error control: family-wise error rate {th.alpha:g} by Holm over {f.size} test(s) "
+            f"({f.quality} quality, {f.time} time){left}.")
 
 
 def _summary(c: Comparison, th: Thresholds) -> str:
     bad = [v for v in c.verdicts if v.regression]
-    inc = [v for v in c.verdicts if v.verdict == "inconclusive"]
-    return (f"{len(bad)} of {len(c.verdicts)} cell(s) regressed, {len(inc)} inconclusive (metric {th.metric}, "
+    ng = [v for v in c.verdicts if v.verdict == "not gated"]
+    return (f"{len(bad)} of {len(c.verdicts)} cell(s) regressed, {len(ng)} not gated (metric {th.metric}, "
             f"max drop {th.max_drop:g}, max slowdown x{th.max_slowdown:g}, alpha {th.alpha:g}, cost {c.cost}, "
-            f"min samples {th.min_samples}).")
+            f"min samples {th.min_samples}). {_family_text(c, th)}")
 
 
 def _heads(c: Comparison, th: Thresholds) -> list[str]:
     ci = f"{100 * (1 - th.alpha):g}% CI"
     what = "solver/network time" if c.cost == "normalised" else "s/image"
-    return ["solver", "preset", "task", "dataset", "prior", "pairs", f"Δ{th.metric} new-base [{ci}]",
-            f"{what} ratio [{ci}] n", "NFE/VJP per image", "status changes", "verdict"]
+    return ["solver", "preset", "task", "dataset", "prior", "pairs", f"Δ{th.metric} new-base [{ci}] images",
+            f"{what} ratio [{ci}] calls", "NFE/VJP per image", "status changes", "verdict"]
 
 
 def _rows(c: Comparison, esc) -> list[list[str]]:
     rows = []
     for v in c.verdicts:
-        rows.append([*(esc(k) for k in v.key), str(v.n_pairs),
-                     f"{_f(v.diff_mean)} [{_f(v.diff_low)}, {_f(v.diff_high)}]" if v.n_metric else "—",
+        rows.append([*(esc(k) for k in v.key), str(v.n_pairs), _quality_cell(v),
                      _speed_cell(v) + ("" if v.speed_basis in ("", c.cost) else f" ({v.speed_basis})"),
                      _work_cell(v),
                      ", ".join(f"{k}: {n}" for k, n in v.status_changes.items()) or "—",
@@ -498,7 +640,7 @@ def format_table(verdicts: list[CellVerdict] | Comparison, th: Thresholds) -> st
 
 
 def format_markdown(c: Comparison, th: Thresholds) -> str:
-    """A pull-request comment: summary first, then flagged/inconclusive cells, then all cells."""
+    """A pull-request comment: summary first, then flagged / not gated cells, then all cells."""
     bad = [v for v in c.verdicts if v.verdict != "ok"]
     head = "regression" if any(v.regression for v in c.verdicts) else "no regression"
     lines = [f"### invbench compare: {head}", "", _summary(c, th), ""]
@@ -528,26 +670,31 @@ def to_json(c: Comparison, th: Thresholds, code: int) -> dict[str, Any]:
     """Machine-readable verdicts (non-finite numbers -> null)."""
     cells = []
     for v in c.verdicts:
-        t = v.speed
+        t, q = v.speed, v.quality
         cells.append({
             **dict(zip(CELL_KEYS, v.key, strict=True)), "verdict": v.verdict, "pairs": v.n_pairs,
             "quality": {"metric": th.metric, "n": v.n_metric, "diff_mean": _num(v.diff_mean),
-                        "ci": [_num(v.diff_low), _num(v.diff_high)]},
+                        "ci": [_num(v.diff_low), _num(v.diff_high)], "gated": q is not None,
+                        "p_value": _num(q.p_value) if q else None, "p_adjusted": _num(v.p_adjusted.get("quality"))},
             "speed": None if t is None else {
-                "basis": v.speed_basis, "ratio": _num(t.ratio), "ci": [_num(t.ci_low), _num(t.ci_high)],
-                "p_value": _num(t.p_value), "n_base": t.n_base, "n_new": t.n_new, "verdict": t.verdict,
-                "median_base": _num(t.median_base), "median_new": _num(t.median_new)},
+                "basis": v.speed_basis, "gated": v.speed_gated, "ratio": _num(t.ratio),
+                "ci": [_num(t.ci_low), _num(t.ci_high)], "p_value": _num(t.p_value),
+                "p_adjusted": _num(v.p_adjusted.get("time")), "n": t.n, "network_share": _num(v.network_share)},
             "seconds_per_image_median": [_num(v.base_median_s), _num(v.new_median_s)],
             "nfe_per_image": [_num(v.nfe[0]), _num(v.nfe[1])], "vjp_per_image": [_num(v.vjp[0]), _num(v.vjp[1])],
             "status_changes": v.status_changes, "missing": v.missing,
-            "reasons": v.reasons, "inconclusive": v.inconclusive,
+            "reasons": v.reasons, "not_gated": v.not_gated,
         })
+    f = c.family
     return {"exit_code": code, "cost": c.cost, "warnings": c.warnings, "machines": c.machines,
             "thresholds": {"metric": th.metric, "max_drop": th.max_drop, "max_slowdown": th.max_slowdown,
                            "min_slowdown_s": th.min_slowdown_s, "alpha": th.alpha, "min_samples": th.min_samples,
-                           "allow_missing": th.allow_missing, "allow_config_change": th.allow_config_change},
+                           "allow_missing": th.allow_missing, "allow_config_change": th.allow_config_change,
+                           "min_network_share": min_network_share(th.max_slowdown)},
+            "family": {"method": "Holm (family-wise error rate), Tarone's exclusion", "alpha": th.alpha,
+                       "tests": f.size, "quality": f.quality, "time": f.time, "left_out": f.left_out},
             "regressed": sum(v.regression for v in c.verdicts),
-            "inconclusive": sum(v.verdict == "inconclusive" for v in c.verdicts),
+            "not_gated": sum(v.verdict == "not gated" for v in c.verdicts),
             "cells": cells}
 
 
@@ -555,26 +702,29 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="invbench compare",
         description="Regression gate: compare NEW_RUN against BASE_RUN on paired rows. Exit 0 no regression, "
-                    "1 regression, 2 bad input, 3 inconclusive (only with --fail-inconclusive).")
+                    "1 regression, 2 bad input, 3 a cell not gated (only with --fail-not-gated).")
     p.add_argument("base", metavar="BASE_RUN", help="baseline run directory (holds results.sqlite)")
     p.add_argument("new", metavar="NEW_RUN", help="new run directory")
     p.add_argument("--metric", default="psnr", help="quality metric column to gate on (default psnr)")
     p.add_argument("--max-drop", type=float, default=0.1,
                    help="allowed quality drop in metric units (default 0.1, e.g. dB for psnr)")
     p.add_argument("--max-slowdown", type=float, default=1.2,
-                   help="allowed cost ratio new/base: time (ratio of medians) and NFE/VJP per image (default 1.2)")
-    p.add_argument("--min-slowdown-s", type=float, default=0.05,
-                   help="wall-time slowdowns also need the median to grow by more than this many seconds (default 0.05)")
+                   help="allowed cost ratio new/base: time (paired ratio) and NFE/VJP per image (default 1.2)")
+    p.add_argument("--min-slowdown-s", type=float, default=0.0,
+                   help="optional absolute slack: a time regression also needs the median seconds per image to "
+                        "grow by more than this (default 0: none)")
     p.add_argument("--alpha", type=float, default=0.05,
-                   help="CI level is 1 - alpha; significance level of the speed test (default 0.05)")
+                   help="family-wise error rate of the run's verdict (Holm over all quality and time tests); "
+                        "intervals are 1 - alpha (default 0.05)")
     p.add_argument("--cost", choices=COSTS, default="auto",
                    help="cost basis: normalised (solver time / in-run network time, NFE/VJP), wall (seconds per "
                         "image), auto = normalised when both runs carry a device calibration (default)")
-    p.add_argument("--min-samples", type=int, default=5,
-                   help="timing samples per run below which a slowdown is 'inconclusive' (default 5)")
+    p.add_argument("--min-samples", type=int, default=MIN_CI_UNITS,
+                   help=f"fewest paired images (quality) or timed calls (time) a cell needs to be gated; below, "
+                        f"'not gated' and no interval (default {MIN_CI_UNITS})")
     p.add_argument("--format", choices=FORMATS, default="text", help="output: text (default), markdown, json")
-    p.add_argument("--fail-inconclusive", action="store_true",
-                   help="exit 3 when nothing regressed but a cell is inconclusive (default: exit 0)")
+    p.add_argument("--fail-not-gated", "--fail-inconclusive", dest="fail_not_gated", action="store_true",
+                   help="exit 3 when nothing regressed but a cell is not gated (default: exit 0)")
     p.add_argument("--allow-missing", action="store_true",
                    help="do not count base rows absent from the new run as regressions")
     p.add_argument("--allow-config-change", action="store_true",
@@ -584,7 +734,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``invbench compare``; returns the exit code (0 pass, 1 regression, 2 bad
-    input, 3 inconclusive with ``--fail-inconclusive``)."""
+    input, 3 a cell not gated with ``--fail-not-gated``)."""
     try:
         a = build_parser().parse_args(argv)
     except SystemExit as e:  # argparse: --help (0) or usage error (2)
@@ -598,8 +748,8 @@ def main(argv: list[str] | None = None) -> int:
             raise CompareError(f"--min-slowdown-s must be >= 0, got {a.min_slowdown_s}")
         if not 0 < a.alpha < 1:
             raise CompareError(f"--alpha must be in (0, 1), got {a.alpha}")
-        if a.min_samples < 1:
-            raise CompareError(f"--min-samples must be >= 1, got {a.min_samples}")
+        if a.min_samples < 2:
+            raise CompareError(f"--min-samples must be >= 2, got {a.min_samples}")
         th = Thresholds(a.metric, a.max_drop, a.max_slowdown, a.min_slowdown_s, a.alpha, a.allow_missing,
                         a.cost, a.min_samples, a.allow_config_change)
         base, new = load_run(a.base), load_run(a.new)
@@ -608,8 +758,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"invbench compare: error: {_safe(e)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     bad = any(v.regression for v in c.verdicts)
-    inc = any(v.verdict == "inconclusive" for v in c.verdicts)
-    code = EXIT_REGRESSION if bad else EXIT_INCONCLUSIVE if inc and a.fail_inconclusive else EXIT_OK
+    ng = any(v.verdict == "not gated" for v in c.verdicts)
+    code = EXIT_REGRESSION if bad else EXIT_NOT_GATED if ng and a.fail_not_gated else EXIT_OK
     if a.format == "json":
         print(json.dumps(to_json(c, th, code), indent=1))
     elif a.format == "markdown":

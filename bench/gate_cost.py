@@ -13,6 +13,10 @@ timed solve of the row's batch: the stored one and the ``timing_repeats - 1`` re
 
 Rows of runs made before ``timings`` existed give one sample per row from ``seconds`` /
 ``net_seconds``.
+
+For the paired test of ``invbench compare`` (:func:`paired_units`) a call's repeats are one
+unit — back-to-back repeats of one solve are not independent samples — valued at the geometric
+mean of their per-image costs; the units of the two runs are paired by the rows they solved.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["BASES", "has_calibration", "network_work", "timing_samples"]
+__all__ = ["BASES", "has_calibration", "network_share", "network_work", "paired_units", "row_units",
+           "timing_samples"]
 
 BASES = ("normalised", "wall")
 
@@ -76,6 +81,87 @@ def timing_samples(rows: pd.DataFrame, basis: str) -> np.ndarray:
             vals.append(v)
     a = np.asarray(vals, dtype=np.float64)
     return a[np.isfinite(a) & (a > 0)]
+
+
+def _row_call(r: pd.Series, i: int) -> tuple[str, list[float], list[float]]:
+    """``(call id, seconds, net_seconds)`` of the timed call of row ``r`` (position ``i``)."""
+    t: Any = r["timings"] if "timings" in r.index else None
+    if isinstance(t, str) and t:
+        try:
+            d = json.loads(t)
+            s = [float(x) for x in d["seconds"]]
+            nt = [float(x) for x in d.get("net_seconds", [math.nan] * len(s))]
+            return "call:" + str(d["call"]), s, nt
+        except (ValueError, KeyError, TypeError):
+            pass
+    s0 = float(r["seconds"]) if pd.notna(r.get("seconds")) else math.nan
+    n0 = float(r["net_seconds"]) if "net_seconds" in r.index and pd.notna(r.get("net_seconds")) else math.nan
+    return f"row:{i}", [s0], [n0]
+
+
+def _geo_mean(vals: list[float]) -> float:
+    a = np.asarray(vals, dtype=np.float64)
+    a = a[np.isfinite(a) & (a > 0)]
+    return float(np.exp(np.log(a).mean())) if a.size else math.nan
+
+
+def row_units(rows: pd.DataFrame, basis: str) -> tuple[list[str], np.ndarray]:
+    """Per row of ``rows`` (in order): the id of its timed call and that call's per-image cost in
+    ``basis`` — the geometric mean over the call's repeats (NaN when none is finite and
+    positive; ``normalised`` needs network time)."""
+    if basis not in BASES:
+        raise ValueError(f"basis must be one of {', '.join(BASES)}, got {basis!r}")
+    ids, vals = [], []
+    for i, (_, r) in enumerate(rows.iterrows()):
+        call, secs, nets = _row_call(r, i)
+        per = secs if basis == "wall" else [s / n if n > 0 else math.nan for s, n in zip(secs, nets, strict=False)]
+        ids.append(call)
+        vals.append(_geo_mean(per))
+    return ids, np.asarray(vals, dtype=np.float64)
+
+
+def paired_units(base: pd.DataFrame, new: pd.DataFrame, basis: str) -> tuple[np.ndarray, np.ndarray]:
+    """Paired per-unit costs of one cell: ``base`` and ``new`` hold the same rows in the same
+    order (the pairs where both are ok). A unit is a set of rows solved by one call in each run
+    — a call when both runs batched alike; rows linked through a call of either run are merged
+    otherwise — valued at the geometric mean of its rows' per-image costs. Units with a missing
+    cost on either side are dropped."""
+    ib, vb = row_units(base, basis)
+    inn, vn = row_units(new, basis)
+    parent = list(range(len(ib)))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for ids in (ib, inn):
+        first: dict[str, int] = {}
+        for i, c in enumerate(ids):
+            j = first.setdefault(c, i)
+            parent[find(i)] = find(j)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(ib)):
+        groups.setdefault(find(i), []).append(i)
+    b, n = [], []
+    for members in groups.values():
+        gb, gn = vb[members], vn[members]
+        if np.all(np.isfinite(gb) & (gb > 0)) and np.all(np.isfinite(gn) & (gn > 0)):
+            b.append(float(np.exp(np.log(gb).mean())))
+            n.append(float(np.exp(np.log(gn).mean())))
+    return np.asarray(b, dtype=np.float64), np.asarray(n, dtype=np.float64)
+
+
+def network_share(rows: pd.DataFrame) -> float:
+    """Median over the timed calls of ``rows`` of network seconds ÷ solve seconds (all repeats of
+    a call together); NaN without network time."""
+    shares = []
+    for secs, nets in _calls(rows):
+        s, nt = float(np.nansum(secs)), float(np.nansum(nets))
+        if s > 0 and nt > 0:
+            shares.append(nt / s)
+    return float(np.median(shares)) if shares else math.nan
 
 
 def network_work(rows: pd.DataFrame) -> tuple[float, float]:
