@@ -300,8 +300,10 @@ def _jsonl(path: Path) -> list[dict]:
 
 
 def _append(path: Path, rec: dict) -> None:
+    """Append ``rec`` as one JSON line (after a line cut by an interruption, on a new line)."""
+    cut = path.exists() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
     with path.open("a") as f:
-        f.write(json.dumps(rec) + "\n")
+        f.write(("\n" if cut else "") + json.dumps(rec) + "\n")
         f.flush()
         os.fsync(f.fileno())
 
