@@ -122,7 +122,7 @@ def _execute(exp, out: Path, resume: bool, executor: str, shards: int | None, pr
     else:
         cluster = {"slurm": None, "submitit-local": "local", "submitit-debug": "debug"}[executor]
         s = executors.run_submitit(exp, out, resume=resume, shards=shards, cluster=cluster, prepared=p,
-                                   allow_nonempty=allow_nonempty)
+                                   allow_nonempty=allow_nonempty, progress=progress)
     counts = ", ".join(f"{k} {v}" for k, v in sorted(s.counts.items())) or "nothing to do"
     print(f"invbench: {out}: {s.rows} rows ({counts}; {s.skipped_done} already done)")
     return EXIT_OK
@@ -301,8 +301,8 @@ def cmd_check(args) -> int:
 
 
 def _weight_rows() -> list[dict]:
-    """One row per downloadable file (invbench.bench.weights.TABLE) in the weights folder."""
-    from . import weights
+    """One row per downloadable file (invbench.assets.weights.TABLE) in the weights folder."""
+    from invbench.assets import weights
 
     out = []
     for name in weights.TABLE:

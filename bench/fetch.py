@@ -1,4 +1,4 @@
-"""``invbench fetch``: download the weight files of :data:`invbench.bench.weights.TABLE`.
+"""``invbench fetch``: download the weight files of :data:`invbench.assets.weights.TABLE`.
 
 For each file: if a verified copy is already in the folder, nothing is requested. Otherwise the
 file is streamed to ``<folder>/<file>.part`` (progress bar on stderr), resumed with an HTTP
@@ -44,7 +44,7 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import weights as W
+from invbench.assets import weights as W
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_FAIL", "EXIT_MANUAL", "EXIT_OK", "FetchError", "download", "import_file", "run"]
 

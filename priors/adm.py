@@ -10,7 +10,7 @@ Both use deepinv's ``DiffUNet`` (``large_model=False`` / ``True``), whose key se
 the original files exactly (reference/offline-facts.md §3), built with ``pretrained=None``; the
 file is read by :func:`invbench.priors.checkpoint.load_state_dict_file` (``weights_only=True``, key/shape
 check, optional ``sha256=`` pinning). Without ``checkpoint`` the file is taken from the invbench
-weights folder (``invbench.bench.weights.cache_dir()``, filled by ``invbench fetch adm-ffhq`` /
+weights folder (``invbench.assets.weights.cache_dir()``, filled by ``invbench fetch adm-ffhq`` /
 ``invbench fetch adm-imagenet``). Nothing is downloaded. The network runs in
 ``type_t="timestep"`` mode, i.e. it returns the raw 6 channels (ε, model_var_values); the VP
 adapter uses the linear schedule 1e-4..0.02, T=1000 and exposes the variance channels through
@@ -67,7 +67,7 @@ def load_adm(name: str, checkpoint: str | Path | None = None, sha256: str | None
     """Build the ADM prior ``name`` from a local checkpoint file (see module docstring)."""
     spec = _SPECS[name]
     expected = f"{name}: deepinv DiffUNet(large_model={spec['large_model']}) = {spec['file']}"
-    from invbench.bench.weights import TABLE, cache_dir, fetch_hint
+    from invbench.assets.weights import TABLE, cache_dir, fetch_hint
 
     if checkpoint is None:
         default = cache_dir() / TABLE[name].filename

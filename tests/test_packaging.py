@@ -14,8 +14,8 @@ import pytest
 import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
-FOLDERS = {"operators": "invbench.operators", "priors": "invbench.priors", "solvers": "invbench.solvers",
-           "bench": "invbench.bench"}
+FOLDERS = {"assets": "invbench.assets", "operators": "invbench.operators", "priors": "invbench.priors",
+           "solvers": "invbench.solvers", "bench": "invbench.bench"}
 
 
 def _pyproject() -> dict:

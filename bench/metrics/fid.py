@@ -11,7 +11,7 @@ were hashed, see below), and the 2048-d features go to ``cleanfid.fid.fid_from_f
 
 Weights: ``inception-2015-12-05.pt`` (StyleGAN2-ADA's TorchScript translation of the TF
 Inception) from ``inception_path`` (the file or its folder), else the invbench weights folder
-(``invbench.bench.weights.cache_dir()``, filled by ``invbench fetch fid``) when the file is there,
+(``invbench.assets.weights.cache_dir()``, filled by ``invbench fetch fid``) when the file is there,
 else clean-fid's own cache location ``/tmp/inception-2015-12-05.pt``. Nothing is downloaded
 during a run. No official sha256 of that file is published in clean-fid or StyleGAN2-ADA, so a
 file is *verified* only when its sha256 equals ``inception_sha256`` (a hash the user pinned after
@@ -132,7 +132,7 @@ class FIDMetric(SetMetric):
             if not allow_unverified:
                 self.unavailable = "unavailable: custom feature extractor is not the official Inception"
             return
-        from ..weights import cache_dir, check_file
+        from invbench.assets.weights import cache_dir, check_file
 
         fetched = cache_dir() / INCEPTION_FILE
         if inception_path:
@@ -166,7 +166,7 @@ class FIDMetric(SetMetric):
         self.verified = digest in trusted
         how = "pinned" if self.verified else ""
         if not self.verified:
-            from ..weights import TABLE
+            from invbench.assets.weights import TABLE
 
             rec = check_file(TABLE["fid"], file, digest)
             self.verified, how = rec.usable, (rec.how if rec.usable else "")

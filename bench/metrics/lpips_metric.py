@@ -3,7 +3,7 @@
 The linear heads (``lpips/weights/v0.1/<net>.pth``) ship inside the wheel. The trunk is the
 torchvision ImageNet checkpoint, read from a local file and never downloaded:
 ``weights=<path>``, or else the first present of the invbench weights folder
-(``invbench.bench.weights.cache_dir()``, filled by ``invbench fetch lpips``) and
+(``invbench.assets.weights.cache_dir()``, filled by ``invbench fetch lpips``) and
 ``$TORCH_HOME/hub/checkpoints`` (``torch.hub.get_dir()``), each holding the official file name. The model is built with ``pnet_rand=True`` (no torchvision download
 is attempted) and the trunk parameters are then loaded from that file.
 
@@ -30,7 +30,7 @@ from torch import Tensor
 
 from . import Metric, MetricContext
 
-# net -> ``invbench fetch`` name (invbench.bench.weights.TABLE)
+# net -> ``invbench fetch`` name (invbench.assets.weights.TABLE)
 FETCH_NAMES = {"alex": "lpips", "vgg": "lpips-vgg", "squeeze": "lpips-squeeze"}
 # net -> (official torchvision file, torchvision constructor name)
 TRUNK_FILES = {
@@ -63,7 +63,7 @@ def default_trunk_path(net: str) -> Path:
 def trunk_search_path(net: str) -> list[Path]:
     """Where the trunk is looked for without ``weights=``: the invbench weights folder, then
     the torch hub cache (first present wins)."""
-    from ..weights import cache_dir
+    from invbench.assets.weights import cache_dir
 
     return [cache_dir() / TRUNK_FILES[net][0], default_trunk_path(net)]
 

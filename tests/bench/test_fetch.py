@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from invbench.assets import weights as W
 from invbench.bench import cli, fetch
-from invbench.bench import weights as W
 
 # --------------------------------------------------------------------------- loopback guard
 _GUARD = {"on": False}

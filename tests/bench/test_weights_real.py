@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from invbench.bench import weights as W
+from invbench.assets import weights as W
 
 REAL = W.cache_dir()  # read at collection, before the suite's empty-folder fixture applies
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from invbench.bench import weights as W
+from invbench.assets import weights as W
 from test_bad_inputs import check_error_line
 
 from tests.helpers.reliability import cli
