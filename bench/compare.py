@@ -388,6 +388,7 @@ def _judge_quality(v: CellVerdict, both_ok: pd.DataFrame, th: Thresholds, d: int
     mn = pd.to_numeric(both_ok[f"{th.metric}_n"], errors="coerce")
     fin = np.isfinite(mb.to_numpy(np.float64)) & np.isfinite(mn.to_numpy(np.float64))
     if not fin.any():
+        v.not_gated.append(f"quality not gated: no image has a finite {th.metric} in both runs")
         return None
     img = both_ok["image_id"].to_numpy()[fin]
     per = pd.DataFrame({"img": img, "d": (mn - mb).to_numpy(np.float64)[fin]}).groupby("img")["d"].mean()

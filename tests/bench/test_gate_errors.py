@@ -215,3 +215,14 @@ def test_a_cell_that_can_never_reach_the_run_level_is_left_out_not_counted(tmp_p
     code, d = judge(capsys, base, new)
     assert code == 0 and d["family"]["left_out"] == 40 and d["family"]["time"] == 0
     assert all(any("can never reach the run's significance level" in x for x in c["not_gated"]) for c in d["cells"])
+
+
+def test_a_cell_without_paired_metric_values_is_not_gated_not_ok(tmp_path, monkeypatch, capsys):
+    """The new run stored no PSNR for one cell (every value NaN): that cell's quality is "not
+    gated", named — not a silent "ok"."""
+    base, new = synth(tmp_path / "b", [NET, CHEAP], monkeypatch), synth(tmp_path / "n", [NET, CHEAP], monkeypatch)
+    set_rows(new, lambda r: {"psnr": None} if r["solver"] == "dps" else {})
+    code, d = judge(capsys, base, new)
+    c = cell(d, "dps")
+    assert code == 0 and c["verdict"] == "not gated"
+    assert "quality not gated: no image has a finite psnr in both runs" in c["not_gated"]
