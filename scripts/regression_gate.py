@@ -343,9 +343,10 @@ def phase_runs(a: argparse.Namespace) -> None:
     log = work / "runs.jsonl"
     done = {(r["iteration"], r["scenario"]) for r in _jsonl(log) if "error" not in r}
     kw = KernelWorker(a.threads)
+    passes = [NULLS, POINTS] if a.nulls_first else [NULLS + POINTS]
     try:
-        for i in range(a.iterations):
-            todo = [s for s in (*NULLS, *points_of(i)) if (i, s) not in done]
+        for wanted, i in ((w, i) for w in passes for i in range(a.iterations)):
+            todo = [s for s in (*NULLS, *points_of(i)) if (i, s) not in done and s in wanted]
             if not todo:
                 continue
             it = work / f"it{i:03d}"
@@ -373,7 +374,7 @@ def phase_runs(a: argparse.Namespace) -> None:
                     rec["seconds"] = round(t, 2)
                 except Exception as e:  # noqa: BLE001 - recorded; the campaign goes on
                     rec["error"] = f"{type(e).__name__}: {e}"
-                rec["load1_after"] = _load1()
+                rec["load1_after"], rec["time"] = _load1(), round(time.time())
                 _append(log, rec)
                 print(f"it {i} {s:12s} {rec.get('seconds', rec.get('error'))} load {rec['load1_before']}"
                       f"->{rec['load1_after']}", flush=True)
@@ -678,6 +679,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "reports" / "regression-gate.md")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     ap.add_argument("--rejudge", action="store_true", help="judge phase: judge every pair again")
+    ap.add_argument("--nulls-first", action="store_true",
+                    help="runs phase: the null scenarios of every iteration first, then the slowdowns")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     import torch
