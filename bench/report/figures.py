@@ -1,25 +1,37 @@
-"""Paper figures of a run (matplotlib/seaborn, Agg backend), each written as PDF and PNG.
+"""Paper figures of a run (matplotlib, Agg backend), each written as PDF and PNG at a fixed page size.
 
 Per leaderboard (dataset × task):
 
-* ``pareto``   quality (primary metric, mean ± 95% CI) versus s/image on a log axis, with the
-  Pareto front (no other cell is both faster and better);
-* ``bars``     every metric with values, one bar per cell with its 95% CI;
-* ``grid``     sample grid: truth | measurement | each cell, for selected image ids;
-* ``nfe``      primary metric versus NFE when one solver appears with several NFE values
-  (presets/overrides that change the step count);
+* ``delta``    the main comparison: each solver cell's paired difference to the board's best cell
+  (``delta_best``, cell − best on image means) with the Bonferroni-adjusted interval the table's
+  marks are read from; best / tied / worse as in the tables; oracles left out;
+* ``bars``     every metric, one panel each: each cell's mean with its (unpaired, image-level)
+  95 % interval, oracles hollow grey; at single-column width split into files of ≤ 4 panels;
+* ``pareto``   quality (primary metric) versus s/image on a log axis, with the Pareto front;
+* ``grid``     sample grid: truth | measurement | cells (at single column: the best, the
+  reference and VML-MAP), optional zoom insets at 3× under the images;
+* ``nfe``      primary metric versus cost in forward-equivalents (NFE + VJP, as the matched-cost
+  tables count it), only when a solver ran at two budgets or more;
 * ``memory``   peak GPU memory per cell (skipped with a note when every value is NULL, e.g. CPU);
-* ``dist_to_map`` distribution of the distance to the exact MAP (analytic priors only).
+* ``dist_to_map`` distribution of the distance to the exact MAP (analytic priors only);
 
-Colours: one per solver across all figures (:mod:`invbench.bench.report.style`).
+and once per run ``cd``, the critical-difference diagram (:mod:`.cd`).
+
+Every figure is drawn at double-column width (6.8 in, ``<stem>.pdf|png``) and single-column width
+(3.3 in, ≤ 4.5 in tall, ``<stem>__col1.pdf|png``); the figure size is the page size (no tight
+bounding box). Text is ≥ 6 pt. Value axes follow :mod:`.figaxes` (log axis over > 2 decades, far
+outside cells marked at the edge). Styles: :mod:`.style`; ``figures.json`` records every file and
+each solver's colour and marker.
 """
 
 from __future__ import annotations
 
 import io
 import math
-import textwrap
-from dataclasses import dataclass
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -28,14 +40,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from .. import run_paths
 from ..fsafety import atomic_write_bytes
-from . import escape
+from . import escape, figaxes
 from .data import RunData
+from .names import solver_name, task_names_of_run
 from .pixels import ImageTooLarge, read_image
 from .stats import direction
-from .style import RC, Palette
+from .style import MIN_FONT_PT, RC, Palette, is_oracle
 from .summary import CellSummary, Leaderboard
 from .tables import DISPLAY
 
@@ -49,95 +62,44 @@ class FigureRecord:
     pdf: Path
     width_in: float = 6.8                 # the column width it was drawn for (inches)
     axis_labels: tuple = ()               # (xlabel, ylabel) of every visible axes, for checks
+    height_in: float = 0.0                # the page height (inches)
 
 
 # Journal column widths (inches): every figure is drawn once for each; the single-column files
-# carry the suffix ``__col1``. Set by :func:`make_figures` while it draws.
+# carry the suffix ``__col1`` and are at most MAX_SINGLE_HEIGHT_IN tall.
 DOUBLE_COLUMN_IN, SINGLE_COLUMN_IN = 6.8, 3.3
-_COL: dict = {"w": DOUBLE_COLUMN_IN, "suffix": "", "refused": []}   # refused: images over the pixel cap
+MAX_SINGLE_HEIGHT_IN, MAX_DOUBLE_HEIGHT_IN = 4.5, 8.5
+ZOOM_MAGNIFICATION = 3
+
+Inspect = Callable[[object, str], None]
 
 
-def _width() -> float:
-    return _COL["w"]
+@dataclass
+class Ctx:
+    """What every figure of one width needs: the width, the styles, where files go."""
+
+    width: float
+    pal: Palette
+    out_dir: Path
+    task_names: dict[str, str] = field(default_factory=dict)
+    formats: tuple[str, ...] = ("png", "pdf")
+    inspect: Inspect | None = None
+    refused: list[str] = field(default_factory=list)   # images over the pixel cap
+
+    @property
+    def single(self) -> bool:
+        return self.width < 5.0
+
+    @property
+    def suffix(self) -> str:
+        return "__col1" if self.single else ""
+
+    @property
+    def max_height(self) -> float:
+        return MAX_SINGLE_HEIGHT_IN if self.single else MAX_DOUBLE_HEIGHT_IN
 
 
-def _single() -> bool:
-    return _COL["w"] < 5.0
-
-
-def _metric_label(m: str) -> str:
-    d = direction(m)
-    return DISPLAY.get(m, m) + {1: " ↑", -1: " ↓"}.get(d, "")
-
-
-def _save(fig, out_dir: Path, kind: str, b: Leaderboard | None, title: str, caption: str) -> FigureRecord:
-    stem = (kind if b is None else f"{kind}__{escape.slug(b.dataset)}__{escape.slug(b.task)}") + _COL["suffix"]
-    labels = tuple((ax.get_xlabel(), ax.get_ylabel()) for ax in fig.axes if ax.get_visible())
-    png, pdf = out_dir / f"{stem}.png", out_dir / f"{stem}.pdf"
-    for path, fmt in ((png, "png"), (pdf, "pdf")):   # rendered in memory, then written atomically
-        buf = io.BytesIO()
-        fig.savefig(buf, format=fmt)
-        atomic_write_bytes(path, buf.getvalue())
-    plt.close(fig)
-    return FigureRecord(kind, title, caption, png, pdf, _width(), labels)
-
-
-def _title(b: Leaderboard) -> str:
-    return escape.mpl(f"{b.dataset} · {b.task}")
-
-
-def _legend(ax, handles_by_label: dict) -> None:
-    """Legend right of the axes (double column) or below it in two columns (single column)."""
-    if handles_by_label:
-        if _single():
-            ax.legend(handles_by_label.values(), handles_by_label.keys(), frameon=False, ncol=2,
-                      loc="upper center", bbox_to_anchor=(0.5, -0.28), fontsize=6)
-        else:
-            ax.legend(handles_by_label.values(), handles_by_label.keys(), frameon=False,
-                      loc="center left", bbox_to_anchor=(1.0, 0.5))
-
-
-def _plain_log_ticks(axis) -> None:
-    """Log axis with plain-number labels (``0.2``, ``1``, ``20``) and unlabelled minor ticks."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
-    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    axis.set_minor_formatter(NullFormatter())
-
-
-def pareto(b: Leaderboard, pal: Palette, out_dir: Path) -> FigureRecord | None:
-    pts = [c for c in b.cells if b.primary in c.metrics and c.seconds.n and c.seconds.mean > 0]
-    if not pts:
-        return None
-    d = direction(b.primary) or 1
-    fig, ax = plt.subplots(figsize=(0.68 * _width(), 3.0) if not _single() else (_width(), 2.6))
-    handles = {}
-    for c in pts:
-        ci = c.metrics[b.primary]
-        h = ax.errorbar(c.seconds.mean, ci.mean, yerr=_yerr([ci]), fmt=pal.marker(c.solver, c.preset),
-                        color=pal.color(c.solver), capsize=2, linestyle="none")
-        handles[escape.mpl(c.label)] = h
-    # Pareto front: sorted by time, keep points better than every faster point
-    front, best = [], -math.inf
-    for c in sorted(pts, key=lambda c: (c.seconds.mean, -d * c.metrics[b.primary].mean)):
-        v = d * c.metrics[b.primary].mean
-        if v > best:
-            front.append(c)
-            best = v
-    if len(front) > 1:
-        ax.step([c.seconds.mean for c in front], [c.metrics[b.primary].mean for c in front], where="post",
-                color="0.5", linestyle="--", linewidth=0.8, zorder=0, label="Pareto front")
-    ax.set_xscale("log")
-    _plain_log_ticks(ax.xaxis)
-    ax.set_xlabel("time per image [s] (log scale)")
-    ax.set_ylabel(axis_label(b.primary) + ", mean and 95% CI")
-    ax.set_title(_title(b))
-    _legend(ax, handles)
-    return _save(fig, out_dir, "pareto", b, f"Quality vs time: {b.dataset} / {b.task}",
-                 f"{b.primary} (mean ± 95% CI) against seconds per image (log axis); the dashed line "
-                 "is the Pareto front.")
-
+# ---------------------------------------------------------------- names, labels, text fitting
 
 # Axis units of each metric (docs/metrics.md); the ideal value gets a reference line.
 AXIS_UNITS: dict[str, str] = {
@@ -146,7 +108,10 @@ AXIS_UNITS: dict[str, str] = {
     "logpost_gap": "nats", "err_post_mean": "model units, RMS", "seconds": "s",
 }
 IDEAL: dict[str, float] = {"consistency": 1.0}
-PANELS_PER_ROW = 4
+
+
+def _metric_label(m: str) -> str:
+    return DISPLAY.get(m, m) + {1: " ↑", -1: " ↓"}.get(direction(m), "")
 
 
 def axis_label(m: str, wrap: bool = False) -> str:
@@ -156,68 +121,445 @@ def axis_label(m: str, wrap: bool = False) -> str:
     return _metric_label(m) + (("\n" if wrap else " ") + f"[{unit}]" if unit else "")
 
 
-def _yerr(cis: list) -> np.ndarray:
-    """Asymmetric error bars (2 × n) from intervals; 0 where an interval is undefined."""
-    lo = [c.mean - c.low if c is not None and math.isfinite(c.half_width) else 0.0 for c in cis]
-    hi = [c.high - c.mean if c is not None and math.isfinite(c.half_width) else 0.0 for c in cis]
-    return np.array([lo, hi], dtype=float)
+def cell_name(c: CellSummary) -> str:
+    """A cell's printed name: the solver's display name, plus the preset unless ``default``."""
+    name = solver_name(c.solver)
+    return escape.mpl(name if str(c.preset) == "default" else f"{name} ({c.preset})")
 
 
-def bars(b: Leaderboard, pal: Palette, out_dir: Path) -> FigureRecord | None:
-    """Dot-and-interval panels, one per metric (≤ 4 per row): the mean of each cell with its 95%
-    interval, on an axis fitted to the solvers (oracles are drawn, but an oracle far outside the
-    solvers' range does not stretch the axis; it is marked at the edge instead)."""
-    ms = [m for m in b.metrics if m not in b.unavailable and any(m in c.metrics for c in b.cells)]
+def plain_title(b: Leaderboard, ctx: Ctx) -> str:
+    """``"Inpainting (50 % missing) · crops32"``: the task's display name and the dataset."""
+    return f"{ctx.task_names.get(b.task, b.task)} · {b.dataset}"
+
+
+def board_title(b: Leaderboard, ctx: Ctx) -> str:
+    return escape.mpl(plain_title(b, ctx))
+
+
+TEXT_WIDTH_MARGIN = 1.1   # the renderer's hinted text is up to ~6 % wider than the outline measure
+
+
+def text_width_in(s: str, size: float) -> float:
+    """Width of ``s`` at ``size`` points in the figures' font, in inches (with a safety margin)."""
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import TextToPath
+
+    w, _, _ = TextToPath().get_text_width_height_descent(s, FontProperties(size=size), ismath=False)
+    return TEXT_WIDTH_MARGIN * w / 72.0
+
+
+def wrap_to(s: str, width_in: float, size: float, max_lines: int = 3) -> str:
+    """``s`` broken into lines no wider than ``width_in`` at ``size`` pt (after spaces, hyphens,
+    underscores or slashes; inside a word only when it alone is too wide), at most ``max_lines``
+    (the last one cut with "…")."""
+    tokens = [t for t in re.split(r"(?<=[\s\-_/])", s) if t]
+    lines: list[str] = []
+    cur = ""
+    for tok in tokens:
+        if text_width_in((cur + tok).strip(), size) <= width_in:
+            cur += tok
+            continue
+        if cur.strip():
+            lines.append(cur.strip())
+        cur = ""
+        for ch in tok:                      # a token wider than the line: by characters
+            if cur and text_width_in((cur + ch).strip(), size) > width_in:
+                lines.append(cur.strip())
+                cur = ""
+            cur += ch
+    if cur.strip():
+        lines.append(cur.strip())
+    if len(lines) > max_lines:
+        last = lines[max_lines - 1]
+        while last and text_width_in(last + "…", size) > width_in:
+            last = last[:-1]
+        lines = lines[:max_lines - 1] + [last + "…"]
+    return "\n".join(lines) or s
+
+
+def _value_ticks(axis, nbins: int) -> None:
+    """Few linear ticks with short labels (``0.0025``, ``20``, ``1e-08``): no offset text."""
+    axis.set_major_locator(MaxNLocator(nbins=nbins, steps=[1, 2, 2.5, 5, 10]))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}" if abs(v) > 1e-12 else "0"))
+
+
+def _ci_ends(ci) -> tuple[float, float]:
+    if ci is None or not math.isfinite(ci.half_width):
+        return math.nan, math.nan
+    return ci.low, ci.high
+
+
+# ---------------------------------------------------------------- saving
+
+def _stem(kind: str, b: Leaderboard | None, ctx: Ctx, part: int = 1) -> str:
+    stem = kind if b is None else f"{kind}__{escape.slug(b.dataset)}__{escape.slug(b.task)}"
+    return stem + (f"__part{part}" if part > 1 else "") + ctx.suffix
+
+
+def _save(fig, ctx: Ctx, kind: str, b: Leaderboard | None, title: str, caption: str, part: int = 1) -> FigureRecord:
+    """Write ``fig`` as PNG and PDF (each rendered in memory, then written atomically) at its own
+    size, and close it."""
+    stem = _stem(kind, b, ctx, part)
+    if ctx.inspect is not None:
+        ctx.inspect(fig, stem)
+    labels = tuple((ax.get_xlabel(), ax.get_ylabel()) for ax in fig.axes
+                   if ax.get_visible() and (ax.get_xlabel() or ax.get_ylabel()))
+    png, pdf = ctx.out_dir / f"{stem}.png", ctx.out_dir / f"{stem}.pdf"
+    for path, fmt in ((png, "png"), (pdf, "pdf")):
+        if fmt in ctx.formats:
+            buf = io.BytesIO()
+            fig.savefig(buf, format=fmt)
+            atomic_write_bytes(path, buf.getvalue())
+            fig.set_layout_engine("none")   # laid out once: the second format reuses the positions
+    h = float(fig.get_size_inches()[1])
+    plt.close(fig)
+    return FigureRecord(kind, title, caption, png, pdf, ctx.width, labels, round(h, 3))
+
+
+def _figure(ctx: Ctx, height: float, layout: str | None = "constrained"):
+    return plt.figure(figsize=(ctx.width, min(height, ctx.max_height)), layout=layout)
+
+
+def _rows_axis(ax, y, names: list[str] | None, bold: frozenset[int] = frozenset()) -> None:
+    """Rows of cells on y (``names`` None: no labels, for panels right of the first)."""
+    if names is None:
+        ax.tick_params(axis="y", labelleft=False)
+    else:
+        ax.set_yticks(y, names)
+        for i, t in enumerate(ax.get_yticklabels()):
+            if i in bold:
+                t.set_fontweight("bold")
+    ax.set_ylim(min(y) - 0.7, max(y) + 0.7)
+    ax.grid(axis="y", visible=False)
+    ax.tick_params(axis="y", length=0)
+
+
+ROW_IN = 0.125   # vertical space per cell row in the dot-and-interval figures
+
+
+def _dot(ax, x: float, y: float, lo: float, hi: float, kw: dict, along: str = "x"):
+    """A cell's marker at (x, y) and its interval [lo, hi] along ``along`` as one line with short
+    end caps (two artists per cell: much cheaper to draw than ``errorbar``'s container). Returns
+    the marker's line (a legend handle)."""
+    if math.isfinite(lo) and math.isfinite(hi):
+        xs, ys = ([lo, hi], [y, y]) if along == "x" else ([x, x], [lo, hi])
+        ax.plot(xs, ys, color=kw["color"], linewidth=0.9, marker="|" if along == "x" else "_", markersize=3,
+                markeredgewidth=0.8, solid_capstyle="butt")
+    return ax.plot([x], [y], linestyle="none", clip_on=False, **kw)[0]   # inside the limits: never cut
+
+
+# ---------------------------------------------------------------- delta: the main comparison
+
+def delta(b: Leaderboard, ctx: Ctx) -> FigureRecord | None:
+    """Paired Δ to the best cell, Bonferroni-adjusted intervals (the tables' marks), solvers only."""
+    cells = sorted((c for c in b.cells if not c.is_oracle and c.rank is not None and c.is_best is not None),
+                   key=lambda c: (c.rank, c.key))
+    if len(cells) < 2 or not any(c.is_best for c in cells):
+        return None
+    vals = np.array([0.0 if c.is_best else (c.delta_best.mean if c.delta_best is not None else math.nan)
+                     for c in cells])
+    ends = np.array([(math.nan, math.nan) if c.is_best else _ci_ends(c.delta_best) for c in cells])
+    fit = figaxes.fit(vals, ends[:, 0], ends[:, 1], nonneg=False, include=(0.0,))
+    n = len(cells)
+    fig = _figure(ctx, 0.95 + ROW_IN * 1.3 * n)
+    ax = fig.add_subplot()
+    y = np.arange(n)[::-1].astype(float)
+    ax.axvline(0.0, color="0.35", linewidth=0.7, zorder=0)
+    status = []
+    for i, c in enumerate(cells):
+        verdict = "best" if c.is_best else "tied" if c.tied_with_best else "worse"
+        status.append(verdict)
+        if i in fit.outside or not math.isfinite(vals[i]):
+            continue
+        kw = ctx.pal.kw(c.solver, c.preset, size=4.5)
+        kw["fillstyle"] = "full"
+        if verdict == "worse":
+            kw["markerfacecolor"] = "white"
+        _dot(ax, vals[i], y[i], ends[i, 0], ends[i, 1], kw)
+    figaxes.apply(ax, fit, "x")
+    _value_ticks(ax.xaxis, 4 if ctx.single else 6)
+    figaxes.mark_outside(ax, fit, vals, y, [ctx.pal.color(c.solver) for c in cells])
+    best = next(i for i, c in enumerate(cells) if c.is_best)
+    _rows_axis(ax, y, [cell_name(c) for c in cells], frozenset({best}))
+    for yy, verdict in zip(y, status, strict=True):   # the verdict right of each row (axes x, data y)
+        ax.text(1.02, yy, verdict, transform=ax.get_yaxis_transform(), ha="left", va="center",
+                fontweight="bold" if verdict == "best" else "normal", color="0.45" if verdict == "worse" else "0.1")
+    level = next((c.delta_level for c in cells if math.isfinite(c.delta_level)), math.nan)
+    unit = AXIS_UNITS.get(b.primary, "")
+    ax.set_xlabel(f"Δ {_metric_label(b.primary)} (cell − best)" + (f" [{unit}]" if unit else "") + "\n"
+                  + (f"{level * 100:.3g} % paired intervals (Bonferroni)" if math.isfinite(level)
+                     else "paired intervals"))
+    ax.set_title(board_title(b, ctx))
+    lvl = f"{level * 100:.3g} %" if math.isfinite(level) else "adjusted"
+    return _save(fig, ctx, "delta", b, f"Paired difference to the best: {plain_title(b, ctx)}",
+                 f"Each solver cell's mean paired difference to the best cell (cell − best on the image means of "
+                 f"{b.primary}, over the images both have) with its {lvl} interval: Bonferroni over the {n - 1} "
+                 "comparisons with the best, the interval the tables' marks are read from. Filled marker: the best "
+                 "(bold) or tied with it (interval reaches 0; underlined in the tables); hollow: significantly "
+                 "worse. Oracles are exact references and are not compared. Cells far outside the others are "
+                 "written at the axis edge with their value.")
+
+
+# ---------------------------------------------------------------- bars: every metric
+
+def _metric_panels(b: Leaderboard) -> list[str]:
+    return [m for m in b.metrics if m not in b.unavailable and any(m in c.metrics for c in b.cells)]
+
+
+def _panel(ax, m: str, cells: list[CellSummary], y, ctx: Ctx, label_in: float) -> None:
+    cis = [c.metrics.get(m) for c in cells]
+    means = np.array([ci.mean if ci is not None else math.nan for ci in cis], dtype=float)
+    ends = np.array([_ci_ends(ci) for ci in cis])
+    fit = figaxes.fit(means, ends[:, 0], ends[:, 1], metric=m,
+                      include=(IDEAL[m],) if m in IDEAL else ())
+    for i, c in enumerate(cells):
+        if not math.isfinite(means[i]) or i in fit.outside:
+            continue
+        _dot(ax, means[i], y[i], ends[i, 0], ends[i, 1], ctx.pal.kw(c.solver, c.preset))
+    if m in IDEAL:
+        ax.axvline(IDEAL[m], color="0.4", linewidth=0.7, linestyle=":", zorder=0)
+    figaxes.apply(ax, fit, "x", numticks=3)
+    if not fit.log:
+        _value_ticks(ax.xaxis, 3 if ctx.single else 4)
+    figaxes.mark_outside(ax, fit, means, y, [ctx.pal.color(c.solver) for c in cells])
+    ax.set_xlabel("\n".join(wrap_to(line, label_in, plt.rcParams["axes.labelsize"], max_lines=2)
+                             for line in axis_label(m, wrap=True).split("\n")))
+
+
+def bars(b: Leaderboard, ctx: Ctx) -> list[FigureRecord]:
+    """Dot-and-interval panels, one per metric: each cell's mean and its image-level 95 % interval."""
+    ms = _metric_panels(b)
     cells = [c for c in b.cells if c.n_ok]
     if not ms or not cells:
-        return None
-    ncol = min(PANELS_PER_ROW if not _single() else 2, len(ms))
-    nrow = math.ceil(len(ms) / ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(_width(), 0.6 + (2.3 if not _single() else 2.0) * nrow),
-                             squeeze=False)
-    y = np.arange(len(cells))[::-1]
-    for k, ax in enumerate(axes.flat):
-        if k >= len(ms):
-            ax.set_visible(False)
-            continue
-        m = ms[k]
-        cis = [c.metrics.get(m) for c in cells]
-        means = np.array([ci.mean if ci is not None else np.nan for ci in cis], dtype=float)
-        err = _yerr(cis)
-        solver_rows = [i for i, c in enumerate(cells) if not c.solver.startswith("oracle") and np.isfinite(means[i])]
-        keep = solver_rows or [i for i in range(len(cells)) if np.isfinite(means[i])]
-        lo = np.nanmin(means[keep] - err[0][keep]) if keep else np.nan
-        hi = np.nanmax(means[keep] + err[1][keep]) if keep else np.nan
-        for i, c in enumerate(cells):
-            if not np.isfinite(means[i]):
+        return []
+    ncol = min(2 if ctx.single else 4, len(ms))
+    row_h = 0.5 + ROW_IN * len(cells)
+    rows_per_file = max(1, int((ctx.max_height - 0.3) // row_h))
+    per_file = ncol * rows_per_file
+    groups = [ms[i:i + per_file] for i in range(0, len(ms), per_file)]
+    y = np.arange(len(cells))[::-1].astype(float)
+    names = [cell_name(c) for c in cells]
+    name_in = max(text_width_in(n, plt.rcParams["ytick.labelsize"]) for n in names)
+    label_in = (ctx.width - name_in - 0.15) / ncol - 0.1    # the width of one panel, about
+    recs = []
+    for part, group in enumerate(groups, start=1):
+        nrow = math.ceil(len(group) / ncol)
+        fig = _figure(ctx, 0.3 + row_h * nrow)
+        axes = fig.subplots(nrow, ncol, squeeze=False, sharey=True)
+        for k, ax in enumerate(axes.flat):
+            if k >= len(group):
+                ax.set_visible(False)
                 continue
-            ax.errorbar(means[i], y[i], xerr=err[:, i : i + 1], fmt=pal.marker(c.solver, c.preset),
-                        color=pal.color(c.solver), capsize=2, markersize=4, linestyle="none")
-        if np.isfinite(lo) and np.isfinite(hi):
-            pad = 0.08 * (hi - lo) if hi > lo else max(abs(hi), 1e-12) * 0.1
-            x0, x1 = lo - pad, hi + pad
-            if m in IDEAL:
-                x0, x1 = min(x0, IDEAL[m] - pad), max(x1, IDEAL[m] + pad)
-            ax.set_xlim(x0, x1)
-            for i in range(len(cells)):   # an oracle outside the solvers' range: marked at the edge
-                if i not in keep and np.isfinite(means[i]) and not x0 <= means[i] <= x1:
-                    edge = x0 if means[i] < x0 else x1
-                    ax.annotate(f"{means[i]:.2g}", (edge, y[i]), fontsize=6, va="center",
-                                ha="left" if edge == x0 else "right", color=pal.color(cells[i].solver))
-        if m in IDEAL:
-            ax.axvline(IDEAL[m], color="0.4", linewidth=0.8, linestyle=":", zorder=0)
-        ax.set_yticks(y, [escape.mpl(c.label) for c in cells] if k % ncol == 0 else [""] * len(cells))
-        ax.set_xlabel(axis_label(m, wrap=True), fontsize=8 if not _single() else 7)
-        ax.grid(axis="y", visible=False)
-    fig.suptitle(_title(b), fontsize=9)
-    fig.tight_layout()
-    return _save(fig, out_dir, "bars", b, f"Metrics: {b.dataset} / {b.task}",
-                 "Mean per cell with its 95% interval over images × seeds (ok rows): Student-t for PSNR, "
-                 "SSIM and consistency, a bootstrap for non-negative metrics; dotted line: the ideal value; "
-                 "oracles outside the solvers' range are written at the axis edge.")
+            _panel(ax, group[k], cells, y, ctx, label_in)
+            _rows_axis(ax, y, names if k % ncol == 0 else None)
+        part_note = f" ({part}/{len(groups)})" if len(groups) > 1 else ""
+        fig.suptitle(board_title(b, ctx) + part_note)
+        recs.append(_save(fig, ctx, "bars", b, f"Metrics: {plain_title(b, ctx)}{part_note}",
+                          "Mean per cell with its 95 % interval over images (seeds averaged per image): Student-t for "
+                          "PSNR, SSIM and consistency, a bootstrap for non-negative metrics. These intervals are not "
+                          "paired; the paired comparison is the Δ-to-best figure. Oracles: grey, hollow markers; "
+                          "dotted line: the ideal value; a log axis where the values span more than two decades; "
+                          "cells far outside the others are written at the axis edge with their value.", part))
+    return recs
 
 
-def _inside(run_dir: Path, rel: str | Path) -> Path | None:
+# ---------------------------------------------------------------- pareto and nfe
+
+def _legend(fig, ax, ctx: Ctx, handles: dict) -> None:
+    """Legend below the axes (single column, two columns of entries) or right of it (double)."""
+    if not handles:
+        return
+    if ctx.single:
+        fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=2, frameon=False,
+                   handletextpad=0.3, columnspacing=0.8)
+    else:
+        fig.legend(handles.values(), handles.keys(), loc="outside right upper", frameon=False, handletextpad=0.3)
+
+
+def _legend_height(n: int, ctx: Ctx) -> float:
+    return 0.14 * math.ceil(n / 2) + 0.1 if ctx.single else 0.0
+
+
+def pareto(b: Leaderboard, ctx: Ctx) -> FigureRecord | None:
+    pts = [c for c in b.cells if b.primary in c.metrics and c.seconds.n and c.seconds.mean > 0]
+    if not pts:
+        return None
+    d = direction(b.primary) or 1
+    means = np.array([c.metrics[b.primary].mean for c in pts])
+    ends = np.array([_ci_ends(c.metrics[b.primary]) for c in pts])
+    fit = figaxes.fit(means, ends[:, 0], ends[:, 1], metric=b.primary)
+    fig = _figure(ctx, (2.4 if ctx.single else 3.0) + _legend_height(len(pts), ctx))
+    ax = fig.add_subplot()
+    handles = {}
+    for i, c in enumerate(pts):
+        if i in fit.outside:
+            continue
+        handles[cell_name(c)] = _dot(ax, c.seconds.mean, means[i], ends[i, 0], ends[i, 1],
+                                     ctx.pal.kw(c.solver, c.preset), along="y")
+    front, best = [], -math.inf   # Pareto front of the solvers: sorted by time, better than every faster one
+    for c in sorted((c for c in pts if not c.is_oracle), key=lambda c: (c.seconds.mean, -d * c.metrics[b.primary].mean)):
+        v = d * c.metrics[b.primary].mean
+        if v > best:
+            front.append(c)
+            best = v
+    if len(front) > 1:
+        ax.step([c.seconds.mean for c in front], [c.metrics[b.primary].mean for c in front], where="post",
+                color="0.5", linestyle="--", linewidth=0.8, zorder=0)
+    xs = np.array([c.seconds.mean for c in pts])
+    ax.set_xscale("log")
+    ax.set_xlim(xs.min() / 1.6, xs.max() * 1.6)
+    figaxes.plain_log_ticks(ax.xaxis)
+    figaxes.apply(ax, fit, "y")
+    if not fit.log:
+        _value_ticks(ax.yaxis, 5)
+    figaxes.mark_outside(ax, fit, means, xs, [ctx.pal.color(c.solver) for c in pts], horizontal=False)
+    for i in fit.outside:
+        handles[cell_name(pts[i]) + " (off axis)"] = ax.plot([], [], linestyle="none",
+                                                             **ctx.pal.kw(pts[i].solver, pts[i].preset))[0]
+    ax.set_xlabel("time per image [s] (log scale)")
+    ax.set_ylabel(axis_label(b.primary) + ", mean and 95 % CI")
+    ax.set_title(board_title(b, ctx))
+    _legend(fig, ax, ctx, handles)
+    return _save(fig, ctx, "pareto", b, f"Quality vs time: {plain_title(b, ctx)}",
+                 f"{b.primary} (mean and 95 % interval over images) against seconds per image (log axis); the "
+                 "dashed line is the Pareto front (no other cell is both faster and better).")
+
+
+def cost_of(c: CellSummary) -> float:
+    """A cell's cost per image in forward-equivalents, as the matched-cost tables count it
+    (:func:`.matched.cost`: NFE + VJP, a VJP counted as one forward pass; NaN without NFE)."""
+    from .matched import cost
+
+    return cost(c) if math.isfinite(c.nfe) else math.nan
+
+
+def nfe_curves(b: Leaderboard, ctx: Ctx) -> FigureRecord | None:
+    """Quality against cost, when some solver ran at two budgets or more."""
+    by: dict[tuple[str, str], list[CellSummary]] = {}
+    for c in b.cells:
+        if b.primary in c.metrics and math.isfinite(cost_of(c)) and cost_of(c) > 0:
+            by.setdefault((c.solver, c.prior), []).append(c)
+    if not any(len({round(cost_of(c), 6) for c in cs}) >= 2 for cs in by.values()):
+        return None
+    curves = {k: sorted(v, key=cost_of) for k, v in by.items()}
+    fig = _figure(ctx, (2.4 if ctx.single else 3.0) + _legend_height(len(curves), ctx))
+    ax = fig.add_subplot()
+    allc = [c for cs in curves.values() for c in cs]
+    means = np.array([c.metrics[b.primary].mean for c in allc])
+    ends = np.array([_ci_ends(c.metrics[b.primary]) for c in allc])
+    fit = figaxes.fit(means, ends[:, 0], ends[:, 1], metric=b.primary)
+    off = {id(allc[i]) for i in fit.outside}
+    priors = len({p for (_, p) in curves}) > 1
+    handles = {}
+    for (solver, prior), cs in sorted(curves.items()):
+        shown = [c for c in cs if id(c) not in off]
+        kw = ctx.pal.kw(solver, cs[0].preset)
+        lab = escape.mpl(solver_name(solver) + (f" / {prior}" if priors else ""))
+        xs = [cost_of(c) for c in shown]
+        ys = [c.metrics[b.primary].mean for c in shown]
+        e = np.array([_ci_ends(c.metrics[b.primary]) for c in shown]).reshape(-1, 2)
+        err = np.array([np.nan_to_num(np.array(ys) - e[:, 0]), np.nan_to_num(e[:, 1] - np.array(ys))]) if shown else None
+        handles[lab] = ax.errorbar(xs, ys, yerr=err, linestyle="-" if len(cs) > 1 else "none", **kw)
+    xs_all = np.array([cost_of(c) for c in allc])
+    if xs_all.max() / xs_all.min() > 10:
+        ax.set_xscale("log")
+        ax.set_xlim(xs_all.min() / 1.5, xs_all.max() * 1.5)
+        figaxes.plain_log_ticks(ax.xaxis)
+    figaxes.apply(ax, fit, "y")
+    if not fit.log:
+        _value_ticks(ax.yaxis, 5)
+    figaxes.mark_outside(ax, fit, means, xs_all, [ctx.pal.color(c.solver) for c in allc], horizontal=False)
+    ax.set_xlabel("cost per image [forward-equivalents: NFE + VJP]")
+    ax.set_ylabel(axis_label(b.primary) + ", mean and 95 % CI")
+    ax.set_title(board_title(b, ctx))
+    _legend(fig, ax, ctx, handles)
+    return _save(fig, ctx, "nfe", b, f"{DISPLAY.get(b.primary, b.primary)} vs cost: {plain_title(b, ctx)}",
+                 "Quality at the cost each solver paid per image, in forward-equivalents: network evaluations plus "
+                 "vector-Jacobian products through the network, a VJP counted as one forward pass (the lower bound; "
+                 "one to two on the hardware measured), as in the matched-cost tables. A line joins one solver's budgets (presets or overrides); a lone point is a "
+                 "solver run at one budget. Drawn because at least one solver ran at two budgets or more.")
+
+
+# ---------------------------------------------------------------- memory, dist_to_map
+
+def memory(b: Leaderboard, ctx: Ctx) -> FigureRecord | None:
+    cells = [c for c in b.cells if math.isfinite(c.peak_mem_mib)]
+    if not cells:
+        return None
+    fig = _figure(ctx, 0.85 + ROW_IN * 1.2 * len(cells))
+    ax = fig.add_subplot()
+    y = np.arange(len(cells))[::-1].astype(float)
+    ax.barh(y, [c.peak_mem_mib for c in cells], color=[ctx.pal.color(c.solver) for c in cells], height=0.6)
+    _rows_axis(ax, y, [cell_name(c) for c in cells])
+    _value_ticks(ax.xaxis, 4)
+    ax.set_xlabel("peak GPU memory [MiB]")
+    ax.set_title(board_title(b, ctx))
+    return _save(fig, ctx, "memory", b, f"Peak GPU memory: {plain_title(b, ctx)}",
+                 "Maximum over images of the per-cell peak GPU memory (reset per cell).")
+
+
+def dist_to_map(b: Leaderboard, run: RunData, ctx: Ctx) -> FigureRecord | None:
+    df = run.results
+    if "dist_to_map" not in df:
+        return None
+    rows = df[(df["dataset"].astype(str) == b.dataset) & (df["task"].astype(str) == b.task)
+              & (df["status"].astype(str) == "ok")].copy()
+    rows["dist_to_map"] = pd.to_numeric(rows["dist_to_map"], errors="coerce")
+    rows = rows[np.isfinite(rows["dist_to_map"])]
+    rows = rows[rows["solver"].astype(str) != "oracle_map"]  # ≈ 0 by construction; it would crush the axis
+    cells, data = [], []
+    for c in b.cells:
+        v = rows[(rows["solver"].astype(str) == c.solver) & (rows["preset"].astype(str) == c.preset)
+                 & (rows["prior"].astype(str) == c.prior)]["dist_to_map"].to_numpy(float)
+        if v.size:
+            cells.append(c)
+            data.append(v)
+    if not cells:
+        return None
+    med = np.array([float(np.median(v)) for v in data])
+    fit = figaxes.fit(med, [v.min() for v in data], [v.max() for v in data], metric="dist_to_map")
+    fig = _figure(ctx, 0.85 + ROW_IN * 1.5 * len(cells))
+    ax = fig.add_subplot()
+    y = np.arange(len(cells))[::-1].astype(float)
+    rng = np.random.default_rng(0)   # the same run always gives the same figure
+    for i, (c, v) in enumerate(zip(cells, data, strict=True)):
+        if i in fit.outside:
+            continue
+        col = ctx.pal.color(c.solver)
+        ax.boxplot([v], positions=[y[i]], orientation="horizontal", widths=0.55, showfliers=False,
+                   patch_artist=True, boxprops={"facecolor": "white", "edgecolor": col, "linewidth": 0.8},
+                   medianprops={"color": col, "linewidth": 1.0}, whiskerprops={"color": col, "linewidth": 0.7},
+                   capprops={"color": col, "linewidth": 0.7})
+        ax.plot(v, y[i] + rng.uniform(-0.18, 0.18, v.size), linestyle="none", marker=ctx.pal.marker(c.solver),
+                markersize=2.2, color="0.25", alpha=0.7, markeredgewidth=0)
+    figaxes.apply(ax, fit, "x")
+    if not fit.log:
+        _value_ticks(ax.xaxis, 4)
+    figaxes.mark_outside(ax, fit, med, y, [ctx.pal.color(c.solver) for c in cells])
+    _rows_axis(ax, y, [cell_name(c) for c in cells])
+    ax.set_xlabel(axis_label("dist_to_map").replace("dist. to MAP", "distance to exact MAP"))
+    ax.set_title(board_title(b, ctx))
+    return _save(fig, ctx, "dist_to_map", b, f"Distance to the exact MAP: {plain_title(b, ctx)}",
+                 "Per image × seed distance of the reconstruction to the exact MAP of the analytic prior's "
+                 "posterior (box: quartiles, whiskers 1.5 IQR; points: rows); the exact-MAP oracle, at distance ≈ 0 "
+                 "by construction, is left out; a log axis where the values span more than two decades.")
+
+
+# ---------------------------------------------------------------- orchestration
+
+def _board_figures(b: Leaderboard, run: RunData, ctx: Ctx, image_ids, zoom) -> list[FigureRecord]:
+    from .figgrid import grid
+
+    presets: dict[str, list[str]] = {}
+    for c in b.cells:
+        presets.setdefault(c.solver, []).append(c.preset)
+    ctx.pal.set_presets(presets)
+    made = [delta(b, ctx), *bars(b, ctx), pareto(b, ctx), grid(b, run, ctx, image_ids, zoom=zoom),
+            nfe_curves(b, ctx), memory(b, ctx), dist_to_map(b, run, ctx)]
+    return [r for r in made if r is not None]
+
+
+def inside_run(run_dir: Path, rel: str | Path) -> Path | None:
     """``run_dir / rel`` if it stays inside ``run_dir`` and exists, else None."""
     try:
         root = run_dir.resolve()
@@ -228,306 +570,205 @@ def _inside(run_dir: Path, rel: str | Path) -> Path | None:
     return p if p.is_file() else None
 
 
+_inside = inside_run
+
+
 def _read_png(p: Path | None) -> np.ndarray | None:
-    """The image at ``p`` in [0, 1] (:func:`invbench.bench.report.pixels.read_image`), or None when
-    absent, unreadable or over the pixel cap (then its one-line reason is kept for the notes)."""
-    if p is None:
-        return None
+    """The image at ``p`` in [0, 1] (:func:`invbench.bench.report.pixels.read_image`), None when
+    ``p`` is None or unreadable; :class:`ImageTooLarge` over the pixel cap."""
+    return None if p is None else read_image(p)
+
+
+def read_image_or_note(p: Path | None, ctx: Ctx) -> np.ndarray | None:
+    """The image at ``p`` (:func:`_read_png`), or None when absent, unreadable or over the pixel
+    cap (then its one-line reason is kept for the notes)."""
     try:
-        return read_image(p)
+        return _read_png(p)
     except ImageTooLarge as e:
-        if str(e) not in _COL["refused"]:
-            _COL["refused"].append(str(e))
+        if str(e) not in ctx.refused:
+            ctx.refused.append(str(e))
         return None
 
 
-def _zoom_inset(ax, img: np.ndarray, zoom: tuple[float, float, float]) -> None:
-    """Mark the square region ``zoom = (x, y, size)`` (fractions of the image side, top-left
-    corner) on ``ax`` and show it magnified in the corner farthest from it (nearest-neighbour, so
-    pixels stay pixels)."""
-    from matplotlib.patches import Rectangle
-
-    h, w = img.shape[:2]
-    c0, r0 = round(zoom[0] * w), round(zoom[1] * h)
-    crop = img[r0:r0 + max(1, round(zoom[2] * h)), c0:c0 + max(1, round(zoom[2] * w))]
-    if not crop.size:
-        return
-    ax.add_patch(Rectangle((c0 - 0.5, r0 - 0.5), crop.shape[1], crop.shape[0], fill=False,
-                           edgecolor="#E69F00", linewidth=0.6))
-    right = zoom[0] + zoom[2] / 2 < 0.5          # region on the left -> inset on the right
-    below = zoom[1] + zoom[2] / 2 < 0.5          # region at the top -> inset at the bottom
-    ins = ax.inset_axes([0.55 if right else 0.0, 0.0 if below else 0.55, 0.45, 0.45])
-    ins.imshow(np.clip(crop, 0, 1), cmap="gray" if crop.ndim == 2 else None, vmin=0, vmax=1,
-               interpolation="nearest")
-    ins.set_xticks([])
-    ins.set_yticks([])
-    for s in ins.spines.values():
-        s.set_edgecolor("#E69F00")
-        s.set_linewidth(0.6)
+PARALLEL_MIN_TASKS = 8   # fewer figure tasks are drawn in the calling process: forking would not pay
+MAX_WORKERS = 4
 
 
-def grid(b: Leaderboard, run: RunData, out_dir: Path, image_ids: list[str] | None,
-         max_images: int = 3, zoom: tuple[float, float, float] | None = None) -> FigureRecord | None:
-    df = run.results
-    rows = df[(df["dataset"].astype(str) == b.dataset) & (df["task"].astype(str) == b.task)]
-    if not len(rows):
-        return None
-    available = sorted(rows["image_id"].astype(str).unique())
-    ids = [i for i in (image_ids or []) if i in available] if image_ids else available[:max_images]
-    if not ids:
-        return None
-    cells = [c for c in b.cells if c.n_rows]   # a cell of the grid that has not run has no image
-    ncol = 2 + len(cells)
-    side = min(1.25, _width() / ncol)
-    fig, axes = plt.subplots(len(ids), ncol, figsize=(side * ncol, (side + 0.15) * len(ids)), squeeze=False)
-    for i, iid in enumerate(ids):
-        r_img = rows[rows["image_id"].astype(str) == iid]
-        seed = int(pd.to_numeric(r_img["seed"]).min())
-        panels = [("truth", _read_png(_inside(run.run_dir, run_paths.truth_rel(b.dataset, iid))), "", ""),
-                  ("meas." if _single() else "measurement",
-                   _read_png(_inside(run.run_dir, run_paths.meas_rel(b.task, b.dataset, iid, seed))), "", "")]
-        for c in cells:
-            sel = r_img[(r_img["solver"].astype(str) == c.solver) & (r_img["preset"].astype(str) == c.preset)
-                        & (r_img["prior"].astype(str) == c.prior) & (pd.to_numeric(r_img["seed"]) == seed)]
-            img, why = None, "missing"
-            if len(sel):
-                r = sel.iloc[0]
-                if str(r["status"]) != "ok":
-                    why = str(r["status"])
-                elif r.get("recon_path") and not pd.isna(r.get("recon_path")):
-                    img = _read_png(_inside(run.run_dir, str(r["recon_path"])))
-            psnr = pd.to_numeric(sel.iloc[0].get("psnr"), errors="coerce") if len(sel) and img is not None else np.nan
-            panels.append((c.label, img, why, f"{psnr:.1f} dB" if np.isfinite(psnr) else ""))
-        for j, (name, img, why, score) in enumerate(panels):
-            ax = axes[i][j]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.grid(False)
-            for s in ax.spines.values():
-                s.set_visible(False)
-            if img is not None:
-                ax.imshow(np.clip(img, 0, 1), cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1,
-                          interpolation="nearest")
-                if zoom is not None:
-                    _zoom_inset(ax, img, zoom)
-            else:
-                ax.text(0.5, 0.5, escape.mpl(why or "missing"), ha="center", va="center", fontsize=6,
-                        transform=ax.transAxes, color="0.4")
-            if score:
-                ax.set_xlabel(score, fontsize=5, labelpad=1)   # the image's PSNR
-            if i == 0:   # at single-column width long labels wrap instead of running into the next column
-                lines = textwrap.wrap(name, 10, break_on_hyphens=False) if _single() else [name]
-                ax.set_title("\n".join(escape.mpl(t) for t in lines), fontsize=6)
-            if j == 0:
-                ax.set_ylabel(f"{escape.mpl(iid)}\nseed {seed}", fontsize=6)
-    fig.suptitle(_title(b), fontsize=8)
-    fig.tight_layout()
-    inset = ("" if zoom is None else
-             f" Insets: the marked region (top-left at {zoom[0]:g}, {zoom[1]:g} of the side, size {zoom[2]:g}) "
-             "magnified, nearest-neighbour.")
-    return _save(fig, out_dir, "grid", b, f"Samples: {b.dataset} / {b.task}",
-                 "Truth | measurement (pixel-space visualisation of y) | each cell's reconstruction "
-                 "(clipped to [0,1]) with its PSNR [dB] below." + inset)
+@dataclass
+class _Job:
+    """What the figure tasks of one :func:`make_figures` call read (inherited by forked workers)."""
+
+    run: RunData
+    boards: list[Leaderboard]
+    out_dir: Path
+    image_ids: list[str] | None
+    zoom: tuple[float, float, float] | None
+    pal: Palette
+    task_names: dict[str, str]
+    formats: tuple[str, ...]
+    inspect: Inspect | None
+    rc: dict
 
 
-def nfe_curves(b: Leaderboard, pal: Palette, out_dir: Path) -> FigureRecord | None:
-    by: dict[tuple[str, str], list[CellSummary]] = {}
-    for c in b.cells:
-        if b.primary in c.metrics and math.isfinite(c.nfe):
-            by.setdefault((c.solver, c.prior), []).append(c)
-    curves = {k: sorted(v, key=lambda c: c.nfe) for k, v in by.items() if any(c.nfe > 0 for c in v)}
-    if not curves:   # every solver is drawn: a line through its step counts, or one point
-        return None
-    fig, ax = plt.subplots(figsize=(0.65 * _width(), 3.0) if not _single() else (_width(), 2.6))
-    allx = []
-    for (solver, prior), cs in sorted(curves.items()):
-        xs = [c.nfe for c in cs]
-        allx += xs
-        ys = [c.metrics[b.primary].mean for c in cs]
-        es = _yerr([c.metrics[b.primary] for c in cs])
-        lab = solver if len({p for (_, p) in curves}) == 1 else f"{solver} / {prior}"
-        ax.errorbar(xs, ys, yerr=es, color=pal.color(solver), marker=pal.marker(solver, cs[0].preset), capsize=2,
-                    label=escape.mpl(lab), linestyle="-" if len(cs) > 1 else "none")
-    if min(allx) > 0 and max(allx) / min(allx) > 10:
-        ax.set_xscale("log")
-        _plain_log_ticks(ax.xaxis)
-    ax.set_xlabel("network evaluations per image (NFE)")
-    ax.set_ylabel(axis_label(b.primary) + ", mean and 95% CI")
-    ax.set_title(_title(b))
-    _legend(ax, dict(zip(*reversed(ax.get_legend_handles_labels()), strict=True)))
-    return _save(fig, out_dir, "nfe", b, f"{b.primary} vs NFE: {b.dataset} / {b.task}",
-                 "Quality at the cost each solver paid, in network evaluations per image (log axis when "
-                 "the range is wide): a line joins one solver's step counts (presets or overrides), a lone "
-                 "point is a solver run at one step count.")
+_JOB: dict[str, _Job] = {}
 
 
-def memory(b: Leaderboard, pal: Palette, out_dir: Path) -> FigureRecord | None:
-    cells = [c for c in b.cells if math.isfinite(c.peak_mem_mib)]
-    if not cells:
-        return None
-    fig, ax = plt.subplots(figsize=(min(_width(), max(3.0, 0.5 * len(cells) + 1.5)), 2.6))
-    x = np.arange(len(cells))
-    ax.bar(x, [c.peak_mem_mib for c in cells], color=[pal.color(c.solver) for c in cells])
-    ax.set_xticks(x, [escape.mpl(c.label) for c in cells], rotation=45, ha="right")
-    ax.set_ylabel("peak GPU memory [MiB]")
-    ax.grid(axis="x", visible=False)
-    ax.set_title(_title(b))
-    return _save(fig, out_dir, "memory", b, f"Peak GPU memory: {b.dataset} / {b.task}",
-                 "Maximum over images of the per-cell peak GPU memory (reset per cell).")
+def _draw(task: tuple[float, int | None]) -> tuple[list[FigureRecord], list[str]]:
+    """One task: the critical-difference figure (board None) or one board's figures, at a width;
+    returns the records and the refused-image lines."""
+    job = _JOB["job"]
+    width, i = task
+    ctx = Ctx(width, job.pal, job.out_dir, job.task_names, job.formats, job.inspect, [])
+    with plt.rc_context(job.rc):
+        if i is None:
+            from .cd import cd_figure
+
+            rec = cd_figure(job.boards, ctx)
+            recs = [rec] if rec is not None else []
+        else:
+            recs = _board_figures(job.boards[i], job.run, ctx, job.image_ids, job.zoom)
+    return recs, ctx.refused
 
 
-def dist_to_map(b: Leaderboard, run: RunData, pal: Palette, out_dir: Path) -> FigureRecord | None:
-    import seaborn as sns
+def _die_with_parent(parent: int) -> None:
+    """Worker start: end with the report process (Linux ``PR_SET_PDEATHSIG``), so a killed report
+    leaves no worker writing into its staging folder."""
+    import ctypes
+    import signal
 
-    df = run.results
-    if "dist_to_map" not in df:
-        return None
-    rows = df[(df["dataset"].astype(str) == b.dataset) & (df["task"].astype(str) == b.task)
-              & (df["status"].astype(str) == "ok")].copy()
-    rows["dist_to_map"] = pd.to_numeric(rows["dist_to_map"], errors="coerce")
-    rows = rows[np.isfinite(rows["dist_to_map"])]
-    rows = rows[rows["solver"].astype(str) != "oracle_map"]  # ≈ 0 by construction; it would crush the axis
-    if not len(rows):
-        return None
-    from .summary import cell_label
-
-    rows["label"] = [escape.mpl(cell_label(s, p)) for s, p in zip(rows["solver"].astype(str), rows["preset"].astype(str))]
-    order = [escape.mpl(c.label) for c in b.cells if escape.mpl(c.label) in set(rows["label"])]
-    colors = {escape.mpl(c.label): pal.color(c.solver) for c in b.cells}
-    fig, ax = plt.subplots(figsize=(min(_width(), max(3.0, 0.6 * len(order) + 1.5)), 2.8))
-    sns.boxplot(data=rows, x="label", y="dist_to_map", hue="label", order=order, palette=colors, ax=ax,
-                fliersize=0, linewidth=0.8, legend=False)
-    state = np.random.get_state()   # seaborn jitters with numpy's global generator: seed it, so the
-    np.random.seed(0)                # same run always gives the same figure, and restore it after
     try:
-        sns.stripplot(data=rows, x="label", y="dist_to_map", order=order, color="0.2", size=2.5, ax=ax, jitter=0.2)
-    finally:
-        np.random.set_state(state)
-    v = rows["dist_to_map"].to_numpy()
-    if (v > 0).all() and v.max() / v.min() > 100:
-        ax.set_yscale("log")
-        _plain_log_ticks(ax.yaxis)
-    ax.set_xlabel("")
-    ax.set_ylabel(axis_label("dist_to_map").replace("dist. to MAP", "distance to exact MAP"))
-    ax.tick_params(axis="x", rotation=45)
-    for t in ax.get_xticklabels():
-        t.set_ha("right")
-    ax.set_title(_title(b))
-    return _save(fig, out_dir, "dist_to_map", b, f"Distance to the exact MAP: {b.dataset} / {b.task}",
-                 "Per image × seed distance of the reconstruction to the exact MAP of the analytic prior's "
-                 "posterior (box: quartiles; points: rows); the exact-MAP oracle, at distance ≈ 0 by construction, is left out.")
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))   # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:
+        os._exit(1)
 
 
-def cd_figure(boards: list[Leaderboard], pal: Palette, out_dir: Path) -> FigureRecord | None:
-    """Critical-difference diagram of the solvers' average ranks over all (dataset, task) blocks
-    (bench/report/cd.py): rank axis best-left, a bar joins solvers closer than the CD."""
-    from .cd import critical_difference
+def worker_count(n_tasks: int, workers: int | None = None) -> int:
+    """Processes that draw the figures: ``workers`` if given, else 1 below
+    :data:`PARALLEL_MIN_TASKS` tasks or without ``fork``, else the CPUs this process may use (at
+    most :data:`MAX_WORKERS`)."""
+    import multiprocessing
 
-    res = critical_difference(boards)
-    if res is None:
-        return None
-    k = len(res.methods)
-    fig, ax = plt.subplots(figsize=(_width(), 1.2 + 0.22 * k))
-    ax.set_xlim(0.7, k + 0.3)              # rank 1 (best) on the left; names in the side margins
-    ax.set_ylim(-(k // 2 + 1.5), 2.2)
-    ax.set_yticks([])
-    for side in ("left", "right", "bottom"):
-        ax.spines[side].set_visible(False)
-    ax.xaxis.tick_top()
-    ax.set_xticks(range(1, k + 1))
-    ax.set_xlabel("average rank over tasks [1 = best]", fontsize=8)
-    ax.xaxis.set_label_position("top")
-    ax.grid(False)
-    ax.plot([1, 1 + res.cd], [1.5, 1.5], color="0.2", linewidth=1.5)
-    ax.text(1 + res.cd / 2, 1.7, f"CD = {res.cd:.2f}", ha="center", fontsize=7)
-    half = math.ceil(k / 2)
-    for i, (m, r) in enumerate(zip(res.methods, res.avg_rank, strict=True)):
-        left = i < half
-        y = -(i if left else k - 1 - i) - 0.8
-        x_text = 0.7 if left else k + 0.3
-        ax.plot([r, r, x_text], [0, y, y], color=pal.color(m), linewidth=1.0)
-        ax.text(x_text + (-0.05 if left else 0.05), y, f"{escape.mpl(m)} ({r:.2f})",
-                ha="right" if left else "left", va="center", fontsize=7)
-    for j, (a, b_) in enumerate(res.cliques):
-        ax.plot([res.avg_rank[a] - 0.03, res.avg_rank[b_] + 0.03], [-0.25 - 0.18 * j] * 2, color="0.15", linewidth=2.2)
-    fig.subplots_adjust(left=0.24, right=0.76, top=0.62, bottom=0.02)
-    fp = "n/a" if not math.isfinite(res.friedman_p) else f"{res.friedman_p:.3g}"
-    ax.set_title(f"{k} solvers over {res.n_blocks} dataset × task blocks (Friedman p = {fp})", fontsize=8, pad=22)
-    return _save(fig, out_dir, "cd", None, "Overall ranking: critical-difference diagram",
-                 f"Average rank of each solver by its primary metric over {res.n_blocks} (dataset, task) "
-                 f"blocks (oracles excluded; best preset per block). Friedman test p = {fp}; solvers joined "
-                 f"by a bar differ by less than the Nemenyi critical difference CD = {res.cd:.2f} (α = 0.05) "
-                 "and are not distinguishable (Demšar 2006).")
+    if workers is not None:
+        return max(1, int(workers))
+    if n_tasks < PARALLEL_MIN_TASKS or "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cpus = os.cpu_count() or 1
+    return max(1, min(MAX_WORKERS, cpus, n_tasks))
+
+
+def _run_tasks(tasks: list[tuple[float, int | None]], n: int) -> list[tuple[list[FigureRecord], list[str]]]:
+    """The results of ``tasks`` in order: drawn here, or by ``n`` forked processes (each figure is
+    independent; files are written atomically by whoever draws them)."""
+    if n <= 1:
+        return [_draw(t) for t in tasks]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork"), initializer=_die_with_parent,
+                             initargs=(os.getpid(),)) as pool:
+        return list(pool.map(_draw, tasks))
 
 
 def make_figures(run: RunData, boards: list[Leaderboard], out_dir: Path,
                  image_ids: list[str] | None = None, *, zoom: tuple[float, float, float] | None = None,
                  widths: tuple[float, ...] = (DOUBLE_COLUMN_IN, SINGLE_COLUMN_IN),
-                 refused: list[str] | None = None) -> tuple[list[FigureRecord], list[str]]:
+                 refused: list[str] | None = None, inspect: Inspect | None = None,
+                 formats: tuple[str, ...] = ("png", "pdf"), workers: int | None = None,
+                 ) -> tuple[list[FigureRecord], list[str]]:
     """Write all figures into ``out_dir``, each at double-column (6.8 in, ``<stem>.pdf|png``) and
     single-column width (3.3 in, ``<stem>__col1.pdf|png``) unless ``widths`` names only one; returns
-    the records and notes on skipped figures. ``zoom`` adds a zoomed inset to the sample grids
-    (see :func:`_zoom_inset`). Run images over the pixel cap are not drawn: one line each, naming
-    the file, goes to the notes and to ``refused``."""
+    the records and notes on skipped figures. ``zoom`` adds zoomed insets to the sample grids
+    (:mod:`.figgrid`). Run images over the pixel cap are not drawn: one line each, naming the file,
+    goes to the notes and to ``refused``. ``inspect(fig, stem)`` is called with every figure before
+    it is written (the tests measure text there; the figures are then drawn in this process);
+    ``formats`` () writes no figure file. ``workers``: processes drawing the figures
+    (:func:`worker_count` when None)."""
+    from . import fonts
+
+    for width in widths:
+        if width not in (DOUBLE_COLUMN_IN, SINGLE_COLUMN_IN):
+            raise ValueError(f"figure width {width} in: expected {DOUBLE_COLUMN_IN} or {SINGLE_COLUMN_IN}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    _COL["refused"] = []
-    solvers = {c.solver for b in boards for c in b.cells}
-    presets: dict[str, list[str]] = {}
-    for b in boards:
-        for c in b.cells:
-            presets.setdefault(c.solver, [])
-            if c.preset not in presets[c.solver]:
-                presets[c.solver].append(c.preset)
-    pal = Palette(solvers, presets)
-    recs: list[FigureRecord] = []
+    pal = Palette({c.solver for b in boards for c in b.cells})
+    rc = {**RC, "font.family": fonts.families()}
+    tasks = [(w, i) for w in widths for i in (None, *range(len(boards)))]
+    n = 1 if inspect is not None else worker_count(len(tasks), workers)
+    _JOB["job"] = _Job(run, boards, out_dir, image_ids, zoom, pal, task_names_of_run(run.meta.get("config")),
+                       formats, inspect, rc)
+    try:
+        results = _run_tasks(tasks, n)
+    finally:
+        _JOB.clear()
+    recs = [r for rs, _ in results for r in rs]
+    refused_here = list(dict.fromkeys(line for _, lines in results for line in lines))
     notes: list[str] = []
-    with plt.rc_context(RC):
-        for width in widths:
-            if width not in (DOUBLE_COLUMN_IN, SINGLE_COLUMN_IN):
-                raise ValueError(f"figure width {width} in: expected {DOUBLE_COLUMN_IN} or {SINGLE_COLUMN_IN}")
-            suffix = "" if width == DOUBLE_COLUMN_IN else "__col1"
-            _COL.update(w=width, suffix=suffix)
-            try:
-                cd = cd_figure(boards, pal, out_dir)
-                recs += [cd] if cd is not None else []
-                for b in boards:
-                    made = (pareto(b, pal, out_dir), bars(b, pal, out_dir), grid(b, run, out_dir, image_ids, zoom=zoom),
-                            nfe_curves(b, pal, out_dir), memory(b, pal, out_dir), dist_to_map(b, run, pal, out_dir))
-                    recs += [r for r in made if r is not None]
-            finally:
-                _COL.update(w=DOUBLE_COLUMN_IN, suffix="")
-        if not any(r.kind == "cd" for r in recs):
-            notes.append("No critical-difference diagram: it needs at least 3 solvers common to at least 2 "
-                         "(dataset, task) blocks.")
+    if not any(r.kind == "cd" for r in recs):
+        notes.append("No critical-difference diagram: it needs at least 3 solvers common to every "
+                     "(dataset, task) board and at least 2 image blocks.")
     if boards and not any(math.isfinite(c.peak_mem_mib) for b in boards for c in b.cells):
         notes.append("Peak-memory bars skipped: peak GPU memory is NULL for every cell (CPU run); "
                      "peak RSS is in the tables.")
     if not any(r.kind == "nfe" for r in recs):
-        notes.append("No quality-vs-NFE plot: no cell recorded network evaluations.")
-    notes += _COL["refused"]
+        notes.append("No quality-vs-cost plot: no solver ran at two budgets or more.")
+    notes += refused_here
     if refused is not None:
-        refused += _COL["refused"]
-    write_manifest(recs, out_dir / MANIFEST)
+        refused += refused_here
+    if formats:
+        write_manifest(recs, out_dir / MANIFEST, pal.record({c.solver for b in boards for c in b.cells}))
     return recs, notes
 
 
 MANIFEST = "figures.json"
 
 
-def write_manifest(recs: list[FigureRecord], path: Path) -> None:
-    """``figures.json``: one entry per figure file pair (kind, title, caption, PNG and PDF names,
-    the column width in inches, the (x, y) axis labels), for scripts that pick figures for a paper
-    and for checks that read a report without drawing it again."""
+def write_manifest(recs: list[FigureRecord], path: Path, solvers: dict | None = None) -> None:
+    """``figures.json``: ``figures``, one entry per figure file pair (kind, title, caption, PNG and
+    PDF names, the column width and page height in inches, the (x, y) axis labels), and ``solvers``,
+    each solver's display name, colour, marker and preset fills, for scripts that pick figures for
+    a paper and for checks that read a report without drawing it again."""
     import json
 
     entries = [{"kind": r.kind, "title": r.title, "caption": r.caption, "png": r.png.name, "pdf": r.pdf.name,
-                "width_in": r.width_in, "axis_labels": [list(p) for p in r.axis_labels]} for r in recs]
-    atomic_write_bytes(path, (json.dumps(entries, indent=1, ensure_ascii=False) + "\n").encode())
+                "width_in": r.width_in, "height_in": r.height_in, "axis_labels": [list(p) for p in r.axis_labels]}
+               for r in recs]
+    doc = {"figures": entries, "solvers": solvers or {},
+           "cost": "forward-equivalents per image: NFE + VJP (a VJP counted as one forward pass)"}
+    atomic_write_bytes(path, (json.dumps(doc, indent=1, ensure_ascii=False) + "\n").encode())
 
 
 def read_manifest(folder: Path) -> list[FigureRecord]:
     """The :class:`FigureRecord` list of a report's ``figures/`` folder (see :func:`write_manifest`)."""
     import json
 
+    doc = json.loads((folder / MANIFEST).read_text())
+    entries = doc["figures"] if isinstance(doc, dict) else doc
     return [FigureRecord(e["kind"], e["title"], e["caption"], folder / e["png"], folder / e["pdf"], e["width_in"],
-                         tuple(tuple(p) for p in e["axis_labels"])) for e in json.loads((folder / MANIFEST).read_text())]
+                         tuple(tuple(p) for p in e["axis_labels"]), e.get("height_in", 0.0)) for e in entries]
+
+
+def check_text(fig) -> list[str]:
+    """Problems of a drawn figure's text (:func:`.figcheck.check_figure` at :data:`MIN_FONT_PT`)."""
+    from .figcheck import check_figure
+
+    return check_figure(fig, MIN_FONT_PT)
+
+
+__all__ = [
+    "DOUBLE_COLUMN_IN",
+    "MANIFEST",
+    "SINGLE_COLUMN_IN",
+    "FigureRecord",
+    "axis_label",
+    "cell_name",
+    "check_text",
+    "cost_of",
+    "is_oracle",
+    "make_figures",
+    "read_manifest",
+    "write_manifest",
+]

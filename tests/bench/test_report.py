@@ -186,7 +186,7 @@ def test_report_files(fixture_report):
         assert (out / name).stat().st_size > 0
     figs = out / "figures"
     kinds = {p.stem.split("__")[0] for p in figs.glob("*.png")}
-    assert kinds == {"pareto", "bars", "grid", "nfe", "memory", "dist_to_map"}
+    assert kinds == {"delta", "pareto", "bars", "grid", "nfe", "memory", "dist_to_map"}
     for png in figs.glob("*.png"):
         assert png.with_suffix(".pdf").read_bytes()[:5] == b"%PDF-"
         a = np.asarray(Image.open(png).convert("L"), float)
