@@ -41,10 +41,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import json
 import os
 import re
+import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -137,6 +140,8 @@ def shard_job(config_text: str, base_dir: str, run_dir: str, shard: int, n_shard
 
     if parent is not None and parent[0] != os.getpid():
         _watch_parent(*parent)
+    if os.environ.get("SUBMITIT_EXECUTOR") == "slurm" and threading.current_thread() is threading.main_thread():
+        _slurm_worker_signals()
     if setup is not None:
         setup()
     exp = config.loads(config_text, base_dir=base_dir, source="shard config")
@@ -176,43 +181,45 @@ def _signal_of(job) -> str:
     return f"killed by signal {-rc} ({name})"
 
 
-def _no_result_cause(text: str, job) -> str:
+def _no_result_cause(text: str, job, params: dict | None = None) -> str:
     """Why a worker that produced no result ended: the signal (when submitit knows it), the job
-    state, and the last error line of its log."""
+    state (with what a Slurm state means, and the limit it ran into: ``params``), and the last
+    error line of its log."""
     m = _NO_OUTPUT.search(text)
     state = m.group(1).strip() if m else str(getattr(job, "state", "") or "unknown")
+    state = state.split()[0] if state.strip() else "unknown"   # sacct: "CANCELLED by 0"
     log = text.split("-" * 40, 1)[1] if "-" * 40 in text else ""
     errs = [ln.strip() for ln in log.splitlines()
             if ln.strip() and not ln.startswith("submitit ") and _LOG_ERROR.search(ln)]
-    parts = [p for p in (_signal_of(job), f"state {state}") if p]
+    parts = [p for p in (_signal_of(job), f"state {state}{_why(state, params)}") if p]
     if errs:
         parts.append(f"last error in its log: {errs[-1]}")
-    elif not parts[0].startswith("killed"):
+    elif not parts[0].startswith("killed") and state not in _SLURM_WHY:
         parts.append("no error in its log: killed from outside, e.g. SIGKILL or the out-of-memory killer")
     return "worker exited without a result (" + "; ".join(parts) + ")"
 
 
-def _cause(e: BaseException, job) -> str:
+def _cause(e: BaseException, job, params: dict | None = None) -> str:
     """One line: why a shard job failed (see the module docstring, "Signals and limits")."""
     text = str(e)
     exc = _last_exception(text)
     if exc is not None:
         return exc
     if _NO_OUTPUT.search(text):
-        return _no_result_cause(text, job)
+        return _no_result_cause(text, job, params)
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     return lines[0] if lines else type(e).__name__
 
 
-def _result(job, sid: int):
+def _result(job, sid: int, params: dict | None = None):
     """The job's result, or :class:`ExecutorError`: one line naming the shard, its cause
-    (:func:`_cause`) and its log."""
+    (:func:`_cause`; ``params``: the resources it was submitted with) and its log."""
     import submitit
 
     try:
         return job.result()
     except submitit.core.utils.UncompletedJobError as e:
-        why = " ".join(_cause(e, job).split())
+        why = " ".join(_cause(e, job, params).split())
         log = getattr(getattr(job, "paths", None), "stderr", "")
         hint = "" if "--resume" in why[:500] else "; finished rows are kept, rerun with --resume"
         raise ExecutorError(f"shard {sid} failed: {why[:500]} (log: {log}){hint}") from None
@@ -238,28 +245,92 @@ def _wait_shard_locks(run_dir: Path, wait_s: float = 30.0) -> None:
             os.close(fd)
 
 
-@contextlib.contextmanager
-def _cancel_on_signal():
-    """Yield a job list; on SIGTERM (turned into KeyboardInterrupt) or any error, cancel the
-    jobs still running. The previous SIGTERM handler is restored on exit."""
-    jobs: list = []
+class _Interrupts:
+    """SIGTERM, SIGHUP and SIGINT as KeyboardInterrupt, deferred inside :meth:`deferred` (a job
+    array being submitted is either in the job list or not submitted when the interrupt lands)."""
 
-    def term(signum, frame):
+    def __init__(self) -> None:
+        self.depth = 0
+        self.pending = False
+
+    def handler(self, signum, frame) -> None:
+        if self.depth:
+            self.pending = True
+            return
         raise KeyboardInterrupt
 
+    @contextlib.contextmanager
+    def deferred(self):
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+            if not self.depth and self.pending:
+                self.pending = False
+                raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _cancel_on_signal(cluster: str | None = "local"):
+    """Yield ``(jobs, interrupts)``: a job list and an :class:`_Interrupts`. On SIGTERM, SIGINT,
+    SIGHUP (unless ignored, e.g. under nohup) or any error, the jobs still running are cancelled
+    (Slurm: one ``scancel`` of their arrays, then a wait until none is left in the queue). The
+    previous handlers are restored on exit."""
+    jobs: list = []
+    intr = _Interrupts()
     main = threading.current_thread() is threading.main_thread()
-    old = signal.signal(signal.SIGTERM, term) if main else None
+    old: dict[int, Any] = {}
+    if main:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            if signal.getsignal(sig) is not signal.SIG_IGN:
+                old[sig] = signal.signal(sig, intr.handler)
     try:
-        yield jobs
+        yield jobs, intr
     except BaseException:
-        for j in jobs:
-            with contextlib.suppress(Exception):
-                if not j.done():
-                    j.cancel(check=False)
+        intr.depth += 1   # a second Ctrl-C while cancelling is handled by _cancel_slurm
+        try:
+            if cluster in ("local", "debug"):
+                for j in jobs:
+                    with contextlib.suppress(Exception):
+                        if not j.done():
+                            j.cancel(check=False)
+            elif jobs:
+                _cancel_slurm(jobs)
+        finally:
+            intr.depth -= 1
         raise
     finally:
-        if main:
-            signal.signal(signal.SIGTERM, old)
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
+CANCEL_WAIT_S = 120.0
+"""How long an interrupted submitting process waits for its cancelled Slurm jobs to leave the queue."""
+
+
+def _cancel_slurm(jobs: list, wait_s: float = CANCEL_WAIT_S) -> None:
+    """``scancel`` the arrays of ``jobs`` at once, then wait until ``squeue`` lists none of their
+    tasks (their workers have stopped writing); one line on stderr says what is left, if anything."""
+    ids = sorted({str(j.job_id).split("_")[0] for j in jobs}, key=lambda i: (len(i), i))
+    _slurm(["scancel", *ids])
+    t0 = time.time()
+    left: list[str] = []
+    try:
+        while time.time() - t0 < wait_s:
+            r = _slurm(["squeue", "-h", "-r", "-j", ",".join(ids), "-o", "%i %T"])
+            if r is not None and (r.returncode == 0 or "invalid job id" in r.stderr.lower()):
+                left = [ln.strip() for ln in r.stdout.splitlines() if ln.strip()]
+                if not left:
+                    break
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        left = left or ["(not checked: interrupted again)"]
+    if left:
+        _notice(f"cancelled Slurm job(s) {' '.join(ids)}, but after {time.time() - t0:.0f} s the queue still lists "
+                f"{', '.join(left[:4])}{' ...' if len(left) > 4 else ''}: check squeue before --resume")
+    else:
+        _notice(f"cancelled Slurm job(s) {' '.join(ids)} ({len(jobs)} shard(s)); none is left in the queue")
 
 
 def _calibrate(p, st: Store) -> None:
@@ -299,6 +370,478 @@ def _resource_params(res: dict) -> dict:
     return out
 
 
+def _notice(line: str) -> None:
+    """One ``invbench: ...`` line on stderr that does not break a progress bar."""
+    from tqdm import tqdm
+
+    tqdm.write(f"invbench: {line}", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- Slurm
+
+
+def _slurm(argv: list[str], timeout: float = 60) -> subprocess.CompletedProcess | None:
+    """Run a Slurm client command (output captured, never printed); None when it could not run."""
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                              check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _require_slurm() -> None:
+    """ConfigError unless Slurm's client commands are here (submitit would silently run the
+    shards as local processes instead)."""
+    missing = [c for c in ("sbatch", "squeue", "scancel") if shutil.which(c) is None]
+    if missing:
+        raise ConfigError(f"--executor slurm: {', '.join(missing)} not found on PATH (no Slurm client here); run "
+                          "from a login node of the cluster, or use --executor submitit-local on one machine")
+
+
+def _slurm_config() -> dict[str, str]:
+    """``scontrol show config`` as a dict ({} when it cannot be read)."""
+    r = _slurm(["scontrol", "show", "config"])
+    out: dict[str, str] = {}
+    if r is not None and r.returncode == 0:
+        for ln in r.stdout.splitlines():
+            k, sep, v = ln.partition("=")
+            if sep:
+                out[k.strip()] = v.strip()
+    return out
+
+
+def _slurm_minutes(t: str) -> int | None:
+    """Minutes of a Slurm duration as scontrol prints it (``[D-]HH:MM:SS``); None for
+    ``UNLIMITED``, ``NONE`` or anything else."""
+    m = re.fullmatch(r"(?:(\d+)-)?(\d+):(\d+):(\d+)", t.strip())
+    if not m:
+        return None
+    d, h, mi, se = (int(x or 0) for x in m.groups())
+    return d * 1440 + h * 60 + mi + (1 if se else 0)
+
+
+def _partition_time(partition: str | None) -> tuple[str, int | None]:
+    """``(partition, minutes)``: the partition's ``DefaultTime``, else its ``MaxTime`` (the
+    default partition when ``partition`` is None); minutes None when unlimited or unknown."""
+    r = _slurm(["scontrol", "show", "partition", "-o", *([partition] if partition else [])])
+    if r is None or r.returncode != 0:
+        return partition or "default", None
+    for ln in r.stdout.splitlines():
+        f = dict(kv.split("=", 1) for kv in ln.split() if "=" in kv)
+        if partition or f.get("Default") == "YES":
+            name = f.get("PartitionName", partition or "default")
+            for key in ("DefaultTime", "MaxTime"):
+                m = _slurm_minutes(f.get(key, ""))
+                if m:
+                    return name, m
+            return name, None
+    return partition or "default", None
+
+
+_SLURM_ENDED = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL",
+                          "DEADLINE", "PREEMPTED", "REVOKED", "SPECIAL_EXIT"})
+_SLURM_RUNNING = frozenset({"RUNNING", "COMPLETING", "CONFIGURING", "STAGE_OUT", "SIGNALING", "RESIZING"})
+_GONE = "GONE"
+"""State of a job that neither squeue nor sacct knows any more."""
+
+_SLURM_WHY = {
+    "TIMEOUT": "it ran past its time limit{limit}",
+    "CANCELLED": "it was cancelled (scancel, or an administrator)",
+    "OUT_OF_MEMORY": "it ran out of memory{mem}",
+    "NODE_FAIL": "its node failed",
+    "BOOT_FAIL": "its node failed to boot",
+    "PREEMPTED": "it was preempted by a job of higher priority",
+    "DEADLINE": "it reached its deadline",
+    "FAILED": "its batch script or srun failed",
+    _GONE: "the job left Slurm's queue without a result, and accounting (sacct) does not know it",
+}
+
+
+def _why(state: str, params: dict | None) -> str:
+    """``": <what the state means>"`` for a Slurm state, with the limit it ran into; '' otherwise."""
+    text = _SLURM_WHY.get(state)
+    if text is None:
+        return ""
+    params = params or {}
+    t = params.get("timeout_min")
+    mem = params.get("mem_gb")
+    return ": " + text.format(limit=f" of {t} min (timeout_min)" if t else "",
+                              mem=f" (mem_gb = {mem})" if mem else "")
+
+
+class _SlurmQueue:
+    """States of this run's Slurm jobs from one ``squeue`` call per poll (every state slurmctld
+    still holds, ``MinJobAge``); ``sacct`` only for jobs that left it. A cluster without
+    accounting gets one notice, not a warning per poll (submitit's own watcher calls sacct on
+    every poll and warns each time)."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, tuple[str, str]] = {}   # job id ("12_3") -> (state, pending reason)
+        self._absent: dict[str, int] = {}
+        self.sacct: bool | None = None   # None: not tried yet
+
+    def poll(self, ids: list[str]) -> None:
+        """Refresh the states of ``ids``; a failed ``squeue`` (slurmctld busy) keeps the last ones."""
+        if not ids:
+            return
+        arrays = sorted({i.split("_")[0] for i in ids}, key=lambda i: (len(i), i))
+        r = _slurm(["squeue", "-h", "-r", "-t", "all", "-j", ",".join(arrays), "-o", "%i|%T|%r"])
+        if r is None or (r.returncode != 0 and "invalid job id" not in r.stderr.lower()):
+            return
+        seen: dict[str, tuple[str, str]] = {}
+        for ln in r.stdout.splitlines():
+            f = ln.strip().split("|")
+            if len(f) == 3:
+                seen[f[0]] = (f[1], f[2])
+        missing = [i for i in ids if i not in seen]
+        if missing:
+            seen.update(self._accounting(missing))
+        for i in ids:
+            if i in seen:
+                self.states[i] = seen[i]
+                self._absent.pop(i, None)
+            else:   # twice in a row in neither: gone
+                self._absent[i] = self._absent.get(i, 0) + 1
+                if self._absent[i] >= 2:
+                    self.states[i] = (_GONE, "")
+
+    def _accounting(self, ids: list[str]) -> dict[str, tuple[str, str]]:
+        if self.sacct is False:
+            return {}
+        arrays = sorted({i.split("_")[0] for i in ids}, key=lambda i: (len(i), i))
+        r = _slurm(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(arrays)])
+        if r is None or r.returncode != 0:
+            self.sacct = False
+            why = " ".join((r.stderr if r is not None else "").split()) or "sacct did not answer"
+            _notice(f"Slurm accounting is not available here ({why[:160]}); the states of this run's jobs come from "
+                    "squeue, which keeps a finished job for MinJobAge")
+            return {}
+        self.sacct = True
+        out = {}
+        for ln in r.stdout.splitlines():
+            f = ln.strip().split("|")
+            if len(f) >= 2 and f[0] in ids and f[1]:
+                out[f[0]] = (f[1].split()[0], "")
+        return out
+
+
+class _Watcher:
+    """Stands in for submitit's sacct-based watcher on this run's Slurm jobs (``job.state``,
+    ``job.done()``), reading :class:`_SlurmQueue`."""
+
+    def __init__(self, queue: _SlurmQueue) -> None:
+        self.queue = queue
+
+    def register_job(self, job_id: str) -> None:
+        pass
+
+    def get_info(self, job_id: str, mode: str = "standard") -> dict[str, str]:
+        if mode == "force":
+            self.queue.poll([job_id])
+        st = self.queue.states.get(job_id)
+        return {"State": st[0]} if st else {}
+
+    def get_state(self, job_id: str, mode: str = "standard") -> str:
+        return self.get_info(job_id, mode).get("State") or "UNKNOWN"
+
+    def is_done(self, job_id: str, mode: str = "standard") -> bool:
+        return self.get_state(job_id, mode) in _SLURM_ENDED | {_GONE}
+
+
+def _slurm_worker_signals() -> None:
+    """In a Slurm task: SIGTERM (scancel, requeue, preemption, the time limit) ends the worker at
+    once, as SIGKILL would (committed rows are whole; the next --resume does the rest), instead
+    of submitit's handler that logs it and runs on until Slurm's SIGKILL; submitit's USR2, sent
+    shortly before the time limit, is ignored (a shard is not checkpointable: Slurm's own limit
+    ends it, with state TIMEOUT)."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        from submitit.slurm.slurm import SlurmJobEnvironment
+
+        usr = getattr(signal, "SIG" + SlurmJobEnvironment.USR_SIG, signal.SIGUSR2)
+    except (ImportError, AttributeError):
+        usr = signal.SIGUSR2
+    signal.signal(usr, signal.SIG_IGN)
+
+
+def _refuse_live_jobs(run_dir: Path) -> None:
+    """ExecutorError when Slurm jobs of an earlier submission of this run (meta ``slurm_jobs``)
+    are still queued or running: they write into the shard stores (the submitting process was
+    killed, or lost its login node). Nothing is refused when squeue cannot tell."""
+    from .store import load_meta
+
+    try:
+        rec = json.loads(load_meta(run_dir).get("slurm_jobs", "") or "{}")
+    except (ValueError, OSError):
+        return
+    ids, name = [str(i) for i in rec.get("jobs", [])], rec.get("name", "")
+    if not ids:
+        return
+    r = _slurm(["squeue", "-h", "-r", "-j", ",".join(ids), "-o", "%i|%T|%j"])
+    if r is None or r.returncode != 0:
+        return
+    live = [ln.split("|") for ln in r.stdout.splitlines() if ln.count("|") == 2]
+    live = [(i, st) for i, st, n in live if n == name]
+    if live:
+        counts: dict[str, int] = {}
+        for _, st in live:
+            counts[st.lower()] = counts.get(st.lower(), 0) + 1
+        states = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+        raise ExecutorError(f"{run_dir}: Slurm job(s) {' '.join(ids)} of an earlier submission of this run are still in "
+                            f"the queue ({states}) and write into its shards; wait for them to end, or cancel them "
+                            f"(scancel {' '.join(ids)}), then rerun with --resume")
+
+
+def _preflight(params: dict, solvers: list[str]) -> None:
+    """ConfigError when Slurm refuses a resource set (``sbatch --test-only``: unknown partition,
+    more memory or time than any node or the partition allows, ...), before anything is written."""
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    sb = {"time": params.get("timeout_min"), "mem": f"{params['mem_gb']}GB" if params.get("mem_gb") else None,
+          "cpus_per_task": params.get("cpus_per_task"), "gpus_per_node": params.get("gpus_per_node"),
+          "partition": params.get("slurm_partition")}
+    text = _make_sbatch_string(command="true", folder="/tmp/%j", use_srun=False,
+                               **{k: v for k, v in sb.items() if v is not None})
+    text = "\n".join(ln for ln in text.splitlines() if not ln.startswith(("#SBATCH --output", "#SBATCH --error")))
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".sh", prefix="invbench-preflight-") as f:
+        f.write(text + "\n")
+        f.flush()
+        r = _slurm(["sbatch", "--test-only", "--output=/dev/null", f.name])
+    if r is None or r.returncode == 0:
+        return
+    err = " ".join(ln.strip() for ln in r.stderr.splitlines() if ln.strip() and "test-only" not in ln.lower())
+    shown = ", ".join(f"{_RESOURCE_NAMES.get(k, k)}={v}" for k, v in sorted(params.items())) or "no resources"
+    where = "execution.resources" if not solvers else f"resources of solver(s) {', '.join(solvers)}"
+    raise ConfigError(f"{where} ({shown}): Slurm refuses them: {err[:300] or 'sbatch --test-only failed'}")
+
+
+_RESOURCE_NAMES = {"slurm_partition": "partition"}
+
+
+@dataclass
+class _Shard:
+    """One submitted shard and what the submitting process knows of it."""
+
+    sid: int
+    job: Any
+    params: dict
+    rows: int
+    store: Path
+    start_rows: int = 0
+    rows_now: int = 0
+    result: _ShardResult | None = None
+    failure: str | None = None
+    ended_at: float | None = None
+
+    @property
+    def open(self) -> bool:
+        return self.result is None and self.failure is None
+
+
+def _count_rows(db: Path) -> int:
+    """Rows of a results store, read-only; 0 while it does not exist or cannot be read."""
+    import sqlite3
+
+    if not db.exists():
+        return 0
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+        try:
+            return int(con.execute("SELECT COUNT(*) FROM results").fetchone()[0])
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return 0
+
+
+def _result_file_exists(job) -> bool:
+    folder = job.paths.folder
+    with contextlib.suppress(OSError):
+        folder.chmod(folder.stat().st_mode)   # refresh a network file system's cached view of the folder
+    return job.paths.result_pickle.exists()
+
+
+RESULT_GRACE_S = {"COMPLETED": 15.0, _GONE: 15.0}
+"""Seconds a job Slurm shows ended may take to show its result file (network file systems);
+3 s for states that kill the worker."""
+
+
+def _log_tail(job, lines: int = 40) -> str:
+    out = []
+    for p in (job.paths.stderr, job.paths.stdout):
+        with contextlib.suppress(OSError):
+            out += Path(p).read_text(errors="replace").splitlines()[-lines:]
+    return "\n".join(out)
+
+
+def _ended_without_result(s: _Shard, state: str) -> str:
+    """The one line of a Slurm task that ended without a result (see :func:`_result`)."""
+    text = f"has not produced any output (state: {state})\n" + "-" * 40 + "\n" + _log_tail(s.job)
+    why = " ".join(_no_result_cause(text, s.job, s.params).split())
+    return f"shard {s.sid} failed: {why[:500]} (log: {s.job.paths.stderr})"
+
+
+def _check_shard(s: _Shard, cluster: str, queue: _SlurmQueue | None, now: float) -> None:
+    """Set ``s.result`` or ``s.failure`` when the shard has ended."""
+    if cluster == "local":
+        if not s.job.done():
+            return
+    elif queue is not None and not _result_file_exists(s.job):
+        state = queue.states.get(s.job.job_id, ("UNKNOWN", ""))[0]
+        if state not in _SLURM_ENDED and state != _GONE:
+            s.ended_at = None
+            return
+        if s.ended_at is None:
+            s.ended_at = now
+        if now - s.ended_at >= RESULT_GRACE_S.get(state, 3.0):
+            s.failure = _ended_without_result(s, state)
+        return
+    try:
+        s.result = _result(s.job, s.sid, s.params)
+    except ExecutorError as e:
+        s.failure = str(e).split("; finished rows are kept")[0]
+
+
+def _poll_interval(elapsed: float) -> float:
+    """Seconds between two looks at the queue: 1 s at first, then a twentieth of the time
+    waited so far, at most 30 s (a long run polls Slurm twice a minute)."""
+    return min(30.0, max(1.0, elapsed / 20))
+
+
+def _status(shards: list[_Shard], queue: _SlurmQueue | None) -> str:
+    """``shards D done, R running, P pending (reason)[, F failed]``."""
+    done = sum(s.result is not None for s in shards)
+    failed = sum(s.failure is not None for s in shards)
+    running = pending = 0
+    reasons: set[str] = set()
+    for s in shards:
+        if not s.open:
+            continue
+        if queue is None:
+            running += 1
+            continue
+        state, reason = queue.states.get(s.job.job_id, ("PENDING", ""))
+        if state in _SLURM_RUNNING or state in _SLURM_ENDED:
+            running += 1
+        else:
+            pending += 1
+            if reason and reason != "None":
+                reasons.add(reason)
+    why = f" ({', '.join(sorted(reasons)[:2])})" if pending and reasons else ""
+    return f"shards {done} done, {running} running, {pending} pending{why}" + (f", {failed} failed" if failed else "")
+
+
+def _wait(shards: list[_Shard], cluster: str, queue: _SlurmQueue | None, bar, initial: int, total: int) -> None:
+    """Poll until every shard has ended; the bar shows rows done and the shards' states. A
+    shard that fails while others run is announced at once; the others go on."""
+    t0 = time.time()
+    while True:
+        still = [s for s in shards if s.open]
+        if not still:
+            break
+        if queue is not None:
+            queue.poll([s.job.job_id for s in still])
+        now = time.time()
+        for s in still:
+            _check_shard(s, cluster, queue, now)
+            s.rows_now = _count_rows(s.store)
+            if s.failure is not None and any(o.open for o in shards):
+                _notice(f"{s.failure}; the other shards go on")
+        bar.n = min(total, initial + sum(max(0, s.rows_now - s.start_rows) for s in shards))
+        bar.set_postfix_str(_status(shards, queue), refresh=False)
+        bar.refresh()
+        if any(s.open for s in shards):
+            time.sleep(_poll_interval(time.time() - t0))
+
+
+def _failure_line(failed: list[_Shard]) -> str:
+    """One line for the failed shards: the first one's cause, the others named."""
+    line = failed[0].failure or ""
+    if len(failed) > 1:
+        more = ", ".join(str(s.sid) for s in failed[1:6]) + (" ..." if len(failed) > 6 else "")
+        line += f"; {len(failed) - 1} more shard(s) failed ({more}: see their logs)"
+    return line + "; finished rows are kept, rerun with --resume"
+
+
+def _announce(shards: list[_Shard], cluster: str, folder: Path) -> None:
+    """Where each shard's log is, once: per Slurm array (or per local start)."""
+    if cluster == "debug" or not shards:
+        return
+    if cluster == "local":
+        _notice(f"{len(shards)} shard(s) started as local processes (submitit-local); logs: "
+                f"{folder}/<job id>_0_log.err and .out")
+        return
+    by_array: dict[str, list[_Shard]] = {}
+    for s in shards:
+        by_array.setdefault(str(s.job.job_id).split("_")[0], []).append(s)
+    for jid, group in by_array.items():
+        res = ", ".join(f"{_RESOURCE_NAMES.get(k, k)}={v}" for k, v in sorted(group[0].params.items()))
+        sids = f"{group[0].sid}-{group[-1].sid}" if len(group) > 1 else f"{group[0].sid}"
+        task = "_<task>" if "_" in str(group[0].job.job_id) else ""
+        _notice(f"shard(s) {sids}: Slurm job {jid} ({res}); logs: {folder}/{jid}{task}_0_log.err and .out")
+
+
+def _group_params(key: tuple, cluster: str) -> dict:
+    """submitit parameters of one resource group; a time limit is always set (submitit's
+    default would be 5 minutes)."""
+    params = _resource_params(dict(key))
+    if cluster in ("local", "debug"):
+        params.setdefault("timeout_min", LOCAL_TIMEOUT_MIN)
+    elif "timeout_min" not in params:
+        part, minutes = _partition_time(params.get("slurm_partition"))
+        params["timeout_min"] = minutes or LOCAL_TIMEOUT_MIN
+        limit = f"{minutes} min" if minutes else "no limit"
+        _notice(f"execution.resources.timeout_min is not set: shards ask for partition {part}'s default time limit "
+                f"({limit}); set it to fit the work")
+    return params
+
+
+def _submit(groups: dict[tuple, list[int]], n: int, cluster: str, log_folder: Path, exp, run_dir: Path,
+            setup, parent, jobs: list, intr: _Interrupts, queue: _SlurmQueue | None, rows_of: Callable[[int], int],
+            solvers_of: dict[tuple, list[str]]) -> list[_Shard]:
+    """Submit one job array per resource group (split at Slurm's MaxArraySize)."""
+    import submitit
+
+    text = exp.toml_text()
+    max_array = 0
+    if queue is not None:
+        with contextlib.suppress(ValueError):
+            max_array = int(_slurm_config().get("MaxArraySize", "0").split()[0])
+    shards: list[_Shard] = []
+    sid = 0
+    for key, idxs in groups.items():
+        params = _group_params(key, cluster)
+        ex = submitit.AutoExecutor(folder=str(log_folder), cluster=cluster)
+        ex.update_parameters(**params)
+        ex.update_parameters(name=f"invbench-{exp.name}")
+        parts = [idxs[k::n] for k in range(min(n, len(idxs)))]   # shards beyond the cells would be empty
+        chunk = max_array if max_array >= 1 else len(parts)
+        for c0 in range(0, len(parts), chunk):
+            batch = parts[c0:c0 + chunk]
+            ids = list(range(sid, sid + len(batch)))
+            sid += len(batch)
+            with intr.deferred():
+                try:
+                    with contextlib.redirect_stderr(io.StringIO()), ex.batch():
+                        new = [ex.submit(shard_job, text, exp.base_dir, str(run_dir), i, 1, part, setup, parent)
+                               for i, part in zip(ids, batch)]
+                except submitit.core.utils.FailedJobError as e:
+                    who = ", ".join(solvers_of.get(key, [])) or "execution.resources"
+                    err = " ".join(str(e).split())[:300]
+                    raise ExecutorError(f"Slurm refused the job array of shards {ids[0]}-{ids[-1]} ({who}): {err}; "
+                                        "no shard of it runs; rerun with --resume") from None
+                jobs.extend(new)
+            for i, part, job in zip(ids, batch, new):
+                if queue is not None:
+                    job.watcher = _Watcher(queue)
+                store = run_dir / "shards" / str(i) / STORE_NAME
+                n0 = _count_rows(store)
+                shards.append(_Shard(i, job, params, sum(rows_of(c) for c in part), store, n0, n0))
+    return shards
+
+
 def run_submitit(
     exp: Experiment,
     run_dir: str | Path,
@@ -310,25 +853,46 @@ def run_submitit(
     setup: Callable[[], Any] | None = None,
     prepared=None,
     allow_nonempty: bool = False,
+    progress: bool = False,
 ):
-    """Run ``exp`` as submitit job arrays of grid shards, wait, and merge the shard stores."""
-    import submitit
+    """Run ``exp`` as submitit job arrays of grid shards, wait, and merge the shard stores.
 
+    ``cluster``: None or ``"slurm"`` (Slurm; its client commands must be on PATH), ``"local"``
+    (submitit-local) or ``"debug"`` (in this process).
+    """
     from . import runner
 
     run_dir = Path(run_dir)
+    cluster = cluster or "slurm"
+    if cluster == "slurm":
+        _require_slurm()
     n = check_shards(shards, "--shards") if shards else check_shards(exp.execution.shards, "execution.shards")
     p = prepared if prepared is not None else runner.prepare(exp, run_dir, resume, allow_nonempty=allow_nonempty)
     # refused read-only before anything is created, and checked again under the lock (another
     # run may have created the store between the two checks), as in runner.run
     runner._refuse_existing(run_dir, exp, resume, p.input_hashes)
     runner._refuse_foreign(run_dir, allow_nonempty, runner.RunError)
+    # group cells by solver resources, split each group round-robin into n shards
+    res_of = {s.label: dict(s.resources) for s in exp.solvers}
+    groups: dict[tuple, list[int]] = {}
+    solvers_of: dict[tuple, list[str]] = {}
+    for i, c in enumerate(p.cells):
+        key = tuple(sorted({**exp.execution.resources, **res_of.get(c.solver, {})}.items()))
+        groups.setdefault(key, []).append(i)
+        if res_of.get(c.solver) and c.solver not in solvers_of.setdefault(key, []):
+            solvers_of[key].append(c.solver)
+    if cluster == "slurm":
+        for key in groups:
+            _preflight(_resource_params(dict(key)), solvers_of.get(key, []))
     had_store = (run_dir / STORE_NAME).exists()   # else nothing in the folder is this run's
     run_dir.mkdir(parents=True, exist_ok=True)
     store_path = run_dir / STORE_NAME
     env = runner.env_info(p.device)
-    with runner._lock(run_dir), _cancel_on_signal() as jobs:
+    queue = _SlurmQueue() if cluster == "slurm" else None
+    with runner._lock(run_dir), _cancel_on_signal(cluster) as (jobs, intr):
         runner._refuse_existing(run_dir, exp, resume, p.input_hashes)
+        if queue is not None and had_store:
+            _refuse_live_jobs(run_dir)
         _wait_shard_locks(run_dir)
         from . import fsafety
 
@@ -339,43 +903,37 @@ def run_submitit(
             _calibrate(p, st)
             for sp in sorted((run_dir / "shards").glob(f"*/{STORE_NAME}")):   # rows of an interrupted run
                 st.merge_from(sp)
-        # group cells by solver resources, split each group round-robin into n shards
-        res_of = {s.label: dict(s.resources) for s in exp.solvers}
-        groups: dict[tuple, list[int]] = {}
-        for i, c in enumerate(p.cells):
-            key = tuple(sorted({**exp.execution.resources, **res_of.get(c.solver, {})}.items()))
-            groups.setdefault(key, []).append(i)
-        text = exp.toml_text()
-        shard_id = 0
-        local = cluster in ("local", "debug")
+            initial = st.con.execute("SELECT COUNT(*) FROM results WHERE config_hash=? AND status IN ('ok', 'skipped')",
+                                     (exp.config_hash,)).fetchone()[0]
+        per_cell = [len(p.datasets[c.dataset].ids) * len(exp.seeds) for c in p.cells]
         parent = (os.getpid(), _start_time(os.getpid())) if cluster == "local" else None
         log_folder = Path(folder or exp.execution.folder or run_dir / "submitit")
-        for key, idxs in groups.items():
-            ex = submitit.AutoExecutor(folder=str(log_folder), cluster=cluster)
-            params = _resource_params(dict(key))
-            if local and "timeout_min" not in params:
-                params["timeout_min"] = LOCAL_TIMEOUT_MIN
-            elif "timeout_min" not in params:
-                sys.stderr.write("invbench: execution.resources.timeout_min is not set: Slurm jobs get the cluster's "
-                                 "default time limit; set it to fit the work\n")
-            if params:
-                ex.update_parameters(**params)
-            ex.update_parameters(name=f"invbench-{exp.name}")
-            parts = [idxs[k::n] for k in range(min(n, len(idxs)))]   # shards beyond the cells would be empty
-            ids = list(range(shard_id, shard_id + len(parts)))
-            shard_id += len(parts)
-            with ex.batch():
-                for sid, part in zip(ids, parts):
-                    jobs.append(ex.submit(shard_job, text, exp.base_dir, str(run_dir), sid, 1, part, setup, parent))
-        results = [_result(j, sid) for sid, j in enumerate(jobs)]
+        subs = _submit(groups, n, cluster, log_folder, exp, run_dir, setup, parent, jobs, intr, queue,
+                       per_cell.__getitem__, solvers_of)
+        if queue is not None:
+            with Store(store_path) as st:
+                st.set_meta({"slurm_jobs": json.dumps({"jobs": sorted({str(s.job.job_id).split("_")[0] for s in subs}),
+                                                       "name": f"invbench-{exp.name}"})})
+        _announce(subs, cluster, log_folder)
+        if cluster == "debug":   # runs each job in this process when its result is asked for
+            for s in subs:
+                _check_shard(s, cluster, None, time.time())
+        else:
+            bar = runner._progress(sum(per_cell), min(initial, sum(per_cell)), progress)
+            try:
+                _wait(subs, cluster, queue, bar, initial, sum(per_cell))
+            finally:
+                bar.close()
+        failed = [s for s in subs if s.failure is not None]
+        if failed:
+            raise ExecutorError(_failure_line(failed))
         with Store(store_path) as st:
-            for sid in range(shard_id):
-                sp = run_dir / "shards" / str(sid) / STORE_NAME
-                if sp.exists():
-                    st.merge_from(sp)
-            _record_shard_calibrations(st, run_dir, shard_id)
+            for s in subs:
+                if s.store.exists():
+                    st.merge_from(s.store)
+            _record_shard_calibrations(st, run_dir, len(subs))
             runner.compute_set_metrics(p, st, run_dir)
             counts: dict[str, int] = {}
             for r in st.rows("WHERE config_hash=?", (exp.config_hash,)):
                 counts[r["status"]] = counts.get(r["status"], 0) + 1
-    return runner.RunSummary(run_dir, sum(r.rows for r in results), counts, 0, 0.0)
+    return runner.RunSummary(run_dir, sum(s.result.rows for s in subs if s.result is not None), counts, 0, 0.0)

@@ -1,0 +1,94 @@
+"""``--executor slurm`` on a real one-node Slurm: ``configs/smoke.toml`` gives the rows of a local
+run, the resources of the config reach Slurm, resources Slurm refuses are a one-line error
+before anything is written, and a cluster run's log is quiet (one line per array with its logs,
+the progress in the form of a local run, no warning per poll without accounting).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from tests.cluster.runs import SHARDS, Run, assert_same_rows, error_line, gmm_config, run
+from tests.helpers.parts import REPO, reference_run
+
+pytestmark = pytest.mark.cluster
+
+
+def test_smoke_config_on_slurm_gives_the_rows_of_a_local_run(slurm, tmp_path):
+    """configs/smoke.toml, two shards on Slurm and the local run at the same time (1 thread each)."""
+    out = tmp_path / "slurm"
+    r = Run(["run", REPO / "configs" / "smoke.toml", "--out", out, "--executor", "slurm", *SHARDS, "--no-progress"],
+            tmp_path / "slurm.err")
+    reference_run(REPO / "configs" / "smoke.toml", tmp_path / "local")
+    rc, err = r.wait(600)
+    assert rc == 0, err
+    df = assert_same_rows(out, tmp_path / "local")
+    assert len(df) == 66 and set(df.status) == {"ok"}
+
+
+def test_cluster_run_log_is_quiet_and_shows_progress(slurm, tmp_path):
+    """No accounting here (accounting_storage/none): no sacct warning at all, let alone one per
+    poll; one line per array naming its logs; the progress bar of a local run, with the shards."""
+    cfg = gmm_config(tmp_path)
+    rc, err = run(["run", cfg, "--out", tmp_path / "run", "--executor", "slurm", *SHARDS], tmp_path / "run.err")
+    assert rc == 0, err
+    text = err.replace("\r", "\n")
+    assert "Bypassing" not in text and "accounting storage is disabled" not in text
+    assert text.count("accounting") <= 1
+    logs = [ln for ln in text.splitlines() if "logs:" in ln]
+    assert len(logs) == 1 and re.search(r"shard\(s\) 0-1: Slurm job \d+ \(.*\); logs: .*/submitit/\d+_<task>_0_log\.err",
+                                        logs[0]), logs
+    bars = [ln for ln in text.splitlines() if re.match(r"invbench: +\d+%\|", ln)]
+    assert bars and re.search(r"16/16 .*shards 2 done, 0 running, 0 pending", bars[-1]), bars[-3:]
+    assert any("running" in b and "/16" in b for b in bars)
+
+
+def _job_fields(slurm, array: str) -> list[dict[str, str]]:
+    """``scontrol show job -o`` of every task of an array, as dicts."""
+    out = []
+    for ln in slurm.run("scontrol", "show", "job", "-o", array).splitlines():
+        out.append(dict(kv.split("=", 1) for kv in ln.split() if "=" in kv))
+    return out
+
+
+def test_resources_reach_slurm_as_configured(slurm, tmp_path):
+    """execution.resources for every shard, a solver's own resources for its shards (a second
+    array): CPUs per task, memory, time limit, partition and job name, as scontrol shows them."""
+    extra = ('[execution.resources]\ntimeout_min = 7\ncpus_per_task = 1\nmem_gb = 1\npartition = "debug"\n')
+    cfg = gmm_config(tmp_path, extra="", limit=1)
+    text = cfg.read_text().replace('[[solvers]]\nname = "ddrm"\n',
+                                   '[[solvers]]\nname = "ddrm"\nresources = { cpus_per_task = 2, timeout_min = 9 }\n')
+    cfg.write_text(text + "\n" + extra)
+    rc, err = run(["run", cfg, "--out", tmp_path / "run", "--executor", "slurm", *SHARDS, "--no-progress"],
+                  tmp_path / "run.err")
+    assert rc == 0, err
+    arrays = re.findall(r"Slurm job (\d+) ", err)
+    assert len(arrays) == 2, err
+    seen = {}
+    for a in arrays:
+        for f in _job_fields(slurm, a):
+            assert f["JobName"] == "invbench-cluster-gmm" and f["Partition"] == "debug", f
+            assert f["MinMemoryNode"] == "1G" and f["JobState"] == "COMPLETED", f
+            seen.setdefault((f["CPUs/Task"], f["TimeLimit"]), 0)
+            seen[(f["CPUs/Task"], f["TimeLimit"])] += 1
+    assert seen == {("1", "00:07:00"): 2, ("2", "00:09:00"): 2}, seen   # ddrm: 2 cells, its own 2 shards
+
+
+@pytest.mark.parametrize("resources, says", [
+    ('partition = "nope"', "invalid partition"),
+    ("mem_gb = 64", "requested node configuration is not available"),
+])
+def test_resources_slurm_refuses_are_one_line_before_anything_is_written(slurm, tmp_path, resources, says):
+    cfg = gmm_config(tmp_path, limit=1)
+    cfg.write_text(cfg.read_text() + f"\n[execution.resources]\n{resources}\n")
+    out = tmp_path / "run"
+    t0 = time.time()
+    rc, err = run(["run", cfg, "--out", out, "--executor", "slurm", *SHARDS, "--no-progress"], tmp_path / "run.err")
+    assert rc == 2, err
+    line = error_line(err)
+    assert "execution.resources (" in line and "Slurm refuses them" in line and says in line.lower(), line
+    assert not out.exists() and slurm.jobs() == []
+    assert time.time() - t0 < 120
