@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: venv test test-all demo demo-reference bench-perf lint validation reliability clean
+.PHONY: venv test test-all test-cluster demo demo-reference bench-perf lint validation reliability clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -19,6 +19,10 @@ test: $(VENV)/.installed
 
 test-all: $(VENV)/.installed
 	$(PY) -m pytest -q -m "" --durations=25
+
+# the tests on a one-node Slurm started for them (tests/cluster; skipped where Slurm is not installed)
+test-cluster: $(VENV)/.installed
+	$(PY) -m pytest -q -m cluster tests/cluster --durations=15
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/invbench demo
