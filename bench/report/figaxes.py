@@ -4,13 +4,15 @@ drawn at the axis edge because they lie far outside.
 Rules (docs/reports.md, "Figures"):
 
 * **Outside cells.** One failing cell (a diverged solver's MSE of 19 beside others of 0.005) must
-  not squash the rest. A value is *outside* when it lies more than :data:`Z_FAR` robust standard
-  deviations (1.4826 × the median absolute deviation) from the median of the values and more than
-  a tenth of the largest magnitude away; at most a third of the values are, the farthest first,
-  and with fewer than :data:`MIN_VALUES` values none is. For a non-negative metric whose values
-  are all positive this is measured in decades (log10), with at least half a decade. An outside
-  value is drawn as an arrow at the axis edge with its value written beside it, whoever it
-  belongs to (solver or oracle).
+  not squash the rest. A value is a *candidate* when it lies more than :data:`Z_FAR` robust
+  standard deviations (1.4826 × the median absolute deviation) from the median of the values (the
+  farthest third at most); it is *outside* when its distance to the range the other values and
+  their intervals cover is more than :data:`SQUASH` times that range (drawn, it would leave them
+  less than a quarter of the axis) and more than a floor (a tenth of the largest magnitude; for a
+  non-negative metric whose values are all positive everything is measured in decades and the
+  floor is one decade). With fewer than :data:`MIN_VALUES` values none is outside. An outside
+  value is drawn as an arrow at the axis edge with its value written beside it, whoever it belongs
+  to (solver or oracle).
 * **Log axis.** A non-negative metric whose remaining values span more than two decades
   (max / min > 100) is drawn on a log axis.
 """
@@ -18,14 +20,18 @@ Rules (docs/reports.md, "Figures"):
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .stats import NONNEGATIVE
 
-Z_FAR = 5.0
+Z_FAR = 5.0               # candidates: more than this many robust SDs from the median
+SQUASH = 3.0              # ... drawn at the edge when the axis would give the others under a quarter
 MIN_VALUES = 5            # with fewer values none is called far (the median and MAD say too little)
+LOG_FLOOR = 1.0           # never "far" within a decade (log-capable metrics) ...
+LINEAR_FLOOR = 0.1        # ... or within a tenth of the largest magnitude (others)
 LOG_SPAN = 100.0          # max / min of the remaining values above which the axis is logarithmic
 
 
@@ -42,22 +48,36 @@ def nonnegative(metric: str) -> bool:
     return metric in NONNEGATIVE or metric in ("consistency", "nfe", "cost", "peak_mem")
 
 
-def outside(values: np.ndarray, log: bool) -> list[int]:
-    """Indices of the values far outside the others (see the module docstring)."""
+def _t(x: float, log: bool) -> float:
+    """A value on the scale the rule measures: decades (log) or itself."""
+    return math.log10(x) if log else float(x)
+
+
+def outside(values, log: bool, lows=None, highs=None) -> list[int]:
+    """Indices of the values far outside the others (see the module docstring); ``lows`` and
+    ``highs`` are the interval ends of the values (they widen the bulk the others make)."""
     values = np.asarray(values, dtype=float)
+    lows = np.asarray(lows if lows is not None else values, dtype=float)
+    highs = np.asarray(highs if highs is not None else values, dtype=float)
     idx = [i for i in range(len(values)) if np.isfinite(values[i]) and (not log or values[i] > 0)]
     out = [i for i in range(len(values)) if log and np.isfinite(values[i]) and values[i] <= 0]
     if len(idx) < MIN_VALUES:
         return out
-    v = np.array([math.log10(values[i]) if log else float(values[i]) for i in idx])
-    med = float(np.median(v))
-    dev = np.abs(v - med)
+    v = np.array([_t(values[i], log) for i in idx])
+    dev = np.abs(v - float(np.median(v)))
     sigma = 1.4826 * float(np.median(dev)) or 1.25 * float(dev.mean())
-    # never "far": less than half a decade (log), or a tenth of the largest magnitude (linear)
-    floor = 0.5 if log else 0.1 * float(np.abs(v).max())
-    far = [(dev[k], idx[k]) for k in range(len(idx)) if dev[k] > max(Z_FAR * sigma, floor)]
-    far.sort(reverse=True)
-    return sorted(out + [i for _, i in far[: len(idx) // 3]])
+    cands = sorted(((dev[k], idx[k]) for k in range(len(idx)) if dev[k] > Z_FAR * sigma), reverse=True)
+    cands = cands[: len(idx) // 3]
+    bulk = [i for i in idx if i not in {c for _, c in cands}]
+    ends = [_t(x, log) for i in bulk for x in (values[i], lows[i], highs[i]) if np.isfinite(x) and (not log or x > 0)]
+    lo, hi = min(ends), max(ends)
+    floor = LOG_FLOOR if log else LINEAR_FLOOR * float(np.abs(v).max())
+    for _, i in cands:
+        x = _t(values[i], log)
+        gap = lo - x if x < lo else x - hi
+        if gap > max(SQUASH * (hi - lo), floor):
+            out.append(i)
+    return sorted(out)
 
 
 def fit(values, lows=None, highs=None, *, metric: str = "", include: tuple[float, ...] = (),
@@ -71,7 +91,7 @@ def fit(values, lows=None, highs=None, *, metric: str = "", include: tuple[float
     nonneg = nonnegative(metric) if nonneg is None else nonneg
     fin = v[np.isfinite(v)]
     log_candidate = nonneg and fin.size > 0 and bool((fin > 0).all())
-    out = outside(v, log=log_candidate)
+    out = outside(v, log_candidate, lo_e, hi_e)
     rest = [i for i in range(len(v)) if np.isfinite(v[i]) and i not in out]
     if not rest:
         return AxisFit(0.0, 1.0, False, out)
@@ -96,10 +116,7 @@ def fit(values, lows=None, highs=None, *, metric: str = "", include: tuple[float
         w = abs(a) * 0.1 or 1.0
         a, b = a - w, b + w
     m = pad * (b - a)
-    lo = a - m
-    if nonneg and a >= 0 and lo < 0:
-        lo = 0.0 if a > 0.15 * (b - a) else lo
-    return AxisFit(lo, b + m, False, out)
+    return AxisFit(a - m, b + m, False, out)
 
 
 def fmt_value(x: float) -> str:
@@ -128,19 +145,24 @@ def mark_outside(ax, fit_: AxisFit, values, positions, colors, *, horizontal: bo
                         annotation_clip=False)
 
 
-def plain_log_ticks(axis, numticks: int = 4) -> None:
+def short_number(v: float) -> str:
+    """``0.2``, ``20``, ``1e-8``, ``1e+6``: ``%g`` without the exponent's leading zeros."""
+    return re.sub(r"e([+-])0*(\d)", r"e\1\2", f"{v:g}")
+
+
+def plain_log_ticks(axis, numticks: int = 5) -> None:
     """Log axis with plain-number labels (``0.2``, ``1``, ``20``, ``1e-08``), at most about
     ``numticks`` labelled ticks, and unlabelled minor ticks."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     lo, hi = sorted(axis.get_view_interval())
-    wide = lo > 0 and hi / lo > 30            # over more than 1.5 decades: powers of ten only
-    axis.set_major_locator(LogLocator(base=10, subs=(1.0,) if wide else (1.0, 2.0, 5.0), numticks=numticks + 1))
-    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    wide = lo > 0 and hi / lo > 300           # over more than 2.5 decades: powers of ten only
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0,) if wide else (1.0, 2.0, 5.0), numticks=numticks))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: short_number(v)))
     axis.set_minor_formatter(NullFormatter())
 
 
-def apply(ax, fit_: AxisFit, axis: str = "x", numticks: int = 4) -> None:
+def apply(ax, fit_: AxisFit, axis: str = "x", numticks: int = 5) -> None:
     """Set the scale and limits of ``ax``'s ``axis`` from ``fit_`` (at most about ``numticks``
     labelled ticks on a log axis)."""
     if fit_.log:

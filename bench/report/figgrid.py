@@ -9,7 +9,9 @@ Zoom (``zoom = (x, y, size)``, fractions of the image side, top-left corner): th
 marked on every image and shown under it, outside the image, at a fixed magnification of
 :data:`~.figures.ZOOM_MAGNIFICATION` × the image's own scale (nearest-neighbour, pixels stay
 pixels). A region larger than a third of the side would not fit under its image at that
-magnification: its central third is shown (and marked) instead, and the caption says so.
+magnification: its central third is shown (and marked) instead, and the caption says so. An image
+in which the region is less than a pixel or so (the measurement of ×4 super-resolution on 8 × 8
+digits) gets no inset.
 
 The layout is placed in inches (no automatic layout), so the page size is fixed and measured.
 """
@@ -106,9 +108,9 @@ def zoom_inset(ax, img: np.ndarray, zoom: tuple[float, float, float], box: tuple
     :func:`place`) and draw its crop ZOOM_MAGNIFICATION × larger, centred ``below_in`` inches under
     the image (outside it). Returns the inset's extent ``(left, right, bottom, top)`` or None."""
     c0, r0, crop = zoom_crop(img, zoom)
-    if not crop.size:
-        return None
     left, bottom, iw, _, px = box
+    if not crop.size or crop.shape[1] * px > 1.5 * zoom[2] * iw + 1e-9:
+        return None      # the region is under a pixel of this image (a small measurement): no inset
     h = img.shape[0]
     ax.add_patch(Rectangle((left + c0 * px, bottom + (h - r0 - crop.shape[0]) * px), crop.shape[1] * px,
                            crop.shape[0] * px, fill=False, edgecolor=ZOOM_EDGE, linewidth=0.6))

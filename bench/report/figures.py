@@ -148,13 +148,8 @@ def text_width_in(s: str, size: float) -> float:
     return TEXT_WIDTH_MARGIN * w / 72.0
 
 
-def wrap_to(s: str, width_in: float, size: float, max_lines: int = 3) -> str:
-    """``s`` broken into lines no wider than ``width_in`` at ``size`` pt (after spaces, hyphens,
-    underscores or slashes; inside a word only when it alone is too wide), at most ``max_lines``
-    (the last one cut with "…")."""
-    tokens = [t for t in re.split(r"(?<=[\s\-_/])", s) if t]
-    lines: list[str] = []
-    cur = ""
+def _fill(tokens: list[str], width_in: float, size: float, lines: list[str], cur: str) -> str:
+    """Greedy line filling of ``tokens`` into ``lines``; returns the unfinished last line."""
     for tok in tokens:
         if text_width_in((cur + tok).strip(), size) <= width_in:
             cur += tok
@@ -162,11 +157,27 @@ def wrap_to(s: str, width_in: float, size: float, max_lines: int = 3) -> str:
         if cur.strip():
             lines.append(cur.strip())
         cur = ""
-        for ch in tok:                      # a token wider than the line: by characters
+        if text_width_in(tok.strip(), size) <= width_in:
+            cur = tok
+            continue
+        parts = [t for t in re.split(r"(?<=[\-_/])", tok) if t]
+        if len(parts) > 1:                       # a word too wide: after its hyphens, underscores, slashes
+            cur = _fill(parts, width_in, size, lines, "")
+            continue
+        for ch in tok:                           # one piece too wide: by characters
             if cur and text_width_in((cur + ch).strip(), size) > width_in:
                 lines.append(cur.strip())
                 cur = ""
             cur += ch
+    return cur
+
+
+def wrap_to(s: str, width_in: float, size: float, max_lines: int = 3) -> str:
+    """``s`` broken into lines no wider than ``width_in`` at ``size`` pt: at spaces; a word wider
+    than the line after its hyphens, underscores or slashes, then by characters; at most
+    ``max_lines`` (the last one cut with "…")."""
+    lines: list[str] = []
+    cur = _fill([t for t in re.split(r"(?<=\s)", s) if t], width_in, size, lines, "")
     if cur.strip():
         lines.append(cur.strip())
     if len(lines) > max_lines:
@@ -180,7 +191,8 @@ def wrap_to(s: str, width_in: float, size: float, max_lines: int = 3) -> str:
 def _value_ticks(axis, nbins: int) -> None:
     """Few linear ticks with short labels (``0.0025``, ``20``, ``1e-08``): no offset text."""
     axis.set_major_locator(MaxNLocator(nbins=nbins, steps=[1, 2, 2.5, 5, 10]))
-    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}" if abs(v) > 1e-12 else "0"))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: figaxes.short_number(float(f"{v:.3g}")) if abs(v) > 1e-12
+                                           else "0"))
 
 
 def _ci_ends(ci) -> tuple[float, float]:
@@ -318,12 +330,13 @@ def _panel(ax, m: str, cells: list[CellSummary], y, ctx: Ctx, label_in: float) -
         _dot(ax, means[i], y[i], ends[i, 0], ends[i, 1], ctx.pal.kw(c.solver, c.preset))
     if m in IDEAL:
         ax.axvline(IDEAL[m], color="0.4", linewidth=0.7, linestyle=":", zorder=0)
-    figaxes.apply(ax, fit, "x", numticks=3)
+    figaxes.apply(ax, fit, "x", numticks=3 if ctx.single else 4)
     if not fit.log:
         _value_ticks(ax.xaxis, 3 if ctx.single else 4)
     figaxes.mark_outside(ax, fit, means, y, [ctx.pal.color(c.solver) for c in cells])
-    ax.set_xlabel("\n".join(wrap_to(line, label_in, plt.rcParams["axes.labelsize"], max_lines=2)
-                             for line in axis_label(m, wrap=True).split("\n")))
+    size = 6.5 if ctx.single else plt.rcParams["axes.labelsize"]
+    ax.set_xlabel("\n".join(wrap_to(line, label_in, size, max_lines=2) for line in axis_label(m, wrap=True).split("\n")),
+                  fontsize=size)
 
 
 def bars(b: Leaderboard, ctx: Ctx) -> list[FigureRecord]:
