@@ -43,7 +43,11 @@ __all__ = [
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+\-]*$")
 _DEVICE_RE = re.compile(r"^(cpu|cuda|cuda:\d+|mps)$")
 _PATHLIKE = re.compile(r"(weights|path|file|dir|inception|checkpoint)")
-RESOURCE_KEYS = ("timeout_min", "gpus_per_node", "cpus_per_task", "mem_gb", "partition")
+RESOURCE_KEYS = ("timeout_min", "gpus_per_node", "cpus_per_task", "mem_gb", "partition", "account", "qos",
+                 "constraint", "gres", "array_parallelism")
+STRING_RESOURCE_KEYS = ("partition", "account", "qos", "constraint", "gres")
+"""Resource keys whose values are strings (Slurm names: ``--partition``, ``--account``, ...);
+the others are integers >= 0 (``array_parallelism`` >= 1: most tasks of a shard array running at once)."""
 INT64_MAX = 2**63 - 1
 NAME_MAX_BYTES = 200
 """Names (experiment, dataset, task, solver/prior labels) become folder and file names: at most
@@ -605,11 +609,11 @@ def _resources(d: dict, path: str) -> dict:
     for k, v in d.items():
         if k not in RESOURCE_KEYS:
             raise ConfigError(f"{path}.{_k(k)}: unknown key; valid: {', '.join(RESOURCE_KEYS)}")
-        if k == "partition":
-            if not isinstance(v, str):
-                raise ConfigError(f"{path}.{k}: expected a string")
-        elif isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise ConfigError(f"{path}.{k}: expected an integer >= 0")
+        if k in STRING_RESOURCE_KEYS:
+            if not isinstance(v, str) or not v or any(c.isspace() or not c.isprintable() for c in v):
+                raise ConfigError(f"{path}.{k}: expected a non-empty string without spaces")
+        elif isinstance(v, bool) or not isinstance(v, int) or v < int(k == "array_parallelism"):
+            raise ConfigError(f"{path}.{k}: expected an integer >= {int(k == 'array_parallelism')}")
     return dict(d)
 
 

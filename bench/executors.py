@@ -151,6 +151,7 @@ def shard_job(config_text: str, base_dir: str, run_dir: str, shard: int, n_shard
 
 
 _NO_OUTPUT = re.compile(r"has not produced any output \(state: ([^)\n]*)\)")
+_SRUN_SUMMARY = re.compile(r"^srun: error: \S+: tasks? [\d,-]+: (Exited with exit code|Killed|Terminated)")
 _LOG_ERROR = re.compile(r"error|killed|oom|out of memory|cancel|signal|fatal|terminated|segmentation|abort",
                         re.IGNORECASE)
 
@@ -191,6 +192,7 @@ def _no_result_cause(text: str, job, params: dict | None = None) -> str:
     log = text.split("-" * 40, 1)[1] if "-" * 40 in text else ""
     errs = [ln.strip() for ln in log.splitlines()
             if ln.strip() and not ln.startswith("submitit ") and _LOG_ERROR.search(ln)]
+    errs = [e for e in errs if not _SRUN_SUMMARY.search(e)] or errs   # the cause, not srun's "task 0: Exited"
     parts = [p for p in (_signal_of(job), f"state {state}{_why(state, params)}") if p]
     if errs:
         parts.append(f"last error in its log: {errs[-1]}")
@@ -360,14 +362,15 @@ def _record_shard_calibrations(st: Store, run_dir: Path, n_shards: int) -> None:
         st.set_meta({"calibration_shards": json.dumps(out, sort_keys=True)})
 
 
+_SLURM_ONLY = {"partition": "slurm_partition", "account": "slurm_account", "qos": "slurm_qos",
+               "constraint": "slurm_constraint", "gres": "slurm_gres", "array_parallelism": "slurm_array_parallelism"}
+"""Resource keys that only Slurm knows, as submitit's ``AutoExecutor`` parameters (other executors ignore them)."""
+_RESOURCE_NAMES = {v: k for k, v in _SLURM_ONLY.items()}
+
+
 def _resource_params(res: dict) -> dict:
-    out = {}
-    for k, v in res.items():
-        if k == "partition":
-            out["slurm_partition"] = v
-        else:
-            out[k] = v
-    return out
+    """submitit ``AutoExecutor`` parameters of a ``resources`` table."""
+    return {_SLURM_ONLY.get(k, k): v for k, v in res.items()}
 
 
 def _notice(line: str) -> None:
@@ -592,34 +595,6 @@ def _refuse_live_jobs(run_dir: Path) -> None:
                             f"(scancel {' '.join(ids)}), then rerun with --resume")
 
 
-def _preflight(params: dict, solvers: list[str]) -> None:
-    """ConfigError when Slurm refuses a resource set (``sbatch --test-only``: unknown partition,
-    more memory or time than any node or the partition allows, ...), before anything is written."""
-    from submitit.slurm.slurm import _make_sbatch_string
-
-    sb = {"time": params.get("timeout_min"), "mem": f"{params['mem_gb']}GB" if params.get("mem_gb") else None,
-          "cpus_per_task": params.get("cpus_per_task"), "gpus_per_node": params.get("gpus_per_node"),
-          "partition": params.get("slurm_partition")}
-    text = _make_sbatch_string(command="true", folder="/tmp/%j", use_srun=False,
-                               **{k: v for k, v in sb.items() if v is not None})
-    text = "\n".join(ln for ln in text.splitlines() if not ln.startswith(("#SBATCH --output", "#SBATCH --error")))
-    import tempfile
-
-    with tempfile.NamedTemporaryFile("w", suffix=".sh", prefix="invbench-preflight-") as f:
-        f.write(text + "\n")
-        f.flush()
-        r = _slurm(["sbatch", "--test-only", "--output=/dev/null", f.name])
-    if r is None or r.returncode == 0:
-        return
-    err = " ".join(ln.strip() for ln in r.stderr.splitlines() if ln.strip() and "test-only" not in ln.lower())
-    shown = ", ".join(f"{_RESOURCE_NAMES.get(k, k)}={v}" for k, v in sorted(params.items())) or "no resources"
-    where = "execution.resources" if not solvers else f"resources of solver(s) {', '.join(solvers)}"
-    raise ConfigError(f"{where} ({shown}): Slurm refuses them: {err[:300] or 'sbatch --test-only failed'}")
-
-
-_RESOURCE_NAMES = {"slurm_partition": "partition"}
-
-
 @dataclass
 class _Shard:
     """One submitted shard and what the submitting process knows of it."""
@@ -798,10 +773,21 @@ def _group_params(key: tuple, cluster: str) -> dict:
     return params
 
 
+def _refused(e: BaseException, ids: list[int], params: dict, solvers: list[str]) -> ConfigError:
+    """The one line of a job array Slurm refused at submission (unknown partition or account,
+    more memory, CPUs or time than any node or the partition allows, ...)."""
+    err = " ".join(ln.strip() for ln in str(e).splitlines() if ln.strip())
+    shown = ", ".join(f"{_RESOURCE_NAMES.get(k, k)}={v}" for k, v in sorted(params.items())) or "no resources"
+    where = f"resources of solver(s) {', '.join(solvers)}" if solvers else "execution.resources"
+    return ConfigError(f"{where} ({shown}): Slurm refuses them for shards {ids[0]}-{ids[-1]}: "
+                       f"{err[:300] or 'sbatch failed'}")
+
+
 def _submit(groups: dict[tuple, list[int]], n: int, cluster: str, log_folder: Path, exp, run_dir: Path,
             setup, parent, jobs: list, intr: _Interrupts, queue: _SlurmQueue | None, rows_of: Callable[[int], int],
             solvers_of: dict[tuple, list[str]]) -> list[_Shard]:
-    """Submit one job array per resource group (split at Slurm's MaxArraySize)."""
+    """Submit one job array per resource group (split at Slurm's MaxArraySize); an array Slurm
+    refuses is a ConfigError naming the resources."""
     import submitit
 
     text = exp.toml_text()
@@ -828,10 +814,7 @@ def _submit(groups: dict[tuple, list[int]], n: int, cluster: str, log_folder: Pa
                         new = [ex.submit(shard_job, text, exp.base_dir, str(run_dir), i, 1, part, setup, parent)
                                for i, part in zip(ids, batch)]
                 except submitit.core.utils.FailedJobError as e:
-                    who = ", ".join(solvers_of.get(key, [])) or "execution.resources"
-                    err = " ".join(str(e).split())[:300]
-                    raise ExecutorError(f"Slurm refused the job array of shards {ids[0]}-{ids[-1]} ({who}): {err}; "
-                                        "no shard of it runs; rerun with --resume") from None
+                    raise _refused(e, ids, params, solvers_of.get(key, [])) from None
                 jobs.extend(new)
             for i, part, job in zip(ids, batch, new):
                 if queue is not None:
@@ -840,6 +823,33 @@ def _submit(groups: dict[tuple, list[int]], n: int, cluster: str, log_folder: Pa
                 n0 = _count_rows(store)
                 shards.append(_Shard(i, job, params, sum(rows_of(c) for c in part), store, n0, n0))
     return shards
+
+
+def _array_ids(shards: list[_Shard]) -> list[str]:
+    """The Slurm job ids of the arrays of ``shards``, in submission order."""
+    return sorted({str(s.job.job_id).split("_")[0] for s in shards}, key=lambda i: (len(i), i))
+
+
+def _snapshot(*folders: Path) -> set[Path]:
+    """Every path under ``folders`` (those that exist)."""
+    return {f for d in folders if d.is_dir() for f in d.rglob("*")}
+
+
+def _undo_new_files(before: set[Path], folders: list[Path], run_dir: Path, existed: bool) -> None:
+    """Remove what appeared under ``folders`` since ``before`` (files, then emptied folders), and
+    ``run_dir`` itself when it did not exist before (a refused submission leaves no run behind)."""
+    new = _snapshot(*folders) - before
+    for f in sorted(new, key=lambda f: len(f.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            if f.is_dir() and not f.is_symlink():
+                f.rmdir()
+            else:
+                f.unlink()
+    if not existed:
+        with contextlib.suppress(OSError):
+            (run_dir / ".lock").unlink()
+        with contextlib.suppress(OSError):
+            run_dir.rmdir()
 
 
 def run_submitit(
@@ -881,10 +891,8 @@ def run_submitit(
         groups.setdefault(key, []).append(i)
         if res_of.get(c.solver) and c.solver not in solvers_of.setdefault(key, []):
             solvers_of[key].append(c.solver)
-    if cluster == "slurm":
-        for key in groups:
-            _preflight(_resource_params(dict(key)), solvers_of.get(key, []))
     had_store = (run_dir / STORE_NAME).exists()   # else nothing in the folder is this run's
+    existed = run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     store_path = run_dir / STORE_NAME
     env = runner.env_info(p.device)
@@ -894,6 +902,11 @@ def run_submitit(
         if queue is not None and had_store:
             _refuse_live_jobs(run_dir)
         _wait_shard_locks(run_dir)
+        per_cell = [len(p.datasets[c.dataset].ids) * len(exp.seeds) for c in p.cells]
+        parent = (os.getpid(), _start_time(os.getpid())) if cluster == "local" else None
+        log_folder = Path(folder or exp.execution.folder or run_dir / "submitit")
+        undo = [log_folder] + ([] if had_store else [run_dir])   # what a refused submission takes back
+        before = _snapshot(*undo)
         from . import fsafety
 
         if had_store:
@@ -905,15 +918,15 @@ def run_submitit(
                 st.merge_from(sp)
             initial = st.con.execute("SELECT COUNT(*) FROM results WHERE config_hash=? AND status IN ('ok', 'skipped')",
                                      (exp.config_hash,)).fetchone()[0]
-        per_cell = [len(p.datasets[c.dataset].ids) * len(exp.seeds) for c in p.cells]
-        parent = (os.getpid(), _start_time(os.getpid())) if cluster == "local" else None
-        log_folder = Path(folder or exp.execution.folder or run_dir / "submitit")
-        subs = _submit(groups, n, cluster, log_folder, exp, run_dir, setup, parent, jobs, intr, queue,
-                       per_cell.__getitem__, solvers_of)
-        if queue is not None:
+        try:
+            subs = _submit(groups, n, cluster, log_folder, exp, run_dir, setup, parent, jobs, intr, queue,
+                           per_cell.__getitem__, solvers_of)
+        except ConfigError:
+            _undo_new_files(before, undo, run_dir, existed)
+            raise
+        if queue is not None:   # a later --resume refuses while these are still in the queue
             with Store(store_path) as st:
-                st.set_meta({"slurm_jobs": json.dumps({"jobs": sorted({str(s.job.job_id).split("_")[0] for s in subs}),
-                                                       "name": f"invbench-{exp.name}"})})
+                st.set_meta({"slurm_jobs": json.dumps({"jobs": _array_ids(subs), "name": f"invbench-{exp.name}"})})
         _announce(subs, cluster, log_folder)
         if cluster == "debug":   # runs each job in this process when its result is asked for
             for s in subs:

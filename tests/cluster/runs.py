@@ -36,12 +36,12 @@ def gmm_config(tmp: Path, name: str = NAME, **kw) -> Path:
 class Run:
     """``invbench ARGS`` in a subprocess (1 thread, as the reference run), stderr to a file."""
 
-    def __init__(self, args: list[str], log: Path):
+    def __init__(self, args: list[str], log: Path, python: str | Path = sys.executable):
         self.log = log
         code = f"import sys; from invbench.bench.cli import main; sys.exit(main({[str(a) for a in args]!r}))"
         env = subprocess_env(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
         self.err = open(log, "w")  # noqa: SIM115 - closed in wait()
-        self.proc = subprocess.Popen([sys.executable, "-c", code], cwd=str(REPO), env=env, stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen([str(python), "-c", code], cwd=str(REPO), env=env, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=self.err)
 
     def wait(self, timeout: float = 300) -> tuple[int, str]:
@@ -61,6 +61,18 @@ class Run:
 
     def signal(self, sig: int) -> None:
         os.kill(self.proc.pid, sig)
+
+
+def venv_alias(folder: Path) -> Path:
+    """A second path to this virtual environment's Python (``folder/bin/python``, with its own
+    ``pyvenv.cfg`` and ``lib``): jobs submitted from it run it, and deleting it takes it away
+    from the node as an environment missing on a compute node would."""
+    prefix = Path(sys.prefix)
+    (folder / "bin").mkdir(parents=True)
+    (folder / "pyvenv.cfg").write_bytes((prefix / "pyvenv.cfg").read_bytes())
+    (folder / "lib").symlink_to(prefix / "lib")
+    (folder / "bin" / "python").symlink_to(Path(sys.executable))
+    return folder / "bin" / "python"
 
 
 def run(args: list[str], log: Path, timeout: float = 300) -> tuple[int, str]:
@@ -108,7 +120,7 @@ class KeepFrozen:
                     continue
             time.sleep(0.01)
 
-    def __enter__(self) -> KeepFrozen:
+    def __enter__(self) -> KeepFrozen:  # noqa: PYI034
         freeze(self.pids)
         self._thread.start()
         return self

@@ -16,8 +16,19 @@ import time
 
 import pytest
 
-from tests.cluster.runs import (SHARDS, KeepFrozen, Run, assert_same_rows, error_line, freeze, gmm_config, run, tree_state,
-                                wait_rows)
+from tests.cluster.runs import (
+    SHARDS,
+    KeepFrozen,
+    Run,
+    assert_same_rows,
+    error_line,
+    freeze,
+    gmm_config,
+    run,
+    tree_state,
+    venv_alias,
+    wait_rows,
+)
 from tests.helpers.parts import count_rows, reference_run
 
 pytestmark = pytest.mark.cluster
@@ -156,3 +167,30 @@ def test_resume_refuses_while_jobs_of_a_killed_submitter_still_run(fresh_node, t
     slurm.cancel_all()
     _resume(tmp_path, out)
     assert_same_rows(out, reference)
+
+
+def test_shards_that_cannot_start_are_named_with_their_cause(fresh_node, tmp_path, reference):
+    """The node cannot start the workers (the Python they were submitted with is not there, as
+    with an environment that is not on a shared file system). While the node is drained the
+    progress shows the shards pending and why; then each shard ends without a result, and the
+    one line names the first, its cause and its log, and the other one."""
+    slurm = fresh_node
+    python = venv_alias(tmp_path / "venv")
+    slurm.run("scontrol", "update", f"nodename={slurm.node}", "state=drain", "reason=maintenance")
+    out = tmp_path / "run"
+    r = Run(["run", gmm_config(tmp_path), "--out", out, "--executor", "slurm", *SHARDS], tmp_path / "run.err",
+            python=python)
+    _array_id(r)
+    t0 = time.time()
+    while not re.search(r"shards 0 done, 0 running, 2 pending \(\w+", r.stderr()):
+        assert r.proc.poll() is None and time.time() - t0 < 60, r.stderr()
+        time.sleep(0.5)
+    python.unlink()
+    slurm.run("scontrol", "update", f"nodename={slurm.node}", "state=resume")
+    rc, err = r.wait(180)
+    assert rc == 1, err
+    line = error_line(err)
+    assert line.startswith("invbench: error: shard 0 failed: worker exited without a result (state FAILED"), line
+    assert str(python) in line and "_0_0_log.err" in line, line
+    assert "1 more shard(s) failed (1: see their logs)" in line and line.endswith("rerun with --resume"), line
+    assert count_rows(out / "results.sqlite") == 0

@@ -56,8 +56,10 @@ def _job_fields(slurm, array: str) -> list[dict[str, str]]:
 
 def test_resources_reach_slurm_as_configured(slurm, tmp_path):
     """execution.resources for every shard, a solver's own resources for its shards (a second
-    array): CPUs per task, memory, time limit, partition and job name, as scontrol shows them."""
-    extra = ('[execution.resources]\ntimeout_min = 7\ncpus_per_task = 1\nmem_gb = 1\npartition = "debug"\n')
+    array): CPUs per task, memory, time limit, partition, account, the array's throttle and the
+    job name, as scontrol shows them."""
+    extra = ('[execution.resources]\ntimeout_min = 7\ncpus_per_task = 1\nmem_gb = 1\npartition = "debug"\n'
+             'account = "lab"\narray_parallelism = 1\n')
     cfg = gmm_config(tmp_path, extra="", limit=1)
     text = cfg.read_text().replace('[[solvers]]\nname = "ddrm"\n',
                                    '[[solvers]]\nname = "ddrm"\nresources = { cpus_per_task = 2, timeout_min = 9 }\n')
@@ -71,7 +73,8 @@ def test_resources_reach_slurm_as_configured(slurm, tmp_path):
     for a in arrays:
         for f in _job_fields(slurm, a):
             assert f["JobName"] == "invbench-cluster-gmm" and f["Partition"] == "debug", f
-            assert f["MinMemoryNode"] == "1G" and f["JobState"] == "COMPLETED", f
+            assert f["MinMemoryNode"] == "1G" and f["JobState"] == "COMPLETED" and f["Account"] == "lab", f
+            assert f["ArrayTaskThrottle"] == "1", f
             seen.setdefault((f["CPUs/Task"], f["TimeLimit"]), 0)
             seen[(f["CPUs/Task"], f["TimeLimit"])] += 1
     assert seen == {("1", "00:07:00"): 2, ("2", "00:09:00"): 2}, seen   # ddrm: 2 cells, its own 2 shards
