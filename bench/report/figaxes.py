@@ -107,9 +107,12 @@ def fit(values, lows=None, highs=None, *, metric: str = "", include: tuple[float
         m = pad * max(b - a, 0.3)
         return AxisFit(10 ** (a - m), 10 ** (b + m), True, out)
     a, b = float(ends.min()), float(ends.max())
-    span_r = float(r.max() - r.min())
-    if span_r > 0:   # an interval far wider than the values is cut (its end leaves the axis)
-        a, b = max(a, float(r.min()) - 2 * span_r), min(b, float(r.max()) + 2 * span_r)
+    # one interval far wider than the others and the values is cut (its end leaves the axis)
+    widths = np.abs(hi_e[rest] - lo_e[rest])
+    widths = widths[np.isfinite(widths)]
+    span = max(float(r.max() - r.min()), float(np.median(widths)) if widths.size else 0.0)
+    if span > 0:
+        a, b = max(a, float(r.min()) - 2 * span), min(b, float(r.max()) + 2 * span)
         for x in include:
             a, b = min(a, x), max(b, x)
     if b <= a:

@@ -243,7 +243,7 @@ def _rows_axis(ax, y, names: list[str] | None, bold: frozenset[int] = frozenset(
                 t.set_fontweight("bold")
     ax.set_ylim(min(y) - 0.7, max(y) + 0.7)
     ax.grid(axis="y", visible=False)
-    ax.tick_params(axis="y", length=0)
+    ax.tick_params(axis="y", left=False, right=False)   # labels only: tick marks not drawn at all
 
 
 ROW_IN = 0.125   # vertical space per cell row in the dot-and-interval figures
