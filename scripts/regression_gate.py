@@ -64,7 +64,7 @@ SLOWDOWNS = (1.1, 1.2, 1.3, 1.5)
 DROPS_DB = (0.0, 0.05, 0.1, 0.2, 0.3)
 SIGMAS_DB = (0.0, 0.1, 0.25)
 POINTS = tuple(f"slow:{r:g}" for r in SLOWDOWNS)
-SLOW_ITERATIONS = 40   # iterations 0..39 carry two slowdown candidates each: 20 pairs per point
+SLOW_ITERATIONS = 40   # iterations 0..39 carry two slowdown candidates each, 40..59 all four: 40 pairs per point
 
 
 # ----------------------------------------------------------------------------- hooks (this script only)
@@ -329,8 +329,9 @@ def iteration_config(src: Path, dst: Path, i: int) -> Path:
 
 
 def points_of(i: int) -> list[str]:
-    """The slowdown candidates of iteration ``i`` (two per iteration below :data:`SLOW_ITERATIONS`)."""
-    return [POINTS[(2 * i + k) % len(POINTS)] for k in range(2)] if i < SLOW_ITERATIONS else []
+    """The slowdown candidates of iteration ``i`` (two per iteration below :data:`SLOW_ITERATIONS`,
+    every point above)."""
+    return [POINTS[(2 * i + k) % len(POINTS)] for k in range(2)] if i < SLOW_ITERATIONS else list(POINTS)
 
 
 def _load1() -> float:
@@ -343,7 +344,8 @@ def phase_runs(a: argparse.Namespace) -> None:
     log = work / "runs.jsonl"
     done = {(r["iteration"], r["scenario"]) for r in _jsonl(log) if "error" not in r}
     kw = KernelWorker(a.threads)
-    passes = [NULLS, POINTS] if a.nulls_first else [NULLS + POINTS]
+    scen = tuple(a.scenarios.split(",")) if a.scenarios else NULLS + POINTS
+    passes = [tuple(x for x in NULLS if x in scen), tuple(x for x in POINTS if x in scen)] if a.nulls_first else [scen]
     try:
         for wanted, i in ((w, i) for w in passes for i in range(a.iterations)):
             todo = [s for s in (*NULLS, *points_of(i)) if (i, s) not in done and s in wanted]
@@ -522,6 +524,32 @@ def _per_cell_table(items: list[dict]) -> list[str]:
     return L
 
 
+def _drop_tables(by: dict[str, list[dict]], targets: list[str]) -> list[str]:
+    """One table per per-image noise level: runs flagged at each drop, the target cells flagged."""
+    L: list[str] = []
+    for sigma in SIGMAS_DB:
+        L += [f"Per-image noise σ = {sigma:g} dB:", "",
+              ("| drop | pairs | runs flagged [95 % CI] | target cells flagged on quality ("
+               + " / ".join(f"`{t}`" for t in targets) + ") | measured Δpsnr of the target cells (median, range) |"),
+              "|---|---|---|---|---|"]
+        rates, xs = [], []
+        for d in DROPS_DB:
+            items = by.get(f"drop:{d:g}@{sigma:g}", [])
+            if not items:
+                continue
+            k, n = sum(j["regression"] for j in items), len(items)
+            cs = [_cells_of(items, t) for t in targets]
+            L.append(f"| {d:g} dB | {n} | {_rate(k, n)} | "
+                     + " / ".join(str(sum(c["quality_flag"] for c in x)) for x in cs)
+                     + f" of {n} | {_span([c['dq'] for x in cs for c in x], '+.3f')} |")
+            xs.append(d)
+            rates.append(k / n)
+        x50 = _crossing(xs, rates)
+        L += ["", (f"Power reaches 50 % at a drop of about {x50:.2f} dB." if math.isfinite(x50)
+                   else "Power does not cross 50 % between the measured points."), ""]
+    return L
+
+
 def phase_report(a: argparse.Namespace) -> None:
     import torch
     from invbench.bench import cost
@@ -542,7 +570,7 @@ def phase_report(a: argparse.Namespace) -> None:
          (f"Measured {time.strftime('%Y-%m-%d', time.gmtime(dirs[0].stat().st_mtime)) if dirs else '?'} on "
           f"{mi['cpu_model']} ({mi['cpu_count']} CPUs shared with other users' jobs; native torch CPU capability "
           f"{mi['cpu_capability']}), torch {torch.__version__}, Python {platform.python_version()}, one torch thread "
-          f"per run; {len(runs)} runs in {span_min:.0f} min."), "",
+          f"per run; {len(dirs)} baseline and {len(runs)} candidate runs in {span_min:.0f} min."), "",
          ("Machine load: the 1-minute load average read before and after every candidate run was "
           f"{_loads(judged)} (median, range) on 2 CPUs — other users kept it far above 2, so every run, "
           "the \"identical\" ones included, ran on a busy machine."), "",
@@ -569,12 +597,20 @@ def phase_report(a: argparse.Namespace) -> None:
           "its defaults: normalised cost, ×1.2, 0.1 dB, alpha 0.05 family-wise (Holm over the run's tests), "
           f"minimum 6 units; time gated only in cells whose network is ≥ {100 * min_network_share(1.2):.0f} % "
           "of the solve (the two small-cpu cells). Rates are of runs (exit 1), with Clopper–Pearson 95 % intervals."),
-         "", "Commands:", "", "```",
-         f"python scripts/regression_gate.py --phase runs   --work {a.work} --iterations {a.iterations}",
-         f"python scripts/regression_gate.py --phase judge  --work {a.work}",
-         f"python scripts/regression_gate.py --phase smoke  --work {a.work}",
-         f"python scripts/regression_gate.py --phase report --work {a.work}",
-         "```", ""]
+         "", "Commands (WORK and QWORK: any two folders; each phase resumes where it stopped):", "", "```",
+         "export OMP_NUM_THREADS=1",
+         f"python scripts/regression_gate.py --phase runs --work WORK --iterations {a.iterations} --nulls-first",
+         ("python scripts/regression_gate.py --phase runs --work QWORK --iterations 30 --scenarios identical "
+          "--config configs/regression-gate-quality.toml"),
+         "python scripts/regression_gate.py --phase smoke --work WORK",
+         ("python scripts/regression_gate.py --phase judge --work WORK; python scripts/regression_gate.py "
+          "--phase judge --work QWORK"),
+         "python scripts/regression_gate.py --phase report --work WORK --quality-work QWORK",
+         "```", "",
+         ("This campaign was interrupted and resumed twice: after iteration 7 the quality drops moved from an "
+          "in-run hook (kept as the `resampled` pairs) to the stored PSNR, and from iteration 20 on the null "
+          "scenarios of all iterations ran before the remaining slowdowns; runs cut by an interruption were "
+          "made again."), ""]
     L += ["## Run-level false alarms", "",
           "| scenario | pairs | runs flagged [95 % CI] | target: 0 of ≥ 60, upper bound ≤ 6 % | load (median, range) |",
           "|---|---|---|---|---|"]
@@ -619,25 +655,17 @@ def phase_report(a: argparse.Namespace) -> None:
     x50 = _crossing(xs, rates)
     L += ["", f"Power reaches 50 % at a slowdown of about ×{math.exp(x50):.2f} (linear in log R between the points)."
           if math.isfinite(x50) else "Power does not cross 50 % between the measured points.", ""]
-    L += ["## Power: quality drops", ""]
-    for sigma in SIGMAS_DB:
-        L += [f"Per-image noise σ = {sigma:g} dB:", "",
-              ("| drop | pairs | runs flagged [95 % CI] | target cells flagged on quality (network / analytic) | "
-               "measured Δpsnr of the target cells (median, range) |"), "|---|---|---|---|---|"]
-        rates, xs = [], []
-        for d in DROPS_DB:
-            items = by.get(f"drop:{d:g}@{sigma:g}", [])
-            if not items:
-                continue
-            k, n = sum(j["regression"] for j in items), len(items)
-            tn, tc = _cells_of(items, target_net), _cells_of(items, target_cheap)
-            L.append(f"| {d:g} dB | {n} | {_rate(k, n)} | {sum(c['quality_flag'] for c in tn)} / "
-                     f"{sum(c['quality_flag'] for c in tc)} of {n} | {_span([c['dq'] for c in tn + tc], '+.3f')} |")
-            xs.append(d)
-            rates.append(k / n)
-        x50 = _crossing(xs, rates)
-        L += ["", (f"Power reaches 50 % at a drop of about {x50:.2f} dB." if math.isfinite(x50)
-                   else "Power does not cross 50 % between the measured points."), ""]
+    L += ["## Power: quality drops", "", *_drop_tables(by, [target_net, target_cheap])]
+    if a.quality_work is not None:
+        qby: dict[str, list[dict]] = {}
+        for j in _jsonl(a.quality_work / "judged.jsonl"):
+            qby.setdefault(j["scenario"], []).append(j)
+        q_ident = qby.get("identical", [])
+        L += ["### With 40 images per cell", "",
+              (f"`configs/regression-gate-quality.toml`: DDRM and DPS on the gmm-digits prior, 40 digits each; "
+               f"{len(q_ident)} fresh identical pairs ({sum(j['regression'] for j in q_ident)} flagged; load "
+               f"{_loads(q_ident)}), the same drops on `{target_cheap}`:"), "",
+              *_drop_tables(qby, [target_cheap])]
     res = [j for s, v in by.items() if s.startswith("resampled:") for j in v]
     if res:
         dq = [c["dq"] for j in res for c in j["cells"] if c["cell"] in (target_net, target_cheap)]
@@ -677,8 +705,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--iterations", type=int, default=60, help="fresh baselines (= pairs per null scenario)")
     ap.add_argument("--target", default="ddrm", help="solver label the power hooks act on (default ddrm)")
     ap.add_argument("--out", type=Path, default=ROOT / "reports" / "regression-gate.md")
+    ap.add_argument("--quality-work", type=Path, default=None,
+                    help="report phase: also the drops judged in this folder (configs/regression-gate-quality.toml)")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     ap.add_argument("--rejudge", action="store_true", help="judge phase: judge every pair again")
+    ap.add_argument("--scenarios", default="", help="runs phase: only these scenarios (comma-separated)")
     ap.add_argument("--nulls-first", action="store_true",
                     help="runs phase: the null scenarios of every iteration first, then the slowdowns")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

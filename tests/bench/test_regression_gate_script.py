@@ -34,12 +34,12 @@ def test_clopper_pearson_bounds(gate):
     assert lo < 7 / 20 < hi
 
 
-def test_design_gives_each_slowdown_point_twenty_pairs_and_fresh_seeds(gate, tmp_path):
+def test_design_gives_each_slowdown_point_forty_pairs_and_fresh_seeds(gate, tmp_path):
     counts = {p: 0 for p in gate.POINTS}
     for i in range(60):
         for p in gate.points_of(i):
             counts[p] += 1
-    assert set(counts.values()) == {20}
+    assert set(counts.values()) == {40}
     src = tmp_path / "c.toml"
     src.write_text('name = "x"\nseeds = [0]\n')
     assert "seeds = [1007]" in gate.iteration_config(src, tmp_path / "d.toml", 7).read_text()
