@@ -249,6 +249,18 @@ def _rows_axis(ax, y, names: list[str] | None, bold: frozenset[int] = frozenset(
 ROW_IN = 0.125   # vertical space per cell row in the dot-and-interval figures
 
 
+def _row_xlabel(ax, text: str, names: list[str], ctx: Ctx, right_in: float = 0.0) -> None:
+    """The x label of an axes with cell names left of it (and ``right_in`` inches of text right
+    of it), each line wrapped to the axes' width so that it stays on the page."""
+    size = plt.rcParams["axes.labelsize"]
+    name_in = max((text_width_in(n, plt.rcParams["ytick.labelsize"]) for n in names), default=0.0)
+    width = max(ctx.width - name_in - right_in - 0.25, 1.0)
+    lines = []
+    for line in text.split("\n"):     # too wide: the unit goes to its own line first
+        lines += line.replace(" [", "\n[").split("\n") if text_width_in(line, size) > width else [line]
+    ax.set_xlabel("\n".join(wrap_to(line, width, size, max_lines=2) for line in lines))
+
+
 def _dot(ax, x: float, y: float, lo: float, hi: float, kw: dict, along: str = "x"):
     """A cell's marker at (x, y) and its interval [lo, hi] along ``along`` as one line with short
     end caps (two artists per cell: much cheaper to draw than ``errorbar``'s container). Returns
@@ -298,9 +310,9 @@ def delta(b: Leaderboard, ctx: Ctx) -> FigureRecord | None:
                 fontweight="bold" if verdict == "best" else "normal", color="0.45" if verdict == "worse" else "0.1")
     level = next((c.delta_level for c in cells if math.isfinite(c.delta_level)), math.nan)
     unit = AXIS_UNITS.get(b.primary, "")
-    ax.set_xlabel(f"Δ {_metric_label(b.primary)} (cell − best)" + (f" [{unit}]" if unit else "") + "\n"
-                  + (f"{level * 100:.3g} % paired intervals (Bonferroni)" if math.isfinite(level)
-                     else "paired intervals"))
+    _row_xlabel(ax, f"Δ {_metric_label(b.primary)} (cell − best)" + (f" [{unit}]" if unit else "") + "\n"
+                + (f"{level * 100:.3g} % paired intervals (Bonferroni)" if math.isfinite(level) else "paired intervals"),
+                [cell_name(c) for c in cells], ctx, right_in=0.4)
     ax.set_title(board_title(b, ctx))
     lvl = f"{level * 100:.3g} %" if math.isfinite(level) else "adjusted"
     return _save(fig, ctx, "delta", b, f"Paired difference to the best: {plain_title(b, ctx)}",
@@ -505,7 +517,7 @@ def memory(b: Leaderboard, ctx: Ctx) -> FigureRecord | None:
     ax.barh(y, [c.peak_mem_mib for c in cells], color=[ctx.pal.color(c.solver) for c in cells], height=0.6)
     _rows_axis(ax, y, [cell_name(c) for c in cells])
     _value_ticks(ax.xaxis, 4)
-    ax.set_xlabel("peak GPU memory [MiB]")
+    _row_xlabel(ax, "peak GPU memory [MiB]", [cell_name(c) for c in cells], ctx)
     ax.set_title(board_title(b, ctx))
     return _save(fig, ctx, "memory", b, f"Peak GPU memory: {plain_title(b, ctx)}",
                  "Maximum over images of the per-cell peak GPU memory (reset per cell).")
@@ -550,7 +562,8 @@ def dist_to_map(b: Leaderboard, run: RunData, ctx: Ctx) -> FigureRecord | None:
         _value_ticks(ax.xaxis, 4)
     figaxes.mark_outside(ax, fit, med, y, [ctx.pal.color(c.solver) for c in cells])
     _rows_axis(ax, y, [cell_name(c) for c in cells])
-    ax.set_xlabel(axis_label("dist_to_map").replace("dist. to MAP", "distance to exact MAP"))
+    _row_xlabel(ax, axis_label("dist_to_map").replace("dist. to MAP", "distance to exact MAP"),
+                [cell_name(c) for c in cells], ctx)
     ax.set_title(board_title(b, ctx))
     return _save(fig, ctx, "dist_to_map", b, f"Distance to the exact MAP: {plain_title(b, ctx)}",
                  "Per image × seed distance of the reconstruction to the exact MAP of the analytic prior's "
