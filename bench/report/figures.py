@@ -30,6 +30,7 @@ import io
 import math
 import os
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -672,13 +673,14 @@ def _die_with_parent(parent: int) -> None:
 
 def worker_count(n_tasks: int, workers: int | None = None) -> int:
     """Processes that draw the figures: ``workers`` if given, else 1 below
-    :data:`PARALLEL_MIN_TASKS` tasks or without ``fork``, else the CPUs this process may use (at
-    most :data:`MAX_WORKERS`)."""
+    :data:`PARALLEL_MIN_TASKS` tasks or off Linux (forking is safe there, and workers can be tied
+    to the report's life), else the CPUs this process may use (at most :data:`MAX_WORKERS`)."""
     import multiprocessing
 
     if workers is not None:
         return max(1, int(workers))
-    if n_tasks < PARALLEL_MIN_TASKS or "fork" not in multiprocessing.get_all_start_methods():
+    if (n_tasks < PARALLEL_MIN_TASKS or not sys.platform.startswith("linux")
+            or "fork" not in multiprocessing.get_all_start_methods()):
         return 1
     try:
         cpus = len(os.sched_getaffinity(0))
