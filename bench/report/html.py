@@ -267,7 +267,7 @@ def render_html(run: RunData, boards: list[Leaderboard], figs: list[FigureRecord
              "<h2>Summary</h2>", _summary_html(boards, task_names_of_run(run.meta.get("config"))),
              f'<p class="note">{E(machine_line(run.meta))}</p>']
     figs = [f for f in figs if f.width_in == DOUBLE_COLUMN_IN]   # the page shows the double-column set
-    lead = [f for f in figs if f.kind in ("cd", "pareto")]   # the answer first: ranking, then cost
+    lead = [f for f in figs if f.kind in ("cd", "delta", "pareto")]   # the answer first: ranking, paired differences, then cost
     parts += [_figure_html(f, page_dir) for f in lead]
     parts += ["<h2>Leaderboards</h2>", f'<p class="note">{E(CI_NOTE)}</p>']
     parts += [f"<details><summary>{E(board_title(b))}</summary>\n{_board_html(b, i)}\n</details>"

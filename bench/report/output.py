@@ -46,7 +46,7 @@ MARKER_TEXT = ("Made by `invbench report`. The next report to this folder replac
 STAGE_SUFFIX = ".invbench-report-tmp"
 OLD_SUFFIX = ".invbench-report-old"
 LEGACY_FILES = frozenset({"index.html", "leaderboard.md", "leaderboard.tex", "leaderboard.csv",
-                          "leaderboard_matched_nfe.csv"})
+                          "leaderboard_matched_nfe.csv", "main.md", "main.tex"})
 _OWN_WRITE_TMP = re.compile(r"^\..+\.[A-Za-z0-9_]+\.invbench-tmp$")   # fsafety.atomic_write_bytes' temp names
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100

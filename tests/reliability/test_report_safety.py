@@ -79,7 +79,10 @@ def _sql(db: Path, sql: str, params: tuple = ()) -> None:
 
 
 def _md_row(md: str, solver: str) -> list[str]:
-    name = solver.replace("_", "\\_")   # as Markdown escapes it
+    """The leaderboard row of ``solver`` (its display name, as Markdown escapes it)."""
+    from invbench.bench.report.names import solver_name
+
+    name = solver_name(solver).replace("_", "\\_")
     line = next(ln for ln in md.splitlines() if ln.startswith("|") and f"| {name} " in ln)
     return [c.strip() for c in line.strip("|").split("|")]
 
