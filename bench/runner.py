@@ -468,8 +468,9 @@ def _lock(run_dir: Path) -> Iterator[None]:
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            who = fsafety.describe_holders(run_dir / ".lock")
-            raise RunError(f"{run_dir}: another invbench run is writing this run directory (lock held{who and ' ' + who.strip(' ()')})") from None
+            who = fsafety.describe_holders(run_dir / ".lock").strip(" ()").removeprefix("held ")
+            raise RunError(f"{run_dir}: another invbench run is writing this run directory "
+                           f"(lock held{' ' + who if who else ''})") from None
         yield
     finally:
         f.close()

@@ -4,7 +4,7 @@ leaves no stale lock; readers never block or see half rows; the store is never c
 
 Mechanism (docs/reliability.md#concurrency): ``invbench.bench.runner.run`` opens ``RUN_DIR/.lock`` and
 takes ``fcntl.flock(LOCK_EX | LOCK_NB)``; failure -> ``RunError`` "another invbench run is
-writing this run directory (lock held)" -> exit 2. The existing-store checks (``--resume``
+writing this run directory (lock held by pid N: COMMAND)" -> exit 2. The existing-store checks (``--resume``
 needed, same config hash) run before the lock and again under it. The lock file stays after a
 run; it is not the lock (the kernel's flock is), so a leftover file never blocks anything.
 tests/bench/test_resume.py::test_second_run_on_same_dir_is_refused covers the in-process case
@@ -13,6 +13,7 @@ tests/bench/test_resume.py::test_second_run_on_same_dir_is_refused covers the in
 
 from __future__ import annotations
 
+import os
 import signal
 import sqlite3
 import time
@@ -52,18 +53,22 @@ def test_second_writer_refused_and_no_stale_lock_after_sigkill(tmp_path, capsys,
         while parts.count_rows(db) < 2 and a.poll() is None and time.time() - t0 < 300:
             time.sleep(0.02)
         assert a.poll() is None, "the first run ended before the test could race it"
+        # stopped, the first run keeps its flock for as long as this test needs (a GMM run can
+        # otherwise finish while this process prepares its own attempt)
+        os.kill(a.pid, signal.SIGSTOP)
         # a reader (report, load_results) works while the run writes, and sees only whole rows
         df = store.load_results(out)
         assert len(df) >= 2 and all((out / rel).is_file() for rel in df.recon_path)
         before = parts.count_rows(db)
         # a second writer (a different process: this one) is refused, with or without --resume
         rc, _, err = cli(capsys, ["run", cfg, "--out", out, "--resume", "--no-progress"])
-        assert rc == 2 and err.count("\n") == 1 and "another invbench run is writing this run directory (lock held)" in err, err
+        assert rc == 2 and err.count("\n") == 1 and "another invbench run is writing this run directory (lock held" in err, err
+        assert f"by pid {a.pid}" in err, err   # the holder is named
         rc, _, err = cli(capsys, ["run", cfg, "--out", out, "--no-progress"])
         assert rc == 2 and "--resume" in err, err
         assert a.poll() is None, "the first run ended during the race; the refusal was not tested against a live lock"
         assert parts.count_rows(db) >= before
-        a.send_signal(signal.SIGKILL)
+        a.send_signal(signal.SIGKILL)   # kills the stopped process as it is
         a.wait(timeout=60)
         assert a.returncode == -signal.SIGKILL
     finally:
