@@ -9,23 +9,44 @@ submitit backend
   ``RUN_DIR/results.sqlite`` and the set metrics are computed. Rows already finished in the run
   store are skipped by the shards, so ``--resume`` works the same way as locally.
 
-  ``cluster`` is passed to ``submitit.AutoExecutor``: ``None`` lets submitit pick Slurm when
-  available, ``"local"`` runs the tasks as local subprocesses (submitit's LocalExecutor),
-  ``"debug"`` runs them in this process (DebugExecutor) — both are used by the tests.
+  ``cluster``: ``"slurm"`` (or None; Slurm's client commands must be on PATH, else a
+  ConfigError: submitit would quietly run the shards locally), ``"local"`` runs the tasks as
+  local subprocesses (submitit's LocalExecutor), ``"debug"`` runs them in this process
+  (DebugExecutor) — both are used by the tests. A progress bar of the local form shows rows done
+  and ``shards D done, R running, P pending (reason)``; each array's log files are named once.
+
+Slurm (docs/cluster.md)
+  Job states come from one ``squeue`` call per poll (every 1 s at first, then a twentieth of the
+  time waited, at most 30 s), ``sacct`` only for a job that left the queue: a cluster without
+  accounting gets one notice, not submitit's warning per poll. A refused array (unknown
+  partition, more memory than any node) is a ConfigError naming the resources, and a new run's
+  folder is taken back. Arrays are split at ``MaxArraySize``; an unset ``timeout_min`` asks for
+  the partition's default time limit (submitit's default would be 5 minutes). A shard that
+  fails is announced at once and the others go on; then the run ends with one line for the
+  failed shards (nothing is merged into the run store). The array ids are kept in meta
+  ``slurm_jobs``: a ``--resume`` refuses while jobs of an earlier submission are still queued or
+  running (a submitting process killed with SIGKILL, a rebooted login node).
 
 Signals and limits
+  SIGTERM, SIGINT and SIGHUP (unless ignored, as under nohup) of the submitting process cancel
+  its jobs: Slurm arrays with one ``scancel``, then a wait (at most :data:`CANCEL_WAIT_S`) until
+  the queue lists none of their tasks, so nothing writes into the run folder afterwards. In a
+  Slurm task, SIGTERM (scancel, requeue, preemption, the time limit) ends the worker at once
+  (submitit's handler would keep it running until SIGKILL) and submitit's USR2 before the time
+  limit is ignored; a requeued task starts its shard again and skips the rows it committed.
   Local shard workers watch the process that submitted them (pid and start time) twice a second
-  and exit when it is gone, however it ended (SIGTERM, SIGINT, SIGKILL); SIGTERM/SIGINT of the
-  parent also cancel the jobs. Rows a shard committed stay in its store and are merged by the next
-  ``--resume`` (every existing ``shards/*/results.sqlite`` is merged before new jobs start).
+  and exit when it is gone, however it ended (SIGTERM, SIGINT, SIGKILL). Rows a shard committed
+  stay in its store and are merged by the next ``--resume`` (every existing
+  ``shards/*/results.sqlite`` is merged before new jobs start).
   Local jobs have no time limit (submitit's default of a few minutes would kill long shards);
   Slurm jobs use ``execution.resources.timeout_min`` (or the solver's ``resources``) — set it to
   fit the work, a line says so when it is missing. A failed shard is reported as one line
   (:class:`ExecutorError`) naming the shard, its cause and its log file: the last exception of
   the worker's traceback (e.g. ``StorageFault: ...: No space left on device``), or, for a worker
   that ended without a result (killed, out of memory, cancelled), "worker exited without a
-  result" with the signal when submitit knows it, submitit's job state (Slurm: ``TIMEOUT``,
-  ``OUT_OF_MEMORY``, ...) and the last error line of its log.
+  result" with the signal when submitit knows it, the job state with what it means (Slurm:
+  ``TIMEOUT``: the limit in minutes, ``OUT_OF_MEMORY``: ``mem_gb``, ``CANCELLED``, ...) and the
+  last error line of its log.
 
 Shard count
   At most :data:`MAX_SHARDS` shards (``--shards`` / ``execution.shards``; more is refused with a
@@ -290,7 +311,7 @@ def _cancel_on_signal(cluster: str | None = "local"):
     try:
         yield jobs, intr
     except BaseException:
-        intr.depth += 1   # a second Ctrl-C while cancelling is handled by _cancel_slurm
+        intr.depth += 1   # a second Ctrl-C does not stop the cancelling (it is bounded: CANCEL_WAIT_S)
         try:
             if cluster in ("local", "debug"):
                 for j in jobs:
@@ -318,16 +339,13 @@ def _cancel_slurm(jobs: list, wait_s: float = CANCEL_WAIT_S) -> None:
     _slurm(["scancel", *ids])
     t0 = time.time()
     left: list[str] = []
-    try:
-        while time.time() - t0 < wait_s:
-            r = _slurm(["squeue", "-h", "-r", "-j", ",".join(ids), "-o", "%i %T"])
-            if r is not None and (r.returncode == 0 or "invalid job id" in r.stderr.lower()):
-                left = [ln.strip() for ln in r.stdout.splitlines() if ln.strip()]
-                if not left:
-                    break
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        left = left or ["(not checked: interrupted again)"]
+    while time.time() - t0 < wait_s:   # a second Ctrl-C meanwhile is deferred (see _cancel_on_signal)
+        r = _slurm(["squeue", "-h", "-r", "-j", ",".join(ids), "-o", "%i %T"])
+        if r is not None and (r.returncode == 0 or "invalid job id" in r.stderr.lower()):
+            left = [ln.strip() for ln in r.stdout.splitlines() if ln.strip()]
+            if not left:
+                break
+        time.sleep(0.5)
     if left:
         _notice(f"cancelled Slurm job(s) {' '.join(ids)}, but after {time.time() - t0:.0f} s the queue still lists "
                 f"{', '.join(left[:4])}{' ...' if len(left) > 4 else ''}: check squeue before --resume")

@@ -242,15 +242,17 @@ class LocalSlurm:
         return pids
 
     def worker_pids(self, array_id: str, task: int) -> list[int]:
-        """PIDs of the submitit worker (``python -m submitit.core._submit``) of array task
-        ``array_id_task``, found by the ``SLURM_ARRAY_*`` variables of its environment."""
+        """PIDs of the submitit worker (``python -m submitit.core._submit``, not the ``srun`` that
+        started it) of array task ``array_id_task``, found by the ``SLURM_ARRAY_*`` variables of
+        its environment."""
         want = {b"SLURM_ARRAY_JOB_ID=" + array_id.encode(), b"SLURM_ARRAY_TASK_ID=" + str(task).encode()}
         pids = []
         for d in Path("/proc").iterdir():
             if not d.name.isdigit():
                 continue
-            with contextlib.suppress(OSError):
-                if b"submitit.core._submit" in (d / "cmdline").read_bytes() \
+            with contextlib.suppress(OSError, IndexError):
+                argv = (d / "cmdline").read_bytes().split(b"\0")
+                if b"submitit.core._submit" in argv and Path(argv[0].decode()).name != "srun" \
                         and want <= set((d / "environ").read_bytes().split(b"\0")):
                     pids.append(int(d.name))
         return pids

@@ -4,8 +4,8 @@ process interrupted (Ctrl-C, SIGTERM) or killed, and every time a ``--resume`` t
 the rows of an uninterrupted run (docs/cluster.md, "What happens when").
 
 Each test runs the small GMM experiment of :func:`tests.cluster.runs.gmm_config` in two shards
-and stops one shard's worker (SIGSTOP) once it has committed a row, so that the shard is
-mid-run, without racing the clock, when the test acts.
+and keeps one shard's worker stopped (SIGSTOP) once it has committed a row, so that the shard is
+mid-run, without racing the clock, when the test acts (until Slurm kills it).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from tests.cluster.runs import (
     Run,
     assert_same_rows,
     error_line,
-    freeze,
     gmm_config,
     run,
     tree_state,
@@ -66,10 +65,11 @@ def _resume(tmp, out, *extra: str) -> str:
     return err
 
 
-def _mid_run(slurm, r: Run, out, array: str, task: int = 1) -> None:
-    """Wait until shard ``task`` has committed a row, then freeze its worker."""
+def _mid_run(slurm, r: Run, out, array: str, task: int = 1) -> KeepFrozen:
+    """Wait until shard ``task`` has committed a row; its worker, kept stopped (``with``) until
+    Slurm kills it (Slurm's SIGCONT would otherwise let it finish before its SIGTERM)."""
     wait_rows(out / "shards" / str(task) / "results.sqlite", 1, r)
-    freeze(slurm.worker_pids(array, task))
+    return KeepFrozen(slurm.worker_pids(array, task))
 
 
 def _queue_of(slurm, array: str) -> list[str]:
@@ -79,9 +79,9 @@ def _queue_of(slurm, array: str) -> list[str]:
 def test_scancel_of_one_task_names_the_shard_then_resume_completes(fresh_node, tmp_path, reference):
     slurm = fresh_node
     r, out, array = _start(tmp_path)
-    _mid_run(slurm, r, out, array)
-    slurm.run("scancel", f"{array}_1")
-    rc, err = r.wait(180)
+    with _mid_run(slurm, r, out, array):
+        slurm.run("scancel", f"{array}_1")
+        rc, err = r.wait(180)
     assert rc == 1, err
     line = error_line(err)
     assert line.startswith("invbench: error: shard 1 failed: ") and "state CANCELLED" in line, line
@@ -96,16 +96,16 @@ def test_requeue_while_the_node_drains_loses_and_duplicates_no_row(fresh_node, t
     slurm = fresh_node
     r, out, array = _start(tmp_path)
     shard = out / "shards" / "1" / "results.sqlite"
-    _mid_run(slurm, r, out, array)
     from invbench.bench import store
 
-    before = store.load_results(shard)[["row_id", "created"]]
-    slurm.run("scontrol", "update", f"nodename={slurm.node}", "state=drain", "reason=maintenance")
-    slurm.run("scontrol", "requeue", f"{array}_1")
-    t0 = time.time()
-    while not any(ln.endswith("PENDING") for ln in _queue_of(slurm, array)):   # back in the queue, waiting
-        assert time.time() - t0 < 60, slurm.jobs()
-        time.sleep(0.5)
+    with _mid_run(slurm, r, out, array):
+        before = store.load_results(shard)[["row_id", "created"]]
+        slurm.run("scontrol", "update", f"nodename={slurm.node}", "state=drain", "reason=maintenance")
+        slurm.run("scontrol", "requeue", f"{array}_1")
+        t0 = time.time()
+        while not any(ln.endswith("PENDING") for ln in _queue_of(slurm, array)):   # back in the queue, waiting
+            assert time.time() - t0 < 60, slurm.jobs()
+            time.sleep(0.5)
     time.sleep(3)
     assert r.proc.poll() is None, r.stderr()   # a requeued task is not a failure: the run waits for it
     slurm.run("scontrol", "update", f"nodename={slurm.node}", "state=resume")
@@ -120,8 +120,7 @@ def test_requeue_while_the_node_drains_loses_and_duplicates_no_row(fresh_node, t
 def test_shard_past_its_time_limit_names_shard_and_limit_then_resume_finishes(fresh_node, tmp_path, reference):
     slurm = fresh_node
     r, out, array = _start(tmp_path, "--set", "execution.resources.timeout_min=1")
-    wait_rows(out / "shards" / "1" / "results.sqlite", 1, r)
-    with KeepFrozen(slurm.worker_pids(array, 1)):
+    with _mid_run(slurm, r, out, array):
         rc, err = r.wait(240)
     assert rc == 1, err
     line = error_line(err)
@@ -155,16 +154,17 @@ def test_resume_refuses_while_jobs_of_a_killed_submitter_still_run(fresh_node, t
     on. A --resume then refuses, naming them, instead of racing them for the shard stores."""
     slurm = fresh_node
     r, out, array = _start(tmp_path)
-    _mid_run(slurm, r, out, array)
-    r.signal(signal.SIGKILL)
-    r.wait(30)
-    rc, err = run(["run", gmm_config(tmp_path), "--out", out, "--executor", "slurm", *SHARDS, "--no-progress",
-                   "--resume"], tmp_path / "refused.err")
-    assert rc == 1, err
-    line = error_line(err)
-    assert f"Slurm job(s) {array} of an earlier submission" in line and f"scancel {array}" in line, line
-    slurm.run("scancel", array)
-    slurm.cancel_all()
+    with _mid_run(slurm, r, out, array):   # shard 1 stays running
+        r.signal(signal.SIGKILL)
+        r.wait(30)
+        rc, err = run(["run", gmm_config(tmp_path), "--out", out, "--executor", "slurm", *SHARDS, "--no-progress",
+                       "--resume"], tmp_path / "refused.err")
+        assert rc == 1, err
+        line = error_line(err)
+        assert f"Slurm job(s) {array} of an earlier submission" in line and f"scancel {array}" in line, line
+        assert _queue_of(slurm, array), "the refused resume cancelled nothing"
+        slurm.run("scancel", array)
+        slurm.cancel_all()
     _resume(tmp_path, out)
     assert_same_rows(out, reference)
 

@@ -73,7 +73,7 @@ def test_resources_reach_slurm_as_configured(slurm, tmp_path):
     for a in arrays:
         for f in _job_fields(slurm, a):
             assert f["JobName"] == "invbench-cluster-gmm" and f["Partition"] == "debug", f
-            assert f["MinMemoryNode"] == "1G" and f["JobState"] == "COMPLETED" and f["Account"] == "lab", f
+            assert f["MinMemoryNode"] == "1G" and f["Account"] == "lab", f
             assert f["ArrayTaskThrottle"] == "1", f
             seen.setdefault((f["CPUs/Task"], f["TimeLimit"]), 0)
             seen[(f["CPUs/Task"], f["TimeLimit"])] += 1
