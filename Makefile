@@ -42,7 +42,7 @@ reliability: $(VENV)/.installed
 	OMP_NUM_THREADS=1 $(PY) scripts/reliability_report.py
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check invbench operators priors solvers bench tests scripts
+	$(VENV)/bin/ruff check invbench assets operators priors solvers bench tests scripts
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
