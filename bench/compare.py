@@ -64,13 +64,10 @@ otherwise such cells exit 0 and are listed).
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import math
-import os
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -94,6 +91,7 @@ from invbench.bench.gate_stats import (
 )
 from invbench.bench.report.data import CELL_KEYS, ROW_KEYS, RunData, RunDirError, load_run
 from invbench.bench.report.stats import DIRECTIONS, direction
+from invbench.bench.store import lock_held
 from tabulate import tabulate
 
 EXIT_OK, EXIT_REGRESSION, EXIT_BAD_INPUT, EXIT_NOT_GATED = 0, 1, 2, 3
@@ -218,22 +216,6 @@ def _check_metric(run: RunData, metric: str, which: str) -> None:
         raise CompareError(f"metric {metric!r} is {why} in the {which} run; choose another --metric")
 
 
-def _lock_held(run_dir: Path) -> bool:
-    """True when a live process holds ``run_dir/.lock`` (a run writing it). Opens the file
-    read-only and keeps no lock; no lock file: False."""
-    try:
-        fd = os.open(run_dir / ".lock", os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return False
-    except OSError:
-        return True
-    finally:
-        os.close(fd)   # releases the probe lock
-
-
 def _check_complete(run: RunData, which: str) -> None:
     """CompareError when ``run`` is still being written or holds fewer rows than its grid."""
     rows = len(run.results)
@@ -242,7 +224,7 @@ def _check_complete(run: RunData, which: str) -> None:
     except (KeyError, ValueError):
         grid = None   # a run made before grid_rows was recorded: only the lock tells
     done = f"{rows} of {grid} rows" if grid is not None else f"{rows} rows so far"
-    if _lock_held(run.run_dir):
+    if lock_held(run.run_dir):
         raise CompareError(f"the {which} run {run.run_dir} is still being written (a live process holds its .lock; "
                            f"{done}): compare it when it has finished")
     if grid is not None and rows < grid:

@@ -297,10 +297,16 @@ def _store_path(run_dir: str | Path) -> Path:
 
 
 def _live_writer(path: Path) -> bool:
-    """True when a run holds the flock on the ``.lock`` next to the store (or when that cannot be
-    told); False when there is no lock file or its lock is free. Takes no lock that stays."""
+    """True when a run holds the flock on the ``.lock`` next to the store (see :func:`lock_held`)."""
+    return lock_held(path.parent)
+
+
+def lock_held(folder: str | os.PathLike) -> bool:
+    """True when a process holds the flock on ``folder/.lock`` (a run or shard writing there), or
+    when that cannot be told; False when there is no lock file or its lock is free. Opens the file
+    read-only and takes no lock that stays."""
     try:
-        fd = os.open(path.parent / ".lock", os.O_RDONLY)
+        fd = os.open(Path(folder) / ".lock", os.O_RDONLY)
     except FileNotFoundError:
         return False
     except OSError:

@@ -73,8 +73,8 @@ def run_is_live(run_dir: Path) -> bool:
     """True when a run holds the lock of ``run_dir`` or of one of its shard folders."""
     from invbench.bench import store
 
-    locks = [run_dir / store.STORE_NAME] + sorted((run_dir / "shards").glob(f"*/{store.STORE_NAME}"))
-    return any(store._live_writer(p) for p in locks)
+    folders = [run_dir] + sorted(p.parent for p in (run_dir / "shards").glob(f"*/{store.STORE_NAME}"))
+    return any(store.lock_held(f) for f in folders)
 
 
 def merge_shard_rows(run_dir: Path, results: pd.DataFrame) -> tuple[pd.DataFrame, int, list[str]]:
