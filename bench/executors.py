@@ -939,7 +939,10 @@ def run_submitit(
         try:
             subs = _submit(groups, n, cluster, log_folder, exp, run_dir, setup, parent, jobs, intr, queue,
                            per_cell.__getitem__, solvers_of)
-        except ConfigError:
+        except ConfigError:   # arrays submitted before the refused one are cancelled first
+            if jobs and queue is not None:
+                _cancel_slurm(jobs)
+            jobs.clear()
             _undo_new_files(before, undo, run_dir, existed)
             raise
         if queue is not None:   # a later --resume refuses while these are still in the queue

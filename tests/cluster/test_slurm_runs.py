@@ -80,18 +80,25 @@ def test_resources_reach_slurm_as_configured(slurm, tmp_path):
     assert seen == {("1", "00:07:00"): 2, ("2", "00:09:00"): 2}, seen   # ddrm: 2 cells, its own 2 shards
 
 
-@pytest.mark.parametrize("resources, says", [
-    ('partition = "nope"', "invalid partition"),
-    ("mem_gb = 64", "requested node configuration is not available"),
+@pytest.mark.parametrize("resources, where, says", [
+    ('[execution.resources]\npartition = "nope"', "execution.resources (partition=nope, ", "invalid partition"),
+    ("[execution.resources]\nmem_gb = 64", "execution.resources (mem_gb=64, ",
+     "requested node configuration is not available"),
+    ("", "resources of solver(s) ddrm (partition=nope, ", "invalid partition"),   # the 2nd array of two refused
 ])
-def test_resources_slurm_refuses_are_one_line_before_anything_is_written(slurm, tmp_path, resources, says):
+def test_resources_slurm_refuses_are_one_line_before_anything_is_written(slurm, tmp_path, resources, where, says):
     cfg = gmm_config(tmp_path, limit=1)
-    cfg.write_text(cfg.read_text() + f"\n[execution.resources]\n{resources}\n")
+    text = cfg.read_text() + f"\n{resources}\n"
+    if not resources:
+        text = text.replace('name = "ddrm"\n', 'name = "ddrm"\nresources = { partition = "nope" }\n')
+    cfg.write_text(text)
     out = tmp_path / "run"
     t0 = time.time()
     rc, err = run(["run", cfg, "--out", out, "--executor", "slurm", *SHARDS, "--no-progress"], tmp_path / "run.err")
     assert rc == 2, err
     line = error_line(err)
-    assert "execution.resources (" in line and "Slurm refuses them" in line and says in line.lower(), line
+    assert where in line and "Slurm refuses them for shards" in line and says in line.lower(), line
+    if not resources:   # the array submitted before the refused one is cancelled
+        assert "cancelled Slurm job(s) " in err and "none is left in the queue" in err, err
     assert not out.exists() and slurm.jobs() == []
     assert time.time() - t0 < 120
