@@ -38,8 +38,15 @@ def reference(tmp_path_factory):
     """An uninterrupted local run of the experiment (1 thread, like the CLI subprocesses)."""
     tmp = tmp_path_factory.mktemp("reference")
     out = tmp / "run"
-    reference_run(gmm_config(tmp), out)
+    reference_run(_config(tmp), out)
     return out
+
+
+def _config(tmp):
+    """The experiment of these tests: DPS at 300 steps keeps each shard busy for seconds after its
+    first committed row, so the worker is stopped mid-run even on a fast idle machine (at 20 steps
+    a shard could finish before the test had stopped it)."""
+    return gmm_config(tmp, dps_steps=300)
 
 
 def _array_id(r: Run, timeout: float = 120) -> str:
@@ -52,14 +59,14 @@ def _array_id(r: Run, timeout: float = 120) -> str:
 
 
 def _start(tmp, *extra: str) -> tuple[Run, object, str]:
-    cfg = gmm_config(tmp)
+    cfg = _config(tmp)
     out = tmp / "run"
     r = Run(["run", cfg, "--out", out, "--executor", "slurm", *SHARDS, "--no-progress", *extra], tmp / "run.err")
     return r, out, _array_id(r)
 
 
 def _resume(tmp, out, *extra: str) -> str:
-    rc, err = run(["run", gmm_config(tmp), "--out", out, "--executor", "slurm", *SHARDS, "--no-progress", "--resume",
+    rc, err = run(["run", _config(tmp), "--out", out, "--executor", "slurm", *SHARDS, "--no-progress", "--resume",
                    *extra], tmp / "resume.err")
     assert rc == 0, err
     return err
@@ -157,7 +164,7 @@ def test_resume_refuses_while_jobs_of_a_killed_submitter_still_run(fresh_node, t
     with _mid_run(slurm, r, out, array):   # shard 1 stays running
         r.signal(signal.SIGKILL)
         r.wait(30)
-        rc, err = run(["run", gmm_config(tmp_path), "--out", out, "--executor", "slurm", *SHARDS, "--no-progress",
+        rc, err = run(["run", _config(tmp_path), "--out", out, "--executor", "slurm", *SHARDS, "--no-progress",
                        "--resume"], tmp_path / "refused.err")
         assert rc == 1, err
         line = error_line(err)
@@ -178,7 +185,7 @@ def test_shards_that_cannot_start_are_named_with_their_cause(fresh_node, tmp_pat
     python = venv_alias(tmp_path / "venv")
     slurm.run("scontrol", "update", f"nodename={slurm.node}", "state=drain", "reason=maintenance")
     out = tmp_path / "run"
-    r = Run(["run", gmm_config(tmp_path), "--out", out, "--executor", "slurm", *SHARDS], tmp_path / "run.err",
+    r = Run(["run", _config(tmp_path), "--out", out, "--executor", "slurm", *SHARDS], tmp_path / "run.err",
             python=python)
     _array_id(r)
     t0 = time.time()
