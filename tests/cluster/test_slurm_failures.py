@@ -141,10 +141,11 @@ def test_shard_past_its_time_limit_names_shard_and_limit_then_resume_finishes(fr
 def test_interrupted_submitter_cancels_its_jobs_then_resume_completes(fresh_node, tmp_path, reference, sig):
     slurm = fresh_node
     r, out, array = _start(tmp_path)
-    wait_rows(out / "shards" / "0" / "results.sqlite", 1, r)
-    wait_rows(out / "shards" / "1" / "results.sqlite", 1, r)
-    r.signal(sig)
-    rc, err = r.wait(180)
+    # each shard's worker is stopped once it has committed a row, so the run is mid-way when the
+    # signal lands (on a fast idle machine it could otherwise finish first and exit 0)
+    with _mid_run(slurm, r, out, array, task=0), _mid_run(slurm, r, out, array, task=1):
+        r.signal(sig)
+        rc, err = r.wait(180)
     assert rc == 130, err
     assert f"cancelled Slurm job(s) {array} (2 shard(s)); none is left in the queue" in err, err
     assert "interrupted" in err.splitlines()[-1], err
