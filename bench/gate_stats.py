@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+from invbench.bench.report.verdicts import holm
 from scipy import stats
 
 __all__ = ["MIN_CI_UNITS", "DropTest", "RatioTest", "holm_tarone", "paired_drop_test", "paired_ratio_test",
@@ -172,11 +173,5 @@ def holm_tarone(p_values: Sequence[float], min_p: Sequence[float], alpha: float)
     while k <= m and sum(x <= alpha / k for x in mp) > k:
         k += 1
     testable = [x <= alpha / max(k, 1) for x in mp]
-    idx = [i for i in range(m) if testable[i]]
-    adj = [math.nan] * m
-    order = sorted(idx, key=lambda i: p_values[i])
-    running = 0.0
-    for j, i in enumerate(order):
-        running = max(running, min(1.0, (len(order) - j) * float(p_values[i])))
-        adj[i] = running
-    return adj, testable, len(idx)
+    adj = holm([float(p) if t else math.nan for p, t in zip(p_values, testable, strict=True)])
+    return adj, testable, sum(testable)
