@@ -17,7 +17,6 @@ import hashlib
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 __all__ = ["main"]
 
@@ -163,33 +162,6 @@ def _metric_weights_changed(run_dir: Path, exp) -> bool:
     return any(stored.get(k) != v for k, v in now.items())
 
 
-def _refuse_foreign_in_old_demo(out: Path, why: str) -> Any:
-    """The replace plan of the older demo run in ``out``; ValueError (exit 2) naming the files
-    inside its folders that no run wrote."""
-    from . import run_owned
-
-    plan = run_owned.replace_plan(out)
-    if plan.foreign:
-        shown = ", ".join(str(f.relative_to(out)) for f in plan.foreign[:3])
-        more = f" and {len(plan.foreign) - 3} more" if len(plan.foreign) > 3 else ""
-        raise ValueError(f"--out {out}: holds an older demo run ({why}) whose folders also hold files no run wrote "
-                         f"({shown}{more}); move them or choose another --out")
-    return plan
-
-
-def _replace_old_demo(out: Path, why: str) -> None:
-    """Delete the older demo run in ``out`` — only the files a run wrote (``bench.run_owned``),
-    printing what goes; refused while another run holds the folder's lock, or when its folders
-    hold anything else."""
-    from . import run_owned, runner
-
-    with runner._lock(out):
-        plan = _refuse_foreign_in_old_demo(out, why)
-        print(f"invbench: replacing the older demo run in {out} ({why}): removing {len(plan.files)} files it wrote "
-              f"({', '.join(plan.entries)}); nothing else in the folder is touched", file=sys.stderr)
-        run_owned.remove(plan, out)
-
-
 def cmd_demo(args) -> int:
     from . import config, store
 
@@ -207,8 +179,10 @@ def cmd_demo(args) -> int:
         elif meta.get("experiment") == exp.name:   # an older demo run, or metric weights fetched since
             why = ("metric weights changed since" if same_config else
                    f"config hash {meta.get('config_hash')}, now {exp.config_hash}")
-            _refuse_foreign_in_old_demo(out, why)   # refused before anything is built
-            replace = functools.partial(_replace_old_demo, out, why)
+            from . import run_owned
+
+            run_owned.refuse_foreign(out, f"older demo run ({why})")   # refused before anything is built
+            replace = functools.partial(run_owned.replace_older_run, out, f"older demo run ({why})")
         else:
             raise ValueError(f"--out {out}: holds another experiment ({meta.get('experiment')}); choose another --out")
     rc = _execute(exp, out, resume, "local", None, not args.no_progress, replace=replace)

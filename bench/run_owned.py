@@ -12,13 +12,14 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import fsafety, run_paths
 from . import store as store_mod
 
-__all__ = ["ReplacePlan", "remove", "replace_plan"]
+__all__ = ["ReplacePlan", "refuse_foreign", "remove", "replace_older_run", "replace_plan"]
 
 _STORE_FILES = ("results.sqlite", "results.sqlite-wal", "results.sqlite-shm", "results.sqlite-journal")
 _SUBMITIT = re.compile(r"^[0-9]+(_[0-9]+)*_(submitted\.pkl|result\.pkl|log\.out|log\.err|submission\.sh)$")
@@ -100,3 +101,27 @@ def remove(plan: ReplacePlan, run_dir: str | os.PathLike) -> None:
             for folder, _dirs, _files in sorted(os.walk(top), key=lambda t: -len(Path(t[0]).parts)):
                 with contextlib.suppress(OSError):
                     Path(folder).rmdir()   # only empty folders go
+
+
+def refuse_foreign(out: Path, what: str) -> ReplacePlan:
+    """The replace plan of the run in ``out`` (``what`` names it, e.g. "older demo run (...)");
+    ValueError (exit 2) naming the files inside its folders that no run wrote."""
+    plan = replace_plan(out)
+    if plan.foreign:
+        shown = ", ".join(str(f.relative_to(out)) for f in plan.foreign[:3])
+        more = f" and {len(plan.foreign) - 3} more" if len(plan.foreign) > 3 else ""
+        raise ValueError(f"--out {out}: holds an {what} whose folders also hold files no run wrote "
+                         f"({shown}{more}); move them or choose another --out")
+    return plan
+
+
+def replace_older_run(out: Path, what: str) -> None:
+    """Delete the run in ``out`` — only the files it wrote — under the folder's lock, printing what
+    goes; refused while another run holds the lock, or when its folders hold anything else."""
+    from . import runner
+
+    with runner._lock(out):
+        plan = refuse_foreign(out, what)
+        print(f"invbench: replacing the {what} in {out}: removing {len(plan.files)} files it wrote "
+              f"({', '.join(plan.entries)}); nothing else in the folder is touched", file=sys.stderr)
+        remove(plan, out)
