@@ -336,7 +336,7 @@ def _own_parser(main_fn, rest: list[str]) -> int:
 
 
 def cmd_compare(args) -> int:
-    from . import compare
+    from .gate import compare
 
     return _own_parser(compare.main, args.rest)
 

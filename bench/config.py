@@ -620,12 +620,12 @@ def _resources(d: dict, path: str) -> dict:
 # Keys that do not change any result and are left out of the config hash: how the grid is
 # executed, how it is reported and free-text description. ``batch_size`` is also left out: results are identical
 # across batch sizes up to float round-off (tested to 1e-5), so a resume may change it.
-_HASH_EXCLUDED = ("description", "execution", "batch_size", "report")
+HASH_EXCLUDED = ("description", "execution", "batch_size", "report")
 
 
 def config_hash(resolved: dict) -> str:
     """sha256 (hex, first 16 chars) of the canonical JSON of the result-affecting config."""
-    d = {k: v for k, v in resolved.items() if k not in _HASH_EXCLUDED}
+    d = {k: v for k, v in resolved.items() if k not in HASH_EXCLUDED}
     d["solvers"] = [{k: v for k, v in s.items() if k != "resources"} for s in d["solvers"]]
     blob = json.dumps(d, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

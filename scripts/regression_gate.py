@@ -28,7 +28,7 @@ seed, each paired with that baseline only:
     ``e = 10^(D/20) − 1``: its error grows by ``1 + e``, a PSNR drop of D dB on every image
     (a little less where PSNR's [0, 1] clipping bites) on top of the sampling variance.
 
-``--phase judge`` compares every pair with :func:`invbench.bench.compare.compare` — what
+``--phase judge`` compares every pair with :func:`invbench.bench.gate.compare.compare` — what
 ``invbench compare`` runs — at its defaults (and the ``hog`` pairs also with ``--cost wall``) and
 ``--phase report`` writes the report (rates with Clopper–Pearson 95 % intervals).
 
@@ -199,7 +199,7 @@ def phase_smoke(a: argparse.Namespace) -> None:
     beside a busy loop, run C with one analytic-prior cell (DDRM, inpainting, digits) made ×3
     slower; ``compare A B`` and ``compare A C`` (text and JSON) saved next to the runs."""
     from invbench.bench import runner
-    from invbench.bench.compare import main as compare_main
+    from invbench.bench.gate.compare import main as compare_main
     from invbench.bench.config import load
 
     work = a.work / "smoke"
@@ -394,7 +394,7 @@ def _cell_name(c: dict) -> str:
 def judge_pair(base: Any, new: Any, cost: str = "auto") -> dict:
     """What ``invbench compare BASE NEW [--cost wall]`` decides, condensed (runs given as folders
     or as loaded :class:`invbench.bench.report.data.RunData`)."""
-    from invbench.bench.compare import EXIT_OK, EXIT_REGRESSION, Thresholds, compare, to_json
+    from invbench.bench.gate.compare import EXIT_OK, EXIT_REGRESSION, Thresholds, compare, to_json
     from invbench.bench.report.data import load_run
 
     base, new = (load_run(x) if isinstance(x, Path) else x for x in (base, new))
@@ -553,7 +553,7 @@ def _drop_tables(by: dict[str, list[dict]], targets: list[str]) -> list[str]:
 def phase_report(a: argparse.Namespace) -> None:
     import torch
     from invbench.bench import cost
-    from invbench.bench.compare import min_network_share
+    from invbench.bench.gate.compare import min_network_share
 
     judged = _jsonl(a.work / "judged.jsonl")
     by: dict[str, list[dict]] = {}
@@ -594,7 +594,7 @@ def phase_report(a: argparse.Namespace) -> None:
           "and AVX2 kernels of one machine; cell means moved up to 1.26 dB between CPUs, docs/regression-testing.md). "
           "`resampled` pairs (first iterations only): the target solver re-seeded in the candidate run "
           "(other random draws, as a change in random-number use gives) plus the drop — full sampling variance."), "",
-         ("Every pair is judged by `invbench.bench.compare.compare` — what `invbench compare BASE NEW` runs — at "
+         ("Every pair is judged by `invbench.bench.gate.compare.compare` — what `invbench compare BASE NEW` runs — at "
           "its defaults: normalised cost, ×1.2, 0.1 dB, alpha 0.05 family-wise (Holm over the run's tests), "
           f"minimum 6 units; time gated only in cells whose network is ≥ {100 * min_network_share(1.2):.0f} % "
           "of the solve (the two small-cpu cells). Rates are of runs (exit 1), with Clopper–Pearson 95 % intervals."),

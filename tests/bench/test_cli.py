@@ -196,14 +196,15 @@ def test_report_and_compare_are_wired(capsys, tmp_path, monkeypatch):
     fake_report = types.ModuleType("invbench.bench.report")
     fake_report.write_report = lambda run_dir, out_dir, reference=None, zoom=None, matched_nfe=None: \
         calls.setdefault("report", (run_dir, out_dir, reference, zoom)) and out_dir
-    fake_compare = types.ModuleType("invbench.bench.compare")
+    fake_compare = types.ModuleType("invbench.bench.gate.compare")
     fake_compare.main = lambda argv: calls.setdefault("compare", argv) and 1
     monkeypatch.setitem(sys.modules, "invbench.bench.report", fake_report)
-    monkeypatch.setitem(sys.modules, "invbench.bench.compare", fake_compare)
+    monkeypatch.setitem(sys.modules, "invbench.bench.gate.compare", fake_compare)
     from invbench import bench
+    from invbench.bench import gate
 
     monkeypatch.setattr(bench, "report", fake_report, raising=False)
-    monkeypatch.setattr(bench, "compare", fake_compare, raising=False)
+    monkeypatch.setattr(gate, "compare", fake_compare, raising=False)
     rc, _, err = _main(capsys, ["report", str(tmp_path)])
     assert rc == 2 and "results.sqlite" in err        # not a run dir
     with store.Store(tmp_path / "results.sqlite"):

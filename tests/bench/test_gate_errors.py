@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from invbench.bench.compare import main
+from invbench.bench.gate.compare import main
 
 from tests.helpers import report_fixture
 from tests.helpers.report_fixture import CellSpec, make_run

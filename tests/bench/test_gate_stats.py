@@ -1,5 +1,5 @@
-"""The statistics of ``invbench compare`` (bench.gate_stats) and the cost units it reads
-(bench.gate_cost), checked against scipy and exact enumeration: the signed-rank p-value and the
+"""The statistics of ``invbench compare`` (bench.gate.stats) and the cost units it reads
+(bench.gate.cost), checked against scipy and exact enumeration: the signed-rank p-value and the
 Walsh-average interval of the paired time test, the one-sided paired t test of the quality
 test, Holm's adjusted p-values with Tarone's choice of the family; units are timed calls
 (repeats averaged), paired across runs by the rows they solved."""
@@ -13,14 +13,14 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from invbench.bench.gate_cost import (
+from invbench.bench.gate.cost import (
     has_calibration,
     network_share,
     network_work,
     paired_units,
     timing_samples,
 )
-from invbench.bench.gate_stats import (
+from invbench.bench.gate.stats import (
     MIN_CI_UNITS,
     holm_tarone,
     paired_drop_test,

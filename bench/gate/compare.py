@@ -4,7 +4,7 @@ Rows are paired by (solver, preset, task, dataset, prior, image_id, seed). The v
 decision about the run: every statistical test of every cell (below) enters one family, and
 the run is flagged only where Holm's step-down procedure over that family rejects, so the
 probability that a run with no change anywhere exits 1 (the run-level false-alarm rate) is at
-most ``alpha`` (family-wise error rate; :func:`invbench.bench.gate_stats.holm_tarone`). A test whose
+most ``alpha`` (family-wise error rate; :func:`invbench.bench.gate.stats.holm_tarone`). A test whose
 sample is too small to ever reach the run's level is left out of the family (Tarone) and its
 cell reported "not gated". Per cell (solver × preset × task × dataset × prior):
 
@@ -15,11 +15,11 @@ cell reported "not gated". Per cell (solver × preset × task × dataset × prio
   quality is "not gated" and no interval is shown.
 * **network work** (normalised cost) — mean NFE and mean VJP per image: exact counts, a
   regression when either grows by more than ``max_slowdown`` (no test needed, outside the family).
-* **time** — a paired test on timed solver calls (:mod:`invbench.bench.gate_cost`): a call's
+* **time** — a paired test on timed solver calls (:mod:`invbench.bench.gate.cost`): a call's
   ``timing_repeats`` are averaged first (geometric mean: back-to-back repeats are not independent
   samples), calls are paired across the runs by the rows they solved, and the exact one-sided
   Wilcoxon signed-rank test asks whether ``log(new/base)`` exceeds ``log max_slowdown``
-  (:func:`invbench.bench.gate_stats.paired_ratio_test`; estimate: Hodges–Lehmann ratio). The cost is
+  (:func:`invbench.bench.gate.stats.paired_ratio_test`; estimate: Hodges–Lehmann ratio). The cost is
 
   - ``normalised`` (default when both runs carry a device calibration): solver seconds ÷
     network seconds of the same call. Load slows both parts, so the ratio holds — but only where
@@ -73,15 +73,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import tomllib
-from invbench.bench.config import _HASH_EXCLUDED
-from invbench.bench.gate_cost import (
+from invbench.bench.config import HASH_EXCLUDED
+from invbench.bench.gate.cost import (
     has_calibration,
     network_share,
     network_work,
     paired_units,
     timing_samples,
 )
-from invbench.bench.gate_stats import (
+from invbench.bench.gate.stats import (
     MIN_CI_UNITS,
     DropTest,
     RatioTest,
@@ -253,7 +253,7 @@ def _relevant(config_text: str) -> dict[str, Any]:
         d = tomllib.loads(config_text)
     except (tomllib.TOMLDecodeError, TypeError):
         return {}
-    d = {k: v for k, v in d.items() if k not in _HASH_EXCLUDED}
+    d = {k: v for k, v in d.items() if k not in HASH_EXCLUDED}
     if isinstance(d.get("solvers"), list):
         d["solvers"] = [{k: v for k, v in s.items() if k != "resources"} if isinstance(s, dict) else s
                         for s in d["solvers"]]
