@@ -54,7 +54,8 @@ Shard count
 
 Calibration
   The submitting process calibrates the device at the start (meta ``calibration``, as a local
-  run does: :mod:`invbench.bench.calibration`); each worker calibrates its own device too, and
+  run does: :mod:`invbench.bench.cost.calibration`); each worker calibrates its own device
+  too, and
   after the merge the run's meta ``calibration_shards`` holds them as ``{shard: calibration}``.
 """
 
@@ -356,7 +357,7 @@ def _cancel_slurm(jobs: list, wait_s: float = CANCEL_WAIT_S) -> None:
 def _calibrate(p, st: Store) -> None:
     """Meta ``calibration`` of the run, measured in this (the submitting) process exactly as
     :func:`invbench.bench.runner.run` measures it for a local run."""
-    from . import calibration
+    from .cost import calibration
 
     cal = calibration.calibrate(p.priors, p.exp.batch_size, p.device, p.dtype)
     st.set_meta({"calibration": json.dumps(cal)})

@@ -34,10 +34,10 @@ Timing: the timed region is the ``solver.solve`` call only (CUDA synchronised); 
 image = batch time / batch size. ``nfe``/``vjp`` are the network evaluations / VJPs each image of
 the batch received (a batched network call counts once). ``warmup = k`` runs each cell's first
 image k times before timing (results discarded, counters reset). ``net_seconds`` = seconds inside
-the network during that solve / batch size (:class:`invbench.bench.netclock.ClockedPrior`);
+the network during that solve / batch size (:class:`invbench.bench.cost.netclock.ClockedPrior`);
 ``timings`` = JSON of that solve and of ``timing_repeats - 1`` repeated solves of the same batch
 (:func:`_timing_json`). At the start of a run the device is calibrated
-(:mod:`invbench.bench.calibration`, meta ``calibration``).
+(:mod:`invbench.bench.cost.calibration`, meta ``calibration``).
 """
 
 from __future__ import annotations
@@ -63,10 +63,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import calibration, cost, fsafety, input_hashes, run_paths
+from . import cost, fsafety, input_hashes, run_paths
 from .config import ConfigError, Experiment, preset_provenance
+from .cost import calibration
+from .cost.netclock import ClockedPrior
 from .grid import Cell, expand, resolve_preset, steps_hint
-from .netclock import ClockedPrior
 from .store import STORE_NAME, Store, StoreError, read_png, row_id, write_npy, write_png
 
 __all__ = [

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 from invbench.bench import cost
-from invbench.bench.netclock import ClockedPrior
+from invbench.bench.cost.netclock import ClockedPrior
 from invbench.bench.studies import perf_timing as pc
 from invbench.priors import CountingPrior
 
@@ -499,7 +499,7 @@ def render_tables(res: dict) -> str:
               "forward + one backward, not counted twice). The issue's literal formula NFE·t_forward + "
               "VJP·t_forward+backward counts the forward of every VJP twice; its ratio is shown for reference "
               "only (it flatters solvers with VJPs). In-run ratio = the solve's time ÷ the time spent inside the "
-              "network (forward and backward, clocked by `invbench.bench.netclock.ClockedPrior`, the clock the harness uses in every run) during that same solve: "
+              "network (forward and backward, clocked by `invbench.bench.cost.netclock.ClockedPrior`, the clock the harness uses in every run) during that same solve: "
               "what the solver adds around its network calls, insensitive to load drift between measurements."), ""]
     if "vs_deepinv" in res:
         L += ["### Ours vs deepinv (same denoiser, operator, steps, dtype float32; batch 1)", "",

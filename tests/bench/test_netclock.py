@@ -1,5 +1,5 @@
 """What a run records for machine-independent cost: network time per solve
-(bench.netclock.ClockedPrior), the device calibration (bench.calibration), repeated timings
+(bench.cost.netclock.ClockedPrior), the device calibration (bench.cost.calibration), repeated timings
 (``timing_repeats``) and the machine (CPU capability, model, threads) in the run's meta."""
 
 from __future__ import annotations
@@ -8,8 +8,9 @@ import json
 
 import pytest
 import torch
-from invbench.bench import calibration, config, cost, runner, store
-from invbench.bench.netclock import ClockedPrior
+from invbench.bench import config, cost, runner, store
+from invbench.bench.cost import calibration
+from invbench.bench.cost.netclock import ClockedPrior
 
 from invbench import priors
 from tests.helpers import parts

@@ -134,7 +134,7 @@ def test_pair_ratios_and_stats():
 
 def test_perf_clock_counts_like_counting_prior_and_clocks_backward():
     """The perf study clocks the network with the harness's ClockedPrior (one clock for both)."""
-    from invbench.bench.netclock import ClockedPrior
+    from invbench.bench.cost.netclock import ClockedPrior
     from invbench.priors import CountingPrior
 
     prior, _ = pc.timing_prior("cpu")

@@ -20,16 +20,16 @@ from typing import Any
 
 import torch
 
-from . import cost
+from . import synchronize
 
 __all__ = ["calibrate", "calibrate_prior"]
 
 
 def _time(fn, device: torch.device) -> float:
-    cost.synchronize(device)
+    synchronize(device)
     t0 = time.perf_counter()
     fn()
-    cost.synchronize(device)
+    synchronize(device)
     return time.perf_counter() - t0
 
 

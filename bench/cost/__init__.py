@@ -5,6 +5,9 @@ Units: seconds, bytes. Peak RSS is the process's resident-set high-water mark ``
 ``/proc/self/status``; at the start of each cell the runner resets it by writing ``5`` to
 ``/proc/self/clear_refs`` (Linux >= 4.0). Where that reset is not permitted the value is the
 process peak since start (``reset_rss_peak`` returns False and the run's meta says so).
+
+The cost wing also holds :mod:`.netclock` (the clock inside the network that every run's
+``net_seconds`` comes from) and :mod:`.calibration` (each run's device calibration).
 """
 
 from __future__ import annotations
