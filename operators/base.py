@@ -8,7 +8,7 @@ shape ``(B, *out_shape)``. Capabilities are declared in ``capabilities`` (``"lin
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -30,6 +30,8 @@ class Operator(ABC):
     capabilities: declared capabilities, a subset of ``{"linear", "svd", "grad"}``;
         every operator here is differentiable (``"grad"``).
     params: the operator's parameters (kernel, mask, ...) for records and re-derivation.
+
+    Every operator declares what defines it in :meth:`state`.
     """
 
     is_linear: ClassVar[bool] = False
@@ -50,6 +52,18 @@ class Operator(ABC):
 
     def __call__(self, x: Tensor) -> Tensor:
         return self.forward(x)
+
+    def state(self) -> dict[str, Any]:
+        """The inputs that define this operator: its image shape, the tensors and numbers its
+        ``forward`` is built from (mask, kernel and padding, resize matrices, factor, ...) and its
+        :attr:`params` (solvers read some of them, e.g. ``svd_threshold``), as tensors, numbers,
+        strings and tuples/dicts of them. Quantities *derived* from these (SVD factors,
+        pseudo-inverses, FFTs) are left out.
+
+        Two operators of the same type with equal states are the same operator: the harness
+        batches images only while their operators' states are equal and records a hash of the
+        state of each task's operator (docs/design.md §3). Every operator class declares it."""
+        raise NotImplementedError(f"{type(self).__name__} declares no state() (docs/design.md §3)")
 
     def check_input(self, x: Tensor) -> None:
         if tuple(x.shape[1:]) != self.in_shape:
@@ -90,6 +104,25 @@ class Operator(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, in={self.in_shape}, out={self.out_shape})"
+
+
+def same_operator(a: Operator, b: Operator) -> bool:
+    """True when ``a`` and ``b`` are the same operator: one type and equal
+    :meth:`Operator.state` (tensors equal exactly, with the same shape, dtype and device)."""
+    return a is b or (type(a) is type(b) and _same_state(a.state(), b.state()))
+
+
+def _same_state(a: Any, b: Any) -> bool:
+    if isinstance(a, Tensor) or isinstance(b, Tensor):
+        return (isinstance(a, Tensor) and isinstance(b, Tensor) and a.shape == b.shape
+                and a.dtype == b.dtype and a.device == b.device and torch.equal(a, b))
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same_state(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_same_state(x, y) for x, y in zip(a, b))
+    return bool(a == b)
 
 
 class SVD(ABC):

@@ -104,11 +104,17 @@ class ConvOperator(LinearOperator):
             raise OperatorError(f"blur kernel must be square with odd size, got {tuple(kernel.shape)}")
         r = K // 2
         self.kernel = kernel.to(torch.float64)
+        self.padding = padding
         self.Ph, self.Pw = pad_matrix(H, r, r, padding), pad_matrix(W, r, r, padding)
         self.Hp, self.Wp = H + 2 * r, W + 2 * r
         kp = torch.zeros(self.Hp, self.Wp, dtype=torch.float64)
         kp[:K, :K] = self.kernel
         self.k_fft = torch.fft.rfft2(kp)
+
+    def state(self) -> dict:
+        """Shape, kernel, padding mode and the parameters (padding matrices and the kernel's FFT
+        are derived from them)."""
+        return {"in_shape": self.in_shape, "kernel": self.kernel, "padding": self.padding, "params": self.params}
 
     def _kfft(self, like: Tensor) -> Tensor:
         cd = torch.complex128 if like.dtype == torch.float64 else torch.complex64

@@ -51,6 +51,10 @@ class ColorizeOperator(LinearOperator):
         self.svd = _PixelSVD(C, H, W)
         self.params = {"weights": [1.0 / C] * C}
 
+    def state(self) -> dict:
+        """Shape and the channel weights (in the parameters)."""
+        return {"in_shape": self.in_shape, "params": self.params}
+
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
         return x.mean(dim=1, keepdim=True)

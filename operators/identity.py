@@ -33,6 +33,10 @@ class IdentityOperator(LinearOperator):
         super().__init__(shape, shape)
         self.svd = _IdentitySVD(self.in_shape)
 
+    def state(self) -> dict:
+        """Shape only (``A = I``)."""
+        return {"in_shape": self.in_shape, "params": self.params}
+
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
         return x

@@ -63,6 +63,10 @@ class MaskOperator(LinearOperator):
         self.svd = _PermutationSVD(C, H, W, self.kept, self.missing)
         self.params = {"mask": self.mask.clone(), "observed_fraction": float(self.mask.mean())}
 
+    def state(self) -> dict:
+        """Shape, the 0/1 mask and the parameters (see :meth:`Operator.state`)."""
+        return {"in_shape": self.in_shape, "mask": self.mask, "params": self.params}
+
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
         B, C = x.shape[0], self.in_shape[0]

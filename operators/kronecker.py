@@ -121,6 +121,11 @@ class SeparableOperator(LinearOperator):
         self.Ah_pinv, self.Aw_pinv = pinv_1d(Uh, sh, Vh), pinv_1d(Uw, sw, Vw)
         self.svd = KroneckerSVD(C, Uh, sh, Vh, Uw, sw, Vw)
 
+    def state(self) -> dict:
+        """Shape, the two 1-D factors ``A_h``, ``A_w`` and the parameters (the SVD and the
+        pseudo-inverses are derived from the factors)."""
+        return {"in_shape": self.in_shape, "Ah": self.Ah, "Aw": self.Aw, "params": self.params}
+
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
         return cast_like(self.Ah, x) @ x @ cast_like(self.Aw, x).T

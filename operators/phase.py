@@ -25,6 +25,10 @@ class PhaseRetrievalOperator(Operator):
         super().__init__((C, H, W), (C, H + 2 * self.pad_h, W + 2 * self.pad_w))
         self.params = {"oversample": float(oversample), "pad": (self.pad_h, self.pad_w)}
 
+    def state(self) -> dict:
+        """Shape, zero-padding widths and the parameters."""
+        return {"in_shape": self.in_shape, "pad": (self.pad_h, self.pad_w), "params": self.params}
+
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
         xp = F.pad(x, (self.pad_w, self.pad_w, self.pad_h, self.pad_h))

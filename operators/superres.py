@@ -81,6 +81,10 @@ class AvgPoolOperator(LinearOperator):
         self.svd = _BlockSVD(C, H, W, f)
         self.params = {"factor": f}
 
+    def state(self) -> dict:
+        """Shape and pooling factor."""
+        return {"in_shape": self.in_shape, "factor": self.f, "params": self.params}
+
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
         B, (C, H, W), f = x.shape[0], self.in_shape, self.f
