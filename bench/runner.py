@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import inspect
 import json
 import math
@@ -68,6 +67,8 @@ from .config import ConfigError, Experiment, preset_provenance
 from .cost import calibration
 from .cost.netclock import ClockedPrior
 from .grid import Cell, expand, resolve_preset, steps_hint
+from .problem import derive_seed
+from .problem import generator as _gen
 from .store import STORE_NAME, Store, StoreError, read_png, row_id, write_npy, write_png
 
 __all__ = [
@@ -87,17 +88,6 @@ UNITS = "pixel [0,1]; noise_sigma pixel units; sigma_y = 2 noise_sigma (model un
 
 class RunError(RuntimeError):
     """The run cannot proceed (RUN_DIR locked, config changed under --resume, ...); one line."""
-
-
-def derive_seed(*parts: Any) -> int:
-    """A 63-bit seed from the sha256 of ``parts`` joined by an ASCII unit separator
-    (deterministic across processes and platforms, unlike ``hash``)."""
-    h = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
-
-
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator(device="cpu").manual_seed(seed)
 
 
 def code_version() -> str:
