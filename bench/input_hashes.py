@@ -9,13 +9,14 @@ Keys (all sha256 hex):
   resize), in dataset order; ``datasets.<name>.manifest`` / ``.list``: the manifest / name-list
   file bytes where the dataset has one;
 * ``priors.<label>.checkpoint`` / ``.weights_file`` / ``.state``: see :func:`prior_hashes`;
-* ``tasks.<name>.operator<shape>``: the operator's state built with generator seed 0 for each
-  dataset image shape (kernels, masks, matrices, parameters; per-image random parts are derived
-  from seeds);
+* ``tasks.<name>.operator<shape>``: the operator's declared state
+  (:meth:`invbench.operators.Operator.state`: kernels, masks, factors, parameters) built with
+  generator seed 0 for each dataset image shape (per-image random parts are derived from seeds);
 * ``metrics.<metric>.<option>``: bytes of a weights file named by a metric option.
 
-Quantities derived by LAPACK/FFT (:data:`DERIVED`) are left out of state hashes: they differ in
-their last bits between CPU thread counts, and hashing them would refuse a legitimate resume.
+Quantities derived by LAPACK/FFT (SVD factors, pseudo-inverses) are not part of an operator's
+state: they differ in their last bits between CPU thread counts, and hashing them would refuse a
+legitimate resume.
 
 Files are hashed once per process: :func:`file_sha256` caches by (resolved path, size, mtime).
 Nothing is skipped on ``--resume``: every run start hashes again.
@@ -31,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["changed", "file_sha256", "pixels_hasher", "prior_hashes", "state_sha256"]
+__all__ = ["changed", "file_sha256", "operator_sha256", "pixels_hasher", "prior_hashes", "state_sha256"]
 
 _CACHE: dict[tuple[str, int, int], str] = {}
 
@@ -64,57 +65,49 @@ class pixels_hasher:
         return self.h.hexdigest()
 
 
-def _feed(h, obj: Any, depth: int, seen: set[int]) -> None:
-    if depth > 6 or id(obj) in seen:
-        return
+def _feed(h, obj: Any) -> None:
+    """Feed ``obj`` to ``h`` in a canonical, type-tagged encoding (no reflection: only the values
+    listed in :func:`state_sha256` are read)."""
     if isinstance(obj, torch.nn.Module):
-        seen.add(id(obj))
         for k, v in sorted(obj.state_dict().items()):
             h.update(k.encode())
-            _feed(h, v, depth + 1, seen)
-        return
-    if isinstance(obj, torch.Tensor):
+            _feed(h, v)
+    elif isinstance(obj, torch.Tensor):
         a = obj.detach().cpu()
         h.update(f"T{tuple(a.shape)}{a.dtype}".encode())
         h.update(a.contiguous().view(torch.uint8).numpy().tobytes() if a.numel() else b"")
-        return
-    if isinstance(obj, np.ndarray):
-        if obj.dtype != object:
-            h.update(f"A{obj.shape}{obj.dtype}".encode() + np.ascontiguousarray(obj).tobytes())
-        return
-    if isinstance(obj, (bool, int, float, complex)):
+    elif isinstance(obj, np.ndarray):
+        h.update(f"A{obj.shape}{obj.dtype}".encode() + np.ascontiguousarray(obj).tobytes())
+    elif obj is None or isinstance(obj, (bool, int, float, complex)):
         h.update(repr(obj).encode())
-        return
-    if isinstance(obj, dict):
-        seen.add(id(obj))
+    elif isinstance(obj, str):
+        h.update(b"S" + str(len(obj)).encode() + b":" + obj.encode("utf-8", "surrogatepass"))
+    elif isinstance(obj, dict):
         for k in sorted(obj, key=str):
-            if not str(k).startswith("_") and not any(w in str(k).lower() for w in DERIVED):
-                h.update(str(k).encode())
-                _feed(h, obj[k], depth + 1, seen)
-        return
-    if isinstance(obj, (list, tuple)):
-        seen.add(id(obj))
+            h.update(str(k).encode())
+            _feed(h, obj[k])
+    elif isinstance(obj, (list, tuple)):
         for v in obj:
-            _feed(h, v, depth + 1, seen)
-        return
-    if hasattr(obj, "__dict__") and not isinstance(obj, type):
-        seen.add(id(obj))
-        _feed(h, vars(obj), depth + 1, seen)
-
-
-DERIVED = ("svd", "pinv", "fft", "eig")
-"""Attribute-name parts of quantities *derived* by LAPACK/FFT (SVD factors, pseudo-inverses,
-eigen-decompositions): their last bits depend on the CPU thread count, so they are left out; the
-inputs they are computed from are hashed."""
+            _feed(h, v)
+    else:
+        raise TypeError(f"cannot hash a {type(obj).__name__} as input state")
 
 
 def state_sha256(obj: Any) -> str:
-    """sha256 of every tensor, array and number reachable from ``obj`` (module state dicts,
-    attributes, dicts and lists). Left out: attributes starting with ``_`` (caches), names
-    containing a :data:`DERIVED` part, and strings (paths differ between checkouts)."""
+    """sha256 of a state: torch modules (their state dicts), tensors, arrays, numbers, strings,
+    ``None`` and dicts (keys sorted), lists and tuples of these. Anything else is a TypeError:
+    what is hashed is declared (e.g. :meth:`invbench.operators.Operator.state`), never found by
+    walking an object's attributes."""
     h = hashlib.sha256()
-    _feed(h, obj, 0, set())
+    _feed(h, obj)
     return h.hexdigest()
+
+
+def operator_sha256(op: Any) -> str:
+    """sha256 of an operator's type name and its declared :meth:`~invbench.operators.Operator.state`
+    (the inputs that define it; derived SVD factors, pseudo-inverses and FFTs are not part of a
+    state, so the hash is equal across CPU thread counts)."""
+    return state_sha256({"type": type(op).__name__, "state": op.state()})
 
 
 def _module_states(obj: Any, depth: int = 0, seen: set[int] | None = None) -> list[torch.nn.Module]:

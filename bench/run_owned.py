@@ -35,14 +35,6 @@ class ReplacePlan:
     foreign: list[Path]
 
 
-def _rows(store: Path) -> list[tuple]:
-    con = store_mod._connect_readonly(store)   # writes nothing into the run folder
-    try:
-        return con.execute("SELECT recon_path, task, dataset, image_id, seed FROM results").fetchall()
-    finally:
-        con.close()
-
-
 def _owned(run_dir: Path, rows: list[tuple]) -> set[Path]:
     owned = {run_dir / n for n in (*_STORE_FILES, ".lock")}
     for rel, task, dataset, iid, seed in rows:
@@ -69,7 +61,7 @@ def replace_plan(run_dir: str | os.PathLike) -> ReplacePlan:
     """What deleting the run in ``run_dir`` would remove (see the module doc); the run folder
     itself and every entry that is not a run's (a user's ``notes.txt``, ``report/``) stay."""
     run_dir = Path(run_dir)
-    owned = _owned(run_dir, _rows(run_dir / "results.sqlite"))
+    owned = _owned(run_dir, store_mod.file_keys(run_dir / "results.sqlite"))   # read-only
     files, foreign, entries = [], [], []
     for name in sorted(fsafety.RUN_ENTRIES):
         top = run_dir / name

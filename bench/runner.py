@@ -61,6 +61,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from invbench.operators.base import same_operator
 
 from . import cost, fsafety, input_hashes, run_paths
 from .config import ConfigError, Experiment, preset_provenance
@@ -338,7 +339,7 @@ def prepare(exp: Experiment, run_dir: str | Path | None = None, resume: bool = F
         for shp in shapes:
             try:
                 op0 = operators.build(t.operator, image_shape=shp, generator=_gen(0), **t.params)
-                hashes[f"tasks.{t.name}.operator{list(shp)}"] = input_hashes.state_sha256(op0)
+                hashes[f"tasks.{t.name}.operator{list(shp)}"] = input_hashes.operator_sha256(op0)
             except _INPUT_ERRORS as e:
                 raise ConfigError(f"tasks[{i}] ({t.name}): {_one_line(e)} (image shape {shp})") from None
 
@@ -465,36 +466,6 @@ def _lock(run_dir: Path) -> Iterator[None]:
         yield
     finally:
         f.close()
-
-
-def _eq(a: Any, b: Any, depth: int = 0) -> bool:
-    """Structural equality of operator state (tensors compared exactly)."""
-    if depth > 6:
-        return False
-    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
-        return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape
-                and a.dtype == b.dtype and a.device == b.device and torch.equal(a, b))
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        return isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and np.array_equal(a, b)
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_eq(a[k], b[k], depth + 1) for k in a)
-    if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(_eq(x, y, depth + 1) for x, y in zip(a, b))
-    if isinstance(a, (str, int, float, bool, type(None), complex, torch.dtype, torch.device)):
-        return a == b
-    if hasattr(a, "__dict__"):
-        return _eq(vars(a), vars(b), depth + 1)
-    try:
-        return bool(a == b)
-    except Exception:  # noqa: BLE001
-        return False
-
-
-def same_operator(a, b) -> bool:
-    """True when operators ``a`` and ``b`` have identical type and state (safe to batch)."""
-    return a is b or (type(a) is type(b) and _eq(vars(a), vars(b)))
 
 
 def _meas_vis(op, y: torch.Tensor) -> torch.Tensor | None:

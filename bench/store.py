@@ -33,6 +33,8 @@ __all__ = [
     "Store",
     "StoreError",
     "atomic_write_bytes",
+    "existing_meta",
+    "file_keys",
     "load_meta",
     "load_metric_status",
     "load_results",
@@ -242,11 +244,27 @@ class Store:
     def status_by_id(self) -> dict[str, str]:
         return dict(self.con.execute("SELECT row_id, status FROM results"))
 
-    def done_ids(self, statuses: tuple[str, ...] = ("ok", "skipped")) -> set[str]:
-        q = f"SELECT row_id FROM results WHERE status IN ({', '.join('?' * len(statuses))})"
-        return {r[0] for r in self.con.execute(q, statuses)}
+    def done(self) -> dict[str, str | None]:
+        """``row_id -> recon_path`` of every finished row (status ``ok`` or ``skipped``; a skipped
+        row has no file, ``None``): what ``--resume`` does not redo when its files are there."""
+        q = "SELECT row_id, recon_path FROM results WHERE status IN ('ok', 'skipped')"
+        return dict(self.con.execute(q))
+
+    def count_done(self, config_hash: str) -> int:
+        """Number of finished (``ok``/``skipped``) rows of the run with ``config_hash``."""
+        q = "SELECT COUNT(*) FROM results WHERE config_hash=? AND status IN ('ok', 'skipped')"
+        return int(self.con.execute(q, (config_hash,)).fetchone()[0])
+
+    def cell_rows(self, config_hash: str, solver: str, preset: str, task: str, dataset: str,
+                  prior: str, status: str = "ok") -> list[dict]:
+        """Rows of one cell of the run with ``config_hash`` that have ``status``, ordered by image
+        id and seed."""
+        return self.rows("WHERE solver=? AND preset=? AND task=? AND dataset=? AND prior=? "
+                         "AND config_hash=? AND status=? ORDER BY image_id, seed",
+                         (solver, preset, task, dataset, prior, config_hash, status))
 
     def rows(self, where: str = "", params: tuple = ()) -> list[dict]:
+        """Rows of ``results`` as dicts; ``where`` is an SQL tail with ``?`` placeholders."""
         cur = self.con.execute(f"SELECT * FROM results {where}", params)
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, r)) for r in cur.fetchall()]
@@ -368,6 +386,33 @@ def _connect_readonly(path: Path) -> sqlite3.Connection:
             con.close()
             raise StoreError(f"{path}: cannot open results store ({e})") from None
     raise StoreError(f"{path}: cannot open results store read-only")
+
+
+def existing_meta(path: str | Path) -> dict[str, str]:
+    """The ``meta`` table of the existing store file ``path``, read without writing anything
+    (``{}`` when the store was stopped before its tables existed). StoreError when the file is
+    not a usable store (corrupt, foreign, older schema)."""
+    path = Path(path)
+    _check_existing(path)
+    try:
+        con = _connect_readonly(path)
+        try:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            return dict(con.execute("SELECT key, value FROM meta")) if "meta" in tables else {}
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as e:
+        raise StoreError(f"{path}: not a usable results store ({e})") from None
+
+
+def file_keys(path: str | Path) -> list[tuple[str | None, str, str, str, int]]:
+    """``(recon_path, task, dataset, image_id, seed)`` of every row of the store file ``path``
+    (read-only): what names the files the run wrote."""
+    con = _connect_readonly(Path(path))
+    try:
+        return con.execute("SELECT recon_path, task, dataset, image_id, seed FROM results").fetchall()
+    finally:
+        con.close()
 
 
 def _read_sql(run_dir, sql: str):

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from invbench.bench import input_hashes
 
@@ -47,13 +48,30 @@ def test_hashes_equal_across_processes_and_thread_counts():
 
 
 def test_state_hash_changes_with_content_and_file_hash_is_cached(tmp_path):
-    x = {"w": torch.zeros(3), "svd_factor": torch.ones(2)}
+    x = {"w": torch.zeros(3), "mode": "reflect"}
     h = input_hashes.state_sha256(x)
-    assert input_hashes.state_sha256({"w": torch.zeros(3), "svd_factor": torch.zeros(2)}) == h   # derived: left out
-    assert input_hashes.state_sha256({"w": torch.tensor([0.0, 0.0, 1e-12]), "svd_factor": torch.ones(2)}) != h
+    assert input_hashes.state_sha256({"w": torch.zeros(3), "mode": "reflect"}) == h
+    assert input_hashes.state_sha256({"w": torch.tensor([0.0, 0.0, 1e-12]), "mode": "reflect"}) != h
+    assert input_hashes.state_sha256({"w": torch.zeros(3), "mode": "zero"}) != h   # strings count
+    assert input_hashes.state_sha256({"w": torch.zeros(3, dtype=torch.float64), "mode": "reflect"}) != h
+    with pytest.raises(TypeError):   # only declared data is hashed, never an object's attributes
+        input_hashes.state_sha256({"w": object()})
     f = tmp_path / "ck.bin"
     f.write_bytes(b"a")
     first = input_hashes.file_sha256(f)
     f.write_bytes(b"bb")   # size changes: hashed again
     assert input_hashes.file_sha256(f) != first
     assert input_hashes.changed({"a": "1", "b": "2"}, {"a": "1", "b": "3", "c": "4"}) == ["b", "c"]
+
+
+def test_operator_hash_is_its_declared_state():
+    from invbench import operators
+
+    def op(seed, **kw):
+        return operators.build("inpaint_random", (1, 8, 8), torch.Generator().manual_seed(seed), **kw)
+
+    assert input_hashes.operator_sha256(op(1)) == input_hashes.operator_sha256(op(1))
+    assert input_hashes.operator_sha256(op(1)) != input_hashes.operator_sha256(op(2))   # another mask
+    a = op(1)
+    a.svd.singular_values = a.svd.singular_values * (1 + 1e-15)   # derived: not part of the state
+    assert input_hashes.operator_sha256(a) == input_hashes.operator_sha256(op(1))

@@ -49,14 +49,22 @@ def test_write_replace_and_readers(tmp_path):
         st.set_metric_status([("lpips", False, "unavailable: no weights", "alex")])
         st.write_set_metric({"experiment": "e", "solver": "s", "preset": "default", "task": "t", "dataset": "d", "prior": "p"},
                             "fid", None, 2, "unavailable: no inception")
-        assert st.done_ids() == {"a", "b"}
+        st.write_rows([_row("k", "skipped", config_hash="x"), _row("e", "error", config_hash="x"),
+                       _row("o", config_hash="x", recon_path="recon/o.png")])
+        assert st.done() == {"a": None, "b": None, "k": None, "o": "recon/o.png"}   # not the error row
+        assert st.count_done("x") == 2 and st.count_done("other") == 0
+        assert [r["row_id"] for r in st.cell_rows("x", "s", "default", "t", "d", "p")] == ["o"]
+        assert [r["row_id"] for r in st.cell_rows("x", "s", "default", "t", "d", "p", "error")] == ["e"]
+        assert st.cell_rows("x", "s", "other-preset", "t", "d", "p") == []
         with pytest.raises(StoreError):
             st.write_rows([_row("c", "weird")])
         with pytest.raises(StoreError):
             st.write_rows([{**_row("c"), "nonsense": 1}])
     df = store.load_results(tmp_path)
-    assert sorted(df.row_id) == ["a", "b"] and set(df.status) == {"ok"}
+    assert sorted(df.row_id) == ["a", "b", "e", "k", "o"]
     assert store.load_meta(tmp_path) == {"experiment": "e", "config_hash": "x"}
+    assert store.existing_meta(tmp_path / "results.sqlite") == {"experiment": "e", "config_hash": "x"}
+    assert ("recon/o.png", "t", "d", "o", 0) in store.file_keys(tmp_path / "results.sqlite")
     ms = store.load_metric_status(tmp_path)
     assert ms.iloc[0].to_dict() == {"metric": "lpips", "available": 0, "note": "unavailable: no weights", "backbone": "alex"}
     sm = store.load_set_metrics(tmp_path)
@@ -109,3 +117,20 @@ def test_atomic_write_failure_leaves_old_file(tmp_path, monkeypatch):
         store.atomic_write_bytes(f, b"new")
     assert f.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["x.bin"]
+
+
+def test_existing_meta_reads_without_writing_and_refuses_foreign_files(tmp_path):
+    import sqlite3
+
+    empty = tmp_path / "empty.sqlite"
+    sqlite3.connect(empty).close()   # a store stopped before its tables existed
+    assert store.existing_meta(empty) == {}
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with Store(tmp_path / "r.sqlite") as st:
+        st.set_meta({"config_hash": "h"})
+    assert store.existing_meta(tmp_path / "r.sqlite") == {"config_hash": "h"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*before, "r.sqlite"])   # no -wal/-shm left
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"not a database at all" * 10)
+    with pytest.raises(StoreError):
+        store.existing_meta(junk)
