@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 from invbench.bench import config as config_mod
 from invbench.bench import datasets as datasets_mod
-from invbench.bench.runner import _gen, code_version, derive_seed, nfe_per_image
+from invbench.bench.problem import Problem, build_problem, derive_seed, solve_and_score
+from invbench.bench.runner import code_version, nfe_per_image
 
 SPLIT_TYPES = ("bundled", "digits")
 STUDY_NAME = "invbench-tune"
@@ -35,17 +36,18 @@ class TuneError(ValueError):
     """Bad tune input; ``str(e)`` is one line naming the field or file."""
 
 
+TUNE_PART = "tune"
+"""The data and solver parts of a tuning problem's seeds (:func:`invbench.bench.problem.build_problem`):
+one draw per (task, dataset, image), whatever the study's ``--seed``."""
+
+
 @dataclass
-class _Problem:
-    dataset: str
-    image_id: str
-    image_sha256: str
-    task: object
+class _Case:
+    """One validation problem of the study and the prior it is solved with."""
+
+    problem: Problem  # float64 on the CPU
     prior: object
-    op: object
-    x: torch.Tensor  # pixel units, (1, C, H, W), float64
-    y: torch.Tensor  # model units
-    solver_seed: int
+    image_sha256: str
 
 
 @dataclass
@@ -86,12 +88,10 @@ def manifest_sha256(source: dict) -> str:
     return hashlib.sha256(json.dumps(source, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _problems(exp, solver_cls, base_dir: str) -> tuple[list[_Problem], dict]:
-    from invbench.operators.conventions import pixel_to_model
+def _problems(exp, solver_cls, base_dir: str) -> tuple[list[_Case], dict]:
+    from invbench import priors
 
-    from invbench import operators, priors
-
-    probs: list[_Problem] = []
+    probs: list[_Case] = []
     manifests: dict[str, str] = {}
     for dspec in exp.datasets:
         spec = split_spec(dspec.build_spec(), "validation")
@@ -109,28 +109,15 @@ def _problems(exp, solver_cls, base_dir: str) -> tuple[list[_Problem], dict]:
             prior = priors.build(ps.name, **ps.build_kwargs())
             for t in exp.tasks:
                 for i in range(len(ds)):
-                    x = ds.get(i).to(torch.float64).unsqueeze(0)
                     h = image_sha256(ds.get(i))
                     if h in forbidden:
                         raise TuneError(f"dataset {dspec.name!r}: image {ds.ids[i]} is in the test split")
-                    iid = ds.ids[i]
-                    op = operators.build(t.operator, image_shape=tuple(x.shape[1:]),
-                                         generator=_gen(derive_seed("tune", "operator", t.name, dspec.name, iid)), **t.params)
-                    y = op.measure(pixel_to_model(x), t.sigma_y,
-                                   generator=_gen(derive_seed("tune", "noise", t.name, dspec.name, iid)))
-                    probs.append(_Problem(dspec.name, iid, h, t, prior, op, x, y,
-                                          derive_seed("tune", "solver", t.name, dspec.name, iid)))
+                    pb = build_problem(t, dspec.name, ds.ids[i], ds.get(i), TUNE_PART, TUNE_PART,
+                                       device="cpu", dtype=torch.float64)
+                    probs.append(_Case(pb, prior, h))
     if not probs:
         raise TuneError("no validation problems: the experiment pairs no prior with its datasets")
     return probs, manifests
-
-
-def _score(x_hat_model: torch.Tensor, x: torch.Tensor) -> float:
-    from invbench.bench.metrics.image import psnr
-    from invbench.operators.conventions import model_to_pixel
-
-    xh = model_to_pixel(x_hat_model.detach().to(torch.float64)).clamp(0, 1)
-    return float(psnr(xh, x).mean())
 
 
 def suggest_within_cap(trial, cls, base_preset: str, fixed: dict, nfe_cap: float | None) -> dict:
@@ -379,15 +366,13 @@ def tune(config_path: str | Path, solver: str, *, budget_trials: int | None = No
                           seed=seed, log=log)
 
 
-def _run_study(study, out_dir: Path, cls, solver: str, base_preset: str, fixed: dict, probs: list[_Problem],
-               manifests: dict, exp, cpath: Path, *, budget_trials: int | None, budget_nfe: float | None,
-               nfe_cap: float | None, metric: str, seed: int, log) -> TuneResult:
-    """Search up to the budget in the locked ``out_dir`` and write ``preset.toml``."""
+def _objective(cls, base_preset: str, fixed: dict, nfe_cap: float | None, cases: list[_Case],
+               log_path: Path):
+    """The study's objective: one trial's mean PSNR over the validation problems (each solved
+    alone, by :func:`invbench.bench.problem.solve_and_score`); every evaluated image is logged."""
     import optuna
 
     from invbench import solvers
-
-    log_path = out_dir / "evaluated_images.jsonl"
 
     def objective(trial) -> float:
         params = suggest_within_cap(trial, cls, base_preset, fixed, nfe_cap)
@@ -399,33 +384,34 @@ def _run_study(study, out_dir: Path, cls, solver: str, base_preset: str, fixed: 
             raise optuna.TrialPruned(f"NFE per solve {nfe:g} > cap {nfe_cap:g}")
         scores = []
         with log_path.open("a") as fh:
-            for i, p in enumerate(probs):
-                s.validate(p.prior)
+            for i, c in enumerate(cases):
+                p = c.problem
+                s.validate(c.prior)
                 try:
-                    x_hat = s.solve(p.y, p.op, p.prior, sigma_y=p.task.sigma_y, generator=[_gen(p.solver_seed)])
+                    scores += solve_and_score(s, [p], c.prior).psnr
                 except solvers.SolverDiverged as e:
                     # a diverging configuration is a bad one, not the end of the study: pruned, so that
                     # TPE ranks it below every completed trial, and counted against the budget
                     trial.set_user_attr("nfe_trial", nfe * (i + 1))
                     trial.set_user_attr("diverged", f"{p.image_id}: {e}")
                     raise optuna.TrialPruned(f"diverged on {p.image_id}: {e}") from None
-                scores.append(_score(x_hat, p.x))
                 fh.write(json.dumps({"trial": trial.number, "dataset": p.dataset, "image_id": p.image_id,
-                                     "image_sha256": p.image_sha256, "task": p.task.name}) + "\n")
-        trial.set_user_attr("nfe_trial", nfe * len(probs))
+                                     "image_sha256": c.image_sha256, "task": p.task}) + "\n")
+        trial.set_user_attr("nfe_trial", nfe * len(cases))
         return statistics.fmean(scores)
 
-    t0 = time.perf_counter()
-    _search(study, objective, seed, budget_trials, budget_nfe, nfe_cap, log)
-    wall = time.perf_counter() - t0
+    return objective
+
+
+def _preset_doc(study, cls, solver: str, base_preset: str, fixed: dict, metric: str, seed: int,
+                budget: dict, wall: float, provenance: dict) -> dict:
+    """The ``preset.toml`` document of the study's best trial and how it was found."""
+    import optuna
+
     done = _finished(study)
-    complete = [t for t in done if t.state == optuna.trial.TrialState.COMPLETE]
-    if not complete:
-        raise TuneError("no trial completed (every trial exceeded --nfe-cap or diverged)")
-    values = [t.value for t in complete]
+    values = [t.value for t in done if t.state == optuna.trial.TrialState.COMPLETE]
     best = study.best_trial
-    budget = {"trials": budget_trials, "nfe_total": budget_nfe, "nfe_cap_per_solve": nfe_cap}
-    doc = {
+    return {
         "tuned": {
             "solver": solver, "base_preset": base_preset, "params": {**fixed, **best.params},
             "metric": metric, "best": best.value, "seed": seed,
@@ -436,13 +422,33 @@ def _run_study(study, out_dir: Path, cls, solver: str, base_preset: str, fixed: 
             "trials_diverged": sum("diverged" in t.user_attrs for t in done),
             "trials_interrupted": sum(t.user_attrs.get("note") == _STALE_NOTE for t in study.get_trials(deepcopy=False)),
             "wall_s_this_call": round(wall, 3),
-            "split": "validation", "manifest_sha256": manifests, "n_problems": len(probs),
-            "config": str(cpath), "config_hash": exp.config_hash, "code_version": code_version(),
+            **provenance,
             "search_space": {k: p.as_dict() for k, p in cls.SEARCH_SPACE.items()},
             "sampler": f"optuna {optuna.__version__} TPESampler(seed derived from seed {seed} and the number "
                        "of finished trials)",
         }
     }
+
+
+def _run_study(study, out_dir: Path, cls, solver: str, base_preset: str, fixed: dict, probs: list[_Case],
+               manifests: dict, exp, cpath: Path, *, budget_trials: int | None, budget_nfe: float | None,
+               nfe_cap: float | None, metric: str, seed: int, log) -> TuneResult:
+    """Search up to the budget in the locked ``out_dir`` and write ``preset.toml``."""
+    import optuna
+
+    objective = _objective(cls, base_preset, fixed, nfe_cap, probs, out_dir / "evaluated_images.jsonl")
+    t0 = time.perf_counter()
+    _search(study, objective, seed, budget_trials, budget_nfe, nfe_cap, log)
+    wall = time.perf_counter() - t0
+    done = _finished(study)
+    values = [t.value for t in done if t.state == optuna.trial.TrialState.COMPLETE]
+    if not values:
+        raise TuneError("no trial completed (every trial exceeded --nfe-cap or diverged)")
+    best = study.best_trial
+    budget = {"trials": budget_trials, "nfe_total": budget_nfe, "nfe_cap_per_solve": nfe_cap}
+    provenance = {"split": "validation", "manifest_sha256": manifests, "n_problems": len(probs),
+                  "config": str(cpath), "config_hash": exp.config_hash, "code_version": code_version()}
+    doc = _preset_doc(study, cls, solver, base_preset, fixed, metric, seed, budget, wall, provenance)
     preset_path = out_dir / "preset.toml"
     tmp = preset_path.with_suffix(".toml.tmp")
     tmp.write_text(config_mod.to_toml(doc))
