@@ -24,10 +24,11 @@ EXIT_OK, EXIT_FAIL, EXIT_BAD_INPUT = 0, 1, 2
 
 
 def _one_printable_line(text: str) -> str:
-    """``text`` on one line (whitespace runs -> one space) with any other non-printable character
-    escaped (``\\x1b``), so hostile names/keys/file names cannot inject terminal control codes."""
-    line = " ".join(str(text).split())
-    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in line)
+    """``text`` on one printable line (:func:`invbench.bench.report.escape.terminal`, imported
+    only when a message is printed, so a plain command does not load the report package)."""
+    from .report.escape import terminal
+
+    return terminal(text)
 
 
 class _Parser(argparse.ArgumentParser):

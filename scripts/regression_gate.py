@@ -199,8 +199,8 @@ def phase_smoke(a: argparse.Namespace) -> None:
     beside a busy loop, run C with one analytic-prior cell (DDRM, inpainting, digits) made ×3
     slower; ``compare A B`` and ``compare A C`` (text and JSON) saved next to the runs."""
     from invbench.bench import runner
-    from invbench.bench.gate.compare import main as compare_main
     from invbench.bench.config import load
+    from invbench.bench.gate.compare import main as compare_main
 
     work = a.work / "smoke"
     work.mkdir(parents=True, exist_ok=True)
@@ -394,7 +394,8 @@ def _cell_name(c: dict) -> str:
 def judge_pair(base: Any, new: Any, cost: str = "auto") -> dict:
     """What ``invbench compare BASE NEW [--cost wall]`` decides, condensed (runs given as folders
     or as loaded :class:`invbench.bench.report.data.RunData`)."""
-    from invbench.bench.gate.compare import EXIT_OK, EXIT_REGRESSION, Thresholds, compare, to_json
+    from invbench.bench.gate.compare import EXIT_OK, EXIT_REGRESSION, Thresholds, compare
+    from invbench.bench.gate.output import to_json
     from invbench.bench.report.data import load_run
 
     base, new = (load_run(x) if isinstance(x, Path) else x for x in (base, new))
@@ -553,7 +554,7 @@ def _drop_tables(by: dict[str, list[dict]], targets: list[str]) -> list[str]:
 def phase_report(a: argparse.Namespace) -> None:
     import torch
     from invbench.bench import cost
-    from invbench.bench.gate.compare import min_network_share
+    from invbench.bench.gate.verdict import min_network_share
 
     judged = _jsonl(a.work / "judged.jsonl")
     by: dict[str, list[dict]] = {}

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from .data import RunData, RunDirError, load_run
+from .escape import terminal
 from .summary import build_leaderboards
 
 __all__ = ["RunData", "RunDirError", "build_leaderboards", "check_report_choices", "check_report_out", "load_run",
@@ -128,6 +129,5 @@ def write_report(run_dir: Path, out_dir: Path | None = None, *, primary: dict[st
         figs, notes = make_figures(run, boards, stage / "figures", image_ids, zoom=zoom, refused=refused)
         write_html(run, boards, figs, notes + warnings, stage / "index.html", matched_nfe, banner)
     for line in ([banner] if banner else []) + warnings + refused:
-        text = "".join(ch if ch.isprintable() else "?" for ch in " ".join(line.split()))
-        sys.stderr.write(f"invbench: warning: {text}\n")
+        sys.stderr.write(f"invbench: warning: {terminal(line)}\n")
     return out_dir

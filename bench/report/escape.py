@@ -45,6 +45,14 @@ def _one_line(s: object) -> str:
     return re.sub(r"[\r\n\t\f\v]+", " ", str(s))
 
 
+def terminal(s: object) -> str:
+    """``s`` as one printable line for a terminal: whitespace runs become one space and any other
+    non-printable character is shown escaped (``\\x1b``), so hostile names, keys and file names
+    cannot inject control codes."""
+    line = " ".join(str(s).split())
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in line)
+
+
 def latex(s: object) -> str:
     """Escape ``s`` for LaTeX text mode (no command or math survives)."""
     return "".join(_LATEX.get(ch, ch) for ch in _one_line(s))

@@ -200,8 +200,9 @@ def test_report_and_compare_are_wired(capsys, tmp_path, monkeypatch):
     fake_compare.main = lambda argv: calls.setdefault("compare", argv) and 1
     monkeypatch.setitem(sys.modules, "invbench.bench.report", fake_report)
     monkeypatch.setitem(sys.modules, "invbench.bench.gate.compare", fake_compare)
-    from invbench import bench
     from invbench.bench import gate
+
+    from invbench import bench
 
     monkeypatch.setattr(bench, "report", fake_report, raising=False)
     monkeypatch.setattr(gate, "compare", fake_compare, raising=False)

@@ -10,7 +10,8 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from invbench.bench.gate.compare import EXIT_BAD_INPUT, EXIT_INCONCLUSIVE, EXIT_OK, EXIT_REGRESSION, main
+from invbench.bench.gate.compare import main
+from invbench.bench.gate.verdict import EXIT_BAD_INPUT, EXIT_INCONCLUSIVE, EXIT_OK, EXIT_REGRESSION
 
 from tests.helpers.report_fixture import make_run
 
