@@ -5,7 +5,9 @@ Validation problems (disjoint from every test split by construction of the seeds
   tasks   inpaint_random, sr4_avgpool, deblur_uniform at 1x8x8 (operator seed 0);
   images  x0 ~ prior, drawn with torch.Generator().manual_seed(s) for s in VALIDATION_SEEDS
           (900_000 .. 900_000 + n - 1: the declared validation range, never used by tests or
-          benchmark configs); measurement noise seed s + 500_000; sigma_y = 0.02 (model units).
+          benchmark configs); measurement noise seed s + 500_000 (invbench.bench.problem.measure;
+          these seeds, not build_problem's, so that the committed presets stay reproducible);
+          sigma_y = 0.02 (model units).
 Criterion: relative distance ‖x̂ − x_MAP‖/‖x_MAP‖ to the exact global MAP (prior.posterior().map()),
 summarised by the median over problems; a config is eligible if NFE = N(K+1) <= --max-nfe.
 Selection: the eligible SVD-preconditioned config with the lowest median distance (ties: lower NFE);
@@ -23,6 +25,7 @@ import sys
 import time
 
 import torch
+from invbench.bench.problem import measure
 
 from invbench import operators, priors, solvers
 
@@ -41,8 +44,7 @@ def problems(n: int):
             op = operators.build(task, image_shape=shape, generator=torch.Generator().manual_seed(0)).to(dtype=torch.float64)
             seeds = [VALIDATION_SEED_BASE + i for i in range(n)]
             x0 = torch.cat([prior.sample(1, generator=torch.Generator().manual_seed(s)) for s in seeds]).to(torch.float64)
-            y = torch.cat([op.measure(x0[i : i + 1], SIGMA_Y, torch.Generator().manual_seed(s + 500_000))
-                           for i, s in enumerate(seeds)])
+            y = measure(op, x0, SIGMA_Y, [s + 500_000 for s in seeds])
             x_map = prior.posterior(op, y, SIGMA_Y).map().reshape(x0.shape)
             yield pname, task, prior, op, y, x_map, seeds
 

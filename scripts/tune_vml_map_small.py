@@ -10,7 +10,9 @@ Validation problems (disjoint from every test split):
           1e-3 pixel units on ``--single-task``;
   seeds   each crop i is solved with ``n_seeds`` seeds s: measurement noise from
           Generator(MEAS_SEED_BASE + 1000 s + i), solver randomness from Generator(SOLVER_SEED_BASE
-          + 1000 s + i); one generator per image, so batching does not change results.
+          + 1000 s + i); one generator per image, so batching does not change results (the noise is
+          drawn by invbench.bench.problem.measure; these seeds, not build_problem's, so that the
+          committed tuning tables stay reproducible).
 Metric: PSNR in pixel space (invbench.bench.metrics.image.psnr, clipped to [0, 1]), mean over images.
 
 Budget-aware plan (the whole brief does not fit one shared CPU core: one VJP through the UNet costs
@@ -51,6 +53,7 @@ from pathlib import Path
 import torch
 from invbench.bench.bundled import heldout_crops
 from invbench.bench.metrics.image import psnr
+from invbench.bench.problem import measure
 from invbench.operators.conventions import model_to_pixel, noise_sigma_to_model, pixel_to_model
 from invbench.priors.small_cpu import DEFAULT_WEIGHTS, load_small_cpu
 from invbench.solvers.dps import DPS
@@ -95,8 +98,7 @@ class Problems:
                                  **TASK_KW.get(task, {}))
             sigma_y = noise_sigma_to_model(noise_px)
             x0 = torch.stack([pixel_to_model(self.x_px[i]) for _, i in self.ids()])
-            y = torch.cat([op.measure(x0[k : k + 1], sigma_y, torch.Generator().manual_seed(MEAS_SEED_BASE + 1000 * s + i))
-                           for k, (s, i) in enumerate(self.ids())])
+            y = measure(op, x0, sigma_y, [MEAS_SEED_BASE + 1000 * s + i for s, i in self.ids()])
             self._cache[key] = (op, sigma_y, x0, y)
         return self._cache[key]
 

@@ -8,7 +8,9 @@ Protocol (model space [-1, 1] unless stated):
 * images: ``bundled.heldout_crops(n_images, 32, seed=0, split="test")`` (chelsea, coffee);
 * tasks: ``TASKS`` (the demo's presets and pixel noise levels); one operator per task, drawn from
   ``Generator(OPERATOR_SEED + t)`` and shared by all images; noise ``Generator(NOISE_SEED + i)``
-  for image ``i``; the solver's generator for image ``i`` is ``Generator(SOLVER_SEED + i)``;
+  for image ``i``, drawn by the suite's one measuring function (:func:`invbench.bench.problem.measure`;
+  the twin keeps these seeds rather than :func:`invbench.bench.problem.build_problem`'s, so its
+  committed numbers stand); the solver's generator for image ``i`` is ``Generator(SOLVER_SEED + i)``;
 * solvers: every registered non-oracle solver (``solvers.names()``), preset ``default`` (DPS: its
   per-task paper preset, as in the demo; DAPS and LMAPS: the ``cpu`` presets the demo runs,
   ``DEMO_PRESETS``) with the demo's reduced step counts ``STEP_OVERRIDES`` (a solver added later
@@ -38,6 +40,8 @@ from invbench.priors import CountingPrior
 from torch import Tensor
 
 from invbench import operators, priors, solvers
+
+from ..problem import measure
 
 TASKS: tuple[tuple[str, str, dict, float], ...] = (  # (task, preset, params, noise_sigma in pixel units)
     ("inpaint_random-50", "inpaint_random", {"ratio": 0.5}, 0.05),
@@ -88,8 +92,7 @@ def problem(task_index: int, cfg: TwinConfig, dtype: torch.dtype):
     A = operators.build(preset, image_shape=(3, 32, 32), generator=torch.Generator().manual_seed(OPERATOR_SEED + task_index),
                         **params).to(dtype=dtype)
     sigma_y = noise_sigma_to_model(noise)
-    y = torch.cat([A.measure(x0[i : i + 1], sigma_y, torch.Generator().manual_seed(NOISE_SEED + i))
-                   for i in range(cfg.n_images)])
+    y = measure(A, x0, sigma_y, [NOISE_SEED + i for i in range(cfg.n_images)])
     return x0, A, y, sigma_y
 
 
