@@ -29,7 +29,9 @@ def _const(node: ast.AST) -> str | None:
 def _is_escape_replace(node: ast.Call) -> bool:
     """``s.replace("|", "\\|")``, ``s.replace("<", "&lt;")``: a special character replaced by an
     escaped form."""
-    if not (isinstance(node.func, ast.Attribute) and node.func.attr == "replace" and len(node.args) >= 2):
+    if not (
+        isinstance(node.func, ast.Attribute) and node.func.attr == "replace" and len(node.args) >= 2
+    ):
         return False
     old, new = _const(node.args[0]), _const(node.args[1])
     if old is None or new is None or not old or not set(old) <= _SPECIAL:
@@ -41,8 +43,12 @@ def _is_printable_filter(node: ast.Call) -> bool:
     """``"".join(c if c.isprintable() else ... for c in s)``: a terminal escaper."""
     if not (isinstance(node.func, ast.Attribute) and node.func.attr == "join" and node.args):
         return False
-    return any(isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "isprintable"
-               for n in ast.walk(node.args[0]))
+    return any(
+        isinstance(n, ast.Call)
+        and isinstance(n.func, ast.Attribute)
+        and n.func.attr == "isprintable"
+        for n in ast.walk(node.args[0])
+    )
 
 
 def escaping_sites(source: str) -> list[tuple[int, str]]:
@@ -51,8 +57,12 @@ def escaping_sites(source: str) -> list[tuple[int, str]]:
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Call):
             f = node.func
-            if isinstance(f, ast.Attribute) and f.attr == "escape" and isinstance(f.value, ast.Name) \
-                    and f.value.id == "html":
+            if (
+                isinstance(f, ast.Attribute)
+                and f.attr == "escape"
+                and isinstance(f.value, ast.Name)
+                and f.value.id == "html"
+            ):
                 found.append((node.lineno, "html.escape"))
             elif _is_escape_replace(node):
                 found.append((node.lineno, "a special character replaced by its escaped form"))
@@ -66,7 +76,7 @@ def escaping_sites(source: str) -> list[tuple[int, str]]:
 
 def test_the_scanner_finds_each_kind_of_escaping():
     snippets = {
-        'import html\nx = html.escape(s)': "html.escape",
+        "import html\nx = html.escape(s)": "html.escape",
         'x = s.replace("|", "\\\\|")': "replaced",
         'x = s.replace("_", r"\\_")': "replaced",
         'x = s.replace("<", "&lt;")': "replaced",
@@ -77,17 +87,27 @@ def test_the_scanner_finds_each_kind_of_escaping():
         sites = escaping_sites(src)
         assert sites and what in sites[0][1], (src, sites)
     # look-alikes that are not escaping
-    for src in ('x = s.replace("-", "_")', 'x = p.replace(".py", "")', 'ok = all(c.isprintable() for c in s)',
-                'x = s.replace("|", " ")'):
+    for src in (
+        'x = s.replace("-", "_")',
+        'x = p.replace(".py", "")',
+        "ok = all(c.isprintable() for c in s)",
+        'x = s.replace("|", " ")',
+    ):
         assert not escaping_sites(src), src
 
 
 def test_the_escape_module_holds_every_escaper():
-    assert {line[1] for line in escaping_sites(ESCAPE_MODULE.read_text(encoding="utf-8"))}, \
+    assert {line[1] for line in escaping_sites(ESCAPE_MODULE.read_text(encoding="utf-8"))}, (
         "the scan no longer recognises the escape module's own code"
+    )
     files = [p for d in FOLDERS for p in sorted((ROOT / d).rglob("*.py")) if p != ESCAPE_MODULE]
     assert len(files) > 50, "the scan found too few files to be meaningful"
-    bad = [f"{p.relative_to(ROOT)}:{line}: {what}" for p in files
-           for line, what in escaping_sites(p.read_text(encoding="utf-8"))]
-    assert not bad, ("escaping outside bench/report/escape.py (use its markdown, latex, html_text, "
-                     "terminal or slug):\n" + "\n".join(bad))
+    bad = [
+        f"{p.relative_to(ROOT)}:{line}: {what}"
+        for p in files
+        for line, what in escaping_sites(p.read_text(encoding="utf-8"))
+    ]
+    assert not bad, (
+        "escaping outside bench/report/escape.py (use its markdown, latex, html_text, "
+        "terminal or slug):\n" + "\n".join(bad)
+    )

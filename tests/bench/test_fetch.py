@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import http.server
 import json
 import socket
 import sys
 import threading
-import time
 import warnings
 from pathlib import Path
 
@@ -25,6 +23,8 @@ import pytest
 import torch
 from invbench.assets import weights as W
 from invbench.bench import cli, fetch
+
+from tests.helpers.http_server import local_server
 
 # --------------------------------------------------------------------------- loopback guard
 _GUARD = {"on": False}
@@ -54,67 +54,10 @@ def test_guard_refuses_other_addresses():
 
 
 # --------------------------------------------------------------------------- server
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self):
-        srv = self.server
-        srv.log.append((self.path, self.headers.get("Range")))
-        route = srv.routes.get(self.path)
-        if route is None:
-            self.send_error(404)
-            return
-        if "status" in route:
-            self.send_error(route["status"])
-            return
-        data = route["data"]
-        rng = self.headers.get("Range")
-        start = 0
-        if rng and not route.get("ignore_range"):
-            start = int(rng.split("=", 1)[1].split("-", 1)[0])
-            if start >= len(data):
-                self.send_response(416)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        else:
-            self.send_response(200)
-        body = data[start:]
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Accept-Ranges", "bytes")
-        self.end_headers()
-        if route.get("slow"):                    # send the body in pieces, pausing between them
-            for i in range(0, len(body), 1 << 18):
-                self.wfile.write(body[i : i + (1 << 18)])
-                self.wfile.flush()
-                time.sleep(route["slow"])
-            return
-        if route.get("drops", 0) > 0:            # send part of the body, then hang up
-            route["drops"] -= 1
-            self.wfile.write(body[: route["drop_after"]])
-            self.wfile.flush()
-            self.close_connection = True
-            self.connection.shutdown(socket.SHUT_RDWR)
-            return
-        self.wfile.write(body)
-
-    def log_message(self, *args):  # quiet
-        pass
-
-
 @pytest.fixture
 def server():
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    srv.daemon_threads = True
-    srv.routes, srv.log = {}, []
-    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    t.start()
-    srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    with local_server() as srv:
+        yield srv
 
 
 def _data(n: int = 3 * (1 << 20) + 12345, seed: int = 0) -> bytes:

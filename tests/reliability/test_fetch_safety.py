@@ -18,11 +18,9 @@ Every request goes to an HTTP server on 127.0.0.1 started by the test.
 from __future__ import annotations
 
 import hashlib
-import http.server
 import json
 import os
 import random
-import threading
 import warnings
 from pathlib import Path
 
@@ -31,68 +29,17 @@ import torch
 from invbench.assets import weights as W
 from test_bad_inputs import check_error_line
 
+from tests.helpers.http_server import local_server
 from tests.helpers.reliability import cli
 
 FILENAME = "standin-weights.bin"
 
 
 # --------------------------------------------------------------------------- server
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self):
-        srv = self.server
-        srv.log.append((self.path, self.headers.get("Range")))
-        route = srv.routes.get(self.path)
-        if route is None:
-            self.send_error(404)
-            return
-        if "endless" in route:                  # no Content-Length: blocks until the client hangs up
-            self.send_response(200)
-            self.send_header("Connection", "close")
-            self.end_headers()
-            block = bytes(1 << 16)
-            try:
-                while srv.sent < route["endless"]:
-                    self.wfile.write(block)
-                    srv.sent += len(block)
-            except OSError:                      # the client closed the connection
-                pass
-            self.close_connection = True
-            return
-        data = route["data"]
-        start = 0
-        rng = self.headers.get("Range")
-        if rng:
-            start = int(rng.split("=", 1)[1].split("-", 1)[0])
-            if start >= len(data):
-                self.send_response(416)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        else:
-            self.send_response(200)
-        self.send_header("Content-Length", str(len(data) - start))
-        self.end_headers()
-        self.wfile.write(data[start:])
-
-    def log_message(self, *args):  # quiet
-        pass
-
-
 @pytest.fixture
 def server():
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    srv.daemon_threads = True
-    srv.routes, srv.log, srv.sent = {}, [], 0
-    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    t.start()
-    srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    with local_server() as srv:
+        yield srv
 
 
 def _data(n: int = 300_000, seed: int = 0) -> bytes:
