@@ -2,19 +2,21 @@
 
 A solver maps a measurement ``y`` (model space, shape ``(B, *A.out_shape)``) to a
 reconstruction ``x_hat`` (model space [-1, 1], shape ``(B, *A.in_shape)``). Hyperparameters
-are a frozen dataclass; named presets carry their provenance. ``requires`` lists the
-capabilities needed from the operator and prior together (``operator.capabilities |
-prior.capabilities``); an unsupported pairing raises :class:`SolverSkip` with the reason.
+are a frozen dataclass whose fields declare their valid values (``solvers/params.py``); named
+presets carry their provenance. ``requirements()`` lists the capabilities needed from the
+operator and prior together (``operator.capabilities | prior.capabilities``); an unsupported
+pairing raises :class:`SolverSkip` with the reason.
+
+``Solver.solve`` is a template: it does the prologue every solver shares (capabilities,
+``sigma_y``, the shape of ``y``, one generator per image, divergence checks without a host sync
+per step) and then calls the solver's own loop, ``_solve`` — the algorithm box and nothing else.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import math
-import types
-import typing
 from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -23,89 +25,29 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from .errors import ParamTypeError, SolverDiverged, SolverError, SolverSkip
+from .params import check_params
+
+__all__ = [
+    "Callback",
+    "Generators",
+    "ParamTypeError",
+    "Preset",
+    "Solver",
+    "SolverDiverged",
+    "SolverError",
+    "SolverSkip",
+    "check_finite",
+    "deferred_finite_checks",
+    "generators_for",
+    "randn",
+    "sigma_batch",
+]
+
 Callback = Callable[[int, float, Tensor, Tensor], None]
 """``callback(step, sigma, x, x0_hat)`` called once per solver step (sigma in model units)."""
 
 Generators = torch.Generator | Sequence[torch.Generator]
-
-
-class SolverSkip(Exception):
-    """This solver cannot run on this operator/prior pairing; ``str(e)`` is the reason."""
-
-
-class SolverDiverged(Exception):
-    """NaN/Inf appeared in the solver state; ``str(e)`` says where."""
-
-
-class SolverError(ValueError):
-    """Bad solver name, preset or hyperparameter (one readable line)."""
-
-
-class ParamTypeError(SolverError):
-    """A hyperparameter of the wrong type; ``field`` names it."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(message)
-        self.field = field
-
-
-def _describe(hint) -> str:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe(a) for a in args)
-    if origin is tuple:
-        return f"an array of {_describe(args[0])}s" if args and args[-1] is Ellipsis else f"an array of {len(args)} numbers"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true/false",
-            type(None): "unset (None)"}.get(hint, getattr(hint, "__name__", str(hint)))
-
-
-def _type_ok(v, hint) -> bool:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_type_ok(v, a) for a in args)
-    if hint is type(None):
-        return v is None
-    if hint is bool:
-        return isinstance(v, bool)
-    if hint is int:
-        return isinstance(v, int) and not isinstance(v, bool)
-    if hint is float:
-        return isinstance(v, (int, float)) and not isinstance(v, bool)   # finiteness: checked by the config
-    if hint is str:
-        return isinstance(v, str)
-    if origin is tuple:
-        if not isinstance(v, (list, tuple)):
-            return False
-        if args and args[-1] is Ellipsis:
-            return all(_type_ok(x, args[0]) for x in v)
-        return len(v) == len(args) and all(_type_ok(x, a) for x, a in zip(v, args))
-    return True
-
-
-def check_param_types(solver: str, params_cls: type, values: dict) -> None:
-    """:class:`ParamTypeError` for the first value of ``values`` whose type does not match the
-    annotation of its field in the ``params_cls`` dataclass (int, float, str, bool,
-    tuples, ``X | None``)."""
-    hints = typing.get_type_hints(params_cls)
-    for k, v in values.items():
-        if k in hints and not _type_ok(v, hints[k]):
-            raise ParamTypeError(k, f"{solver}: {k} must be {_describe(hints[k])}, got {v!r}")
-
-
-def require_counts(solver: str, params, *fields: str) -> None:
-    """:class:`SolverError` naming the first of ``fields`` of ``params`` that is not an integer >= 1."""
-    for field in fields:
-        v = getattr(params, field)
-        if int(v) != v or v < 1:
-            raise SolverError(f"{solver}: {field} must be an integer >= 1, got {v}")
-
-
-def require_positive(solver: str, params, *fields: str) -> None:
-    """:class:`SolverError` naming the first of ``fields`` of ``params`` that is not finite and > 0."""
-    for field in fields:
-        v = getattr(params, field)
-        if not (v > 0 and math.isfinite(v)):
-            raise SolverError(f"{solver}: {field} must be > 0, got {v}")
 
 
 @dataclass(frozen=True)
@@ -120,9 +62,11 @@ class Preset:
 
 
 class Solver:
-    """Base class. Subclasses set ``name``, ``requires``, ``Params`` and ``PRESETS``."""
+    """Base class. Subclasses set ``name``, ``requires``, ``Params`` and ``PRESETS`` and write
+    ``_solve`` (their algorithm box); :meth:`solve` does the shared prologue."""
 
     name: ClassVar[str]
+    #: capabilities every instance needs; :meth:`requirements` adds what its parameters need
     requires: ClassVar[frozenset[str]] = frozenset()
     Params: ClassVar[type]
     PRESETS: ClassVar[dict[str, Preset]] = {}
@@ -140,37 +84,45 @@ class Solver:
     FIDELITY: ClassVar[str] = ""
 
     def __init__(self, params=None, preset: str = "default"):
-        self.params = params if params is not None else self.Params()
+        """Hold ``params`` (default ``Params()``), checked against their declared valid values
+        (:func:`~invbench.solvers.params.check_params`; :class:`SolverError` names the field)."""
+        params = params if params is not None else self.Params()
+        self.params = check_params(self.name, params)
         self.preset = preset
 
     @classmethod
     def from_preset(cls, preset: str = "default", **overrides) -> Solver:
+        """The solver with preset ``preset`` and ``overrides`` (:class:`SolverError` for an
+        unknown preset or field, :class:`ParamTypeError` for a value of the wrong type)."""
         if preset not in cls.PRESETS:
-            raise SolverError(
-                f"unknown preset {preset!r} for solver {cls.name!r}; valid: {', '.join(sorted(cls.PRESETS))}"
-            )
+            raise SolverError(f"unknown preset {preset!r} for solver {cls.name!r}; "
+                              f"valid: {', '.join(sorted(cls.PRESETS))}")
         fields = {f.name for f in dataclasses.fields(cls.Params)}
         bad = sorted(set(overrides) - fields)
         if bad:
-            raise SolverError(
-                f"unknown hyperparameter(s) {', '.join(bad)} for solver {cls.name!r}; valid: {', '.join(sorted(fields))}"
-            )
-        values = {**cls.PRESETS[preset].params, **overrides}
-        check_param_types(cls.name, cls.Params, values)
-        return cls(cls.Params(**values), preset=preset)
+            raise SolverError(f"unknown hyperparameter(s) {', '.join(bad)} for solver "
+                              f"{cls.name!r}; valid: {', '.join(sorted(fields))}")
+        return cls(cls.Params(**{**cls.PRESETS[preset].params, **overrides}), preset=preset)
 
     def validate(self, prior) -> None:
         """Raise :class:`SolverError` if the hyperparameters cannot run with ``prior`` (e.g. more
         steps than the prior's noise grid has); called during validation, before any run."""
 
+    def requirements(self) -> frozenset[str]:
+        """The capabilities this instance needs: ``requires`` plus those its parameters add
+        (e.g. VML-MAP's SVD preconditioner needs ``"svd"``). Read by :meth:`check`."""
+        return frozenset(self.requires)
+
     def check(self, operator, prior) -> None:
-        """Raise :class:`SolverSkip` if ``requires`` is not met by the operator and prior."""
+        """Raise :class:`SolverSkip` if :meth:`requirements` are not met by the operator and
+        prior."""
         have = set(operator.capabilities) | set(prior.capabilities)
-        missing = sorted(self.requires - have)
+        missing = sorted(self.requirements() - have)
         if missing:
             raise SolverSkip(
-                f"{self.name} requires {', '.join(missing)}; operator {operator.name or type(operator).__name__} "
-                f"and prior {getattr(prior, 'name', '') or type(prior).__name__} do not provide it"
+                f"{self.name} requires {', '.join(missing)}; operator "
+                f"{operator.name or type(operator).__name__} and prior "
+                f"{getattr(prior, 'name', '') or type(prior).__name__} do not provide it"
             )
 
     def solve(
@@ -183,6 +135,31 @@ class Solver:
         generator: Generators | None = None,
         callback: Callback | None = None,
     ) -> Tensor:
+        """Return the reconstruction (model space, shape ``(B, *operator.in_shape)``).
+
+        ``y``: ``(B, *operator.out_shape)``, model space; ``sigma_y`` >= 0 in model units. One
+        generator per image makes the result batch-invariant (a single one serves every image in
+        turn). Raises :class:`SolverSkip` (unmet :meth:`requirements`), :class:`SolverError`
+        (bad ``sigma_y``, shape or generators) before any network call, and
+        :class:`SolverDiverged` when the state holds NaN/Inf."""
+        self.check(operator, prior)
+        sigma_y = float(sigma_y)
+        if not (sigma_y >= 0 and math.isfinite(sigma_y)):
+            raise SolverError(f"{self.name}: sigma_y must be finite and >= 0, got {sigma_y}")
+        if y.dim() < 1 or tuple(y.shape[1:]) != tuple(operator.out_shape):
+            raise SolverError(f"{self.name}: y has shape {tuple(y.shape)}, expected "
+                              f"(B, {', '.join(map(str, operator.out_shape))}) for operator "
+                              f"{operator.name or type(operator).__name__}")
+        gens = generators_for(generator, y.shape[0])
+        with _finite_checks():
+            return self._solve(y.detach(), operator, prior, sigma_y, gens, callback)
+
+    def _solve(self, y: Tensor, operator, prior, sigma_y: float, gens: list[torch.Generator],
+               callback: Callback | None) -> Tensor:
+        """The solver's own loop (its algorithm box), after :meth:`solve`'s prologue: ``y``
+        detached and of the operator's shape, ``sigma_y`` a float >= 0, ``gens`` one generator
+        per image (draw noise with :func:`randn`), ``callback`` as in :data:`Callback`. Mark
+        the state with :func:`check_finite`."""
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -212,6 +189,12 @@ def randn(shape_per_item: Sequence[int], gens: list[torch.Generator], like: Tens
     out = [torch.randn(tuple(shape_per_item), generator=g, device=g.device, dtype=like.dtype) for g in gens]
     z = out[0].unsqueeze(0) if len(out) == 1 else torch.stack(out)  # batch 1: no copy
     return z.to(like.device)
+
+
+def sigma_batch(sigma: float, like: Tensor) -> Tensor:
+    """A ``(B,)`` tensor filled with the noise level ``sigma`` on ``like``'s device and dtype
+    (the ``sigma`` argument of ``prior.denoise``)."""
+    return torch.full((like.shape[0],), float(sigma), dtype=like.dtype, device=like.device)
 
 
 class _FiniteLog:
@@ -264,15 +247,11 @@ def deferred_finite_checks(every: int = 64, defer_cpu: bool = False) -> Iterator
         _FINITE_LOG.reset(token)
 
 
-def with_deferred_finite_checks(solve: Callable) -> Callable:
-    """Decorator for ``Solver.solve``: the solve runs inside :func:`deferred_finite_checks`."""
-
-    @functools.wraps(solve)
-    def wrapper(*args, **kwargs):
-        with deferred_finite_checks():
-            return solve(*args, **kwargs)
-
-    return wrapper
+def _finite_checks() -> contextlib.AbstractContextManager:
+    """The context :meth:`Solver.solve` runs its loop in: :func:`deferred_finite_checks`, unless
+    the caller already opened one (then the caller's settings hold, e.g. ``defer_cpu`` in
+    tests)."""
+    return contextlib.nullcontext() if _FINITE_LOG.get() is not None else deferred_finite_checks()
 
 
 def check_finite(x: Tensor, where: str) -> Tensor:

@@ -38,22 +38,10 @@ import torch
 from invbench.operators.base import residual_gradient
 from torch import Tensor
 
-from ._ddpm_common import sigma_batch
-from .base import (
-    Callback,
-    Generators,
-    Preset,
-    Solver,
-    SolverError,
-    check_finite,
-    generators_for,
-    randn,
-    require_counts,
-    require_positive,
-    with_deferred_finite_checks,
-)
+from .base import Preset, Solver, check_finite, randn, sigma_batch
+from .params import param
 from .registry import register
-from .schedules import clip_sigma, edm_levels_numpy
+from .schedules import clip_sigma, karras_sigmas
 from .search_space import log_uniform
 
 __all__ = ["DAPS", "DAPSParams"]
@@ -72,22 +60,16 @@ class DAPSParams:
         (model units) of the Langevin target.
     """
 
-    anneal_steps: int = 200
-    sigma_max: float = 100.0
-    sigma_min: float = 0.1
-    ode_steps: int = 5
-    ode_sigma_min: float = 0.01
-    rho: float = 7.0
-    mcmc_steps: int = 100
-    lr: float = 1e-4
-    lr_min_ratio: float = 0.01
-    tau: float = 0.01
-
-    def __post_init__(self):
-        require_counts("daps", self, "anneal_steps", "ode_steps", "mcmc_steps")
-        require_positive("daps", self, "sigma_max", "sigma_min", "ode_sigma_min", "rho", "lr", "lr_min_ratio", "tau")
-        if self.sigma_min >= self.sigma_max:
-            raise SolverError(f"daps: sigma_min ({self.sigma_min}) must be < sigma_max ({self.sigma_max})")
+    anneal_steps: int = param(200, ge=1)
+    sigma_max: float = param(100.0, gt="sigma_min")
+    sigma_min: float = param(0.1, gt=0.0)
+    ode_steps: int = param(5, ge=1)
+    ode_sigma_min: float = param(0.01, gt=0.0)
+    rho: float = param(7.0, gt=0.0)
+    mcmc_steps: int = param(100, ge=1)
+    lr: float = param(1e-4, gt=0.0)
+    lr_min_ratio: float = param(0.01, gt=0.0)
+    tau: float = param(0.01, gt=0.0)
 
 
 @register
@@ -127,38 +109,23 @@ class DAPS(Solver):
     def levels(self, prior) -> list[float]:
         """Annealing levels σ_0 > … > σ_{N−1} > σ_N = 0 (model units), clipped to the prior."""
         p: DAPSParams = self.params
-        s = edm_levels_numpy(p.sigma_max, p.sigma_min, p.anneal_steps + 1, p.rho)[:-1]
-        return [clip_sigma(prior, v) for v in s] + [0.0]
+        s = karras_sigmas(p.anneal_steps + 1, p.sigma_max, p.sigma_min, p.rho, numpy_order=True)
+        return [clip_sigma(prior, v) for v in s.tolist()[:-1]] + [0.0]
 
     def ode_levels(self, prior, sigma: float) -> list[float]:
         """The inner ODE's K+1 levels from ``sigma`` to ``ode_sigma_min`` (model units), clipped."""
         p: DAPSParams = self.params
-        return [clip_sigma(prior, v) for v in edm_levels_numpy(sigma, p.ode_sigma_min, p.ode_steps + 1, p.rho)]
+        s = karras_sigmas(p.ode_steps + 1, sigma, p.ode_sigma_min, p.rho, numpy_order=True)
+        return [clip_sigma(prior, v) for v in s.tolist()]
 
     def nfe_estimate(self) -> int:
         """Network evaluations per image: N·K (the Langevin steps call only the operator)."""
         return int(self.params.anneal_steps) * int(self.params.ode_steps)
 
-    @with_deferred_finite_checks
-    def solve(
-        self,
-        y: Tensor,
-        operator,
-        prior,
-        *,
-        sigma_y: float,
-        generator: Generators | None = None,
-        callback: Callback | None = None,
-    ) -> Tensor:
-        """Return one posterior sample per image (model space, ``(B, *operator.in_shape)``)."""
-        self.check(operator, prior)
+    def _solve(self, y: Tensor, operator, prior, sigma_y, gens, callback) -> Tensor:
+        """One posterior sample per image (model space, ``(B, *operator.in_shape)``)."""
         p: DAPSParams = self.params
-        if float(sigma_y) < 0:
-            raise SolverError(f"daps: sigma_y must be >= 0, got {sigma_y}")
-        B = y.shape[0]
-        gens = generators_for(generator, B)
         shape = tuple(operator.in_shape)
-        y = y.detach()
         sig = self.levels(prior)
         N = p.anneal_steps
         x = randn(shape, gens, y) * sig[0]

@@ -44,18 +44,9 @@ import torch
 from invbench.operators.base import safe_div
 from torch import Tensor
 
-from ._ddpm_common import sampling_sigmas, sigma_batch, thresholded_singular_values
-from .base import (
-    Callback,
-    Generators,
-    Preset,
-    Solver,
-    SolverError,
-    check_finite,
-    generators_for,
-    randn,
-    with_deferred_finite_checks,
-)
+from .base import Preset, Solver, check_finite, randn, sigma_batch
+from .ddpm import sampling_sigmas, thresholded_singular_values
+from .params import param
 from .registry import register
 from .search_space import uniform
 
@@ -76,18 +67,12 @@ class DDRMParams:
         ``op.params.get("svd_threshold")`` (absent: no thresholding).
     """
 
-    eta: float = 0.85
-    eta_b: float = 1.0
+    eta: float = param(0.85, ge=0.0, le=1.0)
+    eta_b: float = param(1.0, ge=0.0, le=1.0)
     steps: int = 20
     sigmas: tuple[float, ...] | None = None
-    init: str = "ddrm_code"
+    init: str = param("ddrm_code", one_of=("ddrm_code", "exact"))
     svd_threshold: float | None = None
-
-    def __post_init__(self):
-        if not (0.0 <= self.eta <= 1.0 and 0.0 <= self.eta_b <= 1.0):
-            raise SolverError(f"ddrm: eta and eta_b must be in [0, 1], got {self.eta}, {self.eta_b}")
-        if self.init not in ("ddrm_code", "exact"):
-            raise SolverError(f"ddrm: init must be 'ddrm_code' or 'exact', got {self.init!r}")
 
 
 def ddrm_singular_values(op, threshold: float | None, like: Tensor) -> Tensor:
@@ -119,61 +104,17 @@ class DDRM(Solver):
         """The step count / explicit levels must fit the prior's noise grid (checked before a run)."""
         sampling_sigmas(prior, self.params.steps, self.params.sigmas)
 
-    @with_deferred_finite_checks
-    def solve(
-        self,
-        y: Tensor,
-        operator,
-        prior,
-        *,
-        sigma_y: float,
-        generator: Generators | None = None,
-        callback: Callback | None = None,
-    ) -> Tensor:
-        self.check(operator, prior)
+    @torch.no_grad()
+    def _solve(self, y: Tensor, operator, prior, sigma_y, gens, callback) -> Tensor:
+        """The state at level 0, i.e. the last x̂₀ (model space, ``(B, *operator.in_shape)``)."""
         p: DDRMParams = self.params
-        if sigma_y < 0:
-            raise SolverError(f"sigma_y must be >= 0, got {sigma_y}")
-        with torch.no_grad():
-            return self._run(y, operator, prior, float(sigma_y), generator, callback, p)
-
-    def _run(self, y, op, prior, sigma_y, generator, callback, p: DDRMParams) -> Tensor:
-        B = y.shape[0]
-        gens = generators_for(generator, B)
-        svd = op.svd
-        n = math.prod(op.in_shape)
-        s_m = ddrm_singular_values(op, p.svd_threshold, y)
-        m = s_m.numel()
-        s = torch.zeros(n, dtype=y.dtype, device=y.device)
-        s[:m] = s_m
-        in_range = torch.zeros(n, dtype=torch.bool, device=y.device)
-        in_range[:m] = True
-        Uty = torch.zeros(B, n, dtype=y.dtype, device=y.device)
-        Uty[:, :m] = svd.Ut(y)
-        ybar = safe_div(Uty, s)  # ȳ = Σ⁺Uᵀy
-        nsr = safe_div(sigma_y, s)  # σ_y / s_i
-
+        sp = _Spectrum(operator, y, sigma_y, p.svd_threshold)
         sigmas = sampling_sigmas(prior, p.steps, p.sigmas)
-        sT = sigmas[0]
-
-        # --- initialisation: p(x_T | y) of the code ---
-        z = randn((n,), gens, y)
-        large = in_range & (s * sT > sigma_y)
-        rem = torch.where(large, (sT**2 - nsr**2).clamp_min(0.0).sqrt(), torch.full_like(s, sT))
-        xbar = torch.where(large, ybar, torch.zeros_like(ybar)) + rem * z
-        scale = math.sqrt(1.0 + sT**2) / sT if p.init == "ddrm_code" else 1.0
-        x = svd.V(xbar * scale).reshape(B, *op.in_shape)
-
-        c = math.sqrt(1.0 - p.eta**2)
-        # Which branches occur at each step, read to the host once before the loop (no sync per
-        # step). Scaling by a level σ' >= 0 is monotone under rounding, so "some in-range
-        # s_i σ' > σ_y" equals "max_i s_i · σ' > σ_y" (and min for "<").
         sigmas_next = [*sigmas[1:], 0.0]
-        if m > 0:
-            s_hi, s_lo = s_m.max(), s_m.min()
-            occurs = torch.stack([torch.stack([s_hi * sn > sigma_y, s_lo * sn < sigma_y]) for sn in sigmas_next]).tolist()
-        else:
-            occurs = [[False, False]] * len(sigmas)
+        # --- initialisation: p(x_T | y) of the code ---
+        x = sp.initial_state(sigmas[0], randn((sp.n,), gens, y), p.init == "ddrm_code")
+        c = math.sqrt(1.0 - p.eta**2)
+        occurs = sp.branches(sigmas_next)
         for i, sigma in enumerate(sigmas):
             sigma_next = sigmas_next[i]
             any_noisier, any_less_noisy = occurs[i]
@@ -182,26 +123,65 @@ class DDRM(Solver):
             check_finite(x0, f"ddrm step {i}: denoiser output")
             if callback is not None:
                 callback(i, sigma, x, x0)
-            x0bar = svd.Vt(x0)
-            epsbar = svd.Vt((x - x0) / sigma)
-            z = randn((n,), gens, y)
+            x0bar = sp.svd.Vt(x0)
+            epsbar = sp.svd.Vt((x - x0) / sigma)
+            z = randn((sp.n,), gens, y)
 
             # null-space branch (default)
             new = x0bar + c * sigma_next * epsbar + p.eta * sigma_next * z
             # less noisy than y (σ_y > 0 here, since s σ' < σ_y)
             if any_less_noisy:
-                less_noisy = in_range & (s * sigma_next < sigma_y)
-                resid = (Uty - s * x0bar) / (sigma_y if sigma_y > 0 else 1.0)
+                less_noisy = sp.in_range & (sp.s * sigma_next < sigma_y)
+                resid = (sp.Uty - sp.s * x0bar) / (sigma_y if sigma_y > 0 else 1.0)
                 ln = x0bar + c * sigma_next * resid + p.eta * sigma_next * z
                 new = torch.where(less_noisy, ln, new)
             # noisier than y
             if any_noisier:
-                noisier = in_range & (s * sigma_next > sigma_y)
-                std_b = (sigma_next**2 - (p.eta_b * nsr) ** 2).clamp_min(0.0).sqrt()
-                nz = p.eta_b * ybar + (1.0 - p.eta_b) * x0bar + std_b * z
+                noisier = sp.in_range & (sp.s * sigma_next > sigma_y)
+                std_b = (sigma_next**2 - (p.eta_b * sp.nsr) ** 2).clamp_min(0.0).sqrt()
+                nz = p.eta_b * sp.ybar + (1.0 - p.eta_b) * x0bar + std_b * z
                 new = torch.where(noisier, nz, new)
 
             # x' = V x̄'
-            x = svd.V(new).reshape(B, *op.in_shape)
+            x = sp.svd.V(new).reshape(x.shape)
             check_finite(x, f"ddrm step {i}: state")
         return x
+
+
+class _Spectrum:
+    """The measurement in the operator's spectral coordinates (all ``n`` of them): thresholded
+    singular values ``s`` (0 beyond ``m``), ``Uᵀy``, ``ȳ = Σ⁺Uᵀy`` and ``σ_y / s``."""
+
+    def __init__(self, op, y: Tensor, sigma_y: float, threshold: float | None):
+        B = y.shape[0]
+        self.op, self.svd, self.sigma_y = op, op.svd, sigma_y
+        self.n = n = math.prod(op.in_shape)
+        self.s_m = s_m = ddrm_singular_values(op, threshold, y)
+        m = s_m.numel()
+        self.s = torch.zeros(n, dtype=y.dtype, device=y.device)
+        self.s[:m] = s_m
+        self.in_range = torch.zeros(n, dtype=torch.bool, device=y.device)
+        self.in_range[:m] = True
+        self.Uty = torch.zeros(B, n, dtype=y.dtype, device=y.device)
+        self.Uty[:, :m] = self.svd.Ut(y)
+        self.ybar = safe_div(self.Uty, self.s)  # ȳ = Σ⁺Uᵀy
+        self.nsr = safe_div(sigma_y, self.s)  # σ_y / s_i
+
+    def initial_state(self, sT: float, z: Tensor, code_scale: bool) -> Tensor:
+        """``x_T = V x̄ · c`` with ``x̄_i = ȳ_i + sqrt(σ_T² − σ_y²/s_i²) z_i`` where
+        ``s_i σ_T > σ_y``, else ``σ_T z_i``; ``c = sqrt(1 + σ_T²)/σ_T`` (the code) or 1."""
+        s, large = self.s, self.in_range & (self.s * sT > self.sigma_y)
+        rem = torch.where(large, (sT**2 - self.nsr**2).clamp_min(0.0).sqrt(), torch.full_like(s, sT))
+        xbar = torch.where(large, self.ybar, torch.zeros_like(self.ybar)) + rem * z
+        scale = math.sqrt(1.0 + sT**2) / sT if code_scale else 1.0
+        return self.svd.V(xbar * scale).reshape(z.shape[0], *self.op.in_shape)
+
+    def branches(self, sigmas_next: list[float]) -> list[list[bool]]:
+        """Per step, whether the "noisier" and "less noisy" branches occur, read to the host once
+        (no sync per step). Scaling by a level σ' >= 0 is monotone under rounding, so "some
+        in-range s_i σ' > σ_y" equals "max_i s_i · σ' > σ_y" (and min for "<")."""
+        if self.s_m.numel() == 0:
+            return [[False, False]] * len(sigmas_next)
+        s_hi, s_lo, sy = self.s_m.max(), self.s_m.min(), self.sigma_y
+        return torch.stack([torch.stack([s_hi * sn > sy, s_lo * sn < sy])
+                            for sn in sigmas_next]).tolist()

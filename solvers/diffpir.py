@@ -8,7 +8,7 @@ step, a closed-form data step, and a re-noising step that mixes the effective no
 noise. The state is kept in VP form ``x_t = sqrt(ᾱ_t) x_ve`` as in the code.
 
 Levels: the prior's DDPM grid on the quadratic skip schedule of the code (``skip_type="quad"``,
-:func:`~invbench.solvers._ddpm_common.quad_timesteps`): ``t_i = T − 1 − seq[i]``, ``σ_0 > … >
+:func:`~invbench.solvers.ddpm.quad_timesteps`): ``t_i = T − 1 − seq[i]``, ``σ_0 > … >
 σ_{N−1}`` (``σ_{N−1}`` is the grid's smallest level), ``ᾱ_i = 1/(1+σ_i²)``. Data weight
 ``ρ_i = λ σ_n² / σ_i²`` with ``σ_n = max(0.001, σ_y/2)`` — the code's pixel-unit noise level
 (``sigma = max(0.001, noise_level_img)``) against the model-unit σ_i, as the code has it. ::
@@ -54,18 +54,9 @@ from invbench.operators.base import svd_pinv
 from invbench.operators.conventions import model_sigma_to_pixel
 from torch import Tensor
 
-from ._ddpm_common import abar, quad_timesteps, sampling_sigmas, sigma_batch
-from .base import (
-    Callback,
-    Generators,
-    Preset,
-    Solver,
-    SolverError,
-    check_finite,
-    generators_for,
-    randn,
-    with_deferred_finite_checks,
-)
+from .base import Preset, Solver, check_finite, randn, sigma_batch
+from .ddpm import abar, quad_timesteps, sampling_sigmas
+from .params import param
 from .registry import register
 from .schedules import ddpm_sigmas
 from .search_space import log_uniform, uniform
@@ -89,18 +80,10 @@ class DiffPIRParams:
 
     steps: int = 100
     sigmas: tuple[float, ...] | None = None
-    lambda_: float = 7.0
-    zeta: float = 0.3
-    init: str = "pinv"
+    lambda_: float = param(7.0, gt=0.0)
+    zeta: float = param(0.3, ge=0.0, le=1.0)
+    init: str = param("pinv", one_of=("pinv", "gaussian"))
     clip_x0: bool = True
-
-    def __post_init__(self):
-        if not (self.lambda_ > 0 and math.isfinite(self.lambda_)):
-            raise SolverError(f"diffpir: lambda_ must be > 0, got {self.lambda_}")
-        if not 0.0 <= self.zeta <= 1.0:
-            raise SolverError(f"diffpir: zeta must be in [0, 1], got {self.zeta}")
-        if self.init not in ("pinv", "gaussian"):
-            raise SolverError(f"diffpir: init must be 'pinv' or 'gaussian', got {self.init!r}")
 
 
 def proximal_data_step(operator, x0: Tensor, y: Tensor, rho: float) -> Tensor:
@@ -174,28 +157,9 @@ class DiffPIR(Solver):
         """The step count / explicit levels must fit the prior's noise grid (checked before a run)."""
         self.levels(prior)
 
-    @with_deferred_finite_checks
-    def solve(
-        self,
-        y: Tensor,
-        operator,
-        prior,
-        *,
-        sigma_y: float,
-        generator: Generators | None = None,
-        callback: Callback | None = None,
-    ) -> Tensor:
-        """Return the reconstruction (model space, shape ``(B, *operator.in_shape)``).
-
-        ``sigma_y`` >= 0 in model units. One generator per image makes the result batch-invariant.
-        """
-        self.check(operator, prior)
+    def _solve(self, y: Tensor, operator, prior, sigma_y, gens, callback) -> Tensor:
+        """The state at the last level (model space, shape ``(B, *operator.in_shape)``)."""
         p: DiffPIRParams = self.params
-        sigma_y = float(sigma_y)
-        if sigma_y < 0:
-            raise SolverError(f"diffpir: sigma_y must be >= 0, got {sigma_y}")
-        B = y.shape[0]
-        gens = generators_for(generator, B)
         shape = tuple(operator.in_shape)
         svd = operator.svd
         sigmas = self.levels(prior)

@@ -46,18 +46,9 @@ import torch
 from invbench.operators import family
 from torch import Tensor
 
-from ._ddpm_common import abar, sampling_sigmas, sigma_batch
-from .base import (
-    Callback,
-    Generators,
-    Preset,
-    Solver,
-    SolverError,
-    check_finite,
-    generators_for,
-    randn,
-    with_deferred_finite_checks,
-)
+from .base import Preset, Solver, SolverError, check_finite, randn, sigma_batch
+from .ddpm import abar, sampling_sigmas
+from .params import param
 from .registry import register
 from .search_space import log_uniform
 
@@ -79,25 +70,13 @@ class DPSParams:
     zeta_schedule: ``"constant"`` (the DPS code) or ``"deepinv"`` (ζ_i = zeta β/sqrt(1−β)).
     """
 
-    zeta: float = 1.0
+    zeta: float = param(1.0, ge=0.0)
     steps: int = 1000
     sigmas: tuple[float, ...] | None = None
-    variance: str = "auto"
+    variance: str = param("auto", one_of=("auto", "learned", "fixed"))
     clip_x0: bool = True
-    clip_range: tuple[float, float] = (-1.0, 1.0)
-    zeta_schedule: str = "constant"
-
-    def __post_init__(self):
-        if self.zeta < 0:
-            raise SolverError(f"dps: zeta must be >= 0, got {self.zeta}")
-        if self.variance not in ("auto", "learned", "fixed"):
-            raise SolverError(f"dps: variance must be auto|learned|fixed, got {self.variance!r}")
-        cr = tuple(self.clip_range) if isinstance(self.clip_range, (list, tuple)) else ()
-        if len(cr) != 2 or not all(isinstance(v, (int, float)) for v in cr) or not cr[0] < cr[1]:
-            raise SolverError(f"dps: clip_range must be [low, high] with low < high, got {self.clip_range!r}")
-        object.__setattr__(self, "clip_range", (float(cr[0]), float(cr[1])))
-        if self.zeta_schedule not in ("constant", "deepinv"):
-            raise SolverError(f"dps: zeta_schedule must be constant|deepinv, got {self.zeta_schedule!r}")
+    clip_range: tuple[float, float] = param((-1.0, 1.0), increasing=True)
+    zeta_schedule: str = param("constant", one_of=("constant", "deepinv"))
 
 
 _CODE = "DPS2022/diffusion-posterior-sampling configs/{}_config.yaml, conditioning.params.scale"
@@ -153,26 +132,15 @@ class DPS(Solver):
         """The step count / explicit levels must fit the prior's noise grid (checked before a run)."""
         sampling_sigmas(prior, self.params.steps, self.params.sigmas)
 
-    @with_deferred_finite_checks
-    def solve(
-        self,
-        y: Tensor,
-        operator,
-        prior,
-        *,
-        sigma_y: float,
-        generator: Generators | None = None,
-        callback: Callback | None = None,
-    ) -> Tensor:
-        self.check(operator, prior)
+    def _solve(self, y: Tensor, operator, prior, sigma_y, gens, callback) -> Tensor:
+        """The final state ``x_{−1}`` (model space, shape ``(B, *prior.image_shape)``)."""
         p: DPSParams = self.params
-        B = y.shape[0]
-        gens = generators_for(generator, B)
         learned = p.variance == "learned" or (
             p.variance == "auto" and "learned_variance" in prior.capabilities
         )
         if learned and "learned_variance" not in prior.capabilities:
-            raise SolverError("dps: variance='learned' but the prior has no learned_variance capability")
+            raise SolverError("dps: variance='learned' but the prior has no learned_variance "
+                              "capability")
         sigmas = sampling_sigmas(prior, p.steps, p.sigmas)
         N = len(sigmas)
         shape = tuple(prior.image_shape)
@@ -182,35 +150,21 @@ class DPS(Solver):
             sigma_next = sigmas[i + 1] if i + 1 < N else 0.0
             a, a_next = abar(sigma), abar(sigma_next)
             beta = 1.0 - a / a_next
-            last = i == N - 1
-            x = x.detach().requires_grad_(True)
-            with torch.enable_grad():
-                # x̂₀ = clip(D(x_t / sqrt(ᾱ), σ_i), −1, 1)                            [1 NFE]
-                x_ve = x * math.sqrt(1.0 + sigma * sigma)
-                sb = sigma_batch(sigma, x)
-                if learned:
-                    d, v = prior.denoise_with_variance(x_ve, sb)
-                else:
-                    d, v = prior.denoise(x_ve, sb), None
-                x0 = d.clamp(*p.clip_range) if p.clip_x0 else d
-                # ∇_{x_t} ‖y − A(x̂₀)‖₂, per image                                 [1 VJP]
-                resid = (y - operator.forward(x0)).reshape(B, -1)
-                norms = torch.linalg.vector_norm(resid, dim=1)
-                (grad,) = torch.autograd.grad(norms.sum(), x)
-            x0 = x0.detach()
+            # x̂₀ = clip(D(x_t / sqrt(ᾱ), σ_i), −1, 1);  ∇_{x_t} ‖y − A(x̂₀)‖₂   [1 NFE, 1 VJP]
+            x_ve, x0, v, grad = self._denoise_and_guide(x, y, operator, prior, sigma, learned)
             check_finite(x0, f"dps step {i}: denoiser output")
             if callback is not None:
-                callback(i, sigma, x_ve.detach(), x0)
+                callback(i, sigma, x_ve, x0)
 
             # μ = β sqrt(ᾱ')/(1−ᾱ) · x̂₀ + (1−ᾱ') sqrt(1−β)/(1−ᾱ) · x_t
             c1 = beta * math.sqrt(a_next) / (1.0 - a)
             c2 = (1.0 - a_next) * math.sqrt(1.0 - beta) / (1.0 - a)
-            mean = c1 * x0 + c2 * x.detach()
+            mean = c1 * x0 + c2 * x
             # x'_{t−1} = μ + exp(½ log v) z   (no noise on the last step)
-            if not last:
+            if i < N - 1:
                 beta_tilde = beta * (1.0 - a_next) / (1.0 - a)
                 if learned:
-                    frac = (v.detach() + 1.0) / 2.0
+                    frac = (v + 1.0) / 2.0
                     logvar = frac * math.log(beta) + (1.0 - frac) * math.log(beta_tilde)
                     std = torch.exp(0.5 * logvar)
                 else:
@@ -221,3 +175,22 @@ class DPS(Solver):
             x = mean - zeta_i * grad
             check_finite(x, f"dps step {i}: state")
         return x.detach()
+
+    def _denoise_and_guide(self, x: Tensor, y: Tensor, operator, prior, sigma: float,
+                           learned: bool) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
+        """``(x_ve, x̂₀, v, ∇_{x_t}‖y − A(x̂₀)‖₂)`` at the VP state ``x`` (all detached; ``v`` the
+        learned-range variance output, None for ``variance="fixed"``); the norm per image."""
+        p: DPSParams = self.params
+        x = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            x_ve = x * math.sqrt(1.0 + sigma * sigma)
+            sb = sigma_batch(sigma, x)
+            if learned:
+                d, v = prior.denoise_with_variance(x_ve, sb)
+            else:
+                d, v = prior.denoise(x_ve, sb), None
+            x0 = d.clamp(*p.clip_range) if p.clip_x0 else d
+            resid = (y - operator.forward(x0)).reshape(x.shape[0], -1)
+            norms = torch.linalg.vector_norm(resid, dim=1)
+            (grad,) = torch.autograd.grad(norms.sum(), x)
+        return x_ve.detach(), x0.detach(), None if v is None else v.detach(), grad

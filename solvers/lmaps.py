@@ -67,23 +67,10 @@ import torch
 from invbench.operators.base import residual_gradient, safe_div
 from torch import Tensor
 
-from ._ddpm_common import sigma_batch
-from .base import (
-    Callback,
-    Generators,
-    Preset,
-    Solver,
-    SolverError,
-    SolverSkip,
-    check_finite,
-    generators_for,
-    randn,
-    require_counts,
-    require_positive,
-    with_deferred_finite_checks,
-)
+from .base import Preset, Solver, check_finite, randn, sigma_batch
+from .params import param
 from .registry import register
-from .schedules import clip_sigma, edm_levels_numpy
+from .schedules import clip_sigma, karras_sigmas
 from .search_space import log_uniform, uniform
 
 __all__ = ["LMAPS", "LMAPSParams", "local_map", "local_map_exact", "local_variance", "operator_norm_sq"]
@@ -107,29 +94,15 @@ class LMAPSParams:
     inner: ``"gradient"`` (K steps) or ``"exact"`` (closed form through the SVD).
     """
 
-    steps: int = 200
-    inner_steps: int = 200
-    sigma_max: float = 100.0
-    sigma_min: float = 0.1
-    rho: float = 7.0
-    k: float = 1.0
-    lr: float = 1.0
-    zeta: float = 1.0
-    inner: str = "gradient"
-
-    def __post_init__(self):
-        require_counts("lmaps", self, "steps", "inner_steps")
-        require_positive("lmaps", self, "sigma_max", "sigma_min", "rho")
-        if self.sigma_min >= self.sigma_max:
-            raise SolverError(f"lmaps: sigma_min ({self.sigma_min}) must be < sigma_max ({self.sigma_max})")
-        if not (self.k >= 0 and math.isfinite(self.k)):
-            raise SolverError(f"lmaps: k must be >= 0, got {self.k}")
-        if not 0.0 < self.lr < 2.0:
-            raise SolverError(f"lmaps: lr must be in (0, 2), got {self.lr}")
-        if not 0.0 <= self.zeta <= 1.0:
-            raise SolverError(f"lmaps: zeta must be in [0, 1], got {self.zeta}")
-        if self.inner not in ("gradient", "exact"):
-            raise SolverError(f"lmaps: inner must be 'gradient' or 'exact', got {self.inner!r}")
+    steps: int = param(200, ge=1)
+    inner_steps: int = param(200, ge=1)
+    sigma_max: float = param(100.0, gt="sigma_min")
+    sigma_min: float = param(0.1, gt=0.0)
+    rho: float = param(7.0, gt=0.0)
+    k: float = param(1.0, ge=0.0)
+    lr: float = param(1.0, gt=0.0, lt=2.0)
+    zeta: float = param(1.0, ge=0.0, le=1.0)
+    inner: str = param("gradient", one_of=("gradient", "exact"))
 
 
 def local_variance(sigma: float, k: float) -> float:
@@ -230,44 +203,25 @@ class LMAPS(Solver):
         ),
     }
 
-    def check(self, operator, prior) -> None:
-        """``requires`` plus the SVD when ``inner = "exact"``."""
-        super().check(operator, prior)
-        if self.params.inner == "exact" and "svd" not in operator.capabilities:
-            raise SolverSkip(f"lmaps with inner='exact' requires svd; operator "
-                             f"{operator.name or type(operator).__name__} does not provide it")
+    def requirements(self) -> frozenset[str]:
+        """``requires`` plus the operator's SVD when ``inner = "exact"``."""
+        return super().requirements() | ({"svd"} if self.params.inner == "exact" else set())
 
     def levels(self, prior) -> list[float]:
         """Levels σ_0 > … > σ_{N−1} (model units, clipped to the prior's range), then σ_N = 0."""
         p: LMAPSParams = self.params
-        return [clip_sigma(prior, v) for v in edm_levels_numpy(p.sigma_max, p.sigma_min, p.steps, p.rho)] + [0.0]
+        s = karras_sigmas(p.steps, p.sigma_max, p.sigma_min, p.rho, numpy_order=True)
+        return [clip_sigma(prior, v) for v in s.tolist()] + [0.0]
 
     def nfe_estimate(self) -> int:
         """Network evaluations per image: one per level."""
         return int(self.params.steps)
 
-    @with_deferred_finite_checks
-    def solve(
-        self,
-        y: Tensor,
-        operator,
-        prior,
-        *,
-        sigma_y: float,
-        generator: Generators | None = None,
-        callback: Callback | None = None,
-    ) -> Tensor:
-        """Return the last local MAP (model space, shape ``(B, *operator.in_shape)``).
-        ``sigma_y`` >= 0 in model units."""
-        self.check(operator, prior)
+    def _solve(self, y: Tensor, operator, prior, sigma_y, gens, callback) -> Tensor:
+        """The last local MAP (model space, shape ``(B, *operator.in_shape)``)."""
         p: LMAPSParams = self.params
-        sigma_y = float(sigma_y)
-        if sigma_y < 0:
-            raise SolverError(f"lmaps: sigma_y must be >= 0, got {sigma_y}")
         B = y.shape[0]
-        gens = generators_for(generator, B)
         shape = tuple(operator.in_shape)
-        y = y.detach()
         sig = self.levels(prior)
         exact = p.inner == "exact"
 

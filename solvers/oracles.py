@@ -18,7 +18,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from .base import Callback, Generators, Preset, Solver, generators_for
+from .base import Preset, Solver
 from .registry import register
 
 __all__ = ["OracleMAP", "OracleMean", "OracleSample"]
@@ -41,27 +41,13 @@ class _Oracle(Solver):
         """Network evaluations per image: none (closed form from the prior's parameters)."""
         return 0
 
-    def solve(
-        self,
-        y: Tensor,
-        operator,
-        prior,
-        *,
-        sigma_y: float,
-        generator: Generators | None = None,
-        callback: Callback | None = None,
-    ) -> Tensor:
+    def _solve(self, y: Tensor, operator, prior, sigma_y, gens, callback) -> Tensor:
         """Exact answer per image, shape ``(B, *operator.in_shape)``, y's dtype and device.
-
-        ``sigma_y`` >= 0 in model units. ``callback`` (if given) is called once with
-        ``(0, 0.0, x_hat, x_hat)`` per image batch.
-        """
-        self.check(operator, prior)
+        ``callback`` (if given) is called once with ``(0, 0.0, x_hat, x_hat)`` per batch."""
         B = y.shape[0]
-        gens = generators_for(generator, B)
         out = []
         for b in range(B):
-            post = prior.posterior(operator, y[b : b + 1], float(sigma_y))
+            post = prior.posterior(operator, y[b : b + 1], sigma_y)
             out.append(self._one(post, gens[b]).reshape(operator.in_shape).to(device=y.device, dtype=y.dtype))
         x = torch.stack(out)
         if callback is not None:

@@ -43,18 +43,9 @@ import torch
 from invbench.operators.base import safe_div, svd_pinv
 from torch import Tensor
 
-from ._ddpm_common import abar, sampling_sigmas, sigma_batch, thresholded_singular_values
-from .base import (
-    Callback,
-    Generators,
-    Preset,
-    Solver,
-    SolverError,
-    check_finite,
-    generators_for,
-    randn,
-    with_deferred_finite_checks,
-)
+from .base import Preset, Solver, check_finite, randn, sigma_batch
+from .ddpm import abar, sampling_sigmas, thresholded_singular_values
+from .params import param
 from .registry import register
 from .search_space import log_uniform, uniform
 
@@ -77,17 +68,11 @@ class PiGDMParams:
 
     steps: int = 100
     sigmas: tuple[float, ...] | None = None
-    eta: float = 0.0
+    eta: float = param(0.0, ge=0.0, le=1.0)
     weight: float = 1.0
-    init: str = "pinv"
+    init: str = param("pinv", one_of=("pinv", "gaussian"))
     clip_x0: bool = False
     svd_threshold: float | None = None
-
-    def __post_init__(self):
-        if not 0.0 <= self.eta <= 1.0:
-            raise SolverError(f"pigdm: eta must be in [0, 1], got {self.eta}")
-        if self.init not in ("pinv", "gaussian"):
-            raise SolverError(f"pigdm: init must be 'pinv' or 'gaussian', got {self.init!r}")
 
 
 def pigdm_guidance_vector(op, resid: Tensor, r2: float, sigma_y: float, s: Tensor | None = None) -> Tensor:
@@ -134,23 +119,9 @@ class PiGDM(Solver):
         """The step count / explicit levels must fit the prior's noise grid (checked before a run)."""
         sampling_sigmas(prior, self.params.steps, self.params.sigmas)
 
-    @with_deferred_finite_checks
-    def solve(
-        self,
-        y: Tensor,
-        operator,
-        prior,
-        *,
-        sigma_y: float,
-        generator: Generators | None = None,
-        callback: Callback | None = None,
-    ) -> Tensor:
-        self.check(operator, prior)
+    def _solve(self, y: Tensor, operator, prior, sigma_y, gens, callback) -> Tensor:
+        """The state at level 0 (model space, shape ``(B, *operator.in_shape)``)."""
         p: PiGDMParams = self.params
-        if sigma_y < 0:
-            raise SolverError(f"sigma_y must be >= 0, got {sigma_y}")
-        B = y.shape[0]
-        gens = generators_for(generator, B)
         shape = tuple(operator.in_shape)
         sigmas = sampling_sigmas(prior, p.steps, p.sigmas)
         N = len(sigmas)
@@ -177,7 +148,7 @@ class PiGDM(Solver):
                 x0 = d.clamp(-1.0, 1.0) if p.clip_x0 else d
                 # g = J_tᵀ V diag(s_i/(r_t² s_i² + σ_y²)) Uᵀ (y − A x̂₀)          [1 VJP]
                 with torch.no_grad():
-                    vec = pigdm_guidance_vector(operator, y - operator.forward(x0), r2, float(sigma_y), s_thr)
+                    vec = pigdm_guidance_vector(operator, y - operator.forward(x0), r2, sigma_y, s_thr)
                 (g,) = torch.autograd.grad(x0, x, grad_outputs=vec)
             x0 = x0.detach()
             check_finite(x0, f"pigdm step {i}: denoiser output")

@@ -36,19 +36,9 @@ import torch
 from invbench.operators.base import svd_pinv
 from torch import Tensor
 
-from ._ddpm_common import sampling_sigmas, sigma_batch, thresholded_singular_values
-from .base import (
-    Callback,
-    Generators,
-    Preset,
-    Solver,
-    SolverError,
-    check_finite,
-    generators_for,
-    randn,
-    require_positive,
-    with_deferred_finite_checks,
-)
+from .base import Preset, Solver, check_finite, randn, sigma_batch
+from .ddpm import sampling_sigmas, thresholded_singular_values
+from .params import param
 from .registry import register
 from .search_space import log_uniform
 
@@ -70,12 +60,9 @@ class REDDiffParams:
 
     steps: int = 50
     sigmas: tuple[float, ...] | None = None
-    lambda_: float = 0.25
-    lr: float = 0.1
+    lambda_: float = param(0.25, gt=0.0)
+    lr: float = param(0.1, gt=0.0)
     svd_threshold: float | None = None
-
-    def __post_init__(self):
-        require_positive("reddiff", self, "lambda_", "lr")
 
 
 @register
@@ -107,30 +94,15 @@ class REDDiff(Solver):
         """The step count / explicit levels must fit the prior's noise grid (checked before a run)."""
         sampling_sigmas(prior, self.params.steps, self.params.sigmas)
 
-    @with_deferred_finite_checks
-    def solve(
-        self,
-        y: Tensor,
-        operator,
-        prior,
-        *,
-        sigma_y: float,
-        generator: Generators | None = None,
-        callback: Callback | None = None,
-    ) -> Tensor:
-        """Return μ (model space, shape ``(B, *operator.in_shape)``). ``sigma_y`` (model units)
-        is not used by the update (the released config sets the code's ``sigma_y`` to 0)."""
-        self.check(operator, prior)
+    def _solve(self, y: Tensor, operator, prior, sigma_y, gens, callback) -> Tensor:
+        """μ (model space, shape ``(B, *operator.in_shape)``). ``sigma_y`` is not used by the
+        update (the released config sets the code's ``sigma_y`` to 0)."""
         p: REDDiffParams = self.params
-        if float(sigma_y) < 0:
-            raise SolverError(f"reddiff: sigma_y must be >= 0, got {sigma_y}")
         B = y.shape[0]
-        gens = generators_for(generator, B)
         shape = tuple(operator.in_shape)
         d = math.prod(shape)
         m = y[0].numel()
         sigmas = sampling_sigmas(prior, p.steps, p.sigmas)
-        y = y.detach()
 
         # μ ← A⁺y  (thresholded singular values, as the code's DDRM operators)
         s_thr = thresholded_singular_values(operator, p.svd_threshold, y)

@@ -3,7 +3,10 @@
 All functions return 1-D float64 CPU tensors (callers move/cast them). Conventions:
 
 * :func:`karras_sigmas` — EDM (Karras et al. 2022, Eq. 5) ``rho`` schedule, *descending* from
-  ``sigma_max`` to ``sigma_min`` (``n`` levels, both ends included).
+  ``sigma_max`` to ``sigma_min`` (``n`` levels, both ends included); ``numpy_order=True``
+  reproduces released NumPy code bit for bit.
+* :func:`clip_sigma` / :func:`clip_to_prior` — one level / a requested range clipped to the
+  prior's valid range.
 * :func:`geometric_sigmas` — log-uniform, descending (EDM with ``rho -> inf``).
 * :func:`ddpm_linear_sigmas` — the DDPM linear-beta grid (``betas = linspace(1e-4, 0.02, T)``,
   Ho et al. 2020; used by the DPS/DDRM/guided-diffusion code), as VE levels
@@ -26,18 +29,27 @@ __all__ = [
     "ddpm_linear_betas",
     "ddpm_linear_sigmas",
     "ddpm_sigmas",
-    "edm_levels_numpy",
     "geometric_sigmas",
     "karras_sigmas",
 ]
 
 
-def karras_sigmas(n: int, sigma_max: float, sigma_min: float, rho: float = 7.0) -> Tensor:
+def karras_sigmas(n: int, sigma_max: float, sigma_min: float, rho: float = 7.0, *,
+                  numpy_order: bool = False) -> Tensor:
     """EDM schedule ``sigma_i = (smax^(1/rho) + i/(n-1) (smin^(1/rho) - smax^(1/rho)))^rho``.
 
     Returns ``n`` descending levels (``sigma_0 = sigma_max``, ``sigma_{n-1} = sigma_min``);
     ``n = 1`` gives ``[sigma_max]``. Requires ``sigma_max >= sigma_min > 0`` and ``rho > 0``.
+
+    ``numpy_order=True`` computes the same levels the way released NumPy code does
+    (``np.linspace`` then ``(a + r (b − a)) ** ρ`` in float64, end points not pinned, no range
+    check), for solvers whose fidelity to that code is bitwise (DAPS's
+    ``EDMScheduler.get_discrete_time_steps``, and LMAPS, which uses DAPS's grid).
     """
+    if numpy_order:
+        r = np.linspace(0, 1, n)
+        a, b = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
+        return torch.tensor([float((a + ri * (b - a)) ** rho) for ri in r], dtype=torch.float64)
     _check_range(n, sigma_max, sigma_min)
     if rho <= 0:
         raise ValueError(f"rho must be > 0, got {rho}")
@@ -48,16 +60,6 @@ def karras_sigmas(n: int, sigma_max: float, sigma_min: float, rho: float = 7.0) 
     s = (a + i * (b - a)) ** rho
     s[0], s[-1] = float(sigma_max), float(sigma_min)  # exact end points
     return s
-
-
-def edm_levels_numpy(sigma_max: float, sigma_min: float, n: int, rho: float = 7.0) -> list[float]:
-    """The same EDM poly-ρ levels as :func:`karras_sigmas`, computed the way released NumPy code
-    does (``np.linspace`` then ``(a + r (b − a)) ** ρ`` in float64, end points not pinned), for
-    solvers whose fidelity to that code is bitwise (DAPS's ``EDMScheduler.get_discrete_time_steps``,
-    and LMAPS, which uses DAPS's grid). Descending, ``n`` entries, model units."""
-    r = np.linspace(0, 1, n)
-    a, b = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
-    return [float((a + ri * (b - a)) ** rho) for ri in r]
 
 
 def clip_sigma(prior, sigma: float) -> float:

@@ -46,7 +46,6 @@ covariance evaluations and their autograd (not network evaluations; not counted)
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -55,27 +54,12 @@ from invbench.operators.base import safe_div
 from torch import Tensor
 
 from . import schedules, svd_tools
-from .base import (
-    Callback,
-    Generators,
-    Preset,
-    Solver,
-    SolverError,
-    SolverSkip,
-    check_finite,
-    generators_for,
-    randn,
-    with_deferred_finite_checks,
-)
+from .base import Preset, Solver, SolverSkip, check_finite, randn
+from .params import param
 from .registry import register
 from .search_space import choice, int_range, log_uniform
 
 __all__ = ["VMLMAP", "VMLMAPParams"]
-
-_INITS = ("noise", "pinv")
-_LOSSES = ("vml_s", "vml_full")
-_PRECONDITIONERS = ("svd", "scalar")
-_TRANSITIONS = ("ddim", "map_consistent")
 
 
 @dataclass(frozen=True)
@@ -98,17 +82,17 @@ class VMLMAPParams:
         exact minimiser at σ', since there x − D = σ² Σ⁻¹(D − μ); ours).
     """
 
-    n_levels: int = 100
-    inner_steps: int = 10
-    step_size: float = 1.9
-    sigma_max: float = 80.0
-    sigma_min: float = 0.002
-    rho: float = 7.0
-    init: str = "noise"
-    preconditioner: str = "svd"
-    loss: str = "vml_s"
-    lipschitz_margin: float = 1.05
-    transition: str = "map_consistent"
+    n_levels: int = param(100, ge=1)
+    inner_steps: int = param(10, ge=0)
+    step_size: float = param(1.9, gt=0.0)
+    sigma_max: float = param(80.0, ge="sigma_min")
+    sigma_min: float = param(0.002, gt=0.0)
+    rho: float = param(7.0, gt=0.0)
+    init: str = param("noise", one_of=("noise", "pinv"))
+    preconditioner: str = param("svd", one_of=("svd", "scalar"))
+    loss: str = param("vml_s", one_of=("vml_s", "vml_full"))
+    lipschitz_margin: float = param(1.05, ge=1.0)
+    transition: str = param("map_consistent", one_of=("ddim", "map_consistent"))
 
 
 @register
@@ -161,32 +145,12 @@ class VMLMAP(Solver):
         ),
     }
 
-    def __init__(self, params: VMLMAPParams | None = None, preset: str = "default"):
-        super().__init__(params, preset)
+    def requirements(self) -> frozenset[str]:
+        """``requires`` plus ``"svd"`` for ``preconditioner="svd"`` and ``"analytic"`` for
+        ``loss="vml_full"``."""
         p = self.params
-        if int(p.n_levels) != p.n_levels or p.n_levels < 1:
-            raise SolverError(f"vml_map: n_levels must be an integer >= 1, got {p.n_levels}")
-        if int(p.inner_steps) != p.inner_steps or p.inner_steps < 0:
-            raise SolverError(f"vml_map: inner_steps must be an integer >= 0, got {p.inner_steps}")
-        if not (p.step_size > 0 and math.isfinite(p.step_size)):
-            raise SolverError(f"vml_map: step_size must be > 0, got {p.step_size}")
-        if not (p.sigma_max >= p.sigma_min > 0):
-            raise SolverError(f"vml_map: need sigma_max >= sigma_min > 0, got {p.sigma_max}, {p.sigma_min}")
-        if p.rho <= 0:
-            raise SolverError(f"vml_map: rho must be > 0, got {p.rho}")
-        for field, value, valid in (("init", p.init, _INITS), ("loss", p.loss, _LOSSES),
-                                    ("preconditioner", p.preconditioner, _PRECONDITIONERS),
-                                    ("transition", p.transition, _TRANSITIONS)):
-            if value not in valid:
-                raise SolverError(f"vml_map: {field} must be one of {', '.join(valid)}, got {value!r}")
-        if p.lipschitz_margin < 1:
-            raise SolverError(f"vml_map: lipschitz_margin must be >= 1, got {p.lipschitz_margin}")
-        extra = set()
-        if p.preconditioner == "svd":
-            extra.add("svd")
-        if p.loss == "vml_full":
-            extra.add("analytic")
-        self.requires = type(self).requires | extra  # instance-level: base check() reads self.requires
+        extra = {"svd"} if p.preconditioner == "svd" else set()
+        return super().requirements() | extra | ({"analytic"} if p.loss == "vml_full" else set())
 
     # ------------------------------------------------------------------ public
     def levels(self, prior) -> Tensor:
@@ -199,32 +163,13 @@ class VMLMAP(Solver):
         """Network evaluations per image: N·(K+1)."""
         return int(self.params.n_levels) * (int(self.params.inner_steps) + 1)
 
-    @with_deferred_finite_checks
-    def solve(
-        self,
-        y: Tensor,
-        operator,
-        prior,
-        *,
-        sigma_y: float,
-        generator: Generators | None = None,
-        callback: Callback | None = None,
-    ) -> Tensor:
-        """Return the MAP estimate (model space, shape ``(B, *operator.in_shape)``).
-
-        ``sigma_y`` >= 0 in model units (0 allowed with ``loss="vml_s"``). One generator per
-        image makes the result batch-invariant. Raises SolverSkip / SolverDiverged.
-        """
-        self.check(operator, prior)
+    def _solve(self, y: Tensor, operator, prior, sigma_y, gens, callback) -> Tensor:
+        """The MAP estimate (model space, shape ``(B, *operator.in_shape)``); ``sigma_y = 0`` is
+        allowed with ``loss="vml_s"``."""
         p = self.params
-        sigma_y = float(sigma_y)
-        if sigma_y < 0:
-            raise SolverError(f"vml_map: sigma_y must be >= 0, got {sigma_y}")
         if p.loss == "vml_full" and sigma_y == 0:
-            raise SolverSkip("vml_map: loss='vml_full' is infinite for sigma_y = 0 (Tr(A Cov Aᵀ)/σ_y²)")
-        y = y.detach()
-        B = y.shape[0]
-        gens = generators_for(generator, B)
+            raise SolverSkip("vml_map: loss='vml_full' is infinite for sigma_y = 0 "
+                             "(Tr(A Cov Aᵀ)/σ_y²)")
         sigmas = self.levels(prior).tolist()  # σ_0 > … > σ_{N−1}
         K, gamma = int(p.inner_steps), float(p.step_size)
         q = 1 if p.transition == "ddim" else 2  # "map_consistent"

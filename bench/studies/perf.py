@@ -189,7 +189,7 @@ def _ddrm_pair(ctx: dict, prob, steps: int, seed: int = 3):
     the prior's 20-step DDPM grid with ``init="exact"``; deepinv told σ_k = level/√2 and noise
     √2·noise_sigma with the 1/√2-compensating wrapper (its noise is drawn as randn/√2)."""
     import deepinv
-    from invbench.solvers._ddpm_common import sampling_sigmas
+    from invbench.solvers.ddpm import sampling_sigmas
 
     prior = ctx["prior"]
     levels = sampling_sigmas(prior, steps)

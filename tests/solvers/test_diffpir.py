@@ -14,7 +14,7 @@ from invbench.bench import bundled
 from invbench.operators import conventions as cv
 from invbench.operators.base import svd_pinv
 from invbench.solvers import diffpir as D
-from invbench.solvers._ddpm_common import quad_timesteps
+from invbench.solvers.ddpm import quad_timesteps
 from invbench.solvers.schedules import ddpm_linear_sigmas
 
 from invbench import operators, priors, solvers

@@ -54,7 +54,7 @@ def _solve(name, ov, A, P, y, *, defer: bool, every: int = 64):
     if not defer:
         return s.solve(y, A, P, sigma_y=0.05, generator=gens(2))
     with deferred_finite_checks(every=every, defer_cpu=True):
-        return s.solve.__wrapped__(s, y, A, P, sigma_y=0.05, generator=gens(2))
+        return s.solve(y, A, P, sigma_y=0.05, generator=gens(2))  # the caller's context holds
 
 
 @pytest.mark.parametrize(("name", "ov"), ALL)

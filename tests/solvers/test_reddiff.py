@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 from invbench.operators.base import svd_pinv
-from invbench.solvers._ddpm_common import sampling_sigmas, thresholded_singular_values
+from invbench.solvers.ddpm import sampling_sigmas, thresholded_singular_values
 
 from invbench import operators, priors, solvers
 from tests.helpers.baselines import gaussian_prior, gens

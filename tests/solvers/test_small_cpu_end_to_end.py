@@ -61,7 +61,7 @@ def test_skips_are_exactly_the_capability_gaps(prior):
                 s.check(A, prior)
             except solvers.SolverSkip:
                 skipped.add((name, task))
-            if set(s.requires) - (set(A.capabilities) | set(prior.capabilities)):
+            if s.requirements() - (set(A.capabilities) | set(prior.capabilities)):
                 expected.add((name, task))
     assert skipped == expected
     # the operators without an SVD (motion blur) or linearity (phase retrieval) are the gaps

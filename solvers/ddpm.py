@@ -1,5 +1,5 @@
-"""Shared plumbing for the DDPM-family baselines (DPS, DDRM, ΠGDM): timestep selection and
-VP/VE bookkeeping (docs/design.md §2).
+"""Timestep bookkeeping shared by the DDPM-family baselines (DPS, DDRM, ΠGDM, DiffPIR, RED-diff):
+timestep selection, VP/VE conversion and DDRM's singular-value threshold (docs/design.md §2).
 
 Conventions. Every prior is a VE denoiser ``D(x, sigma)`` with ``x = x0 + sigma n`` (model units).
 The baselines were written for VP ε-networks; the one-to-one map used throughout is
@@ -19,13 +19,18 @@ import itertools
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 from torch import Tensor
 
-from .base import SolverError
+from .errors import SolverError
 from .schedules import ddpm_sigmas
 
-__all__ = ["abar", "quad_timesteps", "sampling_sigmas", "sigma_batch", "skip_timesteps", "thresholded_singular_values"]
+__all__ = [
+    "abar",
+    "quad_timesteps",
+    "sampling_sigmas",
+    "skip_timesteps",
+    "thresholded_singular_values",
+]
 
 
 def skip_timesteps(T: int, steps: int) -> list[int]:
@@ -73,11 +78,6 @@ def sampling_sigmas(prior, steps: int, explicit: Sequence[float] | None = None) 
 def abar(sigma: float) -> float:
     """``ᾱ = 1 / (1 + σ²)`` (σ = 0 gives 1)."""
     return 1.0 / (1.0 + sigma * sigma)
-
-
-def sigma_batch(sigma: float, like: Tensor) -> Tensor:
-    """A ``(B,)`` tensor filled with ``sigma`` on ``like``'s device/dtype."""
-    return torch.full((like.shape[0],), float(sigma), dtype=like.dtype, device=like.device)
 
 
 def thresholded_singular_values(op, threshold: float | None, like: Tensor) -> Tensor:
