@@ -37,8 +37,9 @@ class TuneError(ValueError):
 
 
 TUNE_PART = "tune"
-"""The data and solver parts of a tuning problem's seeds (:func:`invbench.bench.problem.build_problem`):
-one draw per (task, dataset, image), whatever the study's ``--seed``."""
+"""The data and solver parts of a tuning problem's seeds
+(:func:`invbench.bench.problem.build_problem`): one draw per (task, dataset, image), whatever
+the study's ``--seed``."""
 
 
 @dataclass
@@ -63,14 +64,18 @@ class TuneResult:
 
 def image_sha256(x: torch.Tensor) -> str:
     """sha256 of an image tensor's float64 bytes (pixel units)."""
-    return hashlib.sha256(x.detach().to(torch.float64).contiguous().cpu().numpy().tobytes()).hexdigest()
+    return hashlib.sha256(
+        x.detach().to(torch.float64).contiguous().cpu().numpy().tobytes()
+    ).hexdigest()
 
 
 def split_spec(spec: dict, split: str) -> dict:
     """``spec`` rebuilt on ``split``; :class:`TuneError` for a dataset type without splits."""
     if spec.get("type") not in SPLIT_TYPES:
-        raise TuneError(f"dataset {spec.get('name')!r}: type {spec.get('type')!r} has no validation split "
-                        f"(tune needs one of {', '.join(SPLIT_TYPES)})")
+        raise TuneError(
+            f"dataset {spec.get('name')!r}: type {spec.get('type')!r} has no validation split "
+            f"(tune needs one of {', '.join(SPLIT_TYPES)})"
+        )
     return {**spec, "split": split}
 
 
@@ -101,7 +106,9 @@ def _problems(exp, solver_cls, base_dir: str) -> tuple[list[_Case], dict]:
             raise TuneError(f"dataset {dspec.name!r}: {e}") from None
         src = ds.source()
         if src.get("split") != "validation":
-            raise TuneError(f"dataset {dspec.name!r}: built split {src.get('split')!r}, not 'validation'")
+            raise TuneError(
+                f"dataset {dspec.name!r}: built split {src.get('split')!r}, not 'validation'"
+            )
         forbidden = test_split_hashes(dspec.build_spec(), base_dir)
         manifests[dspec.name] = manifest_sha256(src)
         pspecs = [p for p in exp.priors if p.datasets is None or dspec.name in p.datasets]
@@ -111,9 +118,19 @@ def _problems(exp, solver_cls, base_dir: str) -> tuple[list[_Case], dict]:
                 for i in range(len(ds)):
                     h = image_sha256(ds.get(i))
                     if h in forbidden:
-                        raise TuneError(f"dataset {dspec.name!r}: image {ds.ids[i]} is in the test split")
-                    pb = build_problem(t, dspec.name, ds.ids[i], ds.get(i), TUNE_PART, TUNE_PART,
-                                       device="cpu", dtype=torch.float64)
+                        raise TuneError(
+                            f"dataset {dspec.name!r}: image {ds.ids[i]} is in the test split"
+                        )
+                    pb = build_problem(
+                        t,
+                        dspec.name,
+                        ds.ids[i],
+                        ds.get(i),
+                        TUNE_PART,
+                        TUNE_PART,
+                        device="cpu",
+                        dtype=torch.float64,
+                    )
                     probs.append(_Case(pb, prior, h))
     if not probs:
         raise TuneError("no validation problems: the experiment pairs no prior with its datasets")
@@ -125,7 +142,8 @@ def suggest_within_cap(trial, cls, base_preset: str, fixed: dict, nfe_cap: float
     that changes the cost (VML-MAP's N and K) is drawn from its range cut at the largest value that
     keeps one solve within the cap, the parameters drawn after it at their lower bounds: the cap
     shapes the space instead of discarding most trials. Parameters are drawn in declaration order.
-    A trial whose lower bounds already exceed the cap is drawn unchanged (and pruned by the caller)."""
+    A trial whose lower bounds already exceed the cap is drawn unchanged (and pruned by the
+    caller)."""
     space = cls.SEARCH_SPACE
     names = list(space)
     params: dict = {}
@@ -140,7 +158,7 @@ def suggest_within_cap(trial, cls, base_preset: str, fixed: dict, nfe_cap: float
             params[k] = p.suggest(trial, k)
             continue
         lo, hi = int(p.low), int(p.high)
-        if cost({**params, k: hi}) > nfe_cap:          # largest value within the cap (cost grows with it)
+        if cost({**params, k: hi}) > nfe_cap:  # largest value within the cap (cost grows with it)
             a, b = lo, hi
             while b - a > 1:
                 mid = (a + b) // 2
@@ -157,15 +175,28 @@ evaluation (each pruned by ``--nfe-cap`` before solving): the budget would never
 LOCK_NAME = ".lock"
 BINDING = ("solver", "config_hash", "split", "metric", "seed", "nfe_cap")
 """Study user attributes that bind a study to what was tuned; a rerun must match them all."""
-_BINDING_NAMES = {"solver": "solver", "config_hash": "config hash", "split": "split", "metric": "--metric",
-                  "seed": "--seed", "nfe_cap": "--nfe-cap"}
+_BINDING_NAMES = {
+    "solver": "solver",
+    "config_hash": "config hash",
+    "split": "split",
+    "metric": "--metric",
+    "seed": "--seed",
+    "nfe_cap": "--nfe-cap",
+}
 _FINISHED = ("COMPLETE", "PRUNED")
-_STALE_NOTE = ("interrupted: its tune process ended before the trial finished; closed as FAIL by the next "
-               "tune of this folder and not counted toward the budget")
+_STALE_NOTE = (
+    "interrupted: its tune process ended before the trial finished; closed as FAIL by the next "
+    "tune of this folder and not counted toward the budget"
+)
 
 
-def _check_args(metric: str, budget_trials: int | None, budget_nfe: float | None, nfe_cap: float | None,
-                seed: int) -> int | None:
+def _check_args(
+    metric: str,
+    budget_trials: int | None,
+    budget_nfe: float | None,
+    nfe_cap: float | None,
+    seed: int,
+) -> int | None:
     """Check the numeric and metric arguments; return the trial budget (20 when none is given)."""
     if metric != "psnr":
         raise TuneError(f"--metric: only 'psnr' is supported, got {metric!r}")
@@ -191,7 +222,9 @@ def _check_out(out_dir: Path) -> None:
         if p.exists() or p.is_symlink():
             if not p.is_dir():
                 what = "it is" if p == out_dir else f"{p} is"
-                raise TuneError(f"--out {out_dir}: cannot be a tune folder ({what} not a directory)")
+                raise TuneError(
+                    f"--out {out_dir}: cannot be a tune folder ({what} not a directory)"
+                )
             return
         if p.parent == p:
             return
@@ -206,8 +239,11 @@ def _check_cap(cls, base_preset: str, fixed: dict, nfe_cap: float | None, solver
     low = {k: p.low for k, p in cls.SEARCH_SPACE.items() if p.kind == "int"}
     cheapest = nfe_per_image(cls.from_preset(base_preset, **{**fixed, **low}))
     if cheapest > nfe_cap:
-        raise TuneError(f"--nfe-cap {nfe_cap:g}: the cheapest setting of {solver}'s search space costs {cheapest:g} "
-                        f"network evaluations per solve (with the config's overrides); nothing to try")
+        raise TuneError(
+            f"--nfe-cap {nfe_cap:g}: the cheapest setting of {solver}'s search space costs "
+            f"{cheapest:g} "
+            f"network evaluations per solve (with the config's overrides); nothing to try"
+        )
 
 
 @contextlib.contextmanager
@@ -215,7 +251,8 @@ def _tune_lock(out_dir: Path) -> Iterator[None]:
     """Hold ``out_dir/.lock`` (``flock``, non-blocking, released by the kernel when the process
     ends) for a whole tune; the holder's pid is written into the file for the refusal message."""
     try:
-        f = open(out_dir / LOCK_NAME, "a+")  # noqa: SIM115 - held open for the whole tune (the flock lives on it)
+        # held open for the whole tune (the flock lives on it)
+        f = open(out_dir / LOCK_NAME, "a+")  # noqa: SIM115
     except OSError as e:
         raise TuneError(f"--out {out_dir}: cannot open its lock file ({e.strerror or e})") from None
     try:
@@ -225,8 +262,10 @@ def _tune_lock(out_dir: Path) -> Iterator[None]:
             f.seek(0)
             pid = f.read(32).strip()
             by = f" by pid {pid}" if pid.isdigit() else ""
-            raise TuneError(f"{out_dir}: another invbench tune is writing this tune folder (lock held{by}); "
-                            "wait for it to end or choose another --out") from None
+            raise TuneError(
+                f"{out_dir}: another invbench tune is writing this tune folder (lock held{by}); "
+                "wait for it to end or choose another --out"
+            ) from None
         f.seek(0)
         f.truncate()
         f.write(f"{os.getpid()}\n")
@@ -253,22 +292,31 @@ def _open_study(out_dir: Path, binding: dict, log):
     attrs = storage.get_study_user_attrs(study_id)
     has_trials = bool(storage.get_all_trials(study_id, deepcopy=False))
     for key in BINDING:
-        if not has_trials:                     # an empty study (a tune killed at its start): nothing to keep
+        if not has_trials:  # an empty study (a tune killed at its start): nothing to keep
             storage.set_study_user_attr(study_id, key, binding[key])
         elif key not in attrs:
-            raise TuneError(f"{out_dir}: holds a tune study that records no {_BINDING_NAMES[key]} (written by an "
-                            "older invbench): it cannot be continued safely; choose another --out")
+            raise TuneError(
+                f"{out_dir}: holds a tune study that records no {_BINDING_NAMES[key]} "
+                "(written by an "
+                "older invbench): it cannot be continued safely; choose another --out"
+            )
         elif attrs[key] != binding[key]:
-            raise TuneError(f"{out_dir}: holds a tune study of {_BINDING_NAMES[key]} {attrs[key]!r}, not "
-                            f"{binding[key]!r}; rerun with the study's settings or choose another --out")
-    stale = storage.get_all_trials(study_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+            raise TuneError(
+                f"{out_dir}: holds a tune study of {_BINDING_NAMES[key]} {attrs[key]!r}, not "
+                f"{binding[key]!r}; rerun with the study's settings or choose another --out"
+            )
+    stale = storage.get_all_trials(
+        study_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)
+    )
     for t in stale:
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
         storage.set_trial_user_attr(trial_id, "note", _STALE_NOTE)
         storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
     if stale:
-        log(f"tune: closed {len(stale)} trial(s) left running by an interrupted tune "
-            f"(#{', #'.join(str(t.number) for t in stale)}: marked FAIL, not counted)")
+        log(
+            f"tune: closed {len(stale)} trial(s) left running by an interrupted tune "
+            f"(#{', #'.join(str(t.number) for t in stale)}: marked FAIL, not counted)"
+        )
     return optuna.load_study(study_name=STUDY_NAME, storage=storage)
 
 
@@ -300,8 +348,15 @@ def _idle_run(trials: list) -> int:
     return n
 
 
-def _search(study, objective, seed: int, budget_trials: int | None, budget_nfe: float | None,
-            nfe_cap: float | None, log) -> None:
+def _search(
+    study,
+    objective,
+    seed: int,
+    budget_trials: int | None,
+    budget_nfe: float | None,
+    nfe_cap: float | None,
+    log,
+) -> None:
     """Run trials one by one until the budget is reached (stale and failed trials not counted)."""
     while True:
         done = _finished(study)
@@ -311,20 +366,39 @@ def _search(study, objective, seed: int, budget_trials: int | None, budget_nfe: 
             if _spent(done) >= budget_nfe:
                 return
             if _idle_run(done) >= MAX_IDLE_TRIALS:
-                why = f"each above --nfe-cap {nfe_cap:g}" if nfe_cap is not None else "no NFE per solve"
-                msg = (f"the last {MAX_IDLE_TRIALS} trials in a row spent no network evaluations ({why}); "
-                       "--budget-nfe cannot be reached")
+                why = (
+                    f"each above --nfe-cap {nfe_cap:g}"
+                    if nfe_cap is not None
+                    else "no NFE per solve"
+                )
+                msg = (
+                    f"the last {MAX_IDLE_TRIALS} trials in a row spent no network evaluations "
+                    f"({why}); "
+                    "--budget-nfe cannot be reached"
+                )
                 if not any(t.state.name == "COMPLETE" for t in done):
-                    raise TuneError(f"no trial completed: {msg}; raise --nfe-cap or use --budget-trials")
+                    raise TuneError(
+                        f"no trial completed: {msg}; raise --nfe-cap or use --budget-trials"
+                    )
                 log(f"tune: stopped: {msg}")
                 return
         study.sampler = _sampler(seed, len(done))
         study.optimize(objective, n_trials=1)
 
 
-def tune(config_path: str | Path, solver: str, *, budget_trials: int | None = None, budget_nfe: float | None = None,
-         nfe_cap: float | None = None, metric: str = "psnr", out: str | Path | None = None, seed: int = 0,
-         sets: list[str] | None = None, log=print) -> TuneResult:
+def tune(
+    config_path: str | Path,
+    solver: str,
+    *,
+    budget_trials: int | None = None,
+    budget_nfe: float | None = None,
+    nfe_cap: float | None = None,
+    metric: str = "psnr",
+    out: str | Path | None = None,
+    seed: int = 0,
+    sets: list[str] | None = None,
+    log=print,
+) -> TuneResult:
     """Run (or resume) the search; write ``out/study.sqlite3``, ``out/evaluated_images.jsonl`` and
     ``out/preset.toml``. All inputs are checked before anything is written; the study is bound to
     the solver, config hash, split, metric, seed and cap, and locked while this call runs."""
@@ -341,7 +415,7 @@ def tune(config_path: str | Path, solver: str, *, budget_trials: int | None = No
         raise TuneError(f"--solver: {solver!r} declares no SEARCH_SPACE (nothing to tune)")
     cpath = Path(config_path)
     try:
-        exp = config_mod.load(cpath, sets or [])   # refuses a missing file, a folder, FIFO or device
+        exp = config_mod.load(cpath, sets or [])  # refuses a missing file, a folder, FIFO or device
     except config_mod.ConfigError as e:
         raise TuneError(str(e)) from None
     out_dir = Path(out) if out else Path("runs") / f"tune-{exp.name}-{solver}"
@@ -355,19 +429,43 @@ def tune(config_path: str | Path, solver: str, *, budget_trials: int | None = No
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise TuneError(f"--out {out_dir}: cannot create the tune folder ({e.strerror or e})") from None
+        raise TuneError(
+            f"--out {out_dir}: cannot create the tune folder ({e.strerror or e})"
+        ) from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    binding = {"solver": solver, "config_hash": exp.config_hash, "split": "validation", "metric": metric,
-               "seed": seed, "nfe_cap": nfe_cap}
+    binding = {
+        "solver": solver,
+        "config_hash": exp.config_hash,
+        "split": "validation",
+        "metric": metric,
+        "seed": seed,
+        "nfe_cap": nfe_cap,
+    }
     with _tune_lock(out_dir):
         study = _open_study(out_dir, binding, log)
-        return _run_study(study, out_dir, cls, solver, base_preset, fixed, probs, manifests, exp, cpath,
-                          budget_trials=budget_trials, budget_nfe=budget_nfe, nfe_cap=nfe_cap, metric=metric,
-                          seed=seed, log=log)
+        return _run_study(
+            study,
+            out_dir,
+            cls,
+            solver,
+            base_preset,
+            fixed,
+            probs,
+            manifests,
+            exp,
+            cpath,
+            budget_trials=budget_trials,
+            budget_nfe=budget_nfe,
+            nfe_cap=nfe_cap,
+            metric=metric,
+            seed=seed,
+            log=log,
+        )
 
 
-def _objective(cls, base_preset: str, fixed: dict, nfe_cap: float | None, cases: list[_Case],
-               log_path: Path):
+def _objective(
+    cls, base_preset: str, fixed: dict, nfe_cap: float | None, cases: list[_Case], log_path: Path
+):
     """The study's objective: one trial's mean PSNR over the validation problems (each solved
     alone, by :func:`invbench.bench.problem.solve_and_score`); every evaluated image is logged."""
     import optuna
@@ -390,21 +488,42 @@ def _objective(cls, base_preset: str, fixed: dict, nfe_cap: float | None, cases:
                 try:
                     scores += solve_and_score(s, [p], c.prior).psnr
                 except solvers.SolverDiverged as e:
-                    # a diverging configuration is a bad one, not the end of the study: pruned, so that
-                    # TPE ranks it below every completed trial, and counted against the budget
+                    # a diverging configuration is a bad one, not the end of the study: pruned,
+                    # so that TPE ranks it below every completed trial, and counted against the
+                    # budget
                     trial.set_user_attr("nfe_trial", nfe * (i + 1))
                     trial.set_user_attr("diverged", f"{p.image_id}: {e}")
                     raise optuna.TrialPruned(f"diverged on {p.image_id}: {e}") from None
-                fh.write(json.dumps({"trial": trial.number, "dataset": p.dataset, "image_id": p.image_id,
-                                     "image_sha256": c.image_sha256, "task": p.task}) + "\n")
+                fh.write(
+                    json.dumps(
+                        {
+                            "trial": trial.number,
+                            "dataset": p.dataset,
+                            "image_id": p.image_id,
+                            "image_sha256": c.image_sha256,
+                            "task": p.task,
+                        }
+                    )
+                    + "\n"
+                )
         trial.set_user_attr("nfe_trial", nfe * len(cases))
         return statistics.fmean(scores)
 
     return objective
 
 
-def _preset_doc(study, cls, solver: str, base_preset: str, fixed: dict, metric: str, seed: int,
-                budget: dict, wall: float, provenance: dict) -> dict:
+def _preset_doc(
+    study,
+    cls,
+    solver: str,
+    base_preset: str,
+    fixed: dict,
+    metric: str,
+    seed: int,
+    budget: dict,
+    wall: float,
+    provenance: dict,
+) -> dict:
     """The ``preset.toml`` document of the study's best trial and how it was found."""
     import optuna
 
@@ -413,30 +532,61 @@ def _preset_doc(study, cls, solver: str, base_preset: str, fixed: dict, metric: 
     best = study.best_trial
     return {
         "tuned": {
-            "solver": solver, "base_preset": base_preset, "params": {**fixed, **best.params},
-            "metric": metric, "best": best.value, "seed": seed,
-            "scores": {"n": len(values), "min": min(values), "median": statistics.median(values),
-                       "max": max(values), "stdev": statistics.stdev(values) if len(values) > 1 else 0.0},
+            "solver": solver,
+            "base_preset": base_preset,
+            "params": {**fixed, **best.params},
+            "metric": metric,
+            "best": best.value,
+            "seed": seed,
+            "scores": {
+                "n": len(values),
+                "min": min(values),
+                "median": statistics.median(values),
+                "max": max(values),
+                "stdev": statistics.stdev(values) if len(values) > 1 else 0.0,
+            },
             "budget": {k: v for k, v in budget.items() if v is not None},
-            "nfe_spent": _spent(done), "nfe_per_solve": best.user_attrs.get("nfe_per_solve"),
+            "nfe_spent": _spent(done),
+            "nfe_per_solve": best.user_attrs.get("nfe_per_solve"),
             "trials_diverged": sum("diverged" in t.user_attrs for t in done),
-            "trials_interrupted": sum(t.user_attrs.get("note") == _STALE_NOTE for t in study.get_trials(deepcopy=False)),
+            "trials_interrupted": sum(
+                t.user_attrs.get("note") == _STALE_NOTE for t in study.get_trials(deepcopy=False)
+            ),
             "wall_s_this_call": round(wall, 3),
             **provenance,
             "search_space": {k: p.as_dict() for k, p in cls.SEARCH_SPACE.items()},
-            "sampler": f"optuna {optuna.__version__} TPESampler(seed derived from seed {seed} and the number "
-                       "of finished trials)",
+            "sampler": f"optuna {optuna.__version__} TPESampler(seed derived from seed {seed} "
+            "and the number "
+            "of finished trials)",
         }
     }
 
 
-def _run_study(study, out_dir: Path, cls, solver: str, base_preset: str, fixed: dict, probs: list[_Case],
-               manifests: dict, exp, cpath: Path, *, budget_trials: int | None, budget_nfe: float | None,
-               nfe_cap: float | None, metric: str, seed: int, log) -> TuneResult:
+def _run_study(
+    study,
+    out_dir: Path,
+    cls,
+    solver: str,
+    base_preset: str,
+    fixed: dict,
+    probs: list[_Case],
+    manifests: dict,
+    exp,
+    cpath: Path,
+    *,
+    budget_trials: int | None,
+    budget_nfe: float | None,
+    nfe_cap: float | None,
+    metric: str,
+    seed: int,
+    log,
+) -> TuneResult:
     """Search up to the budget in the locked ``out_dir`` and write ``preset.toml``."""
     import optuna
 
-    objective = _objective(cls, base_preset, fixed, nfe_cap, probs, out_dir / "evaluated_images.jsonl")
+    objective = _objective(
+        cls, base_preset, fixed, nfe_cap, probs, out_dir / "evaluated_images.jsonl"
+    )
     t0 = time.perf_counter()
     _search(study, objective, seed, budget_trials, budget_nfe, nfe_cap, log)
     wall = time.perf_counter() - t0
@@ -446,16 +596,36 @@ def _run_study(study, out_dir: Path, cls, solver: str, base_preset: str, fixed: 
         raise TuneError("no trial completed (every trial exceeded --nfe-cap or diverged)")
     best = study.best_trial
     budget = {"trials": budget_trials, "nfe_total": budget_nfe, "nfe_cap_per_solve": nfe_cap}
-    provenance = {"split": "validation", "manifest_sha256": manifests, "n_problems": len(probs),
-                  "config": str(cpath), "config_hash": exp.config_hash, "code_version": code_version()}
-    doc = _preset_doc(study, cls, solver, base_preset, fixed, metric, seed, budget, wall, provenance)
+    provenance = {
+        "split": "validation",
+        "manifest_sha256": manifests,
+        "n_problems": len(probs),
+        "config": str(cpath),
+        "config_hash": exp.config_hash,
+        "code_version": code_version(),
+    }
+    doc = _preset_doc(
+        study, cls, solver, base_preset, fixed, metric, seed, budget, wall, provenance
+    )
     preset_path = out_dir / "preset.toml"
     tmp = preset_path.with_suffix(".toml.tmp")
     tmp.write_text(config_mod.to_toml(doc))
     os.replace(tmp, preset_path)
-    log(f"tune {solver}: {len(values)} trials, best {metric} {best.value:.3f} with {best.params}; "
-        f"wrote {preset_path}")
-    return TuneResult(dict(best.params), best.value, values, len(values), _spent(done), [], preset_path)
+    log(
+        f"tune {solver}: {len(values)} trials, best {metric} {best.value:.3f} with {best.params}; "
+        f"wrote {preset_path}"
+    )
+    return TuneResult(
+        dict(best.params), best.value, values, len(values), _spent(done), [], preset_path
+    )
 
 
-__all__ = ["TuneError", "TuneResult", "image_sha256", "manifest_sha256", "split_spec", "test_split_hashes", "tune"]
+__all__ = [
+    "TuneError",
+    "TuneResult",
+    "image_sha256",
+    "manifest_sha256",
+    "split_spec",
+    "test_split_hashes",
+    "tune",
+]
