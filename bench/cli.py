@@ -378,7 +378,14 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     ap = _Parser(prog="invbench", description="Benchmark of diffusion-prior inverse-problem solvers.", parents=[common])
     sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+    _run_commands(sub, common)
+    _file_commands(sub, common)
+    _report_commands(sub, common)
+    return ap
 
+
+def _run_commands(sub, common: argparse.ArgumentParser) -> None:
+    """``list``, ``run`` and ``tune``."""
     p = sub.add_parser("list", help="solvers (with presets), operators, priors, metrics", parents=[common])
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_list)
@@ -413,6 +420,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
     p.set_defaults(fn=cmd_tune)
 
+
+def _file_commands(sub, common: argparse.ArgumentParser) -> None:
+    """``check``, ``fetch`` and ``demo``."""
     p = sub.add_parser("check", help="which checkpoints and metric weights are present (sha256)", parents=[common])
     p.add_argument("--config", help="also check the files an experiment file names")
     p.add_argument("--json", action="store_true")
@@ -435,6 +445,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(fn=cmd_demo)
 
+
+def _report_commands(sub, common: argparse.ArgumentParser) -> None:
+    """``report``, ``compare`` and ``perf`` (the last two parse their own options)."""
     p = sub.add_parser("report", help="write leaderboards, figures and index.html for a run", parents=[common])
     p.add_argument("run_dir")
     p.add_argument("--out")
@@ -458,7 +471,6 @@ def _parser() -> argparse.ArgumentParser:
                        parents=[common], add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(fn=cmd_perf)
-    return ap
 
 
 _BAD_INPUT_TYPES = (("config", "ConfigError"), ("runner", "RunError"), ("store", "StoreError"))
