@@ -349,6 +349,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("base", metavar="BASE_RUN", help="baseline run directory (holds results.sqlite)")
     p.add_argument("new", metavar="NEW_RUN", help="new run directory")
+    _threshold_options(p)
+    _output_options(p)
+    return p
+
+
+def _threshold_options(p: argparse.ArgumentParser) -> None:
+    """What is judged and how strictly."""
     p.add_argument(
         "--metric", default="psnr", help="quality metric column to gate on (default psnr)"
     )
@@ -392,6 +399,10 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"fewest paired images (quality) or timed calls (time) a cell needs to be gated; below, "
         f"'not gated' and no interval (default {MIN_CI_UNITS})",
     )
+
+
+def _output_options(p: argparse.ArgumentParser) -> None:
+    """Output format, exit-code policy and what is allowed to differ."""
     p.add_argument(
         "--format", choices=FORMATS, default="text", help="output: text (default), markdown, json"
     )
@@ -412,7 +423,6 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="judge runs of different configs (refused by default); a warning lists the differing keys",
     )
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -161,46 +161,47 @@ def _num(x: float) -> float | None:
     return float(x) if x is not None and math.isfinite(x) else None
 
 
+def _cell_json(v: CellVerdict, th: Thresholds) -> dict[str, Any]:
+    """One cell of :func:`to_json`."""
+    t, q = v.speed, v.quality
+    return {
+        **dict(zip(CELL_KEYS, v.key, strict=True)),
+        "verdict": v.verdict,
+        "pairs": v.n_pairs,
+        "quality": {
+            "metric": th.metric,
+            "n": v.n_metric,
+            "diff_mean": _num(v.diff_mean),
+            "ci": [_num(v.diff_low), _num(v.diff_high)],
+            "gated": q is not None,
+            "p_value": _num(q.p_value) if q else None,
+            "p_adjusted": _num(v.p_adjusted.get("quality")),
+        },
+        "speed": None
+        if t is None
+        else {
+            "basis": v.speed_basis,
+            "gated": v.speed_gated,
+            "ratio": _num(t.ratio),
+            "ci": [_num(t.ci_low), _num(t.ci_high)],
+            "p_value": _num(t.p_value),
+            "p_adjusted": _num(v.p_adjusted.get("time")),
+            "n": t.n,
+            "network_share": _num(v.network_share),
+        },
+        "seconds_per_image_median": [_num(v.base_median_s), _num(v.new_median_s)],
+        "nfe_per_image": [_num(v.nfe[0]), _num(v.nfe[1])],
+        "vjp_per_image": [_num(v.vjp[0]), _num(v.vjp[1])],
+        "status_changes": v.status_changes,
+        "missing": v.missing,
+        "reasons": v.reasons,
+        "not_gated": v.not_gated,
+    }
+
+
 def to_json(c: Comparison, th: Thresholds, code: int) -> dict[str, Any]:
     """Machine-readable verdicts (non-finite numbers -> null)."""
-    cells = []
-    for v in c.verdicts:
-        t, q = v.speed, v.quality
-        cells.append(
-            {
-                **dict(zip(CELL_KEYS, v.key, strict=True)),
-                "verdict": v.verdict,
-                "pairs": v.n_pairs,
-                "quality": {
-                    "metric": th.metric,
-                    "n": v.n_metric,
-                    "diff_mean": _num(v.diff_mean),
-                    "ci": [_num(v.diff_low), _num(v.diff_high)],
-                    "gated": q is not None,
-                    "p_value": _num(q.p_value) if q else None,
-                    "p_adjusted": _num(v.p_adjusted.get("quality")),
-                },
-                "speed": None
-                if t is None
-                else {
-                    "basis": v.speed_basis,
-                    "gated": v.speed_gated,
-                    "ratio": _num(t.ratio),
-                    "ci": [_num(t.ci_low), _num(t.ci_high)],
-                    "p_value": _num(t.p_value),
-                    "p_adjusted": _num(v.p_adjusted.get("time")),
-                    "n": t.n,
-                    "network_share": _num(v.network_share),
-                },
-                "seconds_per_image_median": [_num(v.base_median_s), _num(v.new_median_s)],
-                "nfe_per_image": [_num(v.nfe[0]), _num(v.nfe[1])],
-                "vjp_per_image": [_num(v.vjp[0]), _num(v.vjp[1])],
-                "status_changes": v.status_changes,
-                "missing": v.missing,
-                "reasons": v.reasons,
-                "not_gated": v.not_gated,
-            }
-        )
+    cells = [_cell_json(v, th) for v in c.verdicts]
     f = c.family
     return {
         "exit_code": code,
