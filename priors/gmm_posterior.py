@@ -108,23 +108,31 @@ class GaussianMixturePosterior:
         self.operator = A
         self.image_shape = tuple(prior.image_shape)
         self.sigma_y = sigma
-        dt, dev = torch.float64, prior.device
-        d, K = prior.d, prior.K
-        self.d, self.K = d, K
-        M = operator_matrix(A, dtype=dt, device=dev)
-        self.matrix = M
-        out_shape = tuple(int(s) for s in A.out_shape)
+        self.d, self.K = prior.d, prior.K
+        self.matrix = operator_matrix(A, dtype=torch.float64, device=prior.device)
+        yf = self._flat_measurement(y, tuple(int(s) for s in A.out_shape))
+        self.B = yf.shape[0]
+        self._reduce_to_range(yf)           # 1. reduce to the range of A
+        Qkh, LQ = self._component_posteriors()  # 2. per-component posterior
+        self._density_helpers(Qkh, LQ)          # log-density helpers
+        self._map_cache: dict = {}
+
+    def _flat_measurement(self, y: Tensor, out_shape: tuple[int, ...]) -> Tensor:
+        """``y`` ((B,) + out_shape, or out_shape alone) checked and flattened: (B, m) float64."""
         y = torch.as_tensor(y)
         if tuple(y.shape) == out_shape:
             y = y.unsqueeze(0)
         if tuple(y.shape[1:]) != out_shape:
             raise PriorError(f"measurement shape {tuple(y.shape)} does not match (B, *{out_shape})")
-        yf = y.reshape(y.shape[0], -1).to(dtype=dt, device=dev)
+        yf = y.reshape(y.shape[0], -1).to(dtype=torch.float64, device=self.prior.device)
         if not torch.isfinite(yf).all():
             raise PriorError("measurement y contains NaN or Inf")
-        self.B = yf.shape[0]
+        return yf
 
-        # 1. reduce to the range of A
+    def _reduce_to_range(self, yf: Tensor) -> None:
+        """``A = P S Vᵀ``: numerical rank ``r``, ``V``, the range's singular values, ``ỹ = P_rᵀ y``
+        and ``Ã = S_r V_rᵀ`` (r, d)."""
+        M, dt = self.matrix, torch.float64
         P, S, Vh = torch.linalg.svd(M, full_matrices=True)
         tol = max(M.shape) * torch.finfo(dt).eps * (S.max().item() if S.numel() else 0.0)
         r = int((S > tol).sum().item())
@@ -132,10 +140,14 @@ class GaussianMixturePosterior:
         self._V = Vh.T.contiguous()  # (d, d): [V_r | V_n]
         self._s = S[:r].contiguous()
         self._yt = yf @ P[:, :r]  # (B, r)
-        At = self._s[:, None] * Vh[:r]  # (r, d)
-        self._At = At
+        self._At = self._s[:, None] * Vh[:r]  # (r, d)
 
-        # 2. per-component posterior
+    def _component_posteriors(self) -> tuple[Tensor, Tensor]:
+        """Each component's posterior factor ``F_k``, mean ``μ_k(y)``, weight ``π_k(y)`` and the
+        range evidence, through the SVD of ``Ã L_k = P_k B_k Q_kᵀ`` (``Σ_k = L_k L_kᵀ`` of the
+        prior); returns ``(Q_kᵀ, L_k Q_k)``."""
+        prior, At, r, d, K = self.prior, self._At, self.rank, self.d, self.K
+        dt, dev, sigma = torch.float64, prior.device, self.sigma_y
         lam, U, m = prior.eigvals.to(dt), prior.eigvecs.to(dt), prior.means.to(dt)
         self._lam, self._U, self._m = lam, U, m
         L = U * torch.sqrt(lam).unsqueeze(-2)  # (K, d, d)
@@ -149,27 +161,31 @@ class GaussianMixturePosterior:
         res = self._yt.unsqueeze(1) - (m @ At.T).unsqueeze(0)  # (B, K, r)
         proj = torch.einsum("kji,bkj->bki", Pk, res)  # P_kᵀ res
         self.means = m + torch.einsum("kij,bkj->bki", LQ[:, :, :r], (bk / vk) * proj)
-        log_ev = -0.5 * (proj * proj / vk).sum(-1) - 0.5 * torch.log(vk).sum(-1) - 0.5 * r * _LOG2PI
+        log_ev = (-0.5 * (proj * proj / vk).sum(-1) - 0.5 * torch.log(vk).sum(-1)
+                  - 0.5 * r * _LOG2PI)
         self.log_evidence_range = torch.logsumexp(prior.log_weights.to(dt) + log_ev, dim=1)
         self.log_weights = torch.log_softmax(prior.log_weights.to(dt) + log_ev, dim=1)
         self.weights = torch.exp(self.log_weights)
         cov = self.cov_factors @ self.cov_factors.transpose(-1, -2)
         self.covs = cov.unsqueeze(0).expand(self.B, K, d, d)
+        return Qkh, LQ
 
-        # log-density helpers
-        if sigma > 0:
+    def _density_helpers(self, Qkh: Tensor, LQ: Tensor) -> None:
+        """Whitening of each component (``sigma_y > 0``: full-dimensional; ``sigma_y = 0``: on
+        the null space of ``A``, where the posterior lives) and its log-determinant."""
+        lam, U, t, r = self._lam, self._U, self._t, self.rank
+        if self.sigma_y > 0:
             # Σ_k^{-1/2}-type whitening: w = diag(1/t) Q_kᵀ diag(1/√λ) U_kᵀ (x - μ_k)
             self._G = (U / torch.sqrt(lam).unsqueeze(-2)) @ Qkh.transpose(-1, -2)
             self._G = self._G.transpose(-1, -2) / t.unsqueeze(-1)  # (K, d, d)
             self._logdet_half = 0.5 * torch.log(lam).sum(-1) + torch.log(t).sum(-1)
-            self._ldim = d
+            self._ldim = self.d
         else:
             Vn = self._V[:, r:]
             H = Vn.T @ LQ[:, :, r:]  # (K, d-r, d-r): Σ_k restricted = H Hᵀ
             self._Hlu = torch.linalg.lu_factor(H)
             self._logdet_half = torch.linalg.slogdet(H)[1]
-            self._ldim = d - r
-        self._map_cache: dict = {}
+            self._ldim = self.d - r
 
     # ------------------------------------------------------------------ helpers
     def _flat(self, x: Tensor) -> tuple[Tensor, tuple[int, ...]]:
@@ -310,9 +326,41 @@ class GaussianMixturePosterior:
         return g, H, Hp
 
     def _run_map(self, n_random: int, max_iter: int, generator: torch.Generator) -> list[Modes]:
+        """Damped (scaled) Newton iterations on ``−log p(x0|y)`` from every start of
+        :meth:`_map_starts`, in the ``V`` coordinates of ``A`` (for ``sigma_y = 0`` only the null
+        space moves), with Armijo backtracking; the local maxima found, per measurement."""
         self._map_setup()
-        B, _K, d, r = self.B, self.K, self.d, self.rank
-        dev = self._V.device
+        u, bidx, free, S = self._map_starts(n_random, generator)
+        N, dev = u.shape[0], u.device
+        active = torch.ones(N, dtype=torch.bool, device=dev)
+        is_max = torch.zeros(N, dtype=torch.bool, device=dev)
+        scale = torch.ones(N, free.numel(), dtype=u.dtype, device=dev)
+        fval = self._f(u, bidx)
+        for _ in range(max_iter):
+            idx = active.nonzero(as_tuple=True)[0]
+            if idx.numel() == 0:
+                break
+            ua, ba = u[idx], bidx[idx]
+            step_s, dec, sc, newton_ok = self._newton_direction(ua, ba, free)
+            scale[idx], is_max[idx] = sc, newton_ok
+            step = torch.zeros_like(ua)
+            step[:, free] = step_s * sc
+            conv = (step_s.abs().amax(-1) < 1e-10) | (dec < 1e-22) | (
+                step.abs().amax(-1) <= 1e-13 * (1.0 + ua.abs().amax(-1)))
+            f0 = fval[idx]
+            unew, fnew, accepted = self._armijo(ua, ba, step, dec, f0, conv)
+            # no decrease possible at machine precision: stationary to working accuracy
+            stalled = ~accepted | (fnew >= f0)
+            u[idx], fval[idx] = unew, fnew
+            active[idx[conv | stalled]] = False
+        return self._collect_modes(u, bidx, is_max, scale, S)
+
+    def _map_starts(self, n_random: int, generator: torch.Generator):
+        """Starting points in ``V`` coordinates: every component mean, the posterior mean and
+        ``n_random`` posterior samples per measurement. Returns ``(u (B·S, d), the measurement of
+        each row, the free coordinates, S)``; for ``sigma_y = 0`` the range part is fixed to
+        ``A⁺y``."""
+        B, d, r, dev = self.B, self.d, self.rank, self._V.device
         starts = [self.means, (self.weights.unsqueeze(-1) * self.means).sum(1, keepdim=True)]
         if n_random > 0:
             starts.append(self.sample(n_random, generator=generator).reshape(B, n_random, d))
@@ -323,63 +371,53 @@ class GaussianMixturePosterior:
         free = torch.arange(d, device=dev) if self.sigma_y > 0 else torch.arange(r, d, device=dev)
         if self.sigma_y == 0:
             u[:, :r] = self._yt[bidx] / self._s  # exactly on the constraint set
-        N = u.shape[0]
-        active = torch.ones(N, dtype=torch.bool, device=dev)
-        is_max = torch.zeros(N, dtype=torch.bool, device=dev)
-        scale = torch.ones(N, free.numel(), dtype=u.dtype, device=dev)
-        fval = self._f(u, bidx)
-        for _ in range(max_iter):
-            idx = active.nonzero(as_tuple=True)[0]
-            if idx.numel() == 0:
+        return u, bidx, free, S
+
+    def _newton_direction(self, ua: Tensor, ba: Tensor, free: Tensor):
+        """The diagonally scaled Newton step on the free coordinates (the positive-definite
+        surrogate ``Hp`` where the Hessian is not). Returns ``(scaled step, decrement, scale,
+        whether the Hessian was positive definite)``."""
+        g, H, Hp = self._derivs(ua, ba)
+        g, H, Hp = g[:, free], H[:, free][:, :, free], Hp[:, free][:, :, free]
+        sc = 1.0 / torch.sqrt(torch.diagonal(Hp, dim1=1, dim2=2))
+        gs = g * sc
+        Hs = H * sc.unsqueeze(-1) * sc.unsqueeze(-2)
+        Lc, info = torch.linalg.cholesky_ex(Hs)
+        newton_ok = info == 0
+        if not newton_ok.all():
+            bad = ~newton_ok
+            Hps = Hp[bad] * sc[bad].unsqueeze(-1) * sc[bad].unsqueeze(-2)
+            eye = torch.eye(Hps.shape[-1], dtype=ua.dtype, device=ua.device)
+            Lb, info_b = torch.linalg.cholesky_ex(Hps)
+            if (info_b != 0).any():
+                Lb = torch.linalg.cholesky(Hps + 1e-10 * eye)
+            Lc = Lc.clone()
+            Lc[bad] = Lb
+        step_s = -torch.cholesky_solve(gs.unsqueeze(-1), Lc).squeeze(-1)
+        dec = -(gs * step_s).sum(-1)  # (scaled) Newton/fixed-point decrement, >= 0
+        return step_s, dec, sc, newton_ok
+
+    def _armijo(self, ua: Tensor, ba: Tensor, step: Tensor, dec: Tensor, f0: Tensor,
+                conv: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Armijo backtracking along ``step`` (halving, at most 50 times; rows in ``conv`` stay
+        put). Returns ``(new points, their objective, accepted)``."""
+        alpha = torch.ones(ua.shape[0], dtype=ua.dtype, device=ua.device)
+        accepted = conv.clone()
+        unew = ua.clone()
+        fnew = f0.clone()
+        for _ls in range(50):
+            todo = (~accepted).nonzero(as_tuple=True)[0]
+            if todo.numel() == 0:
                 break
-            ua, ba = u[idx], bidx[idx]
-            g, H, Hp = self._derivs(ua, ba)
-            g, H, Hp = g[:, free], H[:, free][:, :, free], Hp[:, free][:, :, free]
-            sc = 1.0 / torch.sqrt(torch.diagonal(Hp, dim1=1, dim2=2))
-            scale[idx] = sc
-            gs = g * sc
-            Hs = H * sc.unsqueeze(-1) * sc.unsqueeze(-2)
-            Lc, info = torch.linalg.cholesky_ex(Hs)
-            newton_ok = info == 0
-            is_max[idx] = newton_ok
-            if not newton_ok.all():
-                bad = ~newton_ok
-                Hps = Hp[bad] * sc[bad].unsqueeze(-1) * sc[bad].unsqueeze(-2)
-                eye = torch.eye(Hps.shape[-1], dtype=u.dtype, device=dev)
-                Lb, info_b = torch.linalg.cholesky_ex(Hps)
-                if (info_b != 0).any():
-                    Lb = torch.linalg.cholesky(Hps + 1e-10 * eye)
-                Lc = Lc.clone()
-                Lc[bad] = Lb
-            step_s = -torch.cholesky_solve(gs.unsqueeze(-1), Lc).squeeze(-1)
-            dec = -(gs * step_s).sum(-1)  # (scaled) Newton/fixed-point decrement, >= 0
-            step = torch.zeros_like(ua)
-            step[:, free] = step_s * sc
-            conv = (step_s.abs().amax(-1) < 1e-10) | (dec < 1e-22) | (
-                step.abs().amax(-1) <= 1e-13 * (1.0 + ua.abs().amax(-1)))
-            # Armijo backtracking
-            f0 = fval[idx]
-            alpha = torch.ones(idx.numel(), dtype=u.dtype, device=dev)
-            accepted = conv.clone()
-            unew = ua.clone()
-            fnew = f0.clone()
-            for _ls in range(50):
-                todo = (~accepted).nonzero(as_tuple=True)[0]
-                if todo.numel() == 0:
-                    break
-                cand = ua[todo] + alpha[todo, None] * step[todo]
-                fc = self._f(cand, ba[todo])
-                ok = fc <= f0[todo] - 1e-4 * alpha[todo] * dec[todo]
-                ok = ok & torch.isfinite(fc)
-                okk = todo[ok]
-                unew[okk], fnew[okk] = cand[ok], fc[ok]
-                accepted[okk] = True
-                alpha[todo[~ok]] *= 0.5
-            # no decrease possible at machine precision: stationary to working accuracy
-            stalled = ~accepted | (fnew >= f0)
-            u[idx], fval[idx] = unew, fnew
-            active[idx[conv | stalled]] = False
-        return self._collect_modes(u, bidx, is_max, scale, S)
+            cand = ua[todo] + alpha[todo, None] * step[todo]
+            fc = self._f(cand, ba[todo])
+            ok = fc <= f0[todo] - 1e-4 * alpha[todo] * dec[todo]
+            ok = ok & torch.isfinite(fc)
+            okk = todo[ok]
+            unew[okk], fnew[okk] = cand[ok], fc[ok]
+            accepted[okk] = True
+            alpha[todo[~ok]] *= 0.5
+        return unew, fnew, accepted
 
     def _collect_modes(self, u, bidx, is_max, scale, S) -> list[Modes]:
         X = (u @ self._V.T).reshape(self.B, S, self.d)
