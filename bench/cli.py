@@ -105,15 +105,16 @@ def _execute(exp, out: Path, resume: bool, executor: str, shards: int | None, pr
     """Validate, then run. ``replace`` (a callable) removes an older run from ``out`` once the
     new config has been validated, so a refused config never costs the old results; the user's
     own entries next to the old run stay and the new run is written beside them."""
-    from . import executors, runner
+    from . import executors
+    from .run import check_out_dir, prepare
 
     # everything validated before RUN_DIR exists (or before an older run in it is removed)
-    p = runner.prepare(exp, None if replace else out, resume, allow_nonempty=allow_nonempty,
+    p = prepare(exp, None if replace else out, resume, allow_nonempty=allow_nonempty,
                        allow_large_cost=allow_large_cost)
     if replace is not None:
         replace()
         allow_nonempty = True
-        runner.check_out_dir(out, resume, allow_nonempty)
+        check_out_dir(out, resume, allow_nonempty)
     n_rows = sum(len(p.datasets[c.dataset].ids) for c in p.cells) * len(exp.seeds)
     print(f"invbench: {len(p.cells)} cells, {n_rows} rows; cost estimate about {p.nfe_estimate:.3g} network "
           "evaluations (NFE x images x seeds)", flush=True)
@@ -180,7 +181,7 @@ def cmd_demo(args) -> int:
         elif meta.get("experiment") == exp.name:   # an older demo run, or metric weights fetched since
             why = ("metric weights changed since" if same_config else
                    f"config hash {meta.get('config_hash')}, now {exp.config_hash}")
-            from . import run_owned
+            from .run import owned as run_owned
 
             run_owned.refuse_foreign(out, f"older demo run ({why})")   # refused before anything is built
             replace = functools.partial(run_owned.replace_older_run, out, f"older demo run ({why})")
@@ -473,7 +474,7 @@ def _report_commands(sub, common: argparse.ArgumentParser) -> None:
     p.set_defaults(fn=cmd_perf)
 
 
-_BAD_INPUT_TYPES = (("config", "ConfigError"), ("runner", "RunError"), ("store", "StoreError"))
+_BAD_INPUT_TYPES = (("config", "ConfigError"), ("run", "RunError"), ("store", "StoreError"))
 
 
 def _is_bad_input(e: BaseException) -> bool:

@@ -137,10 +137,10 @@ def _watch_parent(pid: int, start: str | None, period_s: float = 0.5) -> None:
 def run_local(exp: Experiment, run_dir: str | Path, *, resume: bool = False, progress: bool = True, prepared=None,
               allow_nonempty: bool = False):
     """Validate (unless ``prepared`` is given) and run ``exp`` in this process."""
-    from . import runner
+    from .run import prepare, run
 
-    p = prepared if prepared is not None else runner.prepare(exp, run_dir, resume, allow_nonempty=allow_nonempty)
-    return runner.run(p, run_dir, resume=resume, progress=progress, allow_nonempty=allow_nonempty)
+    p = prepared if prepared is not None else prepare(exp, run_dir, resume, allow_nonempty=allow_nonempty)
+    return run(p, run_dir, resume=resume, progress=progress, allow_nonempty=allow_nonempty)
 
 
 @dataclass
@@ -158,7 +158,8 @@ def shard_job(config_text: str, base_dir: str, run_dir: str, shard: int, n_shard
     ``setup`` is called first (tests use it to register test-only parts in the worker process).
     ``parent`` (pid, start time) makes the worker exit when that process is gone (local jobs).
     """
-    from . import config, runner
+    from . import config
+    from .run import prepare, run
 
     if parent is not None and parent[0] != os.getpid():
         _watch_parent(*parent)
@@ -167,8 +168,8 @@ def shard_job(config_text: str, base_dir: str, run_dir: str, shard: int, n_shard
     if setup is not None:
         setup()
     exp = config.loads(config_text, base_dir=base_dir, source="shard config")
-    p = runner.prepare(exp)
-    s = runner.run(p, run_dir, resume=True, shard=(shard, n_shards), cell_indices=cells, progress=False)
+    p = prepare(exp)
+    s = run(p, run_dir, resume=True, shard=(shard, n_shards), cell_indices=cells, progress=False)
     return _ShardResult(shard, s.rows, s.counts)
 
 
@@ -356,7 +357,7 @@ def _cancel_slurm(jobs: list, wait_s: float = CANCEL_WAIT_S) -> None:
 
 def _calibrate(p, st: Store) -> None:
     """Meta ``calibration`` of the run, measured in this (the submitting) process exactly as
-    :func:`invbench.bench.runner.run` measures it for a local run."""
+    :func:`invbench.bench.run.run` measures it for a local run."""
     from .cost import calibration
 
     cal = calibration.calibrate(p.priors, p.exp.batch_size, p.device, p.dtype)
@@ -889,18 +890,22 @@ def run_submitit(
     ``cluster``: None or ``"slurm"`` (Slurm; its client commands must be on PATH), ``"local"``
     (submitit-local) or ``"debug"`` (in this process).
     """
-    from . import runner
+    from .run import RunSummary, compute_set_metrics, prepare
+    from .run import resume as run_resume
+    from .run.checks import refuse_not_a_run
+    from .run.loop import progress_bar
+    from .run.record import env_info, write_start
 
     run_dir = Path(run_dir)
     cluster = cluster or "slurm"
     if cluster == "slurm":
         _require_slurm()
     n = check_shards(shards, "--shards") if shards else check_shards(exp.execution.shards, "execution.shards")
-    p = prepared if prepared is not None else runner.prepare(exp, run_dir, resume, allow_nonempty=allow_nonempty)
+    p = prepared if prepared is not None else prepare(exp, run_dir, resume, allow_nonempty=allow_nonempty)
     # refused read-only before anything is created, and checked again under the lock (another
-    # run may have created the store between the two checks), as in runner.run
-    runner._refuse_existing(run_dir, exp, resume, p.input_hashes)
-    runner._refuse_foreign(run_dir, allow_nonempty, runner.RunError)
+    # run may have created the store between the two checks), as in run.run
+    run_resume.refuse_existing(run_dir, exp, resume, p.input_hashes)
+    refuse_not_a_run(run_dir, allow_nonempty, run_resume.RunError)
     # group cells by solver resources, split each group round-robin into n shards
     res_of = {s.label: dict(s.resources) for s in exp.solvers}
     groups: dict[tuple, list[int]] = {}
@@ -914,10 +919,10 @@ def run_submitit(
     existed = run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     store_path = run_dir / STORE_NAME
-    env = runner.env_info(p.device)
+    env = env_info(p.device)
     queue = _SlurmQueue() if cluster == "slurm" else None
-    with runner._lock(run_dir), _cancel_on_signal(cluster) as (jobs, intr):
-        runner._refuse_existing(run_dir, exp, resume, p.input_hashes)
+    with run_resume.lock(run_dir), _cancel_on_signal(cluster) as (jobs, intr):
+        run_resume.refuse_existing(run_dir, exp, resume, p.input_hashes)
         if queue is not None and had_store:
             _refuse_live_jobs(run_dir)
         _wait_shard_locks(run_dir)
@@ -931,12 +936,11 @@ def run_submitit(
         if had_store:
             fsafety.clean_own_temp_files(run_dir)
         with Store(store_path) as st:
-            runner._write_start(p, st, run_dir, env, False, keep_truth=had_store)
+            write_start(p, st, run_dir, env, False, keep_truth=had_store)
             _calibrate(p, st)
             for sp in sorted((run_dir / "shards").glob(f"*/{STORE_NAME}")):   # rows of an interrupted run
                 st.merge_from(sp)
-            initial = st.con.execute("SELECT COUNT(*) FROM results WHERE config_hash=? AND status IN ('ok', 'skipped')",
-                                     (exp.config_hash,)).fetchone()[0]
+            initial = st.count_done(exp.config_hash)
         try:
             subs = _submit(groups, n, cluster, log_folder, exp, run_dir, setup, parent, jobs, intr, queue,
                            per_cell.__getitem__, solvers_of)
@@ -954,7 +958,7 @@ def run_submitit(
             for s in subs:
                 _check_shard(s, cluster, None, time.time())
         else:
-            bar = runner._progress(sum(per_cell), min(initial, sum(per_cell)), progress)
+            bar = progress_bar(sum(per_cell), min(initial, sum(per_cell)), progress)
             try:
                 _wait(subs, cluster, queue, bar, initial, sum(per_cell))
             finally:
@@ -967,8 +971,8 @@ def run_submitit(
                 if s.store.exists():
                     st.merge_from(s.store)
             _record_shard_calibrations(st, run_dir, len(subs))
-            runner.compute_set_metrics(p, st, run_dir)
+            compute_set_metrics(p, st, run_dir)
             counts: dict[str, int] = {}
             for r in st.rows("WHERE config_hash=?", (exp.config_hash,)):
                 counts[r["status"]] = counts.get(r["status"], 0) + 1
-    return runner.RunSummary(run_dir, sum(s.result.rows for s in subs if s.result is not None), counts, 0, 0.0)
+    return RunSummary(run_dir, sum(s.result.rows for s in subs if s.result is not None), counts, 0, 0.0)

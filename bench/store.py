@@ -70,9 +70,9 @@ RESULT_COLUMNS: tuple[tuple[str, str], ...] = (
 #: a writable one gains them (``ALTER TABLE ... ADD COLUMN``, values NULL for the old rows)
 OPTIONAL_COLUMNS: frozenset[str] = frozenset({"preset_provenance"})
 """Columns of ``results``: the contract's columns, the three derived generator seeds (operator,
-measurement noise, solver; see :func:`invbench.bench.runner.derive_seed`), the network's share
+measurement noise, solver; see :func:`invbench.bench.problem.derive_seed`), the network's share
 of the solve time (``net_seconds``) and the JSON of the timed solves (``timings``; see
-:mod:`invbench.bench.runner`), and one REAL per metric."""
+:mod:`invbench.bench.run.execute`), and one REAL per metric."""
 
 STATUSES = ("ok", "skipped", "diverged", "oom", "error")
 

@@ -32,8 +32,8 @@ seed, each paired with that baseline only:
 ``invbench compare`` runs — at its defaults (and the ``hog`` pairs also with ``--cost wall``) and
 ``--phase report`` writes the report (rates with Clopper–Pearson 95 % intervals).
 
-Runs are made in this process the way ``invbench run`` makes them (``runner.prepare`` then
-``runner.run``; the kernel scenario in one long-lived worker process), with one torch thread.
+Runs are made in this process the way ``invbench run`` makes them (``run.prepare`` then
+``run.run``; the kernel scenario in one long-lived worker process), with one torch thread.
 
     python scripts/regression_gate.py --phase runs   --work /tmp/gate   # hours on a loaded 2-core machine
     python scripts/regression_gate.py --phase judge  --work /tmp/gate
@@ -121,33 +121,33 @@ def _error_hook(e: float, target: str) -> Iterator[None]:
     """While active, the runner's batches of solver ``target`` are solved by :class:`_WorseSolver`;
     restored on exit."""
     import torch
-    from invbench.bench import runner
+    from invbench.bench.run import execute
     from invbench.operators.conventions import pixel_to_model
 
-    orig = runner._run_batch
+    orig = execute.run_batch
 
     def run_batch(p, cell, solver, batch, run_dir, env):
         if cell.solver != target:
             return orig(p, cell, solver, batch, run_dir, env)
-        truth = torch.cat([pixel_to_model(it.x) for it in batch])
+        truth = torch.cat([pixel_to_model(it.problem.x) for it in batch])
         return orig(p, cell, _WorseSolver(solver, truth, e), batch, run_dir, env)
 
-    runner._run_batch = run_batch
+    execute.run_batch = run_batch
     try:
         yield
     finally:
-        runner._run_batch = orig
+        execute.run_batch = orig
 
 
 def one_run(config: Path, out: Path, hook: str = "none", target: str = "ddrm", salt: int = 0) -> float:
     """Make one run of ``config`` into ``out`` (replaced) with ``hook`` (``none``, ``slow:R``,
     ``quality:D``) on the solver labelled ``target``; returns its wall seconds."""
-    from invbench.bench import runner
+    from invbench.bench import run
     from invbench.bench.config import load
 
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
-    p = runner.prepare(load(config), out)
+    p = run.prepare(load(config), out)
     kind, _, arg = hook.partition(":")
     e = 0.0
     for (label, _preset), s in p.solvers.items():
@@ -159,7 +159,7 @@ def one_run(config: Path, out: Path, hook: str = "none", target: str = "ddrm", s
             _reseed(s, salt)
             e = 10 ** (float(arg) / 20) - 1
     with _error_hook(e, target) if e > 0 else contextlib.nullcontext():
-        runner.run(p, out)
+        run.run(p, out)
     return time.perf_counter() - t0
 
 
@@ -167,9 +167,9 @@ def one_run(config: Path, out: Path, hook: str = "none", target: str = "ddrm", s
 def _slow_cell_hook(factor: float, cell_key: tuple[str, ...]) -> Iterator[None]:
     """While active, the solves of the one cell whose (solver, task, dataset, prior) is
     ``cell_key`` take ``factor`` times as long (busy-wait after each solve, outside the network)."""
-    from invbench.bench import runner
+    from invbench.bench.run import execute
 
-    orig = runner._run_batch
+    orig = execute.run_batch
 
     class _Slow:
         def __init__(self, solver):
@@ -187,18 +187,18 @@ def _slow_cell_hook(factor: float, cell_key: tuple[str, ...]) -> Iterator[None]:
         key = (cell.solver, cell.task.name, cell.dataset, cell.prior)
         return orig(p, cell, _Slow(solver) if key == cell_key else solver, batch, run_dir, env)
 
-    runner._run_batch = run_batch
+    execute.run_batch = run_batch
     try:
         yield
     finally:
-        runner._run_batch = orig
+        execute.run_batch = orig
 
 
 def phase_smoke(a: argparse.Namespace) -> None:
     """The acceptance check on configs/smoke.toml with ``timing_repeats = 10``: run A, run B
     beside a busy loop, run C with one analytic-prior cell (DDRM, inpainting, digits) made ×3
     slower; ``compare A B`` and ``compare A C`` (text and JSON) saved next to the runs."""
-    from invbench.bench import runner
+    from invbench.bench import run
     from invbench.bench.config import load
     from invbench.bench.gate.compare import main as compare_main
 
@@ -216,10 +216,10 @@ def phase_smoke(a: argparse.Namespace) -> None:
             continue
         shutil.rmtree(out, ignore_errors=True)
         l0, t0 = _load1(), time.perf_counter()
-        p = runner.prepare(load(cfg), out)
+        p = run.prepare(load(cfg), out)
         with busy_load(1) if name == "B" else contextlib.nullcontext(), \
                 _slow_cell_hook(3.0, key) if name == "C" else contextlib.nullcontext():
-            runner.run(p, out)
+            run.run(p, out)
         _append(log, {"run": name, "seconds": round(time.perf_counter() - t0, 1), "load1_before": l0,
                       "load1_after": _load1()})
         print(f"smoke {name}: {time.perf_counter() - t0:.0f} s, load {l0} -> {_load1()}", flush=True)

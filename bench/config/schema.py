@@ -345,7 +345,7 @@ def parse(raw: dict, base_dir: Path | str = ".") -> Experiment:
     """Validate a parsed TOML document and return the :class:`Experiment`.
 
     Only the schema is checked here (keys, types, ranges, cross references between sections);
-    registry names and files are checked by :func:`invbench.bench.runner.prepare`.
+    registry names and files are checked by :func:`invbench.bench.run.prepare`.
     """
     base = Path(base_dir)
     r = _Reader(raw, "")

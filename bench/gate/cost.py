@@ -3,7 +3,7 @@
 A run records per row ``seconds`` (wall time of the solve / batch size), ``net_seconds`` (the
 network's share of it, :mod:`invbench.bench.cost.netclock`), ``nfe``/``vjp`` and ``timings`` (JSON of every
 timed solve of the row's batch: the stored one and the ``timing_repeats - 1`` repeats, see
-:mod:`invbench.bench.runner`). Rows of one batch share one timed call, so a sample is one timed *call*
+:mod:`invbench.bench.run.execute`). Rows of one batch share one timed call, so a sample is one timed *call*
 (deduplicated by its ``call`` id), not one row:
 
 * ``wall`` samples — seconds per image of each timed call;

@@ -14,7 +14,7 @@ posterior live in model space [-1, 1]; ``sigma_y`` is in model units.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +61,9 @@ class Metric:
     unavailable: str | None = None
     verified: bool = True
     backbone: str = ""
+    needs_posterior: bool = False
+    """True for a metric that reads ``ctx.posterior``: the harness builds the exact posterior for it
+    and leaves it out (its columns NULL) where there is none (network prior, nonlinear operator)."""
 
     def compute(self, ctx: MetricContext) -> dict[str, Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -77,15 +80,25 @@ class Metric:
 
 
 class SetMetric:
-    """A metric over all images of a cell; ``compute`` returns ``(value | None, note)``."""
+    """A metric over all images of a cell, returning ``(value | None, note)``.
+
+    ``needs_posterior`` False: :meth:`compute` compares all reconstructions of the cell with the
+    truths of the same images. True: :meth:`compute_posterior` compares, per image, the
+    reconstructions over seeds with the exact posterior of that image's one measurement (the
+    harness offers it for analytic priors under a fixed ``data_seed`` with >= 2 seeds only)."""
 
     name: str = ""
     unavailable: str | None = None
     verified: bool = True
     backbone: str = ""
+    needs_posterior: bool = False
 
     def compute(self, recon, truth, **kwargs) -> tuple[float | None, str]:  # pragma: no cover
         raise NotImplementedError
+
+    def compute_posterior(self, groups: Iterable[tuple[Tensor, Any]]) -> tuple[float | None, str]:
+        """``groups``: per image, ``(samples (n, C, H, W) pixel units, exact posterior)``."""
+        raise NotImplementedError(f"set metric {self.name!r} does not compare with a posterior")
 
     status = Metric.status
 

@@ -54,6 +54,7 @@ def posterior_metrics(x_hat_pixel: Tensor, posterior) -> dict[str, Tensor]:
 class PosteriorMetrics(Metric):
     name = "posterior"
     columns = COLUMNS
+    needs_posterior = True
     backbone = "exact posterior of the analytic prior (prior.posterior(A, y, sigma_y))"
 
     def compute(self, ctx: MetricContext) -> dict[str, Tensor]:

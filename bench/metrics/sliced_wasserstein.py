@@ -13,6 +13,8 @@ Units: those of the samples (model space in the harness).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -73,6 +75,7 @@ class SlicedWassersteinMetric(SetMetric):
     """
 
     name = "sliced_wasserstein"
+    needs_posterior = True
 
     def __init__(self, n_projections: int = 256, seed: int = 0, n_reference: int = 1000, p: float = 2.0):
         self.n_projections = int(n_projections)
@@ -96,3 +99,14 @@ class SlicedWassersteinMetric(SetMetric):
         ref = reference.detach().to("cpu", torch.float64).reshape(-1, x[0].numel())
         v = sliced_wasserstein(x, ref, self.n_projections, self.seed, self.p)
         return v, f"SW{self.p:g} model space; {x.shape[0]} samples vs {ref.shape[0]} exact posterior samples; {self.n_projections} projections, seed {self.seed}"
+
+    def compute_posterior(self, groups: Iterable[tuple[Tensor, Any]]) -> tuple[float | None, str]:
+        """Mean over images of :meth:`compute` on each image's samples against its posterior;
+        unavailable as soon as one image's value is."""
+        vals, notes = [], ""
+        for samples, posterior in groups:
+            v, notes = self.compute(samples, None, posterior=posterior)
+            if v is None:
+                return None, notes
+            vals.append(float(v))
+        return float(np.mean(vals)), f"mean over {len(vals)} images; " + notes

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.patches import Rectangle
 
-from .. import run_paths
+from ..run import paths as run_paths
 from . import escape
 from .data import RunData
 from .figures import (

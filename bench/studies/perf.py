@@ -111,7 +111,7 @@ def solver_specs(listed: dict, prob: pc.Problem, prior) -> dict:
     network, at its ``QUICK`` settings (the per-step cost is what the floor and throughput
     measure), so that a new solver is timed without an edit here. Oracles (no network) and
     solvers registered at run time (tests, plugins) are left out."""
-    from invbench.bench.runner import nfe_per_image
+    from invbench.bench.run import nfe_per_image
 
     from invbench import solvers
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 
 import pytest
-from invbench.bench import config, executors, runner, store
+from invbench.bench import config, executors, store
+from invbench.bench.run import resume
 
 from tests.helpers import parts
 
@@ -49,7 +50,7 @@ def test_submitit_resume_skips_finished(tmp_path):
     sub = tmp_path / "sub"
     executors.run_submitit(exp, sub, shards=2, cluster="debug", setup=parts.register)
     created = dict(zip(*store.load_results(sub)[["row_id", "created"]].values.T))
-    with pytest.raises((runner.RunError, config.ConfigError), match="--resume"):
+    with pytest.raises((resume.RunError, config.ConfigError), match="--resume"):
         executors.run_submitit(exp, sub, shards=2, cluster="debug", setup=parts.register)
     executors.run_submitit(exp, sub, shards=2, cluster="debug", resume=True, setup=parts.register)
     df = store.load_results(sub)
@@ -62,19 +63,19 @@ def test_submitit_rechecks_under_the_lock(tmp_path, monkeypatch):
     check-before-lock leaves open) makes run_submitit refuse, leaving that run's store as it was."""
     exp = config.loads(parts.toml_config(limit=2), base_dir=tmp_path)
     sub = tmp_path / "sub"
-    real_lock = runner._lock
+    real_lock = resume.lock
     before = {}
 
     @contextlib.contextmanager
     def other_run_wins(run_dir):
-        monkeypatch.setattr(runner, "_lock", real_lock)
+        monkeypatch.setattr(resume, "lock", real_lock)
         executors.run_local(exp, sub, progress=False)   # the other process takes the lock first
         before["rows"] = store.load_results(sub).sort_values("row_id").reset_index(drop=True)
         with real_lock(run_dir):
             yield
 
-    monkeypatch.setattr(runner, "_lock", other_run_wins)
-    with pytest.raises(runner.RunError, match="already holds a run"):
+    monkeypatch.setattr(resume, "lock", other_run_wins)
+    with pytest.raises(resume.RunError, match="already holds a run"):
         executors.run_submitit(exp, sub, shards=2, cluster="debug", setup=parts.register)
     after = store.load_results(sub).sort_values("row_id").reset_index(drop=True)
     assert len(before["rows"]) > 0 and after.equals(before["rows"])
@@ -85,7 +86,7 @@ def test_submitit_refuses_while_another_run_holds_the_lock(tmp_path):
     exp = config.loads(parts.toml_config(limit=2), base_dir=tmp_path)
     sub = tmp_path / "sub"
     sub.mkdir()
-    with runner._lock(sub), pytest.raises(runner.RunError, match="lock held"):
+    with resume.lock(sub), pytest.raises(resume.RunError, match="lock held"):
         executors.run_submitit(exp, sub, shards=2, cluster="debug", setup=parts.register)
     assert not (sub / "results.sqlite").exists()
 

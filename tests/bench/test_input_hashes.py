@@ -18,10 +18,10 @@ REPO = Path(__file__).resolve().parents[2]
 _PRINT = """
 import json, sys
 from tests.helpers.reliability import gmm_text
-from invbench.bench import config, runner
+from invbench.bench import config, run
 import pathlib, tempfile
 d = pathlib.Path(tempfile.mkdtemp()); (d / "c.toml").write_text(gmm_text("h", limit=2, seeds="[0]"))
-print(json.dumps(runner.prepare(config.load(d / "c.toml")).input_hashes, sort_keys=True))
+print(json.dumps(run.prepare(config.load(d / "c.toml")).input_hashes, sort_keys=True))
 """
 
 

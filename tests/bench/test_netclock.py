@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from invbench.bench import config, cost, runner, store
+from invbench.bench import config, cost, run, store
 from invbench.bench.cost import calibration
 from invbench.bench.cost.netclock import ClockedPrior
 
@@ -67,8 +67,8 @@ def test_run_records_network_time_repeats_calibration_and_machine(tmp_path):
     text = parts.toml_config(solvers_=solvers_, limit=2, batch_size=2, extra="timing_repeats = 3").replace('"_test-gauss"', '"gmm-digits"')
     exp = config.loads(text, base_dir=tmp_path)
     assert exp.timing_repeats == 3 and exp.resolved["timing_repeats"] == 3
-    p = runner.prepare(exp, tmp_path / "run")
-    runner.run(p, tmp_path / "run")
+    p = run.prepare(exp, tmp_path / "run")
+    run.run(p, tmp_path / "run")
     df = store.load_results(tmp_path / "run")
     assert set(df.status) == {"ok"}
     assert (df.net_seconds > 0).all() and (df.net_seconds <= df.seconds).all()

@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 from invbench.bench import cli
-from invbench.bench.runner import nfe_per_image
+from invbench.bench.run import nfe_per_image
 from invbench.bench.studies import perf
 from invbench.bench.studies import perf_timing as pc
 

@@ -95,18 +95,18 @@ def test_kill_then_resume(tmp_path, points):
 
 def test_resume_redoes_unfinished_rows_only(tmp_path):
     """Rows marked error/oom/diverged are redone on --resume; ok rows are kept as they are."""
-    from invbench.bench import config, runner
+    from invbench.bench import config, run
 
     text = parts.toml_config(solvers_=SOLVERS.replace("300", "2"), limit=3)
     exp = config.loads(text, base_dir=tmp_path)
     out = tmp_path / "run"
-    runner.run(runner.prepare(exp, out), out)
+    run.run(run.prepare(exp, out), out)
     with store.Store(out / "results.sqlite") as st:
         rows = st.rows("ORDER BY row_id")
         victim = rows[0]["row_id"]
         st.con.execute("UPDATE results SET status='error', message='x', psnr=NULL WHERE row_id=?", (victim,))
         created = {r["row_id"]: r["created"] for r in rows}
-    s = runner.run(runner.prepare(exp, out, resume=True), out, resume=True)
+    s = run.run(run.prepare(exp, out, resume=True), out, resume=True)
     assert s.skipped_done == len(rows) - 1 and s.counts == {"ok": 1}
     df = store.load_results(out)
     assert set(df.status) == {"ok"} and len(df) == len(rows)
@@ -115,11 +115,12 @@ def test_resume_redoes_unfinished_rows_only(tmp_path):
 
 
 def test_second_run_on_same_dir_is_refused(tmp_path):
-    from invbench.bench import config, runner
+    from invbench.bench import config, run
+    from invbench.bench.run import resume
 
     exp = config.loads(parts.toml_config(limit=1), base_dir=tmp_path)
     out = tmp_path / "run"
     out.mkdir()
-    with runner._lock(out), pytest.raises(runner.RunError, match="lock"):
-        runner.run(runner.prepare(exp, out), out)
+    with resume.lock(out), pytest.raises(resume.RunError, match="lock"):
+        run.run(run.prepare(exp, out), out)
     assert not (out / "results.sqlite").exists()

@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from invbench.bench import config, runner, store
+from invbench.bench import config, run, store
+from invbench.operators.base import same_operator
 
 from tests.helpers import parts
 
@@ -17,8 +18,8 @@ torch.set_num_threads(1)
 
 def _run(tmp_path, text: str, sets=None, out="run", **kw):
     exp = config.loads(text, sets, base_dir=tmp_path)
-    p = runner.prepare(exp, tmp_path / out)
-    runner.run(p, tmp_path / out, **kw)
+    p = run.prepare(exp, tmp_path / out)
+    run.run(p, tmp_path / out, **kw)
     return store.load_results(tmp_path / out), exp
 
 
@@ -161,16 +162,16 @@ def test_cells_cheap_first(tmp_path):
     text = parts.toml_config(solvers_='[[solvers]]\nname = "dps"\noverrides = { steps = 50 }\n'
                               '[[solvers]]\nname = "oracle_map"\n').replace('"_test-gauss"', '"gmm-digits"')
     exp = config.loads(text, base_dir=tmp_path)
-    p = runner.prepare(exp)
+    p = run.prepare(exp)
     order = [c.solver for c in p.cells]
     assert order.index("dps") > max(i for i, s in enumerate(order) if s == "oracle_map")
     assert [c.cost for c in p.cells] == sorted(c.cost for c in p.cells)
 
 
 def test_derive_seed_is_stable():
-    assert runner.derive_seed(0, "noise", "t", "d", "i") == runner.derive_seed(0, "noise", "t", "d", "i")
-    assert runner.derive_seed(0, "noise", "t", "d", "i") != runner.derive_seed(1, "noise", "t", "d", "i")
-    assert 0 <= runner.derive_seed("x") < 2**63
+    assert run.derive_seed(0, "noise", "t", "d", "i") == run.derive_seed(0, "noise", "t", "d", "i")
+    assert run.derive_seed(0, "noise", "t", "d", "i") != run.derive_seed(1, "noise", "t", "d", "i")
+    assert 0 <= run.derive_seed("x") < 2**63
 
 
 def test_same_operator():
@@ -178,6 +179,55 @@ def test_same_operator():
 
     g = lambda s: torch.Generator().manual_seed(s)
     a = operators.build("inpaint_random", (1, 8, 8), g(1), ratio=0.5)
-    assert runner.same_operator(a, operators.build("inpaint_random", (1, 8, 8), g(1), ratio=0.5))
-    assert not runner.same_operator(a, operators.build("inpaint_random", (1, 8, 8), g(2), ratio=0.5))
-    assert runner.same_operator(operators.build("sr4_avgpool", (1, 8, 8), g(1)), operators.build("sr4_avgpool", (1, 8, 8), g(2)))
+    assert same_operator(a, operators.build("inpaint_random", (1, 8, 8), g(1), ratio=0.5))
+    assert not same_operator(a, operators.build("inpaint_random", (1, 8, 8), g(2), ratio=0.5))
+    assert same_operator(operators.build("sr4_avgpool", (1, 8, 8), g(1)), operators.build("sr4_avgpool", (1, 8, 8), g(2)))
+
+
+def _sw_text(extra: str) -> str:
+    from tests.helpers.reliability import gmm_text
+
+    text = gmm_text("sw", limit=2, seeds="[0, 1]", extra=extra)
+    text = text.replace('image = ["psnr", "mse", "consistency", "posterior"]',
+                        'image = ["psnr", "posterior"]\nset = ["sliced_wasserstein"]\n\n'
+                        '[metrics.sliced_wasserstein]\nn_projections = 16\nn_reference = 40')
+    return text.replace('[[solvers]]\nname = "dps"', '[[tasks]]\nname = "phase"\noperator = "phase_retrieval"\n'
+                        'noise_sigma = 0.05\n\n[[solvers]]\nname = "dps"', 1)
+
+
+def test_posterior_set_metric_compares_each_measurement_with_its_posterior(tmp_path):
+    """A set metric that declares ``needs_posterior`` gets, per image, the samples over seeds and
+    the exact posterior of that image's one measurement; the stored value is the metric's own
+    combination (the mean over images), recomputed here from the stored reconstructions."""
+    from invbench.bench.problem import build_problem
+    from invbench.bench.run.rows import recon_rel
+
+    exp = config.loads(_sw_text("data_seed = 3"), base_dir=tmp_path)
+    p = run.prepare(exp, tmp_path / "run")
+    run.run(p, tmp_path / "run")
+    sm = store.load_set_metrics(tmp_path / "run").set_index(["solver", "task"])
+    cell = next(c for c in p.cells if (c.solver, c.task.name) == ("oracle_sample", "inpaint"))
+    metric = p.set_metrics[0]
+    vals = []
+    for i, iid in enumerate(p.datasets["digits"].ids):
+        pb = build_problem(cell.task, "digits", iid, p.image("digits", i), "data3", 0, dtype=p.dtype)
+        post = p.priors[cell.prior].inner.posterior(pb.operator, pb.y, cell.task.sigma_y)
+        rels = [recon_rel(cell, iid, s, "npy") for s in (0, 1)]
+        samples = torch.stack([torch.as_tensor(np.load(tmp_path / "run" / r), dtype=torch.float64) for r in rels])
+        vals.append(metric.compute(samples, None, posterior=post)[0])
+    row = sm.loc[("oracle_sample", "inpaint")]
+    assert row.n == 4 and row.note.startswith("mean over 2 images")
+    assert row.value == pytest.approx(float(np.mean(vals)), rel=1e-12)
+    assert sm.loc[("dps", "phase")].note == "unavailable: exact posterior needs a linear operator"
+    # per-image posterior columns: filled for linear operators, NULL for the nonlinear one
+    df = store.load_results(tmp_path / "run")
+    ok = df[df.status == "ok"]
+    assert ok[ok.task != "phase"].dist_to_map.notna().all() and ok[ok.task == "phase"].dist_to_map.isna().all()
+
+
+def test_posterior_set_metric_needs_one_measurement_per_image(tmp_path):
+    exp = config.loads(_sw_text(""), base_dir=tmp_path)
+    run.run(run.prepare(exp, tmp_path / "run"), tmp_path / "run")
+    notes = set(store.load_set_metrics(tmp_path / "run").note)
+    assert "unavailable: needs data_seed and >= 2 seeds (samples for one measurement)" in notes
+    assert not any(n.startswith("mean over") for n in notes)

@@ -180,7 +180,7 @@ def test_nfe_cap_shapes_the_space_of_step_counts():
     """VML-MAP searches its level and inner-step counts N, K (NFE = N(K+1)): under a cap every drawn
     configuration fits and several do (none is discarded); without a cap the full ranges are drawn."""
     import optuna
-    from invbench.bench.runner import nfe_per_image
+    from invbench.bench.run import nfe_per_image
 
     from invbench import solvers
 

@@ -162,12 +162,12 @@ def reference_run(cfg: Path, out: Path) -> None:
     :func:`cli_subprocess`'s children, so that its rows can be compared bitwise with theirs (some
     results, e.g. exact posterior samples through an eigenbasis, round differently on another
     thread count)."""
-    from invbench.bench import config, runner
+    from invbench.bench import config, run
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        runner.run(runner.prepare(config.load(cfg), out), out)
+        run.run(run.prepare(config.load(cfg), out), out)
     finally:
         torch.set_num_threads(threads)
 

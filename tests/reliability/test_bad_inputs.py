@@ -694,11 +694,11 @@ def _(t):
 def _run_api(cfg_text: str, t: Path, out: str = "out", delete_rows: int = 0) -> None:
     """Write ``c.toml`` and run it into ``t/out`` through the API (the case's starting state);
     then delete ``delete_rows`` rows so that a resume has work to do."""
-    from invbench.bench import config, runner
+    from invbench.bench import config, run
 
     (t / "c.toml").write_text(cfg_text)
     exp = config.load(t / "c.toml")
-    runner.run(runner.prepare(exp, t / out), t / out)
+    run.run(run.prepare(exp, t / out), t / out)
     if delete_rows:
         con = sqlite3.connect(t / out / "results.sqlite")
         con.execute(f"DELETE FROM results WHERE row_id IN (SELECT row_id FROM results LIMIT {delete_rows})")

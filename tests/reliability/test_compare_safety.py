@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 from invbench.bench import cli as bench_cli
-from invbench.bench import executors, runner, store
+from invbench.bench import executors, store
+from invbench.bench.run import resume
 
 from tests.helpers import parts
 from tests.helpers.reliability import cli
@@ -178,7 +179,7 @@ def test_compare_refuses_a_run_still_being_written(finished, tmp_path, capsys):
     naming it, with its rows so far (it used to fail with exit 1 without saying why)."""
     new = _copy(finished[1], tmp_path / "new")
     _sql(new, "DELETE FROM results WHERE task = 'sr'")
-    with runner._lock(new):
+    with resume.lock(new):
         rc, _, err = cli(capsys, ["compare", finished[0], new])
     assert rc == 2
     _refusal(err, "new run", "still being written", "6 of 12 rows")

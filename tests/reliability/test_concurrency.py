@@ -2,7 +2,7 @@
 ``flock`` on ``RUN_DIR/.lock`` that the kernel releases when its holder dies, so a SIGKILLed run
 leaves no stale lock; readers never block or see half rows; the store is never corrupt.
 
-Mechanism (docs/reliability.md#concurrency): ``invbench.bench.runner.run`` opens ``RUN_DIR/.lock`` and
+Mechanism (docs/reliability.md#concurrency): ``invbench.bench.run.run`` opens ``RUN_DIR/.lock`` and
 takes ``fcntl.flock(LOCK_EX | LOCK_NB)``; failure -> ``RunError`` "another invbench run is
 writing this run directory (lock held by pid N: COMMAND)" -> exit 2. The existing-store checks (``--resume``
 needed, same config hash) run before the lock and again under it. The lock file stays after a

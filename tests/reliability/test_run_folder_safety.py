@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from invbench.bench import run_paths
+from invbench.bench.run import paths as run_paths
 from invbench.bench.datasets import make_manifest
 from test_bad_inputs import check_error_line
 

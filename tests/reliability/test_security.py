@@ -162,14 +162,14 @@ def test_crafted_checkpoint_refused_and_its_code_never_runs(tmp_path):
 ])
 def test_configs_are_data_names_are_registry_keys(field, value, tmp_path):
     """Names that look like importable objects are rejected as unknown registry names (no import)."""
-    from invbench.bench import config, runner
+    from invbench.bench import config, run
 
     from tests.helpers import parts
 
     sets = [f"{field}={value!r}".replace("'", '"')]
     exp_or_err = None
     try:
-        exp_or_err = runner.prepare(config.loads(parts.toml_config(), sets, base_dir=tmp_path))
+        exp_or_err = run.prepare(config.loads(parts.toml_config(), sets, base_dir=tmp_path))
     except config.ConfigError as e:
         exp_or_err = str(e)
     assert isinstance(exp_or_err, str) and "unknown" in exp_or_err and field.split(".")[0].split("[")[0] in exp_or_err

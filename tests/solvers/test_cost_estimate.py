@@ -1,4 +1,4 @@
-"""The harness's cost of a solve before running it (``runner.nfe_per_image``: a solver's
+"""The harness's cost of a solve before running it (``run.nfe_per_image``: a solver's
 ``nfe_estimate`` or its step counts) equals the network evaluations the solve makes. The tuner's
 NFE cap and the grid's cost estimate rely on it."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from invbench.bench.runner import nfe_per_image
+from invbench.bench.run import nfe_per_image
 
 from invbench import operators, priors, solvers
 from tests.helpers.baselines import gaussian_prior, gens

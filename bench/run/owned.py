@@ -2,7 +2,7 @@
 else.
 
 :func:`replace_plan` reads the store (read-only) and lists every file under the run's own
-top-level entries (:data:`bench.fsafety.RUN_ENTRIES`); a file the run did not write — a user's
+top-level entries (:data:`invbench.bench.fsafety.RUN_ENTRIES`); a file the run did not write — a user's
 notes inside ``recon/``, a PNG dropped into ``truth/`` — makes the plan refuse, naming it.
 :func:`remove` then deletes exactly the planned files and the folders they leave empty.
 """
@@ -16,8 +16,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import fsafety, run_paths
-from . import store as store_mod
+from .. import fsafety
+from .. import store as store_mod
+from . import paths as run_paths
 
 __all__ = ["ReplacePlan", "refuse_foreign", "remove", "replace_older_run", "replace_plan"]
 
@@ -110,9 +111,9 @@ def refuse_foreign(out: Path, what: str) -> ReplacePlan:
 def replace_older_run(out: Path, what: str) -> None:
     """Delete the run in ``out`` — only the files it wrote — under the folder's lock, printing what
     goes; refused while another run holds the lock, or when its folders hold anything else."""
-    from . import runner
+    from .resume import lock
 
-    with runner._lock(out):
+    with lock(out):
         plan = refuse_foreign(out, what)
         print(f"invbench: replacing the {what} in {out}: removing {len(plan.files)} files it wrote "
               f"({', '.join(plan.entries)}); nothing else in the folder is touched", file=sys.stderr)
