@@ -18,4 +18,5 @@ from . import lmaps as lmaps  # registers "lmaps"
 
 NAMES: tuple[str, ...] = names()
 
-__all__ = ["Solver", "Preset", "SolverSkip", "SolverDiverged", "SolverError", "build", "get", "names", "register", "NAMES"]
+__all__ = ["Solver", "Preset", "SolverSkip", "SolverDiverged", "SolverError", "build", "get",
+           "names", "register", "NAMES"]

@@ -186,7 +186,8 @@ def generators_for(generator: Generators | None, batch: int) -> list[torch.Gener
 def randn(shape_per_item: Sequence[int], gens: list[torch.Generator], like: Tensor) -> Tensor:
     """Standard normal noise of shape ``(B, *shape_per_item)``, item ``i`` drawn from ``gens[i]``
     on the generator's device, then moved to ``like``'s device and dtype (device-independent)."""
-    out = [torch.randn(tuple(shape_per_item), generator=g, device=g.device, dtype=like.dtype) for g in gens]
+    out = [torch.randn(tuple(shape_per_item), generator=g, device=g.device, dtype=like.dtype)
+           for g in gens]
     z = out[0].unsqueeze(0) if len(out) == 1 else torch.stack(out)  # batch 1: no copy
     return z.to(like.device)
 
@@ -241,7 +242,7 @@ def deferred_finite_checks(every: int = 64, defer_cpu: bool = False) -> Iterator
     except SolverDiverged:
         raise
     except Exception:
-        log.flush()   # raises SolverDiverged (with this error as its context) if a recorded check failed
+        log.flush()   # SolverDiverged (with this error as its context) if a recorded check failed
         raise
     finally:
         _FINITE_LOG.reset(token)

@@ -87,22 +87,26 @@ class DAPS(Solver):
     # from 0.1x to 100x the released likelihood width τ = 0.01; the step counts set the cost and
     # are held fixed by the tuner
     SEARCH_SPACE: ClassVar[dict] = {"lr": log_uniform(1e-6, 1e-2), "tau": log_uniform(1e-3, 1.0)}
-    VALIDATION_PRESET: ClassVar[str] = "cpu"   # the released 200 x 5 levels do not fit the table's time budget
+    # the released 200 x 5 levels do not fit the validation table's time budget
+    VALIDATION_PRESET: ClassVar[str] = "cpu"
     PRESETS: ClassVar[dict[str, Preset]] = {
         "default": Preset(
             {},
-            "zhangbingliang2019/DAPS configs/sampler/edm_daps.yaml (200 annealing levels 100 -> 0.1, "
+            "zhangbingliang2019/DAPS configs/sampler/edm_daps.yaml (200 annealing levels 100 -> "
+            "0.1, "
             "5 Euler ODE steps to 0.01, poly-7) with configs/task/down_sampling.yaml 'pixel' "
             "(100 Langevin steps, lr 1e-4, tau 0.01, lr_min_ratio 0.01)",
         ),
         "inpainting": Preset(
             {"lr": 5e-5},
-            "zhangbingliang2019/DAPS configs/sampler/edm_daps.yaml with configs/task/inpainting.yaml "
+            "zhangbingliang2019/DAPS configs/sampler/edm_daps.yaml with "
+            "configs/task/inpainting.yaml "
             "'pixel' (100 Langevin steps, lr 5e-5, tau 0.01, lr_min_ratio 0.01)",
         ),
         "cpu": Preset(
             {"anneal_steps": 20, "ode_steps": 2, "mcmc_steps": 10},
-            "reduced-step CPU variant of 'default' (20 levels, 2 ODE steps, 10 Langevin steps); ours",
+            "reduced-step CPU variant of 'default' (20 levels, 2 ODE steps, 10 Langevin steps); "
+            "ours",
         ),
     }
 
@@ -131,7 +135,7 @@ class DAPS(Solver):
         x = randn(shape, gens, y) * sig[0]
         for t in range(N):
             s_t = sig[t]
-            # x̂0: Euler PF-ODE from σ_t down to ode_sigma_min                                 [K NFE]
+            # x̂0: Euler PF-ODE from σ_t down to ode_sigma_min                               [K NFE]
             xo = x
             ode = self.ode_levels(prior, s_t)
             D = xo

@@ -49,11 +49,13 @@ def quad_timesteps(T: int, steps: int) -> list[int]:
     by one, ascending from 0 to ``T − 1``. The sampler visits timesteps ``t_i = T − 1 − seq[i]``:
     long strides at high noise, short ones near ``t = 0``."""
     if int(steps) != steps or steps < 2 or steps > T:
-        raise SolverError(f"steps must be an integer in [2, {T}] for the quadratic schedule, got {steps}")
+        raise SolverError(f"steps must be an integer in [2, {T}] for the quadratic schedule, "
+                          f"got {steps}")
     seq = [int(v) for v in np.sqrt(np.linspace(0, T**2, int(steps)))]
     seq[-1] -= 1
     if any(a >= b for a, b in itertools.pairwise(seq)):
-        raise SolverError(f"the quadratic schedule with {steps} steps on {T} timesteps repeats a timestep")
+        raise SolverError(f"the quadratic schedule with {steps} steps on {T} timesteps repeats a "
+                          "timestep")
     return seq
 
 
@@ -68,7 +70,8 @@ def sampling_sigmas(prior, steps: int, explicit: Sequence[float] | None = None) 
     if explicit is not None:
         s = [float(v) for v in explicit]
         if not s or any(v <= 0 for v in s) or any(a <= b for a, b in itertools.pairwise(s)):
-            raise SolverError("explicit sigmas must be a non-empty, strictly descending list of positive levels")
+            raise SolverError("explicit sigmas must be a non-empty, strictly descending list of "
+                              "positive levels")
         return s
     grid = ddpm_sigmas(prior)
     ts = skip_timesteps(int(grid.numel()), steps)
@@ -86,7 +89,9 @@ def thresholded_singular_values(op, threshold: float | None, like: Tensor) -> Te
     ``threshold`` None reads ``op.params.get("svd_threshold")`` (the operators record DDRM's
     3e-2 for deblurring / bicubic SR); absent or 0 means no thresholding. Cast to ``like``.
     """
-    thr = threshold if threshold is not None else (getattr(op, "params", None) or {}).get("svd_threshold")
+    thr = threshold
+    if thr is None:
+        thr = (getattr(op, "params", None) or {}).get("svd_threshold")
     svd = op.svd.thresholded(float(thr)) if thr is not None and float(thr) > 0 else op.svd
     # ``SVD.thresholded`` carries each operator's rule: separable (Kronecker) SVDs zero a 2-D value
     # when either 1-D factor is below the threshold, as DDRM's ``Deblurring``/``SRConv`` do.

@@ -76,7 +76,7 @@ class DDRMParams:
 
 
 def ddrm_singular_values(op, threshold: float | None, like: Tensor) -> Tensor:
-    """The operator's ``(m,)`` singular values with DDRM's thresholding applied (``s < thr → 0``)."""
+    """The operator's ``(m,)`` singular values with DDRM's thresholding (``s < thr → 0``)."""
     return thresholded_singular_values(op, threshold, like)
 
 
@@ -101,7 +101,8 @@ class DDRM(Solver):
     }
 
     def validate(self, prior) -> None:
-        """The step count / explicit levels must fit the prior's noise grid (checked before a run)."""
+        """The step count / explicit levels must fit the prior's noise grid (checked before a
+        run)."""
         sampling_sigmas(prior, self.params.steps, self.params.sigmas)
 
     @torch.no_grad()
@@ -171,7 +172,8 @@ class _Spectrum:
         """``x_T = V x̄ · c`` with ``x̄_i = ȳ_i + sqrt(σ_T² − σ_y²/s_i²) z_i`` where
         ``s_i σ_T > σ_y``, else ``σ_T z_i``; ``c = sqrt(1 + σ_T²)/σ_T`` (the code) or 1."""
         s, large = self.s, self.in_range & (self.s * sT > self.sigma_y)
-        rem = torch.where(large, (sT**2 - self.nsr**2).clamp_min(0.0).sqrt(), torch.full_like(s, sT))
+        rem = torch.where(large, (sT**2 - self.nsr**2).clamp_min(0.0).sqrt(),
+                          torch.full_like(s, sT))
         xbar = torch.where(large, self.ybar, torch.zeros_like(self.ybar)) + rem * z
         scale = math.sqrt(1.0 + sT**2) / sT if code_scale else 1.0
         return self.svd.V(xbar * scale).reshape(z.shape[0], *self.op.in_shape)

@@ -100,8 +100,11 @@ def proximal_data_step(operator, x0: Tensor, y: Tensor, rho: float) -> Tensor:
 
 _CODE = "yuanzhi-zhu/DiffPIR main_ddpir.py with configs/{}.yaml"
 
-#: declared task family (``operators.family``) -> DiffPIR preset (the harness calls ``DiffPIR.preset_for_task``).
-TASK_PRESETS: dict[str, str] = {"inpainting": "paper-inpaint", "super_resolution": "paper-sr", "deblurring": "default"}
+#: declared task family (``operators.family``) -> DiffPIR preset (the harness calls
+#: ``DiffPIR.preset_for_task``).
+TASK_PRESETS: dict[str, str] = {
+    "inpainting": "paper-inpaint", "super_resolution": "paper-sr", "deblurring": "default",
+}
 
 
 @register
@@ -119,7 +122,8 @@ class DiffPIR(Solver):
     PRESETS: ClassVar[dict[str, Preset]] = {
         "default": Preset(
             {},
-            _CODE.format("deblur") + ": 100 steps, λ = 7 × lambda_ 1, ζ = 3 × zeta 0.1 (the script's experiment "
+            _CODE.format("deblur") + ": 100 steps, λ = 7 × lambda_ 1, ζ = 3 × zeta 0.1 (the "
+                                     "script's experiment "
             "loop multiplies the config values by 7 and 3)",
         ),
         "paper-inpaint": Preset(
@@ -128,7 +132,8 @@ class DiffPIR(Solver):
         ),
         "paper-sr": Preset(
             {"zeta": 0.25},
-            _CODE.format("sisr") + ": 100 steps, ζ = 0.25; the script sweeps λ over 2 … 12 and releases no single "
+            _CODE.format("sisr") + ": 100 steps, ζ = 0.25; the script sweeps λ over 2 … 12 and "
+                                   "releases no single "
             "value, so λ stays at the deblurring setting 7 (ours)",
         ),
     }
@@ -149,12 +154,14 @@ class DiffPIR(Solver):
         return [float(grid[T - 1 - k]) for k in quad_timesteps(T, p.steps)]
 
     def nfe_estimate(self) -> int:
-        """Network evaluations per image: one per level (``len(sigmas)`` when given, else ``steps``)."""
+        """Network evaluations per image: one per level (``len(sigmas)`` when given, else
+        ``steps``)."""
         p = self.params
         return len(p.sigmas) if p.sigmas is not None else int(p.steps)
 
     def validate(self, prior) -> None:
-        """The step count / explicit levels must fit the prior's noise grid (checked before a run)."""
+        """The step count / explicit levels must fit the prior's noise grid (checked before a
+        run)."""
         self.levels(prior)
 
     def _solve(self, y: Tensor, operator, prior, sigma_y, gens, callback) -> Tensor:
@@ -172,7 +179,8 @@ class DiffPIR(Solver):
             grid = ddpm_sigmas(prior)
             a0, ay = abar(sigmas[0]), abar(float(grid[(grid - sigma_y).abs().argmin()]))
             c = math.sqrt(a0 / ay)
-            x = c * svd_pinv(svd, y, shape) + math.sqrt(max((1.0 - a0) - c * c * (1.0 - ay), 0.0)) * z
+            std = math.sqrt(max((1.0 - a0) - c * c * (1.0 - ay), 0.0))
+            x = c * svd_pinv(svd, y, shape) + std * z
         else:
             x = z
         x = check_finite(x, "diffpir initialisation")

@@ -81,11 +81,13 @@ class DPSParams:
 
 _CODE = "DPS2022/diffusion-posterior-sampling configs/{}_config.yaml, conditioning.params.scale"
 _VAR = (
-    "; variance='auto': learned range (the released ADM checkpoints' learned sigma) where the prior "
+    "; variance='auto': learned range (the released ADM checkpoints' learned sigma) where the "
+    "prior "
     "exposes it, else the fixed posterior variance β̃_t"
 )
 
-#: declared task family (``operators.family``) -> DPS preset (the harness calls ``DPS.preset_for_task``).
+#: declared task family (``operators.family``) -> DPS preset (the harness calls
+#: ``DPS.preset_for_task``).
 TASK_PRESETS: dict[str, str] = {
     "inpainting": "paper-inpaint",
     "super_resolution": "paper-sr",
@@ -129,7 +131,8 @@ class DPS(Solver):
         return TASK_PRESETS.get(family(task), "default")
 
     def validate(self, prior) -> None:
-        """The step count / explicit levels must fit the prior's noise grid (checked before a run)."""
+        """The step count / explicit levels must fit the prior's noise grid (checked before a
+        run)."""
         sampling_sigmas(prior, self.params.steps, self.params.sigmas)
 
     def _solve(self, y: Tensor, operator, prior, sigma_y, gens, callback) -> Tensor:
@@ -171,7 +174,10 @@ class DPS(Solver):
                     std = math.sqrt(beta_tilde)
                 mean = mean + std * randn(shape, gens, y)
             # x_{t−1} = x'_{t−1} − ζ_i ∇_{x_t} ‖y − A(x̂₀)‖₂
-            zeta_i = p.zeta if p.zeta_schedule == "constant" else p.zeta * beta / math.sqrt(1.0 - beta)
+            if p.zeta_schedule == "constant":
+                zeta_i = p.zeta
+            else:
+                zeta_i = p.zeta * beta / math.sqrt(1.0 - beta)
             x = mean - zeta_i * grad
             check_finite(x, f"dps step {i}: state")
         return x.detach()

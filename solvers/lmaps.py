@@ -48,8 +48,8 @@ Our loop (VE units, docs/design.md §2)::
 * ``‖A‖²`` is the largest squared singular value. It comes from the SVD when the operator has
   one. Otherwise it comes from power iteration on ``JᵀJ``: once per solve for a linear ``A``, and
   at each level's ``x̂0`` for a non-linear one. The gradient of the data term is ``Aᵀ(A u − y)``
-  through the operator's adjoint when ``A`` is linear, autograd otherwise. ``lr ≤ 1`` is the classical safe step for this
-  quadratic.
+  through the operator's adjoint when ``A`` is linear, autograd otherwise. ``lr ≤ 1`` is the
+  classical safe step for this quadratic.
 * ``inner = "exact"`` (ours; needs the SVD) replaces the K steps by the closed form. Review 1
   asked whether that works better.
 
@@ -73,7 +73,9 @@ from .registry import register
 from .schedules import clip_sigma, karras_sigmas
 from .search_space import log_uniform, uniform
 
-__all__ = ["LMAPS", "LMAPSParams", "local_map", "local_map_exact", "local_variance", "operator_norm_sq"]
+__all__ = [
+    "LMAPS", "LMAPSParams", "local_map", "local_map_exact", "local_variance", "operator_norm_sq",
+]
 
 _POWER_ITERS_LINEAR = 50     # power-iteration steps for ‖A‖² of a linear operator without an SVD
 _POWER_ITERS_LEVEL = 10      # per level for a non-linear operator (warm-started)
@@ -119,7 +121,8 @@ def _expand(c: Tensor, like: Tensor) -> Tensor:
     return c.reshape(-1, *([1] * (like.dim() - 1)))
 
 
-def operator_norm_sq(operator, x: Tensor, iters: int, v: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def operator_norm_sq(operator, x: Tensor, iters: int,
+                     v: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Largest eigenvalue of ``JᵀJ`` (``J`` the Jacobian of ``A`` at ``x``) per image, by ``iters``
     power-iteration steps from ``v`` (default: a fixed draw, so the result does not depend on the
     solve's generators). Returns ``(λ_max of shape (B,), the last vector)`` for warm starts."""
@@ -142,7 +145,8 @@ def operator_norm_sq(operator, x: Tensor, iters: int, v: Tensor | None = None) -
     return lam, v
 
 
-def local_map(operator, y: Tensor, x0hat: Tensor, weight: float, norm_sq: Tensor, *, steps: int, lr: float) -> Tensor:
+def local_map(operator, y: Tensor, x0hat: Tensor, weight: float, norm_sq: Tensor, *, steps: int,
+              lr: float) -> Tensor:
     """``K = steps`` gradient steps on ``ℓ(u) = ½‖y − A u‖² + (weight/2)‖u − x̂0‖²`` from
     ``u = x̂0``, step ``lr / (‖A‖² + weight)`` per image (``norm_sq``: ``‖A‖²``, shape ``(B,)``).
     ``weight = σ_y²/r²`` >= 0; model units."""
@@ -181,11 +185,14 @@ class LMAPS(Solver):
     QUICK: ClassVar[dict] = {"steps": 3, "inner_steps": 3}
     # ours: k over four decades around the default (a prior std from 10 to 0.1 model units);
     # lr over the convergent range; ζ over [0, 1]. The step counts set the cost: not searched.
-    SEARCH_SPACE: ClassVar[dict] = {"k": log_uniform(0.01, 100.0), "lr": uniform(0.1, 1.9), "zeta": uniform(0.0, 1.0)}
+    SEARCH_SPACE: ClassVar[dict] = {
+        "k": log_uniform(0.01, 100.0), "lr": uniform(0.1, 1.9), "zeta": uniform(0.0, 1.0),
+    }
     DRAWS_SAMPLES: ClassVar[bool] = False   # a point estimate (the last local MAP)
     VALIDATION_PRESET: ClassVar[str] = "cpu"
     FIDELITY: ClassVar[str] = "reconstruction, no public code"
-    _RECONSTRUCTED = ("reconstruction from the abstract and the ICLR 2026 reviews of arXiv 2510.07343 "
+    _RECONSTRUCTED = ("reconstruction from the abstract and the ICLR 2026 reviews of "
+                      "arXiv 2510.07343 "
                       "(no code or algorithm box public)")
     PRESETS: ClassVar[dict[str, Preset]] = {
         "default": Preset(
@@ -195,11 +202,13 @@ class LMAPS(Solver):
         ),
         "exact": Preset(
             {"inner": "exact"},
-            _RECONSTRUCTED + ": 'default' with the closed-form local MAP instead of gradient steps (ours)",
+            _RECONSTRUCTED + ": 'default' with the closed-form local MAP instead of gradient steps "
+                             "(ours)",
         ),
         "cpu": Preset(
             {"steps": 20, "inner_steps": 20},
-            _RECONSTRUCTED + ": reduced-step CPU variant of 'default' (20 levels x 20 gradient steps); ours",
+            _RECONSTRUCTED + ": reduced-step CPU variant of 'default' (20 levels x 20 gradient "
+                             "steps); ours",
         ),
     }
 

@@ -1,5 +1,6 @@
-"""Exact oracles for analytic priors (docs/design.md §5): the closed-form posterior of a Gaussian-mixture
-prior under a linear operator with Gaussian noise, ``p(x0 | y) ∝ p(x0) N(y; A x0, σ_y² I)``.
+"""Exact oracles for analytic priors (docs/design.md §5): the closed-form posterior of a
+Gaussian-mixture prior under a linear operator with Gaussian noise,
+``p(x0 | y) ∝ p(x0) N(y; A x0, σ_y² I)``.
 
 * ``oracle_map``    — ``argmax p(x0 | y)`` (``prior.posterior(A, y, σ_y).map()``),
 * ``oracle_mean``   — ``E[x0 | y]`` (``.mean()``),
@@ -32,7 +33,9 @@ class OracleParams:
 class _Oracle(Solver):
     requires = frozenset({"analytic", "linear"})
     Params = OracleParams
-    PRESETS: ClassVar[dict[str, Preset]] = {"default": Preset({}, "exact closed form (no hyper-parameters)")}
+    PRESETS: ClassVar[dict[str, Preset]] = {
+        "default": Preset({}, "exact closed form (no hyper-parameters)"),
+    }
 
     def _one(self, post, generator: torch.Generator) -> Tensor:
         raise NotImplementedError
@@ -48,7 +51,8 @@ class _Oracle(Solver):
         out = []
         for b in range(B):
             post = prior.posterior(operator, y[b : b + 1], sigma_y)
-            out.append(self._one(post, gens[b]).reshape(operator.in_shape).to(device=y.device, dtype=y.dtype))
+            x_b = self._one(post, gens[b]).reshape(operator.in_shape)
+            out.append(x_b.to(device=y.device, dtype=y.dtype))
         x = torch.stack(out)
         if callback is not None:
             callback(0, 0.0, x, x)

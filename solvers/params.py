@@ -65,7 +65,8 @@ def check_params(solver: str, params: Any) -> Any:
     for own_bounds in (True, False):    # a field's numeric bounds before bounds naming other fields
         for name, spec in specs.items():
             _check_one(solver, params, name, spec, hints[name], own_bounds)
-    fixed = {n: tuple(float(v) for v in getattr(params, n)) for n, s in specs.items() if s.increasing}
+    fixed = {n: tuple(float(v) for v in getattr(params, n))
+             for n, s in specs.items() if s.increasing}
     return dataclasses.replace(params, **fixed) if fixed else params
 
 

@@ -75,7 +75,8 @@ class PiGDMParams:
     svd_threshold: float | None = None
 
 
-def pigdm_guidance_vector(op, resid: Tensor, r2: float, sigma_y: float, s: Tensor | None = None) -> Tensor:
+def pigdm_guidance_vector(op, resid: Tensor, r2: float, sigma_y: float,
+                          s: Tensor | None = None) -> Tensor:
     """``Aᵀ (r² A Aᵀ + σ_y² I)⁻¹ resid`` through the SVD (``resid``: ``(B, *out_shape)``).
 
     Per singular value ``s_i`` (``s``: the ``(m,)`` values to use, default the operator's): factor
@@ -110,13 +111,15 @@ class PiGDM(Solver):
     PRESETS: ClassVar[dict[str, Preset]] = {
         "default": Preset(
             {},
-            "100 DDIM steps (ΠGDM protocol, uniform skip); eta=0, grad_term_weight=1, awd=True and the "
+            "100 DDIM steps (ΠGDM protocol, uniform skip); eta=0, grad_term_weight=1, awd=True and "
+            "the "
             "A⁺y initialisation from NVlabs/RED-diff algos/pgdm.py and its pgdm config",
         ),
     }
 
     def validate(self, prior) -> None:
-        """The step count / explicit levels must fit the prior's noise grid (checked before a run)."""
+        """The step count / explicit levels must fit the prior's noise grid (checked before a
+        run)."""
         sampling_sigmas(prior, self.params.steps, self.params.sigmas)
 
     def _solve(self, y: Tensor, operator, prior, sigma_y, gens, callback) -> Tensor:
@@ -132,7 +135,8 @@ class PiGDM(Solver):
         # x_T = sqrt(ᾱ_T) A⁺y + sqrt(1−ᾱ_T) z  (init="pinv")  or  x_T = z
         if p.init == "pinv":
             with torch.no_grad():
-                x = math.sqrt(aT) * svd_pinv(operator.svd, y, operator.in_shape, s_thr) + math.sqrt(1.0 - aT) * z
+                x_pinv = svd_pinv(operator.svd, y, operator.in_shape, s_thr)
+                x = math.sqrt(aT) * x_pinv + math.sqrt(1.0 - aT) * z
         else:
             x = z
 
@@ -148,13 +152,15 @@ class PiGDM(Solver):
                 x0 = d.clamp(-1.0, 1.0) if p.clip_x0 else d
                 # g = J_tᵀ V diag(s_i/(r_t² s_i² + σ_y²)) Uᵀ (y − A x̂₀)          [1 VJP]
                 with torch.no_grad():
-                    vec = pigdm_guidance_vector(operator, y - operator.forward(x0), r2, sigma_y, s_thr)
+                    resid = y - operator.forward(x0)
+                    vec = pigdm_guidance_vector(operator, resid, r2, sigma_y, s_thr)
                 (g,) = torch.autograd.grad(x0, x, grad_outputs=vec)
             x0 = x0.detach()
             check_finite(x0, f"pigdm step {i}: denoiser output")
             if callback is not None:
                 callback(i, sigma, x_ve.detach(), x0)
-            # ε̂ = (x_t − sqrt(ᾱ_t) x̂₀)/sqrt(1−ᾱ_t);  x_s = sqrt(ᾱ_s) x̂₀ + c1 z + c2 ε̂ + w sqrt(ᾱ_s ᾱ_t) r_t² g
+            # ε̂ = (x_t − sqrt(ᾱ_t) x̂₀)/sqrt(1−ᾱ_t)
+            # x_s = sqrt(ᾱ_s) x̂₀ + c1 z + c2 ε̂ + w sqrt(ᾱ_s ᾱ_t) r_t² g
             eps = (x.detach() - math.sqrt(a) * x0) / math.sqrt(1.0 - a)
             c1 = p.eta * math.sqrt(max((1.0 - a / a_s) * (1.0 - a_s) / (1.0 - a), 0.0))
             c2 = math.sqrt(max(1.0 - a_s - c1 * c1, 0.0))

@@ -76,8 +76,11 @@ class REDDiff(Solver):
     requires: ClassVar[frozenset[str]] = frozenset({"svd"})
     Params: ClassVar[type] = REDDiffParams
     QUICK: ClassVar[dict] = {"steps": 4}
-    SEARCH_SPACE: ClassVar[dict] = {"lambda_": log_uniform(0.01, 10.0), "lr": log_uniform(0.01, 1.0)}
-    DRAWS_SAMPLES: ClassVar[bool] = False   # a point estimate (the optimised mean of its variational q)
+    SEARCH_SPACE: ClassVar[dict] = {
+        "lambda_": log_uniform(0.01, 10.0), "lr": log_uniform(0.01, 1.0),
+    }
+    #: a point estimate (the optimised mean of its variational q)
+    DRAWS_SAMPLES: ClassVar[bool] = False
     PRESETS: ClassVar[dict[str, Preset]] = {
         "default": Preset(
             {},
@@ -91,7 +94,8 @@ class REDDiff(Solver):
     }
 
     def validate(self, prior) -> None:
-        """The step count / explicit levels must fit the prior's noise grid (checked before a run)."""
+        """The step count / explicit levels must fit the prior's noise grid (checked before a
+        run)."""
         sampling_sigmas(prior, self.params.steps, self.params.sigmas)
 
     def _solve(self, y: Tensor, operator, prior, sigma_y, gens, callback) -> Tensor:

@@ -1,4 +1,5 @@
-"""Noise-level schedules shared by the solvers (model units, VE parametrisation ``x = x0 + sigma n``).
+"""Noise-level schedules shared by the solvers (model units, VE parametrisation
+``x = x0 + sigma n``).
 
 All functions return 1-D float64 CPU tensors (callers move/cast them). Conventions:
 

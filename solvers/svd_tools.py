@@ -1,4 +1,5 @@
-"""Spectral helpers for linear operators with an exact SVD ``A = U diag(s) Vᵀ`` (docs/design.md §3, §9).
+"""Spectral helpers for linear operators with an exact SVD ``A = U diag(s) Vᵀ``
+(docs/design.md §3, §9).
 
 Coordinates: ``op.svd.Vt(x)`` maps an image batch ``(B, *in_shape)`` to ``(B, n)`` spectral
 coefficients, ``n = prod(in_shape)``; ``op.svd.singular_values`` has shape ``(m,)``, ``m <= n``,
@@ -30,7 +31,8 @@ def padded_singular_values(op, like: Tensor | None = None) -> Tensor:
     return out
 
 
-def spectral_norm_sq(op, *, like: Tensor, iters: int = 50, generator: torch.Generator | None = None) -> float:
+def spectral_norm_sq(op, *, like: Tensor, iters: int = 50,
+                     generator: torch.Generator | None = None) -> float:
     """``‖A‖₂²`` (largest eigenvalue of AᵀA): exact from the SVD when present, else by power
     iteration on ``AᵀA`` (``iters`` steps from a seeded random start; a slight under-estimate
     is possible, so callers that need a bound should add a safety margin).

@@ -37,7 +37,8 @@ Preconditioners M_σ (``preconditioner``):
 Full VML (``loss="vml_full"``, analytic priors only): adds the exact gradient ∇T of
 T(x) = −Tr Cov/(2σ²) + Tr(AᵀA Cov)/(2σ_y²) by autograd through ``prior.covariance``; the step
 is x ← x − γ (Jᵀ M r + m_σ ∇T) with the scalar m_σ = 1/(1/σ² + ‖A‖²/σ_y²) (our choice; applying
-the spectral P_σ to ∇T diverged on Gaussian mixtures). For a single Gaussian prior Cov does not depend on x, so ∇T = 0 and full VML = VML_S.
+the spectral P_σ to ∇T diverged on Gaussian mixtures). For a single Gaussian prior Cov does not
+depend on x, so ∇T = 0 and full VML = VML_S.
 
 Cost (prior wrapped in :class:`priors.CountingPrior`): **NFE = N·(K+1)**, **VJP = N·K** through
 the network, with N = ``n_levels`` and K = ``inner_steps``. ``vml_full`` adds N·K analytic
@@ -109,7 +110,10 @@ class VMLMAP(Solver):
     Params = VMLMAPParams
     QUICK: ClassVar[dict] = {"n_levels": 3, "inner_steps": 1}
     # Each preset states only what differs from VMLMAPParams() (= "default"), with its provenance.
-    SEARCH_SPACE: ClassVar[dict] = {"step_size": log_uniform(0.1, 4.0), "n_levels": int_range(5, 40), "inner_steps": int_range(1, 10), "transition": choice("ddim", "map_consistent")}
+    SEARCH_SPACE: ClassVar[dict] = {
+        "step_size": log_uniform(0.1, 4.0), "n_levels": int_range(5, 40),
+        "inner_steps": int_range(1, 10), "transition": choice("ddim", "map_consistent"),
+    }
     DRAWS_SAMPLES: ClassVar[bool] = False   # a MAP estimate
     PRESETS: ClassVar[dict[str, Preset]] = {
         "default": Preset(
@@ -119,29 +123,36 @@ class VMLMAP(Solver):
         ),
         "plain": Preset(
             {"n_levels": 50, "inner_steps": 20, "preconditioner": "scalar", "transition": "ddim"},
-            "ours: unpreconditioned variant (scalar step γ/(1/σ²+‖A‖²/σ_y²)), tuned here on the GMM validation "
+            "ours: unpreconditioned variant (scalar step γ/(1/σ²+‖A‖²/σ_y²)), tuned here on the "
+            "GMM validation "
             "split (seeds 900000+, scripts/tune_vml_map.py); not the paper's values (unknown)",
         ),
         "exact-gaussian": Preset(
             {"n_levels": 50, "step_size": 1.0, "transition": "ddim"},
-            "ours: the reference setting (N=50, K=10, γ=1, SVD preconditioner, DDIM transition) that reaches "
+            "ours: the reference setting (N=50, K=10, γ=1, SVD preconditioner, DDIM transition) "
+            "that reaches "
             "the exact MAP on Gaussian priors (docs/solvers-vml-map.md, \"Exactness\")",
         ),
         "learned": Preset(
             {"n_levels": 20, "inner_steps": 5},
-            "ours: for learned (network) priors; tuned here on the small-cpu validation split (grace_hopper "
-            "crops, scripts/tune_vml_map_small.py, best mean PSNR with NFE <= 300), see docs/solvers-vml-map.md; "
+            "ours: for learned (network) priors; tuned here on the small-cpu validation split "
+            "(grace_hopper "
+            "crops, scripts/tune_vml_map_small.py, best mean PSNR with NFE <= 300), see "
+            "docs/solvers-vml-map.md; "
             "not the paper's values (unknown)",
         ),
         "fast": Preset(
             {"n_levels": 20, "inner_steps": 2},
-            "ours: cheapest measured setting (NFE 60) whose PSNR reached DPS-1000's on inpaint_random; tuned here "
-            "on the small-cpu validation split (scripts/tune_vml_map_small.py), see docs/solvers-vml-map.md; "
+            "ours: cheapest measured setting (NFE 60) whose PSNR reached DPS-1000's on "
+            "inpaint_random; tuned here "
+            "on the small-cpu validation split (scripts/tune_vml_map_small.py), see "
+            "docs/solvers-vml-map.md; "
             "not the paper's values (unknown)",
         ),
         "full": Preset(
             {"loss": "vml_full"},
-            "ours: 'default' with the exact trace terms (analytic priors only), to measure what VML_S drops",
+            "ours: 'default' with the exact trace terms (analytic priors only), to measure what "
+            "VML_S drops",
         ),
     }
 
@@ -197,20 +208,24 @@ class VMLMAP(Solver):
                     D = prior.denoise(xr, sigma)
                     Dd = D.detach()
                     check_finite(Dd, f"vml_map denoiser output at sigma={sigma:.4g}")
-                    Mr = pre.apply_bracket(xr.detach(), Dd, sigma)  # M_σ r, r = (x−D)/σ² + Aᵀ(AD−y)/σ_y²
+                    # M_σ r,  r = (x−D)/σ² + Aᵀ(AD−y)/σ_y²
+                    Mr = pre.apply_bracket(xr.detach(), Dd, sigma)
                     (g,) = torch.autograd.grad(D, xr, grad_outputs=Mr)  # Jᵀ M_σ r
                     if trace is not None:  # loss="vml_full": + m_σ ∇T
                         g = g + pre.apply(trace.grad(prior, xr, sigma), sigma)
-                x = check_finite((xr.detach() - gamma * g).detach(), f"vml_map state at sigma={sigma:.4g}")
+                x = check_finite((xr.detach() - gamma * g).detach(),
+                                 f"vml_map state at sigma={sigma:.4g}")
             # D ← D(x, σ)                                                   [1 NFE]
             with torch.no_grad():
-                D = check_finite(prior.denoise(x, sigma).detach(), f"vml_map denoiser output at sigma={sigma:.4g}")
+                D = check_finite(prior.denoise(x, sigma).detach(),
+                                 f"vml_map denoiser output at sigma={sigma:.4g}")
             if callback is not None:
                 callback(i, float(sigma), x, D)
             # transition: x ← D + (σ_{i+1}/σ)^q (x − D)
             if i + 1 < len(sigmas):
                 sigma_next = sigmas[i + 1]
-                x = check_finite(D + (sigma_next / sigma) ** q * (x - D), f"vml_map transition to sigma={sigma_next:.4g}")
+                x = check_finite(D + (sigma_next / sigma) ** q * (x - D),
+                                 f"vml_map transition to sigma={sigma_next:.4g}")
         # return D (= D(x, σ_{N−1}) of the last level)
         return D
 

@@ -161,6 +161,7 @@ def test_allowed_imports_pass(tmp_path):
     files = {"bench/runner.py": "from invbench import operators, priors, solvers\n",
              "priors/adm.py": "from invbench.assets import weights\n",
              "solvers/schedules.py": "import numpy\n",
-             "solvers/dps.py": "from . import schedules\nfrom .base import Solver\n@register\nclass D: ...\n",
+             "solvers/dps.py": ("from . import schedules\nfrom .base import Solver\n"
+                                "@register\nclass D: ...\n"),
              "solvers/base.py": "from invbench.operators import family\n"}
     assert layer_violations(_tree(tmp_path, files)) == []

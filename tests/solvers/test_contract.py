@@ -65,9 +65,11 @@ def test_every_declared_rule_rejects_a_bad_value_naming_the_field(name):
 
 def test_the_declared_rules_are_the_ones_documented():
     """Spot checks of the wording and of the rules of the solvers that declare most."""
-    with pytest.raises(solvers.SolverError, match=r"^daps: mcmc_steps must be an integer >= 1, got 0$"):
+    with pytest.raises(solvers.SolverError,
+                       match=r"^daps: mcmc_steps must be an integer >= 1, got 0$"):
         solvers.build("daps", mcmc_steps=0)
-    with pytest.raises(solvers.SolverError, match=r"^lmaps: lr must be in \(0\.0, 2\.0\), got 2\.0$"):
+    with pytest.raises(solvers.SolverError,
+                       match=r"^lmaps: lr must be in \(0\.0, 2\.0\), got 2\.0$"):
         solvers.build("lmaps", lr=2.0)
     with pytest.raises(solvers.SolverError, match=r"sigma_max must be > sigma_min \(200\.0\)"):
         solvers.build("daps", sigma_min=200.0)
