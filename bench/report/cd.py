@@ -63,7 +63,7 @@ def _verdict(res: OverallRanking, alpha: float = ALPHA) -> str:
 
 def cd_figure(boards: list[Leaderboard], ctx) -> object | None:
     """The critical-difference figure (one per report and width), or None when there is no test."""
-    from .figures import _save, text_width_in, wrap_to
+    from .figbase import save_figure, text_width_in, wrap_to
 
     res = critical_difference(boards)
     if res is None:
@@ -111,7 +111,7 @@ def cd_figure(boards: list[Leaderboard], ctx) -> object | None:
         ax.plot([r, r, x_end], [0, yy, yy], color=ctx.pal.color(m), linewidth=0.9, clip_on=False)
         ax.text(x_end, yy, f" {labels[i]} ", ha="right" if left else "left", va="center", fontsize=fs, clip_on=False)
     fig.text(0.5, 1 - 0.04 / H, title, ha="center", va="top", fontsize=fs, linespacing=1.15)
-    return _save(fig, ctx, "cd", None, "Overall ranking: critical-difference diagram",
+    return save_figure(fig, ctx, "cd", None, "Overall ranking: critical-difference diagram",
                  f"Average rank of each solver (1 = best) over {res.n_blocks} blocks, the images of the "
                  f"{res.n_boards} (dataset, task) boards that every one of the {k} solvers has; each solver's "
                  "best-ranked preset per board, ranked by the board's primary metric on image means (seeds averaged); "

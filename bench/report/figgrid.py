@@ -7,7 +7,7 @@ titles are wrapped to the column; each reconstruction shows its PSNR below it.
 
 Zoom (``zoom = (x, y, size)``, fractions of the image side, top-left corner): the region is
 marked on every image and shown under it, outside the image, at a fixed magnification of
-:data:`~.figures.ZOOM_MAGNIFICATION` × the image's own scale (nearest-neighbour, pixels stay
+:data:`~.figbase.ZOOM_MAGNIFICATION` × the image's own scale (nearest-neighbour, pixels stay
 pixels). A region larger than a third of the side would not fit under its image at that
 magnification: its central third is shown (and marked) instead, and the caption says so. An image
 in which the region is less than a pixel or so (the measurement of ×4 super-resolution on 8 × 8
@@ -26,16 +26,16 @@ from matplotlib.patches import Rectangle
 from ..run import paths as run_paths
 from . import escape
 from .data import RunData
-from .figures import (
+from .figbase import (
     ZOOM_MAGNIFICATION,
     Ctx,
     FigureRecord,
-    _save,
     board_title,
     cell_name,
     inside_run,
     plain_title,
     read_image_or_note,
+    save_figure,
     text_width_in,
     wrap_to,
 )
@@ -196,13 +196,21 @@ def grid(b: Leaderboard, run: RunData, ctx: Ctx, image_ids: list[str] | None,
             if j == 0:
                 ax.text(x0 - 0.03, y_top - side / 2, row_labels[i], rotation=90, ha="right", va="center",
                         fontsize=LABEL_PT)
+    return save_figure(fig, ctx, "grid", b, f"Samples: {plain_title(b, ctx)}",
+                       _caption(seeds, ctx.single, zoom, zoom_e))
+
+
+def _caption(seeds: list, single: bool, zoom, zoom_e) -> str:
+    """The grid's caption: what the columns are, the seeds shown, the chosen cells at single
+    column width and the zoom insets."""
     inset = ("" if zoom is None else
              f" Insets: the marked region (top-left at {zoom_e[0]:.3g}, {zoom_e[1]:.3g} of the side, "
-             f"size {zoom_e[2]:.3g}) magnified {ZOOM_MAGNIFICATION}× (nearest-neighbour), under each image"
-             + (" — the central third of the requested region, which would not fit at that magnification."
-                if zoom_e[2] < zoom[2] - 1e-12 else "."))
-    chosen = "" if not ctx.single else " Single column: the best-ranked cell, the reference and VML-MAP (then the next-ranked)."
-    return _save(fig, ctx, "grid", b, f"Samples: {plain_title(b, ctx)}",
-                 "Truth | measurement (pixel-space visualisation of y) | each cell's reconstruction "
-                 f"(clipped to [0,1]) with its PSNR [dB] below, for the lowest seed of each image (seeds: "
-                 f"{', '.join(str(s) for s in seeds)})." + chosen + inset)
+             f"size {zoom_e[2]:.3g}) magnified {ZOOM_MAGNIFICATION}× (nearest-neighbour), under each "
+             "image"
+             + (" — the central third of the requested region, which would not fit at that "
+                "magnification." if zoom_e[2] < zoom[2] - 1e-12 else "."))
+    chosen = ("" if not single else " Single column: the best-ranked cell, the reference and "
+              "VML-MAP (then the next-ranked).")
+    return ("Truth | measurement (pixel-space visualisation of y) | each cell's reconstruction "
+            f"(clipped to [0,1]) with its PSNR [dB] below, for the lowest seed of each image (seeds: "
+            f"{', '.join(str(s) for s in seeds)})." + chosen + inset)

@@ -408,7 +408,7 @@ def test_primary_metric_direction():
 
 
 def test_paths_cannot_leave_run_dir(tmp_path):
-    from invbench.bench.report.figures import _inside
+    from invbench.bench.report.figbase import inside_run as _inside
 
     (tmp_path / "run").mkdir()
     (tmp_path / "secret.png").write_bytes(b"x")

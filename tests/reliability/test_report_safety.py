@@ -340,6 +340,7 @@ def test_storage_errors_are_one_line_exit_2(tmp_path, capsys, monkeypatch, code)
 
     monkeypatch.setattr(fsafety, "atomic_write_bytes", write)
     monkeypatch.setattr("invbench.bench.report.figures.atomic_write_bytes", write)
+    monkeypatch.setattr("invbench.bench.report.figbase.atomic_write_bytes", write)
     rc, _, err = cli(capsys, ["report", run, "--out", rep])
     assert rc == 2 and err.count("\n") == 1, err
     assert err.startswith("invbench: error: report --out ") and os.strerror(code) in err and ".pdf" in err

@@ -98,21 +98,21 @@ def test_ids_whose_names_would_collide_are_refused(tmp_path, capsys):
 def test_report_grid_reads_the_truth_the_runner_wrote(tmp_path, capsys):
     """The report's sample grid finds truth and measurement of an id with unsafe characters
     (it used to look for ``truth/<dataset>/<raw id>.png``)."""
-    from invbench.bench.report import figures
+    from invbench.bench.report import figbase
     from invbench.bench.report.data import load_run
 
     _named_folder(tmp_path, ["a b", "c?d"])
     out = tmp_path / "run"
     assert cli(capsys, ["run", _cfg(tmp_path, BASE.replace(DIGITS, FOLDER)), "--out", out, "--no-progress"])[0] == 0
     seen = []
-    real = figures._read_png
-    figures._read_png = lambda p: seen.append(p) or real(p)
+    real = figbase.read_png
+    figbase.read_png = lambda p: seen.append(p) or real(p)
     try:
         from invbench.bench.report import write_report
 
         write_report(out, tmp_path / "rep")
     finally:
-        figures._read_png = real
+        figbase.read_png = real
     found = {Path(p).relative_to(out).as_posix() for p in seen if p is not None}
     assert run_paths.truth_rel("imgs", "a b") in found and run_paths.meas_rel("inpaint", "imgs", "a b", 0) in found
     assert load_run(out).results["image_id"].nunique() == 2
