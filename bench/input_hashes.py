@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["changed", "file_sha256", "operator_sha256", "pixels_hasher", "prior_hashes", "state_sha256"]
+__all__ = ["changed", "file_sha256", "operator_sha256", "pixels_hasher", "prior_hashes",
+           "state_sha256"]
 
 _CACHE: dict[tuple[str, int, int], str] = {}
 

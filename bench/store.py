@@ -17,7 +17,6 @@ import hashlib
 import io
 import os
 import sqlite3
-import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Self
@@ -397,7 +396,8 @@ def existing_meta(path: str | Path) -> dict[str, str]:
     try:
         con = _connect_readonly(path)
         try:
-            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            q = "SELECT name FROM sqlite_master WHERE type='table'"
+            tables = {r[0] for r in con.execute(q)}
             return dict(con.execute("SELECT key, value FROM meta")) if "meta" in tables else {}
         finally:
             con.close()
@@ -410,7 +410,8 @@ def file_keys(path: str | Path) -> list[tuple[str | None, str, str, str, int]]:
     (read-only): what names the files the run wrote."""
     con = _connect_readonly(Path(path))
     try:
-        return con.execute("SELECT recon_path, task, dataset, image_id, seed FROM results").fetchall()
+        q = "SELECT recon_path, task, dataset, image_id, seed FROM results"
+        return con.execute(q).fetchall()
     finally:
         con.close()
 
@@ -501,7 +502,3 @@ def read_png(path: str | Path) -> np.ndarray:
 
     a = np.asarray(Image.open(path), dtype=np.float64) / 255.0
     return a[None] if a.ndim == 2 else np.transpose(a, (2, 0, 1))
-
-
-def now() -> float:
-    return time.time()

@@ -114,7 +114,8 @@ class ConvOperator(LinearOperator):
     def state(self) -> dict:
         """Shape, kernel, padding mode and the parameters (padding matrices and the kernel's FFT
         are derived from them)."""
-        return {"in_shape": self.in_shape, "kernel": self.kernel, "padding": self.padding, "params": self.params}
+        return {"in_shape": self.in_shape, "kernel": self.kernel, "padding": self.padding,
+                "params": self.params}
 
     def _kfft(self, like: Tensor) -> Tensor:
         cd = torch.complex128 if like.dtype == torch.float64 else torch.complex64

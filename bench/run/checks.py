@@ -16,8 +16,17 @@ from ..grid import Cell, steps_hint
 from ..store import STORE_NAME
 from . import paths as run_paths
 
-__all__ = ["INPUT_ERRORS", "LARGE_NFE", "check_name_lengths", "check_out_dir", "check_pairs",
-           "cost_estimate", "nfe_per_image", "one_line", "refuse_not_a_run"]
+__all__ = [
+    "INPUT_ERRORS",
+    "LARGE_NFE",
+    "check_name_lengths",
+    "check_out_dir",
+    "check_pairs",
+    "cost_estimate",
+    "nfe_per_image",
+    "one_line",
+    "refuse_not_a_run",
+]
 
 INPUT_ERRORS = (ValueError, OSError, KeyError, TypeError, RuntimeError, ImportError)
 """Exceptions that building a part from bad input raises (reported as one ConfigError line)."""
@@ -25,7 +34,7 @@ INPUT_ERRORS = (ValueError, OSError, KeyError, TypeError, RuntimeError, ImportEr
 LARGE_NFE = 1e9
 """A grid whose estimated network evaluations exceed this needs ``--allow-large-cost``."""
 
-NAME_MAX = 255   # bytes per path component on common file systems
+NAME_MAX = 255  # bytes per path component on common file systems
 PATH_MAX = 4000  # bytes of an absolute path (Linux PATH_MAX is 4096; files inside need room)
 
 
@@ -44,20 +53,27 @@ def check_out_dir(run_dir: Path, resume: bool, allow_nonempty: bool = False) -> 
     run_dir = Path(run_dir)
     _check_path_length(run_dir)
     if run_dir.is_symlink() and not run_dir.exists():
-        raise ConfigError(f"--out {run_dir}: is a symbolic link to a missing target ({os.readlink(run_dir)}); "
-                          "remove the link or choose another --out")
+        raise ConfigError(
+            f"--out {run_dir}: is a symbolic link to a missing target ({os.readlink(run_dir)}); "
+            "remove the link or choose another --out"
+        )
     if run_dir.exists():
         if not run_dir.is_dir():
             raise ConfigError(f"--out {run_dir}: exists and is not a directory")
         if (run_dir / STORE_NAME).exists() and not resume:
-            raise ConfigError(f"--out {run_dir}: already holds a run; pass --resume to continue it or choose another --out")
+            raise ConfigError(
+                f"--out {run_dir}: already holds a run; pass --resume to continue it or choose "
+                "another --out"
+            )
         refuse_not_a_run(run_dir, allow_nonempty, ConfigError)
         probe_dir = run_dir
     else:
         probe_dir = run_dir.parent
         while not probe_dir.exists():
             if probe_dir.is_symlink():
-                raise ConfigError(f"--out {run_dir}: {probe_dir} is a symbolic link to a missing target")
+                raise ConfigError(
+                    f"--out {run_dir}: {probe_dir} is a symbolic link to a missing target"
+                )
             probe_dir = probe_dir.parent
         if not probe_dir.is_dir():
             raise ConfigError(f"--out {run_dir}: {probe_dir} is not a directory")
@@ -66,14 +82,20 @@ def check_out_dir(run_dir: Path, resume: bool, allow_nonempty: bool = False) -> 
         os.close(fd)
         os.unlink(tmp)
     except OSError as e:
-        raise ConfigError(f"--out {run_dir}: output folder is not writable ({e.strerror or e})") from None
+        raise ConfigError(
+            f"--out {run_dir}: output folder is not writable ({e.strerror or e})"
+        ) from None
 
 
 def _check_path_length(run_dir: Path) -> None:
     long = [c for c in run_dir.parts if len(os.fsencode(c)) > NAME_MAX]
     if long or len(os.fsencode(str(run_dir.absolute()))) > PATH_MAX:
-        what = (f"its component {long[0][:40]!r}... is {len(os.fsencode(long[0]))} bytes (limit {NAME_MAX})"
-                if long else f"the path is longer than {PATH_MAX} bytes")
+        what = (
+            f"its component {long[0][:40]!r}... is {len(os.fsencode(long[0]))} bytes (limit "
+            f"{NAME_MAX})"
+            if long
+            else f"the path is longer than {PATH_MAX} bytes"
+        )
         raise ConfigError(f"--out {str(run_dir)[:80]}...: {what}; choose a shorter --out")
 
 
@@ -83,9 +105,14 @@ def refuse_not_a_run(run_dir: Path, allow_nonempty: bool, err: type[Exception]) 
         return
     foreign = fsafety.foreign_entries(run_dir)
     if foreign:
-        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-        raise err(f"--out {run_dir}: folder is not empty and holds no run ({shown}); choose a new or empty "
-                  "folder, or pass --allow-nonempty-out to write the run next to these files")
+        shown = ", ".join(foreign[:3]) + (
+            f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        )
+        raise err(
+            f"--out {run_dir}: folder is not empty and holds no run ({shown}); choose a new or "
+            "empty "
+            "folder, or pass --allow-nonempty-out to write the run next to these files"
+        )
 
 
 def nfe_per_image(solver) -> float:
@@ -95,14 +122,23 @@ def nfe_per_image(solver) -> float:
     return float(est()) if callable(est) else float(steps_hint(solver))
 
 
-def cost_estimate(exp: Experiment, cells: list[Cell], built_solvers: dict, sizes: dict[str, int]) -> float:
+def cost_estimate(
+    exp: Experiment, cells: list[Cell], built_solvers: dict, sizes: dict[str, int]
+) -> float:
     """Estimated network evaluations of the whole grid: per cell, NFE per image x (images x seeds
     + warmup repeats)."""
-    return float(sum(nfe_per_image(built_solvers[(c.solver, c.preset)]) * (sizes[c.dataset] * len(exp.seeds) + exp.warmup)
-                     for c in cells))
+    return float(
+        sum(
+            nfe_per_image(built_solvers[(c.solver, c.preset)])
+            * (sizes[c.dataset] * len(exp.seeds) + exp.warmup)
+            for c in cells
+        )
+    )
 
 
-def check_pairs(exp: Experiment, cells: list[Cell], built_solvers: dict, built_priors: dict) -> None:
+def check_pairs(
+    exp: Experiment, cells: list[Cell], built_solvers: dict, built_priors: dict
+) -> None:
     """Each solver's own checks against each prior it meets (e.g. steps <= the prior's grid)."""
     from invbench.solvers import SolverError
 
@@ -115,8 +151,10 @@ def check_pairs(exp: Experiment, cells: list[Cell], built_solvers: dict, built_p
         try:
             built_solvers[(c.solver, c.preset)].validate(built_priors[c.prior])
         except (SolverError, ValueError) as e:
-            raise ConfigError(f"solvers[{index[c.solver]}] ({c.solver}, preset {c.preset}) with prior {c.prior}: "
-                              f"{one_line(e)}") from None
+            raise ConfigError(
+                f"solvers[{index[c.solver]}] ({c.solver}, preset {c.preset}) with prior {c.prior}: "
+                f"{one_line(e)}"
+            ) from None
 
 
 def check_name_lengths(exp: Experiment, cells: list[Cell], ids: dict[str, list[str]]) -> None:
@@ -128,16 +166,25 @@ def check_name_lengths(exp: Experiment, cells: list[Cell], ids: dict[str, list[s
     for c in cells:
         comp = f"{run_paths.stem(c.solver)}__{run_paths.stem(c.preset)}"
         if len(comp.encode()) > NAME_MAX:
-            raise ConfigError(f"solvers[{sidx[c.solver]}]: label + preset make a folder name of {len(comp.encode())} bytes "
-                              f"(limit {NAME_MAX}); use a shorter label")
+            raise ConfigError(
+                f"solvers[{sidx[c.solver]}]: label + preset make a folder name of "
+                f"{len(comp.encode())} bytes "
+                f"(limit {NAME_MAX}); use a shorter label"
+            )
     for d, iids in ids.items():
         di = next(i for i, x in enumerate(exp.datasets) if x.name == d)
         clash = run_paths.colliding(iids)
         if clash is not None:
-            raise ConfigError(f"datasets[{di}] ({d}): image ids {clash[0]!r} and {clash[1]!r} would share one file name "
-                              f"in the run folder ({run_paths.stem(clash[0])!r}); rename one of the files")
+            raise ConfigError(
+                f"datasets[{di}] ({d}): image ids {clash[0]!r} and {clash[1]!r} would share one "
+                "file name "
+                f"in the run folder ({run_paths.stem(clash[0])!r}); rename one of the files"
+            )
         for iid in iids:
             n = len(f"{run_paths.stem(iid)}_s{seed}.png".encode()) + extra
             if n > NAME_MAX:
-                raise ConfigError(f"datasets[{di}] ({d}) image {iid[:60]!r}...: its file name in the run folder would be "
-                                  f"{n} bytes (limit {NAME_MAX}); rename the file")
+                raise ConfigError(
+                    f"datasets[{di}] ({d}) image {iid[:60]!r}...: its file name in the run folder "
+                    "would be "
+                    f"{n} bytes (limit {NAME_MAX}); rename the file"
+                )

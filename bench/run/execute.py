@@ -44,8 +44,16 @@ def items_for(p, cell: Cell, todo: list[tuple[int, int]]) -> Iterator[Item]:
     ds = p.datasets[cell.dataset]
     for idx, seed in todo:
         data_part = seed if p.exp.data_seed is None else f"data{p.exp.data_seed}"
-        problem = build_problem(cell.task, cell.dataset, ds.ids[idx], p.image(cell.dataset, idx), data_part, seed,
-                                device=p.device, dtype=p.dtype)
+        problem = build_problem(
+            cell.task,
+            cell.dataset,
+            ds.ids[idx],
+            p.image(cell.dataset, idx),
+            data_part,
+            seed,
+            device=p.device,
+            dtype=p.dtype,
+        )
         yield item(p, cell, problem, seed)
 
 
@@ -53,7 +61,10 @@ def batches(items: Iterator[Item], batch_size: int) -> Iterator[list[Item]]:
     """Consecutive items in batches of at most ``batch_size`` that share one operator."""
     batch: list[Item] = []
     for it in items:
-        if batch and (len(batch) >= batch_size or not same_operator(batch[0].problem.operator, it.problem.operator)):
+        if batch and (
+            len(batch) >= batch_size
+            or not same_operator(batch[0].problem.operator, it.problem.operator)
+        ):
             yield batch
             batch = []
         batch.append(it)
@@ -61,7 +72,9 @@ def batches(items: Iterator[Item], batch_size: int) -> Iterator[list[Item]]:
         yield batch
 
 
-def status_rows(p, cell: Cell, batch: list[Item], env: dict, status: str, message: str) -> list[dict]:
+def status_rows(
+    p, cell: Cell, batch: list[Item], env: dict, status: str, message: str
+) -> list[dict]:
     """Rows of a batch that produced no reconstruction (skipped, diverged, oom, error)."""
     rows = []
     for it in batch:
@@ -87,7 +100,10 @@ def _solve(p, cell: Cell, solver, batch: list[Item]) -> tuple[str, str, dict]:
             x_hat = solver.solve(y, op, prior, sigma_y=cell.task.sigma_y, generator=gens)
         nfe, vjp, net_s = int(prior.nfe), int(prior.vjp), prior.network_seconds()
         if not isinstance(x_hat, torch.Tensor) or tuple(x_hat.shape) != (len(batch), *op.in_shape):
-            raise RuntimeError(f"solver returned shape {tuple(getattr(x_hat, 'shape', ()))}, expected {(len(batch), *op.in_shape)}")
+            raise RuntimeError(
+                f"solver returned shape {tuple(getattr(x_hat, 'shape', ()))}, expected "
+                f"{(len(batch), *op.in_shape)}"
+            )
         if not torch.isfinite(x_hat).all():
             raise SolverDiverged("non-finite values in the reconstruction")
     except SolverSkip as e:
@@ -100,19 +116,25 @@ def _solve(p, cell: Cell, solver, batch: list[Item]) -> tuple[str, str, dict]:
         return "oom", one_line(e), {}
     except Exception as e:  # noqa: BLE001 - isolate any failure to this cell
         return "error", f"{type(e).__name__}: {one_line(e)}", {}
-    return "ok", "", {"x_hat": x_hat, "y": y, "seconds": timer.seconds, "nfe": nfe, "vjp": vjp, "net_s": net_s}
+    res = {"x_hat": x_hat, "y": y, "seconds": timer.seconds, "nfe": nfe, "vjp": vjp, "net_s": net_s}
+    return "ok", "", res
 
 
-def run_batch(p, cell: Cell, solver, batch: list[Item], run_dir: Path, env: dict) -> tuple[list[dict], str | None]:
+def run_batch(
+    p, cell: Cell, solver, batch: list[Item], run_dir: Path, env: dict
+) -> tuple[list[dict], str | None]:
     """Solve one batch; return its rows and, for a skip, the reason (the cell's remaining rows are
     then skipped without running)."""
     from invbench.operators.conventions import model_to_pixel
 
     status, message, res = _solve(p, cell, solver, batch)
     if status != "ok":
-        return status_rows(p, cell, batch, env, status, message), message if status == "skipped" else None
+        skip = message if status == "skipped" else None
+        return status_rows(p, cell, batch, env, status, message), skip
     n = len(batch)
-    timings = timing_json(p, cell, solver, batch, res["y"], batch[0].problem.operator, res["seconds"], res["net_s"])
+    timings = timing_json(
+        p, cell, solver, batch, res["y"], batch[0].problem.operator, res["seconds"], res["net_s"]
+    )
     peak_gpu = cost.gpu_peak_bytes(p.device)
     peak_rss = cost.peak_rss_bytes()
     x_pix = model_to_pixel(res["x_hat"].detach().to(torch.float64))
@@ -125,10 +147,20 @@ def run_batch(p, cell: Cell, solver, batch: list[Item], run_dir: Path, env: dict
     for k, it in enumerate(batch):
         rel = _write_files(p, cell, it, x_pix[k], run_dir)
         r = base_row(p, cell, it, env)
-        r.update(status="error" if metric_err else "ok", message=metric_err, seconds=res["seconds"] / n,
-                 peak_mem_bytes=peak_gpu, peak_rss_bytes=peak_rss, nfe=res["nfe"], vjp=res["vjp"], batch_size=n,
-                 net_seconds=res["net_s"] / n, timings=timings,
-                 recon_path=rel, created=time.time())
+        r.update(
+            status="error" if metric_err else "ok",
+            message=metric_err,
+            seconds=res["seconds"] / n,
+            peak_mem_bytes=peak_gpu,
+            peak_rss_bytes=peak_rss,
+            nfe=res["nfe"],
+            vjp=res["vjp"],
+            batch_size=n,
+            net_seconds=res["net_s"] / n,
+            timings=timings,
+            recon_path=rel,
+            created=time.time(),
+        )
         for col, vals in metric_vals.items():
             r[col] = vals[k]
         rows.append(r)
@@ -163,8 +195,16 @@ def _meas_vis(op, y: torch.Tensor) -> torch.Tensor | None:
     return None
 
 
-def timing_json(p, cell: Cell, solver, batch: list[Item], y: torch.Tensor, op,
-                first_s: float, first_net_s: float) -> str:
+def timing_json(
+    p,
+    cell: Cell,
+    solver,
+    batch: list[Item],
+    y: torch.Tensor,
+    op,
+    first_s: float,
+    first_net_s: float,
+) -> str:
     """JSON of the batch's timed solves, shared by its rows: ``call`` (id of this solve call: the
     first row_id of the batch), ``seconds`` and ``net_seconds`` per image (solve wall time and the
     network's share, each / batch size) of the stored solve followed by ``timing_repeats - 1``
@@ -178,14 +218,24 @@ def timing_json(p, cell: Cell, solver, batch: list[Item], y: torch.Tensor, op,
         timer = cost.Timer(p.device)
         try:
             with timer:
-                solver.solve(y, op, prior, sigma_y=cell.task.sigma_y,
-                             generator=[it.problem.solver_generator() for it in batch])
+                solver.solve(
+                    y,
+                    op,
+                    prior,
+                    sigma_y=cell.task.sigma_y,
+                    generator=[it.problem.solver_generator() for it in batch],
+                )
         except Exception:  # noqa: BLE001 - the stored solve succeeded; a repeat only adds samples
             break
         secs.append(timer.seconds / n)
         nets.append(prior.network_seconds() / n)
-    return json.dumps({"call": batch[0].rid[:16], "seconds": [float(f"{v:.6g}") for v in secs],
-                       "net_seconds": [float(f"{v:.6g}") for v in nets]})
+    return json.dumps(
+        {
+            "call": batch[0].rid[:16],
+            "seconds": [float(f"{v:.6g}") for v in secs],
+            "net_seconds": [float(f"{v:.6g}") for v in nets],
+        }
+    )
 
 
 def warmup(p, cell: Cell, solver, it: Item) -> None:
@@ -193,6 +243,11 @@ def warmup(p, cell: Cell, solver, it: Item) -> None:
     prior = p.priors[cell.prior]
     for _ in range(p.exp.warmup):
         with contextlib.suppress(Exception):
-            solver.solve(it.problem.y, it.problem.operator, prior, sigma_y=cell.task.sigma_y,
-                         generator=[it.problem.solver_generator()])
+            solver.solve(
+                it.problem.y,
+                it.problem.operator,
+                prior,
+                sigma_y=cell.task.sigma_y,
+                generator=[it.problem.solver_generator()],
+            )
     prior.reset()

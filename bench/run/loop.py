@@ -56,12 +56,13 @@ def run(
     t0 = time.time()
     run_dir = Path(run_dir)
     main_store = run_dir / STORE_NAME
-    had_store = main_store.exists()   # else nothing in the folder is this run's: no cleanup, truth rewritten
+    # without a store nothing in the folder is this run's: no cleanup, truth rewritten
+    had_store = main_store.exists()
     if shard is None:
         resume_module.refuse_existing(run_dir, p.exp, resume, p.input_hashes)
         refuse_not_a_run(run_dir, allow_nonempty, resume_module.RunError)
-    new_dirs = [d for d in (run_dir, run_dir / "shards", run_dir / "shards" / str(shard[0] if shard else 0))
-                if not d.exists()]
+    shard_dir = run_dir / "shards" / str(shard[0] if shard else 0)
+    new_dirs = [d for d in (run_dir, run_dir / "shards", shard_dir) if not d.exists()]
     run_dir.mkdir(parents=True, exist_ok=True)
     store_dir = run_dir if shard is None else run_dir / "shards" / str(shard[0])
     store_dir.mkdir(parents=True, exist_ok=True)
@@ -74,12 +75,16 @@ def run(
             write_start(p, store, run_dir, env, cost.reset_rss_peak(), keep_truth=had_store)
             cal = calibration.calibrate(p.priors, p.exp.batch_size, p.device, p.dtype)
             store.set_meta({"calibration": json.dumps(cal)})
-            counts = _run_cells(p, store, run_dir, env, todo_by_cell, progress_bar(total, already, progress))
+            counts = _run_cells(
+                p, store, run_dir, env, todo_by_cell, progress_bar(total, already, progress)
+            )
             if set_metrics and shard is None:
                 compute_set_metrics(p, store, run_dir)
             store.set_meta({"load_avg_end": loadavg()})
-        except (OSError, sqlite3.OperationalError) as e:   # a write failed: name the file, say how to continue
-            fault = fsafety.storage_fault(e, run_dir if isinstance(e, OSError) else store_dir / STORE_NAME)
+        except (OSError, sqlite3.OperationalError) as e:
+            # a write failed: name the file, say how to continue
+            where = run_dir if isinstance(e, OSError) else store_dir / STORE_NAME
+            fault = fsafety.storage_fault(e, where)
             if fault is not None:
                 raise fault from None
             raise
@@ -88,19 +93,28 @@ def run(
     return RunSummary(run_dir, total, counts, already, time.time() - t0)
 
 
-def _open_store(p: Prepared, run_dir: Path, store_dir: Path, shard, resume: bool, had_store: bool,
-                new_dirs: list[Path]) -> Store:
+def _open_store(
+    p: Prepared,
+    run_dir: Path,
+    store_dir: Path,
+    shard,
+    resume: bool,
+    had_store: bool,
+    new_dirs: list[Path],
+) -> Store:
     """Under the lock: check again, clean this run's own temp files, open (create) the store."""
-    if shard is None:   # again under the lock: another run may have created the store meanwhile
+    if shard is None:  # again under the lock: another run may have created the store meanwhile
         resume_module.refuse_existing(run_dir, p.exp, resume, p.input_hashes)
-    elif (run_dir / STORE_NAME).exists():   # a shard checks its inputs against what the run recorded
+    elif (run_dir / STORE_NAME).exists():  # a shard checks its inputs against what the run recorded
         resume_module.refuse_changed_inputs(run_dir, load_meta(run_dir), p.input_hashes)
-    if shard is None and had_store:   # shards leave cleanup to their parent (other shards write into RUN_DIR)
+    # shards leave cleanup to their parent (other shards write into RUN_DIR)
+    if shard is None and had_store:
         fsafety.clean_own_temp_files(run_dir)
     try:
         return Store(store_dir / STORE_NAME)
     except (StoreError, fsafety.StorageFault):
-        resume_module.remove_new_dirs(store_dir, new_dirs)   # a failed creation leaves nothing behind
+        # a failed creation leaves nothing behind
+        resume_module.remove_new_dirs(store_dir, new_dirs)
         raise
 
 
@@ -115,18 +129,23 @@ def _done(p: Prepared, store: Store, run_dir: Path, shard) -> set[str]:
         done |= d2
         missing += [m for m in m2 if m not in missing]
     if missing:
-        sys.stderr.write(f"invbench: {run_dir}: {len(missing)} finished row(s) lost their files (e.g. {missing[0]}); "
-                         "recomputing them\n")
+        sys.stderr.write(
+            f"invbench: {run_dir}: {len(missing)} finished row(s) lost their files (e.g. "
+            f"{missing[0]}); "
+            "recomputing them\n"
+        )
     return done
 
 
 def _cells(p: Prepared, shard, cell_indices: list[int] | None) -> list[Cell]:
     if cell_indices is not None:
         return [p.cells[i] for i in cell_indices]
-    return p.cells if shard is None else p.cells[shard[0]::shard[1]]
+    return p.cells if shard is None else p.cells[shard[0] :: shard[1]]
 
 
-def _todo(p: Prepared, cells: list[Cell], done: set[str]) -> tuple[int, int, list[tuple[Cell, list]]]:
+def _todo(
+    p: Prepared, cells: list[Cell], done: set[str]
+) -> tuple[int, int, list[tuple[Cell, list]]]:
     """Rows of ``cells`` (total), how many are done, and per cell the (image index, seed) to do."""
     exp = p.exp
     todo_by_cell = []
@@ -136,7 +155,16 @@ def _todo(p: Prepared, cells: list[Cell], done: set[str]) -> tuple[int, int, lis
         for idx, iid in enumerate(p.datasets[cell.dataset].ids):
             for seed in exp.seeds:
                 total += 1
-                rid = row_id(exp.config_hash, cell.solver, cell.preset, cell.task.name, cell.dataset, cell.prior, iid, seed)
+                rid = row_id(
+                    exp.config_hash,
+                    cell.solver,
+                    cell.preset,
+                    cell.task.name,
+                    cell.dataset,
+                    cell.prior,
+                    iid,
+                    seed,
+                )
                 if rid in done:
                     already += 1
                 else:
@@ -145,7 +173,9 @@ def _todo(p: Prepared, cells: list[Cell], done: set[str]) -> tuple[int, int, lis
     return total, already, todo_by_cell
 
 
-def _run_cells(p: Prepared, store: Store, run_dir: Path, env: dict, todo_by_cell: list, bar) -> dict[str, int]:
+def _run_cells(
+    p: Prepared, store: Store, run_dir: Path, env: dict, todo_by_cell: list, bar
+) -> dict[str, int]:
     """Run every cell's rows, writing each batch's rows; returns rows per status."""
     counts: dict[str, int] = {}
     try:
@@ -185,5 +215,12 @@ def progress_bar(total: int, initial: int, enabled: bool):
     """A tqdm bar over the grid's images on stderr (disabled unless ``enabled``)."""
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=initial, unit="img", desc="invbench", disable=not enabled,
-                dynamic_ncols=True, file=sys.stderr)
+    return tqdm(
+        total=total,
+        initial=initial,
+        unit="img",
+        desc="invbench",
+        disable=not enabled,
+        dynamic_ncols=True,
+        file=sys.stderr,
+    )

@@ -2,8 +2,8 @@
 else.
 
 :func:`replace_plan` reads the store (read-only) and lists every file under the run's own
-top-level entries (:data:`invbench.bench.fsafety.RUN_ENTRIES`); a file the run did not write — a user's
-notes inside ``recon/``, a PNG dropped into ``truth/`` — makes the plan refuse, naming it.
+top-level entries (:data:`invbench.bench.fsafety.RUN_ENTRIES`); a file the run did not write — a
+user's notes inside ``recon/``, a PNG dropped into ``truth/`` — makes the plan refuse, naming it.
 :func:`remove` then deletes exactly the planned files and the folders they leave empty.
 """
 
@@ -22,8 +22,15 @@ from . import paths as run_paths
 
 __all__ = ["ReplacePlan", "refuse_foreign", "remove", "replace_older_run", "replace_plan"]
 
-_STORE_FILES = ("results.sqlite", "results.sqlite-wal", "results.sqlite-shm", "results.sqlite-journal")
-_SUBMITIT = re.compile(r"^[0-9]+(_[0-9]+)*_(submitted\.pkl|result\.pkl|log\.out|log\.err|submission\.sh)$")
+_STORE_FILES = (
+    "results.sqlite",
+    "results.sqlite-wal",
+    "results.sqlite-shm",
+    "results.sqlite-journal",
+)
+_SUBMITIT = re.compile(
+    r"^[0-9]+(_[0-9]+)*_(submitted\.pkl|result\.pkl|log\.out|log\.err|submission\.sh)$"
+)
 
 
 @dataclass
@@ -51,7 +58,7 @@ def _is_owned(path: Path, run_dir: Path, owned: set[Path]) -> bool:
     if path in owned or fsafety.is_own_temp(path.name):
         return True
     rel = path.relative_to(run_dir).parts
-    if rel[0] == "shards":   # shards/<k>/results.sqlite*, .lock
+    if rel[0] == "shards":  # shards/<k>/results.sqlite*, .lock
         return len(rel) == 3 and rel[1].isdigit() and rel[2] in (*_STORE_FILES, ".lock")
     if rel[0] == "submitit":
         return len(rel) == 2 and bool(_SUBMITIT.match(rel[1]))
@@ -62,7 +69,7 @@ def replace_plan(run_dir: str | os.PathLike) -> ReplacePlan:
     """What deleting the run in ``run_dir`` would remove (see the module doc); the run folder
     itself and every entry that is not a run's (a user's ``notes.txt``, ``report/``) stay."""
     run_dir = Path(run_dir)
-    owned = _owned(run_dir, store_mod.file_keys(run_dir / "results.sqlite"))   # read-only
+    owned = _owned(run_dir, store_mod.file_keys(run_dir / "results.sqlite"))  # read-only
     files, foreign, entries = [], [], []
     for name in sorted(fsafety.RUN_ENTRIES):
         top = run_dir / name
@@ -70,12 +77,16 @@ def replace_plan(run_dir: str | os.PathLike) -> ReplacePlan:
             continue
         entries.append(name)
         if top.is_symlink() or not top.is_dir():
-            (files if _is_owned(top, run_dir, owned) and not top.is_symlink() else foreign).append(top)
+            (files if _is_owned(top, run_dir, owned) and not top.is_symlink() else foreign).append(
+                top
+            )
             continue
-        for folder, dirs, names in os.walk(top):   # links are listed, never followed
+        for folder, dirs, names in os.walk(top):  # links are listed, never followed
             for n in names + [d for d in dirs if (Path(folder) / d).is_symlink()]:
                 f = Path(folder) / n
-                (files if not f.is_symlink() and _is_owned(f, run_dir, owned) else foreign).append(f)
+                (files if not f.is_symlink() and _is_owned(f, run_dir, owned) else foreign).append(
+                    f
+                )
     return ReplacePlan(files, entries, foreign)
 
 
@@ -93,7 +104,7 @@ def remove(plan: ReplacePlan, run_dir: str | os.PathLike) -> None:
         if top.is_dir() and not top.is_symlink():
             for folder, _dirs, _files in sorted(os.walk(top), key=lambda t: -len(Path(t[0]).parts)):
                 with contextlib.suppress(OSError):
-                    Path(folder).rmdir()   # only empty folders go
+                    Path(folder).rmdir()  # only empty folders go
 
 
 def refuse_foreign(out: Path, what: str) -> ReplacePlan:
@@ -103,18 +114,23 @@ def refuse_foreign(out: Path, what: str) -> ReplacePlan:
     if plan.foreign:
         shown = ", ".join(str(f.relative_to(out)) for f in plan.foreign[:3])
         more = f" and {len(plan.foreign) - 3} more" if len(plan.foreign) > 3 else ""
-        raise ValueError(f"--out {out}: holds an {what} whose folders also hold files no run wrote "
-                         f"({shown}{more}); move them or choose another --out")
+        raise ValueError(
+            f"--out {out}: holds an {what} whose folders also hold files no run wrote "
+            f"({shown}{more}); move them or choose another --out"
+        )
     return plan
 
 
 def replace_older_run(out: Path, what: str) -> None:
-    """Delete the run in ``out`` — only the files it wrote — under the folder's lock, printing what
-    goes; refused while another run holds the lock, or when its folders hold anything else."""
+    """Delete the run in ``out`` — only the files it wrote — under the folder's lock, printing
+    what goes; refused while another run holds the lock, or when its folders hold anything else."""
     from .resume import lock
 
     with lock(out):
         plan = refuse_foreign(out, what)
-        print(f"invbench: replacing the {what} in {out}: removing {len(plan.files)} files it wrote "
-              f"({', '.join(plan.entries)}); nothing else in the folder is touched", file=sys.stderr)
+        print(
+            f"invbench: replacing the {what} in {out}: removing {len(plan.files)} files it wrote "
+            f"({', '.join(plan.entries)}); nothing else in the folder is touched",
+            file=sys.stderr,
+        )
         remove(plan, out)

@@ -69,8 +69,18 @@ def meas_rel(task: str, dataset: str, image_id: str, seed: int) -> str:
     return f"meas/{stem(task)}/{stem(dataset)}/{stem(image_id)}_s{seed}.png"
 
 
-def recon_rel(solver: str, preset: str, task: str, dataset: str, prior: str, image_id: str, seed: int,
-              ext: str) -> str:
+def recon_rel(
+    solver: str,
+    preset: str,
+    task: str,
+    dataset: str,
+    prior: str,
+    image_id: str,
+    seed: int,
+    ext: str,
+) -> str:
     """``recon/<solver>__<preset>/<task>/<dataset>/<prior>/<image>_s<seed>.<ext>``."""
-    return (f"recon/{stem(solver)}__{stem(preset)}/{stem(task)}/{stem(dataset)}/{stem(prior)}/"
-            f"{stem(image_id)}_s{seed}.{ext}")
+    return (
+        f"recon/{stem(solver)}__{stem(preset)}/{stem(task)}/{stem(dataset)}/{stem(prior)}/"
+        f"{stem(image_id)}_s{seed}.{ext}"
+    )

@@ -61,26 +61,32 @@ class Prepared:
     """Everything built and validated from an :class:`Experiment`."""
 
     exp: Experiment
-    datasets: dict[str, Any]              # name -> DatasetView
-    images: dict[str, list]               # name -> list of (C,H,W) pixel tensors (None: read lazily)
-    priors: dict[str, Any]                # label -> priors.CountingPrior
-    solvers: dict[tuple[str, str], Any]   # (label, preset) -> Solver
+    datasets: dict[str, Any]  # name -> DatasetView
+    images: dict[str, list]  # name -> list of (C,H,W) pixel tensors (None: read lazily)
+    priors: dict[str, Any]  # label -> priors.CountingPrior
+    solvers: dict[tuple[str, str], Any]  # (label, preset) -> Solver
     cells: list[Cell]
-    metrics: list                         # per-image metrics
+    metrics: list  # per-image metrics
     set_metrics: list
     device: torch.device
     dtype: torch.dtype
     warnings: list[str] = field(default_factory=list)
-    input_hashes: dict[str, str] = field(default_factory=dict)   # bench.input_hashes keys -> sha256
-    nfe_estimate: float = 0.0                                    # network evaluations of the grid (estimate)
+    input_hashes: dict[str, str] = field(default_factory=dict)  # bench.input_hashes keys -> sha256
+    nfe_estimate: float = 0.0  # network evaluations of the grid (estimate)
 
     def image(self, dataset: str, i: int) -> torch.Tensor:
         cached = self.images[dataset][i]
         return cached if cached is not None else torch.as_tensor(self.datasets[dataset].get(i))
 
 
-def prepare(exp: Experiment, run_dir: str | Path | None = None, resume: bool = False, *,
-            allow_nonempty: bool = False, allow_large_cost: bool = False) -> Prepared:
+def prepare(
+    exp: Experiment,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    *,
+    allow_nonempty: bool = False,
+    allow_large_cost: bool = False,
+) -> Prepared:
     """Build and validate every part of ``exp`` (see the module doc); writes nothing."""
     if run_dir is not None:
         check_out_dir(Path(run_dir), resume, allow_nonempty)
@@ -107,13 +113,27 @@ def prepare(exp: Experiment, run_dir: str | Path | None = None, resume: bool = F
     check_name_lengths(exp, cells, {k: v.ids for k, v in built_ds.items()})
     nfe = cost_estimate(exp, cells, built_solvers, sizes)
     if nfe > LARGE_NFE and not allow_large_cost:
-        raise ConfigError(f"cost estimate: about {nfe:.3g} network evaluations (NFE x images x seeds over "
-                          f"{len(cells)} cells) exceeds {LARGE_NFE:.0e}; check solver steps/levels, or pass "
-                          "--allow-large-cost to run it")
+        raise ConfigError(
+            f"cost estimate: about {nfe:.3g} network evaluations (NFE x images x seeds over "
+            f"{len(cells)} cells) exceeds {LARGE_NFE:.0e}; check solver steps/levels, or pass "
+            "--allow-large-cost to run it"
+        )
     for pr in built_priors.values():
         pr.to(device=device, dtype=dtype)
-    return Prepared(exp, built_ds, images, built_priors, built_solvers, cells, metrics, set_metrics, device, dtype,
-                    input_hashes=hashes, nfe_estimate=nfe)
+    return Prepared(
+        exp,
+        built_ds,
+        images,
+        built_priors,
+        built_solvers,
+        cells,
+        metrics,
+        set_metrics,
+        device,
+        dtype,
+        input_hashes=hashes,
+        nfe_estimate=nfe,
+    )
 
 
 def _device(exp: Experiment) -> tuple[torch.device, torch.dtype]:
@@ -122,7 +142,9 @@ def _device(exp: Experiment) -> tuple[torch.device, torch.dtype]:
         if not torch.cuda.is_available():
             raise ConfigError(f"device: {exp.device!r} requested but CUDA is not available")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(f"device: {exp.device!r} does not exist ({torch.cuda.device_count()} GPU(s))")
+            raise ConfigError(
+                f"device: {exp.device!r} does not exist ({torch.cuda.device_count()} GPU(s))"
+            )
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("device: 'mps' requested but not available")
     return device, torch.float64 if exp.dtype == "float64" else torch.float32
@@ -135,7 +157,9 @@ def _metrics(exp: Experiment) -> tuple[list, list]:
     known = set(bmetrics.names()) | set(bmetrics.set_names())
     for k in mopts:
         if k not in known:
-            raise ConfigError(f"metrics.{k}: unknown key (not a metric name; metrics: {', '.join(sorted(known))})")
+            raise ConfigError(
+                f"metrics.{k}: unknown key (not a metric name; metrics: {', '.join(sorted(known))})"
+            )
     try:
         metrics = bmetrics.build(list(exp.metrics.image), mopts)
     except (ValueError, TypeError) as e:
@@ -144,10 +168,13 @@ def _metrics(exp: Experiment) -> tuple[list, list]:
         set_metrics = bmetrics.build_set(list(exp.metrics.set), mopts)
     except (ValueError, TypeError) as e:
         raise ConfigError(f"metrics.set: {one_line(e)}") from None
-    for m in [*metrics, *set_metrics]:   # an option table for a metric that takes no options
+    for m in [*metrics, *set_metrics]:  # an option table for a metric that takes no options
         opts = mopts.get(m.name)
         if opts and not inspect.signature(type(m)).parameters:
-            raise ConfigError(f"metrics.{m.name}: metric {m.name!r} takes no options (got {', '.join(sorted(map(str, opts)))})")
+            raise ConfigError(
+                f"metrics.{m.name}: metric {m.name!r} takes no options (got "
+                f"{', '.join(sorted(map(str, opts)))})"
+            )
     return metrics, set_metrics
 
 
@@ -188,12 +215,16 @@ def _build_solver(i: int, s, preset: str):
 
 
 def _check_operator_names(exp: Experiment) -> None:
-    """Operator names first (cheap); their parameters per dataset shape in :func:`_operator_hashes`."""
+    """Operator names first (cheap); their parameters per dataset shape in
+    :func:`_operator_hashes`."""
     from invbench import operators
 
     for i, t in enumerate(exp.tasks):
         if t.operator not in operators.PRESETS:
-            raise ConfigError(f"tasks[{i}].operator: unknown operator preset {t.operator!r}; valid: {', '.join(operators.PRESETS)}")
+            raise ConfigError(
+                f"tasks[{i}].operator: unknown operator preset {t.operator!r}; valid: "
+                f"{', '.join(operators.PRESETS)}"
+            )
 
 
 def _priors(exp: Experiment, hashes: dict[str, str]) -> dict[str, Any]:
@@ -208,7 +239,10 @@ def _priors(exp: Experiment, hashes: dict[str, str]) -> dict[str, Any]:
                 raise ConfigError(f"priors[{i}].checkpoint: file not found: {p.checkpoint}")
             if not ck.is_file():
                 kind = "a directory" if ck.is_dir() else "a device, pipe or socket"
-                raise ConfigError(f"priors[{i}].checkpoint: {p.checkpoint} is {kind}, not a regular file of weights")
+                raise ConfigError(
+                    f"priors[{i}].checkpoint: {p.checkpoint} is {kind}, not a regular file of "
+                    "weights"
+                )
         try:
             prior = priors.build(p.name, **p.build_kwargs())
         except INPUT_ERRORS as e:
@@ -216,12 +250,16 @@ def _priors(exp: Experiment, hashes: dict[str, str]) -> dict[str, Any]:
         try:
             hashes.update(input_hashes.prior_hashes(p.label, p.name, prior, p.checkpoint))
         except OSError as e:
-            raise ConfigError(f"priors[{i}].checkpoint: cannot read {p.checkpoint} ({e.strerror or e})") from None
+            raise ConfigError(
+                f"priors[{i}].checkpoint: cannot read {p.checkpoint} ({e.strerror or e})"
+            ) from None
         built[p.label] = ClockedPrior(prior)
     return built
 
 
-def _datasets(exp: Experiment, hashes: dict[str, str]) -> tuple[dict[str, DatasetView], dict[str, list]]:
+def _datasets(
+    exp: Experiment, hashes: dict[str, str]
+) -> tuple[dict[str, DatasetView], dict[str, list]]:
     """Every dataset built and every image read and checked."""
     try:
         from .. import datasets as bdatasets
@@ -265,7 +303,10 @@ def _read_images(where: str, name: str, view: DatasetView, hashes: dict[str, str
         except INPUT_ERRORS as e:
             raise ConfigError(f"{where} image {iid!r}: {one_line(e)}") from None
         if tuple(x.shape) != shape:
-            raise ConfigError(f"{where} image {iid!r}: shape {tuple(x.shape)} != dataset image shape {shape} (channels/size)")
+            raise ConfigError(
+                f"{where} image {iid!r}: shape {tuple(x.shape)} != dataset image shape {shape} "
+                "(channels/size)"
+            )
         if not torch.isfinite(x).all():
             raise ConfigError(f"{where} image {iid!r}: contains NaN/Inf")
         if not synthetic and (x.min() < 0 or x.max() > 1):
@@ -276,16 +317,23 @@ def _read_images(where: str, name: str, view: DatasetView, hashes: dict[str, str
     return imgs
 
 
-def _check_prior_shapes(exp: Experiment, built_priors: dict, built_ds: dict[str, DatasetView]) -> None:
+def _check_prior_shapes(
+    exp: Experiment, built_priors: dict, built_ds: dict[str, DatasetView]
+) -> None:
     for i, p in enumerate(exp.priors):
         pshape = tuple(int(s) for s in built_priors[p.label].image_shape)
         for j, dn in enumerate(p.datasets or ()):
             dshape = built_ds[dn].image_shape
             if dshape != pshape:
-                raise ConfigError(f"priors[{i}].datasets[{j}]: prior {p.name} expects images {pshape} but dataset {dn!r} has {dshape} (channels/size mismatch)")
+                raise ConfigError(
+                    f"priors[{i}].datasets[{j}]: prior {p.name} expects images {pshape} but "
+                    f"dataset {dn!r} has {dshape} (channels/size mismatch)"
+                )
 
 
-def _operator_hashes(exp: Experiment, shapes: list[tuple[int, ...]], hashes: dict[str, str]) -> None:
+def _operator_hashes(
+    exp: Experiment, shapes: list[tuple[int, ...]], hashes: dict[str, str]
+) -> None:
     """Each task's operator built for each dataset shape (its parameters checked) and the hash of
     its declared state recorded."""
     from invbench import operators
@@ -293,10 +341,14 @@ def _operator_hashes(exp: Experiment, shapes: list[tuple[int, ...]], hashes: dic
     for i, t in enumerate(exp.tasks):
         for shp in shapes:
             try:
-                op0 = operators.build(t.operator, image_shape=shp, generator=generator(0), **t.params)
+                op0 = operators.build(
+                    t.operator, image_shape=shp, generator=generator(0), **t.params
+                )
                 hashes[f"tasks.{t.name}.operator{list(shp)}"] = input_hashes.operator_sha256(op0)
             except INPUT_ERRORS as e:
-                raise ConfigError(f"tasks[{i}] ({t.name}): {one_line(e)} (image shape {shp})") from None
+                raise ConfigError(
+                    f"tasks[{i}] ({t.name}): {one_line(e)} (image shape {shp})"
+                ) from None
 
 
 def _metric_file_hashes(exp: Experiment, hashes: dict[str, str]) -> None:

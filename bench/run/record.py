@@ -26,8 +26,13 @@ def code_version() -> str:
     """``git describe --always --dirty`` of the source tree, or ``'unknown'``."""
     root = Path(__file__).resolve().parents[2]
     try:
-        out = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty"],
-                             capture_output=True, text=True, timeout=10, check=False)
+        out = subprocess.run(
+            ["git", "-C", str(root), "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
         v = out.stdout.strip()
         return v if out.returncode == 0 and v else "unknown"
     except (OSError, subprocess.SubprocessError):
@@ -36,8 +41,12 @@ def code_version() -> str:
 
 def env_info(device: torch.device) -> dict:
     """Device, versions and machine facts recorded with every row and in ``meta``."""
-    return {"device": cost.device_name(device), "torch_version": cost.torch_version(), "code_version": code_version(),
-            **cost.machine_info(device)}
+    return {
+        "device": cost.device_name(device),
+        "torch_version": cost.torch_version(),
+        "code_version": code_version(),
+        **cost.machine_info(device),
+    }
 
 
 def loadavg() -> str:
@@ -48,7 +57,9 @@ def loadavg() -> str:
         return ""
 
 
-def write_start(p, store: Store, run_dir: Path, env: dict, rss_reset: bool, keep_truth: bool) -> None:
+def write_start(
+    p, store: Store, run_dir: Path, env: dict, rss_reset: bool, keep_truth: bool
+) -> None:
     """Record the run's metadata and metric status of :class:`~invbench.bench.run.Prepared` ``p``,
     and write ``truth/`` (kept on resume, where the input hashes guarantee the same images;
     rewritten by a new run)."""
@@ -70,19 +81,33 @@ def write_start(p, store: Store, run_dir: Path, env: dict, rss_reset: bool, keep
 def _meta(p, env: dict, rss_reset: bool) -> dict[str, str]:
     exp = p.exp
     return {
-        "experiment": exp.name, "config": exp.toml_text(), "config_hash": exp.config_hash,
-        "code_version": env["code_version"], "torch_version": env["torch_version"], "device": env["device"],
-        "python_version": platform.python_version(), "platform": platform.platform(), "units": UNITS,
-        "protocol": exp.protocol, "description": exp.description, "schema_version": "1",
-        "numpy_version": np.__version__, "batch_size": str(exp.batch_size), "warmup": str(exp.warmup),
+        "experiment": exp.name,
+        "config": exp.toml_text(),
+        "config_hash": exp.config_hash,
+        "code_version": env["code_version"],
+        "torch_version": env["torch_version"],
+        "device": env["device"],
+        "python_version": platform.python_version(),
+        "platform": platform.platform(),
+        "units": UNITS,
+        "protocol": exp.protocol,
+        "description": exp.description,
+        "schema_version": "1",
+        "numpy_version": np.__version__,
+        "batch_size": str(exp.batch_size),
+        "warmup": str(exp.warmup),
         "rss_peak_reset_per_cell": str(bool(rss_reset)),
         # CPU float rounding of convolutions depends on the thread count and the kernel family
         # (cpu_capability): bitwise reruns need the same of both
-        **{k: env[k] for k in ("cpu_model", "cpu_capability", "gpu_name", "torch_threads", "cpu_count")},
+        **{
+            k: env[k]
+            for k in ("cpu_model", "cpu_capability", "gpu_name", "torch_threads", "cpu_count")
+        },
         "timing_repeats": str(exp.timing_repeats),
         # rows of the whole grid: compare tells a finished run from a killed or running one
         "grid_rows": str(sum(len(p.datasets[c.dataset].ids) for c in p.cells) * len(exp.seeds)),
-        "seeding": "operator/noise/solver generators seeded by sha256(seed, kind, task, dataset, image_id)",
+        "seeding": "operator/noise/solver generators seeded by "
+        "sha256(seed, kind, task, dataset, image_id)",
         "batching": "images batched only while their operators are identical",
         "datasets": repr({k: v.source() for k, v in p.datasets.items()}),
         "input_hashes": json.dumps(p.input_hashes, sort_keys=True),

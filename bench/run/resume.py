@@ -22,8 +22,14 @@ from .. import fsafety, input_hashes
 from ..config import Experiment
 from ..store import STORE_NAME, Store, existing_meta
 
-__all__ = ["RunError", "done_with_files", "lock", "refuse_changed_inputs", "refuse_existing",
-           "remove_new_dirs"]
+__all__ = [
+    "RunError",
+    "done_with_files",
+    "lock",
+    "refuse_changed_inputs",
+    "refuse_existing",
+    "remove_new_dirs",
+]
 
 
 class RunError(RuntimeError):
@@ -33,21 +39,25 @@ class RunError(RuntimeError):
 @contextlib.contextmanager
 def lock(run_dir: Path) -> Iterator[None]:
     """Hold the exclusive lock on ``run_dir/.lock`` (RunError naming the holder when taken)."""
-    f = open(run_dir / ".lock", "a+")  # noqa: SIM115 - held open for the whole run (the flock lives on it)
+    # held open for the whole run: the flock lives on it
+    f = open(run_dir / ".lock", "a+")  # noqa: SIM115
     try:
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             who = fsafety.describe_holders(run_dir / ".lock").strip(" ()").removeprefix("held ")
-            raise RunError(f"{run_dir}: another invbench run is writing this run directory "
-                           f"(lock held{' ' + who if who else ''})") from None
+            raise RunError(
+                f"{run_dir}: another invbench run is writing this run directory "
+                f"(lock held{' ' + who if who else ''})"
+            ) from None
         yield
     finally:
         f.close()
 
 
-def refuse_existing(run_dir: Path, exp: Experiment, resume: bool,
-                    hashes: dict[str, str] | None = None) -> None:
+def refuse_existing(
+    run_dir: Path, exp: Experiment, resume: bool, hashes: dict[str, str] | None = None
+) -> None:
     """RunError if ``run_dir`` holds a store of another config, or any store without ``resume``,
     or (``hashes`` given) a store whose recorded input hashes differ from ``hashes`` (other data,
     weights or operator assets behind the same config); reads the store read-only (a refused run
@@ -55,19 +65,23 @@ def refuse_existing(run_dir: Path, exp: Experiment, resume: bool,
     path = run_dir / STORE_NAME
     if not path.exists():
         return
-    meta = existing_meta(path)   # a store stopped before its tables existed: {} (nothing to compare)
+    meta = existing_meta(path)  # a store stopped before its tables existed: {} (nothing to compare)
     if meta.get("config_hash") not in (None, exp.config_hash):
-        raise RunError(f"{run_dir}: holds a run of a different config (hash {meta.get('config_hash')} vs "
-                       f"{exp.config_hash}); --resume needs the same config — use another --out")
+        raise RunError(
+            f"{run_dir}: holds a run of a different config (hash {meta.get('config_hash')} vs "
+            f"{exp.config_hash}); --resume needs the same config — use another --out"
+        )
     if not resume:
         raise RunError(f"{run_dir}: already holds a run; pass --resume to continue it")
     refuse_changed_inputs(run_dir, meta, hashes)
 
 
-def refuse_changed_inputs(run_dir: Path, meta: dict[str, str], hashes: dict[str, str] | None) -> None:
+def refuse_changed_inputs(
+    run_dir: Path, meta: dict[str, str], hashes: dict[str, str] | None
+) -> None:
     """RunError naming the inputs whose content hash differs from the one the run recorded."""
     if hashes is None or "input_hashes" not in meta:
-        return   # nothing recorded yet (killed before its metadata was written)
+        return  # nothing recorded yet (killed before its metadata was written)
     try:
         old = json.loads(meta["input_hashes"])
     except ValueError:
@@ -75,8 +89,12 @@ def refuse_changed_inputs(run_dir: Path, meta: dict[str, str], hashes: dict[str,
     diff = input_hashes.changed(old, hashes)
     if diff:
         shown = ", ".join(diff[:4]) + (f" and {len(diff) - 4} more" if len(diff) > 4 else "")
-        raise RunError(f"{run_dir}: --resume refused: inputs changed since the run started ({shown}); its finished "
-                       "rows were computed on the old contents — restore them or start a new run in another --out")
+        raise RunError(
+            f"{run_dir}: --resume refused: inputs changed since the run started ({shown}); its "
+            "finished "
+            "rows were computed on the old contents — restore them or start a new run in another "
+            "--out"
+        )
 
 
 def done_with_files(store: Store, run_dir: Path, need_npy: bool) -> tuple[set[str], list[str]]:
@@ -84,7 +102,7 @@ def done_with_files(store: Store, run_dir: Path, need_npy: bool) -> tuple[set[st
     relative paths of missing files (their rows are recomputed: they leave the done set)."""
     done, missing = set(), []
     for rid, rel in store.done().items():
-        if rel:   # an ok row (a skipped row has no file)
+        if rel:  # an ok row (a skipped row has no file)
             want = [rel] + ([rel[:-4] + ".npy"] if need_npy and rel.endswith(".png") else [])
             lost = [w for w in want if not (run_dir / w).is_file()]
             if lost:
@@ -101,4 +119,4 @@ def remove_new_dirs(store_dir: Path, new_dirs: list[Path]) -> None:
             (store_dir / ".lock").unlink()
     for d in sorted(new_dirs, key=lambda d: len(d.parts), reverse=True):
         with contextlib.suppress(OSError):
-            d.rmdir()   # only succeeds on an empty folder
+            d.rmdir()  # only succeeds on an empty folder

@@ -19,7 +19,7 @@ __all__ = ["Item", "base_row", "item", "metric_columns", "recon_rel"]
 
 @dataclass(frozen=True)
 class Item:
-    """One row to compute: the measured problem of (task, dataset, image), the seed and the row id."""
+    """One row to compute: the measured problem of (task, dataset, image), its seed, its row id."""
 
     problem: Problem
     seed: int
@@ -33,26 +33,49 @@ class Item:
 def item(p, cell: Cell, problem: Problem, seed: int) -> Item:
     """The :class:`Item` of ``problem`` under ``seed`` in ``cell`` of prepared run ``p``."""
     t = cell.task
-    rid = row_id(p.exp.config_hash, cell.solver, cell.preset, t.name, cell.dataset, cell.prior,
-                 problem.image_id, seed)
+    rid = row_id(
+        p.exp.config_hash,
+        cell.solver,
+        cell.preset,
+        t.name,
+        cell.dataset,
+        cell.prior,
+        problem.image_id,
+        seed,
+    )
     return Item(problem, seed, rid)
 
 
 def recon_rel(cell: Cell, image_id: str, seed: int, ext: str) -> str:
     """The reconstruction's path in the run folder (:func:`invbench.bench.run.paths.recon_rel`)."""
-    return run_paths.recon_rel(cell.solver, cell.preset, cell.task.name, cell.dataset, cell.prior, image_id, seed, ext)
+    return run_paths.recon_rel(
+        cell.solver, cell.preset, cell.task.name, cell.dataset, cell.prior, image_id, seed, ext
+    )
 
 
 def base_row(p, cell: Cell, it: Item, env: dict) -> dict:
     """The columns every row of ``it`` carries, whatever its status."""
     seeds = it.problem.seeds
     return {
-        "row_id": it.rid, "experiment": p.exp.name, "solver": cell.solver, "preset": cell.preset,
-        "task": cell.task.name, "operator": cell.task.operator, "noise_sigma": cell.task.noise_sigma,
-        "sigma_y": cell.task.sigma_y, "dataset": cell.dataset, "prior": cell.prior, "image_id": it.image_id,
-        "seed": it.seed, "device": env["device"], "torch_version": env["torch_version"],
-        "config_hash": p.exp.config_hash, "code_version": env["code_version"],
-        "operator_seed": seeds[0], "noise_seed": seeds[1], "solver_seed": seeds[2],
+        "row_id": it.rid,
+        "experiment": p.exp.name,
+        "solver": cell.solver,
+        "preset": cell.preset,
+        "task": cell.task.name,
+        "operator": cell.task.operator,
+        "noise_sigma": cell.task.noise_sigma,
+        "sigma_y": cell.task.sigma_y,
+        "dataset": cell.dataset,
+        "prior": cell.prior,
+        "image_id": it.image_id,
+        "seed": it.seed,
+        "device": env["device"],
+        "torch_version": env["torch_version"],
+        "config_hash": p.exp.config_hash,
+        "code_version": env["code_version"],
+        "operator_seed": seeds[0],
+        "noise_seed": seeds[1],
+        "solver_seed": seeds[2],
         "preset_provenance": _provenance(p, cell),
     }
 
@@ -66,7 +89,9 @@ def _provenance(p, cell: Cell) -> str:
     return preset_provenance(cell.preset, spec.provenance if spec is not None else "", fidelity)
 
 
-def metric_columns(p, cell: Cell, batch: list[Item], x_hat_pix: torch.Tensor, y: torch.Tensor) -> dict[str, list]:
+def metric_columns(
+    p, cell: Cell, batch: list[Item], x_hat_pix: torch.Tensor, y: torch.Tensor
+) -> dict[str, list]:
     """Per-image metric columns of a solved batch (``None`` for a non-finite value). A metric that
     declares ``needs_posterior`` gets the exact posterior of the batch's measurement (analytic
     prior, linear operator) and is left out where there is none."""
@@ -74,12 +99,21 @@ def metric_columns(p, cell: Cell, batch: list[Item], x_hat_pix: torch.Tensor, y:
 
     prior = p.priors[cell.prior]
     op = batch[0].problem.operator
-    x_true = torch.cat([it.problem.x for it in batch]).to(device=x_hat_pix.device, dtype=x_hat_pix.dtype)
+    x_true = torch.cat([it.problem.x for it in batch]).to(
+        device=x_hat_pix.device, dtype=x_hat_pix.dtype
+    )
     posterior = None
     wanted = any(m.needs_posterior and m.unavailable is None for m in p.metrics)
     if wanted and "analytic" in prior.capabilities and op.is_linear:
         posterior = prior.inner.posterior(op, y, cell.task.sigma_y)
-    ctx = MetricContext(x_hat=x_hat_pix, x_true=x_true, y=y, operator=op, sigma_y=cell.task.sigma_y, posterior=posterior)
+    ctx = MetricContext(
+        x_hat=x_hat_pix,
+        x_true=x_true,
+        y=y,
+        operator=op,
+        sigma_y=cell.task.sigma_y,
+        posterior=posterior,
+    )
     out: dict[str, list] = {}
     for m in p.metrics:
         if m.unavailable is not None or (m.needs_posterior and posterior is None):

@@ -34,14 +34,25 @@ def compute_set_metrics(p, store: Store, run_dir: Path) -> None:
     if not p.set_metrics:
         return
     for cell in p.cells:
-        key = {"experiment": p.exp.name, "solver": cell.solver, "preset": cell.preset, "task": cell.task.name,
-               "dataset": cell.dataset, "prior": cell.prior}
-        rows = store.cell_rows(p.exp.config_hash, cell.solver, cell.preset, cell.task.name, cell.dataset, cell.prior)
+        key = {
+            "experiment": p.exp.name,
+            "solver": cell.solver,
+            "preset": cell.preset,
+            "task": cell.task.name,
+            "dataset": cell.dataset,
+            "prior": cell.prior,
+        }
+        rows = store.cell_rows(
+            p.exp.config_hash, cell.solver, cell.preset, cell.task.name, cell.dataset, cell.prior
+        )
         recon, lost = _read_recons(rows, run_dir)
-        if lost is not None:   # a file vanished during the run: recorded, recomputed by the next --resume
+        if lost is not None:  # a file vanished during the run: recorded, redone by --resume
+            why = (
+                f"unavailable: reconstruction {lost} is missing "
+                "(rerun with --resume to recompute it)"
+            )
             for m in p.set_metrics:
-                store.write_set_metric(key, m.name, None, len(rows), f"unavailable: reconstruction {lost} is missing "
-                                       "(rerun with --resume to recompute it)")
+                store.write_set_metric(key, m.name, None, len(rows), why)
             continue
         for m in p.set_metrics:
             value, n, note = _one(p, cell, m, rows, recon)
@@ -81,12 +92,18 @@ def _one(p, cell: Cell, m, rows: list[dict], recon: list) -> tuple[float | None,
         return None, len(recon), f"unavailable: {type(e).__name__}: {one_line(e)}"
 
 
-def _against_posterior(p, cell: Cell, m, rows: list[dict], recon: list) -> tuple[float | None, int, str]:
+def _against_posterior(
+    p, cell: Cell, m, rows: list[dict], recon: list
+) -> tuple[float | None, int, str]:
     prior = p.priors[cell.prior]
     if "analytic" not in prior.capabilities:
         return None, len(recon), "unavailable: needs an analytic prior (exact posterior)"
     if p.exp.data_seed is None or len(p.exp.seeds) < 2:
-        return None, len(recon), "unavailable: needs data_seed and >= 2 seeds (samples for one measurement)"
+        return (
+            None,
+            len(recon),
+            "unavailable: needs data_seed and >= 2 seeds (samples for one measurement)",
+        )
     try:
         value, note = m.compute_posterior(_groups(p, cell, rows, recon))
     except _Nonlinear:
@@ -96,7 +113,8 @@ def _against_posterior(p, cell: Cell, m, rows: list[dict], recon: list) -> tuple
 
 def _groups(p, cell: Cell, rows: list[dict], recon: list) -> Iterator[tuple[torch.Tensor, object]]:
     """Per image (lazily): its samples over seeds and the exact posterior of its one measurement
-    (the problem rebuilt from the run's seed parts); :class:`_Nonlinear` for a nonlinear operator."""
+    (the problem rebuilt from the run's seed parts); :class:`_Nonlinear` for a nonlinear
+    operator."""
     ds = p.datasets[cell.dataset]
     index = {iid: i for i, iid in enumerate(ds.ids)}
     groups: dict[str, list[int]] = {}
@@ -105,13 +123,26 @@ def _groups(p, cell: Cell, rows: list[dict], recon: list) -> Iterator[tuple[torc
     prior = p.priors[cell.prior]
     for iid, ks in groups.items():
         r = rows[ks[0]]
-        problem = build_problem(cell.task, cell.dataset, iid, p.image(cell.dataset, index[iid]),
-                                f"data{p.exp.data_seed}", r["seed"], device=p.device, dtype=p.dtype)
+        problem = build_problem(
+            cell.task,
+            cell.dataset,
+            iid,
+            p.image(cell.dataset, index[iid]),
+            f"data{p.exp.data_seed}",
+            r["seed"],
+            device=p.device,
+            dtype=p.dtype,
+        )
         if problem.seeds[:2] != (r["operator_seed"], r["noise_seed"]):
-            raise RuntimeError(f"image {iid!r}: the stored seeds do not match the run's seeding scheme")
+            raise RuntimeError(
+                f"image {iid!r}: the stored seeds do not match the run's seeding scheme"
+            )
         if not problem.operator.is_linear:
             raise _Nonlinear()
-        yield torch.stack([recon[k] for k in ks]), prior.inner.posterior(problem.operator, problem.y, cell.task.sigma_y)
+        yield (
+            torch.stack([recon[k] for k in ks]),
+            prior.inner.posterior(problem.operator, problem.y, cell.task.sigma_y),
+        )
 
 
 class _Nonlinear(ValueError):

@@ -53,7 +53,8 @@ def test_state_hash_changes_with_content_and_file_hash_is_cached(tmp_path):
     assert input_hashes.state_sha256({"w": torch.zeros(3), "mode": "reflect"}) == h
     assert input_hashes.state_sha256({"w": torch.tensor([0.0, 0.0, 1e-12]), "mode": "reflect"}) != h
     assert input_hashes.state_sha256({"w": torch.zeros(3), "mode": "zero"}) != h   # strings count
-    assert input_hashes.state_sha256({"w": torch.zeros(3, dtype=torch.float64), "mode": "reflect"}) != h
+    w64 = torch.zeros(3, dtype=torch.float64)
+    assert input_hashes.state_sha256({"w": w64, "mode": "reflect"}) != h   # dtype counts
     with pytest.raises(TypeError):   # only declared data is hashed, never an object's attributes
         input_hashes.state_sha256({"w": object()})
     f = tmp_path / "ck.bin"
@@ -68,10 +69,12 @@ def test_operator_hash_is_its_declared_state():
     from invbench import operators
 
     def op(seed, **kw):
-        return operators.build("inpaint_random", (1, 8, 8), torch.Generator().manual_seed(seed), **kw)
+        g = torch.Generator().manual_seed(seed)
+        return operators.build("inpaint_random", (1, 8, 8), g, **kw)
 
     assert input_hashes.operator_sha256(op(1)) == input_hashes.operator_sha256(op(1))
-    assert input_hashes.operator_sha256(op(1)) != input_hashes.operator_sha256(op(2))   # another mask
+    # another mask, another hash
+    assert input_hashes.operator_sha256(op(1)) != input_hashes.operator_sha256(op(2))
     a = op(1)
     a.svd.singular_values = a.svd.singular_values * (1 + 1e-15)   # derived: not part of the state
     assert input_hashes.operator_sha256(a) == input_hashes.operator_sha256(op(1))

@@ -51,10 +51,12 @@ def test_write_replace_and_readers(tmp_path):
                             "fid", None, 2, "unavailable: no inception")
         st.write_rows([_row("k", "skipped", config_hash="x"), _row("e", "error", config_hash="x"),
                        _row("o", config_hash="x", recon_path="recon/o.png")])
-        assert st.done() == {"a": None, "b": None, "k": None, "o": "recon/o.png"}   # not the error row
+        # the error row is not done
+        assert st.done() == {"a": None, "b": None, "k": None, "o": "recon/o.png"}
         assert st.count_done("x") == 2 and st.count_done("other") == 0
         assert [r["row_id"] for r in st.cell_rows("x", "s", "default", "t", "d", "p")] == ["o"]
-        assert [r["row_id"] for r in st.cell_rows("x", "s", "default", "t", "d", "p", "error")] == ["e"]
+        errors = st.cell_rows("x", "s", "default", "t", "d", "p", "error")
+        assert [r["row_id"] for r in errors] == ["e"]
         assert st.cell_rows("x", "s", "other-preset", "t", "d", "p") == []
         with pytest.raises(StoreError):
             st.write_rows([_row("c", "weird")])
@@ -63,7 +65,8 @@ def test_write_replace_and_readers(tmp_path):
     df = store.load_results(tmp_path)
     assert sorted(df.row_id) == ["a", "b", "e", "k", "o"]
     assert store.load_meta(tmp_path) == {"experiment": "e", "config_hash": "x"}
-    assert store.existing_meta(tmp_path / "results.sqlite") == {"experiment": "e", "config_hash": "x"}
+    meta = store.existing_meta(tmp_path / "results.sqlite")
+    assert meta == {"experiment": "e", "config_hash": "x"}
     assert ("recon/o.png", "t", "d", "o", 0) in store.file_keys(tmp_path / "results.sqlite")
     ms = store.load_metric_status(tmp_path)
     assert ms.iloc[0].to_dict() == {"metric": "lpips", "available": 0, "note": "unavailable: no weights", "backbone": "alex"}
@@ -129,7 +132,8 @@ def test_existing_meta_reads_without_writing_and_refuses_foreign_files(tmp_path)
     with Store(tmp_path / "r.sqlite") as st:
         st.set_meta({"config_hash": "h"})
     assert store.existing_meta(tmp_path / "r.sqlite") == {"config_hash": "h"}
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*before, "r.sqlite"])   # no -wal/-shm left
+    # read-only: no -wal/-shm left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*before, "r.sqlite"])
     junk = tmp_path / "junk.sqlite"
     junk.write_bytes(b"not a database at all" * 10)
     with pytest.raises(StoreError):

@@ -34,7 +34,8 @@ _ALLOWED = (torch.Tensor, bool, int, float, str, type(None))
 
 
 def _build(name: str, seed: int = 1, shape=SHAPE, **kw):
-    return operators.build(name, image_shape=shape, generator=torch.Generator().manual_seed(seed), **kw)
+    g = torch.Generator().manual_seed(seed)
+    return operators.build(name, image_shape=shape, generator=g, **kw)
 
 
 def _leaves(obj):
