@@ -104,9 +104,16 @@ class Solver:
                               f"{cls.name!r}; valid: {', '.join(sorted(fields))}")
         return cls(cls.Params(**{**cls.PRESETS[preset].params, **overrides}), preset=preset)
 
+    def levels(self, prior) -> Sequence[float] | None:
+        """The noise levels (model units, descending) the solver runs on with ``prior``; None for
+        a solver without a schedule (the oracles). Raises if they cannot be built for ``prior``."""
+        return None
+
     def validate(self, prior) -> None:
-        """Raise :class:`SolverError` if the hyperparameters cannot run with ``prior`` (e.g. more
-        steps than the prior's noise grid has); called during validation, before any run."""
+        """Raise :class:`SolverError` (or ``ValueError``) if the hyperparameters cannot run with
+        ``prior`` (e.g. more steps than the prior's noise grid has): builds :meth:`levels`. Called
+        during validation, before any run."""
+        self.levels(prior)
 
     def requirements(self) -> frozenset[str]:
         """The capabilities this instance needs: ``requires`` plus those its parameters add

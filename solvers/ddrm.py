@@ -50,7 +50,7 @@ from .params import param
 from .registry import register
 from .search_space import uniform
 
-__all__ = ["DDRM", "DDRMParams", "ddrm_singular_values"]
+__all__ = ["DDRM", "DDRMParams"]
 
 
 @dataclass(frozen=True)
@@ -75,11 +75,6 @@ class DDRMParams:
     svd_threshold: float | None = None
 
 
-def ddrm_singular_values(op, threshold: float | None, like: Tensor) -> Tensor:
-    """The operator's ``(m,)`` singular values with DDRM's thresholding (``s < thr → 0``)."""
-    return thresholded_singular_values(op, threshold, like)
-
-
 @register
 class DDRM(Solver):
     """DDRM (Kawar et al. 2022); see the module docstring for the update rule.
@@ -100,17 +95,17 @@ class DDRM(Solver):
         ),
     }
 
-    def validate(self, prior) -> None:
-        """The step count / explicit levels must fit the prior's noise grid (checked before a
-        run)."""
-        sampling_sigmas(prior, self.params.steps, self.params.sigmas)
+    def levels(self, prior) -> list[float]:
+        """The descending levels (model units): the uniform skip schedule of the prior's grid, or
+        the explicit ``sigmas``; a step count must fit the grid."""
+        return sampling_sigmas(prior, self.params.steps, self.params.sigmas)
 
     @torch.no_grad()
     def _solve(self, y: Tensor, operator, prior, sigma_y, gens, callback) -> Tensor:
         """The state at level 0, i.e. the last x̂₀ (model space, ``(B, *operator.in_shape)``)."""
         p: DDRMParams = self.params
         sp = _Spectrum(operator, y, sigma_y, p.svd_threshold)
-        sigmas = sampling_sigmas(prior, p.steps, p.sigmas)
+        sigmas = self.levels(prior)
         sigmas_next = [*sigmas[1:], 0.0]
         # --- initialisation: p(x_T | y) of the code ---
         x = sp.initial_state(sigmas[0], randn((sp.n,), gens, y), p.init == "ddrm_code")
@@ -157,7 +152,7 @@ class _Spectrum:
         B = y.shape[0]
         self.op, self.svd, self.sigma_y = op, op.svd, sigma_y
         self.n = n = math.prod(op.in_shape)
-        self.s_m = s_m = ddrm_singular_values(op, threshold, y)
+        self.s_m = s_m = thresholded_singular_values(op, threshold, y)
         m = s_m.numel()
         self.s = torch.zeros(n, dtype=y.dtype, device=y.device)
         self.s[:m] = s_m

@@ -159,11 +159,6 @@ class DiffPIR(Solver):
         p = self.params
         return len(p.sigmas) if p.sigmas is not None else int(p.steps)
 
-    def validate(self, prior) -> None:
-        """The step count / explicit levels must fit the prior's noise grid (checked before a
-        run)."""
-        self.levels(prior)
-
     def _solve(self, y: Tensor, operator, prior, sigma_y, gens, callback) -> Tensor:
         """The state at the last level (model space, shape ``(B, *operator.in_shape)``)."""
         p: DiffPIRParams = self.params

@@ -130,10 +130,10 @@ class DPS(Solver):
         deblurring task)."""
         return TASK_PRESETS.get(family(task), "default")
 
-    def validate(self, prior) -> None:
-        """The step count / explicit levels must fit the prior's noise grid (checked before a
-        run)."""
-        sampling_sigmas(prior, self.params.steps, self.params.sigmas)
+    def levels(self, prior) -> list[float]:
+        """The descending levels (model units): the uniform skip schedule of the prior's grid, or
+        the explicit ``sigmas``; a step count must fit the grid."""
+        return sampling_sigmas(prior, self.params.steps, self.params.sigmas)
 
     def _solve(self, y: Tensor, operator, prior, sigma_y, gens, callback) -> Tensor:
         """The final state ``x_{−1}`` (model space, shape ``(B, *prior.image_shape)``)."""
@@ -144,7 +144,7 @@ class DPS(Solver):
         if learned and "learned_variance" not in prior.capabilities:
             raise SolverError("dps: variance='learned' but the prior has no learned_variance "
                               "capability")
-        sigmas = sampling_sigmas(prior, p.steps, p.sigmas)
+        sigmas = self.levels(prior)
         N = len(sigmas)
         shape = tuple(prior.image_shape)
 

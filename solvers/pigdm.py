@@ -117,16 +117,16 @@ class PiGDM(Solver):
         ),
     }
 
-    def validate(self, prior) -> None:
-        """The step count / explicit levels must fit the prior's noise grid (checked before a
-        run)."""
-        sampling_sigmas(prior, self.params.steps, self.params.sigmas)
+    def levels(self, prior) -> list[float]:
+        """The descending levels (model units): the uniform skip schedule of the prior's grid, or
+        the explicit ``sigmas``; a step count must fit the grid."""
+        return sampling_sigmas(prior, self.params.steps, self.params.sigmas)
 
     def _solve(self, y: Tensor, operator, prior, sigma_y, gens, callback) -> Tensor:
         """The state at level 0 (model space, shape ``(B, *operator.in_shape)``)."""
         p: PiGDMParams = self.params
         shape = tuple(operator.in_shape)
-        sigmas = sampling_sigmas(prior, p.steps, p.sigmas)
+        sigmas = self.levels(prior)
         N = len(sigmas)
 
         s_thr = thresholded_singular_values(operator, p.svd_threshold, y)

@@ -93,10 +93,10 @@ class REDDiff(Solver):
         ),
     }
 
-    def validate(self, prior) -> None:
-        """The step count / explicit levels must fit the prior's noise grid (checked before a
-        run)."""
-        sampling_sigmas(prior, self.params.steps, self.params.sigmas)
+    def levels(self, prior) -> list[float]:
+        """The descending levels (model units): the uniform skip schedule of the prior's grid, or
+        the explicit ``sigmas``; a step count must fit the grid."""
+        return sampling_sigmas(prior, self.params.steps, self.params.sigmas)
 
     def _solve(self, y: Tensor, operator, prior, sigma_y, gens, callback) -> Tensor:
         """μ (model space, shape ``(B, *operator.in_shape)``). ``sigma_y`` is not used by the
@@ -106,7 +106,7 @@ class REDDiff(Solver):
         shape = tuple(operator.in_shape)
         d = math.prod(shape)
         m = y[0].numel()
-        sigmas = sampling_sigmas(prior, p.steps, p.sigmas)
+        sigmas = self.levels(prior)
 
         # μ ← A⁺y  (thresholded singular values, as the code's DDRM operators)
         s_thr = thresholded_singular_values(operator, p.svd_threshold, y)

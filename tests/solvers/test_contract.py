@@ -129,3 +129,23 @@ def test_parameter_dependent_requirements():
     assert "analytic" in solvers.build("vml_map", preset="full").requirements()
     assert solvers.build("lmaps").requirements() == {"grad"}
     assert solvers.build("lmaps", inner="exact").requirements() == {"grad", "svd"}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_validate_builds_the_levels_before_any_run(name, problem):
+    """``validate(prior)`` (run by the harness before anything is written) builds ``levels``:
+    what a solve would run on, so a schedule that cannot fit the prior fails there."""
+    _, P, _ = problem
+    s = solvers.build(name, **solvers.get(name).QUICK)
+    s.validate(P)
+    levels = s.levels(P)
+    if levels is not None:
+        levels = [float(v) for v in levels]
+        assert levels and all(v >= 0 for v in levels), name
+
+
+def test_a_schedule_that_does_not_fit_the_prior_fails_validation():
+    P = gaussian_prior(SHAPE)
+    for name in ("dps", "ddrm", "pigdm", "reddiff", "diffpir"):
+        with pytest.raises(solvers.SolverError, match="steps must be an integer in"):
+            solvers.build(name, steps=5000).validate(P)
