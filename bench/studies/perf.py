@@ -20,7 +20,9 @@ Cases (each a key of the JSON written by ``--json``):
 * ``fast_paths`` — one denoiser call per fast-path switch (:mod:`invbench.priors.fast_paths`): time and
   the max deviation of D from the default.
 
-``main(argv) -> int`` is called by ``invbench perf`` (bench/cli.py).
+``main(argv) -> int`` is called by ``invbench perf`` (bench/cli.py). The measuring parts are in
+:mod:`.perf_timing`, deepinv's contenders in :mod:`.perf_deepinv`, the markdown in
+:mod:`.perf_tables` (the README's fixed text in :mod:`.perf_readme`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -37,7 +38,9 @@ from pathlib import Path
 import torch
 from invbench.bench import cost
 from invbench.bench.cost.netclock import ClockedPrior
+from invbench.bench.studies import perf_deepinv
 from invbench.bench.studies import perf_timing as pc
+from invbench.bench.studies.perf_tables import render_markdown, render_tables
 from invbench.priors import CountingPrior
 
 __all__ = ["CASES", "SETTINGS", "main", "render_markdown", "run"]
@@ -162,78 +165,6 @@ def case_floor(ctx: dict) -> list[dict]:
     return out
 
 
-def _dps_pair(ctx: dict, prob, steps: int, weight: float, seed: int = 3):
-    """(ours, deepinv) closures running DPS with deepinv's algorithm on ``prob`` (all images)."""
-    import deepinv
-
-    prior, dev = ctx["prior"], ctx["device"]
-    den = pc.dinv_denoiser(prior)
-    phys, y_pix = pc.dinv_inpainting(prob)
-    rng = torch.Generator(device=dev).manual_seed(seed)
-    dps = deepinv.sampling.DPS(den, num_steps=steps + 1, weight=weight, dtype=torch.float32, device=dev, rng=rng)
-    sig = [float(dps.sde.sigma_t(t)) for t in dps.solver.timesteps]
-    ov = {"sigmas": tuple(sig[:-1]), "zeta": weight / 2, "zeta_schedule": "deepinv", "clip_x0": True,
-          "clip_range": (-3.0, 1.0), "variance": "fixed"}
-
-    def ours():  # the same noise as deepinv's (common random numbers; seed must be non-zero for deepinv)
-        return pc.run_solver("dps", prob, prior, overrides=ov, seed=seed, shared_generator=True)
-
-    def theirs():
-        return pc.pixel_to_model(dps(y_pix, phys, seed=seed))
-
-    return ours, theirs, den, ov
-
-
-def _ddrm_pair(ctx: dict, prob, steps: int, seed: int = 3):
-    """(ours, deepinv) closures running DDRM (η = 0.85, η_b = 1) at the true noise level: ours on
-    the prior's 20-step DDPM grid with ``init="exact"``; deepinv told σ_k = level/√2 and noise
-    √2·noise_sigma with the 1/√2-compensating wrapper (its noise is drawn as randn/√2)."""
-    import deepinv
-    from invbench.solvers.ddpm import sampling_sigmas
-
-    prior = ctx["prior"]
-    levels = sampling_sigmas(prior, steps)
-    den = pc.dinv_denoiser(prior, noise_factor=1 / pc.sqrt2())
-    phys, y_pix = pc.dinv_inpainting(prob, noise_sigma=pc.sqrt2() * prob.noise_sigma)
-    import numpy as np
-
-    model = deepinv.sampling.DDRM(den, sigmas=np.asarray(levels) / pc.sqrt2(), eta=0.85, etab=1.0)
-    ov = {"steps": steps, "init": "exact"}
-
-    def ours():
-        return pc.run_solver("ddrm", prob, prior, overrides=ov, seed=seed)
-
-    def theirs():
-        with torch.no_grad():
-            return pc.pixel_to_model(model(y_pix, phys, seed=seed + 1))
-
-    return ours, theirs, den, ov
-
-
-def _diffpir_pair(ctx: dict, prob, steps: int, seed: int = 3):
-    """(ours, deepinv) closures running DiffPIR (ζ = 0.3, deepinv's λ = 3.5, which is our λ = 7:
-    deepinv weighs the prior term of its proximal step by 2ρ, docs/solvers-baselines.md) on
-    deepinv's own level schedule for ``steps`` iterations, each from its own start (different
-    noise; the loops agree to float32 round-off under shared noise, tests/solvers/test_diffpir.py)."""
-    import deepinv
-
-    prior = ctx["prior"]
-    den = pc.dinv_denoiser(prior)
-    phys, y_pix = pc.dinv_inpainting(prob)
-    model = deepinv.sampling.DiffPIR(den, deepinv.optim.data_fidelity.L2(), sigma=prob.noise_sigma,
-                                     max_iter=steps, zeta=0.3, lambda_=3.5, device=prob.y.device)
-    ov = {"sigmas": tuple(float(s) for s in model.sigmas[model.seq]), "lambda_": 7.0, "zeta": 0.3}
-
-    def ours():
-        return pc.run_solver("diffpir", prob, prior, overrides=ov, seed=seed)
-
-    def theirs():
-        with torch.no_grad():
-            return pc.pixel_to_model(model(y_pix, phys, seed=seed + 1))
-
-    return ours, theirs, den, ov
-
-
 def case_vs_deepinv(ctx: dict) -> list[dict]:
     try:
         import deepinv  # noqa: F401
@@ -241,8 +172,9 @@ def case_vs_deepinv(ctx: dict) -> list[dict]:
         return [{"status": f"unavailable: deepinv not installed ({e})"}]
     dev, reps, cfg, info = ctx["device"], ctx["reps"], ctx["cfg"], ctx["prior_info"]
     out = []
-    pairs = {"dps": lambda p, s: _dps_pair(ctx, p, s, cfg["dps_weight"]), "ddrm": lambda p, s: _ddrm_pair(ctx, p, s),
-             "diffpir": lambda p, s: _diffpir_pair(ctx, p, s)}
+    pairs = {"dps": lambda p, s: perf_deepinv.dps_pair(ctx, p, s, cfg["dps_weight"]),
+             "ddrm": lambda p, s: perf_deepinv.ddrm_pair(ctx, p, s),
+             "diffpir": lambda p, s: perf_deepinv.diffpir_pair(ctx, p, s)}
     for name, pair in pairs.items():
         prob1 = pc.make_problem(FLOOR_TASK[0], 1, device=dev, params=FLOOR_TASK[1])
         steps = cfg[f"{name}_steps"]
@@ -459,200 +391,6 @@ def run(device: str = "cpu", reps: int = 5, quick: bool = False, cases=CASES, we
     res["meta"]["load_avg_after"] = list(os.getloadavg())
     res["meta"]["wall_seconds"] = round(time.perf_counter() - ctx["t0"], 1)
     return res
-
-
-# ----------------------------------------------------------------------------- markdown
-
-
-def _ms(st: dict) -> str:
-    return f"{1e3 * st['median']:.1f} [{1e3 * st['min']:.1f}–{1e3 * st['max']:.1f}]"
-
-
-def _r(st: dict, nd: int = 3) -> str:
-    return f"{st['median']:.{nd}f} [{st['min']:.{nd}f}–{st['max']:.{nd}f}]"
-
-
-def _mb(b) -> str:
-    return "—" if b is None else f"{b / 2**20:.0f}"
-
-
-def render_tables(res: dict) -> str:
-    """Markdown tables of a result dictionary (the measured part of reports/perf/README.md)."""
-    m = res["meta"]
-    L = [(f"Device: **{m['device_name']}** (`{m['device']}`), torch {m['torch']}, deepinv {m['deepinv']}, "
-         f"{m['threads']} thread(s); {m['reps']} interleaved repetitions after {m['warmup_rounds']} warm-up round; "
-         f"load average {m['load_avg_before'][0]:.2f} before / {m['load_avg_after'][0]:.2f} after; "
-         f"total {m['wall_seconds']:.0f} s; started {m['started']}."),
-         f"Prior: {m['prior']['name']} ({m['prior']['params']:,} parameters); weights: {m['prior']['weights']}.",
-         ("Times are median [min–max] over the repetitions; ratios are taken pair by pair (repetition i with "
-         "repetition i) and summarised the same way."), ""]
-    if "floor" in res:
-        L += ["### Floor ratio (batch 1, `inpaint_random` 50 %, reduced step counts)", "",
-              ("| solver | steps | NFE | VJP | t_forward ms | t_fwd+bwd ms | floor ms | solver ms/image | **floor ratio** "
-              "| in-run ratio | literal-formula ratio |"),
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
-        for r in res["floor"]:
-            L.append(f"| {_solver_label(r)} | {_steps(r['overrides'])} | {r['nfe']} | {r['vjp']} | {_ms(r['t_forward'])} | "
-                     f"{_ms(r['t_forward_backward'])} | {_ms(r['floor_s'])} | {_ms(r['t_solver'])} | "
-                     f"**{_r(r['ratio'])}** | {_r(r['ratio_in_run'])} | {_r(r['ratio_literal_formula'])} |")
-        L += ["", ("Floor = (NFE − VJP)·t_forward + VJP·t_forward+backward (a differentiated evaluation is one "
-              "forward + one backward, not counted twice). The issue's literal formula NFE·t_forward + "
-              "VJP·t_forward+backward counts the forward of every VJP twice; its ratio is shown for reference "
-              "only (it flatters solvers with VJPs). In-run ratio = the solve's time ÷ the time spent inside the "
-              "network (forward and backward, clocked by `invbench.bench.cost.netclock.ClockedPrior`, the clock the harness uses in every run) during that same solve: "
-              "what the solver adds around its network calls, insensitive to load drift between measurements."), ""]
-    if "vs_deepinv" in res:
-        L += ["### Ours vs deepinv (same denoiser, operator, steps, dtype float32; batch 1)", "",
-              ("| solver | steps | NFE ours / deepinv | ours ms | deepinv ms | **ours / deepinv** | loop only: ours ms | "
-               "loop only: deepinv ms | PSNR ours | PSNR deepinv | Δ PSNR (± SE) | max abs Δx̂ (median over images) |"),
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        for r in res["vs_deepinv"]:
-            if "status" in r:
-                L.append(f"| — | {r['status']} ||||||||||")
-                continue
-            q = r["quality"]
-            if "status" in q:
-                qs = f"{q['status']} | {q['status']} | — | —"
-            else:
-                crn = "same noise" if q.get("common_random_numbers") else "different noise"
-                md = (f"{statistics.median(q['max_abs_diff_per_image']):.2g}"
-                      if q.get("common_random_numbers") and q.get("max_abs_diff_per_image") else "— (different noise)")
-                qs = (f"{q['psnr_ours']:.2f} | {q['psnr_deepinv']:.2f} | {q['psnr_diff']:+.2f} ± {q['psnr_diff_se']:.2f} "
-                      f"({q['n_images']} images, {q['steps']} steps, {crn}) | {md} |")
-            loop = (f"{_ms(r['loop_ours'])} | {_ms(r['loop_deepinv'])}" if "loop_ours" in r else "— | —")
-            L.append(f"| {r['solver']} | {r['steps']} | {r['nfe_ours']} / {r['nfe_deepinv']} | {_ms(r['t_ours'])} | "
-                     f"{_ms(r['t_deepinv'])} | **{_r(r['ratio_ours_over_deepinv'])}** | {loop} | {qs}")
-        L += ["", ("Loop only: the same two solves timed with the network replaced by ε = 0.1·x "
-                   "(`invbench.bench.studies.perf_timing.null_network`): what each implementation costs around its network calls. "
-                   "Max abs Δx̂: model units, per image, ours − deepinv; with the same noise (DPS: both draw from one "
-                   "generator seeded alike) it measures float32 divergence of the two trajectories, not sampling noise."), ""]
-    if "throughput" in res:
-        rows = res["throughput"]
-        bs = list(rows[0]["batches"]) if rows else []
-        L += ["### Throughput (images/s) and peak memory per solve (`inpaint_random` 50 %, reduced steps)", "",
-              "| solver | steps | " + " | ".join(f"batch {b} img/s" for b in bs) + " | **batch 8 / batch 1** | "
-              + " | ".join(f"peak MiB (+Δ) b{b}" for b in bs) + " |",
-              "|---|---|" + "---|" * (2 * len(bs) + 1)]
-        for r in rows:
-            sp = _r(r["speedup_b8_over_b1"], 2) if "speedup_b8_over_b1" in r else "—"
-            ips = " | ".join(_r(r["batches"][b]["images_per_s"], 1) for b in bs)
-            mem = " | ".join(f"{_mb(r['batches'][b]['memory']['peak_bytes'])} (+{_mb(r['batches'][b]['memory']['increase_bytes'])})" for b in bs)
-            L.append(f"| {_solver_label(r)} | {_steps(r['overrides'])} | {ips} | **{sp}** | {mem} |")
-        if rows:
-            L += ["", f"Memory: {rows[0]['batches'][bs[0]]['memory']['kind']}; +Δ = increase over the value before the solve.", ""]
-    if "vml_vs_dps" in res:
-        v = res["vml_vs_dps"]
-        L += ["### VML-MAP vs DPS on the demo tasks (small-cpu prior, 32×32 test crops)", ""]
-        if "status" in v:
-            L += [f"Not measured: {v['status']} (rerun the command once `priors/data/small_cpu.pt` exists).", ""]
-        else:
-            ref = v.get("reference_dps_steps", 1000)
-            L += [f"{v['n_images']} images per task, batch {v['batch']}; {v['note']}.", "",
-                  (f"| task | solver | preset | budget | NFE | VJP | s/image | PSNR dB (± SE) | time ÷ DPS-{ref} | "
-                   f"ΔPSNR vs DPS-{ref} (± paired SE) | ≤ 0.1× time at ≥ PSNR |"),
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
-            for r in v["rows"]:
-                d = _vml_reference(v, r["task"])
-                tr, dp = r["seconds_per_image"] / d["seconds_per_image"], r["psnr"] - d["psnr"]
-                ok = "—" if r["solver"] == "dps" else ("yes" if tr <= 0.1 and dp >= 0 else "no")
-                L.append(f"| {r['task']} | {r['solver']} | {r['preset']} | {_budget(r)} | {r['nfe']} | {r['vjp']} | "
-                         f"{r['seconds_per_image']:.2f} | {r['psnr']:.2f} ± {r['psnr_se']:.2f} | {tr:.3f} | "
-                         f"{'—' if r is d else f'{dp:+.2f}' + _paired_se(r, d)} | {ok} |")
-            L += ["", f"VML-MAP budget sweep on {v['sweep'][0]['task'] if v['sweep'] else '—'} (preset 'learned', N × K varied):", "",
-                  "| levels N | inner K | NFE | VJP | s/image | PSNR dB (± SE) |", "|---|---|---|---|---|---|"]
-            for s_ in v["sweep"]:
-                L.append(f"| {s_['n_levels']} | {s_['inner_steps']} | {s_['nfe']} | {s_['vjp']} | {s_['seconds_per_image']:.2f} | "
-                         f"{s_['psnr']:.2f} ± {s_['psnr_se']:.2f} |")
-            L += [""]
-    if "fast_paths" in res:
-        L += ["### Fast paths on this device (one denoiser forward)", "",
-              "| switches | batch | ms / call | time ÷ default | max abs ΔD | rel. L2 ΔD |", "|---|---|---|---|---|---|"]
-        for r in res["fast_paths"]:
-            L.append(f"| {r['fast_paths']} | {r['batch']} | {_ms(r['t_forward'])} | {_r(r['ratio_to_default'], 2)} | "
-                     f"{r['max_abs_diff_D']:.2e} | {r['rel_l2_diff_D']:.2e} |")
-        L += [""]
-    L.append(render_acceptance(res))
-    return "\n".join(L)
-
-
-def render_acceptance(res: dict) -> str:
-    """The performance targets, judged from the measured numbers (medians)."""
-    L = ["### Targets, judged from the medians above", ""]
-    for r in res.get("floor", []):
-        v = r["ratio"]["median"]
-        L.append(f"- floor ratio ≤ 1.05, {r['solver']}: {v:.3f} — {'met' if v <= 1.05 else 'NOT met'} "
-                 f"(in-run ratio {r['ratio_in_run']['median']:.3f})")
-    for r in res.get("vs_deepinv", []):
-        if "status" in r:
-            continue
-        v, q = r["ratio_ours_over_deepinv"]["median"], r["quality"]
-        tq = "quality not measured (" + q["status"] + ")" if "status" in q else (
-            f"Δ PSNR {q['psnr_diff']:+.2f} dB ± {q['psnr_diff_se']:.2f} — "
-            + ("within ± 0.2 dB" if abs(q["psnr_diff"]) <= 0.2 else "outside ± 0.2 dB"))
-        L.append(f"- {r['solver']} ours/deepinv time ≤ 1.0: {v:.3f} — {'met' if v <= 1.0 else 'NOT met'}; {tq}")
-    for r in res.get("throughput", []):
-        if "speedup_b8_over_b1" in r:
-            v = r["speedup_b8_over_b1"]["median"]
-            L.append(f"- batch 8 ≥ 1.5× batch 1 images/s, {r['solver']}: {v:.2f}× — {'met' if v >= 1.5 else 'NOT met'}")
-    v = res.get("vml_vs_dps")
-    if v is not None:
-        if "status" in v:
-            L.append(f"- VML-MAP ≤ 0.1× DPS time at ≥ DPS PSNR: not measured ({v['status']})")
-        else:
-            for r in v["rows"]:
-                if r["solver"] == "dps":
-                    continue
-                d = _vml_reference(v, r["task"])
-                tr, dp = r["seconds_per_image"] / d["seconds_per_image"], r["psnr"] - d["psnr"]
-                held = "holds" if tr <= 0.1 and dp >= 0 else "does not hold"
-                L.append(f"- VML-MAP '{r['preset']}' ({_budget(r)}) on {r['task']}: {tr:.3f}× the time of DPS at {_budget(d)}, "
-                         f"Δ PSNR {dp:+.2f} dB — target {held}")
-    return "\n".join(L + [""])
-
-
-def _solver_label(r: dict) -> str:
-    """``solver`` or ``solver (preset)`` when the row ran a preset other than the defaults."""
-    preset = r.get("preset", "default")
-    return r["solver"] if preset == "default" else f"{r['solver']} ({preset})"
-
-
-def _steps(ov: dict) -> str:
-    if "n_levels" in ov:
-        return f"N={ov['n_levels']}, K={ov['inner_steps']}"
-    if "steps" in ov and len(ov) == 1:
-        return str(ov["steps"])
-    return ", ".join(f"{k}={v}" for k, v in ov.items()) or "default"
-
-
-def _budget(r: dict) -> str:
-    b = r.get("budget", r["overrides"])
-    return f"N={b['n_levels']}×K={b['inner_steps']}" if "n_levels" in b else f"{b.get('steps')} steps"
-
-
-def _paired_se(r: dict, d: dict) -> str:
-    """' ± SE' of the per-image PSNR differences r − d (same images), or '' if not recorded."""
-    a, b = r.get("psnr_per_image"), d.get("psnr_per_image")
-    if not a or not b or len(a) != len(b) or len(a) < 2:
-        return ""
-    diff = [x - y for x, y in zip(a, b, strict=True)]
-    return f" ± {statistics.stdev(diff) / len(diff) ** 0.5:.2f}"
-
-
-def _vml_reference(v: dict, task: str) -> dict:
-    """The DPS row that VML-MAP is judged against on ``task``: the paper's step count (the first)."""
-    ref = v.get("reference_dps_steps")
-    rows = [r for r in v["rows"] if r["task"] == task and r["solver"] == "dps"]
-    for r in rows:
-        if ref is None or r.get("budget", r["overrides"]).get("steps") == ref:
-            return r
-    return rows[0]
-
-
-def render_markdown(res: dict, command: str) -> str:
-    """The complete reports/perf/README.md: how to regenerate, the tables, and the notes."""
-    from invbench.bench.studies import perf_readme
-
-    return perf_readme.README.format(command=command, tables=render_tables(res))
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -11,7 +11,7 @@ import pytest
 import torch
 from invbench.bench import cli
 from invbench.bench.run import nfe_per_image
-from invbench.bench.studies import perf
+from invbench.bench.studies import perf, perf_tables
 from invbench.bench.studies import perf_timing as pc
 
 from invbench import solvers
@@ -206,7 +206,7 @@ def test_vml_vs_dps_rows_and_reference(quick_quality):
     cfg = perf.SETTINGS["quick"]
     assert len(v["rows"]) == len(perf.DEMO_TASKS) * (len(cfg["vml_dps_steps"]) + len(cfg["vml_presets"]))
     for task, *_ in perf.DEMO_TASKS:
-        ref = perf._vml_reference(v, task)
+        ref = perf_tables.vml_reference(v, task)
         assert ref["solver"] == "dps" and ref["budget"]["steps"] == cfg["vml_dps_steps"][0] == v["reference_dps_steps"]
         for r in (r for r in v["rows"] if r["task"] == task and r["solver"] == "vml_map"):
             N, K = r["budget"]["n_levels"], r["budget"]["inner_steps"]
