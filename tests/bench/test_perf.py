@@ -259,3 +259,15 @@ def test_weights_are_named_relative_to_the_repository():
     root = Path(__file__).resolve().parents[2]
     assert pc._shown(root / "priors" / "data" / "small_cpu.pt") == str(Path("priors") / "data" / "small_cpu.pt")
     assert pc._shown(Path("/elsewhere/w.pt")) == "/elsewhere/w.pt"
+
+
+@pytest.mark.parametrize("name", ["all-solvers-cpu", "vs-deepinv-cpu"])
+def test_committed_reports_render_again_byte_for_byte(name):
+    """The committed perf reports are the markdown of their committed JSON: rendering it again
+    (perf_tables, no measurement) gives the same bytes."""
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[2] / "reports" / "perf"
+    res = json.loads((folder / f"{name}.json").read_text())
+    text = perf.render_markdown(res, res["meta"]["command"])
+    assert text == (folder / f"{name}.md").read_text()

@@ -61,3 +61,11 @@ def test_partial_runs_share_their_reference_rows_once(tmp_path):
     _write(tmp_path / "rows_gmm-crops32_new.csv", [{**ref[0], "psnr": "25"}])
     with pytest.raises(ValueError, match=r"rows_gmm-crops32\.csv and rows_gmm-crops32_new\.csv disagree"):
         twin32_report._read(tmp_path.glob("rows_*.csv"))
+
+
+def test_committed_report_renders_again_from_its_csvs():
+    """reports/twin32/README.md is the report of the committed CSVs next to it, byte for byte."""
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[2] / "reports" / "twin32"
+    assert twin32_report.render(folder) == (folder / "README.md").read_text()
