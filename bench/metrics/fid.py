@@ -132,25 +132,24 @@ class FIDMetric(SetMetric):
             if not allow_unverified:
                 self.unavailable = "unavailable: custom feature extractor is not the official Inception"
             return
-        from invbench.assets.weights import cache_dir, check_file
+        self._open_inception(inception_path, inception_sha256, allow_unverified, ver)
 
-        fetched = cache_dir() / INCEPTION_FILE
-        if inception_path:
-            p = Path(inception_path).expanduser()
-        else:
-            p = cache_dir() if fetched.is_file() else default_inception_dir()
-        where = str(p) if inception_path else f"{cache_dir()} or {default_inception_dir()}"
-        file = p if p.suffix == ".pt" else p / INCEPTION_FILE
+    def _open_inception(self, inception_path: str | None, inception_sha256: str | None,
+                        allow_unverified: bool, ver: str) -> None:
+        """Find, read, check and load the Inception file; on any refusal set ``unavailable``
+        (one line naming the file and the remedy) and load nothing."""
+        file, where = _inception_file(inception_path)
         self.path = file
         self.backbone = f"clean-fid {ver} mode=clean; Inception {file}"
         if file.name != INCEPTION_FILE:
-            self.unavailable = (f"unavailable: the Inception file must be named {INCEPTION_FILE} (got {file}); "
-                                "`invbench fetch fid` downloads it")
+            self.unavailable = (f"unavailable: the Inception file must be named {INCEPTION_FILE} "
+                                f"(got {file}); `invbench fetch fid` downloads it")
             return
         if not file.is_file():
             self.unavailable = (
-                f"unavailable: {INCEPTION_FILE} (clean-fid's Inception) not found in {where}; run `invbench fetch fid` "
-                "or set metrics.fid.inception_path (nothing is downloaded during a run)"
+                f"unavailable: {INCEPTION_FILE} (clean-fid's Inception) not found in {where}; run "
+                "`invbench fetch fid` or set metrics.fid.inception_path (nothing is downloaded "
+                "during a run)"
             )
             return
         try:
@@ -160,22 +159,15 @@ class FIDMetric(SetMetric):
             return
         digest = _digest(data)
         self.sha256 = digest
-        trusted = set(KNOWN_INCEPTION_SHA256)
-        if inception_sha256:
-            trusted.add(inception_sha256.strip().lower())
-        self.verified = digest in trusted
-        how = "pinned" if self.verified else ""
-        if not self.verified:
-            from invbench.assets.weights import TABLE
-
-            rec = check_file(TABLE["fid"], file, digest)
-            self.verified, how = rec.usable, (rec.how if rec.usable else "")
-        self.backbone += f" sha256 {digest}" + (f" ({how})" if how else "") + ("" if self.verified else " UNVERIFIED")
+        self.verified, how = _verify(file, digest, inception_sha256)
+        self.backbone += (f" sha256 {digest}" + (f" ({how})" if how else "")
+                          + ("" if self.verified else " UNVERIFIED"))
         if not self.verified and not allow_unverified:
             self.unavailable = (
-                f"unavailable: Inception weights {file} are unverified (sha256 {digest}); run `invbench fetch fid` "
-                "to download the official file, or after checking this one pin it with metrics.fid.inception_sha256 "
-                "or import it with `invbench fetch fid --from FILE --trust-unverified`"
+                f"unavailable: Inception weights {file} are unverified (sha256 {digest}); run "
+                "`invbench fetch fid` to download the official file, or after checking this one "
+                "pin it with metrics.fid.inception_sha256 or import it with "
+                "`invbench fetch fid --from FILE --trust-unverified`"
             )
             return
         try:
@@ -185,7 +177,8 @@ class FIDMetric(SetMetric):
                 warnings.simplefilter("ignore", FutureWarning)
                 model = _load_checked(data, self.device)
         except Exception as e:  # noqa: BLE001 - reported as one readable line
-            self.unavailable = f"unavailable: could not load {file} ({type(e).__name__}: {e}); run `invbench fetch fid` to replace it"
+            self.unavailable = (f"unavailable: could not load {file} ({type(e).__name__}: {e}); "
+                                "run `invbench fetch fid` to replace it")
             return
         self.extractor = model
 
@@ -210,6 +203,36 @@ class FIDMetric(SetMetric):
         if not self.verified:
             note = "UNVERIFIED weights, not a real FID; " + note
         return value, note
+
+
+def _inception_file(inception_path: str | None) -> tuple[Path, str]:
+    """The Inception file to open (``inception_path``, its folder's file, the invbench weights
+    folder's file when fetched, else clean-fid's cache) and where it was looked for (for the
+    message when it is missing)."""
+    from invbench.assets.weights import cache_dir
+
+    fetched = cache_dir() / INCEPTION_FILE
+    if inception_path:
+        p = Path(inception_path).expanduser()
+    else:
+        p = cache_dir() if fetched.is_file() else default_inception_dir()
+    where = str(p) if inception_path else f"{cache_dir()} or {default_inception_dir()}"
+    return (p if p.suffix == ".pt" else p / INCEPTION_FILE), where
+
+
+def _verify(file: Path, digest: str, inception_sha256: str | None) -> tuple[bool, str]:
+    """Whether the file with sha256 ``digest`` may be loaded, and how that was decided: a
+    pinned or known digest, else the weights table's check (fetched from the official address,
+    or imported with ``--trust-unverified``)."""
+    from invbench.assets.weights import TABLE, check_file
+
+    trusted = set(KNOWN_INCEPTION_SHA256)
+    if inception_sha256:
+        trusted.add(inception_sha256.strip().lower())
+    if digest in trusted:
+        return True, "pinned"
+    rec = check_file(TABLE["fid"], file, digest)
+    return rec.usable, (rec.how if rec.usable else "")
 
 
 def _dist_version(name: str) -> str:
