@@ -3,7 +3,7 @@
 A PNG of a few kilobytes can declare 10000 × 10000 pixels (it then decodes to gigabytes) or
 60000 × 60000 (Pillow's own guard raises without naming the file). Every image the report reads
 goes through :func:`read_image`: the size in the header is compared with
-:data:`invbench.bench.datasets.MAX_PIXELS` (the cap datasets apply to their images) and a larger
+:data:`invbench.bench.imagefile.MAX_PIXELS` (the cap datasets apply to their images) and a larger
 image is refused with :class:`ImageTooLarge` naming the file; nothing is decoded. An image
 under the cap but with a side over :data:`MAX_SIDE_DRAWN` is reduced (box filter) right after
 decoding: a panel of a sample grid is a few hundred pixels wide.
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..datasets import MAX_PIXELS
+from ..imagefile import MAX_PIXELS
 
 __all__ = ["MAX_PIXELS", "MAX_SIDE_DRAWN", "ImageTooLarge", "read_image"]
 
