@@ -23,45 +23,48 @@ Exit codes: 0 every requested file present and verified; 1 a download failed (ne
 error, checksum, disk, more bytes than the published size); 2 bad input (unknown name,
 unusable folder, missing or unverifiable ``--from`` file, a link or foreign file planted at
 ``<file>.part``); 3 a file needs the manual steps printed. Errors are one line on stderr naming the file and URL.
+
+The folder's safety (locking, opening ``.part`` files, refusing planted files) is
+:mod:`.fetch_files`; this module holds the transfer, the import and the command.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import fcntl
 import hashlib
 import http.client
 import os
 import socket
-import stat
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
 from invbench.assets import weights as W
 
+from .fetch_files import (
+    CHUNK,
+    EXIT_BAD_INPUT,
+    EXIT_FAIL,
+    EXIT_MANUAL,
+    EXIT_OK,
+    FetchError,
+    folder_lock,
+    fresh_part,
+    hash_open,
+    open_part,
+    prepare_dir,
+    remove,
+)
+
 __all__ = ["EXIT_BAD_INPUT", "EXIT_FAIL", "EXIT_MANUAL", "EXIT_OK", "FetchError", "download", "import_file", "run"]
 
-EXIT_OK, EXIT_FAIL, EXIT_BAD_INPUT, EXIT_MANUAL = 0, 1, 2, 3
-CHUNK = 1 << 20  # bytes per read
 RETRIES = 3       # extra attempts after an interrupted transfer or a transient server error
 BACKOFF_S = 1.0   # seconds before the first retry, doubled for each further one
 _DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 _RETRY_HTTP = {408, 429, 500, 502, 503, 504}
-
-
-class FetchError(Exception):
-    """One-line failure of one file; ``code`` is the exit code it maps to."""
-
-    def __init__(self, message: str, code: int = EXIT_FAIL):
-        super().__init__(message)
-        self.code = code
 
 
 class _Interrupted(Exception):
@@ -70,116 +73,6 @@ class _Interrupted(Exception):
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _prepare_dir(folder: Path) -> None:
-    """Create ``folder`` and make sure a file can be created in it (else FetchError, exit 2)."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise FetchError(f"weights folder {folder}: cannot create it ({e.strerror or e})", EXIT_BAD_INPUT) from None
-    if not folder.is_dir():
-        raise FetchError(f"weights folder {folder}: not a directory", EXIT_BAD_INPUT)
-    try:  # a uniquely named probe: concurrent fetches (processes or threads) never share one
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".invbench-write-test-"):
-            pass
-    except OSError as e:
-        raise FetchError(f"weights folder {folder}: not writable ({e.strerror or e})", EXIT_BAD_INPUT) from None
-
-
-@contextlib.contextmanager
-def folder_lock(folder: Path) -> Iterator[None]:
-    """Hold an exclusive lock on the weights folder while one file is fetched or imported.
-
-    Two ``invbench fetch`` processes on one folder (two jobs of a cluster array starting at once)
-    would otherwise write the same ``.part`` and the same manifest. The lock is ``flock`` on the
-    folder itself, so no lock file is left behind, and the kernel releases it when a process
-    dies. A second process waits, then finds the verified file and downloads nothing."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            _say(f"waiting for another invbench fetch writing into {folder}")
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing the descriptor releases the lock
-
-
-def _remove(path: Path) -> None:
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
-
-
-def _planted(path: Path) -> FetchError:
-    """The one-line refusal for ``path`` when it is not a plain file of its own (exit 2)."""
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return FetchError(f"{path}: appeared while it was being created; another program writes into {path.parent}")
-    if stat.S_ISLNK(st.st_mode):
-        what = "is a symbolic link"
-    elif not stat.S_ISREG(st.st_mode):
-        what = "is not a regular file"
-    else:
-        what = f"has {st.st_nlink - 1} other hard link(s)"
-    return FetchError(f"{path} {what}; refusing to write through it (remove it, and check who else can "
-                      f"write into {path.parent})", EXIT_BAD_INPUT)
-
-
-def _open_part(part: Path, create: bool):
-    """Open ``part`` for reading and appending without following a link at its name.
-
-    ``create=False``: the ``.part`` already there, or None when there is none. ``create=True``: a
-    new one (``O_EXCL``: whatever appeared at the name meanwhile is refused). A symbolic link, a
-    file with other hard links or anything but a regular file raises the FetchError of
-    :func:`_planted` (exit 2); the file is never written through."""
-
-    def opener(path: str, flags: int) -> int:
-        flags |= os.O_NOFOLLOW
-        flags = flags | os.O_EXCL if create else flags & ~os.O_CREAT
-        return os.open(path, flags, 0o666)
-
-    try:
-        f = open(part, "a+b", opener=opener)  # noqa: SIM115 - returned to the caller, who closes it
-    except FileNotFoundError:
-        if create:
-            raise FetchError(f"{part}: cannot create it (its folder disappeared)", EXIT_BAD_INPUT) from None
-        return None
-    except OSError as e:
-        if e.errno in (errno.ELOOP, errno.EMLINK, errno.EEXIST, errno.EISDIR):   # O_NOFOLLOW on a link; O_EXCL
-            raise _planted(part) from None
-        raise FetchError(f"{part}: cannot open it ({e.strerror or e})") from None
-    st = os.fstat(f.fileno())
-    if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
-        f.close()
-        raise _planted(part)
-    return f
-
-
-def _hash_open(f) -> tuple[hashlib._Hash, int]:  # type: ignore[name-defined]
-    """sha256 and length of what an open ``.part`` holds (``f`` None: nothing yet)."""
-    h = hashlib.sha256()
-    n = 0
-    if f is not None:
-        f.seek(0)
-        while block := f.read(CHUNK):
-            h.update(block)
-            n += len(block)
-    return h, n
-
-
-def _fresh_part(part: Path):
-    """An empty ``.part`` opened for appending (a stale one is emptied; links are refused)."""
-    f = _open_part(part, create=False)
-    if f is None:
-        return _open_part(part, create=True)
-    f.truncate(0)
-    f.seek(0)
-    return f
 
 
 def _too_big(w: W.WeightFile, url: str, what: str) -> FetchError:
@@ -199,9 +92,9 @@ def _attempt(w: W.WeightFile, url: str, part: Path, timeout: float, progress: bo
     """One HTTP request continuing ``part``; returns the sha256 of the whole file when complete.
 
     Raises _Interrupted (resume possible), FetchError (give up for this URL)."""
-    f = _open_part(part, create=False)
+    f = open_part(part, create=False)
     try:
-        h, offset = _hash_open(f)
+        h, offset = hash_open(f)
         if f is not None and w.limit is not None and offset > w.limit:   # cannot be a prefix: start again
             f.truncate(0)
             h, offset = hashlib.sha256(), 0
@@ -214,7 +107,7 @@ def _attempt(w: W.WeightFile, url: str, part: Path, timeout: float, progress: bo
                 if not start.isdigit() or int(start) != offset:
                     if f is not None:
                         f.close()
-                    _remove(part)
+                    remove(part)
                     raise _Interrupted(f"server answered a resume at byte {offset} with {crange!r}; starting again")
             elif status == 200:
                 if offset:                 # Range ignored: the body is the whole file
@@ -228,10 +121,10 @@ def _attempt(w: W.WeightFile, url: str, part: Path, timeout: float, progress: bo
             if w.limit is not None and length is not None and offset + length > w.limit:
                 if f is not None:
                     f.close()
-                _remove(part)
+                remove(part)
                 raise _too_big(w, url, f"the server announces {offset + length} bytes,")
             if f is None:
-                f = _open_part(part, create=True)
+                f = open_part(part, create=True)
             got = _receive(w, url, resp, f, part, h, offset, offset + length if length is not None else w.size, progress)
             if length is not None and got != offset + length:
                 raise _Interrupted(f"connection closed after {got} of {offset + length} bytes")
@@ -251,7 +144,7 @@ def _request(w: W.WeightFile, url: str, part: Path, offset: int, timeout: float)
         return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
     except urllib.error.HTTPError as e:
         if e.code == 416 and offset:   # the .part is not a prefix the server can continue: start again
-            _remove(part)
+            remove(part)
             raise _Interrupted(f"HTTP 416 for a resume at byte {offset}; starting again") from None
         if e.code in _RETRY_HTTP:
             raise _Interrupted(f"HTTP {e.code} {e.reason}") from None
@@ -281,13 +174,13 @@ def _receive(w: W.WeightFile, url: str, resp, f, part: Path, h, offset: int, tot
                 break
             if w.limit is not None and got + len(block) > w.limit:
                 f.close()
-                _remove(part)
+                remove(part)
                 raise _too_big(w, url, "the server sent")
             try:
                 f.write(block)
             except OSError as e:
                 f.close()
-                _remove(part)
+                remove(part)
                 if e.errno in _DISK_FULL:
                     raise FetchError(f"{w.filename}: disk full writing {part}; the partial file was deleted "
                                      f"(needs {total or 'unknown'} bytes)") from None
@@ -301,7 +194,7 @@ def _receive(w: W.WeightFile, url: str, resp, f, part: Path, h, offset: int, tot
             os.fsync(f.fileno())
         except OSError as e:
             f.close()
-            _remove(part)
+            remove(part)
             full = "disk full" if e.errno in _DISK_FULL else f"cannot write ({e.strerror or e})"
             raise FetchError(f"{w.filename}: {full} flushing {part}; the partial file was deleted") from None
     finally:
@@ -317,7 +210,7 @@ def download(w: W.WeightFile, folder: Path, *, retries: int = 3, timeout: float 
     (each resumes the ``.part``); ``timeout``: seconds per socket operation; ``backoff``: seconds
     before the first retry (doubled each time). Raises FetchError.
     """
-    _prepare_dir(folder)
+    prepare_dir(folder)
     final = folder / w.filename
     part = folder / (w.filename + ".part")
     if not w.fetchable:
@@ -342,11 +235,11 @@ def _finish(w: W.WeightFile, part: Path, final: Path, digest: str, url: str, tru
     (``trusted``: the user passed ``--trust-unverified`` for a file with no published checksum)."""
     size = os.lstat(part).st_size
     if w.size is not None and size != w.size:
-        _remove(part)
+        remove(part)
         raise FetchError(f"{w.filename}: {url}: got {size} bytes, expected {w.size}; the temporary file was deleted")
     ok = w.check_digest(digest)
     if ok is False:
-        _remove(part)
+        remove(part)
         raise FetchError(f"{w.filename}: {url}: sha256 {digest} does not match the expected {w.expected()}; "
                          "the temporary file was deleted")
     os.replace(part, final)   # replaces whatever is at the final name (a link too), never writes through it
@@ -390,7 +283,7 @@ def import_file(w: W.WeightFile, src: Path, folder: Path, trust_unverified: bool
     if w.size is None and w.limit is not None and src.stat().st_size > w.limit:
         raise FetchError(f"--from {src}: {src.stat().st_size} bytes, more than {w.filename} can be (limit {w.limit} "
                          "bytes); nothing was copied")
-    _prepare_dir(folder)
+    prepare_dir(folder)
     final = folder / w.filename
     part = folder / (w.filename + ".part")
     url = f"{W.IMPORT_PREFIX}{src}"
@@ -401,7 +294,7 @@ def import_file(w: W.WeightFile, src: Path, folder: Path, trust_unverified: bool
         _record(w, final, digest, final.stat().st_size, url, trust_unverified)
         return W.check_file(w, final, digest)
     h = hashlib.sha256()
-    fo = _fresh_part(part)
+    fo = fresh_part(part)
     try:
         with open(src, "rb") as fi, fo:
             while block := fi.read(CHUNK):
@@ -410,7 +303,7 @@ def import_file(w: W.WeightFile, src: Path, folder: Path, trust_unverified: bool
             fo.flush()
             os.fsync(fo.fileno())
     except OSError as e:
-        _remove(part)
+        remove(part)
         full = "disk full" if e.errno in _DISK_FULL else f"cannot copy ({e.strerror or e})"
         raise FetchError(f"{w.filename}: {full} writing {part}; the partial file was deleted") from None
     return _finish(w, part, final, h.hexdigest(), url, trust_unverified)
@@ -481,7 +374,7 @@ def _fetch_each(wanted: list[str], dest: Path, src: str | None, codes: list[int]
         w = W.TABLE[n]
         try:
             if src:
-                _prepare_dir(dest)
+                prepare_dir(dest)
                 with folder_lock(dest):
                     loc = import_file(w, Path(src), dest, trust_unverified)
                 _say(f"{n}: {loc.path} imported ({loc.path.stat().st_size} bytes, sha256 {loc.sha256}; {loc.how})")
@@ -496,7 +389,7 @@ def _fetch_each(wanted: list[str], dest: Path, src: str | None, codes: list[int]
                 _say(f"{n}: {w.filename} must be downloaded by hand ({w.used_by}):\n{w.manual}")
                 codes.append(EXIT_MANUAL)
                 continue
-            _prepare_dir(dest)
+            prepare_dir(dest)
             with folder_lock(dest):
                 loc = W.locate(n, [dest])  # again: a concurrent fetch may have finished it meanwhile
                 if loc.present and loc.usable:

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 from invbench.assets import weights as W
-from invbench.bench import cli, fetch
+from invbench.bench import cli, fetch, fetch_files
 
 from tests.helpers.http_server import local_server
 
@@ -247,7 +247,7 @@ def test_disk_full_leaves_nothing_half_written(tmp_path, server, monkeypatch, ca
         f = real_open(path, mode, *a, **k)
         return _FullDisk(f) if str(path).endswith(".part") and "a" in mode else f
 
-    monkeypatch.setattr(fetch, "open", fake_open, raising=False)
+    monkeypatch.setattr(fetch_files, "open", fake_open, raising=False)
     assert fetch.run(["standin"], tmp_path) == 1
     err = capsys.readouterr().err
     assert "disk full" in err and "partial file was deleted" in err
