@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import argparse
 import functools
-import hashlib
 import json
 import sys
 from pathlib import Path
+
+from .cli_check import cmd_check
 
 __all__ = ["main"]
 
@@ -41,14 +42,6 @@ class _Parser(argparse.ArgumentParser):
 
 def _repo_root() -> Path:
     return Path(__file__).resolve().parents[1]
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------- list
@@ -195,97 +188,6 @@ def cmd_demo(args) -> int:
     where = write_report(out, None)  # RUN/report/; `make demo-reference` refreshes reports/demo/
     print(f"invbench: demo results in {out}; report at {where}")
     return EXIT_OK
-
-
-# --------------------------------------------------------------------------- check
-
-
-def _candidate_files(cfg_path: str | None) -> list[tuple[str, Path]]:
-    """(what, path) pairs to check: checkpoints and metric weights named by a config, the
-    committed small-prior weights, and files in the torch hub checkpoint cache."""
-    out: list[tuple[str, Path]] = []
-    if cfg_path:
-        from . import config
-
-        exp = config.load(cfg_path)
-        for i, p in enumerate(exp.priors):
-            if p.checkpoint:
-                out.append((f"priors[{i}] {p.name} checkpoint", Path(p.checkpoint)))
-        for m, opts in exp.metrics.options.items():
-            for k, v in opts.items():
-                if isinstance(v, str) and ("/" in v or v.endswith((".pt", ".pth", ".pkl"))):
-                    out.append((f"metrics.{m}.{k}", Path(v)))
-        for i, d in enumerate(exp.datasets):
-            for k in ("root", "manifest"):
-                if isinstance(d.fields.get(k), str):
-                    out.append((f"datasets[{i}] {d.name} {k}", Path(d.fields[k])))
-    pdata = _repo_root() / "priors" / "data"
-    if pdata.is_dir():
-        for f in sorted(pdata.iterdir()):
-            if f.is_file():
-                out.append(("small prior weights", f))
-    try:
-        import torch.hub
-
-        hub = Path(torch.hub.get_dir()) / "checkpoints"
-        if hub.is_dir():
-            for f in sorted(hub.iterdir()):
-                if f.is_file():
-                    out.append(("torch hub cache (metric weights)", f))
-    except Exception:  # noqa: BLE001, S110 - a cache directory we cannot list is simply not reported
-        pass
-    return out
-
-
-def cmd_check(args) -> int:
-    rows = []
-    for what, path in _candidate_files(args.config):
-        if path.is_file():
-            rows.append({"what": what, "path": str(path), "present": True, "bytes": path.stat().st_size, "sha256": _sha256(path)})
-        elif path.is_dir():
-            rows.append({"what": what, "path": str(path), "present": True, "bytes": None, "sha256": "(directory)"})
-        else:
-            rows.append({"what": what, "path": str(path), "present": False, "bytes": None, "sha256": None})
-    weight_rows = _weight_rows()
-    metric_rows = []
-    try:
-        from . import metrics
-
-        for m in metrics.build(list(metrics.names()), {}) + metrics.build_set(list(metrics.set_names()), {}):
-            st = m.status()
-            metric_rows.append({"metric": m.name, "available": bool(st["available"]), "note": st["note"], "backbone": st["backbone"]})
-    except Exception as e:  # noqa: BLE001 - check reports, never fails on a metric
-        metric_rows.append({"metric": "*", "available": False, "note": f"cannot build metrics: {e}", "backbone": ""})
-    if args.json:
-        print(json.dumps({"files": rows, "weights": weight_rows, "metrics": metric_rows}, indent=2))
-    else:
-        for r in rows:
-            state = f"present  sha256 {r['sha256']}" if r["present"] else "MISSING"
-            print(f"{r['what']}: {r['path']}: {state}")
-        for r in weight_rows:
-            if r["present"]:
-                state = ("verified" if r["verified"] else "UNVERIFIED") + f" ({r['how']})"
-                state += "" if r["verified"] else f"; to replace it: invbench fetch {r['name']}"
-            else:
-                state = f"MISSING; {r['fix']}"
-            print(f"weights {r['name']}: {r['path']}: {state}")
-        for r in metric_rows:
-            state = "available" if r["available"] else r["note"]
-            print(f"metric {r['metric']}: {state}" + (f" [{r['backbone']}]" if r["backbone"] else ""))
-    missing = [r for r in rows if not r["present"]]
-    return EXIT_FAIL if (args.config and missing) else EXIT_OK
-
-
-def _weight_rows() -> list[dict]:
-    """One row per downloadable file (invbench.assets.weights.TABLE) in the weights folder."""
-    from invbench.assets import weights
-
-    out = []
-    for name in weights.TABLE:
-        loc = weights.locate(name)
-        out.append({"name": name, "path": str(loc.path), "present": loc.present, "verified": loc.verified,
-                    "sha256": loc.sha256, "how": loc.how, "fix": weights.fetch_hint(name)})
-    return out
 
 
 # --------------------------------------------------------------------------- fetch
