@@ -277,12 +277,31 @@ class _Interrupts:
     def __init__(self) -> None:
         self.depth = 0
         self.pending = False
+        self.received: int | None = None   # the first signal, kept even where a library swallows the exception
 
     def handler(self, signum, frame) -> None:
+        if self.received is None:
+            self.received = signum
         if self.depth:
             self.pending = True
             return
         raise KeyboardInterrupt
+
+    def check(self) -> None:
+        """Raise KeyboardInterrupt if a signal arrived (the waiting loop asks between polls)."""
+        if self.received is not None and not self.depth:
+            raise KeyboardInterrupt
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep in slices of at most 0.5 s, checking for a signal between them (a signal the
+        kernel delivers to another thread does not wake a sleeping main thread)."""
+        end = time.monotonic() + seconds
+        while True:
+            self.check()
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(0.5, left))
 
     @contextlib.contextmanager
     def deferred(self):
@@ -336,13 +355,17 @@ CANCEL_WAIT_S = 120.0
 
 def _cancel_slurm(jobs: list, wait_s: float = CANCEL_WAIT_S) -> None:
     """``scancel`` the arrays of ``jobs`` at once, then wait until ``squeue`` lists none of their
-    tasks (their workers have stopped writing); one line on stderr says what is left, if anything."""
+    tasks (their workers have stopped writing); one line on stderr says what is left, if anything.
+    The whole of it takes at most ``wait_s`` plus one client call's 10 s: each Slurm command gets
+    what is left of the wait (a busy slurmctld cannot hold the interrupted process longer)."""
     ids = sorted({str(j.job_id).split("_")[0] for j in jobs}, key=lambda i: (len(i), i))
-    _slurm(["scancel", *ids])
+    _notice(f"cancelling Slurm job(s) {' '.join(ids)} ({len(jobs)} shard(s)) ...")
     t0 = time.time()
+    _slurm(["scancel", *ids], timeout=10)
     left: list[str] = []
     while time.time() - t0 < wait_s:   # a second Ctrl-C meanwhile is deferred (see _cancel_on_signal)
-        r = _slurm(["squeue", "-h", "-r", "-j", ",".join(ids), "-o", "%i %T"])
+        r = _slurm(["squeue", "-h", "-r", "-j", ",".join(ids), "-o", "%i %T"],
+                   timeout=max(1.0, min(10.0, wait_s - (time.time() - t0))))
         if r is not None and (r.returncode == 0 or "invalid job id" in r.stderr.lower()):
             left = [ln.strip() for ln in r.stdout.splitlines() if ln.strip()]
             if not left:
@@ -728,11 +751,15 @@ def _status(shards: list[_Shard], queue: _SlurmQueue | None) -> str:
     return f"shards {done} done, {running} running, {pending} pending{why}" + (f", {failed} failed" if failed else "")
 
 
-def _wait(shards: list[_Shard], cluster: str, queue: _SlurmQueue | None, bar, initial: int, total: int) -> None:
+def _wait(shards: list[_Shard], cluster: str, queue: _SlurmQueue | None, bar, initial: int, total: int,
+          intr: _Interrupts | None = None) -> None:
     """Poll until every shard has ended; the bar shows rows done and the shards' states. A
-    shard that fails while others run is announced at once; the others go on."""
+    shard that fails while others run is announced at once; the others go on. A signal stops
+    the wait within half a second, also where a library call swallowed its KeyboardInterrupt."""
     t0 = time.time()
+    intr = intr or _Interrupts()
     while True:
+        intr.check()
         still = [s for s in shards if s.open]
         if not still:
             break
@@ -748,7 +775,7 @@ def _wait(shards: list[_Shard], cluster: str, queue: _SlurmQueue | None, bar, in
         bar.set_postfix_str(_status(shards, queue), refresh=False)
         bar.refresh()
         if any(s.open for s in shards):
-            time.sleep(_poll_interval(time.time() - t0))
+            intr.sleep(_poll_interval(time.time() - t0))
 
 
 def _failure_line(failed: list[_Shard]) -> str:
@@ -960,7 +987,7 @@ def run_submitit(
         else:
             bar = progress_bar(sum(per_cell), min(initial, sum(per_cell)), progress)
             try:
-                _wait(subs, cluster, queue, bar, initial, sum(per_cell))
+                _wait(subs, cluster, queue, bar, initial, sum(per_cell), intr)
             finally:
                 bar.close()
         failed = [s for s in subs if s.failure is not None]

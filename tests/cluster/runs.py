@@ -40,7 +40,9 @@ class Run:
     def __init__(self, args: list[str], log: Path, python: str | Path = sys.executable):
         self.log = log
         code = f"import sys; from invbench.bench.cli import main; sys.exit(main({[str(a) for a in args]!r}))"
-        env = subprocess_env(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        # PYTHONFAULTHANDLER: a process that does not end in time is sent SIGABRT, and its threads'
+        # stacks land in the log the failure shows
+        env = subprocess_env(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONFAULTHANDLER="1")
         self.err = open(log, "w")  # noqa: SIM115 - closed in wait()
         self.proc = subprocess.Popen([str(python), "-c", code], cwd=str(REPO), env=env, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=self.err)
@@ -50,9 +52,15 @@ class Run:
         try:
             rc = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise
+            self.proc.send_signal(signal.SIGABRT)   # faulthandler writes every thread's stack
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.err.close()
+            raise AssertionError(f"still running after {timeout:.0f} s; its log with the stacks:\n"
+                                 f"{self.log.read_text()[-6000:]}") from None
         finally:
             self.err.close()
         return rc, self.log.read_text()

@@ -128,3 +128,60 @@ def test_failure_line_says_what_a_slurm_state_means(state, params, says):
            "srun: error: n1: task 0: Killed\n")
     why = executors._no_result_cause(f"has not produced any output (state: {state})\n{log}", _Job(), params)
     assert says in why and "last error in its log: slurmstepd: error: *** JOB 8" in why, why
+
+
+class _NeverDone:
+    """A shard's job that never ends; asked too often, it fails the test (the wait went on)."""
+
+    calls = 0
+
+    def done(self) -> bool:
+        self.calls += 1
+        assert self.calls < 3, "the wait went on after the signal"
+        return False
+
+
+class _Bar:
+    n = 0
+
+    def set_postfix_str(self, s: str, refresh: bool = False) -> None:
+        pass
+
+    def refresh(self) -> None:
+        pass
+
+
+def test_a_signal_whose_exception_was_swallowed_still_stops_the_wait(tmp_path, monkeypatch):
+    """A library call that catches KeyboardInterrupt (a bare ``except``) must not lose the
+    submitting process's SIGINT/SIGTERM: the waiting loop looks at the received signal itself,
+    between polls and between the slices of its sleep."""
+    import signal
+
+    intr = executors._Interrupts()
+    try:
+        intr.handler(signal.SIGINT, None)
+    except KeyboardInterrupt:
+        pass   # swallowed, as a library might
+    job = _NeverDone()
+    shard = executors._Shard(sid=0, job=job, params={}, rows=1, store=tmp_path / "none.sqlite")
+    with pytest.raises(KeyboardInterrupt):
+        executors._wait([shard], "local", None, _Bar(), 0, 1, intr)
+    assert job.calls == 0
+
+    slept: list[float] = []
+    clock = [0.0]
+
+    def fake_sleep(s: float) -> None:
+        slept.append(s)
+        clock[0] += s
+
+    monkeypatch.setattr(executors.time, "sleep", fake_sleep)
+    monkeypatch.setattr(executors.time, "monotonic", lambda: clock[0])
+    late = executors._Interrupts()
+    late.sleep(1.2)                       # no signal: the whole interval, in slices of <= 0.5 s
+    assert slept == [0.5, 0.5, pytest.approx(0.2)]
+    late.received = signal.SIGTERM        # arrives while the loop sleeps its poll interval
+    slept.clear()
+    with pytest.raises(KeyboardInterrupt):
+        late.sleep(30)
+    assert slept == []
