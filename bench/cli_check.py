@@ -64,24 +64,55 @@ def cmd_check(args) -> int:
     rows = []
     for what, path in _candidate_files(args.config):
         if path.is_file():
-            rows.append({"what": what, "path": str(path), "present": True,
-                         "bytes": path.stat().st_size, "sha256": _sha256(path)})
+            rows.append(
+                {
+                    "what": what,
+                    "path": str(path),
+                    "present": True,
+                    "bytes": path.stat().st_size,
+                    "sha256": _sha256(path),
+                }
+            )
         elif path.is_dir():
-            rows.append({"what": what, "path": str(path), "present": True, "bytes": None,
-                         "sha256": "(directory)"})
+            rows.append(
+                {
+                    "what": what,
+                    "path": str(path),
+                    "present": True,
+                    "bytes": None,
+                    "sha256": "(directory)",
+                }
+            )
         else:
-            rows.append({"what": what, "path": str(path), "present": False, "bytes": None,
-                         "sha256": None})
+            rows.append(
+                {"what": what, "path": str(path), "present": False, "bytes": None, "sha256": None}
+            )
     weight_rows = _weight_rows()
     metric_rows = []
     try:
         from . import metrics
 
-        for m in metrics.build(list(metrics.names()), {}) + metrics.build_set(list(metrics.set_names()), {}):
+        for m in metrics.build(list(metrics.names()), {}) + metrics.build_set(
+            list(metrics.set_names()), {}
+        ):
             st = m.status()
-            metric_rows.append({"metric": m.name, "available": bool(st["available"]), "note": st["note"], "backbone": st["backbone"]})
+            metric_rows.append(
+                {
+                    "metric": m.name,
+                    "available": bool(st["available"]),
+                    "note": st["note"],
+                    "backbone": st["backbone"],
+                }
+            )
     except Exception as e:  # noqa: BLE001 - check reports, never fails on a metric
-        metric_rows.append({"metric": "*", "available": False, "note": f"cannot build metrics: {e}", "backbone": ""})
+        metric_rows.append(
+            {
+                "metric": "*",
+                "available": False,
+                "note": f"cannot build metrics: {e}",
+                "backbone": "",
+            }
+        )
     if args.json:
         print(json.dumps({"files": rows, "weights": weight_rows, "metrics": metric_rows}, indent=2))
     else:
@@ -97,7 +128,9 @@ def cmd_check(args) -> int:
             print(f"weights {r['name']}: {r['path']}: {state}")
         for r in metric_rows:
             state = "available" if r["available"] else r["note"]
-            print(f"metric {r['metric']}: {state}" + (f" [{r['backbone']}]" if r["backbone"] else ""))
+            print(
+                f"metric {r['metric']}: {state}" + (f" [{r['backbone']}]" if r["backbone"] else "")
+            )
     missing = [r for r in rows if not r["present"]]
     return EXIT_FAIL if (args.config and missing) else EXIT_OK
 
@@ -109,6 +142,15 @@ def _weight_rows() -> list[dict]:
     out = []
     for name in weights.TABLE:
         loc = weights.locate(name)
-        out.append({"name": name, "path": str(loc.path), "present": loc.present, "verified": loc.verified,
-                    "sha256": loc.sha256, "how": loc.how, "fix": weights.fetch_hint(name)})
+        out.append(
+            {
+                "name": name,
+                "path": str(loc.path),
+                "present": loc.present,
+                "verified": loc.verified,
+                "sha256": loc.sha256,
+                "how": loc.how,
+                "fix": weights.fetch_hint(name),
+            }
+        )
     return out

@@ -32,14 +32,18 @@ def prepare_dir(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise FetchError(f"weights folder {folder}: cannot create it ({e.strerror or e})", EXIT_BAD_INPUT) from None
+        raise FetchError(
+            f"weights folder {folder}: cannot create it ({e.strerror or e})", EXIT_BAD_INPUT
+        ) from None
     if not folder.is_dir():
         raise FetchError(f"weights folder {folder}: not a directory", EXIT_BAD_INPUT)
     try:  # a uniquely named probe: concurrent fetches (processes or threads) never share one
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".invbench-write-test-"):
             pass
     except OSError as e:
-        raise FetchError(f"weights folder {folder}: not writable ({e.strerror or e})", EXIT_BAD_INPUT) from None
+        raise FetchError(
+            f"weights folder {folder}: not writable ({e.strerror or e})", EXIT_BAD_INPUT
+        ) from None
 
 
 @contextlib.contextmanager
@@ -74,15 +78,21 @@ def planted(path: Path) -> FetchError:
     try:
         st = os.lstat(path)
     except OSError:
-        return FetchError(f"{path}: appeared while it was being created; another program writes into {path.parent}")
+        return FetchError(
+            f"{path}: appeared while it was being created; another program writes into "
+            f"{path.parent}"
+        )
     if stat.S_ISLNK(st.st_mode):
         what = "is a symbolic link"
     elif not stat.S_ISREG(st.st_mode):
         what = "is not a regular file"
     else:
         what = f"has {st.st_nlink - 1} other hard link(s)"
-    return FetchError(f"{path} {what}; refusing to write through it (remove it, and check who else can "
-                      f"write into {path.parent})", EXIT_BAD_INPUT)
+    return FetchError(
+        f"{path} {what}; refusing to write through it (remove it, and check who else can "
+        f"write into {path.parent})",
+        EXIT_BAD_INPUT,
+    )
 
 
 def open_part(part: Path, create: bool):
@@ -102,10 +112,17 @@ def open_part(part: Path, create: bool):
         f = open(part, "a+b", opener=opener)  # noqa: SIM115 - returned to the caller, who closes it
     except FileNotFoundError:
         if create:
-            raise FetchError(f"{part}: cannot create it (its folder disappeared)", EXIT_BAD_INPUT) from None
+            raise FetchError(
+                f"{part}: cannot create it (its folder disappeared)", EXIT_BAD_INPUT
+            ) from None
         return None
     except OSError as e:
-        if e.errno in (errno.ELOOP, errno.EMLINK, errno.EEXIST, errno.EISDIR):   # O_NOFOLLOW on a link; O_EXCL
+        if e.errno in (
+            errno.ELOOP,
+            errno.EMLINK,
+            errno.EEXIST,
+            errno.EISDIR,
+        ):  # O_NOFOLLOW on a link; O_EXCL
             raise planted(part) from None
         raise FetchError(f"{part}: cannot open it ({e.strerror or e})") from None
     st = os.fstat(f.fileno())

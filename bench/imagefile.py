@@ -32,14 +32,23 @@ def _center_box(w: int, h: int, crop) -> tuple[int, int, int, int]:
 def _pil_filter(name: str):
     from PIL import Image
 
-    return {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "lanczos": Image.LANCZOS,
-            "box": Image.BOX, "nearest": Image.NEAREST}[name]
-
+    return {
+        "bicubic": Image.BICUBIC,
+        "bilinear": Image.BILINEAR,
+        "lanczos": Image.LANCZOS,
+        "box": Image.BOX,
+        "nearest": Image.NEAREST,
+    }[name]
 
 
 def load_image_file(
-    path: Path, name: str, channels: int, crop=None, resize=None, resize_filter="bicubic",
-    to_rgb: bool = False
+    path: Path,
+    name: str,
+    channels: int,
+    crop=None,
+    resize=None,
+    resize_filter="bicubic",
+    to_rgb: bool = False,
 ) -> Tensor:
     """Decode, validate and preprocess one file -> ``(C, H, W)`` float64 pixel tensor.
 
@@ -74,12 +83,16 @@ def _read_npy(path: Path, name: str) -> np.ndarray:
     try:
         with open(path, "rb") as f:
             version = np.lib.format.read_magic(f)
-            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                    else np.lib.format.read_array_header_2_0)
+            read = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
             shape = read(f)[0]
         if len(shape) == 3 and shape[1] * shape[2] > MAX_PIXELS:
-            raise DatasetError(f"{name}: {shape[2]}x{shape[1]} pixels exceeds the cap of "
-                               f"{MAX_PIXELS} pixels")
+            raise DatasetError(
+                f"{name}: {shape[2]}x{shape[1]} pixels exceeds the cap of {MAX_PIXELS} pixels"
+            )
         return np.load(path, allow_pickle=False)
     except DatasetError:
         raise
@@ -93,26 +106,32 @@ def _load_npy(path: Path, name: str, channels: int, crop, resize, resize_filter)
 
     arr = _read_npy(path, name)
     if arr.ndim != 3 or not np.issubdtype(arr.dtype, np.floating):
-        raise DatasetError(f"{name}: .npy images must be float (C, H, W) arrays, got {arr.dtype} "
-                           f"{arr.shape}")
+        raise DatasetError(
+            f"{name}: .npy images must be float (C, H, W) arrays, got {arr.dtype} {arr.shape}"
+        )
     if arr.shape[0] != channels:
         raise DatasetError(f"{name}: has {arr.shape[0]} channels, expected {channels}")
     if not np.isfinite(arr).all():
         raise DatasetError(f"{name}: contains NaN or Inf")
     if arr.min() < 0 or arr.max() > 1:
-        raise DatasetError(f"{name}: values outside [0, 1] (min {arr.min():.4g}, max "
-                           f"{arr.max():.4g})")
+        raise DatasetError(
+            f"{name}: values outside [0, 1] (min {arr.min():.4g}, max {arr.max():.4g})"
+        )
     arr = arr.astype(np.float64)
     if crop is not None:
         left, top, right, bottom = _center_box(arr.shape[2], arr.shape[1], crop)
         arr = arr[:, top:bottom, left:right]
     if resize is not None and (arr.shape[1], arr.shape[2]) != (resize, resize):
         f = _pil_filter(resize_filter)
-        arr = np.stack([
-            np.asarray(Image.fromarray(c.astype(np.float32), mode="F").resize((resize, resize), f),
-                       dtype=np.float64)
-            for c in arr
-        ]).clip(0, 1)
+        arr = np.stack(
+            [
+                np.asarray(
+                    Image.fromarray(c.astype(np.float32), mode="F").resize((resize, resize), f),
+                    dtype=np.float64,
+                )
+                for c in arr
+            ]
+        ).clip(0, 1)
     return torch.from_numpy(np.ascontiguousarray(arr))
 
 
@@ -121,8 +140,10 @@ def _open_capped(path: Path, name: str):
     bomb check) or unreadable: :class:`DatasetError`."""
     from PIL import Image, UnidentifiedImageError
 
-    bomb = (f"{name}: image larger than the cap of {MAX_PIXELS} pixels (width x height; a "
-            "decompression-bomb guard)")
+    bomb = (
+        f"{name}: image larger than the cap of {MAX_PIXELS} pixels (width x height; a "
+        "decompression-bomb guard)"
+    )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -136,23 +157,30 @@ def _open_capped(path: Path, name: str):
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         if isinstance(e, DatasetError):
             raise
-        raise DatasetError(f"{name}: unreadable or corrupt image ({type(e).__name__}: {e})") from None
+        raise DatasetError(
+            f"{name}: unreadable or corrupt image ({type(e).__name__}: {e})"
+        ) from None
 
 
 def _check_mode(img, name: str, channels: int) -> None:
     """8-bit L or RGB, or 16-bit I;16, with ``channels`` channels; else a one-line refusal."""
     modes = {"L": 1, "I;16": 1, "RGB": 3}
     if img.mode in ("P", "PA"):
-        raise DatasetError(f"{name}: palette image (mode {img.mode}): its values are colour "
-                           "indices, not intensities; convert it to L or RGB, or set to_rgb = "
-                           "true with channels = 3")
+        raise DatasetError(
+            f"{name}: palette image (mode {img.mode}): its values are colour "
+            "indices, not intensities; convert it to L or RGB, or set to_rgb = "
+            "true with channels = 3"
+        )
     if img.mode not in modes:
         n = len(img.getbands())
         if n == channels:
-            raise DatasetError(f"{name}: image mode {img.mode} is not supported (8-bit L or RGB, "
-                               "or 16-bit I;16); convert the file"
-                               + (", or set to_rgb = true" if channels == 3 else ""))
+            raise DatasetError(
+                f"{name}: image mode {img.mode} is not supported (8-bit L or RGB, "
+                "or 16-bit I;16); convert the file"
+                + (", or set to_rgb = true" if channels == 3 else "")
+            )
         raise DatasetError(f"{name}: has {n} channels (mode {img.mode}), expected {channels}")
     if modes[img.mode] != channels:
-        raise DatasetError(f"{name}: has {modes[img.mode]} channels (mode {img.mode}), expected "
-                           f"{channels}")
+        raise DatasetError(
+            f"{name}: has {modes[img.mode]} channels (mode {img.mode}), expected {channels}"
+        )

@@ -40,9 +40,9 @@ class FigureRecord:
     caption: str
     png: Path
     pdf: Path
-    width_in: float = 6.8                 # the column width it was drawn for (inches)
-    axis_labels: tuple = ()               # (xlabel, ylabel) of every visible axes, for checks
-    height_in: float = 0.0                # the page height (inches)
+    width_in: float = 6.8  # the column width it was drawn for (inches)
+    axis_labels: tuple = ()  # (xlabel, ylabel) of every visible axes, for checks
+    height_in: float = 0.0  # the page height (inches)
 
 
 # Journal column widths (inches): every figure is drawn once for each; the single-column files
@@ -64,7 +64,7 @@ class Ctx:
     task_names: dict[str, str] = field(default_factory=dict)
     formats: tuple[str, ...] = ("png", "pdf")
     inspect: Inspect | None = None
-    refused: list[str] = field(default_factory=list)   # images over the pixel cap
+    refused: list[str] = field(default_factory=list)  # images over the pixel cap
 
     @property
     def single(self) -> bool:
@@ -83,9 +83,16 @@ class Ctx:
 
 # Axis units of each metric (docs/metrics.md); the ideal value gets a reference line.
 AXIS_UNITS: dict[str, str] = {
-    "psnr": "dB", "ssim": "unitless", "lpips": "unitless", "mse": "pixel units²",
-    "consistency": "residual / noise level", "dist_to_map": "model units, RMS", "rel_dist_to_map": "ratio",
-    "logpost_gap": "nats", "err_post_mean": "model units, RMS", "seconds": "s",
+    "psnr": "dB",
+    "ssim": "unitless",
+    "lpips": "unitless",
+    "mse": "pixel units²",
+    "consistency": "residual / noise level",
+    "dist_to_map": "model units, RMS",
+    "rel_dist_to_map": "ratio",
+    "logpost_gap": "nats",
+    "err_post_mean": "model units, RMS",
+    "seconds": "s",
 }
 IDEAL: dict[str, float] = {"consistency": 1.0}
 
@@ -116,7 +123,7 @@ def board_title(b: Leaderboard, ctx: Ctx) -> str:
     return escape.mpl(plain_title(b, ctx))
 
 
-TEXT_WIDTH_MARGIN = 1.1   # the renderer's hinted text is up to ~6 % wider than the outline measure
+TEXT_WIDTH_MARGIN = 1.1  # the renderer's hinted text is up to ~6 % wider than the outline measure
 
 
 def text_width_in(s: str, size: float) -> float:
@@ -141,10 +148,10 @@ def _fill(tokens: list[str], width_in: float, size: float, lines: list[str], cur
             cur = tok
             continue
         parts = [t for t in re.split(r"(?<=[\-_/])", tok) if t]
-        if len(parts) > 1:                       # a word too wide: after its hyphens, underscores, slashes
+        if len(parts) > 1:  # a word too wide: after its hyphens, underscores, slashes
             cur = _fill(parts, width_in, size, lines, "")
             continue
-        for ch in tok:                           # one piece too wide: by characters
+        for ch in tok:  # one piece too wide: by characters
             if cur and text_width_in((cur + ch).strip(), size) > width_in:
                 lines.append(cur.strip())
                 cur = ""
@@ -164,15 +171,18 @@ def wrap_to(s: str, width_in: float, size: float, max_lines: int = 3) -> str:
         last = lines[max_lines - 1]
         while last and text_width_in(last + "…", size) > width_in:
             last = last[:-1]
-        lines = lines[:max_lines - 1] + [last + "…"]
+        lines = lines[: max_lines - 1] + [last + "…"]
     return "\n".join(lines) or s
 
 
 def value_ticks(axis, nbins: int) -> None:
     """Few linear ticks with short labels (``0.0025``, ``20``, ``1e-08``): no offset text."""
     axis.set_major_locator(MaxNLocator(nbins=nbins, steps=[1, 2, 2.5, 5, 10]))
-    axis.set_major_formatter(FuncFormatter(lambda v, _: figaxes.short_number(float(f"{v:.3g}")) if abs(v) > 1e-12
-                                           else "0"))
+    axis.set_major_formatter(
+        FuncFormatter(
+            lambda v, _: figaxes.short_number(float(f"{v:.3g}")) if abs(v) > 1e-12 else "0"
+        )
+    )
 
 
 def ci_ends(ci) -> tuple[float, float]:
@@ -183,26 +193,32 @@ def ci_ends(ci) -> tuple[float, float]:
 
 # ---------------------------------------------------------------- saving
 
+
 def _stem(kind: str, b: Leaderboard | None, ctx: Ctx, part: int = 1) -> str:
     stem = kind if b is None else f"{kind}__{escape.slug(b.dataset)}__{escape.slug(b.task)}"
     return stem + (f"__part{part}" if part > 1 else "") + ctx.suffix
 
 
-def save_figure(fig, ctx: Ctx, kind: str, b: Leaderboard | None, title: str, caption: str, part: int = 1) -> FigureRecord:
+def save_figure(
+    fig, ctx: Ctx, kind: str, b: Leaderboard | None, title: str, caption: str, part: int = 1
+) -> FigureRecord:
     """Write ``fig`` as PNG and PDF (each rendered in memory, then written atomically) at its own
     size, and close it."""
     stem = _stem(kind, b, ctx, part)
     if ctx.inspect is not None:
         ctx.inspect(fig, stem)
-    labels = tuple((ax.get_xlabel(), ax.get_ylabel()) for ax in fig.axes
-                   if ax.get_visible() and (ax.get_xlabel() or ax.get_ylabel()))
+    labels = tuple(
+        (ax.get_xlabel(), ax.get_ylabel())
+        for ax in fig.axes
+        if ax.get_visible() and (ax.get_xlabel() or ax.get_ylabel())
+    )
     png, pdf = ctx.out_dir / f"{stem}.png", ctx.out_dir / f"{stem}.pdf"
     for path, fmt in ((png, "png"), (pdf, "pdf")):
         if fmt in ctx.formats:
             buf = io.BytesIO()
             fig.savefig(buf, format=fmt)
             atomic_write_bytes(path, buf.getvalue())
-            fig.set_layout_engine("none")   # laid out once: the second format reuses the positions
+            fig.set_layout_engine("none")  # laid out once: the second format reuses the positions
     h = float(fig.get_size_inches()[1])
     plt.close(fig)
     return FigureRecord(kind, title, caption, png, pdf, ctx.width, labels, round(h, 3))
@@ -223,10 +239,10 @@ def rows_axis(ax, y, names: list[str] | None, bold: frozenset[int] = frozenset()
                 t.set_fontweight("bold")
     ax.set_ylim(min(y) - 0.7, max(y) + 0.7)
     ax.grid(axis="y", visible=False)
-    ax.tick_params(axis="y", left=False, right=False)   # labels only: tick marks not drawn at all
+    ax.tick_params(axis="y", left=False, right=False)  # labels only: tick marks not drawn at all
 
 
-ROW_IN = 0.125   # vertical space per cell row in the dot-and-interval figures
+ROW_IN = 0.125  # vertical space per cell row in the dot-and-interval figures
 
 
 def row_xlabel(ax, text: str, names: list[str], ctx: Ctx, right_in: float = 0.0) -> None:
@@ -236,8 +252,10 @@ def row_xlabel(ax, text: str, names: list[str], ctx: Ctx, right_in: float = 0.0)
     name_in = max((text_width_in(n, plt.rcParams["ytick.labelsize"]) for n in names), default=0.0)
     width = max(ctx.width - name_in - right_in - 0.25, 1.0)
     lines = []
-    for line in text.split("\n"):     # too wide: the unit goes to its own line first
-        lines += line.replace(" [", "\n[").split("\n") if text_width_in(line, size) > width else [line]
+    for line in text.split("\n"):  # too wide: the unit goes to its own line first
+        lines += (
+            line.replace(" [", "\n[").split("\n") if text_width_in(line, size) > width else [line]
+        )
     ax.set_xlabel("\n".join(wrap_to(line, width, size, max_lines=2) for line in lines))
 
 
@@ -247,22 +265,46 @@ def dot(ax, x: float, y: float, lo: float, hi: float, kw: dict, along: str = "x"
     the marker's line (a legend handle)."""
     if math.isfinite(lo) and math.isfinite(hi):
         xs, ys = ([lo, hi], [y, y]) if along == "x" else ([x, x], [lo, hi])
-        ax.plot(xs, ys, color=kw["color"], linewidth=0.9, marker="|" if along == "x" else "_", markersize=3,
-                markeredgewidth=0.8, solid_capstyle="butt")
-    return ax.plot([x], [y], linestyle="none", clip_on=False, **kw)[0]   # inside the limits: never cut
+        ax.plot(
+            xs,
+            ys,
+            color=kw["color"],
+            linewidth=0.9,
+            marker="|" if along == "x" else "_",
+            markersize=3,
+            markeredgewidth=0.8,
+            solid_capstyle="butt",
+        )
+    return ax.plot([x], [y], linestyle="none", clip_on=False, **kw)[
+        0
+    ]  # inside the limits: never cut
 
 
 # ---------------------------------------------------------------- legends
+
 
 def legend(fig, ax, ctx: Ctx, handles: dict) -> None:
     """Legend below the axes (single column, two columns of entries) or right of it (double)."""
     if not handles:
         return
     if ctx.single:
-        fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=2, frameon=False,
-                   handletextpad=0.3, columnspacing=0.8)
+        fig.legend(
+            handles.values(),
+            handles.keys(),
+            loc="outside lower center",
+            ncol=2,
+            frameon=False,
+            handletextpad=0.3,
+            columnspacing=0.8,
+        )
     else:
-        fig.legend(handles.values(), handles.keys(), loc="outside right upper", frameon=False, handletextpad=0.3)
+        fig.legend(
+            handles.values(),
+            handles.keys(),
+            loc="outside right upper",
+            frameon=False,
+            handletextpad=0.3,
+        )
 
 
 def legend_height(n: int, ctx: Ctx) -> float:
@@ -270,6 +312,7 @@ def legend_height(n: int, ctx: Ctx) -> float:
 
 
 # ---------------------------------------------------------------- run images
+
 
 def inside_run(run_dir: Path, rel: str | Path) -> Path | None:
     """``run_dir / rel`` if it stays inside ``run_dir`` and exists, else None."""

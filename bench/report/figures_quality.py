@@ -34,14 +34,22 @@ from .summary import CellSummary, Leaderboard
 
 # ---------------------------------------------------------------- delta: the main comparison
 
+
 def delta(b: Leaderboard, ctx: Ctx) -> FigureRecord | None:
-    """Paired Δ to the best cell, Bonferroni-adjusted intervals (the tables' marks), solvers only."""
-    cells = sorted((c for c in b.cells if not c.is_oracle and c.rank is not None and c.is_best is not None),
-                   key=lambda c: (c.rank, c.key))
+    """Paired Δ to the best cell, Bonferroni-adjusted intervals (the tables' marks), solvers
+    only."""
+    cells = sorted(
+        (c for c in b.cells if not c.is_oracle and c.rank is not None and c.is_best is not None),
+        key=lambda c: (c.rank, c.key),
+    )
     if len(cells) < 2 or not any(c.is_best for c in cells):
         return None
-    vals = np.array([0.0 if c.is_best else (c.delta_best.mean if c.delta_best is not None else math.nan)
-                     for c in cells])
+    vals = np.array(
+        [
+            0.0 if c.is_best else (c.delta_best.mean if c.delta_best is not None else math.nan)
+            for c in cells
+        ]
+    )
     ends = np.array([(math.nan, math.nan) if c.is_best else ci_ends(c.delta_best) for c in cells])
     fit = figaxes.fit(vals, ends[:, 0], ends[:, 1], nonneg=False, include=(0.0,))
     n = len(cells)
@@ -65,26 +73,44 @@ def delta(b: Leaderboard, ctx: Ctx) -> FigureRecord | None:
     figaxes.mark_outside(ax, fit, vals, y, [ctx.pal.color(c.solver) for c in cells])
     best = next(i for i, c in enumerate(cells) if c.is_best)
     rows_axis(ax, y, [cell_name(c) for c in cells], frozenset({best}))
-    for yy, verdict in zip(y, status, strict=True):   # the verdict right of each row (axes x, data y)
-        ax.text(1.02, yy, verdict, transform=ax.get_yaxis_transform(), ha="left", va="center",
-                fontweight="bold" if verdict == "best" else "normal", color="0.45" if verdict == "worse" else "0.1")
+    _verdict_labels(ax, y, status)
     level = next((c.delta_level for c in cells if math.isfinite(c.delta_level)), math.nan)
-    unit = AXIS_UNITS.get(b.primary, "")
-    row_xlabel(ax, f"Δ {metric_label(b.primary)} (cell − best)" + (f" [{unit}]" if unit else "") + "\n"
-                + (f"{level * 100:.3g} % paired intervals (Bonferroni)" if math.isfinite(level) else "paired intervals"),
-                [cell_name(c) for c in cells], ctx, right_in=0.4)
+    row_xlabel(ax, _delta_xlabel(b.primary, level), [cell_name(c) for c in cells], ctx,
+               right_in=0.4)
     ax.set_title(board_title(b, ctx))
+    return save_figure(fig, ctx, "delta", b,
+                       f"Paired difference to the best: {plain_title(b, ctx)}",
+                       _delta_caption(b.primary, level, n))
+
+
+def _verdict_labels(ax, y, status: list[str]) -> None:
+    """The verdict right of each row (axes x, data y): best in bold, worse in grey."""
+    for yy, verdict in zip(y, status, strict=True):
+        ax.text(1.02, yy, verdict, transform=ax.get_yaxis_transform(), ha="left", va="center",
+                fontweight="bold" if verdict == "best" else "normal",
+                color="0.45" if verdict == "worse" else "0.1")
+
+
+def _delta_xlabel(primary: str, level: float) -> str:
+    unit = AXIS_UNITS.get(primary, "")
+    return (f"Δ {metric_label(primary)} (cell − best)" + (f" [{unit}]" if unit else "") + "\n"
+            + (f"{level * 100:.3g} % paired intervals (Bonferroni)" if math.isfinite(level)
+               else "paired intervals"))
+
+
+def _delta_caption(primary: str, level: float, n: int) -> str:
     lvl = f"{level * 100:.3g} %" if math.isfinite(level) else "adjusted"
-    return save_figure(fig, ctx, "delta", b, f"Paired difference to the best: {plain_title(b, ctx)}",
-                 f"Each solver cell's mean paired difference to the best cell (cell − best on the image means of "
-                 f"{b.primary}, over the images both have) with its {lvl} interval: Bonferroni over the {n - 1} "
-                 "comparisons with the best, the interval the tables' marks are read from. Filled marker: the best "
-                 "(bold) or tied with it (interval reaches 0; underlined in the tables); hollow: significantly "
-                 "worse. Oracles are exact references and are not compared. Cells far outside the others are "
-                 "written at the axis edge with their value.")
+    return ("Each solver cell's mean paired difference to the best cell (cell − best on the "
+            f"image means of {primary}, over the images both have) with its {lvl} interval: "
+            f"Bonferroni over the {n - 1} comparisons with the best, the interval the tables' "
+            "marks are read from. Filled marker: the best (bold) or tied with it (interval "
+            "reaches 0; underlined in the tables); hollow: significantly worse. Oracles are "
+            "exact references and are not compared. Cells far outside the others are written at "
+            "the axis edge with their value.")
 
 
 # ---------------------------------------------------------------- bars: every metric
+
 
 def _metric_panels(b: Leaderboard) -> list[str]:
     return [m for m in b.metrics if m not in b.unavailable and any(m in c.metrics for c in b.cells)]
@@ -94,8 +120,9 @@ def _panel(ax, m: str, cells: list[CellSummary], y, ctx: Ctx, label_in: float) -
     cis = [c.metrics.get(m) for c in cells]
     means = np.array([ci.mean if ci is not None else math.nan for ci in cis], dtype=float)
     ends = np.array([ci_ends(ci) for ci in cis])
-    fit = figaxes.fit(means, ends[:, 0], ends[:, 1], metric=m,
-                      include=(IDEAL[m],) if m in IDEAL else ())
+    fit = figaxes.fit(
+        means, ends[:, 0], ends[:, 1], metric=m, include=(IDEAL[m],) if m in IDEAL else ()
+    )
     for i, c in enumerate(cells):
         if not math.isfinite(means[i]) or i in fit.outside:
             continue
@@ -107,12 +134,18 @@ def _panel(ax, m: str, cells: list[CellSummary], y, ctx: Ctx, label_in: float) -
         value_ticks(ax.xaxis, 3 if ctx.single else 4)
     figaxes.mark_outside(ax, fit, means, y, [ctx.pal.color(c.solver) for c in cells])
     size = 6.5 if ctx.single else plt.rcParams["axes.labelsize"]
-    ax.set_xlabel("\n".join(wrap_to(line, label_in, size, max_lines=2) for line in axis_label(m, wrap=True).split("\n")),
-                  fontsize=size)
+    ax.set_xlabel(
+        "\n".join(
+            wrap_to(line, label_in, size, max_lines=2)
+            for line in axis_label(m, wrap=True).split("\n")
+        ),
+        fontsize=size,
+    )
 
 
 def bars(b: Leaderboard, ctx: Ctx) -> list[FigureRecord]:
-    """Dot-and-interval panels, one per metric: each cell's mean and its image-level 95 % interval."""
+    """Dot-and-interval panels, one per metric: each cell's mean and its image-level 95 %
+    interval."""
     ms = _metric_panels(b)
     cells = [c for c in b.cells if c.n_ok]
     if not ms or not cells:
@@ -121,11 +154,11 @@ def bars(b: Leaderboard, ctx: Ctx) -> list[FigureRecord]:
     row_h = 0.5 + ROW_IN * len(cells)
     rows_per_file = max(1, int((ctx.max_height - 0.3) // row_h))
     per_file = ncol * rows_per_file
-    groups = [ms[i:i + per_file] for i in range(0, len(ms), per_file)]
+    groups = [ms[i : i + per_file] for i in range(0, len(ms), per_file)]
     y = np.arange(len(cells))[::-1].astype(float)
     names = [cell_name(c) for c in cells]
     name_in = max(text_width_in(n, plt.rcParams["ytick.labelsize"]) for n in names)
-    label_in = (ctx.width - name_in - 0.15) / ncol - 0.1    # the width of one panel, about
+    label_in = (ctx.width - name_in - 0.15) / ncol - 0.1  # the width of one panel, about
     recs = []
     for part, group in enumerate(groups, start=1):
         nrow = math.ceil(len(group) / ncol)
@@ -139,10 +172,23 @@ def bars(b: Leaderboard, ctx: Ctx) -> list[FigureRecord]:
             rows_axis(ax, y, names if k % ncol == 0 else None)
         part_note = f" ({part}/{len(groups)})" if len(groups) > 1 else ""
         fig.suptitle(board_title(b, ctx) + part_note)
-        recs.append(save_figure(fig, ctx, "bars", b, f"Metrics: {plain_title(b, ctx)}{part_note}",
-                          "Mean per cell with its 95 % interval over images (seeds averaged per image): Student-t for "
-                          "PSNR, SSIM and consistency, a bootstrap for non-negative metrics. These intervals are not "
-                          "paired; the paired comparison is the Δ-to-best figure. Oracles: grey, hollow markers; "
-                          "dotted line: the ideal value; a log axis where the values span more than two decades; "
-                          "cells far outside the others are written at the axis edge with their value.", part))
+        recs.append(
+            save_figure(
+                fig,
+                ctx,
+                "bars",
+                b,
+                f"Metrics: {plain_title(b, ctx)}{part_note}",
+                "Mean per cell with its 95 % interval over images (seeds averaged per image): "
+                "Student-t for "
+                "PSNR, SSIM and consistency, a bootstrap for non-negative metrics. These intervals "
+                "are not "
+                "paired; the paired comparison is the Δ-to-best figure. Oracles: grey, hollow "
+                "markers; "
+                "dotted line: the ideal value; a log axis where the values span more than two "
+                "decades; "
+                "cells far outside the others are written at the axis edge with their value.",
+                part,
+            )
+        )
     return recs

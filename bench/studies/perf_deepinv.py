@@ -17,12 +17,21 @@ def dps_pair(ctx: dict, prob, steps: int, weight: float, seed: int = 3):
     den = pc.dinv_denoiser(prior)
     phys, y_pix = pc.dinv_inpainting(prob)
     rng = torch.Generator(device=dev).manual_seed(seed)
-    dps = deepinv.sampling.DPS(den, num_steps=steps + 1, weight=weight, dtype=torch.float32, device=dev, rng=rng)
+    dps = deepinv.sampling.DPS(
+        den, num_steps=steps + 1, weight=weight, dtype=torch.float32, device=dev, rng=rng
+    )
     sig = [float(dps.sde.sigma_t(t)) for t in dps.solver.timesteps]
-    ov = {"sigmas": tuple(sig[:-1]), "zeta": weight / 2, "zeta_schedule": "deepinv", "clip_x0": True,
-          "clip_range": (-3.0, 1.0), "variance": "fixed"}
+    ov = {
+        "sigmas": tuple(sig[:-1]),
+        "zeta": weight / 2,
+        "zeta_schedule": "deepinv",
+        "clip_x0": True,
+        "clip_range": (-3.0, 1.0),
+        "variance": "fixed",
+    }
 
-    def ours():  # the same noise as deepinv's (common random numbers; seed must be non-zero for deepinv)
+    # the same noise as deepinv's (common random numbers; seed must be non-zero for deepinv)
+    def ours():
         return pc.run_solver("dps", prob, prior, overrides=ov, seed=seed, shared_generator=True)
 
     def theirs():
@@ -61,14 +70,22 @@ def diffpir_pair(ctx: dict, prob, steps: int, seed: int = 3):
     """(ours, deepinv) closures running DiffPIR (ζ = 0.3, deepinv's λ = 3.5, which is our λ = 7:
     deepinv weighs the prior term of its proximal step by 2ρ, docs/solvers-baselines.md) on
     deepinv's own level schedule for ``steps`` iterations, each from its own start (different
-    noise; the loops agree to float32 round-off under shared noise, tests/solvers/test_diffpir.py)."""
+    noise; the loops agree to float32 round-off under shared noise,
+    tests/solvers/test_diffpir.py)."""
     import deepinv
 
     prior = ctx["prior"]
     den = pc.dinv_denoiser(prior)
     phys, y_pix = pc.dinv_inpainting(prob)
-    model = deepinv.sampling.DiffPIR(den, deepinv.optim.data_fidelity.L2(), sigma=prob.noise_sigma,
-                                     max_iter=steps, zeta=0.3, lambda_=3.5, device=prob.y.device)
+    model = deepinv.sampling.DiffPIR(
+        den,
+        deepinv.optim.data_fidelity.L2(),
+        sigma=prob.noise_sigma,
+        max_iter=steps,
+        zeta=0.3,
+        lambda_=3.5,
+        device=prob.y.device,
+    )
     ov = {"sigmas": tuple(float(s) for s in model.sigmas[model.seq]), "lambda_": 7.0, "zeta": 0.3}
 
     def ours():
