@@ -62,7 +62,7 @@ def test_slurm_resource_keys_are_checked(tmp_path, capsys, key, value, says):
 
 
 def test_slurm_resource_keys_reach_submitit():
-    params = executors._resource_params({"partition": "gpu", "account": "lab", "qos": "high", "constraint": "a100",
+    params = executors.slurm._resource_params({"partition": "gpu", "account": "lab", "qos": "high", "constraint": "a100",
                                          "gres": "gpu:a100:1", "array_parallelism": 8, "mem_gb": 4})
     assert params == {"slurm_partition": "gpu", "slurm_account": "lab", "slurm_qos": "high",
                       "slurm_constraint": "a100", "slurm_gres": "gpu:a100:1", "slurm_array_parallelism": 8,
@@ -76,12 +76,12 @@ def test_job_states_without_accounting_give_one_notice(tmp_path, monkeypatch, ca
         tmp_path / "bin",
         squeue='echo "12_0|RUNNING|None"',
         sacct='echo "Slurm accounting storage is disabled" >&2; exit 1')))
-    q = executors._SlurmQueue()
+    q = executors.slurm._SlurmQueue()
     for _ in range(10):
         q.poll(["12_0", "12_1"])
     err = capsys.readouterr().err
     assert err.count("invbench: ") == 1 and "accounting is not available" in err and "disabled" in err, err
-    assert q.states == {"12_0": ("RUNNING", "None"), "12_1": (executors._GONE, "")}
+    assert q.states == {"12_0": ("RUNNING", "None"), "12_1": (executors.slurm._GONE, "")}
 
 
 def test_job_states_from_sacct_for_jobs_that_left_the_queue(tmp_path, monkeypatch, capsys):
@@ -89,7 +89,7 @@ def test_job_states_from_sacct_for_jobs_that_left_the_queue(tmp_path, monkeypatc
         tmp_path / "bin",
         squeue='echo "slurm_load_jobs error: Invalid job id specified" >&2; exit 1',
         sacct='printf "12_0|COMPLETED\\n12_1|CANCELLED by 1000\\n"')))
-    q = executors._SlurmQueue()
+    q = executors.slurm._SlurmQueue()
     q.poll(["12_0", "12_1"])
     assert q.states == {"12_0": ("COMPLETED", ""), "12_1": ("CANCELLED", "")}
     assert capsys.readouterr().err == ""
@@ -98,7 +98,7 @@ def test_job_states_from_sacct_for_jobs_that_left_the_queue(tmp_path, monkeypatc
 def test_a_failing_squeue_keeps_the_last_states(tmp_path, monkeypatch):
     """slurmctld busy or restarting: no state changes, nothing is concluded."""
     monkeypatch.setenv("PATH", str(_commands(tmp_path / "bin", squeue='echo "12_0|RUNNING|None"')))
-    q = executors._SlurmQueue()
+    q = executors.slurm._SlurmQueue()
     q.poll(["12_0"])
     _commands(tmp_path / "bin", squeue='echo "slurm_load_jobs error: Socket timed out" >&2; exit 1')
     for _ in range(3):
@@ -109,7 +109,7 @@ def test_a_failing_squeue_keeps_the_last_states(tmp_path, monkeypatch):
 @pytest.mark.parametrize("text, minutes", [("01:00:00", 60), ("2-00:00:00", 2880), ("00:00:30", 1),
                                            ("UNLIMITED", None), ("NONE", None)])
 def test_slurm_durations(text, minutes):
-    assert executors._slurm_minutes(text) == minutes
+    assert executors.slurm._slurm_minutes(text) == minutes
 
 
 class _Job:
@@ -126,7 +126,7 @@ class _Job:
 def test_failure_line_says_what_a_slurm_state_means(state, params, says):
     log = ("-" * 40 + "\nslurmstepd: error: *** JOB 8 ON n1 CANCELLED AT 2026-12-07T10:00:00 ***\n"
            "srun: error: n1: task 0: Killed\n")
-    why = executors._no_result_cause(f"has not produced any output (state: {state})\n{log}", _Job(), params)
+    why = executors.causes._no_result_cause(f"has not produced any output (state: {state})\n{log}", _Job(), params)
     assert says in why and "last error in its log: slurmstepd: error: *** JOB 8" in why, why
 
 
@@ -157,15 +157,15 @@ def test_a_signal_whose_exception_was_swallowed_still_stops_the_wait(tmp_path, m
     between polls and between the slices of its sleep."""
     import signal
 
-    intr = executors._Interrupts()
+    intr = executors.signals._Interrupts()
     try:
         intr.handler(signal.SIGINT, None)
     except KeyboardInterrupt:
         pass   # swallowed, as a library might
     job = _NeverDone()
-    shard = executors._Shard(sid=0, job=job, params={}, rows=1, store=tmp_path / "none.sqlite")
+    shard = executors.shards._Shard(sid=0, job=job, params={}, rows=1, store=tmp_path / "none.sqlite")
     with pytest.raises(KeyboardInterrupt):
-        executors._wait([shard], "local", None, _Bar(), 0, 1, intr)
+        executors.shards._wait([shard], "local", None, _Bar(), 0, 1, intr)
     assert job.calls == 0
 
     slept: list[float] = []
@@ -175,9 +175,9 @@ def test_a_signal_whose_exception_was_swallowed_still_stops_the_wait(tmp_path, m
         slept.append(s)
         clock[0] += s
 
-    monkeypatch.setattr(executors.time, "sleep", fake_sleep)
-    monkeypatch.setattr(executors.time, "monotonic", lambda: clock[0])
-    late = executors._Interrupts()
+    monkeypatch.setattr(executors.signals.time, "sleep", fake_sleep)
+    monkeypatch.setattr(executors.signals.time, "monotonic", lambda: clock[0])
+    late = executors.signals._Interrupts()
     late.sleep(1.2)                       # no signal: the whole interval, in slices of <= 0.5 s
     assert slept == [0.5, 0.5, pytest.approx(0.2)]
     late.received = signal.SIGTERM        # arrives while the loop sleeps its poll interval

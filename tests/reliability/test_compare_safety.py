@@ -233,7 +233,7 @@ class _Job:
 
 def _shard_line(job) -> str:
     with pytest.raises(executors.ExecutorError) as e:
-        executors._result(job, 1)
+        executors.causes._result(job, 1)
     msg = str(e.value)
     assert "\n" not in msg and msg.startswith("shard 1 failed: ") and "7_0_log.err" in msg and "--resume" in msg
     return msg

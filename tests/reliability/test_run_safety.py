@@ -187,7 +187,7 @@ def test_failed_shard_is_one_line_naming_shard_error_and_log():
                                  "this run directory (lock held)\n\nYou can check full logs with 'job.stderr(0)'")
 
     with pytest.raises(executors.ExecutorError) as e:
-        executors._result(_Job(), 1)
+        executors.causes._result(_Job(), 1)
     msg = str(e.value)
     assert "\n" not in msg and msg.startswith("shard 1 failed: invbench.bench.runner.RunError: ")
     assert "lock held" in msg and "7_0_log.err" in msg and "--resume" in msg
