@@ -61,78 +61,61 @@ def cmd_check(args) -> int:
     when a file the ``--config`` names is missing."""
     from .cli import EXIT_FAIL, EXIT_OK
 
-    rows = []
-    for what, path in _candidate_files(args.config):
-        if path.is_file():
-            rows.append(
-                {
-                    "what": what,
-                    "path": str(path),
-                    "present": True,
-                    "bytes": path.stat().st_size,
-                    "sha256": _sha256(path),
-                }
-            )
-        elif path.is_dir():
-            rows.append(
-                {
-                    "what": what,
-                    "path": str(path),
-                    "present": True,
-                    "bytes": None,
-                    "sha256": "(directory)",
-                }
-            )
-        else:
-            rows.append(
-                {"what": what, "path": str(path), "present": False, "bytes": None, "sha256": None}
-            )
+    rows = [_file_row(what, path) for what, path in _candidate_files(args.config)]
     weight_rows = _weight_rows()
-    metric_rows = []
-    try:
-        from . import metrics
-
-        for m in metrics.build(list(metrics.names()), {}) + metrics.build_set(
-            list(metrics.set_names()), {}
-        ):
-            st = m.status()
-            metric_rows.append(
-                {
-                    "metric": m.name,
-                    "available": bool(st["available"]),
-                    "note": st["note"],
-                    "backbone": st["backbone"],
-                }
-            )
-    except Exception as e:  # noqa: BLE001 - check reports, never fails on a metric
-        metric_rows.append(
-            {
-                "metric": "*",
-                "available": False,
-                "note": f"cannot build metrics: {e}",
-                "backbone": "",
-            }
-        )
+    metric_rows = _metric_rows()
     if args.json:
         print(json.dumps({"files": rows, "weights": weight_rows, "metrics": metric_rows}, indent=2))
     else:
-        for r in rows:
-            state = f"present  sha256 {r['sha256']}" if r["present"] else "MISSING"
-            print(f"{r['what']}: {r['path']}: {state}")
-        for r in weight_rows:
-            if r["present"]:
-                state = ("verified" if r["verified"] else "UNVERIFIED") + f" ({r['how']})"
-                state += "" if r["verified"] else f"; to replace it: invbench fetch {r['name']}"
-            else:
-                state = f"MISSING; {r['fix']}"
-            print(f"weights {r['name']}: {r['path']}: {state}")
-        for r in metric_rows:
-            state = "available" if r["available"] else r["note"]
-            print(
-                f"metric {r['metric']}: {state}" + (f" [{r['backbone']}]" if r["backbone"] else "")
-            )
+        _print_check(rows, weight_rows, metric_rows)
     missing = [r for r in rows if not r["present"]]
     return EXIT_FAIL if (args.config and missing) else EXIT_OK
+
+
+def _file_row(what: str, path: Path) -> dict:
+    """A file (its size and sha256), a folder, or a missing path."""
+    if path.is_file():
+        return {"what": what, "path": str(path), "present": True,
+                "bytes": path.stat().st_size, "sha256": _sha256(path)}
+    if path.is_dir():
+        return {"what": what, "path": str(path), "present": True, "bytes": None,
+                "sha256": "(directory)"}
+    return {"what": what, "path": str(path), "present": False, "bytes": None, "sha256": None}
+
+
+def _metric_rows() -> list[dict]:
+    """Each metric's availability, note and backbone (one row saying why, when they cannot be
+    built)."""
+    out: list[dict] = []
+    try:
+        from . import metrics
+
+        built = (metrics.build(list(metrics.names()), {})
+                 + metrics.build_set(list(metrics.set_names()), {}))
+        for m in built:
+            st = m.status()
+            out.append({"metric": m.name, "available": bool(st["available"]), "note": st["note"],
+                        "backbone": st["backbone"]})
+    except Exception as e:  # noqa: BLE001 - check reports, never fails on a metric
+        out.append({"metric": "*", "available": False, "note": f"cannot build metrics: {e}",
+                    "backbone": ""})
+    return out
+
+
+def _print_check(rows: list[dict], weight_rows: list[dict], metric_rows: list[dict]) -> None:
+    for r in rows:
+        state = f"present  sha256 {r['sha256']}" if r["present"] else "MISSING"
+        print(f"{r['what']}: {r['path']}: {state}")
+    for r in weight_rows:
+        if r["present"]:
+            state = ("verified" if r["verified"] else "UNVERIFIED") + f" ({r['how']})"
+            state += "" if r["verified"] else f"; to replace it: invbench fetch {r['name']}"
+        else:
+            state = f"MISSING; {r['fix']}"
+        print(f"weights {r['name']}: {r['path']}: {state}")
+    for r in metric_rows:
+        state = "available" if r["available"] else r["note"]
+        print(f"metric {r['metric']}: {state}" + (f" [{r['backbone']}]" if r["backbone"] else ""))
 
 
 def _weight_rows() -> list[dict]:
