@@ -26,7 +26,7 @@ import torch
 from invbench.bench import config as config_mod
 from invbench.bench import datasets as datasets_mod
 from invbench.bench.problem import Problem, build_problem, derive_seed, solve_and_score
-from invbench.bench.runner import code_version, nfe_per_image
+from invbench.bench.run import code_version, nfe_per_image
 
 SPLIT_TYPES = ("bundled", "digits")
 STUDY_NAME = "invbench-tune"
