@@ -386,6 +386,20 @@ def _search(
         study.optimize(objective, n_trials=1)
 
 
+def _solver_class(solver: str):
+    """The registered solver class to tune; :class:`TuneError` for an unknown one or one that
+    declares nothing to search."""
+    from invbench import solvers
+
+    try:
+        cls = solvers.get(solver)
+    except solvers.SolverError as e:
+        raise TuneError(f"--solver: {e}") from None
+    if not cls.SEARCH_SPACE:
+        raise TuneError(f"--solver: {solver!r} declares no SEARCH_SPACE (nothing to tune)")
+    return cls
+
+
 def tune(
     config_path: str | Path,
     solver: str,
@@ -404,15 +418,8 @@ def tune(
     the solver, config hash, split, metric, seed and cap, and locked while this call runs."""
     import optuna
 
-    from invbench import solvers
-
     budget_trials = _check_args(metric, budget_trials, budget_nfe, nfe_cap, seed)
-    try:
-        cls = solvers.get(solver)
-    except solvers.SolverError as e:
-        raise TuneError(f"--solver: {e}") from None
-    if not cls.SEARCH_SPACE:
-        raise TuneError(f"--solver: {solver!r} declares no SEARCH_SPACE (nothing to tune)")
+    cls = _solver_class(solver)
     cpath = Path(config_path)
     try:
         exp = config_mod.load(cpath, sets or [])  # refuses a missing file, a folder, FIFO or device
@@ -429,9 +436,7 @@ def tune(
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise TuneError(
-            f"--out {out_dir}: cannot create the tune folder ({e.strerror or e})"
-        ) from None
+        raise TuneError(f"--out {out_dir}: cannot create the tune folder ({e.strerror or e})") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     binding = {
         "solver": solver,
@@ -444,16 +449,7 @@ def tune(
     with _tune_lock(out_dir):
         study = _open_study(out_dir, binding, log)
         return _run_study(
-            study,
-            out_dir,
-            cls,
-            solver,
-            base_preset,
-            fixed,
-            probs,
-            manifests,
-            exp,
-            cpath,
+            study, out_dir, cls, solver, base_preset, fixed, probs, manifests, exp, cpath,
             budget_trials=budget_trials,
             budget_nfe=budget_nfe,
             nfe_cap=nfe_cap,
