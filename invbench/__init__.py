@@ -21,7 +21,31 @@ __version__ = "0.1.0"
 import os as _os
 
 _ROOT = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+_SEP = _os.sep
+
+
+class _ThisCheckout:
+    """Finds ``invbench.*`` submodules in this checkout's folders only (first on ``sys.meta_path``):
+    a module this checkout lacks is missing, not taken from the checkout the editable install
+    points at."""
+
+    @staticmethod
+    def find_spec(fullname, path=None, target=None):
+        if not fullname.startswith(__name__ + ".") or path is None:
+            return None
+        from importlib.machinery import PathFinder
+
+        spec = PathFinder.find_spec(fullname, [p for p in path if p == _ROOT or p.startswith(_ROOT + _SEP)])
+        if spec is None:
+            raise ModuleNotFoundError(f"No module named {fullname!r} in the checkout {_ROOT}", name=fullname)
+        return spec
+
+
 if all(_os.path.isfile(_os.path.join(_ROOT, _d, "__init__.py")) for _d in ("operators", "priors", "solvers", "bench")):
-    __path__.insert(0, _ROOT)
+    import sys as _sys
+
+    __path__[:] = [_ROOT]
+    _sys.meta_path.insert(0, _ThisCheckout)
+    del _sys
 del _os
 

@@ -29,3 +29,19 @@ def test_a_second_checkout_imports_its_own_folders(tmp_path):
     lines = r.stdout.split()
     assert all(Path(p).resolve().is_relative_to(clone.resolve()) for p in lines[:3]), lines
     assert lines[3] == "the" or "the clone" in r.stdout
+
+
+def test_a_module_the_checkout_lacks_is_missing_not_taken_from_another(tmp_path):
+    """A clone without ``bench/problem.py`` (say, a branch before it existed) must fail to import
+    it, not import the file of the checkout the editable install points at."""
+    clone = tmp_path / "clone"
+    for d in FOLDERS:
+        shutil.copytree(REPO / d, clone / d, ignore=shutil.ignore_patterns("__pycache__", "data"))
+    (clone / "bench" / "problem.py").unlink()
+    code = "import invbench.bench.problem as p; print(p.__file__)"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = str(clone)
+    r = subprocess.run([sys.executable, "-c", code], cwd=clone, env=env, capture_output=True, text=True,
+                       timeout=120, check=False)
+    assert r.returncode != 0, r.stdout
+    assert "ModuleNotFoundError: No module named 'invbench.bench.problem'" in r.stderr, r.stderr
