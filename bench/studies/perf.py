@@ -122,9 +122,10 @@ def solver_specs(listed: dict, prob: pc.Problem, prior) -> dict:
     specs = dict(listed)
     for name in solvers.NAMES:
         cls = solvers.get(name)
-        if name in specs or not cls.requires <= have:
+        if name in specs:
             continue
-        if nfe_per_image(cls.from_preset("default", **cls.QUICK)) == 0:
+        quick = cls.from_preset("default", **cls.QUICK)
+        if not quick.requirements() <= have or nfe_per_image(quick) == 0:
             continue
         specs[name] = {"overrides": dict(cls.QUICK)}
     return specs
