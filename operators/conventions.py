@@ -33,6 +33,11 @@ def noise_sigma_to_model(noise_sigma: float) -> float:
     return 2.0 * float(noise_sigma)
 
 
+def pixel_rms_to_model(rms: float) -> float:
+    """A pixel-unit RMS error or standard deviation -> model units (factor 2, as for noise)."""
+    return 2.0 * float(rms)
+
+
 def model_sigma_to_pixel(sigma_y: float) -> float:
     """Model-space measurement noise std -> pixel units (inverse of ``noise_sigma_to_model``)."""
     return float(sigma_y) / 2.0

@@ -12,6 +12,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from invbench.operators.conventions import pixel_rms_to_model
 from scipy.stats import kendalltau
 
 from . import twin32
@@ -213,7 +214,7 @@ def _reading(by, taus, tasks, solver_list) -> list[str]:
         pm = by[("gmm-crops32", task, "exact posterior mean")]
         if not pm:
             continue
-        base = float(np.sqrt(np.mean([10 ** (-_f(r["psnr"]) / 10) for r in pm]))) * 2  # pixel RMSE -> model units
+        base = pixel_rms_to_model(float(np.sqrt(np.mean([10 ** (-_f(r["psnr"]) / 10) for r in pm]))))
         parts = []
         for s in solver_list:
             g = [r for r in by[("gmm-crops32", task, s)] if r["status"] == "ok"]
