@@ -5,7 +5,9 @@ Only datasets with a validation/test distinction can be tuned on (``bundled`` cr
 ``digits``); every dataset is rebuilt with ``split = "validation"`` and each evaluated image is
 checked against the sha256 of the images of the test split before it is solved. Scores are the
 mean of ``metric`` (PSNR in dB, pixel units [0, 1]) over tasks x validation images; the cost of a
-trial is counted in network evaluations (NFE, the solver's own estimate per solve).
+trial is counted in network evaluations (NFE, the solver's own estimate per solve) or, under
+``fe_cap``, in forward-equivalents (FE = NFE + VJP per solve, measured under
+:class:`invbench.priors.CountingPrior`); every trial records the NFE and VJP it spent.
 """
 
 from __future__ import annotations
@@ -137,20 +139,26 @@ def _problems(exp, solver_cls, base_dir: str) -> tuple[list[_Case], dict]:
     return probs, manifests
 
 
-def suggest_within_cap(trial, cls, base_preset: str, fixed: dict, nfe_cap: float | None) -> dict:
-    """Draw the solver's ``SEARCH_SPACE`` for one trial. Under an NFE cap, an integer parameter
+def suggest_within_cap(
+    trial, cls, base_preset: str, fixed: dict, nfe_cap: float | None, cost_of=None
+) -> dict:
+    """Draw the solver's ``SEARCH_SPACE`` for one trial. Under a cap, an integer parameter
     that changes the cost (VML-MAP's N and K) is drawn from its range cut at the largest value that
     keeps one solve within the cap, the parameters drawn after it at their lower bounds: the cap
     shapes the space instead of discarding most trials. Parameters are drawn in declaration order.
     A trial whose lower bounds already exceed the cap is drawn unchanged (and pruned by the
-    caller)."""
+    caller). ``cost_of(kwargs)`` is the cost of one solve of the setting ``kwargs`` (the preset's
+    values overridden); by default its NFE (``nfe_per_image``), under ``fe_cap`` its measured FE."""
     space = cls.SEARCH_SPACE
     names = list(space)
     params: dict = {}
+    if cost_of is None:
+        def cost_of(kw: dict) -> float:
+            return nfe_per_image(cls.from_preset(base_preset, **kw))
 
     def cost(trial_params: dict) -> float:
         rest = {k: space[k].low for k in names if k not in trial_params and space[k].kind == "int"}
-        return nfe_per_image(cls.from_preset(base_preset, **{**fixed, **rest, **trial_params}))
+        return cost_of({**fixed, **rest, **trial_params})
 
     for k in names:
         p = space[k]
@@ -168,12 +176,126 @@ def suggest_within_cap(trial, cls, base_preset: str, fixed: dict, nfe_cap: float
     return params
 
 
+FE_CACHE_NAME = "fe_per_setting.json"
+STEP_FIELDS = ("steps", "anneal_steps")
+"""The integer parameter that sets a solver's cost when its search space has none: under
+``fe_cap`` it is set to the largest value whose measured FE per solve fits the cap."""
+
+
+def measure_counts(solver, case: _Case) -> tuple[float, float]:
+    """(NFE, VJP) of one solve of ``case`` by ``solver``, counted by
+    :class:`invbench.priors.CountingPrior`. A solve that diverges is extrapolated to the solver's
+    NFE estimate at the VJP/NFE ratio counted until it stopped."""
+    from invbench.priors import CountingPrior
+
+    from invbench import solvers
+
+    counting = CountingPrior(case.prior)
+    solver.validate(counting)
+    try:
+        solve_and_score(solver, [case.problem], counting)
+    except solvers.SolverDiverged:
+        nfe = nfe_per_image(solver)
+        return nfe, (counting.vjp / counting.nfe * nfe if counting.nfe else 0.0)
+    return float(counting.nfe), float(counting.vjp)
+
+
+class FeMeter:
+    """Forward-equivalents (NFE + VJP) per solve of a solver's settings, measured by solving one
+    validation problem under the counting prior. A setting's key leaves out the continuous
+    parameters of the search space (they do not change the count), so one measurement serves
+    every trial with the same integer and categorical values. The cache is kept in
+    ``FE_CACHE_NAME`` of the tune folder once :meth:`attach` names it."""
+
+    def __init__(self, cls, base_preset: str, case: _Case) -> None:
+        self.cls, self.base_preset, self.case = cls, base_preset, case
+        self.floats = {k for k, p in cls.SEARCH_SPACE.items() if p.kind == "float"}
+        self.cache: dict[str, list[float]] = {}
+        self.path: Path | None = None
+
+    def load(self, path: Path) -> None:
+        """Read what an earlier tune of the folder measured (nothing when absent or unreadable)."""
+        with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
+            old = json.loads(path.read_text())
+            self.cache = {**{str(k): [float(x) for x in v] for k, v in old.items()}, **self.cache}
+
+    def attach(self, path: Path) -> None:
+        """Keep the cache in ``path`` from now on (merged with what it holds)."""
+        self.load(path)
+        self.path = path
+        self._save()
+
+    def _save(self) -> None:
+        if self.path is not None:
+            tmp = self.path.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(self.cache, sort_keys=True, indent=1) + "\n")
+            os.replace(tmp, self.path)
+
+    def counts(self, kwargs: dict) -> tuple[float, float]:
+        """(NFE, VJP) per solve of the setting ``kwargs``; ``(inf, 0)`` for an invalid one."""
+        from invbench import solvers
+
+        kw = {k: v for k, v in kwargs.items() if k not in self.floats}
+        key = json.dumps(kw, sort_keys=True, default=str)
+        if key not in self.cache:
+            try:
+                s = self.cls.from_preset(self.base_preset, **kw)
+                self.cache[key] = list(measure_counts(s, self.case))
+            except (solvers.SolverError, ValueError):
+                return math.inf, 0.0
+            self._save()
+        nfe, vjp = self.cache[key]
+        return nfe, vjp
+
+    def fe(self, kwargs: dict) -> float:
+        """Forward-equivalents per solve of the setting ``kwargs``."""
+        return sum(self.counts(kwargs))
+
+
+def step_field(cls, fixed: dict) -> str | None:
+    """The step-count field the cap sets (:data:`STEP_FIELDS`), or None when the search space
+    holds integer parameters (they are shaped instead) or explicit ``sigmas`` fix the levels."""
+    import dataclasses
+
+    if any(p.kind == "int" for p in cls.SEARCH_SPACE.values()) or fixed.get("sigmas"):
+        return None
+    names = {f.name for f in dataclasses.fields(cls.Params)}
+    return next((f for f in STEP_FIELDS if f in names), None)
+
+
+def fit_steps(cls, fixed: dict, fe_cap: float, meter: FeMeter, solver: str) -> dict:
+    """``fixed`` with the solver's step count set to the largest whose measured FE per solve is
+    within ``fe_cap`` (FE grows with it; at least one NFE per step, so it is at most the cap);
+    :class:`TuneError` when no step count fits."""
+    name = step_field(cls, fixed)
+    if name is None:
+        return dict(fixed)
+
+    def fits(v: int) -> bool:
+        return meter.fe({**fixed, name: v}) <= fe_cap
+
+    lo = next((v for v in (1, 2, 3) if fits(v)), None)
+    if lo is None:
+        raise TuneError(
+            f"--fe-cap {fe_cap:g}: no {name} of {solver} fits (the cheapest measured costs "
+            f"{min(meter.fe({**fixed, name: v}) for v in (1, 2, 3)):g} forward-equivalents "
+            "per solve)"
+        )
+    a, b = lo, max(lo, int(fe_cap))
+    if fits(b):
+        return {**fixed, name: b}
+    while b - a > 1:
+        mid = (a + b) // 2
+        a, b = (mid, b) if fits(mid) else (a, mid)
+    return {**fixed, name: a}
+
+
 MAX_IDLE_TRIALS = 20
 """Under ``--budget-nfe``, the search stops after this many trials in a row that spent no network
 evaluation (each pruned by ``--nfe-cap`` before solving): the budget would never be reached."""
 
 LOCK_NAME = ".lock"
-BINDING = ("solver", "config_hash", "split", "metric", "seed", "nfe_cap")
+BINDING = ("solver", "config_hash", "split", "metric", "seed", "nfe_cap", "fe_cap")
 """Study user attributes that bind a study to what was tuned; a rerun must match them all."""
 _BINDING_NAMES = {
     "solver": "solver",
@@ -182,7 +304,11 @@ _BINDING_NAMES = {
     "metric": "--metric",
     "seed": "--seed",
     "nfe_cap": "--nfe-cap",
+    "fe_cap": "--fe-cap",
 }
+_BINDING_ADDED = {"fe_cap": None}
+"""Binding keys added after studies were first written, with the value an older study had (no FE
+cap existed, so a study that records none was run without one)."""
 _FINISHED = ("COMPLETE", "PRUNED")
 _STALE_NOTE = (
     "interrupted: its tune process ended before the trial finished; closed as FAIL by the next "
@@ -195,6 +321,7 @@ def _check_args(
     budget_trials: int | None,
     budget_nfe: float | None,
     nfe_cap: float | None,
+    fe_cap: float | None,
     seed: int,
 ) -> int | None:
     """Check the numeric and metric arguments; return the trial budget (20 when none is given)."""
@@ -210,6 +337,10 @@ def _check_args(
         raise TuneError(f"--budget-nfe must be a finite number > 0, got {budget_nfe}")
     if nfe_cap is not None and not nfe_cap > 0:
         raise TuneError(f"--nfe-cap must be > 0, got {nfe_cap}")
+    if fe_cap is not None and not (math.isfinite(fe_cap) and fe_cap > 0):
+        raise TuneError(f"--fe-cap must be a finite number > 0, got {fe_cap}")
+    if nfe_cap is not None and fe_cap is not None:
+        raise TuneError("give only one of --nfe-cap C or --fe-cap C")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
         raise TuneError(f"--seed must be an integer >= 0 and < 2**63, got {seed}")
     return budget_trials
@@ -294,6 +425,13 @@ def _open_study(out_dir: Path, binding: dict, log):
     for key in BINDING:
         if not has_trials:  # an empty study (a tune killed at its start): nothing to keep
             storage.set_study_user_attr(study_id, key, binding[key])
+        elif key not in attrs and key in _BINDING_ADDED:
+            if binding[key] != _BINDING_ADDED[key]:
+                raise TuneError(
+                    f"{out_dir}: holds a tune study of {_BINDING_NAMES[key]} "
+                    f"{_BINDING_ADDED[key]!r}, not {binding[key]!r}; rerun with the study's "
+                    "settings or choose another --out"
+                )
         elif key not in attrs:
             raise TuneError(
                 f"{out_dir}: holds a tune study that records no {_BINDING_NAMES[key]} "
@@ -354,7 +492,7 @@ def _search(
     seed: int,
     budget_trials: int | None,
     budget_nfe: float | None,
-    nfe_cap: float | None,
+    cap_label: str | None,
     log,
 ) -> None:
     """Run trials one by one until the budget is reached (stale and failed trials not counted)."""
@@ -366,11 +504,7 @@ def _search(
             if _spent(done) >= budget_nfe:
                 return
             if _idle_run(done) >= MAX_IDLE_TRIALS:
-                why = (
-                    f"each above --nfe-cap {nfe_cap:g}"
-                    if nfe_cap is not None
-                    else "no NFE per solve"
-                )
+                why = f"each above {cap_label}" if cap_label else "no NFE per solve"
                 msg = (
                     f"the last {MAX_IDLE_TRIALS} trials in a row spent no network evaluations "
                     f"({why}); "
@@ -400,6 +534,59 @@ def _solver_class(solver: str):
     return cls
 
 
+@dataclass
+class _Caps:
+    """The per-solve cap of a study: in NFE (estimated) or in FE (measured by ``meter``)."""
+
+    nfe: float | None = None
+    fe: float | None = None
+    meter: FeMeter | None = None
+
+    @property
+    def value(self) -> float | None:
+        return self.fe if self.fe is not None else self.nfe
+
+    @property
+    def label(self) -> str | None:
+        if self.fe is not None:
+            return f"--fe-cap {self.fe:g}"
+        return f"--nfe-cap {self.nfe:g}" if self.nfe is not None else None
+
+    def cost_of(self):
+        """The cost function :func:`suggest_within_cap` shapes the space with."""
+        return self.meter.fe if self.fe is not None and self.meter is not None else None
+
+
+def _load_experiment(config_path: str | Path, sets: list[str] | None):
+    try:
+        return config_mod.load(Path(config_path), sets or [])  # refuses a missing file, a folder
+    except config_mod.ConfigError as e:
+        raise TuneError(str(e)) from None
+
+
+def _fe_setup(cls, base_preset: str, fixed: dict, fe_cap: float, probs: list[_Case],
+              out_dir: Path, solver: str, log) -> tuple[dict, FeMeter]:
+    """Under ``fe_cap``: the FE meter (on the first validation problem, reading the folder's
+    cache) and ``fixed`` with the step count fitted to the cap; the cheapest setting of the
+    search space must fit (:class:`TuneError` otherwise, before anything is written)."""
+    meter = FeMeter(cls, base_preset, probs[0])
+    meter.load(out_dir / FE_CACHE_NAME)
+    fitted = fit_steps(cls, fixed, fe_cap, meter, solver)
+    name = step_field(cls, fixed)
+    if name is not None and fitted.get(name) != fixed.get(name):
+        nfe, vjp = meter.counts(fitted)
+        log(f"tune {solver}: --fe-cap {fe_cap:g} sets {name} = {fitted[name]} "
+            f"({nfe:g} NFE + {vjp:g} VJP per solve, measured)")
+    low = {k: p.low for k, p in cls.SEARCH_SPACE.items() if p.kind == "int"}
+    cheapest = meter.fe({**fitted, **low})
+    if cheapest > fe_cap:
+        raise TuneError(
+            f"--fe-cap {fe_cap:g}: the cheapest setting of {solver}'s search space costs "
+            f"{cheapest:g} forward-equivalents (NFE + VJP) per solve, measured; nothing to try"
+        )
+    return fitted, meter
+
+
 def tune(
     config_path: str | Path,
     solver: str,
@@ -407,6 +594,7 @@ def tune(
     budget_trials: int | None = None,
     budget_nfe: float | None = None,
     nfe_cap: float | None = None,
+    fe_cap: float | None = None,
     metric: str = "psnr",
     out: str | Path | None = None,
     seed: int = 0,
@@ -415,16 +603,14 @@ def tune(
 ) -> TuneResult:
     """Run (or resume) the search; write ``out/study.sqlite3``, ``out/evaluated_images.jsonl`` and
     ``out/preset.toml``. All inputs are checked before anything is written; the study is bound to
-    the solver, config hash, split, metric, seed and cap, and locked while this call runs."""
+    the solver, config hash, split, metric, seed and caps, and locked while this call runs.
+    ``fe_cap`` caps forward-equivalents per solve (NFE + VJP, measured; the step count is fitted
+    to it), ``nfe_cap`` network evaluations (estimated); give at most one."""
     import optuna
 
-    budget_trials = _check_args(metric, budget_trials, budget_nfe, nfe_cap, seed)
+    budget_trials = _check_args(metric, budget_trials, budget_nfe, nfe_cap, fe_cap, seed)
     cls = _solver_class(solver)
-    cpath = Path(config_path)
-    try:
-        exp = config_mod.load(cpath, sets or [])  # refuses a missing file, a folder, FIFO or device
-    except config_mod.ConfigError as e:
-        raise TuneError(str(e)) from None
+    exp = _load_experiment(config_path, sets)
     out_dir = Path(out) if out else Path("runs") / f"tune-{exp.name}-{solver}"
     _check_out(out_dir)
     spec = next((s for s in exp.solvers if s.name == solver), None)
@@ -432,77 +618,98 @@ def tune(
     base_preset = spec.preset if spec and spec.preset in cls.PRESETS else "default"
     _check_cap(cls, base_preset, fixed, nfe_cap, solver)
     probs, manifests = _problems(exp, cls, exp.base_dir)
-
+    caps = _Caps(nfe=nfe_cap, fe=fe_cap)
+    if fe_cap is not None:
+        fixed, caps.meter = _fe_setup(cls, base_preset, fixed, fe_cap, probs, out_dir, solver, log)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise TuneError(f"--out {out_dir}: cannot create the tune folder ({e.strerror or e})") from None
+        why = e.strerror or e
+        raise TuneError(f"--out {out_dir}: cannot create the tune folder ({why})") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    binding = {
-        "solver": solver,
-        "config_hash": exp.config_hash,
-        "split": "validation",
-        "metric": metric,
-        "seed": seed,
-        "nfe_cap": nfe_cap,
-    }
+    binding = {"solver": solver, "config_hash": exp.config_hash, "split": "validation",
+               "metric": metric, "seed": seed, "nfe_cap": nfe_cap, "fe_cap": fe_cap}
     with _tune_lock(out_dir):
         study = _open_study(out_dir, binding, log)
+        if caps.meter is not None:
+            caps.meter.attach(out_dir / FE_CACHE_NAME)
         return _run_study(
-            study, out_dir, cls, solver, base_preset, fixed, probs, manifests, exp, cpath,
+            study, out_dir, cls, solver, base_preset, fixed, probs, manifests, exp,
+            Path(config_path),
             budget_trials=budget_trials,
             budget_nfe=budget_nfe,
-            nfe_cap=nfe_cap,
+            caps=caps,
             metric=metric,
             seed=seed,
             log=log,
         )
 
 
-def _objective(
-    cls, base_preset: str, fixed: dict, nfe_cap: float | None, cases: list[_Case], log_path: Path
-):
-    """The study's objective: one trial's mean PSNR over the validation problems (each solved
-    alone, by :func:`invbench.bench.problem.solve_and_score`); every evaluated image is logged."""
+def _solve_cases(s, cases: list[_Case], trial, fh) -> tuple[list[float], float, float]:
+    """Solve each validation problem alone under a counting prior and log it; return the scores
+    and the NFE and VJP spent. A diverging solve prunes the trial (the reason and what it spent
+    kept as user attributes: TPE ranks it below every completed trial; it counts as a trial)."""
     import optuna
+    from invbench.priors import CountingPrior
 
     from invbench import solvers
 
+    scores: list[float] = []
+    nfe = vjp = 0.0
+    for c in cases:
+        p = c.problem
+        counting = CountingPrior(c.prior)
+        s.validate(counting)
+        try:
+            scores += solve_and_score(s, [p], counting).psnr
+        except solvers.SolverDiverged as e:
+            _record_spent(trial, nfe + counting.nfe, vjp + counting.vjp, len(scores) + 1)
+            trial.set_user_attr("diverged", f"{p.image_id}: {e}")
+            raise optuna.TrialPruned(f"diverged on {p.image_id}: {e}") from None
+        nfe, vjp = nfe + counting.nfe, vjp + counting.vjp
+        row = {"trial": trial.number, "dataset": p.dataset, "image_id": p.image_id,
+               "image_sha256": c.image_sha256, "task": p.task}
+        fh.write(json.dumps(row) + "\n")
+    return scores, nfe, vjp
+
+
+def _record_spent(trial, nfe: float, vjp: float, solves: int) -> None:
+    """What a trial spent, as counted: totals and per solve (``fe`` = NFE + VJP)."""
+    trial.set_user_attr("nfe_trial", float(nfe))
+    trial.set_user_attr("fe_trial", float(nfe + vjp))
+    trial.set_user_attr("solves", solves)
+    trial.set_user_attr("nfe_measured_per_solve", nfe / solves)
+    trial.set_user_attr("vjp_measured_per_solve", vjp / solves)
+    trial.set_user_attr("fe_measured_per_solve", (nfe + vjp) / solves)
+
+
+def _objective(cls, base_preset: str, fixed: dict, caps: _Caps, cases: list[_Case], log_path: Path):
+    """The study's objective: one trial's mean PSNR over the validation problems (each solved
+    alone, by :func:`invbench.bench.problem.solve_and_score`); every evaluated image is logged.
+    A setting above the cap is pruned before solving (its cost estimated: the solver's NFE, or
+    the FE measured for its integer and categorical values); one whose measured FE per solve
+    exceeds ``--fe-cap`` is pruned after (what it spent is kept)."""
+    import optuna
+
     def objective(trial) -> float:
-        params = suggest_within_cap(trial, cls, base_preset, fixed, nfe_cap)
-        s = cls.from_preset(base_preset, **{**fixed, **params})
+        params = suggest_within_cap(trial, cls, base_preset, fixed, caps.value, caps.cost_of())
+        kwargs = {**fixed, **params}
+        s = cls.from_preset(base_preset, **kwargs)
         nfe = nfe_per_image(s)
         trial.set_user_attr("nfe_per_solve", nfe)
-        if nfe_cap is not None and nfe > nfe_cap:
+        est = nfe if caps.fe is None else caps.meter.fe(kwargs)
+        if caps.fe is not None:
+            trial.set_user_attr("fe_per_solve_estimate", est)
+        if caps.value is not None and est > caps.value:
             trial.set_user_attr("nfe_trial", 0.0)
-            raise optuna.TrialPruned(f"NFE per solve {nfe:g} > cap {nfe_cap:g}")
-        scores = []
+            trial.set_user_attr("fe_trial", 0.0)
+            raise optuna.TrialPruned(f"cost per solve {est:g} > {caps.label}")
         with log_path.open("a") as fh:
-            for i, c in enumerate(cases):
-                p = c.problem
-                s.validate(c.prior)
-                try:
-                    scores += solve_and_score(s, [p], c.prior).psnr
-                except solvers.SolverDiverged as e:
-                    # a diverging configuration is a bad one, not the end of the study: pruned,
-                    # so that TPE ranks it below every completed trial, and counted against the
-                    # budget
-                    trial.set_user_attr("nfe_trial", nfe * (i + 1))
-                    trial.set_user_attr("diverged", f"{p.image_id}: {e}")
-                    raise optuna.TrialPruned(f"diverged on {p.image_id}: {e}") from None
-                fh.write(
-                    json.dumps(
-                        {
-                            "trial": trial.number,
-                            "dataset": p.dataset,
-                            "image_id": p.image_id,
-                            "image_sha256": c.image_sha256,
-                            "task": p.task,
-                        }
-                    )
-                    + "\n"
-                )
-        trial.set_user_attr("nfe_trial", nfe * len(cases))
+            scores, spent_nfe, spent_vjp = _solve_cases(s, cases, trial, fh)
+        _record_spent(trial, spent_nfe, spent_vjp, len(cases))
+        fe_solve = (spent_nfe + spent_vjp) / len(cases)
+        if caps.fe is not None and fe_solve > caps.fe * (1 + 1e-9):
+            raise optuna.TrialPruned(f"measured FE per solve {fe_solve:g} > {caps.label}")
         return statistics.fmean(scores)
 
     return objective
@@ -543,7 +750,11 @@ def _preset_doc(
             },
             "budget": {k: v for k, v in budget.items() if v is not None},
             "nfe_spent": _spent(done),
+            "fe_spent": sum(t.user_attrs.get("fe_trial", 0.0) for t in done),
             "nfe_per_solve": best.user_attrs.get("nfe_per_solve"),
+            "measured_per_solve": {
+                k: best.user_attrs.get(f"{k}_measured_per_solve") for k in ("nfe", "vjp", "fe")
+            },
             "trials_diverged": sum("diverged" in t.user_attrs for t in done),
             "trials_interrupted": sum(
                 t.user_attrs.get("note") == _STALE_NOTE for t in study.get_trials(deepcopy=False)
@@ -572,7 +783,7 @@ def _run_study(
     *,
     budget_trials: int | None,
     budget_nfe: float | None,
-    nfe_cap: float | None,
+    caps: _Caps,
     metric: str,
     seed: int,
     log,
@@ -580,18 +791,17 @@ def _run_study(
     """Search up to the budget in the locked ``out_dir`` and write ``preset.toml``."""
     import optuna
 
-    objective = _objective(
-        cls, base_preset, fixed, nfe_cap, probs, out_dir / "evaluated_images.jsonl"
-    )
+    objective = _objective(cls, base_preset, fixed, caps, probs, out_dir / "evaluated_images.jsonl")
     t0 = time.perf_counter()
-    _search(study, objective, seed, budget_trials, budget_nfe, nfe_cap, log)
+    _search(study, objective, seed, budget_trials, budget_nfe, caps.label, log)
     wall = time.perf_counter() - t0
     done = _finished(study)
     values = [t.value for t in done if t.state == optuna.trial.TrialState.COMPLETE]
     if not values:
-        raise TuneError("no trial completed (every trial exceeded --nfe-cap or diverged)")
+        raise TuneError("no trial completed (every trial exceeded its cap or diverged)")
     best = study.best_trial
-    budget = {"trials": budget_trials, "nfe_total": budget_nfe, "nfe_cap_per_solve": nfe_cap}
+    budget = {"trials": budget_trials, "nfe_total": budget_nfe, "nfe_cap_per_solve": caps.nfe,
+              "fe_cap_per_solve": caps.fe}
     provenance = {
         "split": "validation",
         "manifest_sha256": manifests,
@@ -617,10 +827,13 @@ def _run_study(
 
 
 __all__ = [
+    "FeMeter",
     "TuneError",
     "TuneResult",
+    "fit_steps",
     "image_sha256",
     "manifest_sha256",
+    "measure_counts",
     "split_spec",
     "test_split_hashes",
     "tune",

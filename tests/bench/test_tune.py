@@ -226,3 +226,81 @@ def test_a_diverging_trial_is_pruned_and_the_study_goes_on(tmp_path, monkeypatch
     assert all(t.params["eta"] > 0.5 for t in div) and r.best_params["eta"] <= 0.5
     doc = tomllib.loads((tmp_path / "d" / "preset.toml").read_text())
     assert doc["tuned"]["trials_diverged"] == len(div)
+
+
+def _dps_cfg(tmp_path: Path) -> Path:
+    p = tmp_path / "dps.toml"
+    p.write_text(CONFIG.format(extra="").replace('name = "ddrm"\noverrides = { steps = 5 }',
+                                                 'name = "dps"\noverrides = { steps = 100 }'))
+    return p
+
+
+def _study(out: Path):
+    import optuna
+
+    storage = f"sqlite:///{out / 'study.sqlite3'}"
+    return optuna.load_study(study_name=tune.STUDY_NAME, storage=storage)
+
+
+def test_fe_cap_fits_the_steps_of_a_solver_with_vjps(tmp_path):
+    """DPS spends one NFE and one VJP per step: under --fe-cap 20 its 100 configured steps become
+    10 (20 forward-equivalents per solve), measured, recorded in the preset and in every trial."""
+    out = tmp_path / "fe"
+    quiet = lambda s: None
+    r = tune.tune(_dps_cfg(tmp_path), "dps", budget_trials=2, fe_cap=20, out=out, log=quiet)
+    doc = tomllib.loads((out / "preset.toml").read_text())["tuned"]
+    assert doc["params"]["steps"] == 10 and doc["budget"]["fe_cap_per_solve"] == 20
+    assert doc["measured_per_solve"] == {"nfe": 10.0, "vjp": 10.0, "fe": 20.0}
+    assert doc["fe_spent"] == 2 * 3 * 20 and r.nfe_total == 2 * 3 * 10
+    for t in _study(out).trials:
+        assert t.user_attrs["fe_measured_per_solve"] == 20.0 and t.user_attrs["solves"] == 3
+    cache = json.loads((out / tune.FE_CACHE_NAME).read_text())
+    assert [10.0, 10.0] in cache.values()
+    # a solver without VJPs at the same cap: 20 steps (DDRM)
+    tune.tune(_cfg(tmp_path), "ddrm", budget_trials=1, fe_cap=20, out=tmp_path / "d", log=quiet)
+    ddrm = tomllib.loads((tmp_path / "d" / "preset.toml").read_text())["tuned"]
+    assert ddrm["params"]["steps"] == 20
+
+
+def test_recorded_fe_is_what_the_solves_spent(tmp_path, monkeypatch):
+    """A trial's measured FE is the NFE + VJP counted on the prior of each solve it made."""
+    spent: list[tuple[int, int]] = []
+    orig = tune.solve_and_score
+
+    def counted(solver, problems, prior):
+        out = orig(solver, problems, prior)
+        spent.append((prior.nfe, prior.vjp))
+        return out
+
+    monkeypatch.setattr(tune, "solve_and_score", counted)
+    out = tmp_path / "m"
+    tune.tune(_dps_cfg(tmp_path), "dps", budget_trials=1, fe_cap=12, out=out, log=lambda s: None)
+    t = _study(out).trials[0]
+    trial_solves = spent[-3:]                    # the earlier solves measured the step count
+    assert t.user_attrs["fe_trial"] == sum(n + v for n, v in trial_solves)
+    assert t.user_attrs["nfe_trial"] == sum(n for n, _ in trial_solves)
+    assert t.user_attrs["vjp_measured_per_solve"] == sum(v for _, v in trial_solves) / 3
+    assert t.user_attrs["fe_measured_per_solve"] <= 12
+
+
+def test_a_study_started_with_one_fe_cap_refuses_another(tmp_path):
+    import sqlite3
+
+    cfg, out = _cfg(tmp_path), tmp_path / "b"
+    tune.tune(cfg, "ddrm", budget_trials=1, fe_cap=10, out=out, log=lambda s: None)
+    with pytest.raises(tune.TuneError, match="--fe-cap 10, not 12"):
+        tune.tune(cfg, "ddrm", budget_trials=2, fe_cap=12, out=out, log=lambda s: None)
+    with pytest.raises(tune.TuneError, match="--fe-cap"):
+        tune.tune(cfg, "ddrm", budget_trials=2, out=out, log=lambda s: None)
+    with pytest.raises(tune.TuneError, match="only one of --nfe-cap C or --fe-cap C"):
+        tune.tune(cfg, "ddrm", budget_trials=2, nfe_cap=5, fe_cap=10, out=out, log=lambda s: None)
+    # a study written before --fe-cap existed records none: it continues without one
+    old = tmp_path / "old"
+    tune.tune(cfg, "ddrm", budget_trials=1, out=old, log=lambda s: None)
+    con = sqlite3.connect(old / "study.sqlite3")
+    con.execute("DELETE FROM study_user_attributes WHERE key = 'fe_cap'")
+    con.commit()
+    con.close()
+    assert tune.tune(cfg, "ddrm", budget_trials=2, out=old, log=lambda s: None).n_trials == 2
+    with pytest.raises(tune.TuneError, match="--fe-cap None, not 10"):
+        tune.tune(cfg, "ddrm", budget_trials=3, fe_cap=10, out=old, log=lambda s: None)
