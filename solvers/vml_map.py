@@ -100,7 +100,7 @@ class VMLMAPParams:
 class VMLMAP(Solver):
     """VML-MAP (arXiv 2512.10524), preconditioned or plain; see the module docstring.
 
-    ``requires`` is the minimum ({"linear", "grad"}); an instance adds "svd" when
+    ``requires`` is the minimum ({"linear", "grad"}); :meth:`requirements` adds "svd" when
     ``preconditioner="svd"`` and "analytic" when ``loss="vml_full"``.
     NFE = N·(K+1), VJP = N·K.
     """
