@@ -212,6 +212,7 @@ class FeMeter:
         self.floats = {k for k, p in cls.SEARCH_SPACE.items() if p.kind == "float"}
         self.cache: dict[str, list[float]] = {}
         self.path: Path | None = None
+        self.seconds = 0.0  # wall time spent measuring (solves outside the trials' scores)
 
     def load(self, path: Path) -> None:
         """Read what an earlier tune of the folder measured (nothing when absent or unreadable)."""
@@ -238,11 +239,14 @@ class FeMeter:
         kw = {k: v for k, v in kwargs.items() if k not in self.floats}
         key = json.dumps(kw, sort_keys=True, default=str)
         if key not in self.cache:
+            t0 = time.perf_counter()
             try:
                 s = self.cls.from_preset(self.base_preset, **kw)
                 self.cache[key] = list(measure_counts(s, self.case))
             except (solvers.SolverError, ValueError):
                 return math.inf, 0.0
+            finally:
+                self.seconds += time.perf_counter() - t0
             self._save()
         nfe, vjp = self.cache[key]
         return nfe, vjp
@@ -692,6 +696,7 @@ def _objective(cls, base_preset: str, fixed: dict, caps: _Caps, cases: list[_Cas
     import optuna
 
     def objective(trial) -> float:
+        probe0 = caps.meter.seconds if caps.meter is not None else 0.0
         params = suggest_within_cap(trial, cls, base_preset, fixed, caps.value, caps.cost_of())
         kwargs = {**fixed, **params}
         s = cls.from_preset(base_preset, **kwargs)
@@ -700,6 +705,7 @@ def _objective(cls, base_preset: str, fixed: dict, caps: _Caps, cases: list[_Cas
         est = nfe if caps.fe is None else caps.meter.fe(kwargs)
         if caps.fe is not None:
             trial.set_user_attr("fe_per_solve_estimate", est)
+            trial.set_user_attr("fe_probe_s", caps.meter.seconds - probe0)
         if caps.value is not None and est > caps.value:
             trial.set_user_attr("nfe_trial", 0.0)
             trial.set_user_attr("fe_trial", 0.0)

@@ -245,27 +245,49 @@ def phase_report(st: Study) -> None:
             stamp.write_text(str(store.stat().st_mtime_ns))
 
 PLAN_CAP = 20
+SHRINK = {
+    "as designed": {},
+    "8 trials (not 24)": {"trials": 8},
+    "8 validation crops (not 16)": {"val_crops": 8},
+    "budget 20 FE only (not 20 and 100)": {"budgets": (20,)},
+    "tuned on small-cpu only (the twin runs those presets)": {"tune_priors": ("small-cpu",)},
+    "32 test crops x 1 seed (not 64 x 2)": {"crops": 32, "seeds": 1},
+    "12 trials, 8 validation crops, tuned on small-cpu only": {
+        "trials": 12, "val_crops": 8, "tune_priors": ("small-cpu",)},
+    "8 trials, 8 validation crops, budget 20 only, tuned on small-cpu only": {
+        "trials": 8, "val_crops": 8, "budgets": (20,), "tune_priors": ("small-cpu",)},
+}
+"""What could shrink to fit a CPU budget; each is projected from the same measurements."""
+
+
+def shrink_table(st: Study, tune_m: dict, run_m: dict) -> dict[str, float]:
+    """Projected CPU hours (one thread) of each :data:`SHRINK` variant of the study."""
+    import dataclasses
+
+    out = {}
+    for name, v in SHRINK.items():
+        grid = {k: v[k] for k in ("trials", "val_crops", "budgets") if k in v}
+        rest = {k: v[k] for k in ("crops", "seeds", "tune_priors") if k in v}
+        proj = project(dataclasses.replace(st, **grid), tune_m, run_m, **rest)
+        out[name] = proj["total_s"] / 3600.0
+    return out
 """The FE cap of the plan's measuring tunes (the study's smaller budget)."""
 
 
 def trial_walls(out: Path) -> tuple[float, float]:
-    """(seconds, FE) summed over the study's trials that solved something."""
-    con = sqlite3.connect(out / "study.sqlite3")
-    try:
-        rows = con.execute(
-            "SELECT t.datetime_start, t.datetime_complete, a.value_json FROM trials t JOIN "
-            "trial_user_attributes a ON a.trial_id = t.trial_id AND a.key = 'fe_trial' "
-            "WHERE t.datetime_complete IS NOT NULL"
-        ).fetchall()
-    finally:
-        con.close()
-    from datetime import datetime
+    """(seconds, FE) summed over the study's trials that solved something; the seconds leave out
+    the FE meter's measuring solves inside a trial (user attribute ``fe_probe_s``)."""
+    import optuna
 
+    storage = f"sqlite:///{out / 'study.sqlite3'}"
+    study = optuna.load_study(study_name="invbench-tune", storage=storage)
     secs = fe = 0.0
-    for start, end, fe_json in rows:
-        if float(json.loads(fe_json)) > 0:
-            secs += (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
-            fe += float(json.loads(fe_json))
+    for t in study.get_trials(deepcopy=False):
+        spent = float(t.user_attrs.get("fe_trial", 0.0))
+        if spent > 0 and t.datetime_complete is not None:
+            span = (t.datetime_complete - t.datetime_start).total_seconds()
+            secs += span - float(t.user_attrs.get("fe_probe_s", 0.0))
+            fe += spent
     return secs, fe
 
 
@@ -304,14 +326,17 @@ def measure_run(st: Study, prior: str, task: str) -> dict:
                 "s_per_solve": sec / n} for s, sec, fe, n in rows}
 
 
-def project(st: Study, tune_m: dict, run_m: dict) -> dict:
+def project(st: Study, tune_m: dict, run_m: dict, crops: int = 64, seeds: int = 2,
+            tune_priors: tuple[str, ...] | None = None) -> dict:
     """Projected single-thread CPU seconds of the whole study from the measurements: tuning
     (trials x validation crops x budget x s/FE, plus the call's overhead scaled by the budget)
-    and test runs (seeds x test crops x [released FE + the budgets] x s/FE, oracles per solve)."""
-    seeds, crops = 2, 64
+    and test runs (seeds x test crops x [released FE + the budgets] x s/FE, oracles per solve).
+    ``tune_priors``: the priors tuned on (None: all; the others run those priors' presets)."""
     tune_s: dict[str, float] = {}
     run_s: dict[str, float] = {}
     for (prior, task, budget, solver) in st.cells():
+        if tune_priors is not None and prior not in tune_priors:
+            continue
         m = tune_m[f"{prior}/{task}/{solver}"]
         w = m["s_per_fe"] or 0.0
         s = st.trials * st.val_crops * budget * w + m["overhead_s"] * budget / PLAN_CAP
@@ -331,9 +356,8 @@ def project(st: Study, tune_m: dict, run_m: dict) -> dict:
             "budgets": list(st.budgets)}
 
 
-def phase_plan(st: Study, trials: int, md_out: Path | None) -> dict:
-    """Measure (one thread) and project the study; write ``WORK/plan/plan.json`` and
-    ``plan.md`` (and ``md_out`` when given)."""
+def measure_all(st: Study, trials: int) -> dict:
+    """The plan's measurements (one thread): a short run and ``trials`` tuning trials per cell."""
     import torch
 
     torch.set_num_threads(1)
@@ -347,14 +371,23 @@ def phase_plan(st: Study, trials: int, md_out: Path | None) -> dict:
             for solver in st.solvers:
                 tune_m[f"{prior}/{task}/{solver}"] = measure_tune(st, prior, task, solver, trials)
                 log(f"plan {prior}/{task}/{solver}: {tune_m[f'{prior}/{task}/{solver}']}")
-    proj = project(st, tune_m, run_m)
-    doc = {"measured": {"tune": tune_m, "run": run_m, "plan_trials": trials,
-                        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-                        "torch_threads": torch.get_num_threads(), "loadavg_start": load0,
-                        "loadavg_end": os.getloadavg(), "cpu": platform_cpu(),
-                        "wall_s": time.perf_counter() - t0, "date": time.strftime("%Y-%m-%d")},
-           "projection": proj}
-    (st.work / "plan" / "plan.json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    return {"tune": tune_m, "run": run_m, "plan_trials": trials,
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            "torch_threads": torch.get_num_threads(), "loadavg_start": load0,
+            "loadavg_end": os.getloadavg(), "cpu": platform_cpu(),
+            "wall_s": time.perf_counter() - t0, "date": time.strftime("%Y-%m-%d")}
+
+
+def phase_plan(st: Study, trials: int, md_out: Path | None, reuse: bool = False) -> dict:
+    """Measure (one thread; with ``reuse``, read the last measurements of ``plan.json``) and
+    project the study; write ``WORK/plan/plan.json`` and ``plan.md`` (and ``md_out``)."""
+    path = st.work / "plan" / "plan.json"
+    m = json.loads(path.read_text())["measured"] if reuse else measure_all(st, trials)
+    proj = project(st, m["tune"], m["run"])
+    proj["shrink_cpu_hours"] = shrink_table(st, m["tune"], m["run"])
+    doc = {"measured": m, "projection": proj}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
     text = plan_markdown(st, doc)
     (st.work / "plan" / "plan.md").write_text(text)
     if md_out is not None:
@@ -397,6 +430,10 @@ def plan_markdown(st: Study, doc: dict) -> str:
         for prior, s in p[part].items():
             lines.append(f"| {part[:-2]} | {prior} | {s / h:.2f} |")
     lines.append(f"| **total** | | **{p['total_s'] / h:.2f}** |")
+    lines += ["", "| variant | CPU hours (one thread) | wall on 2 cores, 2 workers [h] |",
+              "|---|---:|---:|"]
+    for name, hours in p.get("shrink_cpu_hours", {}).items():
+        lines.append(f"| {name} | {hours:.2f} | {hours / 2:.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -415,6 +452,8 @@ def parse(argv: list[str]) -> tuple[str, Study, argparse.Namespace]:
                    help="run: test crops (default: the config's 64; fewer for a smoke run)")
     p.add_argument("--seeds", default=None, help="run: seeds as TOML, e.g. [0] (default [0, 1])")
     p.add_argument("--plan-trials", type=int, default=2, help="plan: trials per solver")
+    p.add_argument("--plan-reuse", action="store_true",
+                   help="plan: project again from the measurements in WORK/plan/plan.json")
     p.add_argument("--plan-out", type=Path, default=None, help="plan: also write this markdown")
     a = p.parse_args(argv)
     run_sets = ([f"datasets[0].n={a.test_crops}"] if a.test_crops else []) + (
@@ -428,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     phase, st, args = parse(sys.argv[1:] if argv is None else argv)
     st.work.mkdir(parents=True, exist_ok=True)
     if phase == "plan":
-        phase_plan(st, args.plan_trials, args.plan_out)
+        phase_plan(st, args.plan_trials, args.plan_out, args.plan_reuse)
         return 0
     steps = {"tune": [phase_tune], "presets": [phase_presets], "run": [phase_run],
              "report": [phase_report], "all": [phase_tune, phase_presets, phase_run, phase_report]}
