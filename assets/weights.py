@@ -320,12 +320,14 @@ def check_file(w: WeightFile, path: Path, digest: str | None = None) -> Located:
     digest = digest or sha256_file(path)
     ok = w.check_digest(digest)
     if ok is not None:
-        how = "matches the published " + w.expected().split(" (")[0] if ok else f"does not match the published {w.expected()}"
+        how = ("matches the published " + w.expected().split(" (")[0] if ok
+               else f"does not match the published {w.expected()}")
         return Located(path, True, ok, digest, how)
     entry = read_manifest(path.parent).get(path.name, {})
     if entry.get("sha256") == digest:
         if _record_verified(entry):
-            return Located(path, True, True, digest, f"matches the sha256 recorded at download ({entry.get('url', 'local copy')})")
+            return Located(path, True, True, digest, "matches the sha256 recorded at download "
+                                                     f"({entry.get('url', 'local copy')})")
         if entry.get("trusted_by_user") is True:
             return Located(path, True, False, digest, "no published checksum; trusted by the user at import "
                            f"(--trust-unverified; {entry.get('url', 'local copy')})", trusted_by_user=True)

@@ -3,7 +3,8 @@
 Subcommands: ``list [--json]``, ``run CONFIG [--out DIR] [--resume] [--executor local|slurm|submitit-local]
 [--shards N] [--set KEY=VALUE]...``, ``check [--config CONFIG] [--json]``, ``demo [--out DIR]``,
 ``report RUN_DIR [--out DIR]``, ``compare BASE_RUN NEW_RUN [...]``, ``perf [...]`` (bench/studies/perf.py),
-``fetch [NAME...] [--dir DIR] [--from FILE [--trust-unverified]] [--no-progress]`` (invbench.bench.fetch; its own exit codes).
+``fetch [NAME...] [--dir DIR] [--from FILE [--trust-unverified]] [--no-progress]`` (invbench.bench.fetch; its
+own exit codes).
 
 Errors go to stderr as one line ``invbench: error: ...``; bad input (config, names, files, data)
 exits 2, a run failure 1; ``--debug`` (before or after the subcommand) shows the traceback.
@@ -317,8 +318,8 @@ def _run_commands(sub, common: argparse.ArgumentParser) -> None:
     g.add_argument("--budget-nfe", type=float, default=None, help="total network evaluations to spend (finite, > 0)")
     p.add_argument("--nfe-cap", type=float, default=None, help="trials whose NFE per solve exceeds this are pruned")
     p.add_argument("--metric", default="psnr")
-    p.add_argument("--out", help="tune directory (default runs/tune-<name>-<solver>); holds study.sqlite3 and preset.toml; "
-                                 "rerun to resume (same solver, config, --seed, --nfe-cap)")
+    p.add_argument("--out", help="tune directory (default runs/tune-<name>-<solver>); holds study.sqlite3 and "
+                                 "preset.toml; rerun to resume (same solver, config, --seed, --nfe-cap)")
     p.add_argument("--seed", type=int, default=0, help="TPE sampler seed (>= 0)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
     p.set_defaults(fn=cmd_tune)
@@ -331,7 +332,8 @@ def _file_commands(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_check)
 
-    p = sub.add_parser("fetch", help="download metric weights and ADM checkpoints (checksums pinned; never during a run)",
+    p = sub.add_parser("fetch",
+                       help="download metric weights and ADM checkpoints (checksums pinned; never during a run)",
                        parents=[common])
     p.add_argument("names", nargs="*", metavar="NAME",
                    help="lpips, lpips-vgg, lpips-squeeze, fid, adm-imagenet, adm-ffhq, or all; none: list them")

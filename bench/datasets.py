@@ -188,7 +188,8 @@ class _FileDataset(Dataset):
         self.ids = ids
         self._labels = labels  # what error messages call each file (its manifest path / list name)
         self._hashes = hashes
-        self._prep = {"channels": channels, "crop": crop, "resize": resize, "resize_filter": resize_filter, "to_rgb": to_rgb}
+        self._prep = {"channels": channels, "crop": crop, "resize": resize, "resize_filter": resize_filter,
+                      "to_rgb": to_rgb}
         self._src = src
         shapes = [tuple(self._load(f, lab, h).shape) for f, lab, h in zip(files, labels, hashes)]
         counts = Counter(shapes)
@@ -373,7 +374,8 @@ def _digits(spec: dict, base: Path) -> Dataset:
     idx = idx[: _limit(spec, len(idx))]
     imgs = torch.from_numpy(load_digits().images[idx] / 16.0).unsqueeze(1)
     name = spec.get("name", "digits")
-    src = {"type": "digits", "name": name, "split": split, "split_rule": "train 0..1499, validation 1500..1599, test 1600..1796",
+    src = {"type": "digits", "name": name, "split": split,
+           "split_rule": "train 0..1499, validation 1500..1599, test 1600..1796",
            "scale": "pixel = value / 16", "source": "sklearn.datasets.load_digits", "limit": spec.get("limit")}
     return TensorDataset(name, imgs, [f"digits{i:04d}" for i in idx], src)
 
@@ -398,7 +400,8 @@ def _bundled(spec: dict, base: Path) -> Dataset:
     x = torch.as_tensor(bundled.heldout_crops(n, size=size, seed=seed, split=split))
     name = spec.get("name", "bundled")
     src = {"type": "bundled", "name": name, "n": n, "size": size, "seed": seed, "split": split,
-           "heldout_images": list(bundled.HELDOUT_SPLITS[split]), "source": "invbench.bench.bundled.heldout_crops", "limit": spec.get("limit")}
+           "heldout_images": list(bundled.HELDOUT_SPLITS[split]), "source": "invbench.bench.bundled.heldout_crops",
+           "limit": spec.get("limit")}
     return TensorDataset(name, x, [f"crop{i:04d}" for i in range(n)], src)
 
 

@@ -125,7 +125,8 @@ def _attempt(w: W.WeightFile, url: str, part: Path, timeout: float, progress: bo
                 raise _too_big(w, url, f"the server announces {offset + length} bytes,")
             if f is None:
                 f = open_part(part, create=True)
-            got = _receive(w, url, resp, f, part, h, offset, offset + length if length is not None else w.size, progress)
+            got = _receive(w, url, resp, f, part, h, offset, offset + length if length is not None else w.size,
+                           progress)
             if length is not None and got != offset + length:
                 raise _Interrupted(f"connection closed after {got} of {offset + length} bytes")
     finally:
@@ -152,7 +153,8 @@ def _request(w: W.WeightFile, url: str, part: Path, offset: int, timeout: float)
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", None) or e
         if isinstance(reason, socket.gaierror):   # no name resolution: offline, retrying will not help
-            raise FetchError(f"{w.filename}: {url}: cannot connect (cannot resolve the host: {reason}; offline?)") from None
+            raise FetchError(f"{w.filename}: {url}: cannot connect "
+                             f"(cannot resolve the host: {reason}; offline?)") from None
         raise _Interrupted(f"cannot connect ({reason})") from None
 
 

@@ -67,8 +67,9 @@ def storage_fault(e: BaseException, path: str | os.PathLike, resume_hint: bool =
             what = str(e)
         elif "database is locked" in msg or "database table is locked" in msg:
             who = describe_holders(path, f"{path}-wal", f"{path}-shm")
-            return StorageFault(f"{path}: the results store is locked by another process{who} (an SQLite writer that is "
-                                f"not this run); close that program and rerun{' with --resume' if resume_hint else ''}")
+            return StorageFault(f"{path}: the results store is locked by another process{who} (an SQLite writer "
+                                "that is not this run); close that program and "
+                                f"rerun{' with --resume' if resume_hint else ''}")
     if what is None:
         return None
     hint = "finished rows are kept; free space (or fix the disk) and rerun with --resume" if resume_hint \

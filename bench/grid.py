@@ -135,7 +135,8 @@ def expand(
                     steps = (solver_cost or {}).get((s.label, preset), 1.0)
                     weight = 1.0 if prior_analytic.get(p.label, False) else 50.0
                     cost = dataset_sizes[dn] * len(exp.seeds) * numel * steps * weight
-                    cells.append(Cell(s.label, s.name, preset, tuple(sorted(s.overrides.items())), t, dn, p.label, cost))
+                    cells.append(Cell(s.label, s.name, preset, tuple(sorted(s.overrides.items())), t, dn, p.label,
+                                      cost))
     if not cells:
         raise ConfigError("the grid is empty: " + _why_empty(exp, dataset_shapes, prior_shapes))
     cells.sort(key=lambda c: (c.cost, c.key))

@@ -273,8 +273,8 @@ class Store:
         with self.con:
             self.con.execute("BEGIN IMMEDIATE")
             self.con.execute(
-                "INSERT OR REPLACE INTO set_metrics(experiment, solver, preset, task, dataset, prior, metric, value, n, note)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO set_metrics(experiment, solver, preset, task, dataset, prior, metric, "
+                "value, n, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (key["experiment"], key["solver"], key["preset"], key["task"], key["dataset"], key["prior"],
                  metric, value, int(n), note),
             )
@@ -295,7 +295,8 @@ class Store:
         finally:
             src.close()
         have = self.status_by_id()
-        keep = [r for r in rows if not (have.get(r["row_id"]) in ("ok", "skipped") and r["status"] not in ("ok", "skipped"))]
+        keep = [r for r in rows
+                if not (have.get(r["row_id"]) in ("ok", "skipped") and r["status"] not in ("ok", "skipped"))]
         self.write_rows(keep)
         return len(keep)
 

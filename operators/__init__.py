@@ -13,5 +13,6 @@ from . import presets as _presets  # noqa: F401  (registers the presets)
 
 PRESETS: tuple[str, ...] = names()
 
-__all__ = ["build", "PRESETS", "FAMILIES", "family", "Operator", "LinearOperator", "SVD", "OperatorError", "conventions",
+__all__ = ["build", "PRESETS", "FAMILIES", "family", "Operator", "LinearOperator", "SVD", "OperatorError",
+           "conventions",
            "register"]

@@ -207,7 +207,9 @@ def build_motion(image_shape, generator: torch.Generator, *, kernel_size: int = 
     C, H, W = check_image_shape("deblur_motion", image_shape, min_hw=2 if padding == "reflect" else 1)
     if padding not in PADDING_MODES:
         raise OperatorError(f"unknown padding {padding!r}; valid: {', '.join(PADDING_MODES)}")
-    k = motion_kernel(generator, kernel_size, intensity) if kernel is None else torch.as_tensor(kernel, dtype=torch.float64)
+    k = (motion_kernel(generator, kernel_size, intensity) if kernel is None
+         else torch.as_tensor(kernel, dtype=torch.float64))
     op = ConvOperator(C, H, W, k, padding)
-    op.params = {"kernel": k.clone(), "kernel_size": int(k.shape[-1]), "intensity": float(intensity), "padding": padding}
+    op.params = {"kernel": k.clone(), "kernel_size": int(k.shape[-1]), "intensity": float(intensity),
+                 "padding": padding}
     return op

@@ -88,7 +88,8 @@ def correlation_matrix(kernel: Tensor, n: int, mode: str) -> Tensor:
     return M
 
 
-def check_image_shape(name: str, image_shape: tuple[int, ...], *, min_hw: int = 1, multiple: int = 1) -> tuple[int, int, int]:
+def check_image_shape(name: str, image_shape: tuple[int, ...], *, min_hw: int = 1,
+                      multiple: int = 1) -> tuple[int, int, int]:
     """Validate ``(C, H, W)``; raise :class:`OperatorError` naming the shape otherwise."""
     if len(image_shape) != 3 or any(int(s) < 1 for s in image_shape):
         raise OperatorError(f"{name}: image_shape must be (C, H, W) with positive sizes, got {tuple(image_shape)}")

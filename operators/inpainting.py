@@ -106,7 +106,8 @@ def build_box(image_shape, generator: torch.Generator, *, hole: tuple[int, int] 
     h, w = hole if hole is not None else (H // 2, W // 2)
     mh, mw = margin if margin is not None else ((16 * H) // 256, (16 * W) // 256)
     if not (0 < h <= H and 0 < w <= W) or mh < 0 or mw < 0:
-        raise OperatorError(f"inpaint_box: hole {(h, w)} / margin {(mh, mw)} invalid for image shape {tuple(image_shape)}")
+        raise OperatorError(f"inpaint_box: hole {(h, w)} / margin {(mh, mw)} invalid for image shape "
+                            f"{tuple(image_shape)}")
 
     def draw(lo: int, hi: int, limit: int) -> int:
         if hi > lo:

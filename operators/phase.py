@@ -38,7 +38,8 @@ class PhaseRetrievalOperator(Operator):
 
 
 @register("phase_retrieval", family="phase_retrieval")
-def build_phase(image_shape, generator: torch.Generator, *, oversample: float = 2.0, **overrides) -> PhaseRetrievalOperator:
+def build_phase(image_shape, generator: torch.Generator, *, oversample: float = 2.0,
+                **overrides) -> PhaseRetrievalOperator:
     no_overrides("phase_retrieval", overrides)
     if oversample < 0:
         raise OperatorError(f"phase_retrieval: oversample must be >= 0, got {oversample}")

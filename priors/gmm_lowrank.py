@@ -102,7 +102,8 @@ class LowRankGaussianMixturePrior(Prior):
         return self
 
     def __repr__(self) -> str:
-        return f"LowRankGaussianMixturePrior(K={self.K}, r={self.r}, image_shape={self.image_shape}, name={self.name!r})"
+        return (f"LowRankGaussianMixturePrior(K={self.K}, r={self.r}, image_shape={self.image_shape}, "
+                f"name={self.name!r})")
 
     def _flat(self, x: Tensor) -> Tensor:
         if tuple(x.shape[1:]) != self.image_shape and not (x.ndim == 2 and x.shape[1] == self.d):

@@ -76,7 +76,8 @@ class VPPrior(Prior):
         Linear interpolation of ``log sigma`` on the grid; exact integers at grid points;
         clamped to ``[0, T-1]``.
         """
-        s = torch.tensor(float(sigma), dtype=torch.float64) if isinstance(sigma, (int, float)) else torch.as_tensor(sigma)
+        s = (torch.tensor(float(sigma), dtype=torch.float64) if isinstance(sigma, (int, float))
+             else torch.as_tensor(sigma))
         grid = self._log_sigma_grid(s.device)  # computed where sigma lives: no host-device sync
         ls = s.to(grid.dtype).clamp(min=self.sigma_min, max=self.sigma_max).log()
         i = torch.searchsorted(grid, ls, right=True).clamp(1, self.T - 1)

@@ -234,6 +234,6 @@ def _refuse_live_jobs(run_dir: Path) -> None:
         for _, st in live:
             counts[st.lower()] = counts.get(st.lower(), 0) + 1
         states = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
-        raise ExecutorError(f"{run_dir}: Slurm job(s) {' '.join(ids)} of an earlier submission of this run are still in "
-                            f"the queue ({states}) and write into its shards; wait for them to end, or cancel them "
-                            f"(scancel {' '.join(ids)}), then rerun with --resume")
+        raise ExecutorError(f"{run_dir}: Slurm job(s) {' '.join(ids)} of an earlier submission of this run are "
+                            f"still in the queue ({states}) and write into its shards; wait for them to end, or "
+                            f"cancel them (scancel {' '.join(ids)}), then rerun with --resume")

@@ -84,7 +84,8 @@ def to_uint8_hwc(x: Tensor) -> np.ndarray:
     return np.rint(x.clamp(0, 1).numpy() * 255.0).astype(np.uint8).transpose(0, 2, 3, 1)
 
 
-def clean_features(images: Tensor, extractor: Callable[[Tensor], Tensor], batch_size: int = 32, device="cpu") -> np.ndarray:
+def clean_features(images: Tensor, extractor: Callable[[Tensor], Tensor], batch_size: int = 32,
+                   device="cpu") -> np.ndarray:
     """clean-fid "clean" features of a pixel batch: quantise, clean resize to 299, extract."""
     from cleanfid.resize import build_resizer
 

@@ -35,7 +35,8 @@ SSIM_SMALL_PARAMS = {"data_range": 1.0, "gaussian_weights": False, "win_size": 7
 
 def _pair(x_hat: Tensor, x_true: Tensor) -> tuple[Tensor, Tensor]:
     if x_hat.shape != x_true.shape or x_hat.ndim != 4:
-        raise ValueError(f"expected two NCHW batches of equal shape, got {tuple(x_hat.shape)} and {tuple(x_true.shape)}")
+        raise ValueError(f"expected two NCHW batches of equal shape, got {tuple(x_hat.shape)} and "
+                         f"{tuple(x_true.shape)}")
     return x_hat.detach().to("cpu", torch.float64), x_true.detach().to("cpu", torch.float64)
 
 

@@ -4,8 +4,8 @@ The linear heads (``lpips/weights/v0.1/<net>.pth``) ship inside the wheel. The t
 torchvision ImageNet checkpoint, read from a local file and never downloaded:
 ``weights=<path>``, or else the first present of the invbench weights folder
 (``invbench.assets.weights.cache_dir()``, filled by ``invbench fetch lpips``) and
-``$TORCH_HOME/hub/checkpoints`` (``torch.hub.get_dir()``), each holding the official file name. The model is built with ``pnet_rand=True`` (no torchvision download
-is attempted) and the trunk parameters are then loaded from that file.
+``$TORCH_HOME/hub/checkpoints`` (``torch.hub.get_dir()``), each holding the official file name. The model is built
+with ``pnet_rand=True`` (no torchvision download is attempted) and the trunk parameters are then loaded from that file.
 
 Verification: torchvision names its checkpoints ``<arch>-<first 8 hex of sha256>.pth`` and
 checks that prefix on download (``check_hash``). We apply the same check to the local file:
@@ -108,7 +108,8 @@ class LPIPSMetric(Metric):
     name = "lpips"
     columns = ("lpips",)
 
-    def __init__(self, net: str = "alex", weights: str | None = None, allow_unverified: bool = False, device: str = "cpu"):
+    def __init__(self, net: str = "alex", weights: str | None = None, allow_unverified: bool = False,
+                 device: str = "cpu"):
         if net not in TRUNK_FILES:
             raise ValueError(f"lpips net must be one of {sorted(TRUNK_FILES)}, got {net!r}")
         self.net = net

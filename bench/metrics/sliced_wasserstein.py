@@ -87,7 +87,8 @@ class SlicedWassersteinMetric(SetMetric):
             f"{self.n_reference} exact posterior samples, model space"
         )
 
-    def compute(self, recon, truth=None, posterior=None, reference: Tensor | None = None, **_) -> tuple[float | None, str]:
+    def compute(self, recon, truth=None, posterior=None, reference: Tensor | None = None,
+                **_) -> tuple[float | None, str]:
         if isinstance(recon, (list, tuple)):
             recon = torch.cat([r.reshape(-1, *r.shape[-3:]) for r in recon])
         x = pixel_to_model(recon.detach().to(torch.float64))
@@ -98,7 +99,8 @@ class SlicedWassersteinMetric(SetMetric):
             reference = posterior.sample(self.n_reference, generator=g)
         ref = reference.detach().to("cpu", torch.float64).reshape(-1, x[0].numel())
         v = sliced_wasserstein(x, ref, self.n_projections, self.seed, self.p)
-        return v, f"SW{self.p:g} model space; {x.shape[0]} samples vs {ref.shape[0]} exact posterior samples; {self.n_projections} projections, seed {self.seed}"
+        return v, (f"SW{self.p:g} model space; {x.shape[0]} samples vs {ref.shape[0]} exact posterior samples; "
+                   f"{self.n_projections} projections, seed {self.seed}")
 
     def compute_posterior(self, groups: Iterable[tuple[Tensor, Any]]) -> tuple[float | None, str]:
         """Mean over images of :meth:`compute` on each image's samples against its posterior;

@@ -27,7 +27,8 @@ def check_report_out(run_dir: Path, out_dir: Path) -> None:
     and not inside the run folder except its own ``report/`` subfolder (a report never writes
     among a run's data)."""
     if out_dir.is_symlink() and not out_dir.exists():
-        raise RunDirError(f"report --out {out_dir}: is a symbolic link to a missing target; remove it or choose another --out")
+        raise RunDirError(f"report --out {out_dir}: is a symbolic link to a missing target; remove it or choose "
+                          "another --out")
     if out_dir.exists() and not out_dir.is_dir():
         raise RunDirError(f"report --out {out_dir}: exists and is not a directory")
     run, out = Path(run_dir).resolve(), out_dir.resolve()

@@ -90,7 +90,8 @@ def merge_shard_rows(run_dir: Path, results: pd.DataFrame) -> tuple[pd.DataFrame
         try:
             shard = store.load_results(sp)
         except Exception as e:  # noqa: BLE001 - a shard store being created or damaged: noted, not fatal
-            notes.append(f"shard store {sp.relative_to(run_dir)} not read ({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})")
+            notes.append(f"shard store {sp.relative_to(run_dir)} not read "
+                         f"({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})")
             continue
         if not len(shard) or "row_id" not in shard or "row_id" not in results:
             continue

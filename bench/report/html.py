@@ -77,7 +77,8 @@ def _board_html(b: Leaderboard, idx: int) -> str:
         cls = ' class="notok"' if c.status != "ok" else ""
         out.append(f"<tr{cls}>" + "".join(f"<td>{render_cell(x, 'html')}</td>" for x in r) + "</tr>")
     out.append("</tbody></table>")
-    out += [f'<p class="note">{E(n)}</p>' for n in unavailable_lines(b) + list(b.notes) + ["† " + f for f in b.footnotes]]
+    out += [f'<p class="note">{E(n)}</p>' for n in unavailable_lines(b) + list(b.notes)
+            + ["† " + f for f in b.footnotes]]
     return "\n".join(out)
 
 
@@ -96,7 +97,8 @@ def board_verdict(b: Leaderboard, task_names: dict[str, str]) -> str:
     worse = len(cells) - 1 - len(tied)
     name = f"{task_names.get(b.task, b.task)} ({b.dataset})"
     m = best.metrics[b.primary]
-    head = f"{name}: {solver_name(best.solver)} has the best mean {b.primary.upper()} ({m.mean:.{DECIMALS.get(b.primary, 3)}f})"
+    head = (f"{name}: {solver_name(best.solver)} has the best mean {b.primary.upper()} "
+            f"({m.mean:.{DECIMALS.get(b.primary, 3)}f})")
     if not tied:
         return head + f"; every other solver ({worse}) is significantly worse."
     return (head + f"; {', '.join(tied)} {'is' if len(tied) == 1 else 'are'} not significantly worse"
@@ -148,10 +150,12 @@ def _summary_html(boards: list[Leaderboard], task_names: dict[str, str] | None =
         for c in b.cells:
             if c.solver not in solvers + oracles:
                 (oracles if c.is_oracle else solvers).append(c.solver)
-    out = [f'<p class="verdict"><b>{E(overall_verdict(ranked))}</b></p>', '<table class="summary"><thead><tr><th>solver</th>']
+    out = [f'<p class="verdict"><b>{E(overall_verdict(ranked))}</b></p>',
+           '<table class="summary"><thead><tr><th>solver</th>']
     for b in ranked:
         n = max((c.metrics[b.primary].n for c in b.cells if b.primary in c.metrics), default=0)
-        head = render_header(Header(DISPLAY.get(b.primary, b.primary), UNITS.get(b.primary, ""), arrow(b.primary)), "html")
+        head = render_header(Header(DISPLAY.get(b.primary, b.primary), UNITS.get(b.primary, ""), arrow(b.primary)),
+                             "html")
         out.append(f"<th>{E(task_names.get(b.task, b.task))}<br>{E(b.dataset)}<br>{head}<br>n = {n}</th>")
     out.append("</tr></thead><tbody>")
     folded: dict[str, set[str]] = {}
@@ -174,7 +178,8 @@ def _summary_html(boards: list[Leaderboard], task_names: dict[str, str] | None =
                "solver of the column; underlined: not significantly worse than it (paired t-test on image means "
                "against the best, Bonferroni over the column's other solvers, α = 0.05; the adjusted intervals are "
                "in the leaderboards). Oracles are exact references. Each solver shows its best-ranked preset; "
-               "presets: " + E("; ".join(f"{solver_name(k)}: {', '.join(sorted(v))}" for k, v in folded.items())) + ".</p>")
+               "presets: " + E("; ".join(f"{solver_name(k)}: {', '.join(sorted(v))}" for k, v in folded.items()))
+               + ".</p>")
     verdicts = [board_verdict(b, task_names) for b in ranked]
     out.append("<ul class=\"verdicts\">" + "".join(f"<li>{E(v)}</li>" for v in verdicts if v) + "</ul>")
     return "\n".join(out)
@@ -267,7 +272,8 @@ def render_html(run: RunData, boards: list[Leaderboard], figs: list[FigureRecord
              "<h2>Summary</h2>", _summary_html(boards, task_names_of_run(run.meta.get("config"))),
              f'<p class="note">{E(machine_line(run.meta))}</p>']
     figs = [f for f in figs if f.width_in == DOUBLE_COLUMN_IN]   # the page shows the double-column set
-    lead = [f for f in figs if f.kind in ("cd", "delta", "pareto")]   # the answer first: ranking, paired differences, then cost
+    # the answer first: ranking, paired differences, then cost
+    lead = [f for f in figs if f.kind in ("cd", "delta", "pareto")]
     parts += [_figure_html(f, page_dir) for f in lead]
     parts += ["<h2>Leaderboards</h2>", f'<p class="note">{E(CI_NOTE)}</p>']
     parts += [f"<details><summary>{E(board_title(b))}</summary>\n{_board_html(b, i)}\n</details>"

@@ -157,7 +157,8 @@ def main_latex(tables: list[MainTable]) -> str:
                 out.append(" & ".join(parts) + r" \\")
         out += [r"\bottomrule", r"\end{tabular}"]
         for line in (["Presets by task: " + "; ".join(t.folded)] if t.folded else []) + t.footnotes:
-            out.append(r"\par\smallskip{\scriptsize\raggedright " + escape.latex(line).replace(r"$^{\dagger}$", r"$^\dagger$") + r"\par}")
+            out.append(r"\par\smallskip{\scriptsize\raggedright "
+                       + escape.latex(line).replace(r"$^{\dagger}$", r"$^\dagger$") + r"\par}")
         out += [f"\\end{{{env}}}", ""]
     return "\n".join(out)
 

@@ -109,9 +109,9 @@ def to_markdown(boards: list[Leaderboard], targets: list[float] | None = None) -
         return ""
     metric = {DISPLAY.get(b.primary, b.primary) for b in boards}
     return "\n".join(["## At matched cost", "",
-                      (f"{', '.join(sorted(metric))} (mean [95% interval], preset) of each solver's best-ranked cell whose "
-                      f"forward-equivalents per image (network evaluations + VJPs through the network, a VJP counted as one) are "
-                      f"within ±{REL_TOL:.0%} of the column's budget; bold: the "
+                      (f"{', '.join(sorted(metric))} (mean [95% interval], preset) of each solver's best-ranked "
+                      "cell whose forward-equivalents per image (network evaluations + VJPs through the network, a "
+                      f"VJP counted as one) are within ±{REL_TOL:.0%} of the column's budget; bold: the "
                       "best mean of the column (no test); —: not run at that budget. The quality-vs-NFE figures "
                       "show the whole curves."), ""] + parts)
 
@@ -128,6 +128,7 @@ def records(boards: list[Leaderboard], targets: list[float] | None = None) -> li
             for s, c in sorted(col.items()):
                 m = c.metrics[b.primary]
                 out.append({"dataset": b.dataset, "task": b.task, "nfe_target": t, "solver": s, "preset": c.preset,
-                            "nfe_mean": c.nfe, "vjp_mean": c.vjp, "cost_fe": cost(c), "metric": b.primary, "mean": m.mean, "ci_low": m.low,
+                            "nfe_mean": c.nfe, "vjp_mean": c.vjp, "cost_fe": cost(c), "metric": b.primary,
+                            "mean": m.mean, "ci_low": m.low,
                             "ci_high": m.high, "n": m.n})
     return out

@@ -88,7 +88,8 @@ def check_replaceable(out_dir: Path) -> None:
     target = report_target(out_dir)
     try:
         if target.is_dir() and not is_report_folder(target):
-            raise RunDirError(f"report --out {out_dir}: exists and is not a report made by invbench report (no {MARKER} "
+            raise RunDirError(f"report --out {out_dir}: exists and is not a report made by invbench report (no "
+                              f"{MARKER} "
                               "file and other files than a report's); choose a new or empty folder — a report "
                               "replaces its folder as a whole")
     except OSError as e:

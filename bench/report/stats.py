@@ -4,8 +4,8 @@ Confidence intervals are two-sided intervals for the mean over the ok rows of a 
 per image x seed): Student-t, ``mean ± t_{1-alpha/2, n-1} · s / sqrt(n)`` with ``s`` the sample
 standard deviation (ddof=1), for metrics that can take either sign (PSNR, SSIM, consistency), and
 a seeded percentile bootstrap of the mean for non-negative ones (:data:`NONNEGATIVE`), printed as
-``mean [low, high]`` so that no interval goes below zero. Rows of one image with different seeds are treated as independent
-draws, which is what the stored rows are; with ``n < 2`` the half-width is undefined (NaN) and
+``mean [low, high]`` so that no interval goes below zero. Rows of one image with different seeds are treated as
+independent draws, which is what the stored rows are; with ``n < 2`` the half-width is undefined (NaN) and
 reports print the mean alone.
 """
 

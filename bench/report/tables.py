@@ -96,7 +96,8 @@ def board_rows(b: Leaderboard) -> tuple[list[Header], list[list[Cell]]]:
             r.append(("ci", c.delta_ref, b.primary) if c.delta_ref is not None
                      else ("text", "ref" if c.solver == b.reference and c.rank is not None else "—"))
         r += [("text", solver_name(c.solver)), ("text", c.preset)] + ([("text", c.provenance or "—")] if prov else [])
-        r += [("text", c.prior), ("text", f"{c.n_ok}/{c.n_rows if c.n_expected is None else max(c.n_expected, c.n_rows)}")]
+        r += [("text", c.prior),
+              ("text", f"{c.n_ok}/{c.n_rows if c.n_expected is None else max(c.n_expected, c.n_rows)}")]
         for m in shown:
             if m == b.primary and c.metrics.get(m) is not None and (c.is_best or c.tied_with_best):
                 r.append(("bold" if c.is_best else "tied", _ci_cell(c.metrics.get(m), m)))
@@ -308,12 +309,15 @@ def to_latex(boards: list[Leaderboard], experiment: str, banner: str | None = No
         cells = [[_tex_stacked(c) for c in r] for r in rows]
         groups = _column_groups(heads, cells, keep)
         for part, cols in enumerate(groups):
-            note = escape.latex(CI_NOTE) if i == 0 and part == 0 else f"Intervals and marks as in Table~\\ref{{{first}}}."
+            note = (escape.latex(CI_NOTE) if i == 0 and part == 0
+                    else f"Intervals and marks as in Table~\\ref{{{first}}}.")
             label = f"tab:invbench-{escape.slug(experiment)}-{i}" + (f"-{part}" if part else "")
             what = f" (part {part + 1} of {len(groups)})" if len(groups) > 1 else ""
             out += [r"{\footnotesize\setlength{\tabcolsep}{3pt}",
-                    r"\begin{longtable}{" + "".join("l" if heads[k].name in ("solver", "preset") else "r" for k in cols) + "}",
-                    r"\caption{" + escape.latex(f"{experiment}: {board_title(b)}{what}. {board_caption(b)} ") + note + "}",
+                    r"\begin{longtable}{" + "".join("l" if heads[k].name in ("solver", "preset") else "r" for k in cols)
+                    + "}",
+                    r"\caption{" + escape.latex(f"{experiment}: {board_title(b)}{what}. {board_caption(b)} ") + note
+                    + "}",
                     r"\label{" + label + r"}\\", r"\toprule",
                     " & ".join(_tex_head(heads[k]) for k in cols) + r" \\", r"\midrule", r"\endhead"]
             oracle_started = False
@@ -325,7 +329,8 @@ def to_latex(boards: list[Leaderboard], experiment: str, banner: str | None = No
             out.append(r"\bottomrule")
             if part == len(groups) - 1:
                 for line in unavailable_lines(b) + b.notes + b.footnotes + ([banner] if banner else []):
-                    out.append(r"\multicolumn{" + str(len(cols)) + r"}{p{0.9\linewidth}}{" + escape.latex(line) + r"}\\")
+                    out.append(r"\multicolumn{" + str(len(cols)) + r"}{p{0.9\linewidth}}{" + escape.latex(line)
+                               + r"}\\")
             out += [r"\end{longtable}}", ""]
     return "\n".join(out)
 

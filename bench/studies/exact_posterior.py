@@ -1,5 +1,5 @@
-"""Exact-posterior validation suite (docs/design.md §10, reports/validation/README.md): every solver against the closed-form posterior of
-an analytic Gaussian-mixture prior.
+"""Exact-posterior validation suite (docs/design.md §10, reports/validation/README.md): every solver against the
+closed-form posterior of an analytic Gaussian-mixture prior.
 
 A *problem set* is (prior, operator preset, sigma_y); a *problem* in it is a ground truth ``x0``
 (model space [-1, 1]), an operator draw and a noise draw, ``y = A x0 + sigma_y n``. The exact
@@ -20,8 +20,9 @@ Seeds (all < 700 000, disjoint from the VML-MAP validation range 900 000+):
   ``numpy.random.default_rng(s)``;
 * noise ``Generator(NOISE_SEED + s)``, drawn by the suite's one measuring function
   (:func:`invbench.bench.problem.measure`; the table keeps these seeds rather than
-  :func:`invbench.bench.problem.build_problem`'s, so its committed numbers stand); point run ``Generator(SOLVER_SEED + s)``; sample ``k`` of
-  a sample set ``Generator(SAMPLE_SEED + 100 * s + k)``; reference exact posterior samples
+  :func:`invbench.bench.problem.build_problem`'s, so its committed numbers stand); point run
+  ``Generator(SOLVER_SEED + s)``; sample ``k`` of a sample set ``Generator(SAMPLE_SEED + 100 * s + k)``;
+  reference exact posterior samples
   ``Generator(REFERENCE_SEED + s)``; operator draw ``g`` of a set
   ``Generator(OPERATOR_SEED + 1000 * PRIOR_INDEX + 100 * PRESET_INDEX + g)``.
 
@@ -322,7 +323,8 @@ def run_samples(spec: TableEntry, ps: ProblemSet, cfg: SuiteConfig) -> tuple[dic
                 out[grp.js[i]] = {"err_avg_post_mean": float("nan"), "sw": float("nan")}
                 continue
             post_i = ps.prior.posterior(grp.op, grp.y[i : i + 1], ps.sigma_y)
-            ref = post_i.sample(cfg.n_reference, generator=torch.Generator().manual_seed(REFERENCE_SEED + grp.seeds[i]))[0]
+            ref = post_i.sample(cfg.n_reference,
+                                generator=torch.Generator().manual_seed(REFERENCE_SEED + grp.seeds[i]))[0]
             out[grp.js[i]] = sample_metrics(xs[a * n : (a + 1) * n], mu[i], ref, cfg.sw_projections)
     return out, secs
 
@@ -435,7 +437,8 @@ TABLE_KEYS = ("prior", "d", "preset", "sigma_y", "solver", "solver_name", "solve
 TIMING_COLUMNS = ("seconds_point", "seconds_samples")
 PROBLEM_COLUMNS = ("prior", "d", "preset", "sigma_y", "solver", "solver_name", "solver_preset", "j", "seed",
                    "truth_id", "op_seed", "status", "mse_px", "dist_to_map", "rel_dist_to_map", "logpost_gap",
-                   "err_post_mean", "mode", "dist_to_nearest_mode", "nearest_mode", "n_modes", "err_avg_post_mean", "sw")
+                   "err_post_mean", "mode", "dist_to_nearest_mode", "nearest_mode", "n_modes", "err_avg_post_mean",
+                   "sw")
 
 
 def write_csv(path, rows: list[dict], columns: tuple[str, ...] | None = None) -> None:

@@ -208,7 +208,8 @@ def case_vs_deepinv(ctx: dict) -> list[dict]:
             d = po - pd
             n = d.numel()
             se = float(d.std() / n**0.5) if n > 1 else float("nan")
-            row["quality"] = {"steps": qsteps, "n_images": n, "psnr_ours": float(po.mean()), "psnr_deepinv": float(pd.mean()),
+            row["quality"] = {"steps": qsteps, "n_images": n, "psnr_ours": float(po.mean()),
+                              "psnr_deepinv": float(pd.mean()),
                               "psnr_diff": float(d.mean()), "psnr_diff_se": se,
                               "common_random_numbers": name == "dps",
                               "max_abs_diff_per_image": [float(f"{v:.3g}") for v in (xo - xd).abs().flatten(1).amax(1)],
@@ -274,16 +275,20 @@ def case_vml_vs_dps(ctx: dict) -> dict:
         contenders += [("vml_map", pr, dict(vml_ov)) for pr in cfg["vml_presets"]]
         for sname, preset, ov in contenders:  # one batched timed run each, in this order per task
             cp = CountingPrior(prior)  # counts per solve (a batched call counts once)
-            s_img, ps = timed_psnr(lambda sn=sname, c=cp, pr=preset, o=ov, pb=prob: pc.run_solver(sn, pb, c, preset=pr, overrides=o), prob)
+            s_img, ps = timed_psnr(
+                lambda sn=sname, c=cp, pr=preset, o=ov, pb=prob: pc.run_solver(sn, pb, c, preset=pr, overrides=o),
+                prob)
             eff = {**(VMLMAP.PRESETS[preset].params if sname == "vml_map" else {}), **ov}
-            rows.append({"task": tname, "solver": sname, "preset": preset, "overrides": ov, "nfe": cp.nfe, "vjp": cp.vjp,
-                         "budget": ({"n_levels": eff["n_levels"], "inner_steps": eff["inner_steps"]} if sname == "vml_map"
-                                    else {"steps": ov["steps"]}),
+            rows.append({"task": tname, "solver": sname, "preset": preset, "overrides": ov, "nfe": cp.nfe,
+                         "vjp": cp.vjp,
+                         "budget": ({"n_levels": eff["n_levels"], "inner_steps": eff["inner_steps"]}
+                                    if sname == "vml_map" else {"steps": ov["steps"]}),
                          "seconds_per_image": s_img, "psnr": float(ps.mean()),
                          "psnr_per_image": [round(float(v), 3) for v in ps],
                          "psnr_se": float(ps.std() / n**0.5) if n > 1 else float("nan")})
-        _log(ctx, f"vml vs dps {tname}: " + ", ".join(f"{r['solver']}[{r['preset']}{r['overrides'] or ''}] {r['psnr']:.2f} dB "
-                                                      f"{r['seconds_per_image']:.2f} s" for r in rows[-len(contenders):]))
+        _log(ctx, f"vml vs dps {tname}: " + ", ".join(f"{r['solver']}[{r['preset']}{r['overrides'] or ''}] "
+                                                      f"{r['psnr']:.2f} dB {r['seconds_per_image']:.2f} s"
+                                                      for r in rows[-len(contenders):]))
     sweep = []
     tname, preset_name, params, ns = DEMO_TASKS[0]
     prob = pc.make_problem(preset_name, n, device=dev, params=params, noise_sigma=ns)
@@ -295,8 +300,10 @@ def case_vml_vs_dps(ctx: dict) -> dict:
                       "psnr_se": float(ps.std() / n**0.5) if n > 1 else float("nan")})
     ref = cfg["vml_dps_steps"][0]
     return {"n_images": n, "batch": n, "rows": rows, "sweep": sweep, "reference_dps_steps": ref,
-            "note": "one batched timed run per cell (not interleaved repetitions); DPS with its per-task paper preset at "
-                    + " and ".join(str(k) for k in cfg["vml_dps_steps"]) + " steps (the paper's is 1000); VML-MAP presets "
+            "note": "one batched timed run per cell (not interleaved repetitions); DPS with its per-task paper "
+                    "preset at "
+                    + " and ".join(str(k) for k in cfg["vml_dps_steps"])
+                    + " steps (the paper's is 1000); VML-MAP presets "
                     + ", ".join(f"'{p}'" for p in cfg["vml_presets"]) + " (tuned on the validation split, "
                     "docs/solvers-vml-map.md); the sweep varies N × K of preset 'learned'"}
 
@@ -365,7 +372,8 @@ def run(device: str = "cpu", reps: int = 5, quick: bool = False, cases=CASES, we
         raise ValueError("--device cuda: no CUDA device available")
     cfg = SETTINGS["quick" if quick else "full"]
     prior, info = pc.timing_prior(device, weights)
-    ctx = {"prior": prior, "prior_info": info, "device": device, "reps": int(reps), "cfg": cfg, "t0": time.perf_counter(),
+    ctx = {"prior": prior, "prior_info": info, "device": device, "reps": int(reps), "cfg": cfg,
+           "t0": time.perf_counter(),
            "verbose": verbose, "compile": compile,
            "pair_reps": 2 if quick else 9}  # ours vs deepinv: a small difference needs more repetitions
     try:
@@ -378,7 +386,8 @@ def run(device: str = "cpu", reps: int = 5, quick: bool = False, cases=CASES, we
         "device": device, "device_name": cost.device_name(device), "torch": torch.__version__, "deepinv": dinv_version,
         "python": platform.python_version(), "threads": torch.get_num_threads(), "reps": int(reps), "warmup_rounds": 1,
         "cpu_capability": cost.cpu_capability(),
-        "quick": quick, "prior": {"name": info.name, "trained": info.trained, "weights": info.weights, "params": info.params},
+        "quick": quick,
+        "prior": {"name": info.name, "trained": info.trained, "weights": info.weights, "params": info.params},
         "load_avg_before": list(os.getloadavg()), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "settings": _jsonable(cfg), "floor_definition": "(NFE - VJP) * t_forward + VJP * t_forward+backward",
     }}
@@ -399,7 +408,8 @@ def run(device: str = "cpu", reps: int = 5, quick: bool = False, cases=CASES, we
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="invbench perf", description="What each solver costs: floor ratio, "
-                                 "ours vs deepinv, throughput, VML-MAP vs DPS, fast paths (see reports/perf/README.md).")
+                                 "ours vs deepinv, throughput, VML-MAP vs DPS, fast paths (see "
+                                 "reports/perf/README.md).")
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     ap.add_argument("--json", metavar="FILE", help="write the results as JSON")
     ap.add_argument("--markdown", metavar="FILE", help="write the full report (e.g. reports/perf/README.md)")
@@ -425,7 +435,8 @@ def main(argv: list[str] | None = None) -> int:
     cases = tuple(c.strip() for c in args.cases.split(",") if c.strip())
     bad = [c for c in cases if c not in CASES]
     if bad or args.reps < 1 or (args.reps < 5 and not args.quick):
-        why = f"unknown case(s) {', '.join(bad)}; valid: {', '.join(CASES)}" if bad else "--reps must be >= 5 (or use --quick)"
+        why = (f"unknown case(s) {', '.join(bad)}; valid: {', '.join(CASES)}" if bad
+               else "--reps must be >= 5 (or use --quick)")
         sys.stderr.write(f"invbench: error: {why}\n")
         return 2
     if args.from_json:

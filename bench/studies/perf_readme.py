@@ -24,7 +24,8 @@ device in the same repetition as the solver run; NFE and VJP are counted by `pri
 {tables}
 **Notes on the comparisons.**
 
-* *Ours vs deepinv.* Denoiser: our prior wrapped as a `deepinv.models.Denoiser` (`invbench.bench.studies.perf_timing.dinv_denoiser`,
+* *Ours vs deepinv.* Denoiser: our prior wrapped as a `deepinv.models.Denoiser` \
+(`invbench.bench.studies.perf_timing.dinv_denoiser`,
   pixel units in/out, float32, no extra casts). DPS: `deepinv.sampling.DPS(num_steps=steps + 1, weight=w,
   dtype=float32)` against our `dps` with `sigmas=` deepinv's levels, `zeta=w/2`, `zeta_schedule="deepinv"`,
   `clip_x0=True, clip_range=(-3, 1)` (deepinv clips its pixel-unit x̂₀ to [−1, 1] in the data term and the prior
@@ -63,10 +64,16 @@ default outputs, forward and VJP (tested: `tests/priors/test_fast_paths.py`, one
 
 | switch | what it does | when it is safe | what it changes |
 |---|---|---|---|
-| `autocast="bf16"` / `"fp16"` | `torch.autocast` around the network call only; ε cast back to float32; the VP formulas stay float32 | sampling on GPU (bf16 also CPU); not for float64 exactness tests; fp16 can overflow in attention of un-normalised nets (prefer bf16) | D by a few 1e-3 relative (CPU test bound: rel. L2 < 1e-2, max abs < 5e-2 at σ = 0.5); VJPs run through the 16-bit graph |
-| `tf32=True` | TF32 for CUDA matmuls and cuDNN convs during the call, flags restored after | sampling on Ampere+ GPUs | ≈1e-3 relative per matmul; no-op on CPU. "Off" keeps PyTorch's defaults (matmul fp32, cuDNN conv TF32 allowed) |
-| `channels_last=True` | a private copy of the network and its input in channels_last | always | float rounding only (CPU test bound: max abs < 1e-5); pays off on GPU with 16-bit autocast |
-| `compile=True` | `torch.compile` of the network (`compile_backend`, `compile_mode`) | when the same shapes repeat (one compile per batch size; excluded as warm-up) | fused kernels, float rounding; needs a C++/Triton toolchain |
+| `autocast="bf16"` / `"fp16"` | `torch.autocast` around the network call only; ε cast back to float32; the VP \
+formulas stay float32 | sampling on GPU (bf16 also CPU); not for float64 exactness tests; fp16 can overflow in \
+attention of un-normalised nets (prefer bf16) | D by a few 1e-3 relative (CPU test bound: rel. L2 < 1e-2, max abs < \
+5e-2 at σ = 0.5); VJPs run through the 16-bit graph |
+| `tf32=True` | TF32 for CUDA matmuls and cuDNN convs during the call, flags restored after | sampling on Ampere+ \
+GPUs | ≈1e-3 relative per matmul; no-op on CPU. "Off" keeps PyTorch's defaults (matmul fp32, cuDNN conv TF32 allowed) |
+| `channels_last=True` | a private copy of the network and its input in channels_last | always | float rounding \
+only (CPU test bound: max abs < 1e-5); pays off on GPU with 16-bit autocast |
+| `compile=True` | `torch.compile` of the network (`compile_backend`, `compile_mode`) | when the same shapes repeat \
+(one compile per batch size; excluded as warm-up) | fused kernels, float rounding; needs a C++/Triton toolchain |
 
 ## GPU
 
@@ -89,7 +96,8 @@ bf16) in `make test` (tests/bench/test_perf.py::test_gpu_script_smoke_runs_on_cp
   (two host syncs per step removed); outputs bitwise unchanged (checked on all SVD presets, σ_y ∈ {{0, 0.05, 0.3}}).
 * `solvers/vml_map.py`: the spectral preconditioner's weights are computed once per noise level and shared by
   its K inner steps (they were recomputed every inner step); outputs bitwise unchanged.
-* No host–device sync per step on GPU: every solver's `solve` runs inside `invbench.solvers.base.deferred_finite_checks`,
+* No host–device sync per step on GPU: every solver's `solve` runs inside \
+`invbench.solvers.base.deferred_finite_checks`,
   where `check_finite` on an accelerator tensor keeps its verdict on the device and the verdicts are read together
   every 64 checks and at the end — a diverged solve still raises `SolverDiverged` with the label of the first
   failing check, at most 64 checks later (tests/solvers/test_finite_checks.py: same outputs and same labels as

@@ -89,7 +89,8 @@ def problem(task_index: int, cfg: TwinConfig, dtype: torch.dtype):
     """Truth ``x0`` (n, 3, 32, 32) model space, operator, measurement ``y`` and ``sigma_y``."""
     _task, preset, params, noise = TASKS[task_index]
     x0 = pixel_to_model(bundled.heldout_crops(cfg.n_images, 32, seed=0, split="test")).to(dtype)
-    A = operators.build(preset, image_shape=(3, 32, 32), generator=torch.Generator().manual_seed(OPERATOR_SEED + task_index),
+    A = operators.build(preset, image_shape=(3, 32, 32),
+                        generator=torch.Generator().manual_seed(OPERATOR_SEED + task_index),
                         **params).to(dtype=dtype)
     sigma_y = noise_sigma_to_model(noise)
     y = measure(A, x0, sigma_y, [NOISE_SEED + i for i in range(cfg.n_images)])
@@ -132,7 +133,8 @@ def run_prior(prior_name: str, cfg: TwinConfig, progress=print) -> tuple[list[di
                     for i in SAMPLE_IMAGES if i < cfg.n_images}
             progress(f"{prior_name} {task}: exact posterior, MAP and references in {time.perf_counter() - t0:.1f} s")
             for label, xe in (("exact MAP", post.map()), ("exact posterior mean", post.mean())):
-                rows += _score_rows(prior_name, task, label, "-", xe, x0, post, modes, {"nfe": 0, "vjp": 0, "seconds": 0.0})
+                rows += _score_rows(prior_name, task, label, "-", xe, x0, post, modes,
+                                    {"nfe": 0, "vjp": 0, "seconds": 0.0})
         for name in solver_names(cfg):
             solver, spreset = build_solver(name, preset)
             cp = CountingPrior(prior)

@@ -35,7 +35,8 @@ def _read(paths) -> list[dict]:
                 key = (r.get("prior", ""), r.get("task", ""), r["solver"], r.get("image", ""))
                 if key in seen:
                     first, where = seen[key]
-                    if {k: v for k, v in r.items() if k not in _TIMING} != {k: v for k, v in first.items() if k not in _TIMING}:
+                    if {k: v for k, v in r.items() if k not in _TIMING} != {k: v for k, v in first.items()
+                                                                            if k not in _TIMING}:
                         raise ValueError(f"twin32 report: {where.name} and {p.name} disagree on the row {key}")
                     continue
                 seen[key] = (r, p)
@@ -221,11 +222,12 @@ def _reading(by, taus, tasks, solver_list) -> list[str]:
             if g:
                 parts.append(f"{s} {float(np.median([_f(r['err_post_mean']) for r in g])):.3f}")
         L.append(f"- {task}: posterior mean to truth {base:.3f}; solvers to posterior mean: {', '.join(parts)}.")
-    L += ["", ("**Prior's share.** Under small-cpu the same algorithms run on a learned denoiser; a solver that is close "
-          "to the exact posterior under the mixture but loses PSNR under the network has its gap from the network "
-          "(or from the interaction of its step rule with a denoiser that is not an exact posterior mean); a solver "
-          "that is far from the exact posterior under the mixture is limited by the algorithm at these step counts. "
-          "Limits: the mixture is a weak model of natural crops (its exact posterior mean is the best any solver can "
-          "do under it on average, and real crops are not samples of it), so PSNR levels of the two priors are not "
-          "comparable as prior quality at equal algorithms unless read together with the exact-posterior rows."), ""]
+    L += ["", ("**Prior's share.** Under small-cpu the same algorithms run on a learned denoiser; a solver that is "
+          "close to the exact posterior under the mixture but loses PSNR under the network has its gap from the "
+          "network (or from the interaction of its step rule with a denoiser that is not an exact posterior mean); "
+          "a solver that is far from the exact posterior under the mixture is limited by the algorithm at these "
+          "step counts. Limits: the mixture is a weak model of natural crops (its exact posterior mean is the best "
+          "any solver can do under it on average, and real crops are not samples of it), so PSNR levels of the two "
+          "priors are not comparable as prior quality at equal algorithms unless read together with the "
+          "exact-posterior rows."), ""]
     return L
