@@ -101,7 +101,8 @@ def _mean_se(v) -> str:
 
 def markdown(res: dict) -> str:
     lines = [f"PSNR (dB, mean ± s.e. over {res['n']} held-out 32×32 crops)", "",
-             "| noise σ (pixel) | σ (model) | noisy input | Gaussian blur (tuned std) | small-cpu D(x, σ) | gain over blur |",
+             ("| noise σ (pixel) | σ (model) | noisy input | Gaussian blur (tuned std) | small-cpu D(x, σ) | gain "
+              "over blur |"),
              "|---|---|---|---|---|---|"]
     for r in res["rows"]:
         gain = np.mean(r["psnr_prior"]) - np.mean(r["psnr_blur"])

@@ -40,7 +40,8 @@ from invbench.bench import cost
 from invbench.bench.studies import perf_timing as pc
 from invbench.priors.fast_paths import FastPaths, with_fast_paths
 
-REDUCED = {"dps": {"steps": 2}, "ddrm": {"steps": 2}, "pigdm": {"steps": 2}, "vml_map": {"n_levels": 1, "inner_steps": 1}}
+REDUCED = {"dps": {"steps": 2}, "ddrm": {"steps": 2}, "pigdm": {"steps": 2},
+           "vml_map": {"n_levels": 1, "inner_steps": 1}}
 PAPER = {  # (NFE, VJP) of the papers' / our presets' step counts
     "dps": (1000, 1000, "1000 ancestral steps"),
     "ddrm": (20, 0, "20 steps"),
@@ -164,7 +165,8 @@ def render(res: dict) -> str:
         L += [f"`invbench perf --device cuda` (small prior, 32×32): see `{res['invbench_perf']}`.", ""]
     for m in res["models"]:
         L += [f"## {m['model']} ({m['params'] / 1e6:.1f} M parameters, {m['image'][1]}×{m['image'][2]})", "",
-              "| batch | fast paths | fwd ms | fwd+bwd ms | max abs ΔD | solver | s/img (reduced) | floor ratio | paper s/img (extrap.) | peak GiB |",
+              ("| batch | fast paths | fwd ms | fwd+bwd ms | max abs ΔD | solver | s/img (reduced) | floor ratio | "
+               "paper s/img (extrap.) | peak GiB |"),
               "|---|---|---|---|---|---|---|---|---|---|"]
         for c in m["cells"]:
             if c.get("status") != "ok":
@@ -172,13 +174,15 @@ def render(res: dict) -> str:
                 continue
             dd = "—" if c["max_abs_diff_D"] is None else f"{c['max_abs_diff_D']:.1e}"
             for i, (sn, s) in enumerate(c["solvers"].items()):
-                head = (f"| {c['batch']} | {c['fast_paths']} | {1e3 * c['t_forward']:.1f} | {1e3 * c['t_forward_backward']:.1f} | {dd} "
+                head = (f"| {c['batch']} | {c['fast_paths']} | {1e3 * c['t_forward']:.1f} | "
+                        f"{1e3 * c['t_forward_backward']:.1f} | {dd} "
                         if i == 0 else "| | | | | ")
                 if "status" in s:
                     L.append(head + f"| {sn} | {s['status']} ||||")
                 else:
                     L.append(head + f"| {sn} | {s['seconds_per_image']:.3f} | {s['floor_ratio']:.3f} | "
-                             f"{s['paper_seconds_per_image_extrapolated']:.1f} ({s['paper_config']}) | {s['peak_bytes'] / 2**30:.2f} |")
+                             f"{s['paper_seconds_per_image_extrapolated']:.1f} ({s['paper_config']}) | "
+                             f"{s['peak_bytes'] / 2**30:.2f} |")
         L.append("")
     return "\n".join(L)
 
@@ -190,7 +194,8 @@ def main(argv=None) -> int:
     ap.add_argument("--reserve-s", type=float, default=25.0, help="stop starting new items when less is left")
     ap.add_argument("--out", default=str(ROOT / "reports" / "perf"))
     ap.add_argument("--models", default="ffhq,imagenet")
-    ap.add_argument("--invbench-json", default=None, help="path of the invbench perf --device cuda JSON (for the table)")
+    ap.add_argument("--invbench-json", default=None,
+                    help="path of the invbench perf --device cuda JSON (for the table)")
     ap.add_argument("--smoke", action="store_true", help="tiny CPU check of this script")
     args = ap.parse_args(argv)
     args.size, args.batches, args.fast = 256, (1, 8), FAST
@@ -214,7 +219,8 @@ def main(argv=None) -> int:
     for key, large in (("ffhq", False), ("imagenet", True)):
         if key in args.models.split(","):
             if budget.left() < args.reserve_s:
-                res["models"].append({"model": f"adm-{key}", "large_model": large, "params": 0, "image": [3, args.size, args.size],
+                res["models"].append({"model": f"adm-{key}", "large_model": large, "params": 0,
+                                      "image": [3, args.size, args.size],
                                       "cells": [], "status": "skipped: time budget"})
                 continue
             res["models"].append(one_model(f"adm-{key} architecture", large, args, budget, log))

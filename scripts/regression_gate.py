@@ -566,8 +566,8 @@ def kernel_drift(work: Path) -> list[str]:
         m = b[b.status == "ok"].merge(k[k.status == "ok"], on=key, suffixes=("_b", "_k"))
         for (solver, prior), g in m.groupby(["solver", "prior"]):
             deltas.setdefault(f"{solver} / {prior}", []).extend((g.psnr_k - g.psnr_b).tolist())
-    L = ["| cell | images (pairs × images) | SD of per-image ΔPSNR, dB | largest \|ΔPSNR\|, dB | "
-         "images that moved at all |", "|---|---|---|---|---|"]
+    L = [("| cell | images (pairs × images) | SD of per-image ΔPSNR, dB | largest \\|ΔPSNR\\|, dB | "
+          "images that moved at all |"), "|---|---|---|---|---|"]
     for name, d in sorted(deltas.items()):
         n = len(d)
         mean = sum(d) / n
@@ -697,14 +697,15 @@ def phase_report(a: argparse.Namespace) -> None:
     hog = by.get("hog", [])
     if hog:
         kw = sum(j["wall"]["regression"] for j in hog if "wall" in j)
-        L += ["", f"The same `hog` pairs judged with `--cost wall` (seconds per image, every cell): {_rate(kw, len(hog))}."]
+        L += ["", ("The same `hog` pairs judged with `--cost wall` (seconds per image, every cell): "
+                   f"{_rate(kw, len(hog))}.")]
         for name in (target_cheap, "dps / gmm-digits"):
             cs = _cells_of(hog, name)
             if cs:
                 beyond = sum(1 for c in cs if c["p_time"] is not None and c["p_time"] <= 0.05)
                 ident = _cells_of(by.get("identical", []), name)
-                L.append(f"`{name}` (time not gated: network {_span([c['net_share'] for c in cs], '.2f')} of the solve) "
-                         f"under the busy loop: solver time ÷ network time {_span([c['ratio'] for c in cs])} "
+                L.append(f"`{name}` (time not gated: network {_span([c['net_share'] for c in cs], '.2f')} of the "
+                         f"solve) under the busy loop: solver time ÷ network time {_span([c['ratio'] for c in cs])} "
                          f"(between identical runs: {_span([c['ratio'] for c in ident])}); its own paired test beyond "
                          f"×1.2 at unadjusted p ≤ 0.05 in {beyond} of {len(cs)} pairs. With 12 calls and one thread "
                          "judging it would not have cost a false alarm here: the 90 % rule is the conservative side "
@@ -725,7 +726,8 @@ def phase_report(a: argparse.Namespace) -> None:
         tn = _cells_of(items, target_net)
         tc = _cells_of(items, target_cheap)
         L.append(f"| ×{r:g} | {n} | {_rate(k, n)} | {sum(c['time_flag'] for c in tn)} of {len(tn)} | "
-                 f"{_span([c['ratio'] for c in tn])} | time not gated in {sum(c['verdict'] == 'not gated' for c in tc)} "
+                 f"{_span([c['ratio'] for c in tn])} | time not gated in "
+                 f"{sum(c['verdict'] == 'not gated' for c in tc)} "
                  f"of {len(tc)}, ok in {sum(c['verdict'] == 'ok' for c in tc)} |")
         xs.append(math.log(r))
         rates.append(k / n)

@@ -4,8 +4,9 @@ determinism checks, security checks.
 
 Usage: ``python scripts/reliability_report.py [--out reports/reliability.md] [--fast]``
 (``make reliability``). ``--fast`` skips the slow tests (the 20-point soak, the 10-point
-submitit-local soak, simultaneous starts, the offline hostile-strings run). The figures come from the tests themselves: each records what
-it measured into a JSON file named by ``$INVBENCH_RELIABILITY_FIGURES``; pass/fail counts come
+submitit-local soak, simultaneous starts, the offline hostile-strings run). The figures come from the tests
+themselves: each records what it measured into a JSON file named by
+``$INVBENCH_RELIABILITY_FIGURES``; pass/fail counts come
 from pytest's JUnit XML. Exit status: pytest's (non-zero when any check failed; the report is
 written either way and says so).
 """
@@ -82,7 +83,8 @@ THIRD_ROUND = (
 def write_report(out: Path, figs: dict, cases, rc: int, seconds: float, fast: bool) -> None:
     corpus = _count(cases, "test_bad_inputs", "test_bad_input[")
     real = _count(cases, "test_bad_inputs", "test_bad_input_real_process")
-    run_fail = _count(cases, "test_bad_inputs", "test_disk_full") + _count(cases, "test_bad_inputs", "test_missing_metric")
+    run_fail = (_count(cases, "test_bad_inputs", "test_disk_full")
+                + _count(cases, "test_bad_inputs", "test_missing_metric"))
     soak = figs.get("kill_soak")
     fast_soak = figs.get("kill_soak_fast")
     conc = figs.get("concurrency", {})
@@ -102,43 +104,51 @@ def write_report(out: Path, figs: dict, cases, rc: int, seconds: float, fast: bo
         "|---|---|---|",
     ]
     if soak:
-        lines.append(f"| kill soak | SIGKILL at {soak['of']} seeded random moments + `--resume`, vs an uninterrupted run "
-                     f"({soak['rows']} rows; {soak['config']}) | **{soak['kills']}/{soak['of']} kill points, nothing lost, "
-                     f"nothing duplicated, identical results** (rows, PNG + float .npy bitwise; finished rows never redone) |")
+        lines.append(f"| kill soak | SIGKILL at {soak['of']} seeded random moments + `--resume`, vs an "
+                     f"uninterrupted run ({soak['rows']} rows; {soak['config']}) | **{soak['kills']}/{soak['of']} "
+                     "kill points, nothing lost, nothing duplicated, identical results** (rows, PNG + float .npy "
+                     "bitwise; finished rows never redone) |")
     else:
         lines.append("| kill soak | 20-point soak | not run (`--fast`) |")
     sub = figs.get("submitit_soak")
     if sub:
-        lines.append(f"| submitit-local soak | SIGKILL / SIGTERM of the parent of a 2-shard `--executor submitit-local` run at "
-                     f"{sub['of']} seeded moments + `--resume` ({sub['rows']} rows; {sub['config']}) | **{sub['kills']}/{sub['of']} "
+        lines.append("| submitit-local soak | SIGKILL / SIGTERM of the parent of a 2-shard `--executor "
+                     f"submitit-local` run at {sub['of']} seeded moments + `--resume` ({sub['rows']} rows; "
+                     f"{sub['config']}) | **{sub['kills']}/{sub['of']} "
                      "kill points, no shard process outlived its parent, nothing lost or redone, identical results** |")
     else:
         lines.append("| submitit-local soak | 10-point soak | not run (`--fast`) |")
-    lines.append(f"| run safety | user files never swept, changed inputs refused on `--resume`, missing files recomputed, "
-                 f"storage faults named, report/reader safeguards | {_fmt(_count(cases, 'test_run_safety'))} |")
+    lines.append("| run safety | user files never swept, changed inputs refused on `--resume`, missing files "
+                 "recomputed, storage faults named, report/reader safeguards | "
+                 f"{_fmt(_count(cases, 'test_run_safety'))} |")
     if fast_soak:
         lines.append(f"| kill soak (default suite) | {fast_soak['of']} kill points, {fast_soak['rows']} rows | "
                      f"{fast_soak['kills']}/{fast_soak['of']} survived, identical |")
-    lines.append(f"| bad-input corpus | {figs.get('corpus_cases', '?')} named cases through `invbench` in process: exit 2, "
-                 f"one printable stderr line naming the problem, no traceback, case folder byte-identical | {_fmt(corpus)} |")
-    lines.append(f"| bad-input corpus | the same through the installed console script (real exit codes) | {_fmt(real)} |")
-    lines.append(f"| failures during a run | disk full (ENOSPC on a file, SQLite 'disk full'): exit 1, only whole rows kept, "
-                 f"`--resume` identical; missing metric weights: `unavailable`, exit 0 | {_fmt(run_fail)} |")
-    lines.append(f"| config properties | hypothesis: unknown keys / wrong types / out-of-range values named by key path; "
-                 f"arbitrary mutations and `--set` items only raise ConfigError | {_fmt(_count(cases, 'test_config_properties'))} |")
+    lines.append(f"| bad-input corpus | {figs.get('corpus_cases', '?')} named cases through `invbench` in process: "
+                 "exit 2, one printable stderr line naming the problem, no traceback, case folder byte-identical | "
+                 f"{_fmt(corpus)} |")
+    lines.append("| bad-input corpus | the same through the installed console script (real exit codes) | "
+                 f"{_fmt(real)} |")
+    lines.append("| failures during a run | disk full (ENOSPC on a file, SQLite 'disk full'): exit 1, only whole "
+                 f"rows kept, `--resume` identical; missing metric weights: `unavailable`, exit 0 | {_fmt(run_fail)} |")
+    lines.append("| config properties | hypothesis: unknown keys / wrong types / out-of-range values named by key "
+                 "path; arbitrary mutations and `--set` items only raise ConfigError | "
+                 f"{_fmt(_count(cases, 'test_config_properties'))} |")
     if conc:
-        lines.append(f"| concurrency | second writer on a live RUN_DIR | {conc.get('second_writer')}; without --resume: "
-                     f"{conc.get('without_resume')} |")
-        lines.append(f"| concurrency | `--resume` right after SIGKILL of the lock holder (killed at {conc.get('killed_at')}/"
-                     f"{conc.get('rows')} rows) | {conc.get('resume_after_sigkill')}: no stale lock, store intact "
-                     f"(integrity_check ok, no duplicates) |")
+        lines.append(f"| concurrency | second writer on a live RUN_DIR | {conc.get('second_writer')}; without "
+                     f"--resume: {conc.get('without_resume')} |")
+        lines.append("| concurrency | `--resume` right after SIGKILL of the lock holder (killed at "
+                     f"{conc.get('killed_at')}/{conc.get('rows')} rows) | {conc.get('resume_after_sigkill')}: no "
+                     f"stale lock, store intact (integrity_check ok, no duplicates) |")
     if simul:
-        lines.append(f"| concurrency | two fresh runs started together | exit codes {simul['exit_codes']}: one runs, one refused |")
+        lines.append(f"| concurrency | two fresh runs started together | exit codes {simul['exit_codes']}: one "
+                     "runs, one refused |")
     lines.append(f"| concurrency | all | {_fmt(_count(cases, 'test_concurrency'))} |")
     if "determinism_batch_max_abs_diff" in figs:
         lines.append("| determinism | rerun on CPU (DPS, DDRM, VML-MAP, posterior sampling) | "
                      f"{'bitwise identical' if figs.get('determinism_rerun_bitwise') else 'n/a'} |")
-        lines.append(f"| determinism | batch size 1 vs 4 | max abs diff {figs['determinism_batch_max_abs_diff']:.2e} (limit 1e-5) |")
+        lines.append("| determinism | batch size 1 vs 4 | max abs diff "
+                     f"{figs['determinism_batch_max_abs_diff']:.2e} (limit 1e-5) |")
     if figs.get("determinism_submitit_bitwise"):
         lines.append("| determinism | `--executor submitit-debug --shards 2` vs local | bitwise identical |")
     lines.append("| determinism | across resume boundaries | kill soak above (bitwise) |")
@@ -147,18 +157,23 @@ def write_report(out: Path, figs: dict, cases, rc: int, seconds: float, fast: bo
         lines.append(f"| security | AST audit of {audit['modules']} package modules: {len(audit['rules'])} rules "
                      f"(torch.load needs weights_only=True: {audit['torch_load_calls']} calls, all compliant) | "
                      f"{audit['findings']} findings |")
-    lines.append("| security | crafted `__reduce__` checkpoints (zip, legacy, raw pickle) refused with one clear line; the "
-                 "payload never runs (positive control: plain pickle runs it) | "
+    lines.append("| security | crafted `__reduce__` checkpoints (zip, legacy, raw pickle) refused with one clear "
+                 "line; the payload never runs (positive control: plain pickle runs it) | "
                  f"loader: {_fmt(_count(cases, 'test_security', 'test_crafted'))}; CLI corpus `priors:` cases: "
                  f"{_fmt(_count(cases, 'test_bad_inputs', 'test_bad_input[priors:'))} |")
-    lines.append("| security | configs are data: importable-looking names (`os.system`, `invbench.solvers.dps.DPS`, ...) rejected as "
-                 "unknown registry names | "
-                 f"{_fmt(_count(cases, 'test_security', 'test_configs_are_data') + _count(cases, 'test_bad_inputs', 'test_bad_input[names:'))} |")
+    names = (_count(cases, "test_security", "test_configs_are_data")
+             + _count(cases, "test_bad_inputs", "test_bad_input[names:"))
+    manifest = sum((_count(cases, "test_bad_inputs", "test_bad_input[data: " + k)
+                    for k in ("manifest path", "absolute", "symlink")), Counter())
+    lines.append("| security | configs are data: importable-looking names (`os.system`, `invbench.solvers.dps.DPS`, "
+                 "...) rejected as unknown registry names | "
+                 f"{_fmt(names)} |")
     lines.append("| security | manifest paths (`../`, absolute, symlink out of the root) | "
-                 f"{_fmt(sum((_count(cases, 'test_bad_inputs', 'test_bad_input[data: ' + k) for k in ('manifest path', 'absolute', 'symlink')), Counter()))} |")
+                 f"{_fmt(manifest)} |")
     if offline:
-        lines.append(f"| security | offline GMM run + report under audit hooks, hostile description/protocol/file names | "
-                     f"{offline['network_events']} network events; processes: {offline['spawned']}; escaped in md/tex/html |")
+        lines.append("| security | offline GMM run + report under audit hooks, hostile description/protocol/file "
+                     f"names | {offline['network_events']} network events; processes: {offline['spawned']}; escaped "
+                     "in md/tex/html |")
     lines.append(f"| security | all | {_fmt(_count(cases, 'test_security'))} |")
     for file, what in THIRD_ROUND:
         lines.append(f"| third round | {what} | {_fmt(_count(cases, file))} |")
@@ -169,7 +184,8 @@ def write_report(out: Path, figs: dict, cases, rc: int, seconds: float, fast: bo
         lines += [f"{i}. {m}" for i, m in enumerate(soak["moments"], 1)]
         lines.append("")
     if sub:
-        lines += ["Kill moments of the submitit-local soak (seed 77; signal, moment, rows finished after the kill):", ""]
+        lines += ["Kill moments of the submitit-local soak (seed 77; signal, moment, rows finished after the kill):",
+                  ""]
         lines += [f"{i}. {m}" for i, m in enumerate(sub["moments"], 1)]
         lines.append("")
     failed = [f"{f}::{n}" for f, n, o in cases if o == "failed"]

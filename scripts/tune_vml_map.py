@@ -41,9 +41,11 @@ def problems(n: int):
         prior = priors.build(pname)
         shape = tuple(prior.image_shape)
         for task in TASKS:
-            op = operators.build(task, image_shape=shape, generator=torch.Generator().manual_seed(0)).to(dtype=torch.float64)
+            op = operators.build(task, image_shape=shape,
+                                 generator=torch.Generator().manual_seed(0)).to(dtype=torch.float64)
             seeds = [VALIDATION_SEED_BASE + i for i in range(n)]
-            x0 = torch.cat([prior.sample(1, generator=torch.Generator().manual_seed(s)) for s in seeds]).to(torch.float64)
+            x0 = torch.cat([prior.sample(1, generator=torch.Generator().manual_seed(s))
+                            for s in seeds]).to(torch.float64)
             y = measure(op, x0, SIGMA_Y, [s + 500_000 for s in seeds])
             x_map = prior.posterior(op, y, SIGMA_Y).map().reshape(x0.shape)
             yield pname, task, prior, op, y, x_map, seeds
@@ -73,20 +75,24 @@ def main(argv=None) -> int:
     probs = list(problems(a.n))
     grid = []
     for N, K, init, tr in itertools.product((20, 50, 100), (5, 10, 20), ("noise", "pinv"), ("ddim", "map_consistent")):
-        grid.append({"n_levels": N, "inner_steps": K, "step_size": 1.0, "init": init, "transition": tr, "preconditioner": "svd"})
+        grid.append({"n_levels": N, "inner_steps": K, "step_size": 1.0, "init": init, "transition": tr,
+                     "preconditioner": "svd"})
     for N, K, g, init in itertools.product((50,), (10, 20), (1.0, 1.9), ("noise", "pinv")):
-        grid.append({"n_levels": N, "inner_steps": K, "step_size": g, "init": init, "transition": "ddim", "preconditioner": "scalar"})
+        grid.append({"n_levels": N, "inner_steps": K, "step_size": g, "init": init, "transition": "ddim",
+                     "preconditioner": "scalar"})
     rows = []
     t0 = time.time()
     for cfg in grid:
         med, mean, frac = evaluate(cfg, probs)
         nfe = cfg["n_levels"] * (cfg["inner_steps"] + 1)
         rows.append({**cfg, "nfe": nfe, "median_rel_dist": med, "mean_rel_dist": mean, "frac_below_1e-2": frac})
-        print(f"{cfg} nfe={nfe} median={med:.2e} mean={mean:.2e} frac<1e-2={frac:.2f} [{time.time() - t0:.0f}s]", flush=True)
+        print(f"{cfg} nfe={nfe} median={med:.2e} mean={mean:.2e} frac<1e-2={frac:.2f} [{time.time() - t0:.0f}s]",
+              flush=True)
     # stage 2: step size around the best SVD config
     best = _select(rows, "svd", a.max_nfe)
     for g in (0.5, 1.5, 1.9):
-        cfg = {k: best[k] for k in ("n_levels", "inner_steps", "init", "transition", "preconditioner")} | {"step_size": g}
+        cfg = {k: best[k]
+               for k in ("n_levels", "inner_steps", "init", "transition", "preconditioner")} | {"step_size": g}
         med, mean, frac = evaluate(cfg, probs)
         rows.append({**cfg, "nfe": best["nfe"], "median_rel_dist": med, "mean_rel_dist": mean, "frac_below_1e-2": frac})
         print(f"{cfg} median={med:.2e} mean={mean:.2e} frac<1e-2={frac:.2f}", flush=True)

@@ -136,10 +136,12 @@ def run_one(cfg: dict, task: str, noise_px: float, probs: Problems, prior) -> di
         p = torch.full((y.shape[0],), float("nan"), dtype=torch.float64)
     dt = time.time() - t0
     B = y.shape[0]
-    return {"solver": cfg["solver"], "label": label(cfg) if preset == cfg.get("preset", "default") else f"{label(cfg)}->{preset}",
+    return {"solver": cfg["solver"],
+            "label": label(cfg) if preset == cfg.get("preset", "default") else f"{label(cfg)}->{preset}",
                 "task": task, "noise_px": noise_px, "sigma_y": sigma_y,
                 "n_levels": cfg.get("n_levels", ""), "inner_steps": cfg.get("inner_steps", ""),
-                "step_size": cfg.get("step_size", ""), "transition": cfg.get("transition", ""), "init": cfg.get("init", ""),
+                "step_size": cfg.get("step_size", ""), "transition": cfg.get("transition", ""),
+            "init": cfg.get("init", ""),
                 "sigma_max": cfg.get("sigma_max", ""), "nfe": cp.nfe, "vjp": cp.vjp, "n_images": B,
                 "psnr_mean": float(p.mean()), "psnr_std": float(p.std()) if B > 1 else 0.0, "sec_per_image": dt / B,
                 "psnr_per_image": ";".join(f"{v:.3f}" for v in p.tolist())}
@@ -300,7 +302,8 @@ def write_summary(path: Path, R: Runner, wpath: Path, wsha: str, a, best: dict) 
              (f"weights `{wpath}` (sha256 `{wsha}`); {a.crops} grace_hopper crops x {a.seeds} seeds per task; "
              f"PSNR (dB, pixel space) mean over images; `mean` = mean over the three tasks. "
              f"`dps[for_task]` = DPS.preset_for_task (paper-inpaint / paper-sr / paper-deblur). "
-             f"NFE / VJP per image as counted by priors.CountingPrior; s/img = wall seconds per image (1 thread, shared CPU)."), ""]
+             "NFE / VJP per image as counted by priors.CountingPrior; s/img = wall seconds per image (1 thread, "
+             "shared CPU)."), ""]
     hdr = "| stage | config | noise px | NFE | VJP | " + " | ".join(TASKS) + " | mean | s/img |"
     lines += [hdr, "|" + "---|" * (hdr.count("|") - 1)]
     for (stage, lab, npx), d in by.items():

@@ -54,9 +54,11 @@ def main() -> int:
         if cli.main(args) != 0:
             return 1
     run_cfg = OUT / "study-run.toml"
-    extra = "".join(f'\n[[solvers]]\nname = "{s}"\nlabel = "{s}-tuned"\npreset = "tuned:{s}/preset.toml"\n' for s in names)
+    extra = "".join(f'\n[[solvers]]\nname = "{s}"\nlabel = "{s}-tuned"\npreset = "tuned:{s}/preset.toml"\n'
+                    for s in names)
     run_cfg.write_text(text + extra)
-    args = ["run", str(run_cfg.relative_to(ROOT)), "--out", str(RUNS.relative_to(ROOT)), "--no-progress", "--allow-nonempty-out"]
+    args = ["run", str(run_cfg.relative_to(ROOT)), "--out", str(RUNS.relative_to(ROOT)), "--no-progress",
+            "--allow-nonempty-out"]
     cmds.append("invbench " + " ".join(args))
     t0 = time.perf_counter()
     if cli.main(args) != 0:
@@ -70,12 +72,14 @@ def write_table() -> int:
     names = NAMES
     walls = {s: study_wall(s) for s in names}
     con = sqlite3.connect(RUNS / "results.sqlite")
-    rows = con.execute("SELECT solver, preset, preset_provenance, image_id, psnr, nfe FROM results WHERE status='ok'").fetchall()
+    rows = con.execute("SELECT solver, preset, preset_provenance, image_id, psnr, nfe FROM results WHERE "
+                       "status='ok'").fetchall()
     con.close()
     by = {}
     for solver, preset, prov, iid, psnr, nfe in rows:
         by.setdefault(solver, {})[iid] = (psnr, preset, prov, nfe)
-    lines = ["| solver | paper/default preset | its provenance | PSNR [dB] | tuned PSNR [dB] | tuned − paper [dB] (95% paired t CI) | NFE/solve | trials (diverged) | tune wall [s] |",
+    lines = [("| solver | paper/default preset | its provenance | PSNR [dB] | tuned PSNR [dB] | tuned − paper [dB] "
+              "(95% paired t CI) | NFE/solve | trials (diverged) | tune wall [s] |"),
              "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for s in names:
         a, b = by.get(s, {}), by.get(f"{s}-tuned", {})
@@ -83,10 +87,11 @@ def write_table() -> int:
         pa = np.array([a[i][0] for i in ids])
         pb = np.array([b[i][0] for i in ids])
         d = pb - pa
-        lo, hi = stats.t.interval(0.95, len(d) - 1, loc=d.mean(), scale=stats.sem(d)) if len(d) > 1 else (np.nan, np.nan)
+        lo, hi = (stats.t.interval(0.95, len(d) - 1, loc=d.mean(), scale=stats.sem(d)) if len(d) > 1
+                  else (np.nan, np.nan))
         first = a[ids[0]]
-        lines.append(f"| {s} | {first[1]} | {first[2]} | {pa.mean():.2f} | {pb.mean():.2f} | {d.mean():+.2f} [{lo:+.2f}, {hi:+.2f}] "
-                     f"| {b[ids[0]][3]} | {walls[s][1]} ({walls[s][2]}) | {walls[s][0]:.0f} |")
+        lines.append(f"| {s} | {first[1]} | {first[2]} | {pa.mean():.2f} | {pb.mean():.2f} | {d.mean():+.2f} "
+                     f"[{lo:+.2f}, {hi:+.2f}] | {b[ids[0]][3]} | {walls[s][1]} ({walls[s][2]}) | {walls[s][0]:.0f} |")
     (OUT / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

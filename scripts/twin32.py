@@ -64,7 +64,8 @@ def main() -> None:
         if srows:
             write_csv(args.out / f"samples_{args.prior}{args.tag}.csv", srows)
         (args.out / f"wall_{args.prior}{args.tag}.txt").write_text(
-            f"{wall:.0f} s wall, torch threads {torch.get_num_threads()}, images {args.images}, samples {args.samples}\n")
+            f"{wall:.0f} s wall, torch threads {torch.get_num_threads()}, images {args.images}, samples "
+            f"{args.samples}\n")
         print(f"{args.prior}: {wall:.0f} s")
     elif args.cmd == "time":
         write_csv(args.out / "denoiser_timing.csv", twin32.time_denoisers())

@@ -66,15 +66,17 @@ def markdown(table: list[dict], problems: list[dict], info: dict) -> str:
            "to the exact global MAP (model units), median and mean over problems; Δlogp med = median of "
            "log p(MAP|y) − log p(x̂|y) (nats); err μ (1) = RMS distance of the single output to the exact "
            "posterior mean; global / local / else = share of problems whose output is within RMS 0.01 of "
-           "the global MAP / of another local mode / neither; nearest=MAP = share whose nearest found mode is the global MAP (any distance); err μ (64) and SW (64) = over the sample-set "
-           "problems (4 per cell, 2 for gmm-synthetic-256), RMS distance of the 64-sample average to the exact posterior mean, and "
-           "sliced W2 of the 64 samples vs 1024 exact posterior samples (model units; oracle_sample's "
-           "value is the finite-sample floor)."), ""]
+           "the global MAP / of another local mode / neither; nearest=MAP = share whose nearest found mode is the "
+           "global MAP (any distance); err μ (64) and SW (64) = over the sample-set "
+           "problems (4 per cell, 2 for gmm-synthetic-256), RMS distance of the 64-sample average to the exact "
+           "posterior mean, and sliced W2 of the 64 samples vs 1024 exact posterior samples (model units; "
+           "oracle_sample's value is the finite-sample floor)."), ""]
     for sigma in sorted({r["sigma_y"] for r in problems}, reverse=True):
         rows = [r for r in problems if r["sigma_y"] == sigma]
         out += [f"## sigma_y = {sigma:g} (model units): all problems pooled", ""]
         pooled = {p["solver"]: p for p in V.pooled(rows, ("solver",))}
-        body = [_row(lab, pooled[lab], nfe.get(lab)) + [str(pooled[lab]["n_problems"])] for lab in order if lab in pooled]
+        body = [_row(lab, pooled[lab], nfe.get(lab)) + [str(pooled[lab]["n_problems"])] for lab in order
+                if lab in pooled]
         out += [tabulate(body, HEAD + ["problems"], tablefmt="github", disable_numparse=True), ""]
         out += [f"### sigma_y = {sigma:g}: per prior (pooled over presets)", ""]
         per_prior = V.pooled(rows, ("prior", "solver"))
@@ -85,9 +87,11 @@ def markdown(table: list[dict], problems: list[dict], info: dict) -> str:
                              tablefmt="github", disable_numparse=True), ""]
     out += ["## Full table (one cell = 32 problems)", ""]
     for r0 in {(r["sigma_y"], r["prior"], r["preset"]): r for r in table}.values():
-        cell = [r for r in table if (r["sigma_y"], r["prior"], r["preset"]) == (r0["sigma_y"], r0["prior"], r0["preset"])]
+        cell = [r for r in table if (r["sigma_y"], r["prior"], r["preset"])
+                == (r0["sigma_y"], r0["prior"], r0["preset"])]
         out += [f"**{r0['prior']} × {r0['preset']}, sigma_y = {r0['sigma_y']:g}**", "",
-                tabulate([_row(f"{r['solver']} ({r['solver_preset']})" if r["solver_name"] == "dps" else r["solver"], r, r["nfe"])
+                tabulate([_row(f"{r['solver']} ({r['solver_preset']})" if r["solver_name"] == "dps" else r["solver"], r,
+                               r["nfe"])
                           + [_f(r["seconds_point"] + r["seconds_samples"], 2)] for r in cell],
                          HEAD + ["s"], tablefmt="github", disable_numparse=True), ""]
     return "\n".join(out) + "\n"
@@ -123,7 +127,8 @@ def main(argv=None) -> int:
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
             "wall_seconds": round(wall, 1),
-            "restricted": {"priors": a.priors, "presets": a.presets, "solvers": a.solvers}, "n_cells": len(table), "n_problem_rows": len(problems)}
+            "restricted": {"priors": a.priors, "presets": a.presets, "solvers": a.solvers}, "n_cells": len(table),
+            "n_problem_rows": len(problems)}
     a.out.mkdir(parents=True, exist_ok=True)
     V.write_csv(a.out / "table.csv", table)
     V.write_csv(a.out / "problems.csv.gz", problems, V.PROBLEM_COLUMNS)

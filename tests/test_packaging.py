@@ -109,7 +109,8 @@ def test_wheel_installs_and_runs_outside_the_checkout(wheel, tmp_path):
         '[metrics]\nimage = ["psnr"]\n')
     r = _run([str(cli), "run", "tiny.toml", "--out", "run"], work, env)
     assert r.returncode == 0, r.stderr
-    read = "from invbench.bench import load_results; df = load_results('run'); print(sorted(df.solver), sorted(set(df.status)))"
+    read = ("from invbench.bench import load_results; df = load_results('run'); "
+            "print(sorted(df.solver), sorted(set(df.status)))")
     r = _run([str(py), "-c", read], work, env)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "['ddrm', 'oracle_mean'] ['ok']"

@@ -92,20 +92,23 @@ def test_nan_in_image(capsys, tmp_path):
     a = np.full((1, 8, 8), 0.5)
     a[0, 3, 3] = np.nan
     _folder(tmp_path, {"good.npy": np.full((1, 8, 8), 0.5), "bad.npy": a})
-    text = BASE.replace('[[datasets]]\nname = "digits"\ntype = "digits"\nsplit = "test"\nlimit = 3\n', FOLDER_DS + "channels = 1\n")
+    text = BASE.replace('[[datasets]]\nname = "digits"\ntype = "digits"\nsplit = "test"\nlimit = 3\n',
+                        FOLDER_DS + "channels = 1\n")
     _expect_bad(capsys, tmp_path, text, "bad.npy")
 
 
 def test_wrong_channels_in_folder(capsys, tmp_path):
     _folder(tmp_path, {}, png={"rgb.png": np.zeros((8, 8, 3), np.uint8)})
-    text = BASE.replace('[[datasets]]\nname = "digits"\ntype = "digits"\nsplit = "test"\nlimit = 3\n', FOLDER_DS + "channels = 1\n")
+    text = BASE.replace('[[datasets]]\nname = "digits"\ntype = "digits"\nsplit = "test"\nlimit = 3\n',
+                        FOLDER_DS + "channels = 1\n")
     _expect_bad(capsys, tmp_path, text, "rgb.png")
 
 
 def test_manifest_hash_mismatch(capsys, tmp_path):
     root = _folder(tmp_path, {"a.npy": np.full((1, 8, 8), 0.5)})
     np.save(root / "a.npy", np.full((1, 8, 8), 0.25))  # changed after the manifest was written
-    text = BASE.replace('[[datasets]]\nname = "digits"\ntype = "digits"\nsplit = "test"\nlimit = 3\n', FOLDER_DS + "channels = 1\n")
+    text = BASE.replace('[[datasets]]\nname = "digits"\ntype = "digits"\nsplit = "test"\nlimit = 3\n',
+                        FOLDER_DS + "channels = 1\n")
     _expect_bad(capsys, tmp_path, text, "a.npy")
 
 
@@ -173,7 +176,8 @@ def test_check_reports_sha256(capsys, tmp_path):
     rc, out, _ = _main(capsys, ["check", "--config", str(cfg), "--json"])
     info = json.loads(out)
     row = next(r for r in info["files"] if r["path"] == str(ck))
-    assert rc == 0 and row["present"] and row["sha256"] == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    assert rc == 0 and row["present"]
+    assert row["sha256"] == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     assert {m["metric"] for m in info["metrics"]} >= {"psnr", "lpips", "fid"}
     ck.unlink()
     rc, out, _ = _main(capsys, ["check", "--config", str(cfg)])
@@ -243,7 +247,8 @@ def _offline_run(tmp_path, cfg, out):
 
     code = _AUDIT % (["run", str(cfg), "--out", str(out), "--no-progress"], str(out), str(out))
     env = parts.subprocess_env(OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600, check=False)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600,
+                          check=False)
 
 
 def test_run_makes_no_network_access(tmp_path):
@@ -274,7 +279,8 @@ def test_smoke_config_offline_one_ok_row_per_cell(tmp_path):
     assert set(df.solver) == {"vml_map", "dps", "ddrm", "pigdm", "oracle_map", "oracle_mean", "oracle_sample"}
     assert df.task.nunique() >= 3 and set(df.prior) == {"gmm-digits", "small-cpu"}
     cells = df.groupby(["solver", "preset", "task", "dataset", "prior"]).size()
-    assert (cells == df.groupby("dataset").image_id.nunique().reindex(cells.index.get_level_values("dataset")).values).all()
+    assert (cells
+            == df.groupby("dataset").image_id.nunique().reindex(cells.index.get_level_values("dataset")).values).all()
     for c in ["seconds", "peak_rss_bytes", "nfe", "vjp", "device", "torch_version", "batch_size"]:
         assert df[c].notna().all(), c
     ms = store.load_metric_status(out).set_index("metric")

@@ -133,7 +133,8 @@ def test_bad_input_exits_2(runs, tmp_path, capsys):
 def test_module_entry_point_exit_code(runs):
     base, new = runs
     alter(new, "UPDATE results SET psnr = psnr - 2 WHERE solver='vml_map'")
-    r = subprocess.run([sys.executable, "-m", "invbench.bench.gate.compare", str(base), str(new)], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "invbench.bench.gate.compare", str(base), str(new)], capture_output=True,
+                       text=True,
                        check=False)
     assert r.returncode == 1, r.stderr
 

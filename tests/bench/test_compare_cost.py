@@ -28,7 +28,8 @@ def calibrate(run_dir: Path, net_share: float = 0.95, meta: dict | None = None) 
         con.execute("ALTER TABLE results ADD COLUMN timings TEXT")
         con.execute("UPDATE results SET net_seconds = seconds * ? WHERE nfe > 0", (net_share,))
         con.execute("UPDATE results SET net_seconds = 0 WHERE nfe = 0")
-        for k, v in {**MACHINE, "calibration": json.dumps({"small-cpu": {"t_forward_s": 0.01}}), **(meta or {})}.items():
+        for k, v in {**MACHINE, "calibration": json.dumps({"small-cpu": {"t_forward_s": 0.01}}),
+                     **(meta or {})}.items():
             con.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (k, v))
     con.close()
     sync_timings(run_dir)

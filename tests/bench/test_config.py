@@ -95,7 +95,8 @@ def test_resolved_toml_round_trips():
     assert tomllib.loads(exp.toml_text())["description"] == 'quote " and \\ backslash'
 
 
-@pytest.mark.parametrize("name", ["smoke.toml", "demo.toml", "ffhq1k-dps-protocol.toml", "imagenet1k-ddrm-protocol.toml"])
+@pytest.mark.parametrize("name",
+                         ["smoke.toml", "demo.toml", "ffhq1k-dps-protocol.toml", "imagenet1k-ddrm-protocol.toml"])
 def test_shipped_configs_parse(name):
     exp = config.load(REPO / "configs" / name)
     assert exp.tasks and exp.solvers and exp.priors
@@ -104,7 +105,8 @@ def test_shipped_configs_parse(name):
 def test_protocol_noise_units():
     dps = config.load(REPO / "configs" / "ffhq1k-dps-protocol.toml")
     assert {t.noise_sigma for t in dps.tasks} == {0.025}  # 0.05 on the [-1, 1] scale
-    assert {t.operator for t in dps.tasks} == {"sr4_bicubic", "inpaint_box", "inpaint_random", "deblur_gauss", "deblur_motion"}
+    assert {t.operator for t in dps.tasks} == {"sr4_bicubic", "inpaint_box", "inpaint_random", "deblur_gauss",
+                                               "deblur_motion"}
     ddrm = config.load(REPO / "configs" / "imagenet1k-ddrm-protocol.toml")
     assert {t.noise_sigma for t in ddrm.tasks} == {0.05}
     assert {t.operator for t in ddrm.tasks} == {"sr4_avgpool", "deblur_uniform", "inpaint_random", "colorize"}

@@ -165,11 +165,13 @@ def test_list_dataset_resolves_and_reports_missing(tmp_path):
         D.build({"type": "list", "list": "ffhq1k", "root": str(root), "limit": 10}, tmp_path)
     # a manifest pins the files
     (root / "MANIFEST").write_text(D.make_manifest(root))
-    ok = D.build({"type": "list", "list": "ffhq1k", "root": str(root), "limit": 3, "manifest": str(root / "MANIFEST")}, tmp_path)
+    ok = D.build({"type": "list", "list": "ffhq1k", "root": str(root), "limit": 3, "manifest": str(root / "MANIFEST")},
+                 tmp_path)
     assert len(ok) == 3
     _png(root / "00000" / "00001.png", _rgb(50, 16, 16))
     with pytest.raises(DatasetError, match="00001.*sha256 mismatch"):
-        D.build({"type": "list", "list": "ffhq1k", "root": str(root), "limit": 3, "manifest": str(root / "MANIFEST")}, tmp_path)
+        D.build({"type": "list", "list": "ffhq1k", "root": str(root), "limit": 3, "manifest": str(root / "MANIFEST")},
+                tmp_path)
 
 
 def test_digits_split_and_values(tmp_path):

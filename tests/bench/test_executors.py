@@ -28,7 +28,8 @@ def _compare(a_dir, b_dir):
 
 @pytest.mark.parametrize("cluster", ["debug", pytest.param("local", marks=pytest.mark.slow)])
 def test_submitit_two_shards_merge_to_local_rows(tmp_path, monkeypatch, cluster):
-    monkeypatch.setenv("PYTHONPATH", parts.subprocess_env()["PYTHONPATH"])   # the local executor's workers import tests.helpers.parts
+    # the local executor's workers import tests.helpers.parts
+    monkeypatch.setenv("PYTHONPATH", parts.subprocess_env()["PYTHONPATH"])
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     exp = config.loads(parts.toml_config(solvers_=SOLVERS, limit=3), base_dir=tmp_path)
     local = tmp_path / "local"

@@ -367,7 +367,8 @@ def test_metrics_priors_and_check_find_the_weights_folder(tmp_path, monkeypatch,
     assert "unverified" in f.unavailable
     W.write_manifest_entry(folder, inc.name, {"sha256": W.sha256_file(inc), "bytes": 15, "url": "test"})
     (f,) = M.build_set(["fid"])
-    assert f.verified and "recorded at download" in f.backbone and f.unavailable.startswith("unavailable: could not load")
+    assert f.verified and "recorded at download" in f.backbone and f.unavailable.startswith("unavailable: could not "
+                                                                                            "load")
 
 
 class _InceptionStandIn(torch.nn.Module):

@@ -227,7 +227,8 @@ def _draw_bars(b, width) -> tuple[dict, list[str]]:
 
     def look(fig, stem):
         texts.extend(t.text for t in drawn_texts(fig))
-        axes.update({ax.get_xlabel().split()[0]: (ax.get_xlim(), ax.get_xscale()) for ax in fig.axes if ax.get_xlabel()})
+        axes.update({ax.get_xlabel().split()[0]: (ax.get_xlim(), ax.get_xscale()) for ax in fig.axes
+                     if ax.get_xlabel()})
 
     ctx = figures.Ctx(width, Palette({c.solver for c in b.cells}), Path("."), formats=(), inspect=look)
     with plt.rc_context(RC):

@@ -33,7 +33,8 @@ def _chromium() -> str:
             return shutil.which(name)
     if os.geteuid() != 0 or not shutil.which("apt-get"):
         pytest.skip("chromium is not installed and cannot be installed here (not root or no apt-get)")
-    r = subprocess.run(["apt-get", "install", "-y", "chromium"], capture_output=True, text=True, timeout=900, check=False,
+    r = subprocess.run(["apt-get", "install", "-y", "chromium"], capture_output=True, text=True, timeout=900,
+                       check=False,
                        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
     if r.returncode != 0 or not shutil.which("chromium"):
         pytest.skip(f"chromium could not be installed: {r.stderr.strip().splitlines()[-1:] or r.returncode}")

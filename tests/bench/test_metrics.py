@@ -111,7 +111,8 @@ def test_consistency_against_direct_computation():
 def test_build_names_and_errors():
     ms = M.build(["psnr", "ssim", "mse", "consistency", "posterior"])
     cols = [c for m in ms for c in m.columns]
-    assert cols == ["psnr", "ssim", "mse", "consistency", "dist_to_map", "rel_dist_to_map", "logpost_gap", "err_post_mean"]
+    assert cols == ["psnr", "ssim", "mse", "consistency", "dist_to_map", "rel_dist_to_map", "logpost_gap",
+                    "err_post_mean"]
     assert all(m.unavailable is None for m in ms)
     with pytest.raises(M.MetricError, match="unknown metric"):
         M.build(["psnrr"])
@@ -222,7 +223,8 @@ def test_sliced_wasserstein_deterministic_and_shift():
     c = torch.tensor([1.0, -2.0, 0.5, 0.0, 3.0], dtype=torch.float64)
     th = torch.randn(64, 5, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
     th = th / th.norm(dim=1, keepdim=True)
-    assert sliced_wasserstein(x, x + c, n_projections=64, seed=9) == pytest.approx(float(((th @ c) ** 2).mean().sqrt()), rel=1e-10)
+    assert sliced_wasserstein(x, x + c, n_projections=64, seed=9) == pytest.approx(float(((th @ c) ** 2).mean().sqrt()),
+                                                                                   rel=1e-10)
     assert sliced_wasserstein(x, x + c, seed=1) != sliced_wasserstein(x, x + c, seed=2)
 
 
@@ -300,7 +302,8 @@ def test_lpips_loads_local_trunk_and_measures(tmp_path, no_network):
     direct.net.load_state_dict(m.model.net.state_dict())
     assert torch.allclose(d.float(), direct(xh, x, normalize=True).flatten(), atol=1e-6)
     # grayscale input is repeated to three channels; too small images give NaN
-    assert m.compute(M.MetricContext(x_hat=xh[:, :1], x_true=x[:, :1], y=None, operator=None, sigma_y=0.1))["lpips"].shape == (2,)
+    assert m.compute(M.MetricContext(x_hat=xh[:, :1], x_true=x[:, :1], y=None, operator=None,
+                                     sigma_y=0.1))["lpips"].shape == (2,)
     assert torch.isnan(m.distance(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8))).all()
 
 
@@ -353,7 +356,9 @@ def test_fid_stand_in_file_unverified_and_loads_offline(tmp_path, no_network):
     feats = u.features(torch.rand(3, 3, 16, 16))
     assert feats.shape == (3, 2048)  # went through cleanfid's InceptionV3W wrapper
     # pinning the file's digest marks it verified (the user vouches for the file)
-    (p,) = M.build_set(["fid"], {"fid": {"inception_path": str(tmp_path / "inception-2015-12-05.pt"), "inception_sha256": u.sha256}})
+    (p,) = M.build_set(["fid"],
+                       {"fid": {"inception_path": str(tmp_path / "inception-2015-12-05.pt"),
+                                "inception_sha256": u.sha256}})
     assert p.unavailable is None and p.verified
 
 

@@ -64,7 +64,8 @@ def test_machine_info_keys():
 
 def test_run_records_network_time_repeats_calibration_and_machine(tmp_path):
     solvers_ = '[[solvers]]\nname = "dps"\noverrides = { steps = 4 }\n'
-    text = parts.toml_config(solvers_=solvers_, limit=2, batch_size=2, extra="timing_repeats = 3").replace('"_test-gauss"', '"gmm-digits"')
+    text = parts.toml_config(solvers_=solvers_, limit=2, batch_size=2,
+                             extra="timing_repeats = 3").replace('"_test-gauss"', '"gmm-digits"')
     exp = config.loads(text, base_dir=tmp_path)
     assert exp.timing_repeats == 3 and exp.resolved["timing_repeats"] == 3
     p = run.prepare(exp, tmp_path / "run")

@@ -118,7 +118,8 @@ def test_markdown_report(quick):
 
 def test_interleave_order_and_warmup_excluded():
     calls = []
-    t = pc.interleave([("a", lambda: calls.append("a")), ("b", lambda: calls.append("b"))], reps=3, device="cpu", warmup=1)
+    t = pc.interleave([("a", lambda: calls.append("a")), ("b", lambda: calls.append("b"))], reps=3, device="cpu",
+                      warmup=1)
     # 1 warm-up round, then 3 timed rounds with the order reversed every other round
     assert calls == ["a", "b"] + ["a", "b"] + ["b", "a"] + ["a", "b"]
     assert [len(v) for v in t.values()] == [3, 3]
@@ -151,7 +152,8 @@ def test_perf_clock_counts_like_counting_prior_and_clocks_backward():
 
 def test_vml_vs_dps_without_trained_weights_says_so():
     info = pc.PriorInfo("x", False, "random", 1)
-    assert perf.case_vml_vs_dps({"prior_info": info, "prior": None, "device": "cpu", "cfg": perf.SETTINGS["quick"]}) == {
+    assert perf.case_vml_vs_dps({"prior_info": info, "prior": None, "device": "cpu",
+                                 "cfg": perf.SETTINGS["quick"]}) == {
         "status": pc.WEIGHTS_NOT_TRAINED}
 
 

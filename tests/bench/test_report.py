@@ -234,7 +234,8 @@ def test_csv_full_precision_matches_recomputation(fixture_report):
                 if m in NONNEG:
                     clo, chi = float(r[f"{m}_ci_low"]), float(r[f"{m}_ci_high"])
                     assert 0 <= clo <= mean <= chi
-                    assert abs(clo - lo) <= BOOT_TOL * (hi - lo) + 1e-15 and abs(chi - hi) <= BOOT_TOL * (hi - lo) + 1e-15
+                    assert (abs(clo - lo) <= BOOT_TOL * (hi - lo) + 1e-15
+                            and abs(chi - hi) <= BOOT_TOL * (hi - lo) + 1e-15)
                 else:
                     assert np.isclose(float(r[f"{m}_ci_low"]), lo, rtol=1e-9, atol=1e-15)
                     assert np.isclose(float(r[f"{m}_ci_high"]), hi, rtol=1e-9, atol=1e-15)
@@ -490,7 +491,8 @@ def test_latex_compiles_as_is(fixture_report, tmp_path):
     scaling; skipped where no TeX engine is installed."""
     _, out = fixture_report
     text = (out / "leaderboard.tex").read_text()
-    log = _pdflatex(tmp_path, "appendix", f"\\input{{{(out / 'leaderboard.tex').as_posix()}}}", packages="booktabs,longtable")
+    log = _pdflatex(tmp_path, "appendix", f"\\input{{{(out / 'leaderboard.tex').as_posix()}}}",
+                    packages="booktabs,longtable")
     assert "Overfull \\hbox" not in log
     assert "\\textbf{" in text and "\\resizebox" not in text
 

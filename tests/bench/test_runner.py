@@ -103,7 +103,8 @@ def test_rows_columns_and_rederivable_measurement(tmp_path):
 
 
 def test_cost_counts_match_solver_definition(tmp_path):
-    solvers_ = '[[solvers]]\nname = "dps"\noverrides = { steps = 8 }\n[[solvers]]\nname = "ddrm"\noverrides = { steps = 5 }\n'
+    solvers_ = ('[[solvers]]\nname = "dps"\noverrides = { steps = 8 }\n'
+                '[[solvers]]\nname = "ddrm"\noverrides = { steps = 5 }\n')
     text = parts.toml_config(solvers_=solvers_, limit=2).replace('"_test-gauss"', '"gmm-digits"')
     df, _ = _run(tmp_path, text)
     assert set(df.status) == {"ok"}
@@ -128,7 +129,8 @@ name = "oracle_sample"
 
 
 def _gmm_text(**kw):
-    return parts.toml_config(solvers_=GMM_SOLVERS, extra="save_npy = true", limit=5, **kw).replace('"_test-gauss"', '"gmm-digits"')
+    return parts.toml_config(solvers_=GMM_SOLVERS, extra="save_npy = true", limit=5, **kw).replace('"_test-gauss"',
+                                                                                                   '"gmm-digits"')
 
 
 def _recons(run_dir, df):
@@ -139,7 +141,8 @@ def test_two_runs_bitwise_identical(tmp_path):
     a, _ = _run(tmp_path, _gmm_text(), out="a")
     b, _ = _run(tmp_path, _gmm_text(), out="b")
     assert set(a.status) == {"ok"}
-    cols = ["row_id", "status", "psnr", "mse", "consistency", "nfe", "vjp", "operator_seed", "noise_seed", "solver_seed"]
+    cols = ["row_id", "status", "psnr", "mse", "consistency", "nfe", "vjp", "operator_seed", "noise_seed",
+            "solver_seed"]
     assert a[cols].equals(b[cols])
     ra, rb = _recons(tmp_path / "a", a), _recons(tmp_path / "b", b)
     assert all(np.array_equal(ra[k], rb[k]) for k in ra)

@@ -34,8 +34,10 @@ def test_row_id_is_sha256_of_identity():
     a = store.row_id("h", "s", "p", "t", "d", "pr", "img1", 0)
     assert len(a) == 64 and int(a, 16) >= 0
     assert a == store.row_id("h", "s", "p", "t", "d", "pr", "img1", 0)
-    others = {store.row_id("h2", "s", "p", "t", "d", "pr", "img1", 0), store.row_id("h", "s", "p", "t", "d", "pr", "img1", 1),
-              store.row_id("h", "s", "p", "t", "d", "pr", "img2", 0), store.row_id("h", "s", "p2", "t", "d", "pr", "img1", 0)}
+    others = {store.row_id("h2", "s", "p", "t", "d", "pr", "img1", 0),
+              store.row_id("h", "s", "p", "t", "d", "pr", "img1", 1),
+              store.row_id("h", "s", "p", "t", "d", "pr", "img2", 0),
+              store.row_id("h", "s", "p2", "t", "d", "pr", "img1", 0)}
     assert a not in others and len(others) == 4
     # fields cannot run into each other
     assert store.row_id("h", "ab", "c", "t", "d", "pr", "i", 0) != store.row_id("h", "a", "bc", "t", "d", "pr", "i", 0)
@@ -47,7 +49,8 @@ def test_write_replace_and_readers(tmp_path):
         st.write_rows([_row("a")])  # redone row replaces, no duplicate
         st.set_meta({"experiment": "e", "config_hash": "x"})
         st.set_metric_status([("lpips", False, "unavailable: no weights", "alex")])
-        st.write_set_metric({"experiment": "e", "solver": "s", "preset": "default", "task": "t", "dataset": "d", "prior": "p"},
+        st.write_set_metric({"experiment": "e", "solver": "s", "preset": "default", "task": "t", "dataset": "d",
+                             "prior": "p"},
                             "fid", None, 2, "unavailable: no inception")
         st.write_rows([_row("k", "skipped", config_hash="x"), _row("e", "error", config_hash="x"),
                        _row("o", config_hash="x", recon_path="recon/o.png")])
@@ -69,7 +72,8 @@ def test_write_replace_and_readers(tmp_path):
     assert meta == {"experiment": "e", "config_hash": "x"}
     assert ("recon/o.png", "t", "d", "o", 0) in store.file_keys(tmp_path / "results.sqlite")
     ms = store.load_metric_status(tmp_path)
-    assert ms.iloc[0].to_dict() == {"metric": "lpips", "available": 0, "note": "unavailable: no weights", "backbone": "alex"}
+    assert ms.iloc[0].to_dict() == {"metric": "lpips", "available": 0, "note": "unavailable: no weights",
+                                    "backbone": "alex"}
     sm = store.load_set_metrics(tmp_path)
     assert len(sm) == 1 and np.isnan(sm.value[0]) and sm.note[0].startswith("unavailable")
     with pytest.raises(FileNotFoundError):

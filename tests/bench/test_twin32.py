@@ -19,7 +19,8 @@ def test_twin_study_small(tmp_path, monkeypatch):
     gmm_lowrank_library._crops32_cached.cache_clear()
     monkeypatch.setitem(twin32.STEP_OVERRIDES, "vml_map", {"n_levels": 3, "inner_steps": 2})
     monkeypatch.setitem(twin32.STEP_OVERRIDES, "ddrm", {"steps": 5})
-    cfg = twin32.TwinConfig(n_images=2, n_samples=2, n_reference=64, solvers=("ddrm", "vml_map"), tasks=("sr4_avgpool",))
+    cfg = twin32.TwinConfig(n_images=2, n_samples=2, n_reference=64, solvers=("ddrm", "vml_map"),
+                            tasks=("sr4_avgpool",))
     try:
         rows, srows = twin32.run_prior("gmm-crops32", cfg, progress=lambda s: None)
     finally:
@@ -51,13 +52,16 @@ def test_partial_runs_share_their_reference_rows_once(tmp_path):
     base = {"prior": "gmm-crops32", "task": "sr4_avgpool", "preset": "-", "status": "ok", "nfe": "0",
             "vjp": "0", "dist_to_map": "0", "rel_dist_to_map": "0", "logpost_gap": "0", "err_post_mean": "0.1",
             "mode": "global", "dist_nearest_mode": "0", "n_modes": "1"}
-    ref = [{**base, "solver": "exact MAP", "image": str(i), "psnr": str(20 + i), "seconds_per_image": "0"} for i in range(2)]
-    a = [{**r, "seconds_per_image": "0.5"} for r in ref] + [{**base, "solver": "ddrm", "image": "0", "psnr": "19", "seconds_per_image": "1"}]
+    ref = [{**base, "solver": "exact MAP", "image": str(i), "psnr": str(20 + i), "seconds_per_image": "0"}
+           for i in range(2)]
+    a = [{**r, "seconds_per_image": "0.5"}
+         for r in ref] + [{**base, "solver": "ddrm", "image": "0", "psnr": "19", "seconds_per_image": "1"}]
     b = ref + [{**base, "solver": "lmaps", "image": "0", "psnr": "21", "seconds_per_image": "1"}]
     _write(tmp_path / "rows_gmm-crops32.csv", a)
     _write(tmp_path / "rows_gmm-crops32_new.csv", b)
     rows = twin32_report._read(tmp_path.glob("rows_*.csv"))
-    assert sorted((r["solver"], r["image"]) for r in rows) == [("ddrm", "0"), ("exact MAP", "0"), ("exact MAP", "1"), ("lmaps", "0")]
+    assert sorted((r["solver"], r["image"]) for r in rows) == [("ddrm", "0"), ("exact MAP", "0"), ("exact MAP", "1"),
+                                                               ("lmaps", "0")]
     _write(tmp_path / "rows_gmm-crops32_new.csv", [{**ref[0], "psnr": "25"}])
     with pytest.raises(ValueError, match=r"rows_gmm-crops32\.csv and rows_gmm-crops32_new\.csv disagree"):
         twin32_report._read(tmp_path.glob("rows_*.csv"))

@@ -62,7 +62,8 @@ def test_slurm_resource_keys_are_checked(tmp_path, capsys, key, value, says):
 
 
 def test_slurm_resource_keys_reach_submitit():
-    params = executors.slurm._resource_params({"partition": "gpu", "account": "lab", "qos": "high", "constraint": "a100",
+    params = executors.slurm._resource_params({"partition": "gpu", "account": "lab", "qos": "high",
+                                               "constraint": "a100",
                                          "gres": "gpu:a100:1", "array_parallelism": 8, "mem_gb": 4})
     assert params == {"slurm_partition": "gpu", "slurm_account": "lab", "slurm_qos": "high",
                       "slurm_constraint": "a100", "slurm_gres": "gpu:a100:1", "slurm_array_parallelism": 8,

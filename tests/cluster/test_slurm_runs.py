@@ -39,7 +39,8 @@ def test_cluster_run_log_is_quiet_and_shows_progress(slurm, tmp_path):
     assert "Bypassing" not in text and "accounting storage is disabled" not in text
     assert text.count("accounting") <= 1
     logs = [ln for ln in text.splitlines() if "logs:" in ln]
-    assert len(logs) == 1 and re.search(r"shard\(s\) 0-1: Slurm job \d+ \(.*\); logs: .*/submitit/\d+_<task>_0_log\.err",
+    assert len(logs) == 1 and re.search(r"shard\(s\) 0-1: Slurm job \d+ \(.*\); logs: "
+                                        r".*/submitit/\d+_<task>_0_log\.err",
                                         logs[0]), logs
     bars = [ln for ln in text.splitlines() if re.match(r"invbench: +\d+%\|", ln)]
     assert bars and re.search(r"16/16 .*shards 2 done, 0 running, 0 pending", bars[-1]), bars[-3:]

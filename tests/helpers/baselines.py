@@ -12,7 +12,8 @@ from invbench.priors.gmm import GaussianMixturePrior
 from torch import Tensor
 
 
-def gaussian_prior(shape=(1, 4, 4), *, diagonal: bool = False, seed: int = 0, scale: float = 0.15) -> GaussianMixturePrior:
+def gaussian_prior(shape=(1, 4, 4), *, diagonal: bool = False, seed: int = 0,
+                   scale: float = 0.15) -> GaussianMixturePrior:
     """A single Gaussian ``N(mu, C)`` in model space (float64). ``diagonal``: independent pixels."""
     g = torch.Generator().manual_seed(seed)
     d = math.prod(shape)

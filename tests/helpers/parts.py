@@ -62,7 +62,8 @@ def register() -> None:
         name = "_test_noisy"
         requires = frozenset({"linear"})
         Params = _P
-        PRESETS: ClassVar[dict] = {"default": Preset({}, "test"), "nan": Preset({"scale": float("nan")}, "test: diverges")}
+        PRESETS: ClassVar[dict] = {"default": Preset({}, "test"),
+                                   "nan": Preset({"scale": float("nan")}, "test: diverges")}
 
         def solve(self, y, operator, prior, *, sigma_y, generator=None, callback=None):
             self.check(operator, prior)

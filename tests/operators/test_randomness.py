@@ -64,7 +64,8 @@ def test_motion_kernel_properties():
     ratios = []
     for seed in range(5):
         k0 = motion_kernel(torch.Generator().manual_seed(seed), 61, 0.0)
-        ii, jj = torch.meshgrid(torch.arange(61.0, dtype=torch.float64), torch.arange(61.0, dtype=torch.float64), indexing="ij")
+        ii, jj = torch.meshgrid(torch.arange(61.0, dtype=torch.float64), torch.arange(61.0, dtype=torch.float64),
+                                indexing="ij")
         mi, mj = float((k0 * ii).sum()), float((k0 * jj).sum())
         cov = torch.tensor([[(k0 * (ii - mi) ** 2).sum(), (k0 * (ii - mi) * (jj - mj)).sum()],
                             [(k0 * (ii - mi) * (jj - mj)).sum(), (k0 * (jj - mj) ** 2).sum()]])

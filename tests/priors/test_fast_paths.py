@@ -95,7 +95,8 @@ def test_solver_output_bitwise_with_switches_off():
     outs = []
     for q in (p, with_fast_paths(p, FastPaths())):
         for name, ov in (("ddrm", {"steps": 3}), ("dps", {"steps": 3})):
-            outs.append(solvers.build(name, **ov).solve(y, A, q, sigma_y=0.1, generator=torch.Generator().manual_seed(3)))
+            outs.append(solvers.build(name, **ov).solve(y, A, q, sigma_y=0.1,
+                                                        generator=torch.Generator().manual_seed(3)))
     assert all(torch.equal(a, b) for a, b in zip(outs[:2], outs[2:], strict=True))
 
 

@@ -80,7 +80,8 @@ def test_reduced_copy_matches_dense_mixture(reduced, sigma):
     """Denoiser, score, noised log-density and Tweedie covariance equal the dense-covariance mixture."""
     p, X = reduced
     dense = p.dense()
-    x = X[:5].reshape(5, 3, 8, 8) + sigma * torch.randn(5, 3, 8, 8, dtype=D64, generator=torch.Generator().manual_seed(0))
+    x = X[:5].reshape(5, 3, 8, 8) + sigma * torch.randn(5, 3, 8, 8, dtype=D64,
+                                                        generator=torch.Generator().manual_seed(0))
     assert torch.allclose(p.denoise(x, sigma), dense.denoise(x, sigma), atol=1e-10)
     assert torch.allclose(p.log_prob(x, sigma), dense.log_prob(x, sigma), rtol=1e-10)
     assert torch.allclose(p.score(x, sigma), dense.score(x, sigma), rtol=1e-8, atol=1e-6)
@@ -134,7 +135,8 @@ def test_reduced_posterior_matches_brute_force(reduced, preset):
     assert np.allclose(post.means.numpy(), mu_k, atol=1e-9)
     mean = (w[:, :, None] * mu_k).sum(1)
     assert np.allclose(post.mean().reshape(3, -1).numpy(), mean, atol=1e-9)
-    cov = np.einsum("bk,kij->bij", w, covs) + np.einsum("bk,bki,bkj->bij", w, mu_k - mean[:, None], mu_k - mean[:, None])
+    cov = np.einsum("bk,kij->bij", w, covs) + np.einsum("bk,bki,bkj->bij", w, mu_k - mean[:, None],
+                                                        mu_k - mean[:, None])
     assert np.allclose(post.covariance().numpy(), cov, atol=1e-9)
     for b in range(3):
         lp = logsumexp([np.log(w[b, k]) + multivariate_normal(mu_k[b, k], covs[k], allow_singular=False).logpdf(
@@ -145,7 +147,8 @@ def test_reduced_posterior_matches_brute_force(reduced, preset):
 def test_posterior_samples_have_exact_moments():
     """20 000 exact samples: mean and covariance within sampling error of the closed form."""
     p = random_prior(shape=(1, 4, 4), K=2, r=3, seed=3, spread=0.3)
-    A = operators.build("inpaint_random", image_shape=(1, 4, 4), generator=torch.Generator().manual_seed(1)).to(dtype=D64)
+    A = operators.build("inpaint_random", image_shape=(1, 4, 4),
+                        generator=torch.Generator().manual_seed(1)).to(dtype=D64)
     y = A.measure(p.sample(1, generator=torch.Generator().manual_seed(5)), 0.2, torch.Generator().manual_seed(6))
     post = p.posterior(A, y, 0.2)
     xs = post.sample(20_000, generator=torch.Generator().manual_seed(7)).reshape(20_000, -1)

@@ -85,7 +85,8 @@ def _with_dataset(section: str, prior_datasets: str | None = None) -> str:
     return text
 
 
-FOLDER = '[[datasets]]\nname = "imgs"\ntype = "folder"\nroot = "imgs"\nmanifest = "imgs/MANIFEST.sha256"\nchannels = 1\n'
+FOLDER = ('[[datasets]]\nname = "imgs"\ntype = "folder"\nroot = "imgs"\n'
+          'manifest = "imgs/MANIFEST.sha256"\nchannels = 1\n')
 
 
 def _folder(tmp: Path, files: dict[str, np.ndarray | bytes], manifest: str | None = None) -> Path:
@@ -141,7 +142,8 @@ def _(t): return _cfg(BASE.replace("batch_size = 1", "batch_size = 1\nbatchsize 
 
 
 @case("config: unknown key in [[tasks]]")
-def _(t): return _cfg(BASE.replace('noise_sigma = 0.02', 'noise_sigma = 0.02\nsigma = 0.1'), ["tasks[1].sigma: unknown key"])
+def _(t): return _cfg(BASE.replace('noise_sigma = 0.02', 'noise_sigma = 0.02\nsigma = 0.1'), [("tasks[1].sigma: "
+                                                                                               "unknown key")])
 
 
 @case("config: unknown key in [execution]")
@@ -162,15 +164,18 @@ def _(t): return _cfg(BASE.replace("seeds = [0]", 'seeds = "0"'), ["seeds: expec
 
 
 @case("config: batch_size is a string")
-def _(t): return _cfg(BASE.replace("batch_size = 1", 'batch_size = "4"'), ["batch_size: expected an integer, got string"])
+def _(t): return _cfg(BASE.replace("batch_size = 1", 'batch_size = "4"'),
+                      ["batch_size: expected an integer, got string"])
 
 
 @case("config: batch_size is a bool")
-def _(t): return _cfg(BASE.replace("batch_size = 1", "batch_size = true"), ["batch_size: expected an integer, got bool"])
+def _(t): return _cfg(BASE.replace("batch_size = 1", "batch_size = true"),
+                      ["batch_size: expected an integer, got bool"])
 
 
 @case("config: noise_sigma is a string")
-def _(t): return _cfg(BASE.replace("noise_sigma = 0.05", 'noise_sigma = "0.05"'), ["tasks[0].noise_sigma: expected a number"])
+def _(t): return _cfg(BASE.replace("noise_sigma = 0.05", 'noise_sigma = "0.05"'), [("tasks[0].noise_sigma: expected "
+                                                                                    "a number")])
 
 
 @case("config: noise_sigma is NaN")
@@ -206,7 +211,8 @@ def _(t): return _cfg(BASE.replace('name = "t"', "name = 1979-05-27"), ["name: e
 
 
 @case("config: datetime inside solver overrides")
-def _(t): return _cfg(BASE.replace('name = "_test_noisy"', 'name = "_test_noisy"\noverrides = { when = 1979-05-27T07:32:00 }'),
+def _(t): return _cfg(BASE.replace('name = "_test_noisy"', 'name = "_test_noisy"\noverrides = { when = '
+                                                           '1979-05-27T07:32:00 }'),
                       ["solvers[0].overrides.when: unsupported value type"])
 
 
@@ -240,11 +246,13 @@ def _(t): return _cfg(BASE, ["tasks[1].name: duplicate name 'inpaint'"], ['tasks
 
 
 @case("config: duplicate solver labels")
-def _(t): return _cfg(BASE + '\n[[solvers]]\nname = "_test_noisy"\n', ["solvers[1].label: duplicate label '_test_noisy'"])
+def _(t): return _cfg(BASE + '\n[[solvers]]\nname = "_test_noisy"\n',
+                      ["solvers[1].label: duplicate label '_test_noisy'"])
 
 
 @case("config: duplicate prior labels")
-def _(t): return _cfg(BASE.replace('[[priors]]\nname = "_test-gauss"\n', '[[priors]]\nname = "_test-gauss"\n\n[[priors]]\nname = "_test-gauss"\n'),
+def _(t): return _cfg(BASE.replace('[[priors]]\nname = "_test-gauss"\n',
+                                   '[[priors]]\nname = "_test-gauss"\n\n[[priors]]\nname = "_test-gauss"\n'),
                       ["priors[1].label: duplicate label '_test-gauss'"])
 
 
@@ -253,7 +261,8 @@ def _(t): return _cfg(BASE, ["solvers[0].tasks[0]: unknown task 'deblur'"], ['so
 
 
 @case("config: task_presets names an undeclared task")
-def _(t): return _cfg(BASE, ["solvers[0].task_presets.deblur: unknown task"], ['solvers[0].task_presets.deblur="default"'])
+def _(t): return _cfg(BASE, ["solvers[0].task_presets.deblur: unknown task"],
+                      ['solvers[0].task_presets.deblur="default"'])
 
 
 @case("config: unknown prior option")
@@ -272,35 +281,43 @@ DPS_STEPS = ['solvers[0].name="dps"']
 
 
 @case("overrides: DPS steps = 0 (refused before the run, not a grid of error rows)")
-def _(t): return _cfg(BASE, ["solvers[0] (dps", "steps must be an integer in [1, 1000], got 0"], [*DPS_STEPS, "solvers[0].overrides.steps=0"])
+def _(t): return _cfg(BASE, ["solvers[0] (dps", "steps must be an integer in [1, 1000], got 0"],
+                      [*DPS_STEPS, "solvers[0].overrides.steps=0"])
 
 
 @case("overrides: DPS steps = -5")
-def _(t): return _cfg(BASE, ["solvers[0] (dps", "steps must be an integer in [1, 1000], got -5"], [*DPS_STEPS, "solvers[0].overrides.steps=-5"])
+def _(t): return _cfg(BASE, ["solvers[0] (dps", "steps must be an integer in [1, 1000], got -5"],
+                      [*DPS_STEPS, "solvers[0].overrides.steps=-5"])
 
 
 @case("overrides: DPS steps = 2.5 (not an integer)")
-def _(t): return _cfg(BASE, ["solvers[0].overrides.steps", "must be an integer, got 2.5"], [*DPS_STEPS, "solvers[0].overrides.steps=2.5"])
+def _(t): return _cfg(BASE, ["solvers[0].overrides.steps", "must be an integer, got 2.5"],
+                      [*DPS_STEPS, "solvers[0].overrides.steps=2.5"])
 
 
 @case("overrides: DPS steps = 1e12 (a float)")
-def _(t): return _cfg(BASE, ["solvers[0].overrides.steps", "must be an integer"], [*DPS_STEPS, "solvers[0].overrides.steps=1e12"])
+def _(t): return _cfg(BASE, ["solvers[0].overrides.steps", "must be an integer"],
+                      [*DPS_STEPS, "solvers[0].overrides.steps=1e12"])
 
 
 @case("overrides: DPS steps = 'many'")
-def _(t): return _cfg(BASE, ["solvers[0].overrides.steps", "must be an integer, got 'many'"], [*DPS_STEPS, "solvers[0].overrides.steps=many"])
+def _(t): return _cfg(BASE, ["solvers[0].overrides.steps", "must be an integer, got 'many'"],
+                      [*DPS_STEPS, "solvers[0].overrides.steps=many"])
 
 
 @case("overrides: DPS steps = 2^63 (does not fit int64)")
-def _(t): return _cfg(BASE, ["solvers[0].overrides.steps", "signed 64-bit"], [*DPS_STEPS, f"solvers[0].overrides.steps={2**63}"])
+def _(t): return _cfg(BASE, ["solvers[0].overrides.steps", "signed 64-bit"],
+                      [*DPS_STEPS, f"solvers[0].overrides.steps={2**63}"])
 
 
 @case("overrides: DPS steps = 2^63 - 1 (beyond the prior's grid)")
-def _(t): return _cfg(BASE, ["solvers[0] (dps", "steps must be an integer in [1, 1000]"], [*DPS_STEPS, f"solvers[0].overrides.steps={2**63 - 1}"])
+def _(t): return _cfg(BASE, ["solvers[0] (dps", "steps must be an integer in [1, 1000]"],
+                      [*DPS_STEPS, f"solvers[0].overrides.steps={2**63 - 1}"])
 
 
 @case("overrides: VML-MAP n_levels = 1e8 (a float)")
-def _(t): return _cfg(BASE, ["solvers[0].overrides.n_levels", "must be an integer"], ['solvers[0].name="vml_map"', "solvers[0].overrides.n_levels=1e8"])
+def _(t): return _cfg(BASE, ["solvers[0].overrides.n_levels", "must be an integer"],
+                      ['solvers[0].name="vml_map"', "solvers[0].overrides.n_levels=1e8"])
 
 
 @case("overrides: VML-MAP n_levels = 100000000 (cost estimate above the cap)")
@@ -328,15 +345,18 @@ def _(t): return _cfg(BASE, ["priors[0]", "unknown prior '__import__'"], ['prior
 
 
 @case("names: dataset type 'builtins.eval' is unknown")
-def _(t): return _cfg(BASE, ["datasets[0]", "unknown dataset type 'builtins.eval'"], ['datasets[0].type="builtins.eval"'])
+def _(t): return _cfg(BASE, ["datasets[0]", "unknown dataset type 'builtins.eval'"],
+                      ['datasets[0].type="builtins.eval"'])
 
 
 @case("names: operator 'subprocess.Popen' is unknown")
-def _(t): return _cfg(BASE, ["tasks[0].operator: unknown operator preset 'subprocess.Popen'"], ['tasks[0].operator="subprocess.Popen"'])
+def _(t): return _cfg(BASE, ["tasks[0].operator: unknown operator preset 'subprocess.Popen'"],
+                      ['tasks[0].operator="subprocess.Popen"'])
 
 
 @case("names: metric 'pickle.loads' is unknown")
-def _(t): return _cfg(BASE, ["metrics.image", "unknown metric 'pickle.loads'"], ['metrics.image=["psnr", "pickle.loads"]'])
+def _(t): return _cfg(BASE, ["metrics.image", "unknown metric 'pickle.loads'"], [('metrics.image=["psnr", '
+                                                                                  '"pickle.loads"]')])
 
 # ----------------------------------------------------------------------------- data
 
@@ -652,14 +672,16 @@ def _(t):
 @case("store: results.sqlite that is a text file, with --resume")
 def _(t):
     _existing_run(t, corrupt=b"this is not a database\n" * 100)
-    return Case(["run", "CFG", "--out", "OUT", "--resume", "--no-progress"], ("results.sqlite", "not a database"), config=BASE)
+    return Case(["run", "CFG", "--out", "OUT", "--resume", "--no-progress"], ("results.sqlite", "not a database"),
+                config=BASE)
 
 
 @case("store: store of an older schema (missing columns), with --resume")
 def _(t):
     _existing_run(t, schema="CREATE TABLE results (row_id TEXT PRIMARY KEY, status TEXT);"
                             "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);")
-    return Case(["run", "CFG", "--out", "OUT", "--resume", "--no-progress"], ("results table lacks columns",), config=BASE)
+    return Case(["run", "CFG", "--out", "OUT", "--resume", "--no-progress"], ("results table lacks columns",),
+                config=BASE)
 
 
 @case("store: --out is an existing file")
@@ -761,7 +783,8 @@ def _(t): return Case(["run", "CFG", "--shards", "two"], ("--shards", "invalid i
 
 
 @case("cli: --shards 0 (would submit no job)")
-def _(t): return Case(["run", "CFG", "--out", "OUT", "--executor", "submitit-debug", "--shards", "0"], ("--shards", "must be >= 1"), config=BASE)
+def _(t): return Case(["run", "CFG", "--out", "OUT", "--executor", "submitit-debug", "--shards", "0"],
+                      ("--shards", "must be >= 1"), config=BASE)
 
 
 @case("cli: --set without '='")
@@ -785,27 +808,31 @@ def _(t): return _cfg(BASE, ["seeds.x is not inside a table"], ["seeds.x=1"])
 
 
 @case("cli: --set with an unclosed inline table")
-def _(t): return _cfg(BASE, ["--set", "solvers[0].overrides={steps=3", "malformed TOML value"], ["solvers[0].overrides={steps=3"])
+def _(t): return _cfg(BASE, ["--set", "solvers[0].overrides={steps=3", "malformed TOML value"],
+                      ["solvers[0].overrides={steps=3"])
 
 
 @case("report: --out is an existing file")
 def _(t):
     _run_api(BASE, t, out="run")
     (t / "report.txt").write_text("mine")
-    return Case(["report", str(t / "run"), "--out", str(t / "report.txt")], ("report --out", "exists and is not a directory"))
+    return Case(["report", str(t / "run"), "--out", str(t / "report.txt")],
+                ("report --out", "exists and is not a directory"))
 
 
 @case("report: --out inside the run folder")
 def _(t):
     _run_api(BASE, t, out="run")
-    return Case(["report", str(t / "run"), "--out", str(t / "run" / "recon")], ("report --out", "inside the run folder"))
+    return Case(["report", str(t / "run"), "--out", str(t / "run" / "recon")],
+                ("report --out", "inside the run folder"))
 
 
 @case("report: --out is a dangling symbolic link")
 def _(t):
     _run_api(BASE, t, out="run")
     (t / "rep").symlink_to(t / "gone")
-    return Case(["report", str(t / "run"), "--out", str(t / "rep")], ("report --out", "symbolic link to a missing target"))
+    return Case(["report", str(t / "run"), "--out", str(t / "rep")],
+                ("report --out", "symbolic link to a missing target"))
 
 
 @case("cli: report on a folder that is not a run")
@@ -872,7 +899,8 @@ def test_bad_input(name, tmp_path, capsys, monkeypatch, figures):
 
 
 def test_corpus_size(figures):
-    """The corpus has at least 40 named cases (the campaign's floor, docs/reliability.md); the count goes to the report."""
+    """The corpus has at least 40 named cases (the campaign's floor, docs/reliability.md); the count goes
+    to the report."""
     figures.record("corpus_cases", len(CASES))
     assert len(CASES) >= 40
 
@@ -982,8 +1010,8 @@ def test_missing_metric_weights_are_unavailable_not_an_error(tmp_path, capsys, m
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
     text = BASE.replace('image = ["psnr", "mse", "consistency"]',
-                        'image = ["psnr", "lpips"]\nset = ["fid"]\n[metrics.lpips]\nweights = "w/alexnet-owt-7be5be79.pth"\n'
-                        '[metrics.fid]\ninception_path = "w/inception-2015-12-05.pt"')
+                        'image = ["psnr", "lpips"]\nset = ["fid"]\n[metrics.lpips]\nweights = '
+                        '"w/alexnet-owt-7be5be79.pth"\n[metrics.fid]\ninception_path = "w/inception-2015-12-05.pt"')
     cfg = tmp_path / "c.toml"
     cfg.write_text(text)
     out = tmp_path / "run"

@@ -62,7 +62,8 @@ def test_second_writer_refused_and_no_stale_lock_after_sigkill(tmp_path, capsys,
         before = parts.count_rows(db)
         # a second writer (a different process: this one) is refused, with or without --resume
         rc, _, err = cli(capsys, ["run", cfg, "--out", out, "--resume", "--no-progress"])
-        assert rc == 2 and err.count("\n") == 1 and "another invbench run is writing this run directory (lock held" in err, err
+        assert rc == 2 and err.count("\n") == 1, err
+        assert "another invbench run is writing this run directory (lock held" in err, err
         assert f"by pid {a.pid}" in err, err   # the holder is named
         rc, _, err = cli(capsys, ["run", cfg, "--out", out, "--no-progress"])
         assert rc == 2 and "--resume" in err, err

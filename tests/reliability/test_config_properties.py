@@ -62,7 +62,8 @@ def test_base_is_valid():
 # passed to invbench.bench.datasets (checked at prepare time), option/override/params tables are free-form
 STRICT_TABLES = {
     "": set(BASE), "priors[0]": {"name", "label", "checkpoint", "datasets", "options"},
-    "tasks[0]": {"name", "operator", "noise_sigma", "params"}, "tasks[1]": {"name", "operator", "noise_sigma", "params"},
+    "tasks[0]": {"name", "operator", "noise_sigma", "params"},
+    "tasks[1]": {"name", "operator", "noise_sigma", "params"},
     "solvers[0]": {"name", "preset", "label", "overrides", "task_presets", "tasks", "priors", "resources"},
     "execution": {"shards", "folder", "resources"}, "solvers[0].resources": set(config.RESOURCE_KEYS),
     "execution.resources": set(config.RESOURCE_KEYS), "metrics": {"image", "set"},
@@ -81,7 +82,8 @@ def _table(raw: dict, path: str) -> dict:
 
 scalars = st.one_of(st.integers(-10**6, 10**6), st.floats(allow_nan=True, allow_infinity=True), st.booleans(),
                     st.text(max_size=12))
-values = st.recursive(scalars, lambda c: st.one_of(st.lists(c, max_size=3), st.dictionaries(st.text(max_size=6), c, max_size=3)),
+values = st.recursive(scalars,
+                      lambda c: st.one_of(st.lists(c, max_size=3), st.dictionaries(st.text(max_size=6), c, max_size=3)),
                       max_leaves=6)
 
 
@@ -108,13 +110,16 @@ def _is_int(v):
 LEAVES = {
     "name": lambda v: isinstance(v, str), "description": lambda v: isinstance(v, str),
     "seeds": lambda v: isinstance(v, list) and all(_is_int(x) for x in v), "batch_size": _is_int,
-    "device": lambda v: isinstance(v, str), "dtype": lambda v: isinstance(v, str), "save_npy": lambda v: isinstance(v, bool),
+    "device": lambda v: isinstance(v, str), "dtype": lambda v: isinstance(v, str),
+    "save_npy": lambda v: isinstance(v, bool),
     "warmup": _is_int, "data_seed": _is_int, "datasets[0].name": lambda v: isinstance(v, str),
     "datasets[0].type": lambda v: isinstance(v, str), "datasets[0].limit": _is_int,
     "priors[0].name": lambda v: isinstance(v, str), "priors[0].options": lambda v: isinstance(v, dict),
-    "tasks[0].operator": lambda v: isinstance(v, str), "tasks[1].noise_sigma": lambda v: _is_int(v) or isinstance(v, float),
+    "tasks[0].operator": lambda v: isinstance(v, str),
+    "tasks[1].noise_sigma": lambda v: _is_int(v) or isinstance(v, float),
     "tasks[0].params": lambda v: isinstance(v, dict), "solvers[0].name": lambda v: isinstance(v, str),
-    "solvers[0].overrides": lambda v: isinstance(v, dict), "solvers[0].tasks": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+    "solvers[0].overrides": lambda v: isinstance(v, dict),
+    "solvers[0].tasks": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
     "metrics.image": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
     "execution.shards": _is_int, "solvers[0].resources.timeout_min": _is_int, "execution.resources.mem_gb": _is_int,
 }

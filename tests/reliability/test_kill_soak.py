@@ -161,7 +161,9 @@ def test_kill_soak_fast_subset(tmp_path, figures):
     res = soak(cfg, tmp_path, n_kills=2, seed=8)
     print("\n" + res.line(2) + f" [{res.config}, {res.rows} rows; " + "; ".join(res.moments) + "]")
     assert res.kills == 2
-    figures.record("kill_soak_fast", {"kills": res.kills, "of": 2, "rows": res.rows, "config": "GMM (tests/helpers/reliability.py gmm_text, limit 3, one seed)",
+    figures.record("kill_soak_fast",
+                   {"kills": res.kills, "of": 2, "rows": res.rows, "config": "GMM (tests/helpers/reliability.py "
+                                                                             "gmm_text, limit 3, one seed)",
                                       "moments": res.moments})
 
 
@@ -171,11 +173,13 @@ def test_kill_soak_20_points(tmp_path, figures):
     if SMALL_WEIGHTS.exists():
         cfg, which = SMOKE, f"configs/smoke.toml (small-cpu weights present at {SMALL_WEIGHTS.relative_to(REPO)})"
     else:
-        cfg, which = _soak_config(tmp_path, limit=8), "GMM-only config (tests/helpers/reliability.py gmm_text, limit 8; priors/data/small_cpu.pt not present)"
+        cfg, which = _soak_config(tmp_path, limit=8), ("GMM-only config (tests/helpers/reliability.py gmm_text, "
+                                                       "limit 8; priors/data/small_cpu.pt not present)")
     print(f"\nkill soak config: {which}")
     res = soak(cfg, tmp_path, n_kills=20, seed=2024)
     for j, m in enumerate(res.moments, 1):
         print(f"  kill {j:2d}: {m}")
     print(res.line(20))
     assert res.kills == 20 and res.partial == 20
-    figures.record("kill_soak", {"kills": res.kills, "of": 20, "rows": res.rows, "config": which, "moments": res.moments})
+    figures.record("kill_soak",
+                   {"kills": res.kills, "of": 20, "rows": res.rows, "config": which, "moments": res.moments})

@@ -110,7 +110,8 @@ def quick_figures(monkeypatch):
         fname.write(tiny if format == "png" else b"%PDF-1.4\n%%EOF\n")
 
     monkeypatch.setattr(Figure, "savefig", savefig)
-    monkeypatch.setattr(figures, "make_figures", functools.partial(figures.make_figures, widths=(figures.DOUBLE_COLUMN_IN,)))
+    monkeypatch.setattr(figures, "make_figures",
+                        functools.partial(figures.make_figures, widths=(figures.DOUBLE_COLUMN_IN,)))
 
 
 # --------------------------------------------------------------------------- incomplete runs
@@ -133,7 +134,8 @@ def test_incomplete_run_states_rows_present_and_expected(tmp_path, capsys):
     assert "incomplete run: 10 of 18 rows" in page
     recs = {r["solver"]: r for r in _csv(tmp_path / "rep" / "leaderboard.csv")}
     assert (recs["dps"]["n_rows"], recs["dps"]["n_expected"]) == ("4", "6")
-    assert (recs["vml_map"]["n_rows"], recs["vml_map"]["n_expected"], recs["vml_map"]["status"]) == ("0", "6", "not run")
+    assert (recs["vml_map"]["n_rows"], recs["vml_map"]["n_expected"], recs["vml_map"]["status"]) == ("0", "6",
+                                                                                                     "not run")
     assert "invbench: warning: incomplete run: 10 of 18 rows" in err     # and warning lines on the terminal
     assert "invbench: warning: report.reference 'vml_map' has no row in this run" in err
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from invbench.bench.run import paths as run_paths
 from invbench.bench.datasets import make_manifest
+from invbench.bench.run import paths as run_paths
 from test_bad_inputs import check_error_line
 
 from tests.helpers import parts
@@ -57,7 +57,8 @@ def _named_folder(tmp: Path, names: list[str]) -> Path:
     return root
 
 
-FOLDER = '[[datasets]]\nname = "imgs"\ntype = "folder"\nroot = "imgs"\nmanifest = "imgs/MANIFEST.sha256"\nchannels = 1\n'
+FOLDER = ('[[datasets]]\nname = "imgs"\ntype = "folder"\nroot = "imgs"\n'
+          'manifest = "imgs/MANIFEST.sha256"\nchannels = 1\n')
 DIGITS = '[[datasets]]\nname = "digits"\ntype = "digits"\nsplit = "test"\nlimit = 3\n'
 
 
@@ -134,7 +135,8 @@ def _fake_repo(tmp: Path, steps: int) -> Path:
     root = tmp / "repo"
     (root / "configs").mkdir(parents=True)
     text = BASE.replace('name = "t"', 'name = "demo"').replace('name = "_test_noisy"',
-                                                                 f'name = "_test_noisy"\noverrides = {{ steps = {steps} }}')
+                                                                 'name = "_test_noisy"\noverrides = { steps = '
+                                                                 f'{steps} }}')
     (root / "configs" / "demo.toml").write_text(text)
     return root
 

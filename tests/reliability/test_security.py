@@ -58,7 +58,8 @@ def audit_sources() -> dict[str, list[str]]:
     """Parse every package module; return the findings by rule (empty lists = clean)."""
     bad: dict[str, list[str]] = {"torch.load without weights_only=True": [], "pickle / marshal / shelve loads": [],
                                  "eval / exec / compile / __import__": [], "np.load with allow_pickle=True": [],
-                                 "subprocess with shell=True / os.system": [], "import_module of a non-constant name": []}
+                                 "subprocess with shell=True / os.system": [],
+                                 "import_module of a non-constant name": []}
     n_torch_load = 0
     for path in _sources():
         tree = ast.parse(path.read_text(), str(path))
@@ -84,7 +85,8 @@ def audit_sources() -> dict[str, list[str]]:
                 ap = _kw(node, "allow_pickle")
                 if ap is not None and not (isinstance(ap, ast.Constant) and ap.value is False):
                     bad["np.load with allow_pickle=True"].append(where)
-            if name in ("os.system", "os.popen") or (name.startswith("subprocess.") and isinstance(_kw(node, "shell"), ast.Constant)
+            if name in ("os.system",
+                        "os.popen") or (name.startswith("subprocess.") and isinstance(_kw(node, "shell"), ast.Constant)
                                                      and _kw(node, "shell").value):
                 bad["subprocess with shell=True / os.system"].append(where)
             if name.endswith("import_module"):
@@ -225,9 +227,11 @@ def test_offline_gmm_run_and_report_escape_hostile_strings(tmp_path, figures):
     cfg = tmp_path / "c.toml"
     cfg.write_text(text)
     out, rep = tmp_path / "run", tmp_path / "report"
-    code = _AUDITED % {"run": ["run", str(cfg), "--out", str(out), "--no-progress"], "report": ["report", str(out), "--out", str(rep)]}
+    code = _AUDITED % {"run": ["run", str(cfg), "--out", str(out), "--no-progress"],
+                       "report": ["report", str(out), "--out", str(rep)]}
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=900, cwd=tmp_path, check=False)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=900, cwd=tmp_path,
+                       check=False)
     assert r.returncode == 0, r.stderr[-3000:]
     line = next(ln for ln in r.stdout.splitlines() if ln.startswith("RESULT"))
     assert "NET []" in line and "UNPICKLED []" in line, line

@@ -139,4 +139,5 @@ def test_submitit_local_soak_10_points(tmp_path, figures):
         print(f"  kill {j:2d}: {m}")
     print("submitit-local soak: 10/10 kill points, no orphan shard processes, identical results")
     figures.record("submitit_soak", {"kills": 10, "of": 10, "rows": n, "moments": moments,
-                                     "config": "GMM (tests/helpers/reliability.py gmm_text, limit 6, one seed), --shards 2"})
+                                     "config": "GMM (tests/helpers/reliability.py gmm_text, limit 6, one seed), "
+                                               "--shards 2"})

@@ -23,7 +23,8 @@ DENOISE = '[[tasks]]\nname = "denoise"\noperator = "denoise"\nnoise_sigma = 0.1\
 
 def _text(steps: int = 3, solver: str = "ddrm") -> str:
     """Two 8x8 validation digits, the test prior, one denoising task, one solver."""
-    return parts.toml_config("tune-rel", solvers_=f'[[solvers]]\nname = "{solver}"\noverrides = {{ steps = {steps} }}\n',
+    return parts.toml_config("tune-rel",
+                             solvers_=f'[[solvers]]\nname = "{solver}"\noverrides = {{ steps = {steps} }}\n',
                              tasks=DENOISE, limit=2)
 
 
@@ -64,7 +65,8 @@ def test_another_solvers_study_is_refused(tmp_path, capsys):
     out = tmp_path / "o"
     assert _tune(capsys, _cfg(tmp_path), out, "--solver", "ddrm", "--budget-trials", "2")[0] == 0
     preset = (out / "preset.toml").read_bytes()
-    rc, _, err = _tune(capsys, _cfg(tmp_path, "p.toml", solver="pigdm"), out, "--solver", "pigdm", "--budget-trials", "4")
+    rc, _, err = _tune(capsys, _cfg(tmp_path, "p.toml", solver="pigdm"), out, "--solver", "pigdm", "--budget-trials",
+                       "4")
     assert rc == 2
     check_error_line(err, [str(out), "'ddrm'", "'pigdm'", "another --out"])
     assert _states(out) == {"COMPLETE": 2}
@@ -85,7 +87,8 @@ def test_another_configs_study_is_refused(tmp_path, capsys):
     check_error_line(err, ["config"])
     assert _states(out) == {"COMPLETE": 2}
     # the same config (another file with the same text) resumes
-    assert _tune(capsys, _cfg(tmp_path, "again.toml", steps=20), out, "--solver", "ddrm", "--budget-trials", "3")[0] == 0
+    assert _tune(capsys, _cfg(tmp_path, "again.toml", steps=20), out, "--solver", "ddrm", "--budget-trials",
+                 "3")[0] == 0
     assert _states(out) == {"COMPLETE": 3}
 
 

@@ -72,7 +72,8 @@ def test_matches_the_reference_loop_on_a_gmm(task):
     P = gaussian_prior((1, 8, 8), seed=4, scale=0.1)
     A = operators.build(task, (1, 8, 8), torch.Generator().manual_seed(0))
     x = P.sample(2, generator=torch.Generator().manual_seed(1))
-    kw = {"anneal_steps": 8, "ode_steps": 3, "mcmc_steps": 5, "lr": 2e-3, "tau": 0.1, "sigma_max": 10.0, "sigma_min": 0.05}
+    kw = {"anneal_steps": 8, "ode_steps": 3, "mcmc_steps": 5, "lr": 2e-3, "tau": 0.1, "sigma_max": 10.0,
+          "sigma_min": 0.05}
     ours, _y = _compare(P, A, x, 0.05, kw, 1e-10)
     assert ours.std() > 0.05 and torch.isfinite(ours).all()  # not a constant / degenerate output
 
@@ -83,7 +84,8 @@ def test_matches_the_reference_loop_on_the_small_cpu_prior():
     P = priors.build("small-cpu")
     A = operators.build("inpaint_random", (3, 32, 32), torch.Generator().manual_seed(0))
     x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(3)) * 2 - 1
-    kw = {"anneal_steps": 3, "ode_steps": 2, "mcmc_steps": 3, "lr": 1e-4, "tau": 0.05, "sigma_max": 20.0, "sigma_min": 0.1}
+    kw = {"anneal_steps": 3, "ode_steps": 2, "mcmc_steps": 3, "lr": 1e-4, "tau": 0.05, "sigma_max": 20.0,
+          "sigma_min": 0.1}
     _compare(P, A, x, 0.05, kw, 1e-4)
 
 

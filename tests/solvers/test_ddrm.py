@@ -114,4 +114,5 @@ def test_skip_and_diverged():
         solvers.build("ddrm").solve(torch.zeros(1, *A.out_shape, dtype=torch.float64), A, P, sigma_y=0.0)
     A2 = _inpaint()
     with pytest.raises(SolverDiverged):
-        solvers.build("ddrm").solve(torch.zeros(1, *A2.out_shape, dtype=torch.float64), A2, NaNPrior(SHAPE), sigma_y=0.0)
+        solvers.build("ddrm").solve(torch.zeros(1, *A2.out_shape, dtype=torch.float64), A2, NaNPrior(SHAPE),
+                                    sigma_y=0.0)

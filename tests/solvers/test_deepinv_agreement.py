@@ -197,18 +197,21 @@ def test_dps_clip_matches_deepinv_clip(c_pix):
             return torch.full_like(x, c_pix) + 0.0 * x
 
     y_pix = phys(torch.full((1, *shape), 0.5))
-    dps = deepinv.sampling.DPS(Const(), num_steps=6, weight=2.0, dtype=torch.float32, rng=torch.Generator().manual_seed(0))
+    dps = deepinv.sampling.DPS(Const(), num_steps=6, weight=2.0, dtype=torch.float32,
+                               rng=torch.Generator().manual_seed(0))
     sig = [float(dps.sde.sigma_t(t)) for t in dps.solver.timesteps]
     out_d = 2 * dps(y_pix, phys, seed=0) - 1
     y_model = A.measure(torch.zeros(1, *shape), 0.0)
     kw = {"sigmas": tuple(sig[:-1]), "zeta": 1.0, "zeta_schedule": "deepinv", "variance": "fixed"}
     P = _ConstPrior(2 * c_pix - 1, shape)
-    out_clip = solvers.build("dps", clip_x0=True, clip_range=DINV_CLIP, **kw).solve(y_model, A, P, sigma_y=0.1, generator=gens(1))
+    out_clip = solvers.build("dps", clip_x0=True, clip_range=DINV_CLIP, **kw).solve(y_model, A, P, sigma_y=0.1,
+                                                                                    generator=gens(1))
     out_none = solvers.build("dps", clip_x0=False, **kw).solve(y_model, A, P, sigma_y=0.1, generator=gens(1))
     want = min(max(2 * c_pix - 1, -3.0), 1.0)
     assert torch.allclose(out_d.double().reshape(-1), torch.full((16,), want, dtype=torch.float64), atol=1e-6)
     assert torch.allclose(out_clip.reshape(-1).double(), out_d.double().reshape(-1), atol=1e-6)
-    assert torch.allclose(out_none.reshape(-1).double(), torch.full((16,), 2 * c_pix - 1, dtype=torch.float64), atol=1e-6)
+    assert torch.allclose(out_none.reshape(-1).double(), torch.full((16,), 2 * c_pix - 1, dtype=torch.float64),
+                          atol=1e-6)
 
 
 def _assert_same_psnr(po, pd):

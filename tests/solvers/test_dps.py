@@ -69,7 +69,8 @@ def test_learned_variance_endpoints():
     hi = S.solve(y, A, _LearnedVarPrior(base, 1.0), sigma_y=0.0, generator=gens(2))
     assert (hi - fixed).abs().max() > 1e-3
     forced_fixed = solvers.build("dps", steps=50, zeta=0.3, variance="fixed")
-    torch.testing.assert_close(forced_fixed.solve(y, A, _LearnedVarPrior(base, 1.0), sigma_y=0.0, generator=gens(2)), fixed)
+    torch.testing.assert_close(forced_fixed.solve(y, A, _LearnedVarPrior(base, 1.0), sigma_y=0.0, generator=gens(2)),
+                               fixed)
 
 
 def test_guidance_pulls_towards_data():
@@ -82,7 +83,8 @@ def test_guidance_pulls_towards_data():
     R = 64
     errs = {}
     for zeta in (0.0, 0.5):
-        out = solvers.build("dps", steps=200, zeta=zeta).solve(y.expand(R, -1).clone(), A, P, sigma_y=0.05, generator=gens(R))
+        out = solvers.build("dps", steps=200, zeta=zeta).solve(y.expand(R, -1).clone(), A, P, sigma_y=0.05,
+                                                               generator=gens(R))
         errs[zeta] = float((out.reshape(R, -1).mean(0) - m).norm())
     assert errs[0.5] < 0.5 * errs[0.0]
     assert errs[0.5] < 0.5 * float((P.means[0] - m).norm())
@@ -116,7 +118,8 @@ def test_presets_and_task_mapping():
 def test_diverged():
     A = _inpaint()
     with pytest.raises(SolverDiverged):
-        solvers.build("dps", steps=10).solve(torch.zeros(1, *A.out_shape, dtype=torch.float64), A, NaNPrior(SHAPE), sigma_y=0.0)
+        solvers.build("dps", steps=10).solve(torch.zeros(1, *A.out_shape, dtype=torch.float64), A, NaNPrior(SHAPE),
+                                             sigma_y=0.0)
 
 
 def test_per_task_presets_follow_the_declared_family_not_the_name(monkeypatch):

@@ -104,7 +104,8 @@ def test_oracle_sample_distribution_and_batch_invariance():
     assert z.mean(0).abs().max() < 5 / n**0.5
     assert (torch.cov(z.T) - torch.eye(4, dtype=DT)).abs().max() < 6 / n**0.5
     # image i depends only on its own generator
-    x3 = solvers.build("oracle_sample").solve(y[3:4], op, prior, sigma_y=sy, generator=torch.Generator().manual_seed(1003))
+    x3 = solvers.build("oracle_sample").solve(y[3:4], op, prior, sigma_y=sy,
+                                              generator=torch.Generator().manual_seed(1003))
     assert torch.equal(x3.reshape(-1), xs[3])
 
 

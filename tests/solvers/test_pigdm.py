@@ -98,7 +98,8 @@ def test_skip_and_diverged():
         solvers.build("pigdm").solve(torch.zeros(1, *A.out_shape, dtype=torch.float64), A, P, sigma_y=0.0)
     A2 = _inpaint()
     with pytest.raises(SolverDiverged):
-        solvers.build("pigdm").solve(torch.zeros(1, *A2.out_shape, dtype=torch.float64), A2, NaNPrior(SHAPE), sigma_y=0.0)
+        solvers.build("pigdm").solve(torch.zeros(1, *A2.out_shape, dtype=torch.float64), A2, NaNPrior(SHAPE),
+                                     sigma_y=0.0)
 
 
 def test_svd_threshold_keeps_pinv_init_bounded():

@@ -102,13 +102,14 @@ def test_slice_matches_committed_problem_rows(committed, recomputed):
         ref = old[(*_key(new), new["j"])]
         for col in V.PROBLEM_COLUMNS:
             if col in new:
-                assert _close(ref[col], new[col] if isinstance(new[col], str) else float(new[col]), **_tol(False, col)), \
+                assert _close(ref[col], new[col] if isinstance(new[col], str) else float(new[col]),
+                              **_tol(False, col)), \
                     f"{_key(new)} j={new['j']} {col}: committed {ref[col]} vs recomputed {new[col]!r}"
 
 
 def test_committed_table_covers_the_acceptance_grid(committed):
-    """The study's scope (reports/validation/README.md): 4 GMM priors x >= 4 linear presets x all solvers x >= 32 problems, sample-set
-    metrics (64+ samples) for the samplers, and the exact oracles behaving as the closed form."""
+    """The study's scope (reports/validation/README.md): 4 GMM priors x >= 4 linear presets x all solvers x >= 32
+    problems, sample-set metrics (64+ samples) for the samplers, and the exact oracles behaving as the closed form."""
     table, _ = committed
     main = [r for r in table if float(r["sigma_y"]) == 0.05]
     assert {r["prior"] for r in main} == {"gmm-synthetic-64", "gmm-synthetic-256", "gmm-digits", "gmm-patches"}
@@ -163,7 +164,8 @@ def test_new_rows_run_on_a_tiny_grid(label):
     cfg = dataclasses.replace(V.default_config(), n_problems=2, n_sample_problems=1, n_samples=4,
                               n_reference=64, sw_projections=16)
     _, table = V.run_suite(cfg, progress=lambda m: None,
-                           only=lambda p, t, s, lab: p == "gmm-digits" and t == "inpaint_random" and s == 0.05 and lab == label)
+                           only=lambda p, t, s, lab: (p == "gmm-digits" and t == "inpaint_random" and s == 0.05
+                                                      and lab == label))
     (row,) = table
     assert int(row["n_failed"]) == 0 and math.isfinite(float(row["dist_to_map_mean"]))
     spec = next(e for e in V.SOLVERS if e.label == label)

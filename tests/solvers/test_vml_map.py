@@ -126,7 +126,8 @@ def _rel(a, b):
 
 # ---------------------------------------------------------------- exactness
 def test_design_reference_setting_reaches_map_on_inpainting():
-    """The reference setting of docs/solvers-vml-map.md ("Exactness"): SVD preconditioner, N=50, γ=1, DDIM transition, σ_y = 0.01 inpainting.
+    """The reference setting of docs/solvers-vml-map.md ("Exactness"): SVD preconditioner, N=50, γ=1, DDIM
+    transition, σ_y = 0.01 inpainting.
 
     On this 64-d problem K=10 gives ~1.2e-3
     (hence the 2e-3 bound) and K=20 is inside 1e-3: the error falls with the inner steps."""
@@ -135,7 +136,8 @@ def test_design_reference_setting_reaches_map_on_inpainting():
     errs = []
     for K in (10, 20):
         s = solvers.build("vml_map", preset="exact-gaussian", inner_steps=K)
-        assert (s.params.n_levels, s.params.step_size, s.params.transition, s.params.preconditioner) == (50, 1.0, "ddim", "svd")
+        assert ((s.params.n_levels, s.params.step_size, s.params.transition, s.params.preconditioner)
+                == (50, 1.0, "ddim", "svd"))
         x = s.solve(y, op, p, sigma_y=0.01, generator=torch.Generator().manual_seed(0))
         errs.append(_rel(x, xmap))
     assert errs[0] < 2e-3 and errs[1] < 1e-3 and errs[1] < errs[0] / 2, errs
