@@ -47,10 +47,11 @@ def test_configs_are_the_demo_tasks_at_released_presets_with_an_exact_twin():
         assert {s["name"] for s in twin["solvers"][len(demo_solvers):]} == {
             "oracle_map", "oracle_mean", "oracle_sample"}
         assert small["datasets"] == twin["datasets"]
+        assert twin["dtype"] == "float64"      # the oracles' SVD checks fail in float32
 
 
 def _argv(work: Path, *extra: str) -> list[str]:
-    return ["--work", str(work), "--tasks", "denoise", "--priors", "gmm-crops32",
+    return ["--work", str(work), "--tasks", "sr4_avgpool", "--priors", "gmm-crops32",
             "--solvers", "ddrm", "dps", "--budgets", "8", "--trials", "2", "--val-crops", "2",
             "--test-crops", "2", "--seeds", "[0]", *extra]
 
@@ -59,7 +60,7 @@ def test_driver_tunes_collects_runs_reports_and_resumes(tmp_path):
     h2h = _driver()
     work = tmp_path / "w"
     assert h2h.main(["tune", *_argv(work)]) == 0
-    study = work / "tune" / "gmm-crops32" / "denoise" / "fe8" / "dps"
+    study = work / "tune" / "gmm-crops32" / "sr4_avgpool" / "fe8" / "dps"
     preset = tomllib.loads((study / "preset.toml").read_text())["tuned"]
     # 4 DPS steps = 4 NFE + 4 VJP (3 would run 4 levels on the prior's skip schedule: 8 too)
     assert preset["params"]["steps"] == 4 and preset["budget"]["fe_cap_per_solve"] == 8
@@ -73,13 +74,13 @@ def test_driver_tunes_collects_runs_reports_and_resumes(tmp_path):
     assert {r["solver"] for r in records} == {"ddrm", "dps"}
     assert all(r["trials"] == 3 and r["budget_fe"] == 8 for r in records)
     assert h2h.main(["run", *_argv(work)]) == 0
-    con = sqlite3.connect(work / "run" / "gmm-crops32" / "denoise" / "rows" / "results.sqlite")
+    con = sqlite3.connect(work / "run" / "gmm-crops32" / "sr4_avgpool" / "rows" / "results.sqlite")
     labels = {r[0] for r in con.execute("SELECT solver FROM results WHERE status = 'ok'")}
     con.close()
-    assert {"dps", "dps-fe8", "ddrm-fe8", "oracle_map"} <= labels
+    assert {"dps", "dps-fe8", "ddrm-fe8", "oracle_map", "oracle_mean"} <= labels
     assert h2h.main(["run", *_argv(work)]) == 0           # resumes: nothing left to do
     assert h2h.main(["report", *_argv(work)]) == 0
-    assert any((work / "report" / "gmm-crops32" / "denoise").iterdir())
+    assert any((work / "report" / "gmm-crops32" / "sr4_avgpool").iterdir())
 
 
 def test_run_refuses_a_test_crop_seen_in_tuning(tmp_path, monkeypatch):
@@ -88,7 +89,7 @@ def test_run_refuses_a_test_crop_seen_in_tuning(tmp_path, monkeypatch):
 
     work = tmp_path / "w"
     _, st, _ = h2h.parse(["run", *_argv(work)])
-    exp = config.load(st.config("gmm-crops32", "denoise"), list(st.run_sets))
+    exp = config.load(st.config("gmm-crops32", "sr4_avgpool"), list(st.run_sets))
     crop = datasets.build(exp.datasets[0].build_spec(), exp.base_dir).get(1)
     monkeypatch.setattr(h2h, "evaluated_hashes", lambda *a: {tune.image_sha256(crop)})
     with pytest.raises(SystemExit, match="evaluated in tuning"):
