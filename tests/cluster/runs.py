@@ -39,7 +39,11 @@ class Run:
 
     def __init__(self, args: list[str], log: Path, python: str | Path = sys.executable):
         self.log = log
-        code = f"import sys; from invbench.bench.cli import main; sys.exit(main({[str(a) for a in args]!r}))"
+        # SIGINT handled as in a terminal: a test session started in the background by a
+        # non-interactive shell passes SIGINT on ignored, and invbench (like Python itself) leaves
+        # an ignored SIGINT ignored, so the SIGINT case would wait for ever
+        code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                f"from invbench.bench.cli import main; sys.exit(main({[str(a) for a in args]!r}))")
         # PYTHONFAULTHANDLER: a process that does not end in time is sent SIGABRT, and its threads'
         # stacks land in the log the failure shows
         env = subprocess_env(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONFAULTHANDLER="1")

@@ -186,3 +186,22 @@ def test_a_signal_whose_exception_was_swallowed_still_stops_the_wait(tmp_path, m
     with pytest.raises(KeyboardInterrupt):
         late.sleep(30)
     assert slept == []
+
+
+def test_an_ignored_sigint_stays_ignored_and_a_handled_one_cancels():
+    """A submitter started in the background by a non-interactive shell inherits SIGINT ignored:
+    it leaves it so (as Python does), and handles it otherwise; SIGTERM is always handled."""
+    import signal
+
+    old = signal.getsignal(signal.SIGINT)
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        with executors.signals._cancel_on_signal("local") as (_, intr):
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) == intr.handler
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        with executors.signals._cancel_on_signal("local") as (_, intr):
+            assert signal.getsignal(signal.SIGINT) == intr.handler
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # restored
+    finally:
+        signal.signal(signal.SIGINT, old)
