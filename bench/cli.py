@@ -136,7 +136,8 @@ def cmd_tune(args) -> int:
     from .tune import tune
 
     tune(args.config, args.solver, budget_trials=args.budget_trials, budget_nfe=args.budget_nfe,
-         nfe_cap=args.nfe_cap, metric=args.metric, out=args.out, seed=args.seed, sets=args.set)
+         nfe_cap=args.nfe_cap, fe_cap=args.fe_cap, metric=args.metric, out=args.out, seed=args.seed,
+         sets=args.set)
     return 0
 
 
@@ -317,9 +318,11 @@ def _run_commands(sub, common: argparse.ArgumentParser) -> None:
     g.add_argument("--budget-trials", type=int, default=None, help="number of trials (default 20)")
     g.add_argument("--budget-nfe", type=float, default=None, help="total network evaluations to spend (finite, > 0)")
     p.add_argument("--nfe-cap", type=float, default=None, help="trials whose NFE per solve exceeds this are pruned")
+    p.add_argument("--fe-cap", type=float, default=None,
+                   help="forward-equivalents per solve (NFE + VJP, measured per setting) above which a trial is pruned")
     p.add_argument("--metric", default="psnr")
     p.add_argument("--out", help="tune directory (default runs/tune-<name>-<solver>); holds study.sqlite3 and "
-                                 "preset.toml; rerun to resume (same solver, config, --seed, --nfe-cap)")
+                                 "preset.toml; rerun to resume (same solver, config, --seed, --nfe-cap, --fe-cap)")
     p.add_argument("--seed", type=int, default=0, help="TPE sampler seed (>= 0)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
     p.set_defaults(fn=cmd_tune)

@@ -117,6 +117,8 @@ def test_nfe_cap_prunes_and_budget_nfe_stops(tmp_path):
     (["--solver", "ddrm", "--budget-nfe", "-3"], "--budget-nfe"),
     (["--solver", "oracle_map", "--budget-trials", "2"], "SEARCH_SPACE"),
     (["--solver", "ddrm", "--metric", "ssim"], "--metric"),
+    (["--solver", "ddrm", "--fe-cap", "0"], "--fe-cap"),
+    (["--solver", "ddrm", "--fe-cap", "20", "--nfe-cap", "20"], "--fe-cap"),
 ])
 def test_bad_input_one_line_nothing_written(tmp_path, capsys, args, needle):
     out = tmp_path / "o"
