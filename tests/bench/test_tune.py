@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import tomllib
 import torch
-from invbench.bench import cli, datasets, tune
+from invbench.bench import cli, datasets, tune, tune_cost
 from invbench.bench.datasets import digits_split_indices
 
 CONFIG = """
@@ -274,7 +274,8 @@ def test_recorded_fe_is_what_the_solves_spent(tmp_path, monkeypatch):
         spent.append((prior.nfe, prior.vjp))
         return out
 
-    monkeypatch.setattr(tune, "solve_and_score", counted)
+    monkeypatch.setattr(tune, "solve_and_score", counted)       # the trials' solves
+    monkeypatch.setattr(tune_cost, "solve_and_score", counted)  # the FE meter's
     out = tmp_path / "m"
     tune.tune(_dps_cfg(tmp_path), "dps", budget_trials=1, fe_cap=12, out=out, log=lambda s: None)
     t = _study(out).trials[0]

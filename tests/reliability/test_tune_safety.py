@@ -264,10 +264,15 @@ def test_nfe_cap_below_every_setting_is_refused_up_front(tmp_path, capsys):
 def test_budget_nfe_stops_when_every_trial_is_pruned(tmp_path, capsys, monkeypatch):
     """Should the cheapest setting fit the cap but every drawn one not, the NFE-budget loop stops
     after a bounded number of consecutive trials that spent nothing, with a clear message."""
-    from invbench.bench import tune
+    from invbench.bench import tune, tune_cost
 
     costs = iter([3.0])      # the up-front check sees a feasible setting; every trial then costs 50
-    monkeypatch.setattr(tune, "nfe_per_image", lambda s: next(costs, 50.0))
+
+    def cost(s):  # one sequence for both modules that look the NFE up
+        return next(costs, 50.0)
+
+    monkeypatch.setattr(tune_cost, "nfe_per_image", cost)  # the cap check, the cap shaping
+    monkeypatch.setattr(tune, "nfe_per_image", cost)       # the objective
     out = tmp_path / "o"
     rc, _, err = _tune(capsys, _cfg(tmp_path), out, "--solver", "ddrm", "--budget-nfe", "30", "--nfe-cap", "10")
     assert rc == 2
