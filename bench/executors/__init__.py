@@ -32,8 +32,9 @@ Signals and limits
   its jobs: Slurm arrays with one ``scancel``, then a wait (at most :data:`CANCEL_WAIT_S`) until
   the queue lists none of their tasks, so nothing writes into the run folder afterwards. In a
   Slurm task, SIGTERM (scancel, requeue, preemption, the time limit) ends the worker at once
-  (submitit's handler would keep it running until SIGKILL) and submitit's USR2 before the time
-  limit is ignored; a requeued task starts its shard again and skips the rows it committed.
+  (submitit's handler would keep it running until SIGKILL); the warning before the time limit is
+  SIGURG (``submit.WARNING_SIGNAL``, ignored by default) instead of submitit's USR2, which is
+  ignored too; a requeued task starts its shard again and skips the rows it committed.
   Local shard workers watch the process that submitted them (pid and start time) twice a second
   and exit when it is gone, however it ended (SIGTERM, SIGINT, SIGKILL). Rows a shard committed
   stay in its store and are merged by the next ``--resume`` (every existing

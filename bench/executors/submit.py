@@ -57,6 +57,14 @@ def _record_shard_calibrations(st: Store, run_dir: Path, n_shards: int) -> None:
         st.set_meta({"calibration_shards": json.dumps(out, sort_keys=True)})
 
 
+WARNING_SIGNAL = {"signal": "URG@90"}
+"""The signal Slurm sends a shard's task shortly before its time limit: SIGURG, which a process
+ignores by default, instead of submitit's USR2, which kills one that has not yet installed a
+handler. A shard is not checkpointable (Slurm's own limit ends it, state TIMEOUT), so the warning
+has no use; and with a short limit Slurm sends it at once, while the worker is still starting
+(importing torch), where USR2 would end it as "User defined signal 2"."""
+
+
 def _group_params(key: tuple, cluster: str) -> dict:
     """submitit parameters of one resource group; a time limit is always set (submitit's
     default would be 5 minutes)."""
@@ -101,6 +109,8 @@ def _submit(groups: dict[tuple, list[int]], n: int, cluster: str, log_folder: Pa
         ex = submitit.AutoExecutor(folder=str(log_folder), cluster=cluster)
         ex.update_parameters(**params)
         ex.update_parameters(name=f"invbench-{exp.name}")
+        if cluster == "slurm":
+            ex.update_parameters(slurm_additional_parameters=WARNING_SIGNAL)
         parts = [idxs[k::n] for k in range(min(n, len(idxs)))]   # shards beyond the cells would be empty
         chunk = max_array if max_array >= 1 else len(parts)
         for c0 in range(0, len(parts), chunk):

@@ -79,6 +79,10 @@ def test_resources_reach_slurm_as_configured(slurm, tmp_path):
             seen.setdefault((f["CPUs/Task"], f["TimeLimit"]), 0)
             seen[(f["CPUs/Task"], f["TimeLimit"])] += 1
     assert seen == {("1", "00:07:00"): 2, ("2", "00:09:00"): 2}, seen   # ddrm: 2 cells, its own 2 shards
+    # the warning before the time limit is SIGURG (ignored by default), not submitit's USR2, which
+    # killed a worker still importing when a short limit made Slurm send it at once
+    scripts = list((tmp_path / "run" / "submitit").glob("*_submission.sh"))
+    assert len(scripts) == 2 and all("#SBATCH --signal=URG@90\n" in s.read_text() for s in scripts), scripts
 
 
 @pytest.mark.parametrize("resources, where, says", [
