@@ -108,7 +108,7 @@ DEMO_TASKS = (  # configs/demo.toml: (name, preset, params, noise_sigma in pixel
 # ----------------------------------------------------------------------------- cases
 
 
-def solver_specs(listed: dict, prob: pc.Problem, prior) -> dict:
+def solver_specs(listed: dict, prob: pc.TimingProblem, prior) -> dict:
     """The solvers a case times: those ``listed`` in ``SETTINGS`` with their settings, then every
     other solver of the package registry that can run on ``prob`` under ``prior`` and calls the
     network, at its ``QUICK`` settings (the per-step cost is what the floor and throughput

@@ -31,7 +31,7 @@ from ..problem import measure
 
 __all__ = [
     "PriorInfo",
-    "Problem",
+    "TimingProblem",
     "count_costs",
     "denoiser_costs",
     "dinv_denoiser",
@@ -106,7 +106,7 @@ def _n_params(net) -> int:
 
 
 @dataclass
-class Problem:
+class TimingProblem:
     """A measured batch: ``x`` ground truth (model space), operator ``A``, ``y``, ``sigma_y``."""
 
     x: Tensor
@@ -118,7 +118,7 @@ class Problem:
 
 
 def make_problem(task: str, n: int, *, device: str = "cpu", noise_sigma: float = 0.05, seed: int = 0,
-                 params: dict | None = None, images: Tensor | None = None) -> Problem:
+                 params: dict | None = None, images: Tensor | None = None) -> TimingProblem:
     """``n`` held-out 32×32 test crops (``invbench.bench.bundled``, split "test") measured through preset
     ``task`` (one operator for the batch, seeded), noise drawn per image from seeded generators
     (``1000 + seed + i``, by :func:`invbench.bench.problem.measure`; the committed timings keep
@@ -132,7 +132,7 @@ def make_problem(task: str, n: int, *, device: str = "cpu", noise_sigma: float =
     A.to(device=device)
     sigma_y = noise_sigma_to_model(noise_sigma)
     y = measure(A, x, sigma_y, [1000 + seed + i for i in range(n)])
-    return Problem(x, A, y, sigma_y, noise_sigma, task)
+    return TimingProblem(x, A, y, sigma_y, noise_sigma, task)
 
 
 def generators(n: int, device: str, offset: int = 0) -> list[torch.Generator]:
@@ -140,7 +140,7 @@ def generators(n: int, device: str, offset: int = 0) -> list[torch.Generator]:
     return [torch.Generator(device=device).manual_seed(offset + i) for i in range(n)]
 
 
-def run_solver(name: str, prob: Problem, prior, *, preset: str = "default", overrides: dict | None = None,
+def run_solver(name: str, prob: TimingProblem, prior, *, preset: str = "default", overrides: dict | None = None,
                seed: int = 0, batch: int | None = None, shared_generator: bool = False) -> Tensor:
     """Solve ``prob`` with solver ``name`` (first ``batch`` images) and return model-space x̂.
 
@@ -155,7 +155,7 @@ def run_solver(name: str, prob: Problem, prior, *, preset: str = "default", over
     return s.solve(y, prob.A, prior, sigma_y=prob.sigma_y, generator=gen)
 
 
-def count_costs(name: str, prob: Problem, prior, *, preset: str = "default", overrides: dict | None = None,
+def count_costs(name: str, prob: TimingProblem, prior, *, preset: str = "default", overrides: dict | None = None,
                 batch: int = 1) -> tuple[int, int]:
     """(NFE, VJP) of one solve, counted by :class:`priors.CountingPrior`."""
     cp = CountingPrior(prior)
@@ -324,7 +324,7 @@ def dinv_denoiser(prior, noise_factor: float = 1.0):
     return _Wrapped()
 
 
-def dinv_inpainting(prob: Problem, noise_sigma: float | None = None):
+def dinv_inpainting(prob: TimingProblem, noise_sigma: float | None = None):
     """deepinv ``Inpainting`` physics with our problem's mask (all channels) and a pixel-unit
     noise model ``noise_sigma`` (default the problem's), plus the measurement as deepinv's
     ``mask ⊙ x`` pixel image built from our ``y`` (same noise values on observed pixels)."""
