@@ -26,8 +26,9 @@ _SEP = _os.sep
 
 class _ThisCheckout:
     """Finds ``invbench.*`` submodules in this checkout's folders only (first on ``sys.meta_path``):
-    a module this checkout lacks is missing, not taken from the checkout the editable install
-    points at."""
+    a module this checkout lacks but another checkout has (the one the editable install points
+    at) is missing here, not taken from there; one that exists nowhere is left to the other
+    finders (``None``), as the finder protocol expects."""
 
     @staticmethod
     def find_spec(fullname, path=None, target=None):
@@ -35,10 +36,28 @@ class _ThisCheckout:
             return None
         from importlib.machinery import PathFinder
 
-        spec = PathFinder.find_spec(fullname, [p for p in path if p == _ROOT or p.startswith(_ROOT + _SEP)])
-        if spec is None:
+        prefix = _ROOT.rstrip(_SEP) + _SEP
+        own = [p for p in path if p == _ROOT or p.startswith(prefix)]
+        spec = PathFinder.find_spec(fullname, own)
+        if spec is None and _found_elsewhere(fullname, path, target):
             raise ModuleNotFoundError(f"No module named {fullname!r} in the checkout {_ROOT}", name=fullname)
         return spec
+
+
+def _found_elsewhere(fullname, path, target) -> bool:
+    """Whether another finder (the editable install's mapping, another path) would find it."""
+    import sys
+
+    for finder in sys.meta_path:
+        find = getattr(finder, "find_spec", None)
+        if finder is _ThisCheckout or find is None:
+            continue
+        try:
+            if find(fullname, path, target) is not None:
+                return True
+        except ImportError:
+            continue
+    return False
 
 
 if all(_os.path.isfile(_os.path.join(_ROOT, _d, "__init__.py")) for _d in ("operators", "priors", "solvers", "bench")):

@@ -45,3 +45,12 @@ def test_a_module_the_checkout_lacks_is_missing_not_taken_from_another(tmp_path)
                        timeout=120, check=False)
     assert r.returncode != 0, r.stdout
     assert "ModuleNotFoundError: No module named 'invbench.bench.problem'" in r.stderr, r.stderr
+
+
+def test_a_module_that_exists_nowhere_is_left_to_the_finder_protocol():
+    """``importlib.util.find_spec`` of a module no checkout has answers None (as for any package),
+    it does not raise."""
+    import importlib.util
+
+    assert importlib.util.find_spec("invbench.bench.no_such_module") is None
+    assert importlib.util.find_spec("invbench.bench.problem") is not None

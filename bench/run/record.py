@@ -22,6 +22,11 @@ __all__ = ["UNITS", "code_version", "env_info", "loadavg", "write_start"]
 UNITS = "pixel [0,1]; noise_sigma pixel units; sigma_y = 2 noise_sigma (model units, [-1,1] images)"
 
 
+
+OPERATOR_HASHING = "state"
+"""Meta ``operator_hashing``: operators' input hashes are of their declared ``state()``. Runs
+started before it hashed their attributes; a resume of such a run says so (not "inputs changed")."""
+
 def code_version() -> str:
     """``git describe --always --dirty`` of the source tree, or ``'unknown'``."""
     root = Path(__file__).resolve().parents[2]
@@ -111,6 +116,7 @@ def _meta(p, env: dict, rss_reset: bool) -> dict[str, str]:
         "batching": "images batched only while their operators are identical",
         "datasets": repr({k: v.source() for k, v in p.datasets.items()}),
         "input_hashes": json.dumps(p.input_hashes, sort_keys=True),
+        "operator_hashing": OPERATOR_HASHING,
         "created": str(time.time()),
         "load_avg_start": loadavg(),
     }

@@ -87,6 +87,14 @@ def refuse_changed_inputs(
     except ValueError:
         old = {}
     diff = input_hashes.changed(old, hashes)
+    if diff and "operator_hashing" not in meta and all(".operator[" in k for k in diff):
+        raise RunError(
+            f"{run_dir}: --resume refused: the run was started by an earlier invbench that hashed "
+            "operators by their attributes; operators now hash their declared state(), so its "
+            f"operator hashes ({', '.join(diff[:2])}{' ...' if len(diff) > 2 else ''}) cannot be "
+            "compared — finish it with the version that started it, or start a new run in another "
+            "--out"
+        )
     if diff:
         shown = ", ".join(diff[:4]) + (f" and {len(diff) - 4} more" if len(diff) > 4 else "")
         raise RunError(

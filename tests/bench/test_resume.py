@@ -124,3 +124,30 @@ def test_second_run_on_same_dir_is_refused(tmp_path):
     with resume.lock(out), pytest.raises(resume.RunError, match="lock"):
         run.run(run.prepare(exp, out), out)
     assert not (out / "results.sqlite").exists()
+
+
+@pytest.mark.parametrize("recorded_scheme, says", [
+    (False, "earlier invbench that hashed operators by their attributes"),
+    (True, "inputs changed"),
+])
+def test_resume_of_a_run_with_other_operator_hashes_says_why(tmp_path, recorded_scheme, says):
+    """A run started before operators hashed their declared state() records other operator
+    hashes: its resume is refused with that reason, not "inputs changed" (which stays the
+    message when the run recorded the current scheme)."""
+    import json
+
+    from invbench.bench import config, run
+    from invbench.bench.run import resume
+
+    exp = config.loads(parts.toml_config(limit=1), base_dir=tmp_path)
+    out = tmp_path / "run"
+    run.run(run.prepare(exp, out), out, progress=False)
+    with store.Store(out / "results.sqlite") as st:
+        meta = st.meta()
+        hashes = {k: ("0" * 64 if ".operator[" in k else v) for k, v in json.loads(meta["input_hashes"]).items()}
+        st.set_meta({"input_hashes": json.dumps(hashes, sort_keys=True)})
+        if not recorded_scheme:
+            st.con.execute("DELETE FROM meta WHERE key = 'operator_hashing'")
+            st.con.commit()
+    with pytest.raises(resume.RunError, match=says):
+        run.run(run.prepare(exp, out, True), out, resume=True, progress=False)
