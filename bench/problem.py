@@ -130,6 +130,7 @@ def solve_and_score(solver, problems: Sequence[Problem], prior) -> Scored:
     score each reconstruction by its PSNR against the pixel-unit truth. Solver exceptions
     (``SolverSkip``, ``SolverDiverged``, ...) propagate to the caller."""
     from invbench.bench.metrics.image import psnr
+    from invbench.operators.base import same_operator
     from invbench.operators.conventions import model_to_pixel
 
     if not problems:
@@ -137,6 +138,8 @@ def solve_and_score(solver, problems: Sequence[Problem], prior) -> Scored:
     first = problems[0]
     if any(p.sigma_y != first.sigma_y for p in problems):
         raise ValueError("problems solved in one call must share sigma_y")
+    if any(not same_operator(p.operator, first.operator) for p in problems[1:]):
+        raise ValueError("problems solved in one call must share one operator (same state())")
     y = torch.cat([p.y for p in problems])
     x_hat = solver.solve(y, first.operator, prior, sigma_y=first.sigma_y,
                          generator=[p.solver_generator() for p in problems]).detach()

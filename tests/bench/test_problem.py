@@ -151,3 +151,23 @@ def test_one_measuring_function_outside_operators_and_tests():
                    if re.search(r"\.measure\(", p.read_text(encoding="utf-8")))
     assert "bench/problem.py" in calls
     assert set(calls) - _NOT_YET_ON_THE_PIPELINE == {"bench/problem.py"}, calls
+
+
+def test_solve_and_score_refuses_problems_with_different_operators():
+    """Random inpainting draws a mask per image: solving two such problems in one call with the
+    first one's operator would score the second against the wrong measurement model."""
+    t = _task("inpaint")
+    g = torch.Generator().manual_seed(2)
+    probs = [problem.build_problem(t, "d", f"i{k}", torch.rand(1, 8, 8, generator=g, dtype=torch.float64), 0, 0)
+             for k in range(2)]
+    with pytest.raises(ValueError, match="share one operator"):
+        problem.solve_and_score(solvers.build("oracle_mean"), probs, priors.build("gmm-digits"))
+
+
+def test_operator_states_holding_arrays_compare_by_value():
+    from invbench.operators.base import _same_state
+
+    a = {"w": np.arange(6.0).reshape(2, 3), "k": 2}
+    assert _same_state(a, {"w": np.arange(6.0).reshape(2, 3), "k": 2})
+    assert not _same_state(a, {"w": np.arange(6.0).reshape(3, 2), "k": 2})
+    assert not _same_state(a, {"w": np.arange(6.0).reshape(2, 3) + 1, "k": 2})
