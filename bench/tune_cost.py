@@ -90,6 +90,10 @@ class FeMeter:
 
     def __init__(self, cls, base_preset: str, case: Case) -> None:
         self.cls, self.base_preset, self.case = cls, base_preset, case
+        # what a count depends on besides the setting: the solver, its base preset, the problem
+        # (task, image) and the prior; a cache another solver or config left is not reused
+        self.scope = json.dumps([cls.__module__ + "." + cls.__qualname__, base_preset, case.problem.task,
+                                 case.image_sha256, getattr(case.prior, "name", type(case.prior).__name__)])
         self.floats = {k for k, p in cls.SEARCH_SPACE.items() if p.kind == "float"}
         self.cache: dict[str, list[float]] = {}
         self.path: Path | None = None
@@ -118,7 +122,7 @@ class FeMeter:
         from invbench import solvers
 
         kw = {k: v for k, v in kwargs.items() if k not in self.floats}
-        key = json.dumps(kw, sort_keys=True, default=str)
+        key = self.scope + " " + json.dumps(kw, sort_keys=True, default=str)
         if key not in self.cache:
             t0 = time.perf_counter()
             try:

@@ -307,3 +307,29 @@ def test_a_study_started_with_one_fe_cap_refuses_another(tmp_path):
     assert tune.tune(cfg, "ddrm", budget_trials=2, out=old, log=lambda s: None).n_trials == 2
     with pytest.raises(tune.TuneError, match="--fe-cap None, not 10"):
         tune.tune(cfg, "ddrm", budget_trials=3, fe_cap=10, out=old, log=lambda s: None)
+
+
+def test_fe_cache_of_another_solver_in_the_folder_is_not_reused(tmp_path):
+    """The FE cache is keyed by solver, base preset, problem and prior: DPS's measured cost of
+    ``steps = 5`` left in a folder is not DDRM's cost of the same setting."""
+    import json
+
+    import torch
+    from invbench.bench import problem, tune_cost
+    from invbench.bench.config import TaskSpec
+    from invbench.bench.tune_types import Case
+
+    from invbench import priors, solvers
+
+    task = TaskSpec(name="den", operator="denoise", noise_sigma=0.05, params={})
+    x = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    case = Case(problem.build_problem(task, "d", "i0", x, "tune", "tune"), priors.build("gmm-digits"), "sha")
+    dps = tune_cost.FeMeter(solvers.get("dps"), "default", case)
+    ddrm = tune_cost.FeMeter(solvers.get("ddrm"), "default", case)
+    cache = tmp_path / "fe_per_setting.json"
+    cache.write_text(json.dumps({dps.scope + " " + json.dumps({"steps": 5}): [999.0, 999.0]}))
+    dps.attach(cache)
+    ddrm.attach(cache)
+    assert dps.counts({"steps": 5}) == (999.0, 999.0)      # its own entry is reused
+    nfe, vjp = ddrm.counts({"steps": 5})                    # measured: DDRM spends no VJP
+    assert vjp == 0 and 0 < nfe < 999
