@@ -33,7 +33,8 @@ def _timed_batches(ok: pd.DataFrame) -> tuple:
     """s/image of a cell from its rows: one sample per timed batch (the rows of a batch share
     their seed, timings and seconds), weighted by its images; a paired percentile bootstrap over
     the batches from 5 of them on, else the mean and the number of batches."""
-    rows = pd.DataFrame({"seed": ok["seed"].astype(str), "batch": ok["timings"].astype(str),
+    batch = ok["timings"].astype(str) if "timings" in ok else pd.Series(range(len(ok)), index=ok.index)
+    rows = pd.DataFrame({"seed": ok["seed"].astype(str), "batch": batch,   # no timings: a row each
                          "s": pd.to_numeric(ok["seconds"], errors="coerce")}).dropna()
     g = rows.groupby(["seed", "batch", "s"]).size().reset_index(name="w")
     v, w = g["s"].to_numpy(float), g["w"].to_numpy(float)
@@ -55,7 +56,8 @@ def expected(run_dir: Path) -> dict[tuple, dict]:
         e = {"n_ok": len(ok), "n_rows": len(g)}
         for m in CHECKED:
             if m == "seconds":
-                e[m] = _timed_batches(ok)
+                if pd.to_numeric(ok[m], errors="coerce").notna().sum() >= 2:   # as every metric: >= 2 values
+                    e[m] = _timed_batches(ok)
                 continue
             vals = pd.DataFrame({"image": ok["image_id"], "v": pd.to_numeric(ok[m], errors="coerce")}).dropna()
             # the image is the unit: seeds averaged per image
