@@ -109,21 +109,6 @@ def image_id(rel: str) -> str:
     return p.with_suffix("").as_posix().replace("/", "__")
 
 
-def _center_box(w: int, h: int, crop) -> tuple[int, int, int, int]:
-    side = min(w, h) if crop == "center" else int(crop)
-    if side > w or side > h:
-        raise DatasetError(f"crop {side} larger than the image ({w}x{h})")
-    left, top = (w - side) // 2, (h - side) // 2
-    return left, top, left + side, top + side
-
-
-def _pil_filter(name: str):
-    from PIL import Image
-
-    return {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "lanczos": Image.LANCZOS,
-            "box": Image.BOX, "nearest": Image.NEAREST}[name]
-
-
 def _check_keys(spec: dict, allowed: set[str]) -> None:
     unknown = sorted(set(spec) - allowed - {"type", "name", "limit"})
     if unknown:

@@ -30,7 +30,7 @@ def noise_sigma_to_model(noise_sigma: float) -> float:
     """Pixel-unit measurement noise std -> model-space std ``sigma_y`` (factor 2)."""
     if noise_sigma < 0:
         raise ValueError(f"noise_sigma must be >= 0, got {noise_sigma}")
-    return 2.0 * float(noise_sigma)
+    return pixel_rms_to_model(noise_sigma)
 
 
 def pixel_rms_to_model(rms: float) -> float:

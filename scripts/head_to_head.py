@@ -397,14 +397,10 @@ def phase_plan(st: Study, trials: int, md_out: Path | None, reuse: bool = False)
 
 
 def platform_cpu() -> str:
-    """The CPU model name (Linux) and the number of CPUs."""
-    name = ""
-    try:
-        name = next(line.split(":", 1)[1].strip() for line in
-                    Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{name} ({os.cpu_count()} CPUs)"
+    """The CPU model name and the number of CPUs."""
+    from invbench.bench.cost import cpu_model
+
+    return f"{cpu_model()} ({os.cpu_count()} CPUs)"
 
 
 def plan_markdown(st: Study, doc: dict) -> str:

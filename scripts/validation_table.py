@@ -25,6 +25,7 @@ from tabulate import tabulate
 
 ROOT = Path(__file__).resolve().parents[1]
 
+from invbench.bench import cost
 from invbench.bench.studies import exact_posterior as V
 
 
@@ -97,16 +98,6 @@ def markdown(table: list[dict], problems: list[dict], info: dict) -> str:
     return "\n".join(out) + "\n"
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=ROOT / "reports" / "validation")
@@ -123,7 +114,7 @@ def main(argv=None) -> int:
 
     problems, table = V.run_suite(cfg, progress=lambda m: print(m, flush=True), only=only)
     wall = time.perf_counter() - t0
-    info = {"command": "OMP_NUM_THREADS=1 python scripts/validation_table.py", "cpu": _cpu(),
+    info = {"command": "OMP_NUM_THREADS=1 python scripts/validation_table.py", "cpu": cost.cpu_model(),
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
             "wall_seconds": round(wall, 1),
