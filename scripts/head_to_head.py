@@ -24,6 +24,7 @@ Phases (each skips what is done and resumes what a killed call left):
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import shutil
@@ -56,6 +57,8 @@ class Study:
     seed: int
     run_sets: tuple[str, ...] = ()
     """``--set`` of the test-split runs (fewer crops or seeds for a smoke run; none by default)."""
+    publish: Path | None = None
+    """Where ``report`` writes the study's own report (tables, figures, rows, tuning record)."""
 
     def config(self, prior: str, task: str) -> Path:
         return CONFIGS / f"{task}{PRIORS[prior]}.toml"
@@ -109,8 +112,16 @@ def phase_tune(st: Study) -> None:
         log(f"tune {k}/{len(cells)}: {solver} on {task} under {prior}, {budget} FE per solve")
         t0 = time.perf_counter()
         try:
-            tune.tune(st.config(prior, task), solver, budget_trials=st.trials,
-                      fe_cap=float(budget), out=out, seed=st.seed, sets=tune_sets(st), log=log)
+            tune.tune(
+                st.config(prior, task),
+                solver,
+                budget_trials=st.trials,
+                fe_cap=float(budget),
+                out=out,
+                seed=st.seed,
+                sets=tune_sets(st),
+                log=log,
+            )
         except tune.TuneError as e:  # no step count fits the cap, or another worker holds it
             log(f"tune {solver} on {task} under {prior} at {budget} FE: not run: {e}")
             continue
@@ -127,14 +138,21 @@ def preset_record(st: Study, prior: str, task: str, budget: int, solver: str) ->
         return None
     doc = tomllib.loads(path.read_text())["tuned"]
     return {
-        "prior": prior, "task": task, "budget_fe": budget, "solver": solver,
+        "prior": prior,
+        "task": task,
+        "budget_fe": budget,
+        "solver": solver,
         "study": str((out / "study.sqlite3").relative_to(st.work)),
         "preset": str(path.relative_to(st.work)),
-        "trials": finished_trials(out), "trials_diverged": doc.get("trials_diverged"),
-        "validation_psnr": doc["best"], "params": doc["params"],
+        "trials": finished_trials(out),
+        "trials_diverged": doc.get("trials_diverged"),
+        "validation_psnr": doc["best"],
+        "params": doc["params"],
         "measured_per_solve": doc.get("measured_per_solve"),
-        "n_problems": doc.get("n_problems"), "config_hash": doc.get("config_hash"),
-        "code_version": doc.get("code_version"), "seed": doc.get("seed"),
+        "n_problems": doc.get("n_problems"),
+        "config_hash": doc.get("config_hash"),
+        "code_version": doc.get("code_version"),
+        "seed": doc.get("seed"),
     }
 
 
@@ -149,16 +167,22 @@ def phase_presets(st: Study) -> list[dict]:
         shutil.copyfile(st.work / r["preset"], to)
         r["copy"] = str(to.relative_to(st.work))
     (dest / "presets.json").write_text(json.dumps(records, indent=1, sort_keys=True) + "\n")
-    head = ("| prior | task | budget [FE/solve] | solver | trials (diverged) | validation PSNR "
-            "[dB] | NFE + VJP per solve | params | study |")
+    head = (
+        "| prior | task | budget [FE/solve] | solver | trials (diverged) | validation PSNR "
+        "[dB] | NFE + VJP per solve | params | study |"
+    )
     lines = [head, "|---|---|---:|---|---:|---:|---|---|---|"]
     for r in records:
         m = r["measured_per_solve"] or {}
-        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                           for k, v in sorted(r["params"].items()))
-        lines.append(f"| {r['prior']} | {r['task']} | {r['budget_fe']} | {r['solver']} | "
-                     f"{r['trials']} ({r['trials_diverged']}) | {r['validation_psnr']:.2f} | "
-                     f"{m.get('nfe', 0):g} + {m.get('vjp', 0):g} | {params} | {r['study']} |")
+        params = ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in sorted(r["params"].items())
+        )
+        lines.append(
+            f"| {r['prior']} | {r['task']} | {r['budget_fe']} | {r['solver']} | "
+            f"{r['trials']} ({r['trials_diverged']}) | {r['validation_psnr']:.2f} | "
+            f"{m.get('nfe', 0):g} + {m.get('vjp', 0):g} | {params} | {r['study']} |"
+        )
     (dest / "presets.md").write_text("\n".join(lines) + "\n")
     log(f"presets: {len(records)} of {len(list(st.cells()))} collected into {dest}")
     return records
@@ -190,14 +214,16 @@ def check_split(st: Study, prior: str, task: str) -> int:
 def run_config(st: Study, prior: str, task: str) -> Path:
     """The run's config: the task's config (released presets) plus each finished tuned preset."""
     base = st.config(prior, task).read_text()
+    out = st.work / "run" / prior / task / "run.toml"
     extra = []
     for budget in st.budgets:
         for solver in st.solvers:
             path = st.tune_dir(prior, task, budget, solver) / "preset.toml"
             if path.exists():
-                extra.append(f'\n[[solvers]]\nname = "{solver}"\nlabel = "{solver}-fe{budget}"\n'
-                             f'preset = "tuned:{path.resolve()}"\n')
-    out = st.work / "run" / prior / task / "run.toml"
+                extra.append(
+                    f'\n[[solvers]]\nname = "{solver}"\nlabel = "{solver}-fe{budget}"\n'
+                    f'preset = "tuned:{os.path.relpath(path, out.parent)}"\n'
+                )
     out.parent.mkdir(parents=True, exist_ok=True)
     text = base.replace('name = "h2h-', 'name = "h2h-run-', 1) + "".join(extra)
     if not out.exists() or out.read_text() != text:
@@ -243,6 +269,86 @@ def phase_report(st: Study) -> None:
             if cli.main(["report", str(rows), "--out", str(out)]) != 0:
                 raise SystemExit(f"report {prior}/{task} failed")
             stamp.write_text(str(store.stat().st_mtime_ns))
+    phase_publish(st)
+
+
+RELEASED_NOTES = {
+    (
+        "reddiff",
+        "deblur_uniform",
+    ): "starts from A⁺y, which amplifies the noise up to about 500× on 32×32 crops "
+    "(2-D singular values down to 2e-3 survive the 3e-2 threshold on the 1-D "
+    "factors); 50 Adam steps at lr 0.1 cannot undo that start.",
+    (
+        "daps",
+        "denoise",
+    ): "the released likelihood width τ = 0.01 is far below √2·σ_y = 0.28, so the Langevin "
+    "steps pull the estimate onto the noisy measurement.",
+}
+"""Why a released setting fails on a task it was not released for (docs/solvers-baselines.md)."""
+
+LEARNED, EXACT = "small-cpu", "gmm-crops32"
+
+
+def phase_publish(st: Study) -> None:
+    """The study's own report into ``st.publish``: tables, LaTeX, figures, the rows of every run,
+    each per-run leaderboard, and the tuning record (presets, Optuna studies, evaluated images)."""
+    from invbench.bench.studies import head_to_head as h2h
+    from invbench.bench.studies import head_to_head_figures as figs
+    from invbench.bench.studies import head_to_head_tables as tables
+
+    runs = {
+        (p, t): st.work / "run" / p / t / "rows"
+        for p in st.priors
+        for t in st.tasks
+        if (st.work / "run" / p / t / "rows" / "results.sqlite").exists()
+    }
+    if not runs or st.publish is None:
+        log("publish: nothing to publish" if not runs else "publish: no --publish folder")
+        return
+    study = h2h.load_study(runs)
+    arm = f"fe{min(st.budgets)}"
+    out = st.publish
+    out.mkdir(parents=True, exist_ok=True)
+    notes = {k: v for k, v in RELEASED_NOTES.items() if k[1] in st.tasks}
+    (out / "tables.md").write_text(tables.tables_markdown(study, arm, LEARNED, EXACT, notes))
+    for name, text in tables.latex_tables(study, [arm, h2h.ARM_RELEASED]).items():
+        (out / name).write_text(text)
+    h2h.rows_frame(study).to_csv(out / "rows.csv.gz", index=False)
+    problems = figs.draw_all(study, arm, LEARNED, EXACT, out / "figures")
+    for p in problems:
+        log(f"publish: figure check: {p}")
+    for prior, task in runs:
+        src, dst = st.work / "report" / prior / task, out / "runs" / prior / task
+        dst.mkdir(parents=True, exist_ok=True)
+        for name in ("leaderboard.csv", "main.md", "main.tex"):
+            if (src / name).exists():
+                shutil.copyfile(src / name, dst / name)
+        shutil.copyfile(st.work / "run" / prior / task / "run.toml", dst / "run.toml")
+    for cell in st.cells():
+        src = st.tune_dir(*cell)
+        dst = out / "tune" / src.relative_to(st.work / "tune")
+        for name in (
+            "preset.toml",
+            "study.sqlite3",
+            "evaluated_images.jsonl",
+            "fe_per_setting.json",
+        ):
+            if (src / name).exists():  # the Optuna study gzipped (its empty pages are most of it)
+                dst.mkdir(parents=True, exist_ok=True)
+                if name.endswith(".sqlite3"):
+                    (dst / f"{name}.gz").write_bytes(
+                        gzip.compress((src / name).read_bytes(), mtime=0)
+                    )
+                else:
+                    shutil.copyfile(src / name, dst / name)
+    if (st.work / "presets").exists():
+        shutil.copytree(st.work / "presets", out / "presets", dirs_exist_ok=True)
+    log(
+        f"publish: {len(runs)} runs into {out}"
+        + (f"; {len(problems)} figure problem(s)" if problems else "")
+    )
+
 
 PLAN_CAP = 20
 SHRINK = {
@@ -253,9 +359,16 @@ SHRINK = {
     "tuned on small-cpu only (the twin runs those presets)": {"tune_priors": ("small-cpu",)},
     "32 test crops x 1 seed (not 64 x 2)": {"crops": 32, "seeds": 1},
     "12 trials, 8 validation crops, tuned on small-cpu only": {
-        "trials": 12, "val_crops": 8, "tune_priors": ("small-cpu",)},
+        "trials": 12,
+        "val_crops": 8,
+        "tune_priors": ("small-cpu",),
+    },
     "8 trials, 8 validation crops, budget 20 only, tuned on small-cpu only": {
-        "trials": 8, "val_crops": 8, "budgets": (20,), "tune_priors": ("small-cpu",)},
+        "trials": 8,
+        "val_crops": 8,
+        "budgets": (20,),
+        "tune_priors": ("small-cpu",),
+    },
 }
 """What could shrink to fit a CPU budget; each is projected from the same measurements."""
 
@@ -271,6 +384,8 @@ def shrink_table(st: Study, tune_m: dict, run_m: dict) -> dict[str, float]:
         proj = project(dataclasses.replace(st, **grid), tune_m, run_m, **rest)
         out[name] = proj["total_s"] / 3600.0
     return out
+
+
 """The FE cap of the plan's measuring tunes (the study's smaller budget)."""
 
 
@@ -299,12 +414,24 @@ def measure_tune(st: Study, prior: str, task: str, solver: str, trials: int) -> 
     out = st.work / "plan" / "tune" / prior / task / solver
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
-    tune.tune(st.config(prior, task), solver, budget_trials=trials, fe_cap=float(PLAN_CAP),
-              out=out, seed=st.seed, sets=["datasets[0].n=2"], log=lambda m: None)
+    tune.tune(
+        st.config(prior, task),
+        solver,
+        budget_trials=trials,
+        fe_cap=float(PLAN_CAP),
+        out=out,
+        seed=st.seed,
+        sets=["datasets[0].n=2"],
+        log=lambda m: None,
+    )
     call = time.perf_counter() - t0
     secs, fe = trial_walls(out)
-    return {"s_per_fe": secs / fe if fe else None, "trial_s": secs, "fe": fe,
-            "overhead_s": max(call - secs, 0.0)}
+    return {
+        "s_per_fe": secs / fe if fe else None,
+        "trial_s": secs,
+        "fe": fe,
+        "overhead_s": max(call - secs, 0.0),
+    }
 
 
 def measure_run(st: Study, prior: str, task: str) -> dict:
@@ -314,27 +441,46 @@ def measure_run(st: Study, prior: str, task: str) -> dict:
 
     out = st.work / "plan" / "run" / prior / task
     shutil.rmtree(out, ignore_errors=True)
-    args = ["run", str(st.config(prior, task)), "--out", str(out), "--no-progress",
-            "--set", "datasets[0].n=2", "--set", "seeds=[0]"]
+    args = [
+        "run",
+        str(st.config(prior, task)),
+        "--out",
+        str(out),
+        "--no-progress",
+        "--set",
+        "datasets[0].n=2",
+        "--set",
+        "seeds=[0]",
+    ]
     if cli.main(args) != 0:
         raise SystemExit(f"plan: the measuring run {prior}/{task} failed")
     con = sqlite3.connect(out / "results.sqlite")
-    rows = con.execute("SELECT solver, SUM(seconds), SUM(nfe + vjp), COUNT(*) FROM results "
-                       "WHERE status = 'ok' GROUP BY solver").fetchall()
+    rows = con.execute(
+        "SELECT solver, SUM(seconds), SUM(nfe + vjp), COUNT(*) FROM results "
+        "WHERE status = 'ok' GROUP BY solver"
+    ).fetchall()
     con.close()
-    return {s: {"s_per_fe": sec / fe if fe else None, "fe_per_solve": fe / n,
-                "s_per_solve": sec / n} for s, sec, fe, n in rows}
+    return {
+        s: {"s_per_fe": sec / fe if fe else None, "fe_per_solve": fe / n, "s_per_solve": sec / n}
+        for s, sec, fe, n in rows
+    }
 
 
-def project(st: Study, tune_m: dict, run_m: dict, crops: int = 64, seeds: int = 2,
-            tune_priors: tuple[str, ...] | None = None) -> dict:
+def project(
+    st: Study,
+    tune_m: dict,
+    run_m: dict,
+    crops: int = 64,
+    seeds: int = 2,
+    tune_priors: tuple[str, ...] | None = None,
+) -> dict:
     """Projected single-thread CPU seconds of the whole study from the measurements: tuning
     (trials x validation crops x budget x s/FE, plus the call's overhead scaled by the budget)
     and test runs (seeds x test crops x [released FE + the budgets] x s/FE, oracles per solve).
     ``tune_priors``: the priors tuned on (None: all; the others run those priors' presets)."""
     tune_s: dict[str, float] = {}
     run_s: dict[str, float] = {}
-    for (prior, task, budget, solver) in st.cells():
+    for prior, task, budget, solver in st.cells():
         if tune_priors is not None and prior not in tune_priors:
             continue
         m = tune_m[f"{prior}/{task}/{solver}"]
@@ -344,16 +490,23 @@ def project(st: Study, tune_m: dict, run_m: dict, crops: int = 64, seeds: int = 
     for prior in st.priors:
         for task in st.tasks:
             for label, m in run_m[f"{prior}/{task}"].items():
-                if m["s_per_fe"] is None:     # the oracles: no network evaluation
+                if m["s_per_fe"] is None:  # the oracles: no network evaluation
                     per_image = m["s_per_solve"]
-                else:                         # released + one tuned preset per budget
+                else:  # released + one tuned preset per budget
                     tuned = sum(st.budgets) if label in st.solvers else 0
                     per_image = (m["fe_per_solve"] + tuned) * m["s_per_fe"]
                 run_s[prior] = run_s.get(prior, 0.0) + seeds * crops * per_image
     total = sum(tune_s.values()) + sum(run_s.values())
-    return {"tune_s": tune_s, "run_s": run_s, "total_s": total, "seeds": seeds,
-            "test_crops": crops, "trials": st.trials, "val_crops": st.val_crops,
-            "budgets": list(st.budgets)}
+    return {
+        "tune_s": tune_s,
+        "run_s": run_s,
+        "total_s": total,
+        "seeds": seeds,
+        "test_crops": crops,
+        "trials": st.trials,
+        "val_crops": st.val_crops,
+        "budgets": list(st.budgets),
+    }
 
 
 def measure_all(st: Study, trials: int) -> dict:
@@ -371,11 +524,18 @@ def measure_all(st: Study, trials: int) -> dict:
             for solver in st.solvers:
                 tune_m[f"{prior}/{task}/{solver}"] = measure_tune(st, prior, task, solver, trials)
                 log(f"plan {prior}/{task}/{solver}: {tune_m[f'{prior}/{task}/{solver}']}")
-    return {"tune": tune_m, "run": run_m, "plan_trials": trials,
-            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-            "torch_threads": torch.get_num_threads(), "loadavg_start": load0,
-            "loadavg_end": os.getloadavg(), "cpu": platform_cpu(),
-            "wall_s": time.perf_counter() - t0, "date": time.strftime("%Y-%m-%d")}
+    return {
+        "tune": tune_m,
+        "run": run_m,
+        "plan_trials": trials,
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "torch_threads": torch.get_num_threads(),
+        "loadavg_start": load0,
+        "loadavg_end": os.getloadavg(),
+        "cpu": platform_cpu(),
+        "wall_s": time.perf_counter() - t0,
+        "date": time.strftime("%Y-%m-%d"),
+    }
 
 
 def phase_plan(st: Study, trials: int, md_out: Path | None, reuse: bool = False) -> dict:
@@ -406,28 +566,37 @@ def platform_cpu() -> str:
 def plan_markdown(st: Study, doc: dict) -> str:
     """The plan as a markdown fragment: per-solver s/FE, the projection, what would fit 2 h."""
     m, p = doc["measured"], doc["projection"]
-    where = (f"Measured {m['date']} on {m['cpu']}, OMP_NUM_THREADS={m['omp_num_threads']}, "
-             f"torch threads {m['torch_threads']}, load average "
-             f"{m['loadavg_start'][0]:.2f} at the start and {m['loadavg_end'][0]:.2f} at the end; "
-             f"measuring took {m['wall_s']:.0f} s.")
-    lines = [where, "",
-             "| prior | task | solver | tune ms/FE | run ms/FE | released FE/solve |",
-             "|---|---|---|---:|---:|---:|"]
+    where = (
+        f"Measured {m['date']} on {m['cpu']}, OMP_NUM_THREADS={m['omp_num_threads']}, "
+        f"torch threads {m['torch_threads']}, load average "
+        f"{m['loadavg_start'][0]:.2f} at the start and {m['loadavg_end'][0]:.2f} at the end; "
+        f"measuring took {m['wall_s']:.0f} s."
+    )
+    lines = [
+        where,
+        "",
+        "| prior | task | solver | tune ms/FE | run ms/FE | released FE/solve |",
+        "|---|---|---|---:|---:|---:|",
+    ]
     for key, t in m["tune"].items():
         prior, task, solver = key.split("/")
         r = m["run"][f"{prior}/{task}"].get(solver, {})
         tw = f"{1e3 * t['s_per_fe']:.2f}" if t["s_per_fe"] else "–"
         rw = f"{1e3 * r['s_per_fe']:.2f}" if r.get("s_per_fe") else "–"
-        lines.append(f"| {prior} | {task} | {solver} | {tw} | {rw} | "
-                     f"{r.get('fe_per_solve', 0):g} |")
+        lines.append(
+            f"| {prior} | {task} | {solver} | {tw} | {rw} | {r.get('fe_per_solve', 0):g} |"
+        )
     h = 3600.0
     lines += ["", "| part | prior | CPU hours (one thread) |", "|---|---|---:|"]
     for part in ("tune_s", "run_s"):
         for prior, s in p[part].items():
             lines.append(f"| {part[:-2]} | {prior} | {s / h:.2f} |")
     lines.append(f"| **total** | | **{p['total_s'] / h:.2f}** |")
-    lines += ["", "| variant | CPU hours (one thread) | wall on 2 cores, 2 workers [h] |",
-              "|---|---:|---:|"]
+    lines += [
+        "",
+        "| variant | CPU hours (one thread) | wall on 2 cores, 2 workers [h] |",
+        "|---|---:|---:|",
+    ]
     for name, hours in p.get("shrink_cpu_hours", {}).items():
         lines.append(f"| {name} | {hours:.2f} | {hours / 2:.2f} |")
     return "\n".join(lines) + "\n"
@@ -444,18 +613,43 @@ def parse(argv: list[str]) -> tuple[str, Study, argparse.Namespace]:
     p.add_argument("--trials", type=int, default=24, help="TPE trials per study (default 24)")
     p.add_argument("--val-crops", type=int, default=16, help="validation crops (default 16)")
     p.add_argument("--seed", type=int, default=0, help="TPE seed of every study (default 0)")
-    p.add_argument("--test-crops", type=int, default=None,
-                   help="run: test crops (default: the config's 64; fewer for a smoke run)")
+    p.add_argument(
+        "--test-crops",
+        type=int,
+        default=None,
+        help="run: test crops (default: the config's 64; fewer for a smoke run)",
+    )
     p.add_argument("--seeds", default=None, help="run: seeds as TOML, e.g. [0] (default [0, 1])")
+    p.add_argument(
+        "--publish",
+        type=Path,
+        default=None,
+        help="report: the study's own report folder (default WORK/publish; the committed "
+        "one is reports/head-to-head)",
+    )
     p.add_argument("--plan-trials", type=int, default=2, help="plan: trials per solver")
-    p.add_argument("--plan-reuse", action="store_true",
-                   help="plan: project again from the measurements in WORK/plan/plan.json")
+    p.add_argument(
+        "--plan-reuse",
+        action="store_true",
+        help="plan: project again from the measurements in WORK/plan/plan.json",
+    )
     p.add_argument("--plan-out", type=Path, default=None, help="plan: also write this markdown")
     a = p.parse_args(argv)
     run_sets = ([f"datasets[0].n={a.test_crops}"] if a.test_crops else []) + (
-        [f"seeds={a.seeds}"] if a.seeds else [])
-    st = Study(a.work.resolve(), tuple(a.tasks), tuple(a.priors), tuple(a.solvers),
-               tuple(a.budgets), a.trials, a.val_crops, a.seed, tuple(run_sets))
+        [f"seeds={a.seeds}"] if a.seeds else []
+    )
+    st = Study(
+        a.work.resolve(),
+        tuple(a.tasks),
+        tuple(a.priors),
+        tuple(a.solvers),
+        tuple(a.budgets),
+        a.trials,
+        a.val_crops,
+        a.seed,
+        tuple(run_sets),
+        (a.publish or a.work / "publish").resolve(),
+    )
     return a.phase, st, a
 
 
@@ -465,8 +659,13 @@ def main(argv: list[str] | None = None) -> int:
     if phase == "plan":
         phase_plan(st, args.plan_trials, args.plan_out, args.plan_reuse)
         return 0
-    steps = {"tune": [phase_tune], "presets": [phase_presets], "run": [phase_run],
-             "report": [phase_report], "all": [phase_tune, phase_presets, phase_run, phase_report]}
+    steps = {
+        "tune": [phase_tune],
+        "presets": [phase_presets],
+        "run": [phase_run],
+        "report": [phase_report],
+        "all": [phase_tune, phase_presets, phase_run, phase_report],
+    }
     for fn in steps[phase]:
         fn(st)
     return 0

@@ -1,0 +1,275 @@
+"""The head-to-head study's tables (Markdown and LaTeX), from :class:`.head_to_head.Study`.
+
+Every table says under it what its marks mean: the family, the test and the correction. Numbers
+are PSNR in dB (pixel range [0, 1]); seeds are averaged per image before any interval or test.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..report import escape
+from ..report.main_table import build_main_tables, main_latex, main_markdown
+from ..report.names import solver_name
+from ..report.verdicts import ALPHA, is_oracle
+from .head_to_head import (
+    ARM_RELEASED,
+    NORMALISER,
+    CrossPrior,
+    Delta,
+    Study,
+    cross_prior,
+    deltas,
+    half_widths,
+    overall,
+    seconds_per_nfe,
+)
+
+__all__ = [
+    "arm_title",
+    "cost_markdown",
+    "cross_prior_markdown",
+    "delta_markdown",
+    "main_tables",
+    "overall_markdown",
+]
+
+
+def arm_title(arm: str) -> str:
+    if arm == ARM_RELEASED:
+        return "released presets (the demo's step counts)"
+    return f"tuned presets at {arm[2:]} forward-equivalents per solve (NFE + VJP)"
+
+
+def main_tables(study: Study, prior: str, arm: str) -> tuple[str, str]:
+    """(Markdown, LaTeX) of the main table of ``prior`` and ``arm``: solvers × tasks."""
+    boards = [b for t in study.tasks if (b := study.board(prior, t, arm)) is not None]
+    tables = build_main_tables(boards, study.task_names)
+    return main_markdown(tables), main_latex(tables)
+
+
+def _fmt(x: float, d: int = 2, sign: bool = True) -> str:
+    if not math.isfinite(x):
+        return "—"
+    return (f"{x:+.{d}f}" if sign else f"{x:.{d}f}").replace("-", "−")
+
+
+def delta_markdown(study: Study, arm: str, notes: dict[tuple[str, str], str] | None = None) -> str:
+    """Tuned − released per solver (rows) and task (columns), one table per prior."""
+    ds = deltas(study, arm)
+    by = {(d.prior, d.task, d.solver): d for d in ds}
+    out = []
+    for prior in study.priors:
+        out += [
+            f"**{escape.markdown(prior)}**: tuned ({arm[2:]} FE) − released, PSNR [dB]",
+            "",
+            "| Solver | "
+            + " | ".join(escape.markdown(study.task_names.get(t, t)) for t in study.tasks)
+            + " |",
+            "|---|" + "---:|" * len(study.tasks),
+        ]
+        for s in study.solvers():
+            cells = []
+            for t in study.tasks:
+                d: Delta | None = by.get((prior, t, s))
+                if d is None or d.ci is None:
+                    cells.append("—")
+                    continue
+                mark = {"better": " ▲", "worse": " ▼"}.get(d.verdict, "")
+                cells.append(f"{_fmt(d.ci.mean)} [{_fmt(d.ci.low)}, {_fmt(d.ci.high)}]{mark}")
+            out.append(f"| {escape.markdown(solver_name(s))} | " + " | ".join(cells) + " |")
+        ms = sorted({d.m for d in ds if d.prior == prior})
+        levels = ", ".join(f"{100 * (1 - ALPHA / m):.2f} %" for m in ms)
+        out += [
+            "",
+            (f"Paired Student-t interval of the mean difference over the test images (seeds averaged "
+            f"per image first); family: the solvers of one column (m = {', '.join(map(str, ms))}), "
+            f"Bonferroni, so each interval is at level {levels} (family-wise 95 %). ▲ / ▼: the interval "
+            "lies above / below 0 (tuning helped / hurt on test); otherwise no difference is shown."),
+            "",
+        ]
+    for (s, t), why in sorted((notes or {}).items()):
+        out += [
+            (f"* {escape.markdown(solver_name(s))} released on "
+            f"{escape.markdown(study.task_names.get(t, t))}: {escape.markdown(why)}")
+        ]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def cost_markdown(study: Study) -> str:
+    """FE per solve and time per image of every arm, per prior (averaged over the tasks)."""
+    out = []
+    for prior in study.priors:
+        out += [
+            f"**{escape.markdown(prior)}**",
+            "",
+            "| Solver | "
+            + " | ".join(f"{_arm_short(a)}: NFE + VJP" for a in study.arms)
+            + " | "
+            + " | ".join(f"{_arm_short(a)}: time [NFE-eq.]" for a in study.arms)
+            + " |",
+            "|---|" + "---:|" * (2 * len(study.arms)),
+        ]
+        for s in study.solvers():
+            fe, tm = [], []
+            for a in study.arms:
+                cs = [(t, c) for t in study.tasks if (c := study.cell(prior, t, a, s)) is not None]
+                fe.append(_fe_range(cs))
+                ratios = [
+                    c.seconds.mean / seconds_per_nfe(study, prior, t, study.arms[-1]) for t, c in cs
+                ]
+                tm.append(_range([r for r in ratios if math.isfinite(r)], 0))
+            out.append(
+                f"| {escape.markdown(solver_name(s))} | "
+                + " | ".join(fe)
+                + " | "
+                + " | ".join(tm)
+                + " |"
+            )
+        out += [
+            "",
+            (f"NFE + VJP: mean per solve as counted in the rows (range over the {len(study.tasks)} tasks). "
+            f"Time: seconds per image divided by the seconds per network evaluation of "
+            f"{solver_name(NORMALISER)} at the last arm in the same run (it spends nothing but NFE), "
+            "range over the tasks; it removes the machine's speed and load, not the solvers' "
+            "own work."),
+            "",
+        ]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _arm_short(arm: str) -> str:
+    return "released" if arm == ARM_RELEASED else f"tuned {arm[2:]} FE"
+
+
+def _range(vals: list[float], d: int) -> str:
+    if not vals:
+        return "—"
+    lo, hi = min(vals), max(vals)
+    return f"{lo:.{d}f}" if round(lo, d) == round(hi, d) else f"{lo:.{d}f}–{hi:.{d}f}"
+
+
+def _fe_range(cs: list) -> str:
+    if not cs:
+        return "—"
+    parts = sorted({f"{c.nfe:g} + {c.vjp:g}" for _, c in cs if math.isfinite(c.nfe)})
+    return " / ".join(parts) if parts else "—"
+
+
+def cross_prior_markdown(study: Study, arm: str, learned: str, exact: str) -> str:
+    """Per task: the tuned means under both priors, Kendall's τ and each prior's best-and-tied set."""
+    rows: list[CrossPrior] = cross_prior(study, arm, learned, exact)
+    out = [
+        (f"| Task | Kendall τ [p] | best and tied on {escape.markdown(learned)} | "
+        f"best and tied on {escape.markdown(exact)} |"),
+        "|---|---:|---|---|",
+    ]
+    for r in rows:
+        tops = [", ".join(solver_name(s) for s in r.top[p]) or "—" for p in (learned, exact)]
+        out.append(
+            f"| {escape.markdown(study.task_names.get(r.task, r.task))} | {r.tau:.2f} [{r.p:.2g}] | "
+            + " | ".join(escape.markdown(t) for t in tops)
+            + " |"
+        )
+    out += [
+        "",
+        (f"τ: Kendall's τ-b between the solvers' mean PSNR under the two priors (scipy, two-sided p; "
+        f"{len(study.solvers())} solvers per task, one test per task, not corrected). Best and tied: the "
+        "main tables' marks."),
+        "",
+    ]
+    return "\n".join(out)
+
+
+def overall_markdown(study: Study, arm: str) -> str:
+    """Per prior: Friedman over (task, image) blocks, mean ranks and Wilcoxon-Holm against the best."""
+    out = []
+    for prior in study.priors:
+        r = overall(study, prior, arm)
+        if r is None:
+            continue
+        ranks = ", ".join(f"{solver_name(m)} {a:.2f}" for m, a in zip(r.methods, r.avg_rank))
+        wil = "; ".join(
+            f"{solver_name(m)} p (Holm) = {r.wilcoxon[m][1]:.2g}"
+            for m in r.methods[1:]
+            if m in r.wilcoxon
+        )
+        out += [
+            (f"* **{escape.markdown(prior)}** ({r.n_blocks} blocks = tasks × images): Friedman "
+            f"χ²({len(r.methods) - 1}) = {r.friedman_stat:.1f}, p = {r.friedman_p:.2g}. Mean ranks: "
+            f"{escape.markdown(ranks)}. Wilcoxon signed-rank against {escape.markdown(solver_name(r.methods[0]))} "
+            f"(Holm over {len(r.methods) - 1}): {escape.markdown(wil)}.")
+        ]
+    return "\n".join(out) + "\n"
+
+
+def half_width_line(study: Study, prior: str, arm: str, bound: float = 0.5) -> str:
+    """How many printed Δ-best intervals have a half-width within ``bound`` dB."""
+    hw = half_widths(study, prior, arm)
+    k = sum(h <= bound for h in hw)
+    med = sorted(hw)[len(hw) // 2] if hw else math.nan
+    return (
+        f"{escape.markdown(prior)}, {_arm_short(arm)}: {k} of {len(hw)} non-best solver cells have a "
+        f"Δ-best half-width ≤ {bound:g} dB (Bonferroni-adjusted intervals as printed; median "
+        f"{med:.2f} dB, largest {max(hw, default=math.nan):.2f} dB)."
+    )
+
+
+def solvers_line(study: Study) -> str:
+    return ", ".join(solver_name(s) for s in study.solvers() if not is_oracle(s))
+
+
+def tables_markdown(
+    study: Study,
+    arm: str,
+    learned: str,
+    exact: str,
+    notes: dict[tuple[str, str], str] | None = None,
+) -> str:
+    """Every table of the study in one Markdown document (``tables.md``)."""
+    out = [
+        "# Head-to-head study: tables",
+        "",
+        ("Generated by `python scripts/head_to_head.py report` from the rows in this folder "
+        "(`rows.csv.gz`); PSNR in dB on pixel range [0, 1], seeds averaged per image first."),
+        "",
+    ]
+    for a in [arm, ARM_RELEASED]:
+        out += [f"## Main results: {arm_title(a)}", ""]
+        for prior in study.priors:
+            md, _ = main_tables(study, prior, a)
+            out += [md.rstrip(), ""]
+        if a == ARM_RELEASED and notes:
+            out += ["Released settings that fail outside the tasks they were released for:", ""]
+            out += [
+                f"* {escape.markdown(solver_name(s))} on {escape.markdown(study.task_names.get(t, t))}: "
+                f"{escape.markdown(why)}"
+                for (s, t), why in sorted(notes.items())
+            ] + [""]
+    out += ["## Resolution: Δ-best half-widths", ""]
+    out += [f"* {half_width_line(study, p, arm)}" for p in study.priors] + [""]
+    out += [f"## Tuned − released ({arm[2:]} FE)", "", delta_markdown(study, arm).rstrip(), ""]
+    out += ["## Cost", "", cost_markdown(study).rstrip(), ""]
+    if learned in study.priors and exact in study.priors:
+        out += [
+            f"## Rankings under the learned prior and its exact twin ({_arm_short(arm)})",
+            "",
+            cross_prior_markdown(study, arm, learned, exact).rstrip(),
+            "",
+        ]
+    out += [
+        f"## Overall ranking over tasks ({_arm_short(arm)})",
+        "",
+        overall_markdown(study, arm).rstrip(),
+        "",
+    ]
+    return "\n".join(out)
+
+
+def latex_tables(study: Study, arms: list[str]) -> dict[str, str]:
+    """``{file name: LaTeX}`` of the main tables, one file per prior and arm."""
+    return {
+        f"main-{escape.slug(p)}-{a}.tex": main_tables(study, p, a)[1]
+        for p in study.priors
+        for a in arms
+    }

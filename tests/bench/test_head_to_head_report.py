@@ -1,0 +1,194 @@
+"""invbench.bench.studies.head_to_head*: the study's own report agrees with an independent
+computation on synthetic rows (image means over seeds, paired t intervals with Bonferroni,
+Kendall's τ, the normalised time) and its marks agree with the intervals printed beside them."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from invbench.bench.report.data import RunData
+from invbench.bench.studies import head_to_head as h2h
+from invbench.bench.studies import head_to_head_figures as figs
+from invbench.bench.studies import head_to_head_tables as tables
+from scipy import stats
+
+SOLVERS = ("ddrm", "dps", "vml_map", "pigdm")
+TASKS = ("denoise", "inpaint_random-50")
+PRIORS = ("small-cpu", "gmm-crops32")
+N_IMG, SEEDS = 12, (0, 1)
+CONFIG = """
+[[tasks]]
+name = "denoise"
+operator = "denoise"
+[[tasks]]
+name = "inpaint_random-50"
+operator = "inpaint_random"
+params = { ratio = 0.5 }
+"""
+# true mean PSNR of (solver, arm); tuning helps DPS a lot, hurts VML-MAP, leaves the others
+LEVEL = {
+    ("ddrm", "released"): 26.0,
+    ("ddrm", "fe20"): 26.05,
+    ("dps", "released"): 20.0,
+    ("dps", "fe20"): 24.0,
+    ("vml_map", "released"): 27.0,
+    ("vml_map", "fe20"): 25.0,
+    ("pigdm", "released"): 25.0,
+    ("pigdm", "fe20"): 25.5,
+}
+SECONDS = {"ddrm": 0.02, "dps": 0.05, "vml_map": 0.03, "pigdm": 0.04}  # s/image of the tuned arm
+NFE = {"ddrm": (20, 0), "dps": (10, 10), "vml_map": (10, 5), "pigdm": (10, 10)}
+
+
+def _rows(prior: str, task: str, rng: np.random.Generator) -> pd.DataFrame:
+    recs = []
+    image_effect = rng.normal(0, 2.0, N_IMG)
+    shift = 0.0 if prior == "small-cpu" else -1.0
+    for (s, arm), mu in LEVEL.items():
+        label = s if arm == "released" else f"{s}-{arm}"
+        for i in range(N_IMG):
+            for seed in SEEDS:
+                nfe, vjp = NFE[s] if arm == "fe20" else (2 * NFE[s][0], 2 * NFE[s][1])
+                recs.append(
+                    {
+                        "solver": label,
+                        "preset": "default",
+                        "task": task,
+                        "dataset": "crops32",
+                        "prior": prior,
+                        "image_id": f"crop{i:04d}",
+                        "seed": seed,
+                        "status": "ok",
+                        "psnr": mu + shift + image_effect[i] + rng.normal(0, 0.6),
+                        "seconds": SECONDS[s] * (1 if arm == "fe20" else 2),
+                        "nfe": nfe,
+                        "vjp": vjp,
+                        "batch_size": 1,
+                        "timings": f"{label}-{i}-{seed}",
+                    }
+                )
+    if prior == "gmm-crops32":
+        for i in range(N_IMG):
+            for seed in SEEDS:
+                recs.append(
+                    {
+                        "solver": "oracle_mean",
+                        "preset": "default",
+                        "task": task,
+                        "dataset": "crops32",
+                        "prior": prior,
+                        "image_id": f"crop{i:04d}",
+                        "seed": seed,
+                        "status": "ok",
+                        "psnr": 28.0 + image_effect[i],
+                        "seconds": 0.001,
+                        "nfe": 0,
+                        "vjp": 0,
+                        "batch_size": 1,
+                        "timings": f"o-{i}-{seed}",
+                    }
+                )
+    return pd.DataFrame(recs)
+
+
+@pytest.fixture(scope="module")
+def study() -> h2h.Study:
+    rng = np.random.default_rng(7)
+    runs = {
+        (p, t): RunData(
+            Path("."), _rows(p, t, rng), pd.DataFrame(), {"config": CONFIG}, pd.DataFrame()
+        )
+        for p in PRIORS
+        for t in TASKS
+    }
+    return h2h.study_of(runs)
+
+
+def _image_means(df: pd.DataFrame, label: str) -> pd.Series:
+    return df[df["solver"] == label].groupby("image_id")["psnr"].mean()
+
+
+def test_arms_split_and_rename(study):
+    assert study.arms == ["released", "fe20"] and study.solvers() == [
+        "ddrm",
+        "dps",
+        "vml_map",
+        "pigdm",
+    ]  # by display name
+    b = study.board("gmm-crops32", "denoise", "fe20")
+    assert {c.solver for c in b.cells} == set(SOLVERS) | {"oracle_mean"}
+    c = study.cell("small-cpu", "denoise", "fe20", "dps")
+    rows = study.runs[("small-cpu", "denoise")].results
+    assert c.metrics["psnr"].mean == pytest.approx(_image_means(rows, "dps-fe20").mean(), abs=1e-12)
+    assert (c.nfe, c.vjp) == (10, 10)
+
+
+def test_tuned_minus_released_is_the_bonferroni_paired_t_interval_and_marks_agree(study):
+    ds = tables.deltas(study, "fe20")
+    assert len(ds) == len(PRIORS) * len(TASKS) * len(SOLVERS)
+    level = 1 - 0.05 / len(SOLVERS)
+    for d in ds:
+        rows = study.runs[(d.prior, d.task)].results
+        diff = (_image_means(rows, f"{d.solver}-fe20") - _image_means(rows, d.solver)).to_numpy()
+        half = stats.t.ppf(0.5 + level / 2, len(diff) - 1) * diff.std(ddof=1) / math.sqrt(len(diff))
+        assert d.level == pytest.approx(level) and d.m == len(SOLVERS)
+        assert d.ci.mean == pytest.approx(diff.mean(), abs=1e-12)
+        assert d.ci.half_width == pytest.approx(half, rel=1e-9)
+    by = {(d.prior, d.task, d.solver): d for d in ds}
+    assert by[("small-cpu", "denoise", "dps")].verdict == "better"
+    assert by[("small-cpu", "denoise", "vml_map")].verdict == "worse"
+    md = tables.delta_markdown(study, "fe20")
+    for line in md.splitlines():  # a mark exactly where the printed interval excludes 0
+        for low, high, mark in re.findall(r"\[([−+]\d+\.\d+), ([−+]\d+\.\d+)\]( [▲▼])?", line):
+            lo, hi = (float(x.replace("−", "-")) for x in (low, high))
+            assert mark == (" ▲" if lo > 0 else " ▼" if hi < 0 else "")
+
+
+def test_cost_is_normalised_by_ddrms_seconds_per_nfe(study):
+    assert h2h.seconds_per_nfe(study, "small-cpu", "denoise", "fe20") == pytest.approx(0.02 / 20)
+    md = tables.cost_markdown(study)
+    dps = next(line for line in md.splitlines() if line.startswith("| DPS |"))
+    # released: 20 + 20 FE, 0.1 s/image = 100 NFE-eq.; tuned: 10 + 10, 0.05 s = 50
+    assert dps.split(" | ")[1:] == ["20 + 20", "10 + 10", "100", "50 |"]
+
+
+def test_cross_prior_tau_is_scipys_on_the_tuned_means(study):
+    rows = tables.cross_prior(study, "fe20", "small-cpu", "gmm-crops32")
+    assert [r.task for r in rows] == list(TASKS)
+    for r in rows:
+        x = [study.cell("small-cpu", r.task, "fe20", s).metrics["psnr"].mean for s in r.solvers]
+        y = [study.cell("gmm-crops32", r.task, "fe20", s).metrics["psnr"].mean for s in r.solvers]
+        res = stats.kendalltau(x, y)
+        assert (r.tau, r.p) == pytest.approx((res.statistic, res.pvalue))
+
+
+def test_main_table_bolds_the_best_mean_and_report_documents_build(study, tmp_path):
+    md, tex = tables.main_tables(study, "small-cpu", "fe20")
+    best = max(
+        SOLVERS, key=lambda s: study.cell("small-cpu", "denoise", "fe20", s).metrics["psnr"].mean
+    )
+    row = next(
+        line for line in md.splitlines() if line.startswith(f"| {tables.solver_name(best)} |")
+    )
+    assert row.split(" | ")[1].startswith("**")
+    assert r"\textbf{" in tex and r"\begin{tabular}" in tex
+    doc = tables.tables_markdown(
+        study, "fe20", "small-cpu", "gmm-crops32", {("daps", "denoise"): "why"}
+    )
+    for head in (
+        "## Main results: tuned presets at 20",
+        "## Tuned − released (20 FE)",
+        "## Cost",
+        "## Rankings under the learned prior",
+        "## Overall ranking over tasks",
+    ):
+        assert head in doc
+    assert figs.draw_all(study, "fe20", "small-cpu", "gmm-crops32", tmp_path) == []
+    assert {p.name for p in tmp_path.iterdir()} == {
+        f"{k}.{e}" for k in ("tuned_vs_released", "learned_vs_exact") for e in ("png", "pdf")
+    }
