@@ -36,6 +36,7 @@ class Cell:
     dataset: str
     prior: str             # prior label
     cost: float = 0.0
+    entry: int = -1        # index of its [[solvers]] entry (entries may share a label on disjoint tasks)
 
     @property
     def key(self) -> tuple[str, str, str, str, str]:
@@ -116,7 +117,8 @@ def expand(
 ) -> list[Cell]:
     """All cells of ``exp`` in execution order (cheapest first, ties broken by the cell key).
 
-    ``solver_cost[(label, preset)]`` is :func:`steps_hint` of the built solver (1 when absent).
+    ``solver_cost[(entry, preset)]`` is :func:`steps_hint` of the built solver of ``[[solvers]]``
+    entry ``entry`` (1 when absent).
     """
     cells = []
     for si, s in enumerate(exp.solvers):
@@ -132,11 +134,11 @@ def expand(
                 ]
                 for dn in dsets:
                     numel = math.prod(dataset_shapes[dn])
-                    steps = (solver_cost or {}).get((s.label, preset), 1.0)
+                    steps = (solver_cost or {}).get((si, preset), 1.0)
                     weight = 1.0 if prior_analytic.get(p.label, False) else 50.0
                     cost = dataset_sizes[dn] * len(exp.seeds) * numel * steps * weight
                     cells.append(Cell(s.label, s.name, preset, tuple(sorted(s.overrides.items())), t, dn, p.label,
-                                      cost))
+                                      cost, si))
     if not cells:
         raise ConfigError("the grid is empty: " + _why_empty(exp, dataset_shapes, prior_shapes))
     cells.sort(key=lambda c: (c.cost, c.key))

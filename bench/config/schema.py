@@ -199,8 +199,25 @@ def _solvers(r: _Reader, tnames: set[str], plabels: set[str], base_dir: Path) ->
     ]
     if not sols:
         raise ConfigError("solvers: at least one [[solvers]] entry is required")
-    _unique([s.label for s in sols], "solvers", "label")
+    _labels_apart(sols, tnames, plabels)
     return sols
+
+
+def _labels_apart(sols: list[SolverSpec], tnames: set[str], plabels: set[str]) -> None:
+    """Two entries may share a label only when they meet no common (task, prior): one solver
+    with a preset per task, e.g. presets tuned per task, is one row label in every table."""
+    for j, s in enumerate(sols):
+        for i, o in enumerate(sols[:j]):
+            if o.label != s.label:
+                continue
+            tasks = set(o.tasks or tnames) & set(s.tasks or tnames)
+            priors = set(o.priors or plabels) & set(s.priors or plabels)
+            if tasks and priors:
+                raise ConfigError(
+                    f"solvers[{j}].label: duplicate label {s.label!r} (solvers[{i}] runs it on task "
+                    f"{sorted(tasks)[0]!r} and prior {sorted(priors)[0]!r} too); two entries share a "
+                    "label only when their tasks or priors do not overlap"
+                )
 
 
 def _metrics(r: _Reader, base: Path) -> MetricsSpec:

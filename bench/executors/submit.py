@@ -164,13 +164,14 @@ def _undo_new_files(before: set[Path], folders: list[Path], run_dir: Path, exist
 def _resource_groups(exp, cells) -> tuple[dict[tuple, list[int]], dict[tuple, list[str]]]:
     """Cell indices grouped by their resource set (a job array each), and the solvers whose own
     ``resources`` made each group (named when Slurm refuses it)."""
-    res_of = {s.label: dict(s.resources) for s in exp.solvers}
+    res_of = [dict(s.resources) for s in exp.solvers]
     groups: dict[tuple, list[int]] = {}
     solvers_of: dict[tuple, list[str]] = {}
     for i, c in enumerate(cells):
-        key = tuple(sorted({**exp.execution.resources, **res_of.get(c.solver, {})}.items()))
+        own = res_of[c.entry] if 0 <= c.entry < len(res_of) else {}
+        key = tuple(sorted({**exp.execution.resources, **own}.items()))
         groups.setdefault(key, []).append(i)
-        if res_of.get(c.solver) and c.solver not in solvers_of.setdefault(key, []):
+        if own and c.solver not in solvers_of.setdefault(key, []):
             solvers_of[key].append(c.solver)
     return groups, solvers_of
 

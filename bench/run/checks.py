@@ -129,7 +129,7 @@ def cost_estimate(
     + warmup repeats)."""
     return float(
         sum(
-            nfe_per_image(built_solvers[(c.solver, c.preset)])
+            nfe_per_image(built_solvers[(c.entry, c.preset)])
             * (sizes[c.dataset] * len(exp.seeds) + exp.warmup)
             for c in cells
         )
@@ -143,16 +143,15 @@ def check_pairs(
     from invbench.solvers import SolverError
 
     seen = set()
-    index = {s.label: i for i, s in enumerate(exp.solvers)}
     for c in cells:
-        if (c.solver, c.preset, c.prior) in seen:
+        if (c.entry, c.preset, c.prior) in seen:
             continue
-        seen.add((c.solver, c.preset, c.prior))
+        seen.add((c.entry, c.preset, c.prior))
         try:
-            built_solvers[(c.solver, c.preset)].validate(built_priors[c.prior])
+            built_solvers[(c.entry, c.preset)].validate(built_priors[c.prior])
         except (SolverError, ValueError) as e:
             raise ConfigError(
-                f"solvers[{index[c.solver]}] ({c.solver}, preset {c.preset}) with prior {c.prior}: "
+                f"solvers[{c.entry}] ({c.solver}, preset {c.preset}) with prior {c.prior}: "
                 f"{one_line(e)}"
             ) from None
 
@@ -162,12 +161,11 @@ def check_name_lengths(exp: Experiment, cells: list[Cell], ids: dict[str, list[s
     an atomic write) would exceed 255 bytes, or two image ids that would share one file name."""
     extra = len(".") + len(".XXXXXXXX") + len(fsafety.TMP_SUFFIX)
     seed = max(exp.seeds)
-    sidx = {s.label: i for i, s in enumerate(exp.solvers)}
     for c in cells:
         comp = f"{run_paths.stem(c.solver)}__{run_paths.stem(c.preset)}"
         if len(comp.encode()) > NAME_MAX:
             raise ConfigError(
-                f"solvers[{sidx[c.solver]}]: label + preset make a folder name of "
+                f"solvers[{c.entry}]: label + preset make a folder name of "
                 f"{len(comp.encode())} bytes "
                 f"(limit {NAME_MAX}); use a shorter label"
             )

@@ -195,7 +195,7 @@ def _run_cells(
 
 def _cell_rows(p: Prepared, cell: Cell, todo: list, run_dir: Path, env: dict):
     """The rows of one cell, batch by batch (after a skip, the rest is skipped without running)."""
-    solver = p.solvers[(cell.solver, cell.preset)]
+    solver = p.solvers[(cell.entry, cell.preset)]
     cost.reset_gpu_peak(p.device)
     cost.reset_rss_peak()
     skip_reason = None

@@ -193,8 +193,8 @@ def _solvers(exp: Experiment) -> dict[tuple[str, str], Any]:
             if s.tasks is not None and t.name not in s.tasks:
                 continue
             preset = resolve_preset(s, t, i)
-            if (s.label, preset) not in built:
-                built[(s.label, preset)] = _build_solver(i, s, preset)
+            if (i, preset) not in built:
+                built[(i, preset)] = _build_solver(i, s, preset)
     return built
 
 

@@ -84,7 +84,7 @@ def _provenance(p, cell: Cell) -> str:
     """The row's ``preset_provenance``: the preset's origin, after the solver's ``FIDELITY``."""
     from invbench import solvers
 
-    spec = next((s for s in p.exp.solvers if s.label == cell.solver), None)
+    spec = p.exp.solvers[cell.entry] if 0 <= cell.entry < len(p.exp.solvers) else None
     fidelity = solvers.get(spec.name).FIDELITY if spec is not None else ""
     return preset_provenance(cell.preset, spec.provenance if spec is not None else "", fidelity)
 

@@ -237,3 +237,17 @@ def test_posterior_set_metric_needs_one_measurement_per_image(tmp_path):
     notes = set(store.load_set_metrics(tmp_path / "run").note)
     assert "unavailable: needs data_seed and >= 2 seeds (samples for one measurement)" in notes
     assert not any(n.startswith("mean over") for n in notes)
+
+
+def test_one_label_with_a_preset_per_task(tmp_path):
+    """Entries sharing a label on disjoint tasks (e.g. presets tuned per task) run each task with
+    their own hyperparameters and read as one solver; a label shared on a common task is refused."""
+    per_task = ('[[solvers]]\nname = "dps"\ntasks = ["inpaint"]\noverrides = { steps = 8 }\n'
+                '[[solvers]]\nname = "dps"\ntasks = ["sr"]\noverrides = { steps = 5 }\n')
+    text = parts.toml_config(solvers_=per_task, limit=2).replace('"_test-gauss"', '"gmm-digits"')
+    df, exp = _run(tmp_path, text)
+    assert set(df.status) == {"ok"} and set(df.solver) == {"dps"}
+    assert set(df[df.task == "inpaint"].nfe) == {8} and set(df[df.task == "sr"].nfe) == {5}
+    clash = per_task.replace('tasks = ["sr"]', 'tasks = ["sr", "inpaint"]')
+    with pytest.raises(config.ConfigError, match=r"solvers\[1\]\.label: duplicate label 'dps'.*task 'inpaint'"):
+        config.loads(parts.toml_config(solvers_=clash))
