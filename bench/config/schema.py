@@ -215,7 +215,7 @@ def _labels_apart(sols: list[SolverSpec], tnames: set[str], plabels: set[str]) -
             if tasks and priors:
                 raise ConfigError(
                     f"solvers[{j}].label: duplicate label {s.label!r} (solvers[{i}] runs it on task "
-                    f"{sorted(tasks)[0]!r} and prior {sorted(priors)[0]!r} too); two entries share a "
+                    f"{min(tasks)!r} and prior {min(priors)!r} too); two entries share a "
                     "label only when their tasks or priors do not overlap"
                 )
 

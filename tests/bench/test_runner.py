@@ -245,7 +245,7 @@ def test_one_label_with_a_preset_per_task(tmp_path):
     per_task = ('[[solvers]]\nname = "dps"\ntasks = ["inpaint"]\noverrides = { steps = 8 }\n'
                 '[[solvers]]\nname = "dps"\ntasks = ["sr"]\noverrides = { steps = 5 }\n')
     text = parts.toml_config(solvers_=per_task, limit=2).replace('"_test-gauss"', '"gmm-digits"')
-    df, exp = _run(tmp_path, text)
+    df, _exp = _run(tmp_path, text)
     assert set(df.status) == {"ok"} and set(df.solver) == {"dps"}
     assert set(df[df.task == "inpaint"].nfe) == {8} and set(df[df.task == "sr"].nfe) == {5}
     clash = per_task.replace('tasks = ["sr"]', 'tasks = ["sr", "inpaint"]')
