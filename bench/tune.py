@@ -214,6 +214,17 @@ def _load_experiment(config_path: str | Path, sets: list[str] | None):
         raise TuneError(str(e)) from None
 
 
+
+def shown_config_path(path: Path) -> str:
+    """The config's path as a preset file records it: relative to the source tree when inside it,
+    else the file name (the content is pinned by ``config_hash``); never a machine's own folders."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        return Path(path).resolve().relative_to(root).as_posix()
+    except ValueError:
+        return Path(path).name
+
+
 def tune(
     config_path: str | Path,
     solver: str,
@@ -435,7 +446,7 @@ def _run_study(
         "split": "validation",
         "manifest_sha256": manifests,
         "n_problems": len(probs),
-        "config": str(cpath),
+        "config": shown_config_path(cpath),
         "config_hash": exp.config_hash,
         "code_version": code_version(),
     }

@@ -125,7 +125,11 @@ def phase_tune(st: Study) -> None:
         except tune.TuneError as e:  # no step count fits the cap, or another worker holds it
             log(f"tune {solver} on {task} under {prior} at {budget} FE: not run: {e}")
             continue
-        log(f"tune {solver}: {time.perf_counter() - t0:.0f} s this call")
+        wall = time.perf_counter() - t0
+        log(f"tune {solver}: {wall:.0f} s this call")
+        record_wall(
+            st, phase="tune", prior=prior, task=task, budget=budget, solver=solver, seconds=wall
+        )
 
 
 def preset_record(st: Study, prior: str, task: str, budget: int, solver: str) -> dict | None:
@@ -164,7 +168,7 @@ def phase_presets(st: Study) -> list[dict]:
     for r in records:
         to = dest / r["prior"] / r["task"] / f"{r['solver']}-fe{r['budget_fe']}.toml"
         to.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(st.work / r["preset"], to)
+        copy_preset(st.work / r["preset"], to)
         r["copy"] = str(to.relative_to(st.work))
     (dest / "presets.json").write_text(json.dumps(records, indent=1, sort_keys=True) + "\n")
     head = (
@@ -194,6 +198,37 @@ def evaluated_hashes(st: Study, prior: str, task: str) -> set[str]:
     for path in (st.work / "tune" / prior / task).glob("fe*/*/evaluated_images.jsonl"):
         seen |= {json.loads(line)["image_sha256"] for line in path.read_text().splitlines()}
     return seen
+
+
+def copy_preset(src: Path, dst: Path) -> None:
+    """Copy a tuned preset file, its ``config`` recorded relative to the source tree (a preset
+    written before the tuner did so carries the absolute path of the machine that tuned it)."""
+    import re
+
+    from invbench.bench.tune import shown_config_path
+
+    text = re.sub(
+        r'^config = "([^"]*)"$',
+        lambda m: f'config = "{shown_config_path(Path(m[1]))}"',
+        src.read_text(),
+        flags=re.MULTILINE,
+    )
+    dst.write_text(text)
+
+
+def copy_any(src: str, dst: str) -> None:
+    """``copytree``'s copy: preset files through :func:`copy_preset`, the rest as they are."""
+    if src.endswith(".toml"):
+        copy_preset(Path(src), Path(dst))
+    else:
+        shutil.copyfile(src, dst)
+
+
+def record_wall(st: Study, **rec) -> None:
+    """Append one call's wall time to ``WORK/walls.jsonl`` (the study's measured cost)."""
+    rec.update(when=time.strftime("%Y-%m-%dT%H:%M:%S"), load1=os.getloadavg()[0])
+    with open(st.work / "walls.jsonl", "a") as f:
+        f.write(json.dumps(rec) + "\n")
 
 
 def check_split(st: Study, prior: str, task: str) -> int:
@@ -239,6 +274,19 @@ def phase_run(st: Study) -> None:
         for task in st.tasks:
             n = check_split(st, prior, task)
             cfg = run_config(st, prior, task)
+            seen = len(evaluated_hashes(st, prior, task))
+            (cfg.parent / "split_check.json").write_text(
+                json.dumps(
+                    {
+                        "prior": prior,
+                        "task": task,
+                        "test_crops": n,
+                        "tuning_images": seen,
+                        "shared": 0,
+                    }
+                )
+                + "\n"
+            )
             rows = cfg.parent / "rows"
             args = ["run", str(cfg), "--out", str(rows), "--no-progress"]
             args += [a for kv in st.run_sets for a in ("--set", kv)]
@@ -248,7 +296,9 @@ def phase_run(st: Study) -> None:
             t0 = time.perf_counter()
             if cli.main(args) != 0:
                 raise SystemExit(f"run {prior}/{task} failed")
-            log(f"run {prior}/{task}: {time.perf_counter() - t0:.0f} s")
+            wall = time.perf_counter() - t0
+            log(f"run {prior}/{task}: {wall:.0f} s")
+            record_wall(st, phase="run", prior=prior, task=task, seconds=wall)
 
 
 def phase_report(st: Study) -> None:
@@ -324,7 +374,9 @@ def phase_publish(st: Study) -> None:
         for name in ("leaderboard.csv", "main.md", "main.tex"):
             if (src / name).exists():
                 shutil.copyfile(src / name, dst / name)
-        shutil.copyfile(st.work / "run" / prior / task / "run.toml", dst / "run.toml")
+        for name in ("run.toml", "split_check.json"):
+            if (st.work / "run" / prior / task / name).exists():
+                shutil.copyfile(st.work / "run" / prior / task / name, dst / name)
     for cell in st.cells():
         src = st.tune_dir(*cell)
         dst = out / "tune" / src.relative_to(st.work / "tune")
@@ -340,10 +392,16 @@ def phase_publish(st: Study) -> None:
                     (dst / f"{name}.gz").write_bytes(
                         gzip.compress((src / name).read_bytes(), mtime=0)
                     )
+                elif name == "preset.toml":
+                    copy_preset(src / name, dst / name)
                 else:
                     shutil.copyfile(src / name, dst / name)
+    if (st.work / "walls.jsonl").exists():
+        shutil.copyfile(st.work / "walls.jsonl", out / "walls.jsonl")
     if (st.work / "presets").exists():
-        shutil.copytree(st.work / "presets", out / "presets", dirs_exist_ok=True)
+        shutil.copytree(
+            st.work / "presets", out / "presets", dirs_exist_ok=True, copy_function=copy_any
+        )
     log(
         f"publish: {len(runs)} runs into {out}"
         + (f"; {len(problems)} figure problem(s)" if problems else "")

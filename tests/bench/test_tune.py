@@ -60,6 +60,13 @@ def test_no_test_image_is_evaluated(tmp_path):
     assert {r["image_id"] for r in rows} <= val_ids
     doc = tomllib.loads((out / "preset.toml").read_text())["tuned"]
     assert doc["split"] == "validation" and "digits" in doc["manifest_sha256"]
+    assert doc["config"] == _cfg(tmp_path).name      # outside the source tree: its name, no folders
+
+
+def test_a_config_of_the_source_tree_is_recorded_relative_to_it():
+    root = Path(tune.__file__).resolve().parents[1]
+    cfg = root / "configs" / "smoke.toml"
+    assert tune.shown_config_path(cfg) == "configs/smoke.toml"
 
 
 def test_bundled_validation_crops_are_not_test_crops(tmp_path):
