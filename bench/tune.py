@@ -257,8 +257,6 @@ def tune(
     check_nfe_cap(cls, base_preset, fixed, nfe_cap, solver)
     probs, manifests = _problems(exp, cls, exp.base_dir)
     caps = Caps(nfe=nfe_cap, fe=fe_cap)
-    if fe_cap is not None:
-        fixed, caps.meter = fe_setup(cls, base_preset, fixed, fe_cap, probs, out_dir, solver, log)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -267,7 +265,9 @@ def tune(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     binding = {"solver": solver, "config_hash": exp.config_hash, "split": "validation",
                "metric": metric, "seed": seed, "nfe_cap": nfe_cap, "fe_cap": fe_cap}
-    with tune_lock(out_dir):
+    with tune_lock(out_dir):   # before the FE fit: it reads and writes the folder's FE cache
+        if fe_cap is not None:
+            fixed, caps.meter = fe_setup(cls, base_preset, fixed, fe_cap, probs, out_dir, solver, log)
         study = open_study(out_dir, binding, log)
         if caps.meter is not None:
             caps.meter.attach(out_dir / FE_CACHE_NAME)

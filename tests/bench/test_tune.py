@@ -340,3 +340,25 @@ def test_fe_cache_of_another_solver_in_the_folder_is_not_reused(tmp_path):
     assert dps.counts({"steps": 5}) == (999.0, 999.0)      # its own entry is reused
     nfe, vjp = ddrm.counts({"steps": 5})                    # measured: DDRM spends no VJP
     assert vjp == 0 and 0 < nfe < 999
+
+
+def test_a_locked_folder_is_refused_before_its_fe_cache_is_touched(tmp_path, monkeypatch):
+    """Two workers on one grid: the second meets the first's lock before it measures anything or
+    writes the folder's FE cache."""
+    import fcntl
+
+    out = tmp_path / "locked"
+    out.mkdir()
+    held = open(out / ".lock", "a+")  # noqa: SIM115 - held for the test
+    fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def measured(*a, **k):
+        raise AssertionError("the FE cost was measured in a folder another tune holds")
+
+    monkeypatch.setattr(tune, "fe_setup", measured)
+    try:
+        with pytest.raises(tune.TuneError, match="another invbench tune is writing this tune folder"):
+            tune.tune(_cfg(tmp_path), "ddrm", budget_trials=1, fe_cap=10, out=out, log=lambda s: None)
+    finally:
+        held.close()
+    assert not (out / "fe_per_setting.json").exists()
