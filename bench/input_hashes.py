@@ -66,28 +66,47 @@ class pixels_hasher:
         return self.h.hexdigest()
 
 
+def _tag(h, kind: bytes, n: int) -> None:
+    """A type tag and a count: every value is framed, so no two states share an encoding."""
+    h.update(kind + str(n).encode() + b":")
+
+
 def _feed(h, obj: Any) -> None:
-    """Feed ``obj`` to ``h`` in a canonical, type-tagged encoding (no reflection: only the values
-    listed in :func:`state_sha256` are read)."""
+    """Feed ``obj`` to ``h`` in a canonical, prefix-free encoding (no reflection: only the values
+    listed in :func:`state_sha256` are read): each value is a type tag, a length and its bytes, so
+    ``[1, 23]`` and ``[12, 3]``, or ``{"ab": "c"}`` and ``{"a": "bc"}``, never hash alike."""
     if isinstance(obj, torch.nn.Module):
-        for k, v in sorted(obj.state_dict().items()):
-            h.update(k.encode())
+        items = sorted(obj.state_dict().items())
+        _tag(h, b"M", len(items))
+        for k, v in items:
+            _feed(h, str(k))
             _feed(h, v)
     elif isinstance(obj, torch.Tensor):
         a = obj.detach().cpu()
-        h.update(f"T{tuple(a.shape)}{a.dtype}".encode())
-        h.update(a.contiguous().view(torch.uint8).numpy().tobytes() if a.numel() else b"")
+        raw = a.contiguous().view(torch.uint8).numpy().tobytes() if a.numel() else b""
+        _feed(h, f"{tuple(a.shape)}{a.dtype}")
+        _tag(h, b"T", len(raw))
+        h.update(raw)
     elif isinstance(obj, np.ndarray):
-        h.update(f"A{obj.shape}{obj.dtype}".encode() + np.ascontiguousarray(obj).tobytes())
+        raw = np.ascontiguousarray(obj).tobytes()
+        _feed(h, f"{obj.shape}{obj.dtype}")
+        _tag(h, b"A", len(raw))
+        h.update(raw)
     elif obj is None or isinstance(obj, (bool, int, float, complex)):
-        h.update(repr(obj).encode())
+        raw = f"{type(obj).__name__}={obj!r}".encode()
+        _tag(h, b"N", len(raw))
+        h.update(raw)
     elif isinstance(obj, str):
-        h.update(b"S" + str(len(obj)).encode() + b":" + obj.encode("utf-8", "surrogatepass"))
+        raw = obj.encode("utf-8", "surrogatepass")
+        _tag(h, b"S", len(raw))
+        h.update(raw)
     elif isinstance(obj, dict):
+        _tag(h, b"D", len(obj))
         for k in sorted(obj, key=str):
-            h.update(str(k).encode())
+            _feed(h, str(k))
             _feed(h, obj[k])
     elif isinstance(obj, (list, tuple)):
+        _tag(h, b"L", len(obj))
         for v in obj:
             _feed(h, v)
     else:

@@ -23,9 +23,11 @@ UNITS = "pixel [0,1]; noise_sigma pixel units; sigma_y = 2 noise_sigma (model un
 
 
 
-OPERATOR_HASHING = "state"
-"""Meta ``operator_hashing``: operators' input hashes are of their declared ``state()``. Runs
-started before it hashed their attributes; a resume of such a run says so (not "inputs changed")."""
+OPERATOR_HASHING = "state-v2"
+"""Meta ``operator_hashing``: operators' input hashes are of their declared ``state()`` in the
+prefix-free encoding of :func:`invbench.bench.input_hashes.state_sha256`. Runs started before it
+hashed operator attributes (no such meta) or encoded states without framing (``"state"``); a
+resume of such a run says so (not "inputs changed")."""
 
 def code_version() -> str:
     """``git describe --always --dirty`` of the source tree, or ``'unknown'``."""

@@ -21,6 +21,7 @@ from pathlib import Path
 from .. import fsafety, input_hashes
 from ..config import Experiment
 from ..store import STORE_NAME, Store, existing_meta
+from .record import OPERATOR_HASHING
 
 __all__ = [
     "RunError",
@@ -76,6 +77,11 @@ def refuse_existing(
     refuse_changed_inputs(run_dir, meta, hashes)
 
 
+def _state_key(key: str) -> bool:
+    """Input hashes of a declared state (operators, networks' state dicts): their encoding changed."""
+    return ".operator[" in key or (key.startswith("priors.") and key.endswith(".state"))
+
+
 def refuse_changed_inputs(
     run_dir: Path, meta: dict[str, str], hashes: dict[str, str] | None
 ) -> None:
@@ -87,11 +93,14 @@ def refuse_changed_inputs(
     except ValueError:
         old = {}
     diff = input_hashes.changed(old, hashes)
-    if diff and "operator_hashing" not in meta and all(".operator[" in k for k in diff):
+    scheme = meta.get("operator_hashing")
+    if diff and scheme != OPERATOR_HASHING and all(_state_key(k) for k in diff):
+        how = ("hashed operators by their attributes" if scheme is None else
+               "encoded operator and network states without framing")
         raise RunError(
-            f"{run_dir}: --resume refused: the run was started by an earlier invbench that hashed "
-            "operators by their attributes; operators now hash their declared state(), so its "
-            f"operator hashes ({', '.join(diff[:2])}{' ...' if len(diff) > 2 else ''}) cannot be "
+            f"{run_dir}: --resume refused: the run was started by an earlier invbench that {how}; "
+            "states are now hashed in a prefix-free encoding, so its hashes "
+            f"({', '.join(diff[:2])}{' ...' if len(diff) > 2 else ''}) cannot be "
             "compared — finish it with the version that started it, or start a new run in another "
             "--out"
         )

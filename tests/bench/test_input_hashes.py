@@ -78,3 +78,17 @@ def test_operator_hash_is_its_declared_state():
     a = op(1)
     a.svd.singular_values = a.svd.singular_values * (1 + 1e-15)   # derived: not part of the state
     assert input_hashes.operator_sha256(a) == input_hashes.operator_sha256(op(1))
+
+
+@pytest.mark.parametrize("a, b", [
+    ([1, 23], [12, 3]),                                   # numbers are framed
+    ({"ab": "c"}, {"a": "bc"}),                           # keys and values are framed
+    ([[1, 2], [3]], [[1], [2, 3]]),                       # lists carry their length
+    ({"k": [1]}, {"k": 1}),                               # a list of one is not its element
+    (1, 1.0),                                             # the type is part of the value
+    (["a", "b"], ["ab"]),
+    (torch.zeros(2, 1), torch.zeros(1, 2)),               # shape counts, not only the bytes
+])
+def test_state_encoding_is_prefix_free(a, b):
+    """Two different states never share an encoding (so never a hash, short of a sha256 collision)."""
+    assert input_hashes.state_sha256(a) != input_hashes.state_sha256(b)

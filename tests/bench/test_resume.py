@@ -127,8 +127,9 @@ def test_second_run_on_same_dir_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("recorded_scheme, says", [
-    (False, "earlier invbench that hashed operators by their attributes"),
-    (True, "inputs changed"),
+    (None, "earlier invbench that hashed operators by their attributes"),
+    ("state", "earlier invbench that encoded operator and network states without framing"),
+    ("current", "inputs changed"),
 ])
 def test_resume_of_a_run_with_other_operator_hashes_says_why(tmp_path, recorded_scheme, says):
     """A run started before operators hashed their declared state() records other operator
@@ -146,8 +147,10 @@ def test_resume_of_a_run_with_other_operator_hashes_says_why(tmp_path, recorded_
         meta = st.meta()
         hashes = {k: ("0" * 64 if ".operator[" in k else v) for k, v in json.loads(meta["input_hashes"]).items()}
         st.set_meta({"input_hashes": json.dumps(hashes, sort_keys=True)})
-        if not recorded_scheme:
+        if recorded_scheme is None:
             st.con.execute("DELETE FROM meta WHERE key = 'operator_hashing'")
             st.con.commit()
+        elif recorded_scheme != "current":
+            st.set_meta({"operator_hashing": recorded_scheme})
     with pytest.raises(resume.RunError, match=says):
         run.run(run.prepare(exp, out, True), out, resume=True, progress=False)
