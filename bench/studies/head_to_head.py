@@ -282,3 +282,22 @@ def rows_frame(study: Study) -> pd.DataFrame:
 def finite(values) -> np.ndarray:
     a = np.asarray(list(values), float)
     return a[np.isfinite(a)]
+
+
+def study_from_rows(
+    rows: pd.DataFrame, configs: dict[tuple[str, str], str], primary: str = "psnr"
+) -> Study:
+    """The study rebuilt from its published rows (:func:`rows_frame`, e.g. ``rows.csv.gz``) and each
+    run's config text, ``{(prior, task): run.toml}``: what lets a reader recompute every table."""
+    runs = {}
+    for (prior, task), df in rows.groupby(["study_prior", "study_task"], sort=False):
+        res = df.drop(columns=["study_prior", "study_task", "arm", "solver_id"]).reset_index(
+            drop=True
+        )
+        for col in ("solver", "preset", "task", "dataset", "prior", "image_id", "status"):
+            res[col] = res[col].astype(str)
+        meta = {"config": configs.get((str(prior), str(task)), "")}
+        runs[(str(prior), str(task))] = RunData(
+            Path("."), res, pd.DataFrame(), meta, pd.DataFrame()
+        )
+    return study_of(runs, primary)

@@ -6,6 +6,7 @@
   setting) are drawn at the edge with their value (:mod:`invbench.bench.report.figaxes`).
 * ``learned_vs_exact``: per task, each solver's tuned mean PSNR under the exact twin (x) against
   the learned prior (y): a ranking that survives the change of prior is a monotone cloud.
+* ``budget__<prior>``: for a prior tuned at two budgets or more, mean PSNR against FE per solve.
 
 Each figure is checked as drawn (:func:`invbench.bench.report.figcheck.check_figure`: no text under
 the style's minimum size, none off the page, no overlaps); :func:`draw_all` returns the problems.
@@ -173,6 +174,82 @@ def learned_vs_exact(study: Study, arm: str, learned: str, exact: str, out_dir: 
     return _save(fig, out_dir, "learned_vs_exact")
 
 
+def budget_curves(study: Study, prior: str, out_dir: Path) -> list[str]:
+    """Mean PSNR against forward-equivalents per solve (NFE + VJP, as counted), one panel per task:
+    each solver's tuned presets joined by a line (filled), its released preset hollow, and the exact
+    posterior mean (dashed) and MAP (dotted) where the prior has them."""
+    solvers = study.solvers()
+    pal = Palette(solvers)
+    tuned = [a for a in study.arms if a != ARM_RELEASED]
+    fig, axes = plt.subplots(
+        1, len(study.tasks), figsize=(DOUBLE_COLUMN_IN, 2.6), layout="constrained", squeeze=False
+    )
+    for ax, task in zip(axes[0], study.tasks):
+        for s in solvers:
+            kw = {**pal.kw(s, size=3.4), "fillstyle": "full"}
+            pts = [
+                (c.nfe + c.vjp, c.metrics["psnr"].mean)
+                for a in tuned
+                if (c := study.cell(prior, task, a, s)) is not None and "psnr" in c.metrics
+            ]
+            if pts:
+                ax.plot(*zip(*sorted(pts)), linestyle="-", linewidth=0.8, **kw)
+            r = study.cell(prior, task, ARM_RELEASED, s)
+            if r is not None and "psnr" in r.metrics:
+                ax.plot(
+                    [r.nfe + r.vjp],
+                    [r.metrics["psnr"].mean],
+                    linestyle="none",
+                    **{**kw, "markerfacecolor": "white"},
+                )
+        for oracle, style in (("oracle_mean", "--"), ("oracle_map", ":")):
+            c = study.cell(prior, task, ARM_RELEASED, oracle)
+            if c is not None and "psnr" in c.metrics:
+                ax.axhline(
+                    c.metrics["psnr"].mean, color="0.3", linestyle=style, linewidth=0.7, zorder=0
+                )
+        ax.set_xscale("log")
+        figaxes.plain_log_ticks(ax.xaxis, 4)
+        ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(4))
+        ax.set_title(study.task_names.get(task, task), fontsize=RC["axes.titlesize"])
+        ax.set_xlabel("NFE + VJP per solve")
+    axes[0][0].set_ylabel(f"PSNR [dB] ↑ ({prior})")
+    handles = [
+        Line2D(
+            [],
+            [],
+            linestyle="-",
+            linewidth=0.8,
+            **{**pal.kw(s, size=3.4), "fillstyle": "full"},
+            label=solver_name(s),
+        )
+        for s in solvers
+    ]
+    handles += [
+        Line2D(
+            [],
+            [],
+            color="0.2",
+            marker="o",
+            markerfacecolor="white",
+            linestyle="none",
+            markersize=3.4,
+            label="released",
+        ),
+        Line2D([], [], color="0.3", linestyle="--", linewidth=0.7, label="posterior mean"),
+        Line2D([], [], color="0.3", linestyle=":", linewidth=0.7, label="exact MAP"),
+    ]
+    fig.legend(
+        handles=handles,
+        loc="outside lower center",
+        ncol=6,
+        frameon=False,
+        columnspacing=0.9,
+        handletextpad=0.3,
+    )
+    return _save(fig, out_dir, f"budget__{prior}")
+
+
 def draw_all(study: Study, arm: str, learned: str, exact: str, out_dir: Path) -> list[str]:
     """Both figures (PNG and PDF) into ``out_dir``; the problems the figure checks found."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -180,4 +257,14 @@ def draw_all(study: Study, arm: str, learned: str, exact: str, out_dir: Path) ->
         problems = tuned_vs_released(study, arm, out_dir)
         if learned in study.priors and exact in study.priors:
             problems += learned_vs_exact(study, arm, learned, exact, out_dir)
+        for prior in study.priors:  # a prior tuned at two budgets or more: quality against cost
+            if (
+                sum(
+                    any(study.board(prior, t, a) for t in study.tasks)
+                    for a in study.arms
+                    if a != ARM_RELEASED
+                )
+                > 1
+            ):
+                problems += budget_curves(study, prior, out_dir)
     return problems

@@ -60,6 +60,8 @@ def delta_markdown(study: Study, arm: str, notes: dict[tuple[str, str], str] | N
     by = {(d.prior, d.task, d.solver): d for d in ds}
     out = []
     for prior in study.priors:
+        if not any(d.prior == prior for d in ds):
+            continue
         out += [
             f"**{escape.markdown(prior)}**: tuned ({arm[2:]} FE) − released, PSNR [dB]",
             "",
@@ -82,16 +84,20 @@ def delta_markdown(study: Study, arm: str, notes: dict[tuple[str, str], str] | N
         levels = ", ".join(f"{100 * (1 - ALPHA / m):.2f} %" for m in ms)
         out += [
             "",
-            (f"Paired Student-t interval of the mean difference over the test images (seeds averaged "
-            f"per image first); family: the solvers of one column (m = {', '.join(map(str, ms))}), "
-            f"Bonferroni, so each interval is at level {levels} (family-wise 95 %). ▲ / ▼: the interval "
-            "lies above / below 0 (tuning helped / hurt on test); otherwise no difference is shown."),
+            (
+                f"Paired Student-t interval of the mean difference over the test images (seeds averaged "
+                f"per image first); family: the solvers of one column (m = {', '.join(map(str, ms))}), "
+                f"Bonferroni, so each interval is at level {levels} (family-wise 95 %). ▲ / ▼: the interval "
+                "lies above / below 0 (tuning helped / hurt on test); otherwise no difference is shown."
+            ),
             "",
         ]
     for (s, t), why in sorted((notes or {}).items()):
         out += [
-            (f"* {escape.markdown(solver_name(s))} released on "
-            f"{escape.markdown(study.task_names.get(t, t))}: {escape.markdown(why)}")
+            (
+                f"* {escape.markdown(solver_name(s))} released on "
+                f"{escape.markdown(study.task_names.get(t, t))}: {escape.markdown(why)}"
+            )
         ]
     return "\n".join(out).rstrip() + "\n"
 
@@ -99,6 +105,7 @@ def delta_markdown(study: Study, arm: str, notes: dict[tuple[str, str], str] | N
 def cost_markdown(study: Study) -> str:
     """FE per solve and time per image of every arm, per prior (averaged over the tasks)."""
     out = []
+    norm = next((a for a in study.arms if a != ARM_RELEASED), ARM_RELEASED)
     for prior in study.priors:
         out += [
             f"**{escape.markdown(prior)}**",
@@ -115,9 +122,7 @@ def cost_markdown(study: Study) -> str:
             for a in study.arms:
                 cs = [(t, c) for t in study.tasks if (c := study.cell(prior, t, a, s)) is not None]
                 fe.append(_fe_range(cs))
-                ratios = [
-                    c.seconds.mean / seconds_per_nfe(study, prior, t, study.arms[-1]) for t, c in cs
-                ]
+                ratios = [c.seconds.mean / seconds_per_nfe(study, prior, t, norm) for t, c in cs]
                 tm.append(_range([r for r in ratios if math.isfinite(r)], 0))
             out.append(
                 f"| {escape.markdown(solver_name(s))} | "
@@ -128,11 +133,13 @@ def cost_markdown(study: Study) -> str:
             )
         out += [
             "",
-            (f"NFE + VJP: mean per solve as counted in the rows (range over the {len(study.tasks)} tasks). "
-            f"Time: seconds per image divided by the seconds per network evaluation of "
-            f"{solver_name(NORMALISER)} at the last arm in the same run (it spends nothing but NFE), "
-            "range over the tasks; it removes the machine's speed and load, not the solvers' "
-            "own work."),
+            (
+                f"NFE + VJP: mean per solve as counted in the rows (range over the {len(study.tasks)} tasks). "
+                f"Time: seconds per image divided by the seconds per network evaluation of "
+                f"{solver_name(NORMALISER)} at the smallest tuned budget in the same run (it spends nothing but NFE), "
+                "range over the tasks; it removes the machine's speed and load, not the solvers' "
+                "own work."
+            ),
             "",
         ]
     return "\n".join(out).rstrip() + "\n"
@@ -160,8 +167,10 @@ def cross_prior_markdown(study: Study, arm: str, learned: str, exact: str) -> st
     """Per task: the tuned means under both priors, Kendall's τ and each prior's best-and-tied set."""
     rows: list[CrossPrior] = cross_prior(study, arm, learned, exact)
     out = [
-        (f"| Task | Kendall τ [p] | best and tied on {escape.markdown(learned)} | "
-        f"best and tied on {escape.markdown(exact)} |"),
+        (
+            f"| Task | Kendall τ [p] | best and tied on {escape.markdown(learned)} | "
+            f"best and tied on {escape.markdown(exact)} |"
+        ),
         "|---|---:|---|---|",
     ]
     for r in rows:
@@ -173,9 +182,11 @@ def cross_prior_markdown(study: Study, arm: str, learned: str, exact: str) -> st
         )
     out += [
         "",
-        (f"τ: Kendall's τ-b between the solvers' mean PSNR under the two priors (scipy, two-sided p; "
-        f"{len(study.solvers())} solvers per task, one test per task, not corrected). Best and tied: the "
-        "main tables' marks."),
+        (
+            f"τ: Kendall's τ-b between the solvers' mean PSNR under the two priors (scipy, two-sided p; "
+            f"{len(study.solvers())} solvers per task, one test per task, not corrected). Best and tied: the "
+            "main tables' marks."
+        ),
         "",
     ]
     return "\n".join(out)
@@ -195,10 +206,12 @@ def overall_markdown(study: Study, arm: str) -> str:
             if m in r.wilcoxon
         )
         out += [
-            (f"* **{escape.markdown(prior)}** ({r.n_blocks} blocks = tasks × images): Friedman "
-            f"χ²({len(r.methods) - 1}) = {r.friedman_stat:.1f}, p = {r.friedman_p:.2g}. Mean ranks: "
-            f"{escape.markdown(ranks)}. Wilcoxon signed-rank against {escape.markdown(solver_name(r.methods[0]))} "
-            f"(Holm over {len(r.methods) - 1}): {escape.markdown(wil)}.")
+            (
+                f"* **{escape.markdown(prior)}** ({r.n_blocks} blocks = tasks × images): Friedman "
+                f"χ²({len(r.methods) - 1}) = {r.friedman_stat:.1f}, p = {r.friedman_p:.2g}. Mean ranks: "
+                f"{escape.markdown(ranks)}. Wilcoxon signed-rank against {escape.markdown(solver_name(r.methods[0]))} "
+                f"(Holm over {len(r.methods) - 1}): {escape.markdown(wil)}."
+            )
         ]
     return "\n".join(out) + "\n"
 
@@ -230,15 +243,18 @@ def tables_markdown(
     out = [
         "# Head-to-head study: tables",
         "",
-        ("Generated by `python scripts/head_to_head.py report` from the rows in this folder "
-        "(`rows.csv.gz`); PSNR in dB on pixel range [0, 1], seeds averaged per image first."),
+        (
+            "Generated by `python scripts/head_to_head.py report` from the rows in this folder "
+            "(`rows.csv.gz`); PSNR in dB on pixel range [0, 1], seeds averaged per image first."
+        ),
         "",
     ]
-    for a in [arm, ARM_RELEASED]:
+    tuned = [arm] + [a for a in study.arms if a not in (arm, ARM_RELEASED)]
+    for a in [*tuned, ARM_RELEASED]:
         out += [f"## Main results: {arm_title(a)}", ""]
         for prior in study.priors:
             md, _ = main_tables(study, prior, a)
-            out += [md.rstrip(), ""]
+            out += [md.rstrip(), ""] if md.strip() else []
         if a == ARM_RELEASED and notes:
             out += ["Released settings that fail outside the tasks they were released for:", ""]
             out += [
@@ -247,8 +263,14 @@ def tables_markdown(
                 for (s, t), why in sorted(notes.items())
             ] + [""]
     out += ["## Resolution: Δ-best half-widths", ""]
-    out += [f"* {half_width_line(study, p, arm)}" for p in study.priors] + [""]
-    out += [f"## Tuned − released ({arm[2:]} FE)", "", delta_markdown(study, arm).rstrip(), ""]
+    out += [
+        f"* {half_width_line(study, p, a)}"
+        for a in tuned
+        for p in study.priors
+        if half_widths(study, p, a)
+    ] + [""]
+    for a in tuned:
+        out += [f"## Tuned − released ({a[2:]} FE)", "", delta_markdown(study, a).rstrip(), ""]
     out += ["## Cost", "", cost_markdown(study).rstrip(), ""]
     if learned in study.priors and exact in study.priors:
         out += [
@@ -269,7 +291,8 @@ def tables_markdown(
 def latex_tables(study: Study, arms: list[str]) -> dict[str, str]:
     """``{file name: LaTeX}`` of the main tables, one file per prior and arm."""
     return {
-        f"main-{escape.slug(p)}-{a}.tex": main_tables(study, p, a)[1]
+        f"main-{escape.slug(p)}-{a}.tex": tex
         for p in study.priors
         for a in arms
+        if (tex := main_tables(study, p, a)[1]).count("tabular") >= 2
     }

@@ -49,11 +49,15 @@ def _rows(prior: str, task: str, rng: np.random.Generator) -> pd.DataFrame:
     recs = []
     image_effect = rng.normal(0, 2.0, N_IMG)
     shift = 0.0 if prior == "small-cpu" else -1.0
-    for (s, arm), mu in LEVEL.items():
+    levels = dict(LEVEL)
+    if prior == "gmm-crops32":   # the exact twin is also tuned at 100 FE (a second budget)
+        levels.update({(s, "fe100"): LEVEL[(s, "fe20")] + 1.0 for s in SOLVERS})
+    scale = {"fe20": 1, "released": 2, "fe100": 5}
+    for (s, arm), mu in levels.items():
         label = s if arm == "released" else f"{s}-{arm}"
         for i in range(N_IMG):
             for seed in SEEDS:
-                nfe, vjp = NFE[s] if arm == "fe20" else (2 * NFE[s][0], 2 * NFE[s][1])
+                nfe, vjp = (scale[arm] * NFE[s][0], scale[arm] * NFE[s][1])
                 recs.append(
                     {
                         "solver": label,
@@ -65,7 +69,7 @@ def _rows(prior: str, task: str, rng: np.random.Generator) -> pd.DataFrame:
                         "seed": seed,
                         "status": "ok",
                         "psnr": mu + shift + image_effect[i] + rng.normal(0, 0.6),
-                        "seconds": SECONDS[s] * (1 if arm == "fe20" else 2),
+                        "seconds": SECONDS[s] * scale[arm],
                         "nfe": nfe,
                         "vjp": vjp,
                         "batch_size": 1,
@@ -114,7 +118,7 @@ def _image_means(df: pd.DataFrame, label: str) -> pd.Series:
 
 
 def test_arms_split_and_rename(study):
-    assert study.arms == ["released", "fe20"] and study.solvers() == [
+    assert study.arms == ["released", "fe20", "fe100"] and study.solvers() == [
         "ddrm",
         "dps",
         "vml_map",
@@ -153,8 +157,12 @@ def test_cost_is_normalised_by_ddrms_seconds_per_nfe(study):
     assert h2h.seconds_per_nfe(study, "small-cpu", "denoise", "fe20") == pytest.approx(0.02 / 20)
     md = tables.cost_markdown(study)
     dps = next(line for line in md.splitlines() if line.startswith("| DPS |"))
-    # released: 20 + 20 FE, 0.1 s/image = 100 NFE-eq.; tuned: 10 + 10, 0.05 s = 50
-    assert dps.split(" | ")[1:] == ["20 + 20", "10 + 10", "100", "50 |"]
+    # small-cpu (first table): released 20 + 20 FE, 0.1 s/image = 100 NFE-eq.; tuned 10 + 10,
+    # 0.05 s = 50; no 100-FE arm; DDRM's 20-FE arm normalises: 0.02 s / 20 NFE
+    assert dps.split(" | ")[1:] == ["20 + 20", "10 + 10", "—", "100", "50", "— |"]
+    twin = md.split("**gmm-crops32**")[1]
+    dps = next(line for line in twin.splitlines() if line.startswith("| DPS |"))
+    assert dps.split(" | ")[1:] == ["20 + 20", "10 + 10", "50 + 50", "100", "50", "250 |"]
 
 
 def test_cross_prior_tau_is_scipys_on_the_tuned_means(study):
@@ -189,6 +197,7 @@ def test_main_table_bolds_the_best_mean_and_report_documents_build(study, tmp_pa
     ):
         assert head in doc
     assert figs.draw_all(study, "fe20", "small-cpu", "gmm-crops32", tmp_path) == []
-    assert {p.name for p in tmp_path.iterdir()} == {
-        f"{k}.{e}" for k in ("tuned_vs_released", "learned_vs_exact") for e in ("png", "pdf")
-    }
+    kinds = ("tuned_vs_released", "learned_vs_exact", "budget__gmm-crops32")   # two budgets: the twin only
+    assert {p.name for p in tmp_path.iterdir()} == {f"{k}.{e}" for k in kinds for e in ("png", "pdf")}
+    assert "## Main results: tuned presets at 100" in doc and "## Tuned − released (100 FE)" in doc
+    assert doc.split("## Tuned − released (100 FE)")[1].split("\n## ")[0].count("**small-cpu**") == 0
