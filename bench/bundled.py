@@ -153,19 +153,37 @@ def heldout_images(split: str = "all") -> list[np.ndarray]:
     return [load_image(n, s) for n in HELDOUT_SPLITS[split] for s in SCALES]
 
 
+def crop_boxes(shapes: list[tuple[int, ...]], n: int, size: int,
+               rng: np.random.Generator) -> list[tuple[int, int, int]]:
+    """Where the ``n`` crops of :func:`random_crops` come from: ``(image index, row, column)`` of
+    each, for images of ``shapes`` (C, H, W): image chosen uniformly, position uniformly."""
+    out = []
+    for _ in range(n):
+        k = int(rng.integers(len(shapes)))
+        _, h, w = shapes[k]
+        r = int(rng.integers(h - size + 1))
+        c = int(rng.integers(w - size + 1))
+        out.append((k, r, c))
+    return out
+
+
 def random_crops(images: list[np.ndarray], n: int, size: int, rng: np.random.Generator) -> Tensor:
-    """``n`` crops: image chosen uniformly, position uniformly, from a numpy Generator.
+    """``n`` crops at :func:`crop_boxes` from a numpy Generator.
 
     Returns (n, 3, size, size) float32 pixel space [0, 1].
     """
     out = np.empty((n, 3, size, size), dtype=np.float32)
-    for i in range(n):
-        img = images[int(rng.integers(len(images)))]
-        _, h, w = img.shape
-        r = int(rng.integers(h - size + 1))
-        c = int(rng.integers(w - size + 1))
-        out[i] = img[:, r : r + size, c : c + size]
+    for i, (k, r, c) in enumerate(crop_boxes([im.shape for im in images], n, size, rng)):
+        out[i] = images[k][:, r : r + size, c : c + size]
     return torch.from_numpy(out)
+
+
+def heldout_crop_sources(n: int, size: int = 32, seed: int = 0, split: str = "all") -> list[tuple[str, int, int, int]]:
+    """``(image name, scale, row, column)`` of each crop of :func:`heldout_crops` (same arguments):
+    which held-out image, at which scale, each crop was cut from."""
+    names = [(name, s) for name in HELDOUT_SPLITS[split] for s in SCALES]
+    boxes = crop_boxes([im.shape for im in heldout_images(split)], n, size, np.random.default_rng(seed))
+    return [(*names[k], r, c) for k, r, c in boxes]
 
 
 def heldout_crops(n: int, size: int = 32, seed: int = 0, split: str = "all") -> Tensor:

@@ -340,6 +340,23 @@ RELEASED_NOTES = {
 LEARNED, EXACT = "small-cpu", "gmm-crops32"
 
 
+def crop_groups(st: Study) -> dict[str, str]:
+    """Test image id -> the held-out image its crop was cut from (the runs' bundled crops)."""
+    from invbench.bench import bundled, config
+
+    spec = config.load(st.config(LEARNED, st.tasks[0]), list(st.run_sets)).datasets[0].build_spec()
+    n, size, seed, split = (
+        spec["n"],
+        spec.get("size", 32),
+        spec.get("seed", 0),
+        spec.get("split", "all"),
+    )
+    return {
+        f"crop{i:04d}": name
+        for i, (name, *_) in enumerate(bundled.heldout_crop_sources(n, size, seed, split))
+    }
+
+
 def phase_publish(st: Study) -> None:
     """The study's own report into ``st.publish``: tables, LaTeX, figures, the rows of every run,
     each per-run leaderboard, and the tuning record (presets, Optuna studies, evaluated images)."""
@@ -361,7 +378,10 @@ def phase_publish(st: Study) -> None:
     out = st.publish
     out.mkdir(parents=True, exist_ok=True)
     notes = {k: v for k, v in RELEASED_NOTES.items() if k[1] in st.tasks}
-    (out / "tables.md").write_text(tables.tables_markdown(study, arm, LEARNED, EXACT, notes))
+    groups = crop_groups(st)
+    (out / "tables.md").write_text(
+        tables.tables_markdown(study, arm, LEARNED, EXACT, notes, groups)
+    )
     for name, text in tables.latex_tables(study, [arm, h2h.ARM_RELEASED]).items():
         (out / name).write_text(text)
     h2h.rows_frame(study).to_csv(out / "rows.csv.gz", index=False)

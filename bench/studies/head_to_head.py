@@ -301,3 +301,25 @@ def study_from_rows(
             Path("."), res, pd.DataFrame(), meta, pd.DataFrame()
         )
     return study_of(runs, primary)
+
+
+def by_group(
+    study: Study, arm: str, groups: dict[str, str], primary: str = "psnr"
+) -> dict[tuple[str, str, str], list[str]]:
+    """``{(prior, task, group): best and tied solvers}`` with the test images split by ``groups``
+    (image id -> group, e.g. the held-out image a crop was cut from): each group's own board, the
+    same marks (one-vs-best, Bonferroni) on its images only. A ranking that holds in every group
+    does not rest on one source image."""
+    out = {}
+    for (prior, task), run in study.runs.items():
+        sub = arm_run(run, arm)
+        ids = sub.results["image_id"].astype(str).map(groups)
+        for g in sorted(set(groups.values())):
+            part = dataclasses.replace(sub, results=sub.results[ids == g])
+            if not len(part.results):
+                continue
+            (b,) = build_leaderboards(
+                part, {task: primary for task in part.results["task"].unique()}
+            )
+            out[(prior, task, g)] = _top(b)
+    return out

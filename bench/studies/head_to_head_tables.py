@@ -18,6 +18,7 @@ from .head_to_head import (
     CrossPrior,
     Delta,
     Study,
+    by_group,
     cross_prior,
     deltas,
     half_widths,
@@ -216,6 +217,45 @@ def overall_markdown(study: Study, arm: str) -> str:
     return "\n".join(out) + "\n"
 
 
+def groups_markdown(study: Study, arm: str, groups: dict[str, str], what: str) -> str:
+    """Per prior and task: the best and tied solvers on all test images and within each group."""
+    tops = by_group(study, arm, groups)
+    names = sorted(set(groups.values()))
+    sizes = {g: sum(v == g for v in groups.values()) for g in names}
+    out = [
+        "| Prior | Task | all images | "
+        + " | ".join(f"{escape.markdown(g)} ({sizes[g]})" for g in names)
+        + " |",
+        "|---|---|---|" + "---|" * len(names),
+    ]
+    for prior in study.priors:
+        for t in study.tasks:
+            b = study.board(prior, t, arm)
+            if b is None:
+                continue
+            cells = [_top_names([c.solver for c in b.cells if c.is_best or c.tied_with_best])]
+            cells += [_top_names(tops.get((prior, t, g), [])) for g in names]
+            out.append(
+                f"| {escape.markdown(prior)} | {escape.markdown(study.task_names.get(t, t))} | "
+                + " | ".join(cells)
+                + " |"
+            )
+    out += [
+        "",
+        (
+            f"Best first, then the solvers tied with it (the main tables' marks: paired t on image means, "
+            f"Bonferroni over the column's other solvers), on all test images and on the images of "
+            f"each {escape.markdown(what)} alone."
+        ),
+        "",
+    ]
+    return "\n".join(out)
+
+
+def _top_names(solvers: list[str]) -> str:
+    return escape.markdown(", ".join(solver_name(s) for s in solvers)) or "—"
+
+
 def half_width_line(study: Study, prior: str, arm: str, bound: float = 0.5) -> str:
     """How many printed Δ-best intervals have a half-width within ``bound`` dB."""
     hw = half_widths(study, prior, arm)
@@ -238,8 +278,10 @@ def tables_markdown(
     learned: str,
     exact: str,
     notes: dict[tuple[str, str], str] | None = None,
+    groups: dict[str, str] | None = None,
 ) -> str:
-    """Every table of the study in one Markdown document (``tables.md``)."""
+    """Every table of the study in one Markdown document (``tables.md``); ``groups`` (image id ->
+    the held-out image it was cut from) adds the marks within each source image."""
     out = [
         "# Head-to-head study: tables",
         "",
@@ -271,6 +313,13 @@ def tables_markdown(
     ] + [""]
     for a in tuned:
         out += [f"## Tuned − released ({a[2:]} FE)", "", delta_markdown(study, a).rstrip(), ""]
+    if groups:
+        out += [
+            f"## Within each source image ({_arm_short(arm)})",
+            "",
+            groups_markdown(study, arm, groups, "held-out source image").rstrip(),
+            "",
+        ]
     out += ["## Cost", "", cost_markdown(study).rstrip(), ""]
     if learned in study.priors and exact in study.priors:
         out += [

@@ -97,7 +97,7 @@ SETTINGS = {
 }
 
 FLOOR_TASK = ("inpaint_random", {"ratio": 0.5})
-DEMO_TASKS = (  # configs/demo.toml: (name, preset, params, noise_sigma in pixel units)
+DEMO_TASKS = (  # configs/demo-released.toml: (name, preset, params, noise_sigma in pixel units)
     ("inpaint_random-50", "inpaint_random", {"ratio": 0.5}, 0.05),
     ("sr4_avgpool", "sr4_avgpool", {}, 0.05),
     ("deblur_uniform", "deblur_uniform", {}, 0.05),

@@ -49,13 +49,13 @@ TASKS: tuple[tuple[str, str, dict, float], ...] = (  # (task, preset, params, no
     ("deblur_uniform", "deblur_uniform", {}, 0.05),
     ("denoise", "denoise", {}, 0.1),
 )
-#: the CPU demo's reduced step counts (configs/demo.toml); DiffPIR and RED-diff run their defaults
+#: the CPU demo's reduced step counts (configs/demo-released.toml); DiffPIR and RED-diff run their defaults
 STEP_OVERRIDES: dict[str, dict] = {
     "vml_map": {"n_levels": 20, "inner_steps": 4},
     "dps": {"steps": 100},
     "pigdm": {"steps": 50},
 }
-#: named presets the demo runs (configs/demo.toml): the reduced-step CPU presets of DAPS and LMAPS
+#: named presets the demo runs (configs/demo-released.toml): the reduced-step CPU presets of DAPS and LMAPS
 DEMO_PRESETS: dict[str, str] = {"daps": "cpu", "lmaps": "cpu"}
 PRIORS = ("gmm-crops32", "small-cpu")
 OPERATOR_SEED, NOISE_SEED, SOLVER_SEED, SAMPLE_SEED, REFERENCE_SEED = 700_000, 710_000, 720_000, 730_000, 740_000
@@ -80,7 +80,7 @@ def solver_names(cfg: TwinConfig) -> tuple[str, ...]:
 
 
 def build_solver(name: str, preset_task: str):
-    # DPS: its per-task paper preset, as ``preset = "paper"`` resolves in configs/demo.toml
+    # DPS: its per-task paper preset, as ``preset = "paper"`` resolves in configs/demo-released.toml
     preset = solvers.get(name).preset_for_task(preset_task) if name == "dps" else DEMO_PRESETS.get(name, "default")
     return solvers.build(name, preset, **STEP_OVERRIDES.get(name, {})), preset
 

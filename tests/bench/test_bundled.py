@@ -69,3 +69,11 @@ def test_solver_splits_partition_the_heldout_images():
             # every window whose top-left pixel matches the crop's, compared in full
             first = np.all(win[..., 0, 0] == crop[:, 0, 0], axis=-1)
             assert not any(np.array_equal(win[idx], crop) for idx in zip(*np.nonzero(first), strict=True))
+
+
+def test_heldout_crop_sources_say_where_each_crop_was_cut():
+    crops = bundled.heldout_crops(24, 32, 0, "test")
+    for i, (name, scale, r, c) in enumerate(bundled.heldout_crop_sources(24, 32, 0, "test")):
+        assert name in bundled.HELDOUT_SPLITS["test"] and scale in bundled.SCALES
+        img = torch.as_tensor(bundled.load_image(name, scale))
+        assert torch.equal(crops[i], img[:, r : r + 32, c : c + 32].to(crops.dtype))

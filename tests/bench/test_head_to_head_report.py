@@ -188,6 +188,15 @@ def test_main_table_bolds_the_best_mean_and_report_documents_build(study, tmp_pa
     doc = tables.tables_markdown(
         study, "fe20", "small-cpu", "gmm-crops32", {("daps", "denoise"): "why"}
     )
+    groups = {f"crop{i:04d}": ("a" if i % 2 else "b") for i in range(N_IMG)}
+    by = tables.by_group(study, "fe20", groups)
+    assert set(by) == {(p, t, g) for p in PRIORS for t in TASKS for g in "ab"}
+    for (p, t, g), top in by.items():   # the best of a group is the best mean on its images
+        rows = study.runs[(p, t)].results
+        ids = [k for k, v in groups.items() if v == g]
+        means = {s: _image_means(rows, f"{s}-fe20").loc[ids].mean() for s in SOLVERS}
+        assert top[0] == max(means, key=means.get)
+    assert "| Prior | Task | all images | a (6) | b (6) |" in tables.groups_markdown(study, "fe20", groups, "half")
     for head in (
         "## Main results: tuned presets at 20",
         "## Tuned − released (20 FE)",
