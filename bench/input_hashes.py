@@ -130,25 +130,11 @@ def operator_sha256(op: Any) -> str:
     return state_sha256({"type": type(op).__name__, "state": op.state()})
 
 
-def _module_states(obj: Any, depth: int = 0, seen: set[int] | None = None) -> list[torch.nn.Module]:
-    seen = set() if seen is None else seen
-    if depth > 4 or id(obj) in seen:
-        return []
-    seen.add(id(obj))
-    if isinstance(obj, torch.nn.Module):
-        return [obj]
-    out: list[torch.nn.Module] = []
-    if hasattr(obj, "__dict__") and not isinstance(obj, (type, torch.Tensor)):
-        for k, v in sorted(vars(obj).items()):
-            if not k.startswith("_"):
-                out += _module_states(v, depth + 1, seen)
-    return out
-
-
 def prior_hashes(label: str, name: str, prior: Any, checkpoint: str | None) -> dict[str, str]:
     """Hashes of a prior's weights: the checkpoint file given in the config; else the fitted-GMM
     file a named GMM prior loads (``priors/data/gmm_*.npz``); else the state dicts of its networks
-    (exact copies of the weights file, e.g. the small CPU prior). Priors defined wholly in code
+    (:meth:`invbench.priors.base.Prior.networks`: exact copies of the weights file, e.g. the small
+    CPU prior). Priors defined wholly in code
     (synthetic GMMs, test priors) have none: the code version covers them."""
     if checkpoint is not None:
         return {f"priors.{label}.checkpoint": file_sha256(checkpoint)}
@@ -156,7 +142,7 @@ def prior_hashes(label: str, name: str, prior: Any, checkpoint: str | None) -> d
 
     if name in gmm_library.FITTED:
         return {f"priors.{label}.weights_file": file_sha256(gmm_library.DATA_DIR / gmm_library.FITTED[name])}
-    mods = _module_states(prior)
+    mods = prior.networks()
     return {f"priors.{label}.state": state_sha256(mods)} if mods else {}
 
 

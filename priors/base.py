@@ -70,6 +70,12 @@ class Prior(ABC):
     def to(self, device=None, dtype=None) -> Prior:
         return self
 
+    def networks(self) -> list:
+        """The ``torch.nn.Module`` networks whose weights define this prior (declared, never found
+        by walking attributes): their state dicts are its content hash in a run's metadata. ``[]``
+        for a prior defined by code or by a data file (hashed as a file)."""
+        return []
+
 
 class CountingPrior(Prior):
     """Wraps a prior and counts network evaluations (NFE) and vector–Jacobian products (VJP).
@@ -84,6 +90,9 @@ class CountingPrior(Prior):
         self.inner = prior
         self.nfe = 0
         self.vjp = 0
+
+    def networks(self) -> list:
+        return self.inner.networks()
 
     def reset(self) -> None:
         self.nfe = 0

@@ -59,6 +59,10 @@ class VPPrior(Prior):
         self.sigma_max = float(self.sigmas[-1])
         self.learned_variance = learned_variance
 
+    def networks(self) -> list[nn.Module]:
+        """The network ``D`` wraps (``[]`` when it is a plain function)."""
+        return [self.net] if isinstance(self.net, nn.Module) else []
+
     @property
     def T(self) -> int:
         return self.betas.numel()

@@ -92,3 +92,22 @@ def test_operator_hash_is_its_declared_state():
 def test_state_encoding_is_prefix_free(a, b):
     """Two different states never share an encoding (so never a hash, short of a sha256 collision)."""
     assert input_hashes.state_sha256(a) != input_hashes.state_sha256(b)
+
+
+def test_prior_hash_reads_the_declared_networks_only():
+    """A prior's content hash is its declared networks' weights: a module held elsewhere on the
+    prior (a cache, a helper) is not read, and a changed weight changes the hash."""
+    from invbench.priors.base import CountingPrior
+    from invbench.priors.vp import VPPrior
+
+    net = torch.nn.Conv2d(1, 1, 1)
+    prior = VPPrior(net, (1, 4, 4))
+    h = input_hashes.prior_hashes("p", "p", prior, None)
+    assert set(h) == {"priors.p.state"}
+    prior.helper = torch.nn.Linear(2, 2)          # not declared: not hashed
+    assert input_hashes.prior_hashes("p", "p", prior, None) == h
+    assert input_hashes.prior_hashes("p", "p", CountingPrior(prior), None) == h   # wrappers delegate
+    with torch.no_grad():
+        net.weight.add_(1e-6)
+    assert input_hashes.prior_hashes("p", "p", prior, None) != h
+    assert input_hashes.prior_hashes("g", "g", VPPrior(lambda x, t: x, (1, 4, 4)), None) == {}
