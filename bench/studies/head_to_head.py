@@ -255,14 +255,22 @@ def seconds_per_nfe(study: Study, prior: str, task: str, arm: str) -> float:
     return c.seconds.mean / c.nfe
 
 
-def half_widths(study: Study, prior: str, arm: str) -> list[float]:
-    """The printed Δ-best half-widths (Bonferroni-adjusted) of the non-best solver cells."""
+def half_widths(study: Study, prior: str, arm: str, level: float | None = None) -> list[float]:
+    """Δ-best half-widths of the non-best solver cells: as printed (Bonferroni-adjusted) when
+    ``level`` is None, else the paired t interval on the same image means at ``level``."""
     out = []
     for t in study.tasks:
         b = study.board(prior, t, arm)
+        best = next((c for c in b.cells if c.is_best), None) if b else None
         for c in b.cells if b else []:
-            if not is_oracle(c.solver) and not c.is_best and c.delta_best is not None:
+            if is_oracle(c.solver) or c.is_best or c.delta_best is None:
+                continue
+            if level is None:
                 out.append(float(c.delta_best.half_width))
+            elif best is not None and (
+                ci := paired_interval(b.image_means[c.key], b.image_means[best.key], level)
+            ):
+                out.append(float(ci.half_width))
     return out
 
 

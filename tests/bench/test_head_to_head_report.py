@@ -210,3 +210,19 @@ def test_main_table_bolds_the_best_mean_and_report_documents_build(study, tmp_pa
     assert {p.name for p in tmp_path.iterdir()} == {f"{k}.{e}" for k in kinds for e in ("png", "pdf")}
     assert "## Main results: tuned presets at 100" in doc and "## Tuned − released (100 FE)" in doc
     assert doc.split("## Tuned − released (100 FE)")[1].split("\n## ")[0].count("**small-cpu**") == 0
+
+
+def test_half_widths_at_95_percent_are_the_unadjusted_paired_t(study):
+    b = study.board("small-cpu", "denoise", "fe20")
+    best = next(c for c in b.cells if c.is_best)
+    rows = study.runs[("small-cpu", "denoise")].results
+    expect = []
+    for c in b.cells:
+        if c.is_best or c.solver.startswith("oracle"):
+            continue
+        d = (_image_means(rows, f"{c.solver}-fe20") - _image_means(rows, f"{best.solver}-fe20")).to_numpy()
+        expect.append(stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d)))
+    got = h2h.half_widths(study, "small-cpu", "fe20", 0.95)
+    assert sorted(got[: len(expect)]) == pytest.approx(sorted(expect), rel=1e-9)
+    adjusted = h2h.half_widths(study, "small-cpu", "fe20")[: len(expect)]
+    assert all(a > g for a, g in zip(sorted(adjusted), sorted(got[: len(expect)])))
