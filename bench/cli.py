@@ -160,13 +160,29 @@ def _metric_weights_changed(run_dir: Path, exp) -> bool:
 
 
 def cmd_demo(args) -> int:
-    from . import config, store
-
-    cfg = _repo_root() / "configs" / "demo.toml"
+    """``configs/demo.toml`` (the headline: tuned presets) into ``--out``, then, where the source
+    tree has it, ``configs/demo-released.toml`` (the released presets) into ``<out>-released``."""
+    root = _repo_root() / "configs"
+    cfg = root / "demo.toml"
     if not cfg.exists():
         raise FileNotFoundError(f"{cfg}: demo config not found (is the source tree installed?)")
-    exp = config.load(cfg, args.set)
     out = Path(args.out)
+    runs = [(cfg, out)]
+    if (root / "demo-released.toml").exists():
+        runs.append((root / "demo-released.toml", out.with_name(out.name + "-released")))
+    for path, run_dir in runs:
+        rc = _demo_run(path, run_dir, args)
+        if rc != EXIT_OK:
+            return rc
+    return EXIT_OK
+
+
+def _demo_run(cfg: Path, out: Path, args) -> int:
+    """One demo config into ``out`` (resumed when it holds the same demo, replaced when it holds an
+    older one) and its report into ``out/report``."""
+    from . import config, store
+
+    exp = config.load(cfg, args.set)
     resume, replace = False, None
     if (out / store.STORE_NAME).exists():
         meta = store.load_meta(out)
@@ -187,7 +203,7 @@ def cmd_demo(args) -> int:
         return rc
     from .report import write_report
 
-    where = write_report(out, None)  # RUN/report/; `make demo-reference` refreshes reports/demo/
+    where = write_report(out, None)  # RUN/report/; `make demo-reference` refreshes reports/demo*/
     print(f"invbench: demo results in {out}; report at {where}")
     return EXIT_OK
 
@@ -347,7 +363,9 @@ def _file_commands(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(fn=cmd_fetch)
 
-    p = sub.add_parser("demo", help="run configs/demo.toml into runs/demo and write its report", parents=[common])
+    p = sub.add_parser("demo", parents=[common],
+                       help="run configs/demo.toml (tuned presets) into runs/demo and "
+                            "configs/demo-released.toml into runs/demo-released, each with its report")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--no-progress", action="store_true")

@@ -46,6 +46,7 @@ class MainTable:
     folded: list[str] = field(default_factory=list)   # "solver: presets" notes
     footnotes: list[str] = field(default_factory=list)   # why a tied cell has a lower mean than an untied one
     daggers: set[tuple[str, str]] = field(default_factory=set)   # (solver, task) cells those footnotes explain
+    tuned: list[str] = field(default_factory=list)   # "Presets tuned here (...): solvers" lines
 
 
 def _pick(cs: list[CellSummary]) -> CellSummary:
@@ -84,8 +85,20 @@ def build_main_tables(boards: list[Leaderboard], task_names: dict[str, str]) -> 
                    if t == b.task and any(f.startswith(_shown_name(c)) for f in b.footnotes)}
         out.append(MainTable(ds, prior, metric, [b.task for b in bs], [task_names.get(b.task, b.task) for b in bs],
                              [s for s in order if not is_oracle(s)], [s for s in order if is_oracle(s)],
-                             cells, n_images, notes, feet, daggers))
+                             cells, n_images, notes, feet, daggers, _tuned_lines(cells.values())))
     return out
+
+
+def _tuned_lines(cells) -> list[str]:
+    """One line per provenance of presets tuned here (``invbench tune``), naming its solvers: a
+    table of tuned presets says so under itself, not only in the leaderboard's provenance column."""
+    by: dict[str, set[str]] = {}
+    for c in cells:
+        prov = str(c.provenance or "")
+        if "tuned-here" in prov:
+            by.setdefault(prov[prov.index("tuned-here"):], set()).add(solver_name(c.solver))
+    return [f"Presets {p.replace('tuned-here', 'tuned here', 1)}: {', '.join(sorted(s))}."
+            for p, s in sorted(by.items())]
 
 
 def _shown_name(c: CellSummary) -> str:
@@ -156,7 +169,7 @@ def main_latex(tables: list[MainTable]) -> str:
                     parts += cell
                 out.append(" & ".join(parts) + r" \\")
         out += [r"\bottomrule", r"\end{tabular}"]
-        for line in (["Presets by task: " + "; ".join(t.folded)] if t.folded else []) + t.footnotes:
+        for line in t.tuned + (["Presets by task: " + "; ".join(t.folded)] if t.folded else []) + t.footnotes:
             out.append(r"\par\smallskip{\scriptsize\raggedright "
                        + escape.latex(line).replace(r"$^{\dagger}$", r"$^\dagger$") + r"\par}")
         out += [f"\\end{{{env}}}", ""]
@@ -201,6 +214,8 @@ def main_markdown(tables: list[MainTable]) -> str:
                        + " | ".join(_md_num(t.cells.get((s, task)), t.metric) + ("†" if (s, task) in t.daggers else "")
                                     for task in t.tasks) + " |")
         out += ["", escape.markdown(caption(t))]
+        for line in t.tuned:
+            out += ["", escape.markdown(line)]
         if t.folded:
             out += ["", escape.markdown("Presets by task: " + "; ".join(t.folded))]
         for f in t.footnotes:

@@ -39,6 +39,9 @@ ROW_IN = 0.15
 
 
 def _save(fig, out_dir: Path, stem: str) -> list[str]:
+    """Check ``fig`` as the PNG will be drawn (at the saving resolution: the layout and text
+    extents depend on it), then write PNG and PDF with that layout."""
+    fig.set_dpi(plt.rcParams["savefig.dpi"])
     problems = [f"{stem}: {p}" for p in check_figure(fig, MIN_FONT_PT)]
     for fmt in ("png", "pdf"):
         buf = io.BytesIO()
@@ -99,9 +102,10 @@ def tuned_vs_released(study: Study, arm: str, out_dir: Path) -> list[str]:
             ax.set_yticks(
                 np.arange(len(solvers))[::-1], [solver_name(s) for s in solvers] if j == 0 else []
             )
-            ax.set_title(
-                f"{study.task_names.get(task, task)} · {prior}", fontsize=RC["axes.titlesize"]
-            )
+            if i == 0:  # tasks head the columns, priors name the rows
+                ax.set_title(study.task_names.get(task, task), fontsize=RC["axes.titlesize"])
+            if j == 0:
+                ax.set_ylabel(f"prior {prior}", fontsize=RC["axes.titlesize"])
             if i == nr - 1:
                 ax.set_xlabel("PSNR [dB] ↑")
     handles = [

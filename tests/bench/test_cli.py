@@ -326,6 +326,7 @@ def test_demo_writes_run_and_report_under_its_out_folder_only(tmp_path, monkeypa
     root = tmp_path / "src"
     (root / "configs").mkdir(parents=True)
     (root / "configs" / "demo.toml").write_text(BASE.replace('name = "t"', 'name = "demo"', 1))
+    (root / "configs" / "demo-released.toml").write_text(BASE.replace('name = "t"', 'name = "demo-released"', 1))
     monkeypatch.setattr(cli, "_repo_root", lambda: root)
     work = tmp_path / "cwd"
     work.mkdir()
@@ -334,5 +335,8 @@ def test_demo_writes_run_and_report_under_its_out_folder_only(tmp_path, monkeypa
     assert rc == 0, err
     assert (work / "runs" / "demo" / "report" / "index.html").is_file()
     assert (work / "runs" / "demo" / "report" / "leaderboard.csv").is_file()
+    # the released presets' demo beside it, with its own report
+    assert (work / "runs" / "demo-released" / "report" / "index.html").is_file()
+    assert sorted(p.name for p in (work / "runs").iterdir()) == ["demo", "demo-released"]
     assert sorted(p.name for p in work.iterdir()) == ["runs"]          # no reports/ in the working dir
     assert sorted(p.name for p in root.iterdir()) == ["configs"]       # nor in the source tree

@@ -96,7 +96,8 @@ def test_resolved_toml_round_trips():
 
 
 @pytest.mark.parametrize("name",
-                         ["smoke.toml", "demo.toml", "ffhq1k-dps-protocol.toml", "imagenet1k-ddrm-protocol.toml"])
+                         ["smoke.toml", "demo.toml", "demo-released.toml", "ffhq1k-dps-protocol.toml",
+                          "imagenet1k-ddrm-protocol.toml"])
 def test_shipped_configs_parse(name):
     exp = config.load(REPO / "configs" / name)
     assert exp.tasks and exp.solvers and exp.priors

@@ -226,3 +226,18 @@ def test_half_widths_at_95_percent_are_the_unadjusted_paired_t(study):
     assert sorted(got[: len(expect)]) == pytest.approx(sorted(expect), rel=1e-9)
     adjusted = h2h.half_widths(study, "small-cpu", "fe20")[: len(expect)]
     assert all(a > g for a, g in zip(sorted(adjusted), sorted(got[: len(expect)])))
+
+
+def test_a_main_table_of_tuned_presets_says_so_under_itself(study):
+    """The demo's headline is a table of presets tuned here: its note names them and how they
+    were tuned (the provenance of the rows), in Markdown and in LaTeX."""
+    rows = study.runs[("small-cpu", "denoise")].results
+    prov = "tuned-here (trials 24, fe_cap_per_solve 20; validation split)"
+    tuned = rows.assign(preset_provenance=[prov if "-fe" in s else "default" for s in rows["solver"]])
+    run = h2h.RunData(Path("."), tuned, pd.DataFrame(), {"config": CONFIG}, pd.DataFrame())
+    one = h2h.study_of({("small-cpu", "denoise"): run})
+    md, tex = tables.main_tables(one, "small-cpu", "fe20")
+    line = "Presets tuned here (trials 24, fe\\_cap\\_per\\_solve 20; validation split): DDRM, DPS, VML-MAP, ΠGDM."
+    assert line in md
+    assert "Presets tuned here" in tex
+    assert "tuned here" not in tables.main_tables(one, "small-cpu", "released")[0]
