@@ -398,7 +398,7 @@ def phase_publish(st: Study) -> None:
     for p in problems:
         log(f"publish: figure check: {p}")
     for prior, task in runs:
-        src, dst = st.work / "report" / prior / task, out / "runs" / prior / task
+        src, dst = st.work / "report" / prior / task, out / "per-run" / prior / task
         dst.mkdir(parents=True, exist_ok=True)
         for name in ("leaderboard.csv", "main.md", "main.tex"):
             if (src / name).exists():

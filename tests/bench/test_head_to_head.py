@@ -121,7 +121,7 @@ def test_driver_tunes_collects_runs_reports_and_resumes(tmp_path):
     assert (pub / "figures" / "tuned_vs_released.png").stat().st_size > 0
     assert (
         "tuned:../../../tune/"
-        in (pub / "runs" / "gmm-crops32" / "sr4_avgpool" / "run.toml").read_text()
+        in (pub / "per-run" / "gmm-crops32" / "sr4_avgpool" / "run.toml").read_text()
     )
 
 

@@ -31,7 +31,8 @@ def _driver():
 
 def test_published_tables_are_what_the_published_rows_give():
     rows = pd.read_csv(PUBLISHED / "rows.csv.gz", keep_default_na=False, na_values=[""])
-    configs = {(p.parent.name, p.name): (p / "run.toml").read_text() for p in PUBLISHED.glob("runs/*/*")}
+    configs = {(p.parent.name, p.name): (p / "run.toml").read_text() for p in PUBLISHED.glob("per-run/*/*")}
+    assert len(configs) == 8      # each run's config is published (task names, marks' context)
     study = h2h.study_from_rows(rows, configs)
     driver = _driver()
     notes = {k: v for k, v in driver.RELEASED_NOTES.items() if k[1] in study.tasks}
@@ -54,7 +55,9 @@ def test_no_test_crop_was_evaluated_in_tuning():
     test = {tune.image_sha256(ds.get(i)) for i in range(len(ds))}
     assert len(test) == 64 and len(seen) == 16
     assert not test & seen
-    for check in PUBLISHED.glob("runs/*/*/split_check.json"):
+    checks = sorted(PUBLISHED.glob("per-run/*/*/split_check.json"))
+    assert len(checks) == 8
+    for check in checks:
         doc = json.loads(check.read_text())
         assert doc["test_crops"] == 64 and doc["shared"] == 0
 
