@@ -178,79 +178,51 @@ def learned_vs_exact(study: Study, arm: str, learned: str, exact: str, out_dir: 
     return _save(fig, out_dir, "learned_vs_exact")
 
 
+def _budget_panel(ax, study: Study, prior: str, task: str, pal: Palette, solvers: list[str]) -> None:
+    """One task of :func:`budget_curves`: tuned presets joined, released hollow, oracles as lines."""
+    tuned = [a for a in study.arms if a != ARM_RELEASED]
+    for s in solvers:
+        kw = {**pal.kw(s, size=3.4), "fillstyle": "full"}
+        pts = [(c.nfe + c.vjp, c.metrics["psnr"].mean) for a in tuned
+               if (c := study.cell(prior, task, a, s)) is not None and "psnr" in c.metrics]
+        if pts:
+            ax.plot(*zip(*sorted(pts)), linestyle="-", linewidth=0.8, **kw)
+        r = study.cell(prior, task, ARM_RELEASED, s)
+        if r is not None and "psnr" in r.metrics:
+            ax.plot([r.nfe + r.vjp], [r.metrics["psnr"].mean], linestyle="none",
+                    **{**kw, "markerfacecolor": "white"})
+    for oracle, style in (("oracle_mean", "--"), ("oracle_map", ":")):
+        c = study.cell(prior, task, ARM_RELEASED, oracle)
+        if c is not None and "psnr" in c.metrics:
+            ax.axhline(c.metrics["psnr"].mean, color="0.3", linestyle=style, linewidth=0.7, zorder=0)
+    ax.set_xscale("log")
+    figaxes.plain_log_ticks(ax.xaxis, 4)
+    ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(4))
+    ax.set_title(study.task_names.get(task, task), fontsize=RC["axes.titlesize"])
+    ax.set_xlabel("NFE + VJP per solve")
+
+
 def budget_curves(study: Study, prior: str, out_dir: Path) -> list[str]:
     """Mean PSNR against forward-equivalents per solve (NFE + VJP, as counted), one panel per task:
     each solver's tuned presets joined by a line (filled), its released preset hollow, and the exact
     posterior mean (dashed) and MAP (dotted) where the prior has them."""
     solvers = study.solvers()
     pal = Palette(solvers)
-    tuned = [a for a in study.arms if a != ARM_RELEASED]
-    fig, axes = plt.subplots(
-        1, len(study.tasks), figsize=(DOUBLE_COLUMN_IN, 2.6), layout="constrained", squeeze=False
-    )
+    fig, axes = plt.subplots(1, len(study.tasks), figsize=(DOUBLE_COLUMN_IN, 2.6), layout="constrained",
+                             squeeze=False)
     for ax, task in zip(axes[0], study.tasks):
-        for s in solvers:
-            kw = {**pal.kw(s, size=3.4), "fillstyle": "full"}
-            pts = [
-                (c.nfe + c.vjp, c.metrics["psnr"].mean)
-                for a in tuned
-                if (c := study.cell(prior, task, a, s)) is not None and "psnr" in c.metrics
-            ]
-            if pts:
-                ax.plot(*zip(*sorted(pts)), linestyle="-", linewidth=0.8, **kw)
-            r = study.cell(prior, task, ARM_RELEASED, s)
-            if r is not None and "psnr" in r.metrics:
-                ax.plot(
-                    [r.nfe + r.vjp],
-                    [r.metrics["psnr"].mean],
-                    linestyle="none",
-                    **{**kw, "markerfacecolor": "white"},
-                )
-        for oracle, style in (("oracle_mean", "--"), ("oracle_map", ":")):
-            c = study.cell(prior, task, ARM_RELEASED, oracle)
-            if c is not None and "psnr" in c.metrics:
-                ax.axhline(
-                    c.metrics["psnr"].mean, color="0.3", linestyle=style, linewidth=0.7, zorder=0
-                )
-        ax.set_xscale("log")
-        figaxes.plain_log_ticks(ax.xaxis, 4)
-        ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(4))
-        ax.set_title(study.task_names.get(task, task), fontsize=RC["axes.titlesize"])
-        ax.set_xlabel("NFE + VJP per solve")
+        _budget_panel(ax, study, prior, task, pal, solvers)
     axes[0][0].set_ylabel(f"PSNR [dB] ↑ ({prior})")
-    handles = [
-        Line2D(
-            [],
-            [],
-            linestyle="-",
-            linewidth=0.8,
-            **{**pal.kw(s, size=3.4), "fillstyle": "full"},
-            label=solver_name(s),
-        )
-        for s in solvers
-    ]
+    handles = [Line2D([], [], linestyle="-", linewidth=0.8, **{**pal.kw(s, size=3.4), "fillstyle": "full"},
+                      label=solver_name(s)) for s in solvers]
     handles += [
-        Line2D(
-            [],
-            [],
-            color="0.2",
-            marker="o",
-            markerfacecolor="white",
-            linestyle="none",
-            markersize=3.4,
-            label="released",
-        ),
+        Line2D([], [], color="0.2", marker="o", markerfacecolor="white", linestyle="none", markersize=3.4,
+               label="released"),
         Line2D([], [], color="0.3", linestyle="--", linewidth=0.7, label="posterior mean"),
         Line2D([], [], color="0.3", linestyle=":", linewidth=0.7, label="exact MAP"),
     ]
-    fig.legend(
-        handles=handles,
-        loc="outside lower center",
-        ncol=6,
-        frameon=False,
-        columnspacing=0.9,
-        handletextpad=0.3,
-    )
+    fig.legend(handles=handles, loc="outside lower center", ncol=6, frameon=False, columnspacing=0.9,
+               handletextpad=0.3)
     return _save(fig, out_dir, f"budget__{prior}")
 
 

@@ -281,6 +281,21 @@ def solvers_line(study: Study) -> str:
     return ", ".join(solver_name(s) for s in study.solvers() if not is_oracle(s))
 
 
+def _main_sections(study: Study, arms: list[str], notes: dict[tuple[str, str], str] | None) -> list[str]:
+    """The main table of every arm and prior; under the released one, why a released setting fails."""
+    out: list[str] = []
+    for a in arms:
+        out += [f"## Main results: {arm_title(a)}", ""]
+        for prior in study.priors:
+            md, _ = main_tables(study, prior, a)
+            out += [md.rstrip(), ""] if md.strip() else []
+        if a == ARM_RELEASED and notes:
+            out += ["Released settings that fail outside the tasks they were released for:", ""]
+            out += [f"* {escape.markdown(solver_name(s))} on {escape.markdown(study.task_names.get(t, t))}: "
+                    f"{escape.markdown(why)}" for (s, t), why in sorted(notes.items())] + [""]
+    return out
+
+
 def tables_markdown(
     study: Study,
     arm: str,
@@ -301,18 +316,7 @@ def tables_markdown(
         "",
     ]
     tuned = [arm] + [a for a in study.arms if a not in (arm, ARM_RELEASED)]
-    for a in [*tuned, ARM_RELEASED]:
-        out += [f"## Main results: {arm_title(a)}", ""]
-        for prior in study.priors:
-            md, _ = main_tables(study, prior, a)
-            out += [md.rstrip(), ""] if md.strip() else []
-        if a == ARM_RELEASED and notes:
-            out += ["Released settings that fail outside the tasks they were released for:", ""]
-            out += [
-                f"* {escape.markdown(solver_name(s))} on {escape.markdown(study.task_names.get(t, t))}: "
-                f"{escape.markdown(why)}"
-                for (s, t), why in sorted(notes.items())
-            ] + [""]
+    out += _main_sections(study, [*tuned, ARM_RELEASED], notes)
     out += ["## Resolution: Δ-best half-widths", ""]
     out += [
         f"* {half_width_line(study, p, a)}"
