@@ -390,7 +390,7 @@ def phase_publish(st: Study) -> None:
     (out / "tables.md").write_text(
         tables.tables_markdown(study, arm, LEARNED, EXACT, notes, groups)
     )
-    for name, text in tables.latex_tables(study, [arm, h2h.ARM_RELEASED]).items():
+    for name, text in tables.latex_tables(study, study.arms).items():
         (out / name).write_text(text)
     # row_id (the sha256 of the row's key) is left out: it is most of the file and derivable
     h2h.rows_frame(study).drop(columns=["row_id"]).to_csv(out / "rows.csv.gz", index=False)

@@ -85,3 +85,13 @@ def test_demo_headline_runs_the_study_presets():
         committed = ROOT / "configs" / "presets" / "head-to-head" / task / f"{s.name}-fe20.toml"
         assert committed.read_text() == study.read_text()
         assert s.overrides == tomllib.loads(study.read_text())["tuned"]["params"]
+
+
+def test_every_main_table_has_its_latex():
+    names = {p.name for p in PUBLISHED.glob("main-*.tex")}
+    assert names == {f"main-{p}-{a}.tex" for p, arms in (("small-cpu", ("fe20", "released")),
+                                                        ("gmm-crops32", ("fe20", "fe100", "released")))
+                     for a in arms}
+    for name in names:
+        tex = (PUBLISHED / name).read_text()
+        assert tex.count(r"\begin{tabular}") == 1 and r"\textbf{" in tex
