@@ -231,19 +231,20 @@ def record_wall(st: Study, **rec) -> None:
         f.write(json.dumps(rec) + "\n")
 
 
-def check_split(st: Study, prior: str, task: str) -> int:
+def check_split(st: Study, prior: str, task: str) -> tuple[int, int]:
     """Refuse a run whose test crops include an image seen in tuning (by sha256); return the
-    number of test crops checked."""
+    number of test crops checked and of distinct images the tuning studies evaluated."""
     from invbench.bench import config, datasets, tune
 
     exp = config.load(st.config(prior, task), list(st.run_sets))
     spec = exp.datasets[0].build_spec()
     ds = datasets.build(spec, exp.base_dir)
     test = {tune.image_sha256(ds.get(i)) for i in range(len(ds))}
-    leaked = test & evaluated_hashes(st, prior, task)
+    seen = evaluated_hashes(st, prior, task)
+    leaked = test & seen
     if leaked:
         raise SystemExit(f"{prior}/{task}: {len(leaked)} test crop(s) were evaluated in tuning")
-    return len(test)
+    return len(test), len(seen)
 
 
 def run_config(st: Study, prior: str, task: str) -> Path:
@@ -272,9 +273,8 @@ def phase_run(st: Study) -> None:
 
     for prior in st.priors:
         for task in st.tasks:
-            n = check_split(st, prior, task)
+            n, seen = check_split(st, prior, task)
             cfg = run_config(st, prior, task)
-            seen = len(evaluated_hashes(st, prior, task))
             (cfg.parent / "split_check.json").write_text(
                 json.dumps(
                     {

@@ -206,6 +206,9 @@ def save_figure(
     size, and close it."""
     stem = _stem(kind, b, ctx, part)
     if ctx.inspect is not None:
+        # measured as the PNG is drawn: layout and text extents depend on the resolution (the saved
+        # bytes do not depend on the figure's own dpi, savefig draws at savefig.dpi)
+        fig.set_dpi(plt.rcParams["savefig.dpi"])
         ctx.inspect(fig, stem)
     labels = tuple(
         (ax.get_xlabel(), ax.get_ylabel())

@@ -28,7 +28,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from scipy import stats as st
 
@@ -211,7 +210,8 @@ class CrossPrior:
     top: dict[str, list[str]]  # prior -> best and tied solvers
 
 
-def _top(b: Leaderboard | None) -> list[str]:
+def top_solvers(b: Leaderboard | None) -> list[str]:
+    """The board's best solver first, then those tied with it (its marks)."""
     if b is None:
         return []
     return [c.solver for c in b.cells if c.is_best or c.tied_with_best]
@@ -233,7 +233,7 @@ def cross_prior(
             continue
         x, y = zip(*means.values())
         res = st.kendalltau(x, y)
-        top = {p: _top(study.board(p, task, arm)) for p in (learned, exact)}
+        top = {p: top_solvers(study.board(p, task, arm)) for p in (learned, exact)}
         out.append(
             CrossPrior(task, list(means), means, float(res.statistic), float(res.pvalue), top)
         )
@@ -287,11 +287,6 @@ def rows_frame(study: Study) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def finite(values) -> np.ndarray:
-    a = np.asarray(list(values), float)
-    return a[np.isfinite(a)]
-
-
 def study_from_rows(
     rows: pd.DataFrame, configs: dict[tuple[str, str], str], primary: str = "psnr"
 ) -> Study:
@@ -329,5 +324,5 @@ def by_group(
             (b,) = build_leaderboards(
                 part, {task: primary for task in part.results["task"].unique()}
             )
-            out[(prior, task, g)] = _top(b)
+            out[(prior, task, g)] = top_solvers(b)
     return out

@@ -14,7 +14,6 @@ the style's minimum size, none off the page, no overlaps); :func:`draw_all` retu
 
 from __future__ import annotations
 
-import io
 import math
 from pathlib import Path
 
@@ -25,9 +24,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.lines import Line2D
 
-from ..fsafety import atomic_write_bytes
 from ..report import figaxes, fonts
-from ..report.figbase import DOUBLE_COLUMN_IN, dot
+from ..report.figbase import DOUBLE_COLUMN_IN, Ctx, dot, save_figure
 from ..report.figcheck import check_figure
 from ..report.names import solver_name
 from ..report.style import MIN_FONT_PT, RC, Palette
@@ -38,17 +36,15 @@ __all__ = ["draw_all", "learned_vs_exact", "tuned_vs_released"]
 ROW_IN = 0.15
 
 
-def _save(fig, out_dir: Path, stem: str) -> list[str]:
-    """Check ``fig`` as the PNG will be drawn (at the saving resolution: the layout and text
-    extents depend on it), then write PNG and PDF with that layout."""
-    fig.set_dpi(plt.rcParams["savefig.dpi"])
-    problems = [f"{stem}: {p}" for p in check_figure(fig, MIN_FONT_PT)]
-    for fmt in ("png", "pdf"):
-        buf = io.BytesIO()
-        fig.savefig(buf, format=fmt)
-        atomic_write_bytes(out_dir / f"{stem}.{fmt}", buf.getvalue())
-        fig.set_layout_engine("none")
-    plt.close(fig)
+def _save(fig, out_dir: Path, stem: str, pal: Palette) -> list[str]:
+    """Write ``fig`` as PNG and PDF through the report's :func:`~invbench.bench.report.figbase.save_figure`
+    (which measures it as the PNG is drawn) and return what :func:`check_figure` found."""
+    problems: list[str] = []
+
+    def inspect(f, name: str) -> None:
+        problems.extend(f"{name}: {p}" for p in check_figure(f, MIN_FONT_PT))
+
+    save_figure(fig, Ctx(DOUBLE_COLUMN_IN, pal, out_dir, inspect=inspect), stem, None, stem, "")
     return problems
 
 
@@ -131,7 +127,7 @@ def tuned_vs_released(study: Study, arm: str, out_dir: Path) -> list[str]:
         Line2D([], [], color="0.3", linestyle="--", linewidth=0.7, label="exact posterior mean"),
     ]
     fig.legend(handles=handles, loc="outside lower center", ncol=3, frameon=False)
-    return _save(fig, out_dir, "tuned_vs_released")
+    return _save(fig, out_dir, "tuned_vs_released", pal)
 
 
 def learned_vs_exact(study: Study, arm: str, learned: str, exact: str, out_dir: Path) -> list[str]:
@@ -175,7 +171,7 @@ def learned_vs_exact(study: Study, arm: str, learned: str, exact: str, out_dir: 
         columnspacing=0.9,
         handletextpad=0.2,
     )
-    return _save(fig, out_dir, "learned_vs_exact")
+    return _save(fig, out_dir, "learned_vs_exact", pal)
 
 
 def _budget_panel(ax, study: Study, prior: str, task: str, pal: Palette, solvers: list[str]) -> None:
@@ -223,7 +219,7 @@ def budget_curves(study: Study, prior: str, out_dir: Path) -> list[str]:
     ]
     fig.legend(handles=handles, loc="outside lower center", ncol=6, frameon=False, columnspacing=0.9,
                handletextpad=0.3)
-    return _save(fig, out_dir, f"budget__{prior}")
+    return _save(fig, out_dir, f"budget__{prior}", pal)
 
 
 def draw_all(study: Study, arm: str, learned: str, exact: str, out_dir: Path) -> list[str]:

@@ -11,7 +11,7 @@ import math
 from ..report import escape
 from ..report.main_table import build_main_tables, main_latex, main_markdown
 from ..report.names import solver_name
-from ..report.verdicts import ALPHA, is_oracle
+from ..report.verdicts import ALPHA
 from .head_to_head import (
     ARM_RELEASED,
     NORMALISER,
@@ -24,6 +24,7 @@ from .head_to_head import (
     half_widths,
     overall,
     seconds_per_nfe,
+    top_solvers,
 )
 
 __all__ = [
@@ -233,7 +234,7 @@ def groups_markdown(study: Study, arm: str, groups: dict[str, str], what: str) -
             b = study.board(prior, t, arm)
             if b is None:
                 continue
-            cells = [_top_names([c.solver for c in b.cells if c.is_best or c.tied_with_best])]
+            cells = [_top_names(top_solvers(b))]
             cells += [_top_names(tops.get((prior, t, g), [])) for g in names]
             out.append(
                 f"| {escape.markdown(prior)} | {escape.markdown(study.task_names.get(t, t))} | "
@@ -275,10 +276,6 @@ def half_width_line(study: Study, prior: str, arm: str, bound: float = 0.5) -> s
         f"{escape.markdown(prior)}, {_arm_short(arm)}: non-best solver cells with a Δ-best "
         f"half-width ≤ {bound:g} dB: " + "; ".join(parts) + "."
     )
-
-
-def solvers_line(study: Study) -> str:
-    return ", ".join(solver_name(s) for s in study.solvers() if not is_oracle(s))
 
 
 def _main_sections(study: Study, arms: list[str], notes: dict[tuple[str, str], str] | None) -> list[str]:

@@ -45,6 +45,13 @@ SECONDS = {"ddrm": 0.02, "dps": 0.05, "vml_map": 0.03, "pigdm": 0.04}  # s/image
 NFE = {"ddrm": (20, 0), "dps": (10, 10), "vml_map": (10, 5), "pigdm": (10, 10)}
 
 
+def _row(label: str, prior: str, task: str, i: int, seed: int, psnr: float, seconds: float, nfe: int,
+         vjp: int) -> dict:
+    return {"solver": label, "preset": "default", "task": task, "dataset": "crops32", "prior": prior,
+            "image_id": f"crop{i:04d}", "seed": seed, "status": "ok", "psnr": psnr, "seconds": seconds,
+            "nfe": nfe, "vjp": vjp, "batch_size": 1, "timings": f"{label}-{i}-{seed}"}
+
+
 def _rows(prior: str, task: str, rng: np.random.Generator) -> pd.DataFrame:
     recs = []
     image_effect = rng.normal(0, 2.0, N_IMG)
@@ -57,46 +64,12 @@ def _rows(prior: str, task: str, rng: np.random.Generator) -> pd.DataFrame:
         label = s if arm == "released" else f"{s}-{arm}"
         for i in range(N_IMG):
             for seed in SEEDS:
-                nfe, vjp = (scale[arm] * NFE[s][0], scale[arm] * NFE[s][1])
-                recs.append(
-                    {
-                        "solver": label,
-                        "preset": "default",
-                        "task": task,
-                        "dataset": "crops32",
-                        "prior": prior,
-                        "image_id": f"crop{i:04d}",
-                        "seed": seed,
-                        "status": "ok",
-                        "psnr": mu + shift + image_effect[i] + rng.normal(0, 0.6),
-                        "seconds": SECONDS[s] * scale[arm],
-                        "nfe": nfe,
-                        "vjp": vjp,
-                        "batch_size": 1,
-                        "timings": f"{label}-{i}-{seed}",
-                    }
-                )
+                psnr = mu + shift + image_effect[i] + rng.normal(0, 0.6)
+                recs.append(_row(label, prior, task, i, seed, psnr, SECONDS[s] * scale[arm],
+                                 scale[arm] * NFE[s][0], scale[arm] * NFE[s][1]))
     if prior == "gmm-crops32":
-        for i in range(N_IMG):
-            for seed in SEEDS:
-                recs.append(
-                    {
-                        "solver": "oracle_mean",
-                        "preset": "default",
-                        "task": task,
-                        "dataset": "crops32",
-                        "prior": prior,
-                        "image_id": f"crop{i:04d}",
-                        "seed": seed,
-                        "status": "ok",
-                        "psnr": 28.0 + image_effect[i],
-                        "seconds": 0.001,
-                        "nfe": 0,
-                        "vjp": 0,
-                        "batch_size": 1,
-                        "timings": f"o-{i}-{seed}",
-                    }
-                )
+        recs += [_row("oracle_mean", prior, task, i, seed, 28.0 + image_effect[i], 0.001, 0, 0)
+                 for i in range(N_IMG) for seed in SEEDS]
     return pd.DataFrame(recs)
 
 
