@@ -13,8 +13,13 @@ function that builds it, with the one seeding scheme of the suite (docs/design.m
 * ``solver_seed = derive_seed(solver_part, "solver", t, d, i)`` seeds the solver's generator.
 
 ``data_part`` and ``solver_part`` say which draw it is: a run uses its seed (or ``"dataN"`` under
-a fixed ``data_seed``) and its seed, ``invbench tune`` uses ``"tune"`` for both. The draws depend
-on the image's identity only, never on the batch it is solved in. :func:`measure` is the one
+a fixed ``data_seed``) and its seed, ``invbench tune`` uses ``"tune"`` for both, a study its own
+names. The draws depend on the image's identity only, never on the batch it is solved in. A study
+that scores many images under one exact posterior per operator passes ``operator_id``: images
+that name one ``operator_id`` share one operator draw (``i`` above is then the operator id); the
+runner and ``invbench tune`` draw one operator per image. Further draws of one image (a solver's
+``k``-th posterior sample, exact reference samples) come from :meth:`Problem.seed_for` under the
+same scheme. :func:`measure` is the one
 place outside the operators that draws measurement noise; :func:`solve_and_score` is the one
 solve-and-score step of tuning and the studies.
 """
@@ -22,14 +27,16 @@ solve-and-score step of tuning and the studies.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
 
-__all__ = ["Problem", "Scored", "build_problem", "derive_seed", "generator", "measure",
+T = TypeVar("T")
+
+__all__ = ["Problem", "Scored", "batched", "build_problem", "derive_seed", "generator", "measure",
            "problem_seeds", "solve_and_score"]
 
 
@@ -47,10 +54,12 @@ def generator(seed: int) -> torch.Generator:
 
 
 def problem_seeds(task_name: str, dataset_name: str, image_id: str, data_part: Any,
-                  solver_part: Any) -> tuple[int, int, int]:
-    """``(operator_seed, noise_seed, solver_seed)`` of one image (the module docstring's scheme)."""
+                  solver_part: Any, operator_id: str | None = None) -> tuple[int, int, int]:
+    """``(operator_seed, noise_seed, solver_seed)`` of one image (the module docstring's scheme);
+    the operator is drawn for ``operator_id`` (default: the image)."""
     ident = (task_name, dataset_name, image_id)
-    return (derive_seed(data_part, "operator", *ident), derive_seed(data_part, "noise", *ident),
+    op_ident = ident if operator_id is None else (task_name, dataset_name, operator_id)
+    return (derive_seed(data_part, "operator", *op_ident), derive_seed(data_part, "noise", *ident),
             derive_seed(solver_part, "solver", *ident))
 
 
@@ -89,14 +98,25 @@ class Problem:
         """A fresh generator for the solver (each call starts the same stream again)."""
         return generator(self.solver_seed)
 
+    def seed_for(self, kind: str, part: Any) -> int:
+        """Seed of a further draw ``kind`` of this image under ``part``
+        (``derive_seed(part, kind, task, dataset, image_id)``)."""
+        return derive_seed(part, kind, self.task, self.dataset, self.image_id)
+
+    def with_solver_part(self, part: Any) -> Problem:
+        """This problem (same operator and measurement) with the solver seed of ``part``: the
+        ``k``-th of several solver draws on one measurement."""
+        return replace(self, solver_seed=self.seed_for("solver", part))
+
 
 def build_problem(task, dataset_name: str, image_id: str, x_pixel: Tensor, data_part: Any,
-                  solver_part: Any, *, device: torch.device | str = "cpu",
-                  dtype: torch.dtype = torch.float64) -> Problem:
+                  solver_part: Any, *, operator_id: str | None = None,
+                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float64) -> Problem:
     """Build the operator of ``task`` (a :class:`invbench.bench.config.TaskSpec`: ``name``,
-    ``operator``, ``params``, ``sigma_y``) for image ``image_id`` of ``dataset_name`` and measure
-    ``x_pixel`` (pixel units, ``(C, H, W)`` or ``(1, C, H, W)``) through it, on ``device`` in
-    ``dtype``, with the seeds of :func:`problem_seeds`."""
+    ``operator``, ``params``, ``sigma_y``) for image ``image_id`` of ``dataset_name`` (or for
+    ``operator_id``, shared by the images that name it) and measure ``x_pixel`` (pixel units,
+    ``(C, H, W)`` or ``(1, C, H, W)``; values outside [0, 1] are kept) through it, on ``device``
+    in ``dtype``, with the seeds of :func:`problem_seeds`."""
     from invbench.operators.conventions import pixel_to_model
 
     from invbench import operators
@@ -105,7 +125,8 @@ def build_problem(task, dataset_name: str, image_id: str, x_pixel: Tensor, data_
     x = x if x.ndim == 4 else x.unsqueeze(0)
     if x.shape[0] != 1:
         raise ValueError(f"build_problem measures one image, got a batch of {x.shape[0]}")
-    s_op, s_noise, s_sol = problem_seeds(task.name, dataset_name, image_id, data_part, solver_part)
+    s_op, s_noise, s_sol = problem_seeds(task.name, dataset_name, image_id, data_part, solver_part,
+                                         operator_id)
     op = operators.build(task.operator, image_shape=tuple(x.shape[1:]), generator=generator(s_op),
                          **task.params)
     op.to(device=device, dtype=dtype)
@@ -113,6 +134,26 @@ def build_problem(task, dataset_name: str, image_id: str, x_pixel: Tensor, data_
     y = measure(op, x_model, task.sigma_y, [s_noise])
     return Problem(task.name, dataset_name, image_id, x, x_model, op, y, float(task.sigma_y),
                    s_op, s_noise, s_sol)
+
+
+def batched(items: Iterable[T], batch_size: int | None = None,
+            problem_of: Callable[[T], Problem] = lambda it: it) -> Iterator[list[T]]:
+    """Consecutive ``items`` in batches of at most ``batch_size`` (None: no limit) whose problems
+    (``problem_of(item)``) share one operator (:func:`invbench.operators.base.same_operator`,
+    which compares declared state) and one ``sigma_y``: what one solver call can take."""
+    from invbench.operators.base import same_operator
+
+    batch: list[T] = []
+    for it in items:
+        if batch:
+            first, p = problem_of(batch[0]), problem_of(it)
+            full = batch_size is not None and len(batch) >= batch_size
+            if full or p.sigma_y != first.sigma_y or not same_operator(first.operator, p.operator):
+                yield batch
+                batch = []
+        batch.append(it)
+    if batch:
+        yield batch
 
 
 @dataclass(frozen=True, eq=False)

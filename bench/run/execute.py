@@ -25,11 +25,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from invbench.operators.base import same_operator
 
 from .. import cost
 from ..grid import Cell
-from ..problem import build_problem
+from ..problem import batched, build_problem
 from ..store import write_npy, write_png
 from . import paths as run_paths
 from .checks import one_line
@@ -58,18 +57,9 @@ def items_for(p, cell: Cell, todo: list[tuple[int, int]]) -> Iterator[Item]:
 
 
 def batches(items: Iterator[Item], batch_size: int) -> Iterator[list[Item]]:
-    """Consecutive items in batches of at most ``batch_size`` that share one operator."""
-    batch: list[Item] = []
-    for it in items:
-        if batch and (
-            len(batch) >= batch_size
-            or not same_operator(batch[0].problem.operator, it.problem.operator)
-        ):
-            yield batch
-            batch = []
-        batch.append(it)
-    if batch:
-        yield batch
+    """Consecutive items in batches of at most ``batch_size`` that share one operator
+    (:func:`invbench.bench.problem.batched`)."""
+    return batched(items, batch_size, problem_of=lambda it: it.problem)
 
 
 def status_rows(
