@@ -8,23 +8,23 @@ modes, the posterior mean and exact posterior samples. Every solver runs through
 interface ``solvers.build(name, preset, **overrides).solve(y, A, prior, sigma_y=, generator=)``
 with one ``torch.Generator`` per problem (or per sample), in float64 on the CPU.
 
-Seeds (all < 700 000, disjoint from the VML-MAP validation range 900 000+):
+Problems come from the suite's one problem pipeline,
+:func:`invbench.bench.problem.build_problem`: task = the operator preset (so one image has the same
+operator and noise direction ``n`` at every ``sigma_y``), dataset = the prior's name, image = the
+truth's id, ``data_part = solver_part = "validation"``. Problems ``j`` of one *operator group*
+(``problems_per_operator`` of them for presets whose operator is random, all ``n_problems``
+otherwise) name one ``operator_id`` (``"group<g>"``), so they share one operator draw, one batched
+solver call and one exact posterior. Sample ``k`` of a sample set is the problem's solver draw
+``"validation/sample<k>"`` (:meth:`invbench.bench.problem.Problem.with_solver_part`); the exact
+reference samples are drawn from ``Problem.seed_for("reference", "validation")``.
 
-* problem id ``s = 1000 * PRIOR_INDEX[prior] + 100 * PRESET_INDEX[preset] + j`` (``j`` < 100,
-  the problem's index in its set), so ``0 <= s < 10 000``; the same ``s`` (same truth, same
-  operator, same noise direction ``n``) is used at every ``sigma_y``;
-* truth (:mod:`invbench.bench.studies.exact_posterior_truth`): synthetic priors
-  ``prior.sample(1, Generator(s))``; ``gmm-digits`` the test image
-  ``digits_split_indices("test")[(32 * PRESET_INDEX + j) % 197]``; ``gmm-patches`` an 8x8
-  grayscale crop of a held-out image (``prior.meta["heldout_images"]``) at a position drawn by
-  ``numpy.random.default_rng(s)``;
-* noise ``Generator(NOISE_SEED + s)``, drawn by the suite's one measuring function
-  (:func:`invbench.bench.problem.measure`; the table keeps these seeds rather than
-  :func:`invbench.bench.problem.build_problem`'s, so its committed numbers stand); point run
-  ``Generator(SOLVER_SEED + s)``; sample ``k`` of a sample set ``Generator(SAMPLE_SEED + 100 * s + k)``;
-  reference exact posterior samples
-  ``Generator(REFERENCE_SEED + s)``; operator draw ``g`` of a set
-  ``Generator(OPERATOR_SEED + 1000 * PRIOR_INDEX + 100 * PRESET_INDEX + g)``.
+Truths (:mod:`invbench.bench.studies.exact_posterior_truth`) are indexed by the problem id
+``s = 1000 * PRIOR_INDEX[prior] + 100 * PRESET_INDEX[preset] + j`` (``j`` < 100, the problem's
+index in its set): synthetic priors ``prior.sample(1, Generator(s))``; ``gmm-digits`` the test
+image ``digits_split_indices("test")[(32 * PRESET_INDEX + j) % 197]``; ``gmm-patches`` an 8x8
+grayscale crop of a held-out image (``prior.meta["heldout_images"]``) at a position drawn by
+``numpy.random.default_rng(s)``. ``s`` < 10 000, disjoint from the VML-MAP validation range
+900 000+.
 
 Metrics (model units unless stated; ``d`` = pixels, RMS = ``||.|| / sqrt(d)``): see
 :func:`point_metrics`, :func:`sample_metrics` and :func:`summarise`; the exact-posterior ones are
@@ -46,23 +46,21 @@ import numpy as np
 import torch
 from invbench.bench.metrics.posterior import posterior_metrics
 from invbench.bench.metrics.sliced_wasserstein import sliced_wasserstein
-from invbench.operators.conventions import model_to_pixel
+from invbench.operators.conventions import model_sigma_to_pixel, model_to_pixel
 from invbench.priors import CountingPrior
 from torch import Tensor
 
-from invbench import operators, priors, solvers
+from invbench import priors, solvers
 
-from ..problem import measure
-from .exact_posterior_truth import DT, PRESET_INDEX, PRIOR_INDEX, problem_seed, truth
+from ..config.spec import TaskSpec
+from ..problem import Problem, build_problem, generator, solve_and_score
+from .exact_posterior_truth import DT, PRIOR_INDEX, problem_seed, truth
 
 #: presets whose operator depends on the generator (mask / box position)
 RANDOM_PRESETS = frozenset({"inpaint_random", "inpaint_box"})
 
-NOISE_SEED = 10_000
-SOLVER_SEED = 20_000
-SAMPLE_SEED = 100_000
-REFERENCE_SEED = 500_000
-OPERATOR_SEED = 600_000
+#: the seed parts of the study's draws (:func:`invbench.bench.problem.build_problem`)
+PART = "validation"
 SW_SEED = 0  # projection directions of the sliced Wasserstein distance
 
 @dataclass(frozen=True)
@@ -172,17 +170,34 @@ def default_config() -> SuiteConfig:
 
 @dataclass
 class Group:
-    """Problems that share one operator draw (one batched solver call)."""
+    """Problems that share one operator draw (one batched solver call, one exact posterior)."""
 
-    op: object
-    op_seed: int
+    problems: list[Problem]
     js: list[int]
-    seeds: list[int]
-    ids: list[str]
-    x0: Tensor  # (B, C, H, W) model space
-    y: Tensor
+    seeds: list[int]  # problem ids s
     post: object
     modes: list = field(default_factory=list)
+
+    @property
+    def op(self):
+        return self.problems[0].operator
+
+    @property
+    def op_seed(self) -> int:
+        return self.problems[0].operator_seed
+
+    @property
+    def ids(self) -> list[str]:
+        return [p.image_id for p in self.problems]
+
+    @property
+    def x0(self) -> Tensor:
+        """Truths (B, C, H, W), model space."""
+        return torch.cat([p.x_model for p in self.problems])
+
+    @property
+    def y(self) -> Tensor:
+        return torch.cat([p.y for p in self.problems])
 
 
 @dataclass
@@ -195,20 +210,20 @@ class ProblemSet:
 
 
 def build_problem_set(cfg: SuiteConfig, prior_name: str, prior, preset: str, sigma_y: float) -> ProblemSet:
-    shape = tuple(prior.image_shape)
+    """The set's problems, built by :func:`invbench.bench.problem.build_problem` (module docstring)."""
+    task = TaskSpec(preset, preset, model_sigma_to_pixel(sigma_y), {})
     per_op = cfg.problems_per_operator if preset in RANDOM_PRESETS else cfg.n_problems
     groups = []
     for g, start in enumerate(range(0, cfg.n_problems, per_op)):
         js = list(range(start, min(start + per_op, cfg.n_problems)))
-        op_seed = OPERATOR_SEED + 1000 * PRIOR_INDEX[prior_name] + 100 * PRESET_INDEX[preset] + g
-        op = operators.build(preset, image_shape=shape, generator=torch.Generator().manual_seed(op_seed)).to(dtype=DT)
-        seeds = [problem_seed(prior_name, preset, j) for j in js]
-        tr = [truth(prior_name, prior, preset, j) for j in js]
-        x0 = torch.stack([t for t, _ in tr])
-        y = measure(op, x0, sigma_y, [NOISE_SEED + s for s in seeds])
-        post = prior.posterior(op, y, sigma_y)
-        grp = Group(op, op_seed, js, seeds, [i for _, i in tr], x0, y, post)
-        grp.modes = post.modes()
+        problems = []
+        for j in js:
+            x0, truth_id = truth(prior_name, prior, preset, j)
+            problems.append(build_problem(task, prior_name, truth_id, model_to_pixel(x0), PART, PART,
+                                          operator_id=f"group{g}", dtype=DT))
+        grp = Group(problems, js, [problem_seed(prior_name, preset, j) for j in js], None)
+        grp.post = prior.posterior(grp.op, grp.y, sigma_y)
+        grp.modes = grp.post.modes()
         groups.append(grp)
     return ProblemSet(prior_name, prior, preset, sigma_y, groups)
 
@@ -270,16 +285,16 @@ def _nan_point() -> dict:
 
 
 def run_point(spec: TableEntry, ps: ProblemSet, cfg: SuiteConfig) -> tuple[list[dict], dict]:
-    """One solver run per problem (generator ``SOLVER_SEED + s``); per-problem rows and cost."""
+    """One solver run per problem (its own solver draw), one batched call per operator group;
+    per-problem rows and cost."""
     rows, nfe, vjp, secs = [], None, None, 0.0
     for grp in ps.groups:
         cp = CountingPrior(ps.prior)
         solver = spec.build(ps.preset)
-        gens = [torch.Generator().manual_seed(SOLVER_SEED + s) for s in grp.seeds]
         t0 = time.perf_counter()
         status = "ok"
         try:
-            x = solver.solve(grp.y, grp.op, cp, sigma_y=ps.sigma_y, generator=gens).to(DT)
+            x = solve_and_score(solver, grp.problems, cp).x_hat.to(DT)
             secs += time.perf_counter() - t0
             mets = point_metrics(x, grp, cfg.mode_tol)
         except (solvers.SolverDiverged, solvers.SolverSkip) as e:
@@ -300,7 +315,7 @@ def sample_problem_indices(cfg: SuiteConfig, prior_name: str) -> list[int]:
 
 def run_samples(spec: TableEntry, ps: ProblemSet, cfg: SuiteConfig) -> tuple[dict[int, dict], float]:
     """Sample sets for the problems of :func:`sample_problem_indices`: ``n_samples`` solver
-    samples each (generator ``SAMPLE_SEED + 100 s + k``), one batched call per operator group."""
+    samples each (solver draws ``"validation/sample<k>"``), one batched call per operator group."""
     wanted = set(sample_problem_indices(cfg, ps.prior_name))
     out, secs = {}, 0.0
     n = cfg.n_samples
@@ -308,12 +323,11 @@ def run_samples(spec: TableEntry, ps: ProblemSet, cfg: SuiteConfig) -> tuple[dic
         loc = [i for i, j in enumerate(grp.js) if j in wanted]
         if not loc:
             continue
-        yy = grp.y[loc].repeat_interleave(n, dim=0)
-        gens = [torch.Generator().manual_seed(SAMPLE_SEED + 100 * grp.seeds[i] + k) for i in loc for k in range(n)]
+        draws = [grp.problems[i].with_solver_part(f"{PART}/sample{k}") for i in loc for k in range(n)]
         solver = spec.build(ps.preset)
         t0 = time.perf_counter()
         try:
-            xs = solver.solve(yy, grp.op, ps.prior, sigma_y=ps.sigma_y, generator=gens).to(DT)
+            xs = solve_and_score(solver, draws, ps.prior).x_hat.to(DT)
         except (solvers.SolverDiverged, solvers.SolverSkip):
             xs = None
         secs += time.perf_counter() - t0
@@ -322,9 +336,9 @@ def run_samples(spec: TableEntry, ps: ProblemSet, cfg: SuiteConfig) -> tuple[dic
             if xs is None:
                 out[grp.js[i]] = {"err_avg_post_mean": float("nan"), "sw": float("nan")}
                 continue
-            post_i = ps.prior.posterior(grp.op, grp.y[i : i + 1], ps.sigma_y)
-            ref = post_i.sample(cfg.n_reference,
-                                generator=torch.Generator().manual_seed(REFERENCE_SEED + grp.seeds[i]))[0]
+            p = grp.problems[i]
+            post_i = ps.prior.posterior(p.operator, p.y, ps.sigma_y)
+            ref = post_i.sample(cfg.n_reference, generator=generator(p.seed_for("reference", PART)))[0]
             out[grp.js[i]] = sample_metrics(xs[a * n : (a + 1) * n], mu[i], ref, cfg.sw_projections)
     return out, secs
 
