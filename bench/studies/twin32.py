@@ -6,11 +6,10 @@ UNet — same images, operators, noise and solver seeds.
 Protocol (model space [-1, 1] unless stated):
 
 * images: ``bundled.heldout_crops(n_images, 32, seed=0, split="test")`` (chelsea, coffee);
-* tasks: ``TASKS`` (the demo's presets and pixel noise levels); one operator per task, drawn from
-  ``Generator(OPERATOR_SEED + t)`` and shared by all images; noise ``Generator(NOISE_SEED + i)``
-  for image ``i``, drawn by the suite's one measuring function (:func:`invbench.bench.problem.measure`;
-  the twin keeps these seeds rather than :func:`invbench.bench.problem.build_problem`'s, so its
-  committed numbers stand); the solver's generator for image ``i`` is ``Generator(SOLVER_SEED + i)``;
+* tasks: ``TASKS`` (the demo's presets and pixel noise levels); problems from the suite's one
+  problem pipeline, :func:`invbench.bench.problem.build_problem`: dataset ``DATASET``, image
+  ``crop<i>``, ``data_part = solver_part = PART``, and one ``operator_id`` per task, so the
+  images of a task share one operator draw, one batched solver call and one exact posterior;
 * solvers: every registered non-oracle solver (``solvers.names()``), preset ``default`` (DPS: its
   per-task paper preset, as in the demo; DAPS and LMAPS: the ``cpu`` presets the demo runs,
   ``DEMO_PRESETS``) with the demo's reduced step counts ``STEP_OVERRIDES`` (a solver added later
@@ -20,9 +19,11 @@ Protocol (model space [-1, 1] unless stated):
   exact posterior mean) and where the output lies (``global`` / ``local`` / ``elsewhere``: within
   ``MODE_TOL`` RMS of the global MAP, of another mode found, or of neither);
 * sample sets (``gmm-crops32`` only): for images ``SAMPLE_IMAGES``, ``n_samples`` runs of each
-  solver (generators ``SAMPLE_SEED + 100 i + k``) against ``n_reference`` exact posterior samples
-  (sliced Wasserstein, ``SW_PROJECTIONS`` projections), next to the same number of exact samples
-  (the finite-sample floor).
+  solver (the image's solver draws ``PART/sample<k>``,
+  :meth:`invbench.bench.problem.Problem.with_solver_part`) against ``n_reference`` exact posterior
+  samples of that image alone (sliced Wasserstein, ``SW_PROJECTIONS`` projections), next to the
+  same number of exact samples (the finite-sample floor); the exact draws are seeded by
+  ``Problem.seed_for("reference" | "exact-samples", PART)``.
 """
 
 from __future__ import annotations
@@ -33,15 +34,17 @@ from dataclasses import dataclass
 
 import torch
 from invbench.bench import bundled
+from invbench.bench.metrics.image import psnr
 from invbench.bench.metrics.posterior import posterior_metrics
 from invbench.bench.metrics.sliced_wasserstein import sliced_wasserstein
-from invbench.operators.conventions import model_to_pixel, noise_sigma_to_model, pixel_to_model
+from invbench.operators.conventions import model_to_pixel
 from invbench.priors import CountingPrior
 from torch import Tensor
 
-from invbench import operators, priors, solvers
+from invbench import priors, solvers
 
-from ..problem import measure
+from ..config.spec import TaskSpec
+from ..problem import Problem, build_problem, generator, solve_and_score
 
 TASKS: tuple[tuple[str, str, dict, float], ...] = (  # (task, preset, params, noise_sigma in pixel units)
     ("inpaint_random-50", "inpaint_random", {"ratio": 0.5}, 0.05),
@@ -58,7 +61,8 @@ STEP_OVERRIDES: dict[str, dict] = {
 #: named presets the demo runs (configs/demo-released.toml): the reduced-step CPU presets of DAPS and LMAPS
 DEMO_PRESETS: dict[str, str] = {"daps": "cpu", "lmaps": "cpu"}
 PRIORS = ("gmm-crops32", "small-cpu")
-OPERATOR_SEED, NOISE_SEED, SOLVER_SEED, SAMPLE_SEED, REFERENCE_SEED = 700_000, 710_000, 720_000, 730_000, 740_000
+#: the dataset name and seed part of the twin's problems (:func:`invbench.bench.problem.build_problem`)
+DATASET, PART = "heldout-test-crops32", "twin32"
 SAMPLE_IMAGES = (0, 8)
 SW_PROJECTIONS = 256
 MODE_TOL = 0.01
@@ -85,23 +89,19 @@ def build_solver(name: str, preset_task: str):
     return solvers.build(name, preset, **STEP_OVERRIDES.get(name, {})), preset
 
 
-def problem(task_index: int, cfg: TwinConfig, dtype: torch.dtype):
-    """Truth ``x0`` (n, 3, 32, 32) model space, operator, measurement ``y`` and ``sigma_y``."""
-    _task, preset, params, noise = TASKS[task_index]
-    x0 = pixel_to_model(bundled.heldout_crops(cfg.n_images, 32, seed=0, split="test")).to(dtype)
-    A = operators.build(preset, image_shape=(3, 32, 32),
-                        generator=torch.Generator().manual_seed(OPERATOR_SEED + task_index),
-                        **params).to(dtype=dtype)
-    sigma_y = noise_sigma_to_model(noise)
-    y = measure(A, x0, sigma_y, [NOISE_SEED + i for i in range(cfg.n_images)])
-    return x0, A, y, sigma_y
+def problems(task_index: int, cfg: TwinConfig, dtype: torch.dtype) -> list[Problem]:
+    """The ``n_images`` problems of task ``TASKS[task_index]`` (one shared operator draw)."""
+    task, preset, params, noise = TASKS[task_index]
+    spec = TaskSpec(task, preset, noise, params)
+    crops = bundled.heldout_crops(cfg.n_images, 32, seed=0, split="test")
+    return [build_problem(spec, DATASET, f"crop{i:04d}", crops[i], PART, PART, operator_id="all",
+                          dtype=dtype) for i in range(cfg.n_images)]
 
 
-def psnr_px(x: Tensor, x0: Tensor) -> Tensor:
-    """PSNR in dB of pixel-space [0, 1] images (outputs clipped to [0, 1]), per image."""
-    a = model_to_pixel(x.to(DT)).clamp(0, 1)
-    mse = ((a - model_to_pixel(x0.to(DT))) ** 2).flatten(1).mean(1)
-    return -10 * torch.log10(mse)
+def psnr_px(x: Tensor, problems: list[Problem]) -> Tensor:
+    """PSNR in dB of model-space outputs ``x`` against the problems' pixel truths (the suite's
+    :func:`invbench.bench.metrics.image.psnr`: data range 1, images clipped to [0, 1])."""
+    return psnr(model_to_pixel(x.to(DT)).cpu(), torch.cat([p.x for p in problems]))
 
 
 def where(x: Tensor, modes) -> tuple[str, float]:
@@ -123,47 +123,59 @@ def run_prior(prior_name: str, cfg: TwinConfig, progress=print) -> tuple[list[di
     for t, (task, preset, _params, _noise) in enumerate(TASKS):
         if cfg.tasks and task not in cfg.tasks:
             continue
-        x0, A, y, sigma_y = problem(t, cfg, dtype)
-        post = modes = None
+        probs = problems(t, cfg, dtype)
+        post = modes = refs = None
         if exact:
             t0 = time.perf_counter()
-            post = prior.posterior(A, y, sigma_y)
+            post = prior.posterior(probs[0].operator, torch.cat([p.y for p in probs]), probs[0].sigma_y)
             modes = post.modes()
-            refs = {i: post.sample(cfg.n_reference, generator=torch.Generator().manual_seed(REFERENCE_SEED + i))[i]
-                    for i in SAMPLE_IMAGES if i < cfg.n_images}
+            refs = _references(prior, probs, cfg)
             progress(f"{prior_name} {task}: exact posterior, MAP and references in {time.perf_counter() - t0:.1f} s")
             for label, xe in (("exact MAP", post.map()), ("exact posterior mean", post.mean())):
-                rows += _score_rows(prior_name, task, label, "-", xe, x0, post, modes,
+                rows += _score_rows(prior_name, task, label, "-", xe, probs, post, modes,
                                     {"nfe": 0, "vjp": 0, "seconds": 0.0})
         for name in solver_names(cfg):
-            solver, spreset = build_solver(name, preset)
-            cp = CountingPrior(prior)
-            gens = [torch.Generator().manual_seed(SOLVER_SEED + i) for i in range(cfg.n_images)]
-            t0 = time.perf_counter()
-            status = "ok"
-            try:
-                x = solver.solve(y, A, cp, sigma_y=sigma_y, generator=gens).detach()
-            except (solvers.SolverDiverged, solvers.SolverSkip) as e:
-                status, x = f"{type(e).__name__}: {e}", None
-            cost = {"nfe": cp.nfe, "vjp": cp.vjp, "seconds": time.perf_counter() - t0}
-            progress(f"{prior_name} {task} {name}: {status}, {cost['seconds']:.1f} s, NFE {cp.nfe}, VJP {cp.vjp}")
-            if x is None:
-                rows.append({"prior": prior_name, "task": task, "solver": name, "preset": spreset, "status": status})
-                continue
-            rows += _score_rows(prior_name, task, name, spreset, x, x0, post, modes, cost)
-            if exact and cfg.n_samples > 0:
-                srows += _sample_rows(prior, name, preset, task, A, y, sigma_y, post, refs, cfg)
+            rows += _solver_rows(prior, prior_name, name, preset, task, probs, post, modes, progress)
+            if exact and cfg.n_samples > 0 and rows[-1]["status"] == "ok":
+                srows += _sample_rows(prior, name, preset, task, probs, post, refs, cfg)
         if exact and cfg.n_samples > 0:
-            for i, ref in refs.items():
-                xs = post.sample(cfg.n_samples, generator=torch.Generator().manual_seed(SAMPLE_SEED + 100 * i + 99))[i]
-                srows.append(_sample_row(prior_name, task, "exact samples", i, xs, post.mean()[i], ref))
+            for i, (ref, exact_xs) in refs.items():
+                srows.append(_sample_row(prior_name, task, "exact samples", i, exact_xs, post.mean()[i], ref))
     return rows, srows
 
 
-def _score_rows(prior_name, task, name, spreset, x, x0, post, modes, cost) -> list[dict]:
+def _references(prior, probs: list[Problem], cfg: TwinConfig) -> dict[int, tuple[Tensor, Tensor]]:
+    """Per sample-set image ``i``: ``n_reference`` and ``n_samples`` exact posterior samples of its
+    measurement alone (so they do not depend on the other images)."""
+    out = {}
+    for i in (i for i in SAMPLE_IMAGES if i < len(probs)):
+        p = probs[i]
+        post_i = prior.posterior(p.operator, p.y, p.sigma_y)
+        out[i] = (post_i.sample(cfg.n_reference, generator=generator(p.seed_for("reference", PART)))[0],
+                  post_i.sample(cfg.n_samples, generator=generator(p.seed_for("exact-samples", PART)))[0])
+    return out
+
+
+def _solver_rows(prior, prior_name, name, preset, task, probs, post, modes, progress) -> list[dict]:
+    """One batched solve of every image by solver ``name``: its rows (one status row on failure)."""
+    solver, spreset = build_solver(name, preset)
+    cp = CountingPrior(prior)
+    t0 = time.perf_counter()
+    try:
+        x = solve_and_score(solver, probs, cp).x_hat
+    except (solvers.SolverDiverged, solvers.SolverSkip) as e:
+        status = f"{type(e).__name__}: {e}"
+        progress(f"{prior_name} {task} {name}: {status}")
+        return [{"prior": prior_name, "task": task, "solver": name, "preset": spreset, "status": status}]
+    cost = {"nfe": cp.nfe, "vjp": cp.vjp, "seconds": time.perf_counter() - t0}
+    progress(f"{prior_name} {task} {name}: ok, {cost['seconds']:.1f} s, NFE {cp.nfe}, VJP {cp.vjp}")
+    return _score_rows(prior_name, task, name, spreset, x, probs, post, modes, cost)
+
+
+def _score_rows(prior_name, task, name, spreset, x, probs, post, modes, cost) -> list[dict]:
     base = {"prior": prior_name, "task": task, "solver": name, "preset": spreset, "status": "ok",
             "seconds_per_image": cost["seconds"] / x.shape[0], "nfe": cost["nfe"], "vjp": cost["vjp"]}
-    ps = psnr_px(x, x0)
+    ps = psnr_px(x, probs)
     pm = posterior_metrics(model_to_pixel(x.to(DT)), post) if post is not None else None
     out = []
     for i in range(x.shape[0]):
@@ -176,14 +188,13 @@ def _score_rows(prior_name, task, name, spreset, x, x0, post, modes, cost) -> li
     return out
 
 
-def _sample_rows(prior, name, preset, task, A, y, sigma_y, post, refs, cfg) -> list[dict]:
+def _sample_rows(prior, name, preset, task, probs, post, refs, cfg) -> list[dict]:
     out = []
-    for i, ref in refs.items():
+    for i, (ref, _) in refs.items():
         solver, _ = build_solver(name, preset)
-        gens = [torch.Generator().manual_seed(SAMPLE_SEED + 100 * i + k) for k in range(cfg.n_samples)]
+        draws = [probs[i].with_solver_part(f"{PART}/sample{k}") for k in range(cfg.n_samples)]
         try:
-            xs = solver.solve(y[i : i + 1].expand(cfg.n_samples, *y.shape[1:]).contiguous(), A, prior,
-                              sigma_y=sigma_y, generator=gens).detach()
+            xs = solve_and_score(solver, draws, prior).x_hat
         except (solvers.SolverDiverged, solvers.SolverSkip):
             continue
         out.append(_sample_row(prior.name, task, name, i, xs, post.mean()[i], ref))
