@@ -2,18 +2,24 @@
 
 Validation problems (disjoint from every test split by construction of the seeds):
   priors  gmm-synthetic-64 and gmm-digits (8x8, exact posteriors);
-  tasks   inpaint_random, sr4_avgpool, deblur_uniform at 1x8x8 (operator seed 0);
-  images  x0 ~ prior, drawn with torch.Generator().manual_seed(s) for s in VALIDATION_SEEDS
-          (900_000 .. 900_000 + n - 1: the declared validation range, never used by tests or
-          benchmark configs); measurement noise seed s + 500_000 (invbench.bench.problem.measure;
-          these seeds, not build_problem's, so that the committed presets stay reproducible);
-          sigma_y = 0.02 (model units).
-Criterion: relative distance ‖x̂ − x_MAP‖/‖x_MAP‖ to the exact global MAP (prior.posterior().map()),
-summarised by the median over problems; a config is eligible if NFE = N(K+1) <= --max-nfe.
-Selection: the eligible SVD-preconditioned config with the lowest median distance (ties: lower NFE);
-the same separately for the scalar ("plain") variant.
+  tasks   inpaint_random, sr4_avgpool, deblur_uniform at 1x8x8, sigma_y = 0.02 (model units;
+          noise_sigma 0.01 pixel units);
+  images  the validation dataset ``{prior}-validation``: x0 ~ prior, drawn with
+          torch.Generator().manual_seed(s) for s in 900_000 .. 900_000 + n - 1 (the declared
+          validation range, never used by tests or benchmark configs), image id
+          ``prior-sample-{s}``;
+  seeds   every operator, noise and solver draw comes from invbench.bench.problem.build_problem
+          with data_part = solver_part = "tune_vml_map" and operator_id "shared": one operator
+          draw per (prior, task), so the n images of a (prior, task) are one solver call and one
+          exact posterior; noise and solver seeds per image.
+Criterion: relative distance ‖x̂ − x_MAP‖/‖x_MAP‖ to the exact global MAP
+(prior.posterior().map()), summarised by the median over problems; a config is eligible if
+NFE = N(K+1) <= --max-nfe.
+Selection: the eligible SVD-preconditioned config with the lowest median distance (ties: lower
+NFE); the same separately for the scalar ("plain") variant.
 
-    OMP_NUM_THREADS=1 python scripts/tune_vml_map.py [--n 8] [--max-nfe 1100] [--out runs/tune_vml_map.csv]
+    OMP_NUM_THREADS=1 python scripts/tune_vml_map.py [--n 8] [--max-nfe 1100]
+        [--out runs/tune_vml_map.csv]
 """
 
 from __future__ import annotations
@@ -25,41 +31,59 @@ import sys
 import time
 
 import torch
-from invbench.bench.problem import measure
+from invbench.bench.config.spec import TaskSpec
+from invbench.bench.problem import Problem, batched, build_problem, solve_and_score
+from invbench.operators.conventions import model_sigma_to_pixel, model_to_pixel
 
-from invbench import operators, priors, solvers
+from invbench import priors, solvers
 
 VALIDATION_SEED_BASE = 900_000
 PRIORS = ("gmm-synthetic-64", "gmm-digits")
 TASKS = ("inpaint_random", "sr4_avgpool", "deblur_uniform")
 SIGMA_Y = 0.02
+PART = "tune_vml_map"
+
+
+def task_spec(task: str) -> TaskSpec:
+    """The validation task ``task`` at ``SIGMA_Y`` (model units)."""
+    return TaskSpec(task, task, model_sigma_to_pixel(SIGMA_Y), {})
+
+
+def prior_problems(pname: str, prior, task: str, n: int) -> list[Problem]:
+    """The ``n`` validation problems of (``pname``, ``task``): one shared operator draw."""
+    out = []
+    for s in range(VALIDATION_SEED_BASE, VALIDATION_SEED_BASE + n):
+        x0 = prior.sample(1, generator=torch.Generator().manual_seed(s)).to(torch.float64)
+        out.append(build_problem(task_spec(task), f"{pname}-validation", f"prior-sample-{s}",
+                                 model_to_pixel(x0), PART, PART, operator_id="shared",
+                                 device="cpu", dtype=torch.float64))
+    return out
 
 
 def problems(n: int):
-    """Yield (prior_name, task, prior, op, y, x_map) batches of ``n`` validation problems."""
+    """Yield (prior_name, task, prior, problems, x_map) per (prior, task): ``n`` validation
+    problems that one solver call takes, and their exact MAPs."""
     for pname in PRIORS:
         prior = priors.build(pname)
-        shape = tuple(prior.image_shape)
         for task in TASKS:
-            op = operators.build(task, image_shape=shape,
-                                 generator=torch.Generator().manual_seed(0)).to(dtype=torch.float64)
-            seeds = [VALIDATION_SEED_BASE + i for i in range(n)]
-            x0 = torch.cat([prior.sample(1, generator=torch.Generator().manual_seed(s))
-                            for s in seeds]).to(torch.float64)
-            y = measure(op, x0, SIGMA_Y, [s + 500_000 for s in seeds])
-            x_map = prior.posterior(op, y, SIGMA_Y).map().reshape(x0.shape)
-            yield pname, task, prior, op, y, x_map, seeds
+            probs = prior_problems(pname, prior, task, n)
+            if len(list(batched(probs))) != 1:
+                raise RuntimeError(f"{pname}/{task}: the problems do not share one operator")
+            p0 = probs[0]
+            y = torch.cat([p.y for p in probs])
+            x_map = prior.posterior(p0.operator, y, p0.sigma_y).map()
+            yield pname, task, prior, probs, x_map.reshape(y.shape[0], *p0.x_model.shape[1:])
 
 
 def evaluate(cfg: dict, probs) -> tuple[float, float, float]:
     s = solvers.build("vml_map", preset="default", **cfg)
     dists = []
-    for _, _, prior, op, y, x_map, seeds in probs:
+    for _, _, prior, batch, x_map in probs:
         try:
-            x = s.solve(y, op, prior, sigma_y=SIGMA_Y, generator=[torch.Generator().manual_seed(v + 1) for v in seeds])
+            x = solve_and_score(s, batch, prior).x_hat
             d = ((x - x_map).flatten(1).norm(dim=1) / x_map.flatten(1).norm(dim=1)).tolist()
         except solvers.SolverDiverged:
-            d = [float("inf")] * y.shape[0]
+            d = [float("inf")] * len(batch)
         dists += d
     t = torch.tensor(dists)
     return t.median().item(), t.mean().item(), (t < 1e-2).double().mean().item()
@@ -74,27 +98,30 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     probs = list(problems(a.n))
     grid = []
-    for N, K, init, tr in itertools.product((20, 50, 100), (5, 10, 20), ("noise", "pinv"), ("ddim", "map_consistent")):
-        grid.append({"n_levels": N, "inner_steps": K, "step_size": 1.0, "init": init, "transition": tr,
-                     "preconditioner": "svd"})
+    for N, K, init, tr in itertools.product((20, 50, 100), (5, 10, 20), ("noise", "pinv"),
+                                            ("ddim", "map_consistent")):
+        grid.append({"n_levels": N, "inner_steps": K, "step_size": 1.0, "init": init,
+                     "transition": tr, "preconditioner": "svd"})
     for N, K, g, init in itertools.product((50,), (10, 20), (1.0, 1.9), ("noise", "pinv")):
-        grid.append({"n_levels": N, "inner_steps": K, "step_size": g, "init": init, "transition": "ddim",
-                     "preconditioner": "scalar"})
+        grid.append({"n_levels": N, "inner_steps": K, "step_size": g, "init": init,
+                     "transition": "ddim", "preconditioner": "scalar"})
     rows = []
     t0 = time.time()
     for cfg in grid:
         med, mean, frac = evaluate(cfg, probs)
         nfe = cfg["n_levels"] * (cfg["inner_steps"] + 1)
-        rows.append({**cfg, "nfe": nfe, "median_rel_dist": med, "mean_rel_dist": mean, "frac_below_1e-2": frac})
-        print(f"{cfg} nfe={nfe} median={med:.2e} mean={mean:.2e} frac<1e-2={frac:.2f} [{time.time() - t0:.0f}s]",
-              flush=True)
+        rows.append({**cfg, "nfe": nfe, "median_rel_dist": med, "mean_rel_dist": mean,
+                     "frac_below_1e-2": frac})
+        print(f"{cfg} nfe={nfe} median={med:.2e} mean={mean:.2e} frac<1e-2={frac:.2f} "
+              f"[{time.time() - t0:.0f}s]", flush=True)
     # stage 2: step size around the best SVD config
     best = _select(rows, "svd", a.max_nfe)
     for g in (0.5, 1.5, 1.9):
-        cfg = {k: best[k]
-               for k in ("n_levels", "inner_steps", "init", "transition", "preconditioner")} | {"step_size": g}
+        cfg = {k: best[k] for k in ("n_levels", "inner_steps", "init", "transition",
+                                    "preconditioner")} | {"step_size": g}
         med, mean, frac = evaluate(cfg, probs)
-        rows.append({**cfg, "nfe": best["nfe"], "median_rel_dist": med, "mean_rel_dist": mean, "frac_below_1e-2": frac})
+        rows.append({**cfg, "nfe": best["nfe"], "median_rel_dist": med, "mean_rel_dist": mean,
+                     "frac_below_1e-2": frac})
         print(f"{cfg} median={med:.2e} mean={mean:.2e} frac<1e-2={frac:.2f}", flush=True)
     if a.out:
         with open(a.out, "w", newline="") as f:
