@@ -118,8 +118,13 @@ class SolverSpec:
     priors: tuple[str, ...] | None
     resources: dict
     provenance: str = (
-        ""  # "tuned-here (...)" for a ``tuned:PATH`` preset; "" = from the preset name
+        ""  # TUNED_HERE + " (...)" for a ``tuned:PATH`` preset; "" = from the preset name
     )
+
+
+#: how the provenance of a preset tuned by ``invbench tune`` begins (the report finds tuned
+#: presets by it: :func:`invbench.bench.report.main_table` names them under their table)
+TUNED_HERE = "tuned-here"
 
 
 def preset_provenance(preset: str, spec_provenance: str = "", fidelity: str = "") -> str:
@@ -150,7 +155,7 @@ def load_tuned(path: Path, solver: str, where: str) -> tuple[str, dict, str]:
             )
         b = doc.get("budget", {})
         budget = ", ".join(f"{k} {v:g}" for k, v in b.items())
-        prov = f"tuned-here ({budget}; {doc['split']} split)"
+        prov = f"{TUNED_HERE} ({budget}; {doc['split']} split)"
     except ConfigError:
         raise
     except (KeyError, TypeError, ValueError, tomllib.TOMLDecodeError) as e:

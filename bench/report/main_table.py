@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from ..config.spec import TUNED_HERE
 from . import escape
 from .names import solver_name
 from .stats import DECIMALS, UNITS, MeanCI, arrow
@@ -95,9 +96,9 @@ def _tuned_lines(cells) -> list[str]:
     by: dict[str, set[str]] = {}
     for c in cells:
         prov = str(c.provenance or "")
-        if "tuned-here" in prov:
-            by.setdefault(prov[prov.index("tuned-here"):], set()).add(solver_name(c.solver))
-    return [f"Presets {p.replace('tuned-here', 'tuned here', 1)}: {', '.join(sorted(s))}."
+        if TUNED_HERE in prov:
+            by.setdefault(prov[prov.index(TUNED_HERE):], set()).add(solver_name(c.solver))
+    return [f"Presets {p.replace(TUNED_HERE, 'tuned here', 1)}: {', '.join(sorted(s))}."
             for p, s in sorted(by.items())]
 
 
