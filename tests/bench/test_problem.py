@@ -171,3 +171,48 @@ def test_operator_states_holding_arrays_compare_by_value():
     assert _same_state(a, {"w": np.arange(6.0).reshape(2, 3), "k": 2})
     assert not _same_state(a, {"w": np.arange(6.0).reshape(3, 2), "k": 2})
     assert not _same_state(a, {"w": np.arange(6.0).reshape(2, 3) + 1, "k": 2})
+
+
+def test_images_naming_one_operator_id_share_its_draw_and_nothing_else():
+    """``operator_id``: the images share the operator (mask) draw, while each keeps its own noise
+    and solver seeds; the shared draw is that of the id, whatever image asks for it first."""
+    t = _task("inpaint")
+    g = torch.Generator().manual_seed(3)
+    xs = [torch.rand(1, 8, 8, generator=g, dtype=torch.float64) for _ in range(3)]
+    shared = [problem.build_problem(t, "d", f"i{k}", x, 0, 0, operator_id="g0") for k, x in enumerate(xs)]
+    alone = [problem.build_problem(t, "d", f"i{k}", x, 0, 0) for k, x in enumerate(xs)]
+    assert len({p.operator_seed for p in shared}) == 1
+    assert all(torch.equal(p.operator.mask, shared[0].operator.mask) for p in shared)
+    assert not torch.equal(shared[0].operator.mask, problem.build_problem(
+        t, "d", "i0", xs[0], 0, 0, operator_id="g1").operator.mask)
+    for s, a in zip(shared, alone):
+        assert (s.noise_seed, s.solver_seed) == (a.noise_seed, a.solver_seed)
+    first = problem.build_problem(t, "d", "i2", xs[2], 0, 0, operator_id="g0")
+    assert torch.equal(first.y, shared[2].y)
+    # one batched call over the shared draw equals the images solved one by one
+    prior, s = priors.build("gmm-digits"), solvers.build("oracle_sample")
+    together = problem.solve_and_score(s, shared, prior).x_hat
+    for k, p in enumerate(shared):
+        assert torch.allclose(together[k], problem.solve_and_score(s, [p], prior).x_hat[0], atol=1e-10)
+
+
+def test_further_draws_of_one_image_change_only_the_solver_seed():
+    p = problem.build_problem(_task("inpaint"), "d", "i0", torch.rand(1, 8, 8, dtype=torch.float64), 0, 0)
+    k1, k2 = p.with_solver_part("s/sample1"), p.with_solver_part("s/sample2")
+    assert k1.solver_seed == problem.derive_seed("s/sample1", "solver", "inpaint", "d", "i0")
+    assert len({p.solver_seed, k1.solver_seed, k2.solver_seed}) == 3
+    assert k1.y is p.y and k1.operator is p.operator and k1.noise_seed == p.noise_seed
+    assert p.seed_for("reference", "s") == problem.derive_seed("s", "reference", "inpaint", "d", "i0")
+
+
+def test_batched_splits_where_the_operator_or_sigma_changes():
+    g = torch.Generator().manual_seed(4)
+    x = [torch.rand(1, 8, 8, generator=g, dtype=torch.float64) for _ in range(6)]
+    a = [problem.build_problem(_task("inpaint"), "d", f"i{k}", x[k], 0, 0, operator_id="A") for k in range(3)]
+    b = problem.build_problem(_task("inpaint"), "d", "i3", x[3], 0, 0, operator_id="B")
+    c = problem.build_problem(_task("inpaint", 0.1), "d", "i4", x[4], 0, 0, operator_id="A")
+    groups = list(problem.batched([*a, b, c]))
+    assert [len(gr) for gr in groups] == [3, 1, 1]
+    assert [len(gr) for gr in problem.batched(a, batch_size=2)] == [2, 1]
+    assert [[it[0] for it in gr] for gr in problem.batched(
+        [(k, p) for k, p in enumerate(a)], problem_of=lambda it: it[1])] == [[0, 1, 2]]
