@@ -120,8 +120,9 @@ def one_model(name: str, large: bool, args, budget: Budget, log) -> dict:
                 ref = refs.get(B)
                 cell.update({"t_forward": tf, "t_forward_backward": tfb,
                              "max_abs_diff_D": None if ref is None else float((d.float() - ref.float()).abs().max())})
+                images = torch.rand(B, 3, hw, hw, generator=torch.Generator().manual_seed(2))
                 prob = pc.make_problem("inpaint_random", B, device=dev, params={"ratio": 0.5},
-                                       images=torch.rand(B, 3, hw, hw, generator=torch.Generator().manual_seed(2)))
+                                       images=images, dataset=f"uniform-noise-{hw}")
                 cell["solvers"] = {}
                 for sname, ov in REDUCED.items():
                     if budget.left() < args.reserve_s:

@@ -1,8 +1,15 @@
-"""Building blocks of ``invbench perf`` (:mod:`invbench.bench.studies.perf`): the timing prior, problems,
-interleaved timing, statistics and the deepinv wrappers.
+"""Building blocks of ``invbench perf`` (:mod:`invbench.bench.studies.perf`): the timing prior,
+problems, interleaved timing, statistics and the deepinv wrappers.
 
 Units: seconds; images in model space [-1, 1] for solvers, pixel space [0, 1] for PSNR;
 ``noise_sigma`` in pixel units (``sigma_y = 2 * noise_sigma`` in model units).
+
+Seeds: every problem is built by :func:`invbench.bench.problem.build_problem` (the suite's one
+scheme, docs/design.md §2): for the study seed ``s`` the data and solver seed parts are
+``perf/<s>`` (:func:`seed_part`), and a batch's images name one operator id
+(:data:`SHARED_OPERATOR`) so they share one operator draw and are timed as one batched call;
+noise and solver seeds are each image's own. The exception is ``run_solver(...,
+shared_generator=True)``: one generator seeded like deepinv's sampler (common random numbers).
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import hashlib
 import math
 import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -25,11 +32,13 @@ from invbench.priors.small_unet import build_small_unet
 from invbench.priors.vp import VPPrior
 from torch import Tensor
 
-from invbench import operators, solvers
+from invbench import solvers
 
-from ..problem import measure
+from ..problem import Problem, build_problem
 
 __all__ = [
+    "BUNDLED_TEST",
+    "SHARED_OPERATOR",
     "PriorInfo",
     "TimingProblem",
     "count_costs",
@@ -40,6 +49,8 @@ __all__ = [
     "pair_ratios",
     "psnr_pixel",
     "run_solver",
+    "seed_part",
+    "solver_seeds",
     "stats",
     "timing_prior",
 ]
@@ -64,7 +75,8 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def timing_prior(device: str = "cpu", weights: str | Path | None = None, seed: int = 0) -> tuple[VPPrior, PriorInfo]:
+def timing_prior(device: str = "cpu", weights: str | Path | None = None,
+                 seed: int = 0) -> tuple[VPPrior, PriorInfo]:
     """The small CPU prior (``priors/data/small_cpu.pt`` or ``weights``) when its weights exist,
     else the same architecture with seeded random weights (timing only: the cost of a network
     call does not depend on its weight values). The output convolution is re-initialised
@@ -72,7 +84,8 @@ def timing_prior(device: str = "cpu", weights: str | Path | None = None, seed: i
     path = Path(weights) if weights is not None else DEFAULT_WEIGHTS
     if path.is_file():
         prior = load_small_cpu(path).to(device=device)
-        info = PriorInfo("small-cpu", True, f"{_shown(path)} sha256 {_sha256(path)[:16]}…", _n_params(prior.net))
+        info = PriorInfo("small-cpu", True, f"{_shown(path)} sha256 {_sha256(path)[:16]}…",
+                         _n_params(prior.net))
         return prior, info
     if weights is not None:
         raise FileNotFoundError(f"{path}: small-cpu weights not found")
@@ -85,12 +98,14 @@ def timing_prior(device: str = "cpu", weights: str | Path | None = None, seed: i
     net.eval().requires_grad_(False)
     prior = VPPrior(net.to(device), image_shape=(3, 32, 32))
     info = PriorInfo("small-cpu architecture, random weights", False,
-                     f"{WEIGHTS_NOT_TRAINED} ({path} missing): random weights, timing only", _n_params(net))
+                     f"{WEIGHTS_NOT_TRAINED} ({path} missing): random weights, timing only",
+                     _n_params(net))
     return prior, info
 
 
 def _shown(path: Path) -> str:
-    """``path`` relative to the repository when it lies inside it (reports do not name the machine's folders)."""
+    """``path`` relative to the repository when it lies inside it (reports do not name the
+    machine's folders)."""
     root = Path(__file__).resolve().parents[2]
     try:
         return str(path.resolve().relative_to(root))
@@ -104,10 +119,24 @@ def _n_params(net) -> int:
 
 # ----------------------------------------------------------------------------- problems
 
+#: Seed-scheme name of the timing images ``bundled.heldout_crops(n, 32, seed, split="test")``.
+BUNDLED_TEST = "bundled-test"
+#: Operator id every image of a timing batch names: the batch shares one operator draw.
+SHARED_OPERATOR = "shared"
+
+
+def seed_part(seed: int) -> str:
+    """The seed part (``data_part`` and ``solver_part`` of
+    :func:`invbench.bench.problem.build_problem`) of the perf study's draws under ``seed``."""
+    return f"perf/{seed}"
+
 
 @dataclass
 class TimingProblem:
-    """A measured batch: ``x`` ground truth (model space), operator ``A``, ``y``, ``sigma_y``."""
+    """A measured batch sharing one operator: ``x`` ground truth (model units [-1, 1], float32,
+    on the device), operator ``A``, measurement ``y`` (model units), ``sigma_y`` (model units),
+    ``noise_sigma`` (pixel units), ``task`` (the operator preset), and ``problems``: the batch's
+    images as :class:`invbench.bench.problem.Problem` values in order (identity and seeds)."""
 
     x: Tensor
     A: object
@@ -115,48 +144,85 @@ class TimingProblem:
     sigma_y: float
     noise_sigma: float
     task: str
+    problems: list[Problem] = field(default_factory=list)
 
 
-def make_problem(task: str, n: int, *, device: str = "cpu", noise_sigma: float = 0.05, seed: int = 0,
-                 params: dict | None = None, images: Tensor | None = None) -> TimingProblem:
-    """``n`` held-out 32×32 test crops (``invbench.bench.bundled``, split "test") measured through preset
-    ``task`` (one operator for the batch, seeded), noise drawn per image from seeded generators
-    (``1000 + seed + i``, by :func:`invbench.bench.problem.measure`; the committed timings keep
-    these draws rather than :func:`invbench.bench.problem.build_problem`'s)."""
+def make_problem(task: str, n: int, *, device: str = "cpu", noise_sigma: float = 0.05,
+                 seed: int = 0, params: dict | None = None, images: Tensor | None = None,
+                 dataset: str | None = None) -> TimingProblem:
+    """``n`` images measured through operator preset ``task`` (with ``params``) at pixel-unit
+    ``noise_sigma`` (``sigma_y = 2 * noise_sigma`` in model units), float32 on ``device``.
+
+    Images: ``n`` held-out 32×32 test crops (``invbench.bench.bundled.heldout_crops(n, 32, seed,
+    split="test")``, dataset :data:`BUNDLED_TEST`, image ids ``crop0000``, ``crop0001``, …), or
+    the first ``n`` of ``images`` (pixel units [0, 1], ``(N, C, H, W)``), which ``dataset`` must
+    then name (image ids ``image0000``, …). Each image is built by
+    :func:`invbench.bench.problem.build_problem` (task name = ``task``) with data and solver part
+    :func:`seed_part` ``(seed)`` and operator id :data:`SHARED_OPERATOR`: the batch shares one
+    operator draw (one batched solver call), the noise and solver seeds are the image's own."""
     from invbench.bench import bundled
+    from invbench.bench.config.spec import TaskSpec
 
     if images is None:
         images = bundled.heldout_crops(n, size=32, seed=seed, split="test")
-    x = pixel_to_model(images[:n].to(torch.float32)).to(device)
-    A = operators.build(task, image_shape=(3, 32, 32), generator=torch.Generator().manual_seed(seed), **(params or {}))
-    A.to(device=device)
-    sigma_y = noise_sigma_to_model(noise_sigma)
-    y = measure(A, x, sigma_y, [1000 + seed + i for i in range(n)])
-    return TimingProblem(x, A, y, sigma_y, noise_sigma, task)
+        dataset, stem = (BUNDLED_TEST if dataset is None else dataset), "crop"
+    elif dataset is None:
+        raise ValueError("make_problem: name the given images (dataset=...): their seeds use it")
+    else:
+        stem = "image"
+    if images.shape[0] < n:
+        raise ValueError(f"make_problem: {n} images asked for, {images.shape[0]} given")
+    spec = TaskSpec(task, task, float(noise_sigma), dict(params or {}))
+    part = seed_part(seed)
+    probs = [build_problem(spec, dataset, f"{stem}{i:04d}", images[i], part, part,
+                           operator_id=SHARED_OPERATOR, device=device, dtype=torch.float32)
+             for i in range(n)]
+    x = torch.cat([p.x_model for p in probs])
+    y = torch.cat([p.y for p in probs])
+    return TimingProblem(x, probs[0].operator, y, probs[0].sigma_y, float(noise_sigma), task,
+                         probs)
 
 
-def generators(n: int, device: str, offset: int = 0) -> list[torch.Generator]:
-    """One generator per image on ``device`` (noise drawn where it is used: no host copies)."""
-    return [torch.Generator(device=device).manual_seed(offset + i) for i in range(n)]
+def generators(seeds: Sequence[int], device: str) -> list[torch.Generator]:
+    """One generator per seed on ``device`` (noise drawn where it is used: no host copies)."""
+    return [torch.Generator(device=device).manual_seed(s) for s in seeds]
 
 
-def run_solver(name: str, prob: TimingProblem, prior, *, preset: str = "default", overrides: dict | None = None,
-               seed: int = 0, batch: int | None = None, shared_generator: bool = False) -> Tensor:
-    """Solve ``prob`` with solver ``name`` (first ``batch`` images) and return model-space x̂.
+def solver_seeds(prob: TimingProblem, n: int, seed: int | None = None) -> list[int]:
+    """The solver seeds of the first ``n`` images of ``prob``: each image's own
+    (:attr:`invbench.bench.problem.Problem.solver_seed`), or with ``seed`` those of solver part
+    :func:`seed_part` ``(seed)`` (:meth:`invbench.bench.problem.Problem.seed_for`)."""
+    if n > len(prob.problems):
+        raise ValueError(f"{n} images asked for, the problem has {len(prob.problems)}")
+    return [p.solver_seed if seed is None else p.seed_for("solver", seed_part(seed))
+            for p in prob.problems[:n]]
 
-    Noise: one generator per image (seeds ``10·seed + i``), or with ``shared_generator`` one
-    generator seeded ``seed`` drawing for the images in turn — the stream deepinv's samplers draw
-    from ``rng.manual_seed(seed)``, so the two see the same noise (common random numbers)."""
+
+def run_solver(name: str, prob: TimingProblem, prior, *, preset: str = "default",
+               overrides: dict | None = None, seed: int | None = None, batch: int | None = None,
+               shared_generator: bool = False) -> Tensor:
+    """Solve ``prob`` with solver ``name`` (first ``batch`` images) and return x̂ (model units).
+
+    Noise: one generator per image on the problem's device, seeded by :func:`solver_seeds`
+    (the image's own solver seed, or that of solver part ``perf/<seed>``); or with
+    ``shared_generator`` one generator seeded ``seed`` drawing for the images in turn — the
+    stream deepinv's samplers draw from ``rng.manual_seed(seed)``, so the two see the same noise
+    (common random numbers)."""
     s = solvers.build(name, preset=preset, **(overrides or {}))
     b = prob.y.shape[0] if batch is None else batch
     y = prob.y[:b]
     dev = str(y.device)
-    gen = torch.Generator(device=dev).manual_seed(seed) if shared_generator else generators(b, dev, 10 * seed)
+    if shared_generator:
+        if seed is None:
+            raise ValueError("shared_generator needs the seed of deepinv's rng")
+        gen = torch.Generator(device=dev).manual_seed(seed)
+    else:
+        gen = generators(solver_seeds(prob, b, seed), dev)
     return s.solve(y, prob.A, prior, sigma_y=prob.sigma_y, generator=gen)
 
 
-def count_costs(name: str, prob: TimingProblem, prior, *, preset: str = "default", overrides: dict | None = None,
-                batch: int = 1) -> tuple[int, int]:
+def count_costs(name: str, prob: TimingProblem, prior, *, preset: str = "default",
+                overrides: dict | None = None, batch: int = 1) -> tuple[int, int]:
     """(NFE, VJP) of one solve, counted by :class:`priors.CountingPrior`."""
     cp = CountingPrior(prior)
     run_solver(name, prob, cp, preset=preset, overrides=overrides, batch=batch)
@@ -244,7 +310,8 @@ def denoiser_calls(prior, batch: int, device: str, calls: int = 3, sigma: float 
     return fwd, fwd_bwd
 
 
-def denoiser_costs(prior, batch: int, device: str, calls: int = 5, reps: int = 3) -> tuple[float, float]:
+def denoiser_costs(prior, batch: int, device: str, calls: int = 5,
+                   reps: int = 3) -> tuple[float, float]:
     """Median seconds per call (forward, forward+backward), interleaved, after one warm-up."""
     f, fb = denoiser_calls(prior, batch, device, calls)
     t = interleave([("f", f), ("fb", fb)], reps, device)
@@ -271,7 +338,8 @@ def measure_peak(fn: Callable[[], object], device: str) -> dict:
         cost.reset_gpu_peak(device)
         fn()
         peak = cost.gpu_peak_bytes(device)
-        return {"kind": "cuda max_memory_allocated", "peak_bytes": peak, "increase_bytes": peak - base}
+        return {"kind": "cuda max_memory_allocated", "peak_bytes": peak,
+                "increase_bytes": peak - base}
     base = cost.current_rss_bytes()
     reset_ok = cost.reset_rss_peak()
     fn()
@@ -292,15 +360,15 @@ class _NullNet(torch.nn.Module):
 
 @contextlib.contextmanager
 def null_network(prior):
-    """Temporarily replace ``prior.net`` (a :class:`invbench.priors.vp.VPPrior`) by :class:`_NullNet`, so a
-    timed solve measures what the solver loop (and the adapter) cost around the network."""
+    """Temporarily replace ``prior.net`` (a :class:`invbench.priors.vp.VPPrior`) by
+    :class:`_NullNet`, so a timed solve measures what the solver loop (and the adapter) cost
+    around the network."""
     net = prior.net
     prior.net = _NullNet()
     try:
         yield prior
     finally:
         prior.net = net
-
 
 
 def dinv_denoiser(prior, noise_factor: float = 1.0):
@@ -332,9 +400,11 @@ def dinv_inpainting(prob: TimingProblem, noise_sigma: float | None = None):
 
     A = prob.A
     C, H, W = A.in_shape
-    mask = A.mask.to(device=prob.y.device, dtype=prob.y.dtype).reshape(1, H, W).expand(C, H, W).clone()
+    mask = A.mask.to(device=prob.y.device, dtype=prob.y.dtype).reshape(1, H, W)
+    mask = mask.expand(C, H, W).clone()
     ns = prob.noise_sigma if noise_sigma is None else noise_sigma
-    phys = deepinv.physics.Inpainting(img_size=(C, H, W), mask=mask, noise_model=deepinv.physics.GaussianNoise(ns),
+    phys = deepinv.physics.Inpainting(img_size=(C, H, W), mask=mask,
+                                      noise_model=deepinv.physics.GaussianNoise(ns),
                                       device=prob.y.device)
     y_pix = model_to_pixel(A.adjoint(prob.y)) * mask  # observed pixels: (y + 1)/2, hole: 0
     return phys, y_pix

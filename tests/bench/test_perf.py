@@ -150,6 +150,32 @@ def test_perf_clock_counts_like_counting_prior_and_clocks_backward():
         assert tp.network_seconds() == tp._fwd_s + tp._bwd_s
 
 
+def test_problems_are_build_problem_s_with_one_operator_per_batch():
+    """make_problem builds each image by build_problem (seed parts perf/<seed>, operator id
+    "shared"): the batch shares one operator draw (one solver call), noise and solver seeds are
+    each image's own, and the first images of a batch are the smaller batch."""
+    from invbench.bench import bundled
+    from invbench.bench.config.spec import TaskSpec
+    from invbench.bench.problem import batched, build_problem
+
+    prob = pc.make_problem("inpaint_random", 3, params={"ratio": 0.5}, seed=1)
+    assert [len(b) for b in batched(prob.problems)] == [3]
+    task = TaskSpec("inpaint_random", "inpaint_random", 0.05, {"ratio": 0.5})
+    crops = bundled.heldout_crops(3, size=32, seed=1, split="test")
+    for i, p in enumerate(prob.problems):
+        q = build_problem(task, pc.BUNDLED_TEST, f"crop{i:04d}", crops[i], "perf/1", "perf/1",
+                          operator_id=pc.SHARED_OPERATOR, dtype=torch.float32)
+        assert p.seeds == q.seeds and torch.equal(prob.y[i : i + 1], q.y)
+    assert len({p.noise_seed for p in prob.problems}) == 3
+    assert len({p.solver_seed for p in prob.problems}) == 3
+    assert pc.solver_seeds(prob, 2) == [p.solver_seed for p in prob.problems[:2]]
+    assert pc.solver_seeds(prob, 3, seed=1) == pc.solver_seeds(prob, 3)
+    small = pc.make_problem("inpaint_random", 2, params={"ratio": 0.5}, seed=1)
+    assert torch.equal(small.y, prob.y[:2])
+    with pytest.raises(ValueError):
+        pc.make_problem("inpaint_random", 1, images=crops)  # given images must be named
+
+
 def test_vml_vs_dps_without_trained_weights_says_so():
     info = pc.PriorInfo("x", False, "random", 1)
     assert perf.case_vml_vs_dps({"prior_info": info, "prior": None, "device": "cpu",
