@@ -29,6 +29,8 @@ image). Stages, in order; all on the three tasks unless stated:
               (``--full-grid``: N in {10,20,50,100} x K in {1,2,5,10}); choice among NFE <= 300
   knobs       (20, 2) with the chosen gamma/transition: init pinv, sigma_max 157 (one at a time);
               then the combined choice at the chosen budget
+  presets     the shipped presets ``learned`` and ``fast`` (solvers/vml_map.py), measured beside
+              the selection (a lookup where a stage above measured them); they choose nothing
   noiseless   ``--single-task`` at noise 1e-3 px: both transitions at gamma 1 and the chosen
               gamma, DDRM, PiGDM
   expensive   ``--single-task`` (all tasks with ``--full-grid``): DPS-1000 and the chosen setting
@@ -222,6 +224,16 @@ class Runner:
         return got
 
 
+def shipped_presets() -> dict[str, dict]:
+    """The shipped VML-MAP presets for learned priors, as configurations of :func:`vml`."""
+    out = {}
+    for name in ("learned", "fast"):
+        p = solvers.build("vml_map", preset=name).params
+        out[name] = vml(p.n_levels, p.inner_steps, p.transition, p.step_size, p.init,
+                        p.sigma_max)
+    return out
+
+
 def mean_psnr(rows: list[dict]) -> float:
     """Mean over tasks of the per-task mean PSNR (nan if a task is missing or diverged)."""
     if len(rows) < len(TASKS):
@@ -250,7 +262,8 @@ def main(argv=None) -> int:
                     help="task of the noiseless/expensive stages")
     ap.add_argument("--max-minutes", type=float, default=30.0,
                     help="start no new configuration after this")
-    ap.add_argument("--stages", default="refs,transition,budget,knobs,noiseless,expensive")
+    ap.add_argument("--stages",
+                    default="refs,transition,budget,knobs,presets,noiseless,expensive")
     ap.add_argument("--out", default="reports/validation/vml_map_small_cpu_tuning.csv")
     ap.add_argument("--full-grid", action="store_true",
                     help="budget stage on N in {10,20,50,100} x K in {1,2,5,10} and the expensive "
@@ -313,6 +326,10 @@ def main(argv=None) -> int:
             best[key] = _argmax(sc, kb[key])
         R.run("knobs", best, TASKS)  # the combination (a no-op lookup if already measured)
         print(f"knobs: chosen {label(best)}", flush=True)
+    if "presets" in stages:
+        for name, cfg in shipped_presets().items():
+            print(f"preset {name} ({label(cfg)}): "
+                  f"{mean_psnr(R.run('presets', cfg, TASKS)):.2f} dB", flush=True)
     if "noiseless" in stages:
         g = best["step_size"]
         cfgs = [vml(20, 2, "ddim"), vml(20, 2, "map_consistent")]
@@ -359,6 +376,10 @@ def write_summary(path: Path, R: Runner, wpath: Path, wsha: str, a, best: dict) 
         lines.append(f"| {stage} | {lab} | {npx:g} | {any_r['nfe']} | {any_r['vjp']} | "
                      + " | ".join(cells) + f" | {m} | {s:.1f} |")
     lines += ["", f"Chosen (rules in the script's docstring): `{label(best)}`."]
+    for name, cfg in shipped_presets().items():
+        got = [r for t in TASKS if (r := R.find("presets", cfg, t, NOISE_PX)) is not None]
+        score = f"{mean_psnr(got):.2f} dB mean" if len(got) == len(TASKS) else "not measured"
+        lines.append(f"- shipped preset `{name}` = `{label(cfg)}`: {score}")
     # smallest VML-MAP budget whose PSNR reaches DPS-1000's, per task where DPS-1000 was run
     for t in TASKS:
         dps = [r for r in rows if r["task"] == t and r["solver"] == "dps"
