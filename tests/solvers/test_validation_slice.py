@@ -4,12 +4,16 @@ reproducible: a slice of it is recomputed here and must match the committed rows
 Everything is seeded, CPU, float64, and the CSVs store floats with full precision, so on the CPU
 capability and thread count that made the table the match is to round-off (RTOL/ATOL below). On
 another CPU the iterative solves take other kernel paths (another SIMD width, another reduction
-order) and drift; the tolerances for that case are 10x the largest drift measured against the
-committed table (made on an Intel Xeon, 1 thread) on a 2-core AMD EPYC with its native kernels
-(AVX2) and with ``ATEN_CPU_CAPABILITY=default``, each at 1 and 2 threads: per-problem values of an
-iterative MAP search move by up to 4e-4 (model RMS) where the value itself is ~1e-3, the means
-over 32 problems by < 1.5e-3 relative. Counts, fractions of global/local modes, NFE and VJP were
-identical in every run and stay exact."""
+order) and drift. The tolerances for that case are 10x the largest drift measured on the earlier
+table between an Intel Xeon and a 2-core AMD EPYC (AVX2, and ``ATEN_CPU_CAPABILITY=default``, at
+1 and 2 threads): per-problem values of an iterative MAP search moved by up to 4e-4 (model RMS),
+the means over 32 problems by < 1.5e-3 relative. The slice is a cell where VML-MAP's end point
+does not switch modes between kernel families: on the current table (AVX-512, 1 thread),
+recomputed with ``ATEN_CPU_CAPABILITY=avx2`` and ``=default``, gmm-patches x inpaint_random moved
+by at most 4.4e-6 (distance to the MAP) and no problem changed mode, while in the two gmm-digits
+inpainting cells one problem each reached another mode under AVX2 (a change of 0.02-0.11 in its
+distance to the MAP, which no tolerance on round-off can cover). Counts, fractions of
+global/local modes, NFE and VJP stay exact."""
 
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ from invbench.bench.studies import exact_posterior as V
 from invbench import solvers
 
 REPORT = Path(__file__).resolve().parents[2] / "reports" / "validation"
-SLICE = {"prior": "gmm-digits", "preset": "inpaint_random", "sigma_y": 0.05,
+SLICE = {"prior": "gmm-patches", "preset": "inpaint_random", "sigma_y": 0.05,
          "solvers": ("vml_map/default", "ddrm")}  # ddrm exercises the 64-sample sets too
 RTOL, ATOL = 1e-9, 1e-10  # same CPU capability and thread count as the committed run
 
@@ -108,21 +112,24 @@ def test_slice_matches_committed_problem_rows(committed, recomputed):
 
 
 def test_committed_table_covers_the_acceptance_grid(committed):
-    """The study's scope (reports/validation/README.md): 4 GMM priors x >= 4 linear presets x all solvers x >= 32
-    problems, sample-set metrics (64+ samples) for the samplers, and the exact oracles behaving as the closed form."""
+    """The study's scope (reports/validation/README.md): 4 GMM priors x >= 4 linear presets x every
+    row of the study (every registered solver) x >= 32 problems, sample-set metrics (64+ samples)
+    for the samplers, and the exact oracles behaving as the closed form."""
     table, _ = committed
     main = [r for r in table if float(r["sigma_y"]) == 0.05]
     assert {r["prior"] for r in main} == {"gmm-synthetic-64", "gmm-synthetic-256", "gmm-digits", "gmm-patches"}
     assert len({r["preset"] for r in main}) >= 4
     for prior in {r["prior"] for r in main}:
+        want = {e.label for e in V.SOLVERS if e.priors is None or prior in e.priors}
         for preset in {r["preset"] for r in main}:
             cell = {r["solver"]: r for r in main if r["prior"] == prior and r["preset"] == preset}
-            assert {"vml_map/default", "vml_map/plain", "dps", "ddrm", "pigdm", "oracle_map", "oracle_mean",
-                    "oracle_sample"} <= set(cell), (prior, preset)
+            assert want <= set(cell), (prior, preset, want - set(cell))
             for r in cell.values():
                 assert int(r["n_problems"]) >= 32 and int(r["n_failed"]) == 0
-            for s in ("dps", "ddrm", "pigdm", "oracle_sample"):
-                assert int(cell[s]["n_samples"]) >= 64 and math.isfinite(float(cell[s]["sw_mean"]))
+            for e in V.SOLVERS:
+                if e.sampler and e.label in want:
+                    row = cell[e.label]
+                    assert int(row["n_samples"]) >= 64 and math.isfinite(float(row["sw_mean"])), e.label
             # the oracle MAP is the exact global MAP; the oracle mean has zero error to the mean
             assert float(cell["oracle_map"]["frac_global"]) == 1.0
             assert float(cell["oracle_map"]["dist_to_map_mean"]) < 1e-8
@@ -154,19 +161,3 @@ def test_every_registered_solver_has_a_validation_row_without_editing_the_study(
         assert (row.label, row.preset, row.sampler) == ("zz_probe", "default", False)
     finally:
         registry._CLASSES.pop("zz_probe")
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("label", ["diffpir", "reddiff", "daps"])
-def test_new_rows_run_on_a_tiny_grid(label):
-    """The rows not yet in the committed table run end to end on 2 problems (finite metrics)."""
-    import dataclasses
-    cfg = dataclasses.replace(V.default_config(), n_problems=2, n_sample_problems=1, n_samples=4,
-                              n_reference=64, sw_projections=16)
-    _, table = V.run_suite(cfg, progress=lambda m: None,
-                           only=lambda p, t, s, lab: (p == "gmm-digits" and t == "inpaint_random" and s == 0.05
-                                                      and lab == label))
-    (row,) = table
-    assert int(row["n_failed"]) == 0 and math.isfinite(float(row["dist_to_map_mean"]))
-    spec = next(e for e in V.SOLVERS if e.label == label)
-    assert math.isfinite(float(row["sw_mean"])) == spec.sampler
