@@ -1,4 +1,5 @@
-"""Results store: ``RUN_DIR/results.sqlite`` (SQLite, WAL) and atomic image files.
+"""Results store: ``RUN_DIR/results.sqlite`` (SQLite, WAL); a run's image files are written by
+:mod:`.runfiles`.
 
 Schema (docs/harness.md): table ``results`` (one row per cell × image
 × seed, primary key ``row_id``), ``set_metrics``, ``metric_status``, ``meta``. A row is
@@ -14,14 +15,11 @@ import contextlib
 import fcntl
 import functools
 import hashlib
-import io
 import os
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Self
-
-import numpy as np
 
 from .fsafety import StorageFault, atomic_write_bytes, storage_fault
 
@@ -39,8 +37,6 @@ __all__ = [
     "load_results",
     "load_set_metrics",
     "row_id",
-    "write_npy",
-    "write_png",
 ]
 
 STORE_NAME = "results.sqlite"
@@ -461,45 +457,3 @@ def load_meta(run_dir: str | Path) -> dict[str, str]:
         return dict(con.execute("SELECT key, value FROM meta"))
     finally:
         con.close()
-
-
-# ------------------------------------------------------------------ atomic files
-
-
-def to_uint8(x_pixel) -> np.ndarray:
-    """(C,H,W) pixel-space tensor/array -> (H,W) or (H,W,C) uint8, clipped to [0,1], rounded."""
-    a = x_pixel.detach().cpu().double().numpy() if hasattr(x_pixel, "detach") else np.asarray(x_pixel, dtype=np.float64)
-    a = np.clip(a, 0.0, 1.0)
-    a = np.rint(a * 255.0).astype(np.uint8)
-    if a.ndim == 3:
-        a = a[0] if a.shape[0] == 1 else np.transpose(a, (1, 2, 0))
-    return a
-
-
-def png_bytes(x_pixel) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(to_uint8(x_pixel)).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def write_png(path: str | Path, x_pixel) -> None:
-    """Atomically save a (C,H,W) pixel-space image (clipped to [0,1], 8-bit) as PNG."""
-    atomic_write_bytes(path, png_bytes(x_pixel))
-
-
-def write_npy(path: str | Path, x_pixel) -> None:
-    """Atomically save a (C,H,W) pixel-space image as float32 .npy (unclipped)."""
-    a = x_pixel.detach().cpu().float().numpy() if hasattr(x_pixel, "detach") else np.asarray(x_pixel, np.float32)
-    buf = io.BytesIO()
-    np.save(buf, a)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def read_png(path: str | Path) -> np.ndarray:
-    """PNG -> (C,H,W) float64 pixel-space array in [0,1]."""
-    from PIL import Image
-
-    a = np.asarray(Image.open(path), dtype=np.float64) / 255.0
-    return a[None] if a.ndim == 2 else np.transpose(a, (2, 0, 1))

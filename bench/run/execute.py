@@ -29,7 +29,7 @@ import torch
 from .. import cost
 from ..grid import Cell
 from ..problem import batched, build_problem
-from ..store import write_npy, write_png
+from ..runfiles import write_npy, write_png
 from . import paths as run_paths
 from .checks import one_line
 from .rows import Item, base_row, item, metric_columns, recon_rel

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from .. import cost
-from ..store import Store, write_png
+from ..runfiles import write_png
+from ..store import Store
 from . import paths as run_paths
 
 __all__ = ["UNITS", "code_version", "env_info", "loadavg", "write_start"]

@@ -22,7 +22,8 @@ import torch
 
 from ..grid import Cell
 from ..problem import build_problem
-from ..store import Store, read_png
+from ..runfiles import read_png
+from ..store import Store
 from .checks import one_line
 
 __all__ = ["compute_set_metrics"]

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from invbench.bench import config, run, store
+from invbench.bench import config, run, runfiles, store
 from invbench.operators.base import same_operator
 
 from tests.helpers import parts
@@ -88,7 +88,7 @@ def test_rows_columns_and_rederivable_measurement(tmp_path):
     i = ds.ids.index(r.image_id)
     op = operators.build("inpaint_random", (1, 8, 8), torch.Generator().manual_seed(int(r.operator_seed)), ratio=0.5)
     y = op.measure(pixel_to_model(ds.get(i).float()[None]), r.sigma_y, torch.Generator().manual_seed(int(r.noise_seed)))
-    meas = store.read_png(tmp_path / "run" / f"meas/inpaint/digits/{r.image_id}_s{r.seed}.png")
+    meas = runfiles.read_png(tmp_path / "run" / f"meas/inpaint/digits/{r.image_id}_s{r.seed}.png")
     assert tuple(y.shape[1:]) != (1, 8, 8)   # a vector of observed pixels: visualised as A^+ y
     vis = op.pinv(y)[0]
     assert np.allclose(meas, np.rint(np.clip(model_to_pixel(vis).double().numpy(), 0, 1) * 255) / 255)

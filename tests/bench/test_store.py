@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from invbench.bench import store
 from invbench.bench.store import Store, StoreError
 
@@ -94,22 +93,6 @@ def test_corrupt_store_is_a_store_error(tmp_path):
     p.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(StoreError):
         Store(p)
-
-
-def test_atomic_png_npy_roundtrip_and_no_temp_left(tmp_path):
-    x = torch.rand(3, 5, 7, dtype=torch.float64)
-    x[0, 0, 0] = 1.7   # clipped in the PNG, kept in the npy
-    store.write_png(tmp_path / "a/b/img.png", x)
-    store.write_npy(tmp_path / "a/b/img.npy", x)
-    back = store.read_png(tmp_path / "a/b/img.png")
-    expect = np.rint(np.clip(x.numpy(), 0, 1) * 255) / 255
-    assert back.shape == (3, 5, 7) and np.array_equal(back, expect)
-    arr = np.load(tmp_path / "a/b/img.npy")
-    assert arr.dtype == np.float32 and np.allclose(arr, x.numpy(), atol=1e-7) and arr[0, 0, 0] == np.float32(1.7)
-    g = torch.rand(1, 4, 4)
-    store.write_png(tmp_path / "g.png", g)
-    assert store.read_png(tmp_path / "g.png").shape == (1, 4, 4)
-    assert not [p for p in tmp_path.rglob("*") if p.name.endswith("tmp")]
 
 
 def test_atomic_write_failure_leaves_old_file(tmp_path, monkeypatch):

@@ -65,7 +65,8 @@ DIGITS = '[[datasets]]\nname = "digits"\ntype = "digits"\nsplit = "test"\nlimit 
 def test_ids_that_differ_outside_the_safe_set_get_their_own_files(tmp_path, capsys):
     """'a b', 'a_b' and 'a?b' (and two 2-character CJK names) used to share one reconstruction,
     measurement and truth file (the last writer won); now each has its own, holding its image."""
-    from invbench.bench.store import load_results, read_png
+    from invbench.bench.runfiles import read_png
+    from invbench.bench.store import load_results
 
     names = ["a b", "a_b", "a?b", "图像", "画像"]
     _named_folder(tmp_path, names)
