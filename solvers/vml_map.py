@@ -118,14 +118,15 @@ class VMLMAP(Solver):
     PRESETS: ClassVar[dict[str, Preset]] = {
         "default": Preset(
             {},
-            "ours: tuned here on the GMM validation split (seeds 900000+, scripts/tune_vml_map.py; "
-            "docs/solvers-vml-map.md); not the paper's values (unknown)",
+            "ours: tuned here on the GMM validation split (prior samples seeded 900000+, "
+            "scripts/tune_vml_map.py; docs/solvers-vml-map.md); not the paper's values (unknown)",
         ),
         "plain": Preset(
             {"n_levels": 50, "inner_steps": 20, "preconditioner": "scalar", "transition": "ddim"},
             "ours: unpreconditioned variant (scalar step γ/(1/σ²+‖A‖²/σ_y²)), tuned here on the "
             "GMM validation "
-            "split (seeds 900000+, scripts/tune_vml_map.py); not the paper's values (unknown)",
+            "split (prior samples seeded 900000+, scripts/tune_vml_map.py); not the paper's "
+            "values (unknown)",
         ),
         "exact-gaussian": Preset(
             {"n_levels": 50, "step_size": 1.0, "transition": "ddim"},
@@ -136,18 +137,16 @@ class VMLMAP(Solver):
         "learned": Preset(
             {"n_levels": 20, "inner_steps": 5},
             "ours: for learned (network) priors; tuned here on the small-cpu validation split "
-            "(grace_hopper "
-            "crops, scripts/tune_vml_map_small.py, best mean PSNR with NFE <= 300), see "
-            "docs/solvers-vml-map.md; "
-            "not the paper's values (unknown)",
+            "(grace_hopper crops, scripts/tune_vml_map_small.py: best mean PSNR with NFE <= 300 "
+            "in the 8-crop x 2-seed check, within 0.05 dB of the best in the 4-crop run), see "
+            "docs/solvers-vml-map.md; not the paper's values (unknown)",
         ),
         "fast": Preset(
             {"n_levels": 20, "inner_steps": 2},
-            "ours: cheapest measured setting (NFE 60) whose PSNR reached DPS-1000's on "
-            "inpaint_random; tuned here "
-            "on the small-cpu validation split (scripts/tune_vml_map_small.py), see "
-            "docs/solvers-vml-map.md; "
-            "not the paper's values (unknown)",
+            "ours: 'learned' at K=2 (NFE 60), for time-at-quality comparisons; on the "
+            "small-cpu validation split (scripts/tune_vml_map_small.py) its PSNR reached "
+            "DPS-1000's on inpaint_random in the 8-crop x 2-seed check, not in the 4-crop run, "
+            "see docs/solvers-vml-map.md; not the paper's values (unknown)",
         ),
         "full": Preset(
             {"loss": "vml_full"},
