@@ -148,6 +148,8 @@ def _references(prior, probs: list[Problem], cfg: TwinConfig) -> dict[int, tuple
     """Per sample-set image ``i``: ``n_reference`` and ``n_samples`` exact posterior samples of its
     measurement alone (so they do not depend on the other images)."""
     out = {}
+    if cfg.n_samples <= 0:
+        return out
     for i in (i for i in SAMPLE_IMAGES if i < len(probs)):
         p = probs[i]
         post_i = prior.posterior(p.operator, p.y, p.sigma_y)
