@@ -135,8 +135,9 @@ def run_prior(prior_name: str, cfg: TwinConfig, progress=print) -> tuple[list[di
                 rows += _score_rows(prior_name, task, label, "-", xe, probs, post, modes,
                                     {"nfe": 0, "vjp": 0, "seconds": 0.0})
         for name in solver_names(cfg):
-            rows += _solver_rows(prior, prior_name, name, preset, task, probs, post, modes, progress)
-            if exact and cfg.n_samples > 0 and rows[-1]["status"] == "ok":
+            solved = _solver_rows(prior, prior_name, name, preset, task, probs, post, modes, progress)
+            rows += solved
+            if exact and cfg.n_samples > 0 and solved[0]["status"] == "ok":
                 srows += _sample_rows(prior, name, preset, task, probs, post, refs, cfg)
         if exact and cfg.n_samples > 0:
             for i, (ref, exact_xs) in refs.items():
